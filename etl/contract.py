@@ -1,0 +1,136 @@
+"""The data contract: what an input file must look like and what the lake holds.
+
+Every stage imports its column names, types and rules from here, so a change to the contract is a
+change in one file.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pyspark.sql import types as T
+
+#: Header of a REES46 event file, in order.
+RAW_COLUMNS: Final[tuple[str, ...]] = (
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+)
+HEADER_LINE: Final[str] = ",".join(RAW_COLUMNS)
+
+EventType = Literal["view", "cart", "remove_from_cart", "purchase"]
+EVENT_TYPES: Final[tuple[str, ...]] = ("view", "cart", "remove_from_cart", "purchase")
+
+#: Input timestamps look like ``2019-10-01 00:00:00 UTC``.
+EVENT_TIME_FORMAT: Final[str] = "yyyy-MM-dd HH:mm:ss 'UTC'"
+EVENT_TIME_PYTHON_FORMAT: Final[str] = "%Y-%m-%d %H:%M:%S UTC"
+
+#: A price above this is treated as a data error (the real catalogue tops out near 2,600).
+MAX_PRICE: Final[float] = 100_000.0
+#: Events outside these years are bad timestamps (REES46 starts in 2019).
+MIN_YEAR: Final[int] = 2000
+MAX_YEAR: Final[int] = 2100
+#: Identifiers are non-negative integers of at most this many digits (category ids reach 19).
+MAX_ID_DIGITS: Final[int] = 19
+#: A user with more events than this in one day is flagged as bot-like (not dropped).
+BOT_EVENTS_PER_DAY: Final[int] = 1_000
+
+#: Reasons a row is quarantined, checked in this order; the first that applies is recorded.
+QuarantineReason = Literal[
+    "malformed_line",
+    "bad_event_time",
+    "unknown_event_type",
+    "bad_product_id",
+    "bad_category_id",
+    "missing_user_id",
+    "bad_user_id",
+    "missing_user_session",
+    "missing_price",
+    "bad_price",
+    "negative_price",
+    "absurd_price",
+]
+QUARANTINE_REASONS: Final[tuple[str, ...]] = (
+    "malformed_line",
+    "bad_event_time",
+    "unknown_event_type",
+    "bad_product_id",
+    "bad_category_id",
+    "missing_user_id",
+    "bad_user_id",
+    "missing_user_session",
+    "missing_price",
+    "bad_price",
+    "negative_price",
+    "absurd_price",
+)
+
+#: Every raw field is read as text first so that a bad value is quarantined, never coerced to null.
+RAW_SCHEMA: Final[T.StructType] = T.StructType(
+    [T.StructField(name, T.StringType(), True) for name in RAW_COLUMNS]
+    + [T.StructField("_corrupt_record", T.StringType(), True)]
+)
+
+#: One accepted event in the lake (partition column ``event_date`` is added by the layout).
+EVENT_SCHEMA: Final[T.StructType] = T.StructType(
+    [
+        T.StructField("event_time", T.TimestampType(), False),
+        T.StructField("event_hour", T.IntegerType(), False),
+        T.StructField("event_type", T.StringType(), False),
+        T.StructField("product_id", T.LongType(), False),
+        T.StructField("category_id", T.LongType(), True),
+        T.StructField("category_code", T.StringType(), True),
+        T.StructField("category_l1", T.StringType(), True),
+        T.StructField("category_l2", T.StringType(), True),
+        T.StructField("category_l3", T.StringType(), True),
+        T.StructField("brand", T.StringType(), True),
+        T.StructField("price", T.DoubleType(), False),
+        T.StructField("user_key", T.StringType(), False),
+        T.StructField("session_key", T.StringType(), False),
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("event_date", T.DateType(), False),
+    ]
+)
+EVENT_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in EVENT_SCHEMA.fields)
+
+#: One quarantined row. ``raw_line`` never carries a raw user id or session id (see etl.ingest).
+QUARANTINE_SCHEMA: Final[T.StructType] = T.StructType(
+    [
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("line_number", T.LongType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("raw_line", T.StringType(), True),
+    ]
+)
+QUARANTINE_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in QUARANTINE_SCHEMA.fields)
+
+
+class ContractError(ValueError):
+    """An input violates the data contract as a whole (for example a wrong header)."""
+
+
+def check_header(header_line: str, source: str) -> None:
+    """Raise :class:`ContractError` naming the file and the difference if the header is wrong."""
+    got = [c.strip() for c in header_line.rstrip("\r\n").lstrip("\ufeff").split(",")]
+    if tuple(got) == RAW_COLUMNS:
+        return
+    missing = [c for c in RAW_COLUMNS if c not in got]
+    extra = [c for c in got if c not in RAW_COLUMNS]
+    if missing or extra:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unexpected {', '.join(extra)}" if extra else "",
+            )
+            if part
+        )
+    else:
+        detail = f"columns out of order: got {','.join(got)}"
+    raise ContractError(f"{source}: bad header ({detail}); expected {HEADER_LINE}")

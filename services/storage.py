@@ -1,0 +1,278 @@
+"""Object storage behind one small interface: local disk (the embedded default) or S3/MinIO.
+
+Keys are ``/``-separated paths relative to the store's root. Writes of a single object are atomic on
+both backends (rename on disk, one PUT on S3); that is what the lake's commit protocol relies on.
+Spark never talks to this layer: it reads and writes local directories, and :meth:`Store.put_dir` /
+:meth:`Store.get_dir` move whole trees between those directories and the store.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from minio import Minio
+from minio.error import S3Error
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+
+class StorageError(RuntimeError):
+    """The store could not be reached or refused an operation."""
+
+
+class Store(Protocol):
+    """What the lake needs from a storage backend."""
+
+    uri: str
+
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def put_file(self, local_file: Path, key: str, *, move: bool = False) -> None: ...
+    def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int: ...
+    def get_dir(self, prefix: str, local_dir: Path) -> int: ...
+    def local_path(self, key: str) -> Path | None: ...
+
+
+def _clean(key: str) -> str:
+    key = key.strip("/")
+    if any(part in ("..", "") for part in key.split("/")) and key:
+        raise ValueError(f"invalid storage key: {key!r}")
+    return key
+
+
+def _files_under(local_dir: Path) -> Iterator[tuple[Path, str]]:
+    """Files below ``local_dir`` with their relative keys; Spark's checksum and marker files skipped."""
+    for path in sorted(local_dir.rglob("*")):
+        if path.is_file() and not path.name.endswith(".crc") and path.name != "_SUCCESS":
+            yield path, path.relative_to(local_dir).as_posix()
+
+
+@dataclass
+class LocalStore:
+    """A directory on local disk."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _clean(key) if key else self.root
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.uri}/{key}") from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix)
+        if base.is_file():
+            return [_clean(prefix)]
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".tmp")
+        )
+
+    def delete_prefix(self, prefix: str) -> int:
+        path = self._path(prefix)
+        if path.is_file():
+            path.unlink()
+            return 1
+        if not path.exists():
+            return 0
+        count = sum(1 for p in path.rglob("*") if p.is_file())
+        shutil.rmtree(path)
+        return count
+
+    def put_file(self, local_file: Path, key: str, *, move: bool = False) -> None:
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if move:
+            os.replace(local_file, dst)
+        else:
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copy2(local_file, tmp)
+            os.replace(tmp, dst)
+
+    def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int:
+        files = list(_files_under(Path(local_dir)))
+        for src, rel in files:
+            self.put_file(src, f"{_clean(prefix)}/{rel}", move=move)
+        return len(files)
+
+    def get_dir(self, prefix: str, local_dir: Path) -> int:
+        count = 0
+        for key in self.list(prefix):
+            dst = Path(local_dir) / Path(key).relative_to(_clean(prefix))
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self._path(key), dst)
+            count += 1
+        return count
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+_transient = retry(
+    retry=retry_if_exception_type((ConnectionError, TimeoutError, OSError)),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential(multiplier=0.2, max=3),
+    reraise=True,
+)
+
+
+@dataclass
+class S3Store:
+    """A bucket (and optional prefix) on an S3-compatible server, through the ``minio`` SDK."""
+
+    client: Minio
+    bucket: str
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        self.prefix = self.prefix.strip("/")
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, key: str) -> str:
+        key = _clean(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _rel(self, object_name: str) -> str:
+        return object_name[len(self.prefix) + 1 :] if self.prefix else object_name
+
+    @_transient
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(self.bucket, self._key(key))
+        except S3Error as err:
+            if err.code in ("NoSuchKey", "NoSuchBucket"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    @_transient
+    def write_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(self.bucket, self._key(key), io.BytesIO(data), len(data))
+        except S3Error as err:
+            raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
+
+    @_transient
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.stat_object(self.bucket, self._key(key))
+            return True
+        except S3Error as err:
+            if err.code in ("NoSuchKey", "NoSuchBucket", "NotFound"):
+                return False
+            raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
+
+    @_transient
+    def list(self, prefix: str) -> list[str]:
+        base = self._key(prefix) if prefix else self.prefix
+        try:
+            objects = self.client.list_objects(self.bucket, prefix=base, recursive=True)
+            names = [o.object_name for o in objects if o.object_name and not o.is_dir]
+        except S3Error as err:
+            if err.code == "NoSuchBucket":
+                return []
+            raise StorageError(f"{self.uri}/{prefix}: {err.code}: {err.message}") from err
+        # A listing by prefix "a/b" also matches "a/bc"; keep only whole path segments.
+        keep = [n for n in names if not prefix or n == base or n.startswith(base.rstrip("/") + "/")]
+        return sorted(self._rel(n) for n in keep)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for key in keys:
+            self.client.remove_object(self.bucket, self._key(key))
+        return len(keys)
+
+    def put_file(self, local_file: Path, key: str, *, move: bool = False) -> None:
+        self._fput(local_file, key)
+        if move:
+            Path(local_file).unlink()
+
+    @_transient
+    def _fput(self, local_file: Path, key: str) -> None:
+        self.client.fput_object(self.bucket, self._key(key), str(local_file))
+
+    def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int:
+        files = list(_files_under(Path(local_dir)))
+        for src, rel in files:
+            self.put_file(src, f"{_clean(prefix)}/{rel}", move=move)
+        return len(files)
+
+    def get_dir(self, prefix: str, local_dir: Path) -> int:
+        count = 0
+        for key in self.list(prefix):
+            dst = Path(local_dir) / Path(key).relative_to(_clean(prefix))
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                self._get_file(key, dst)
+            count += 1
+        return count
+
+    @_transient
+    def _get_file(self, key: str, dst: Path) -> None:
+        tmp = dst.with_name(f".{dst.name}.part")
+        self.client.fget_object(self.bucket, self._key(key), str(tmp))
+        os.replace(tmp, dst)
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+
+def make_minio_client(
+    endpoint: str, access_key: str, secret_key: str, *, secure: bool = False, region: str | None = None
+) -> Minio:
+    """A ``Minio`` client; ``endpoint`` may be ``host:port`` or an ``http(s)://`` URL."""
+    if "://" in endpoint:
+        parsed = urlparse(endpoint)
+        endpoint, secure = parsed.netloc, parsed.scheme == "https"
+    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+
+
+def open_store(uri: str, client: Minio | None = None) -> Store:
+    """The store for ``uri``: ``s3://bucket/prefix`` needs a client, anything else is a local path."""
+    if uri.startswith("s3://"):
+        if client is None:
+            raise StorageError(f"{uri}: an S3 lake needs SHOPLENS_S3_ENDPOINT and credentials")
+        parsed = urlparse(uri)
+        return S3Store(client, parsed.netloc, parsed.path)
+    return LocalStore(Path(uri))

@@ -1,0 +1,89 @@
+"""Shared fixtures: one local SparkSession for the whole run, temporary lakes, the real REES46 rows."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REES46_SAMPLE = REPO.parent / "shared" / "data" / "rees46" / "2019-Oct-head-5000.csv"
+TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A real local Spark (2 cores) shared by every test; Spark tests are marked ``spark``."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("shoplens-tests")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    """Settings pointing at a fresh local lake, with a test pseudonymization key."""
+    from services.settings import Settings
+
+    return Settings(
+        lake=str(tmp_path / "lake"),
+        work_dir=tmp_path / "work",
+        pseudonym_key=TEST_KEY,
+        spark_master="local[2]",
+    )
+
+
+@pytest.fixture
+def key() -> bytes:
+    return TEST_KEY.encode()
+
+
+@pytest.fixture
+def local_lake(settings):
+    from services.runtime import open_lake
+
+    return open_lake(settings)
+
+
+@pytest.fixture(scope="session")
+def rees46_sample() -> Path:
+    if not REES46_SAMPLE.exists():
+        pytest.skip(f"real REES46 rows not found at {REES46_SAMPLE}")
+    return REES46_SAMPLE
+
+
+@pytest.fixture
+def cli_env(settings, monkeypatch) -> Iterator[dict[str, str]]:
+    """Environment variables for running the ``shoplens`` CLI against the test lake."""
+    env = {
+        "SHOPLENS_LAKE": settings.lake,
+        "SHOPLENS_WORK_DIR": str(settings.work_dir),
+        "SHOPLENS_PSEUDONYM_KEY": TEST_KEY,
+        "SHOPLENS_SPARK_MASTER": "local[2]",
+        "SHOPLENS_SPARK_DRIVER_MEMORY": "2g",
+        "SHOPLENS_LOG_FORMAT": "json",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from services.settings import get_settings
+
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
