@@ -99,6 +99,24 @@ EVENT_SCHEMA: Final[T.StructType] = T.StructType(
 )
 EVENT_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in EVENT_SCHEMA.fields)
 
+#: The real REES46 top-level categories (first segment of ``category_code``). Per-user category shares
+#: use this fixed list so the feature set does not change with the data; anything else is "other".
+CATEGORY_L1: Final[tuple[str, ...]] = (
+    "accessories",
+    "apparel",
+    "appliances",
+    "auto",
+    "computers",
+    "construction",
+    "country_yard",
+    "electronics",
+    "furniture",
+    "kids",
+    "medicine",
+    "sport",
+    "stationery",
+)
+
 #: One quarantined row. ``raw_line`` never carries a raw user id or session id (see etl.ingest).
 QUARANTINE_SCHEMA: Final[T.StructType] = T.StructType(
     [
