@@ -20,7 +20,13 @@ from urllib.parse import urlparse
 
 from minio import Minio
 from minio.error import S3Error
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 
 class StorageError(RuntimeError):
@@ -146,7 +152,9 @@ class LocalStore:
 
 
 _transient = retry(
-    retry=retry_if_exception_type((ConnectionError, TimeoutError, OSError)),
+    # FileNotFoundError is an OSError too, but a missing key is an answer, not a transient failure.
+    retry=retry_if_exception_type((ConnectionError, TimeoutError, OSError))
+    & retry_if_not_exception_type(FileNotFoundError),
     stop=stop_after_attempt(4),
     wait=wait_exponential(multiplier=0.2, max=3),
     reraise=True,
@@ -220,7 +228,10 @@ class S3Store:
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for key in keys:
-            self.client.remove_object(self.bucket, self._key(key))
+            try:
+                self.client.remove_object(self.bucket, self._key(key))
+            except S3Error as err:
+                raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
         return len(keys)
 
     def put_file(self, local_file: Path, key: str, *, move: bool = False) -> None:
@@ -230,7 +241,10 @@ class S3Store:
 
     @_transient
     def _fput(self, local_file: Path, key: str) -> None:
-        self.client.fput_object(self.bucket, self._key(key), str(local_file))
+        try:
+            self.client.fput_object(self.bucket, self._key(key), str(local_file))
+        except S3Error as err:
+            raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
 
     def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int:
         files = list(_files_under(Path(local_dir)))
@@ -251,7 +265,10 @@ class S3Store:
     @_transient
     def _get_file(self, key: str, dst: Path) -> None:
         tmp = dst.with_name(f".{dst.name}.part")
-        self.client.fget_object(self.bucket, self._key(key), str(tmp))
+        try:
+            self.client.fget_object(self.bucket, self._key(key), str(tmp))
+        except S3Error as err:
+            raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
         os.replace(tmp, dst)
 
     def local_path(self, key: str) -> Path | None:

