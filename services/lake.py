@@ -162,4 +162,3 @@ class Lake:
 
 def _run_of(key: str) -> str:
     return key.split("/run_id=", 1)[1].split("/", 1)[0]
-

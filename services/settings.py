@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     log_format: str = Field("json", description="json or text")
     pushgateway_url: str | None = Field(None, description="host:port of the Prometheus Pushgateway")
 
+    incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")
+    poll_seconds: float = Field(5.0, description="How often the watcher lists the incoming location")
+
     @property
     def key_bytes(self) -> bytes:
         """The pseudonymization key; in demo mode without a key, the public demo key (with a warning)."""

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from services.lake import Lake
+from etl.contract import EVENT_COLUMNS
+from services.lake import EVENTS, Lake
 from services.settings import Settings
 
 
@@ -51,14 +52,19 @@ def _secret(value: object) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value or "")
 
 
+#: Columns each run-scoped dataset exposes (event files also carry ingest-only columns that stay null).
+_DATASET_COLUMNS = {EVENTS: (*EVENT_COLUMNS, "line_number", "run_id")}
+
+
 def read_run_dataset(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame | None:
     """Rows of a run-scoped dataset from committed runs only; None if nothing is committed."""
     path = lake.spark_path(dataset)
     committed = lake.committed_run_ids()
     if path is None or not committed:
         return None
-    df = spark.read.option("mergeSchema", "false").parquet(path)
-    return df.where(F.col("run_id").isin(committed))
+    df = spark.read.parquet(path).where(F.col("run_id").isin(committed))
+    columns = _DATASET_COLUMNS.get(dataset)
+    return df.select(*columns) if columns else df
 
 
 @contextmanager

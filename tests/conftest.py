@@ -111,3 +111,20 @@ def s3_lake(s3_server, tmp_path: Path):
 
     bucket = s3_server.new_bucket("lake")
     return Lake(S3Store(s3_server.client(), bucket, "lake"), tmp_path / "s3work")
+
+
+@pytest.fixture(scope="session")
+def prom_stack():
+    """Real Prometheus + Pushgateway (tests/promserver.py) for the whole run; skipped without the binaries."""
+    from tests.promserver import missing_binaries, start_stack
+
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(
+            f"not installed: {', '.join(missing)} (apt-get install prometheus prometheus-pushgateway)"
+        )
+    stack = start_stack()
+    try:
+        yield stack
+    finally:
+        stack.stop()

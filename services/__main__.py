@@ -1,0 +1,5 @@
+"""``python -m services`` runs the shoplens CLI."""
+
+from services.cli import main
+
+main()

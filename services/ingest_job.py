@@ -1,0 +1,340 @@
+"""The ingestion job: event files on disk -> a committed run in the lake.
+
+Why the files are cut into plain-text chunks first: a ``.csv.gz`` is not splittable, so Spark would
+read, parse and hash a whole month in one task on one core. One streaming pass in Python (zlib, at C
+speed) hashes the file for the ledger, checks the header, and writes ~64 MB plain chunks whose first
+line numbers are known; Spark then reads the chunks in parallel and line numbers stay exact.
+
+Commit protocol (see services/lake.py): everything is written under the local staging directory,
+moved under run-scoped lake paths, and made visible by the run summary with status "committed".
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from etl.contract import QUARANTINE_COLUMNS, QUARANTINE_REASONS, ContractError, check_header
+from etl.ingest import (
+    ACCEPTED,
+    DUPLICATE,
+    QUARANTINED,
+    classify,
+    duplicates_view,
+    find_duplicates,
+    flag_suspicious_users,
+)
+from services.lake import DUPLICATES, EVENTS, QUARANTINE, SUSPICIOUS_USERS, Lake, new_run_id, utc_now_iso
+
+log = logging.getLogger("shoplens.ingest")
+
+CHUNK_BYTES = 64 * 1024 * 1024
+_READ_BLOCK = 8 * 1024 * 1024
+_LINE_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in its low 33 bits
+
+
+class ReconciliationError(RuntimeError):
+    """Counts of a run do not add up; the run is not committed."""
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+    status: str  # ingested | skipped | failed
+    reason: str | None = None
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    duplicates_removed: int = 0
+    previous_run_id: str | None = None
+
+
+@dataclass
+class Chunk:
+    path: Path
+    source_file: str
+    first_line: int
+
+
+@dataclass
+class _Split:
+    rows: int
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _open_text(path: Path):
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: int = CHUNK_BYTES) -> _Split:
+    """Check the header and cut the data lines into plain chunks of about ``chunk_bytes``.
+
+    Line 1 is the header, so the first data line is line 2. Raises ContractError on a bad header.
+    """
+    split = _Split(rows=0)
+    next_line = 2
+    pending = b""
+    with _open_text(path) as fh:
+        try:
+            header = fh.readline().decode("utf-8")
+        except (UnicodeDecodeError, OSError, EOFError) as err:
+            raise ContractError(f"{source_file}: unreadable ({err})") from err
+        check_header(header, source_file)
+
+        def flush(data: bytes) -> None:
+            nonlocal next_line
+            if not data:
+                return
+            lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            chunk = out_dir / f"{len(split.chunks):05d}-{source_file}.txt"
+            chunk.write_bytes(data)
+            split.chunks.append(Chunk(chunk, source_file, next_line))
+            split.rows += lines
+            next_line += lines
+
+        try:
+            while block := fh.read(min(_READ_BLOCK, chunk_bytes)):
+                pending += block
+                while len(pending) >= chunk_bytes:
+                    # cut after the last full line within the chunk size (or the first, if longer)
+                    cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n", chunk_bytes) + 1
+                    if not cut:
+                        break
+                    flush(pending[:cut])
+                    pending = pending[cut:]
+        except (OSError, EOFError, gzip.BadGzipFile) as err:
+            raise ContractError(f"{source_file}: truncated or corrupt file ({err})") from err
+        flush(pending)
+    return split
+
+
+def read_lines(spark: SparkSession, chunks: list[Chunk]) -> DataFrame:
+    """Raw lines of the chunks as ``(source_file, line_number, value)``.
+
+    Each chunk is read as exactly one partition (the open cost is set so high that Spark neither
+    packs two chunks together nor splits one), so the row index inside a partition is the line offset.
+    """
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(2 * CHUNK_BYTES))
+    spark.conf.set("spark.sql.files.openCostInBytes", str(1 << 40))
+    meta = spark.createDataFrame(
+        [(c.path.name, c.source_file, c.first_line) for c in chunks],
+        T.StructType(
+            [
+                T.StructField("_chunk", T.StringType()),
+                T.StructField("source_file", T.StringType()),
+                T.StructField("_first_line", T.LongType()),
+            ]
+        ),
+    )
+    raw = (
+        spark.read.option("lineSep", "\n")
+        .text([str(c.path) for c in chunks])
+        .select(
+            F.regexp_replace("value", "\r$", "").alias("value"),
+            F.col("_metadata.file_name").alias("_chunk"),
+            (F.monotonically_increasing_id().bitwiseAND(F.lit(_LINE_MASK))).alias("_offset"),
+        )
+    )
+    return raw.join(F.broadcast(meta), on="_chunk", how="inner").select(
+        "source_file", (F.col("_first_line") + F.col("_offset")).alias("line_number"), "value"
+    )
+
+
+def _unique_names(paths: list[Path], hashes: list[str]) -> list[str]:
+    names: list[str] = []
+    for path, digest in zip(paths, hashes, strict=True):
+        name = path.name
+        names.append(name if name not in names else f"{name}#{digest[:8]}")
+    return names
+
+
+def ingest_files(
+    spark: SparkSession,
+    lake: Lake,
+    paths: Iterable[Path],
+    key: bytes,
+    *,
+    run_id: str | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    on_progress: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Ingest ``paths`` as one run and return its summary (also written to ``runs/<run_id>.json``)."""
+    run_id = run_id or new_run_id()
+    started, t0 = utc_now_iso(), time.monotonic()
+    lake.vacuum()
+    staging = lake.staging_dir(run_id)
+    chunk_dir = staging / "chunks"
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    ctx = {"run_id": run_id, "stage": "ingest"}
+
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"no such input file: {p}")
+    hashes = [sha256_of(p) for p in paths]
+    names = _unique_names(paths, hashes)
+    ledger = lake.ledger()
+    results: list[FileResult] = []
+    chunks: list[Chunk] = []
+    rows_by_file: dict[str, int] = {}
+    seen_now: dict[str, str] = {}
+    for path, digest, name in zip(paths, hashes, names, strict=True):
+        result = FileResult(name=name, sha256=digest, size_bytes=path.stat().st_size, status="ingested")
+        results.append(result)
+        if digest in ledger:
+            result.status, result.previous_run_id = "skipped", ledger[digest]["run_id"]
+            result.reason = f"already ingested by run {result.previous_run_id}"
+        elif digest in seen_now:
+            result.status, result.reason = "skipped", f"same content as {seen_now[digest]} in this run"
+        else:
+            try:
+                on_progress(f"reading {name}")
+                split = split_into_chunks(path, name, chunk_dir, chunk_bytes)
+            except ContractError as err:
+                result.status, result.reason = "failed", str(err)
+                log.warning("file failed: %s", err, extra={**ctx, "file": name})
+                continue
+            seen_now[digest] = name
+            chunks.extend(split.chunks)
+            rows_by_file[name] = result.rows_read = split.rows
+        log.info("file %s: %s", name, result.status, extra={**ctx, "file": name, "status": result.status})
+
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "started_at": started,
+        "lake": lake.store.uri,
+        "rows_read": sum(rows_by_file.values()),
+        "rows_accepted": 0,
+        "rows_quarantined": 0,
+        "duplicates_removed": 0,
+        "quarantine_by_reason": {},
+        "suspicious_users": 0,
+        "event_date_min": None,
+        "event_date_max": None,
+    }
+    if chunks:
+        on_progress(f"processing {summary['rows_read']:,} rows with Spark")
+        summary.update(_process(spark, lake, run_id, staging, chunks, key, results, rows_by_file))
+        status = "committed"
+    else:
+        status = "failed" if any(r.status == "failed" for r in results) else "nothing_to_do"
+    summary.update(
+        status=status,
+        files=[asdict(r) for r in results],
+        finished_at=utc_now_iso(),
+        duration_seconds=round(time.monotonic() - t0, 3),
+    )
+    lake.write_run(summary)  # the commit point
+    shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "run %s %s: %d read, %d accepted, %d quarantined, %d duplicates",
+        run_id,
+        status,
+        summary["rows_read"],
+        summary["rows_accepted"],
+        summary["rows_quarantined"],
+        summary["duplicates_removed"],
+        extra={**ctx, **{k: summary[k] for k in ("rows_read", "rows_accepted", "rows_quarantined")}},
+    )
+    return summary
+
+
+def _process(
+    spark: SparkSession,
+    lake: Lake,
+    run_id: str,
+    staging: Path,
+    chunks: list[Chunk],
+    key: bytes,
+    results: list[FileResult],
+    rows_by_file: dict[str, int],
+) -> dict[str, Any]:
+    lines = read_lines(spark, chunks)
+    duplicates = find_duplicates(lines)
+    out = staging / "classified"
+    classify(lines, duplicates, key).write.mode("overwrite").partitionBy("outcome", "event_date").parquet(
+        str(out)
+    )
+
+    written = spark.read.parquet(str(out))
+    counts = (
+        written.groupBy("source_file", "outcome", "reason").count().collect()
+    )  # a columnar read of three small columns
+    per_file: dict[str, dict[str, int]] = {}
+    by_reason: dict[str, int] = {}
+    for row in counts:
+        f = per_file.setdefault(row["source_file"], {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
+        f[row["outcome"]] += row["count"]
+        if row["outcome"] == QUARANTINED:
+            by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["count"]
+    for r in results:
+        if r.status == "ingested":
+            c = per_file.get(r.name, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
+            r.rows_accepted, r.rows_quarantined, r.duplicates_removed = (
+                c[ACCEPTED],
+                c[QUARANTINED],
+                c[DUPLICATE],
+            )
+            if r.rows_read != r.rows_accepted + r.rows_quarantined + r.duplicates_removed:
+                raise ReconciliationError(
+                    f"{r.name}: {r.rows_read} lines read but {r.rows_accepted} accepted + "
+                    f"{r.rows_quarantined} quarantined + {r.duplicates_removed} duplicates"
+                )
+
+    accepted_dir = out / f"outcome={ACCEPTED}"
+    if accepted_dir.exists():
+        events = spark.read.parquet(str(accepted_dir))
+        flag_suspicious_users(events).coalesce(1).write.parquet(str(staging / "suspicious"))
+        dates = events.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
+    else:
+        dates = None
+    _rewrite(
+        written.where(F.col("outcome") == QUARANTINED).select(*QUARANTINE_COLUMNS), staging / "quarantine"
+    )
+    _rewrite(duplicates_view(written.where(F.col("outcome") == DUPLICATE)), staging / "duplicates")
+    suspicious = spark.read.parquet(str(staging / "suspicious")).count() if accepted_dir.exists() else 0
+
+    lake.publish_run_dataset(accepted_dir, EVENTS, run_id)
+    lake.publish_run_dataset(staging / "quarantine", QUARANTINE, run_id)
+    lake.publish_run_dataset(staging / "duplicates", DUPLICATES, run_id)
+    if accepted_dir.exists():
+        lake.publish_run_dataset(staging / "suspicious", SUSPICIOUS_USERS, run_id)
+
+    accepted = sum(f[ACCEPTED] for f in per_file.values())
+    quarantined = sum(f[QUARANTINED] for f in per_file.values())
+    return {
+        "rows_accepted": accepted,
+        "rows_quarantined": quarantined,
+        "duplicates_removed": sum(f[DUPLICATE] for f in per_file.values()),
+        "quarantine_by_reason": {k: by_reason[k] for k in QUARANTINE_REASONS if k in by_reason},
+        "suspicious_users": suspicious,
+        "event_date_min": str(dates["lo"]) if dates and dates["lo"] else None,
+        "event_date_max": str(dates["hi"]) if dates and dates["hi"] else None,
+    }
+
+
+def _rewrite(df: DataFrame, path: Path) -> None:
+    """Write a small outcome (quarantine, duplicates) as one clean file with its own schema."""
+    df.coalesce(1).write.mode("overwrite").parquet(str(path))

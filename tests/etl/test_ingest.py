@@ -1,0 +1,123 @@
+"""Ingestion rules on real Spark: every validation rule, dedupe, normalization, pseudonymization."""
+
+from __future__ import annotations
+
+import pytest
+
+from etl.contract import QUARANTINE_REASONS
+from etl.ingest import classify, find_duplicates, flag_suspicious_users
+from etl.pseudonymize import pseudonymize
+
+pytestmark = pytest.mark.spark
+
+GOOD = "2019-10-01 00:00:01 UTC,view,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,566511c2-e2e3-422b-b695-cf8e6e792ca8"
+
+#: One line per quarantine reason, each breaking exactly that rule.
+BAD_LINES = {
+    "malformed_line": "2019-10-01 00:00:01 UTC,view,17200506,2053013559792632471,,543.10,519107250",
+    "bad_event_time": GOOD.replace("2019-10-01 00:00:01 UTC", "2019-13-45 25:00:00 UTC"),
+    "unknown_event_type": GOOD.replace(",view,", ",click,"),
+    "bad_product_id": GOOD.replace(",17200506,", ",17x00506,"),
+    "bad_category_id": GOOD.replace(",2053013559792632471,", ",20530135597926324719999,"),
+    "missing_user_id": GOOD.replace(",519107250,", ",,"),
+    "bad_user_id": GOOD.replace(",519107250,", ",51910abc,"),
+    "missing_user_session": GOOD.replace(",566511c2-e2e3-422b-b695-cf8e6e792ca8", ","),
+    "missing_price": GOOD.replace(",543.10,", ",,"),
+    "bad_price": GOOD.replace(",543.10,", ",NaN,"),
+    "negative_price": GOOD.replace(",543.10,", ",-5.00,"),
+    "absurd_price": GOOD.replace(",543.10,", ",9999999.00,"),
+}
+
+
+def _lines(spark, values: list[str], source: str = "f.csv"):
+    return spark.createDataFrame(
+        [(source, i + 2, v) for i, v in enumerate(values)],
+        "source_file string, line_number long, value string",
+    )
+
+
+def _classify(spark, values, key):
+    lines = _lines(spark, values)
+    return classify(lines, find_duplicates(lines), key).orderBy("line_number").collect()
+
+
+def test_every_reason_has_a_line_that_triggers_exactly_it(spark, key):
+    assert set(BAD_LINES) == set(QUARANTINE_REASONS)
+    rows = _classify(spark, [GOOD, *BAD_LINES.values()], key)
+    assert rows[0].outcome == "accepted"
+    got = {r.line_number: r.reason for r in rows[1:]}
+    expected = {i + 3: reason for i, reason in enumerate(BAD_LINES)}
+    assert got == expected
+    assert all(r.outcome == "quarantined" for r in rows[1:])
+
+
+def test_blank_line_and_extra_fields_are_malformed(spark, key):
+    rows = _classify(spark, ["", GOOD + ",extra"], key)
+    assert [r.reason for r in rows] == ["malformed_line", "malformed_line"]
+
+
+def test_zero_price_and_missing_brand_and_category_code_are_accepted(spark, key):
+    line = "2019-10-01 00:00:01 UTC,purchase,1,2053013559792632471,,,0.00,519107250,s1"
+    (row,) = _classify(spark, [line], key)
+    assert row.outcome == "accepted"
+    assert row.brand is None and row.category_code is None and row.category_l1 is None
+    assert row.price == 0.0
+
+
+def test_accepted_event_is_normalized_and_pseudonymized(spark, key):
+    line = "2019-11-29 23:59:59 UTC,cart,5,123,Electronics.Smartphone,Apple,1.50,541312140,abc-session"
+    (row,) = _classify(spark, [line], key)
+    assert row.event_time.isoformat() == "2019-11-29T23:59:59"
+    assert str(row.event_date) == "2019-11-29" and row.event_hour == 23
+    assert (row.category_code, row.category_l1, row.category_l2, row.category_l3) == (
+        "electronics.smartphone",
+        "electronics",
+        "smartphone",
+        None,
+    )
+    assert row.brand == "apple"
+    assert row.user_key == pseudonymize("541312140", key)
+    assert row.session_key == pseudonymize("abc-session", key)
+    assert row.category_id == 123 and row.product_id == 5
+
+
+def test_19_digit_category_id_is_exact(spark, key):
+    (row,) = _classify(spark, [GOOD.replace("2053013559792632471", "9223372036854775807")], key)
+    assert row.category_id == 9223372036854775807
+
+
+def test_later_copies_of_a_valid_line_are_duplicates_of_the_first(spark, key):
+    other = GOOD.replace("view", "cart")
+    rows = _classify(spark, [GOOD, other, GOOD, GOOD], key)
+    assert [r.outcome for r in rows] == ["accepted", "accepted", "duplicate", "duplicate"]
+    assert [r.duplicate_of_line for r in rows[2:]] == [2, 2]
+
+
+def test_repeated_bad_lines_are_all_quarantined(spark, key):
+    bad = BAD_LINES["negative_price"]
+    rows = _classify(spark, [bad, bad], key)
+    assert [r.outcome for r in rows] == ["quarantined", "quarantined"]
+
+
+def test_duplicates_span_files_in_one_batch(spark, key):
+    lines = _lines(spark, [GOOD], "a.csv").unionByName(_lines(spark, [GOOD], "b.csv"))
+    dups = find_duplicates(lines).collect()
+    assert [(d.source_file, d.duplicate_of_file) for d in dups] == [("b.csv", "a.csv")]
+
+
+def test_quarantined_lines_carry_no_raw_ids(spark, key):
+    rows = _classify(spark, list(BAD_LINES.values()), key)
+    for r in rows:
+        assert "519107250" not in r.raw_line
+        assert "566511c2-e2e3-422b-b695-cf8e6e792ca8" not in r.raw_line
+    parsed = next(r for r in rows if r.reason == "negative_price")
+    assert pseudonymize("519107250", key) in parsed.raw_line
+
+
+def test_bot_like_users_are_flagged_not_dropped(spark):
+    events = spark.createDataFrame(
+        [("bot", "2019-10-01")] * 5 + [("human", "2019-10-01")] * 2 + [("bot", "2019-10-02")],
+        "user_key string, event_date string",
+    )
+    flagged = flag_suspicious_users(events, max_events_per_day=3).collect()
+    assert [(f.user_key, f.max_events_per_day, f.days_over_limit) for f in flagged] == [("bot", 5, 1)]
