@@ -36,6 +36,8 @@ STAGES = ("ingest", "features", "train", "score", "publish", "watch", "pipeline"
 FILE_STATUSES = ("ingested", "skipped", "failed", "quarantined")
 RUN_STATUSES = ("success", "failed")
 OTHER = "other"
+#: Port long-running services serve /metrics on (docker-compose.yml scrapes and health-checks it).
+DEFAULT_METRICS_PORT = 9108
 
 #: Buckets from a second to two hours: a stage on a laptop takes seconds to tens of minutes.
 DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600, 7200, float("inf"))
@@ -266,7 +268,9 @@ def push_run_metrics(
     return True
 
 
-def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, threading.Thread]:
+def start_metrics_server(
+    port: int = DEFAULT_METRICS_PORT, addr: str = "0.0.0.0"
+) -> tuple[Any, threading.Thread]:
     """Serve :data:`REGISTRY` on ``http://addr:port/metrics`` from a daemon thread (long-running services)."""
     global _serving
     server, thread = start_http_server(port, addr=addr, registry=REGISTRY)
@@ -276,6 +280,7 @@ def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, threadi
 
 
 __all__ = [
+    "DEFAULT_METRICS_PORT",
     "REGISTRY",
     "STAGES",
     "push_run_metrics",

@@ -2,7 +2,7 @@
 # minio-init: create the stack's buckets and a least-privilege user for the shoplens services.
 # Idempotent: safe on every `docker compose up`.
 set -eu
-until mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null 2>&1; do
+until mc alias set local "${MINIO_URL:-http://minio:9000}" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null 2>&1; do
   echo "waiting for minio..."; sleep 1
 done
 for bucket in incoming lake quarantine-files; do

@@ -6,6 +6,7 @@ what Docker would actually run, not at the YAML text.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -228,6 +229,9 @@ def test_prometheus_and_grafana_point_at_compose_services(config):
             host = target.split(":")[0]
             assert host == "localhost" or host in services, (job["job_name"], target)
     # long-running services serve /metrics on the port their healthcheck probes
+    from services.metrics import DEFAULT_METRICS_PORT
+
+    assert DEFAULT_METRICS_PORT == 9108
     for name in ("shoplens-watcher", "shoplens-trainer"):
         assert any(f"{name}:9108" in j["static_configs"][0]["targets"] for j in prom["scrape_configs"])
         assert "localhost:9108/metrics" in " ".join(services[name]["healthcheck"]["test"])
@@ -262,3 +266,39 @@ def test_refuses_to_start_without_required_variables(test_env_file, tmp_path):
         done = run_compose(partial, "config", "-q")
         assert done.returncode != 0, f"compose accepted a missing {var}"
         assert var in done.stderr, done.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_minio_init_creates_buckets_and_a_working_service_user(config):
+    """Run infra/minio/init.sh (with the mc shipped in the pinned MinIO image) against a real MinIO."""
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception as err:
+        pytest.skip(f"no Docker engine: {type(err).__name__}: {err}"[:200])
+    from minio import Minio
+    from testcontainers.minio import MinioContainer
+
+    root, root_secret = "shoplens-root", secrets.token_hex(12)
+    user, user_secret = "shoplens-app", secrets.token_hex(12)
+    script = (REPO / "infra/minio/init.sh").read_text()
+    with MinioContainer(
+        config["services"]["minio"]["image"], access_key=root, secret_key=root_secret
+    ) as minio:
+        env = {
+            "MINIO_URL": "http://localhost:9000",
+            "MINIO_ROOT_USER": root,
+            "MINIO_ROOT_PASSWORD": root_secret,
+            "SHOPLENS_S3_ACCESS_KEY": user,
+            "SHOPLENS_S3_SECRET_KEY": user_secret,
+        }
+        for _ in range(2):  # idempotent: a second `docker compose up` runs it again
+            code, out = minio.get_wrapped_container().exec_run(["sh", "-c", script], environment=env)
+            assert code == 0, out.decode()
+        endpoint = f"{minio.get_container_host_ip()}:{minio.get_exposed_port(9000)}"
+        app = Minio(endpoint, access_key=user, secret_key=user_secret, secure=False)
+        assert {b.name for b in app.list_buckets()} >= {"incoming", "lake", "quarantine-files"}
+        app.put_object("incoming", "probe.csv", io.BytesIO(b"x"), 1)
+        assert app.stat_object("incoming", "probe.csv").size == 1
