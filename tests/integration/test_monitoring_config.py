@@ -340,3 +340,14 @@ def test_template_and_ilm_are_accepted_by_real_elasticsearch():
         with urllib.request.urlopen(f"{base}/shoplens-logs-2026.01.01/_settings", timeout=30) as resp:
             index_settings = json.loads(resp.read())["shoplens-logs-2026.01.01"]["settings"]["index"]
         assert index_settings["lifecycle"]["name"] == "shoplens-logs"
+
+
+def test_es_init_applies_exactly_these_files():
+    """es-init (mounted at /monitoring in docker-compose.yml) must apply the files tested above."""
+    script = (ES_DIR / "init.sh").read_text()
+    for path in (ES_DIR / "ilm-policy.json", ES_DIR / "index-template.json", KIBANA_OBJECTS):
+        assert f"$DIR/{path.relative_to(MONITORING)}" in script, path
+    assert "_ilm/policy/shoplens-logs" in script and "_index_template/shoplens-logs" in script
+    assert script.index("touch /tmp/es-ready") > script.index("_index_template")  # template before logs flow
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert "./monitoring:/monitoring:ro" in compose["services"]["es-init"]["volumes"]
