@@ -94,6 +94,31 @@ def _ingest_report(s: dict) -> str:
     return "\n".join(lines)
 
 
+@app.command()
+def features(
+    lake: LakeOption = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="Recompute from scratch instead of folding new runs.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Update per-user features: fold newly committed ingestion runs into the aggregates and publish.
+
+    Definitions of every feature: docs/features.md.
+    """
+    from services.features_job import features_report, run_features
+    from services.runtime import open_lake
+    from services.spark import get_spark, progress_lines
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+    spark = get_spark(settings, "shoplens-features")
+    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    with progress_lines(spark, "features", emit=say):
+        summary = run_features(spark, the_lake, full=full)
+    _emit(summary, as_json, features_report(summary))
+
+
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""
     try:
