@@ -386,10 +386,10 @@ def _expand(rng: np.random.Generator, sess_idx: np.ndarray, sessions: _Sessions,
 # ------------------------------------------------------------------------------------- formatting
 
 
-def _fixed_width(matrix: np.ndarray) -> pa.Array:
-    """A (n, w) uint8 matrix as an Arrow string array of n strings of width w (zero copy)."""
-    n, w = matrix.shape
-    data = np.ascontiguousarray(matrix)
+def _fixed_width(items: np.ndarray, w: int) -> pa.Array:
+    """n opaque w-byte items as an Arrow string array of n strings of width w (zero copy)."""
+    n = len(items)
+    data = np.ascontiguousarray(items)
     offsets = np.arange(0, (n + 1) * w, w, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
@@ -431,28 +431,37 @@ class _Formatter:
         self.product_text = pa.array(variants)
         self.n_products = cat.n_products
 
-    def lines(self, ev: _Events, users: _Users) -> pa.StringArray:
-        """One string per event, each ending with a newline."""
+    def lines(self, ev: _Events, day: int) -> pa.StringArray:
+        """One string per event of ``day`` (all its times fall on that day), each ending with a newline."""
         n = len(ev)
-        rel = ev.time - self.epoch0
-        day = rel // _DAY
-        t = np.empty((n, 23), dtype=np.uint8)
-        t[:, :11] = self.day_text[day]
-        t[:, 11:19] = self.tod_text[rel % _DAY]
-        t[:, 19:] = np.frombuffer(b" UTC", dtype=np.uint8)
+        if n == 0:
+            return pa.array([], type=pa.string())
+        # Row lookups go through one-dimensional "void" views: a memcpy per row instead of per byte.
+        stamps = np.empty((_DAY, 23), dtype=np.uint8)
+        stamps[:, :11] = self.day_text[day]
+        stamps[:, 11:19] = self.tod_text
+        stamps[:, 19:] = np.frombuffer(b" UTC", dtype=np.uint8)
+        t = _void(stamps)[(ev.time - self.epoch0) % _DAY]
         variant = 2 * self.month_of_day[day] + self.bf_of_day[day]
         prod_text = self.product_text.take(pa.array(variant * self.n_products + ev.product))
-        user = self.user_text[self.sessions.user[ev.session]]
-        s = np.empty((n, 37), dtype=np.uint8)
-        h = self.hex[self.sessions.uuid[ev.session]].reshape(n, 32)
+        user = _void(self.user_text)[self.sessions.user[ev.session]]
+        lo, hi = int(ev.session.min()), int(ev.session.max()) + 1
+        h = self.hex[self.sessions.uuid[lo:hi]].reshape(hi - lo, 32)
+        s = np.empty((hi - lo, 37), dtype=np.uint8)
         s[:, 0:8], s[:, 9:13], s[:, 14:18], s[:, 19:23], s[:, 24:36] = (
             h[:, 0:8], h[:, 8:12], h[:, 12:16], h[:, 16:20], h[:, 20:32])
         s[:, [8, 13, 18, 23]] = ord("-")
         s[:, 36] = ord("\n")
+        sess = _void(s)[ev.session - lo]
         return pc.binary_join_element_wise(
-            _fixed_width(t), self.types.take(pa.array(ev.etype)), prod_text, _fixed_width(user),
-            _fixed_width(s), ",",
+            _fixed_width(t, 23), self.types.take(pa.array(ev.etype)), prod_text, _fixed_width(user, 9),
+            _fixed_width(sess, 37), ",",
         )
+
+
+def _void(matrix: np.ndarray) -> np.ndarray:
+    """View the rows of a (n, w) uint8 matrix as n opaque w-byte items."""
+    return np.ascontiguousarray(matrix).view(f"V{matrix.shape[1]}").ravel()
 
 
 def _text(lines: pa.StringArray) -> memoryview:
@@ -655,7 +664,7 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
             np.maximum.at(last_time, u, ev.time)
             fault_rng = np.random.default_rng([seed, 3, d])
             for lo in range(0, len(ev), _MAX_ROWS_PER_WRITE):
-                lines = fmt.lines(ev.take(slice(lo, lo + _MAX_ROWS_PER_WRITE)), people)
+                lines = fmt.lines(ev.take(slice(lo, lo + _MAX_ROWS_PER_WRITE)), d)
                 lines, records = _inject(fault_rng, lines, dirty_rate)
                 dirty_records.extend((name, line_no + 1 + row, fault, exp) for row, fault, exp in records)
                 writer.write(_text(lines))
