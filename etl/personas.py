@@ -33,7 +33,7 @@ class Persona:
     dwell_seconds: float  # median seconds between two views
     hour_peak: int  # UTC hour around which this persona's sessions start
     weekend_factor: float  # relative intensity on Saturday and Sunday
-    holiday_factor: float  # relative intensity from the week before Black Friday to Dec 31
+    holiday_factor: float  # relative intensity from the Monday of Black Friday week to Dec 31
     tops: tuple[str, ...] | None = None  # top-level groups of the favourites (None: any)
 
 
