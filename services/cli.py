@@ -122,14 +122,15 @@ def features(
 @app.command()
 def generate(
     users: Annotated[int, typer.Option("--users", min=1, help=(
-        "Number of synthetic users. About 10 clean events per user and month of data, so 1,000,000 "
-        "users give ~10M events for one month (~42M, the real October size: 4,200,000)."))] = 10_000,
+        "Number of synthetic users. About 20 clean events per user and month (the real feed has ~14), "
+        "so 500,000 users give ~10M events for one month and 2,100,000 about the real October (42M)."
+        ))] = 10_000,
     start: Annotated[str, typer.Option("--start", help="First day of the data (YYYY-MM-DD).")] = "2019-10-01",
     months: Annotated[int, typer.Option("--months", min=1, help="Number of months; one file each.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same arguments give identical files.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Output directory (files + _truth/).")] = Path("data/raw"),
     dirty_rate: Annotated[float, typer.Option("--dirty-rate", min=0.0, max=0.49, help=(
-        "Fraction of rows that are faulty (duplicates, malformed lines, bad times, types, user ids, "
+        "Fraction of rows that are faulty, 0 to 0.49 (duplicates, malformed lines, bad times, types, user ids, "
         "prices); each is listed in _truth/dirty.csv with the quarantine reason expected."))] = 0.0,
     as_json: JsonOption = False,
 ) -> None:
