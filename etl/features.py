@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from etl.aggregates import CATEGORY_BUCKETS, HOUR_BANDS, US_PER_DAY, Aggregates, aggregate_events
@@ -242,9 +242,18 @@ def _whole_days(later: Column, earlier: Column) -> Column:
 
 
 def finalize(
-    aggregates: Aggregates, as_of: AsOf = None, suspicious_users: DataFrame | None = None
+    aggregates: Aggregates,
+    as_of: AsOf = None,
+    suspicious_users: DataFrame | None = None,
+    category_prices: DataFrame | None = None,
 ) -> DataFrame:
-    """One row per user with every column of :data:`FEATURES`, in that order."""
+    """One row per user with every column of :data:`FEATURES`, in that order.
+
+    ``suspicious_users`` (a frame with ``user_key``) sets ``is_suspicious``. ``category_prices``
+    (``category_id, n_priced, sum_log_price`` at any grain, e.g. the ``prices`` table of the whole
+    lake's aggregates) is the reference for ``price_level``'s category means; by default the
+    aggregates' own ``prices`` table.
+    """
     users = aggregates.users
     sessions = aggregates.sessions.groupBy("user_key").agg(
         F.count(F.lit(1)).alias("n_sessions"),
@@ -268,7 +277,8 @@ def finalize(
             / F.sum("n_events").cast("double") ** 2
         ).alias("brand_concentration")
     )
-    category_mean = aggregates.prices.groupBy("category_id").agg(
+    reference = aggregates.prices if category_prices is None else category_prices
+    category_mean = reference.groupBy("category_id").agg(
         (F.sum("sum_log_price") / F.sum("n_priced")).alias("_category_mean_log")
     )
     prices = (
@@ -348,14 +358,36 @@ def finalize(
 
 
 def compute_features(
-    events: DataFrame, as_of: AsOf = None, suspicious_users: DataFrame | None = None
+    events: DataFrame,
+    as_of: AsOf = None,
+    suspicious_users: DataFrame | None = None,
+    category_prices: DataFrame | None = None,
 ) -> DataFrame:
     """Per-user features of any events frame (columns of ``etl.contract.EVENT_SCHEMA``).
 
-    Pure Spark built-ins, no Python UDF. ``price_level``'s category means come from ``events`` itself.
-    For truncated histories pass ``as_of="last_event"`` (see the module docstring).
+    Pure Spark built-ins, no Python UDF. ``price_level``'s category means come from ``events`` itself
+    unless ``category_prices`` is given (see :func:`finalize`). For truncated histories pass
+    ``as_of="last_event"`` and the whole lake's prices, e.g.::
+
+        first_n = compute_features(
+            first_n_events(events, 20), as_of="last_event", category_prices=aggregate_events(events).prices
+        )
     """
-    return finalize(aggregate_events(events), as_of=as_of, suspicious_users=suspicious_users)
+    return finalize(
+        aggregate_events(events),
+        as_of=as_of,
+        suspicious_users=suspicious_users,
+        category_prices=category_prices,
+    )
+
+
+def first_n_events(events: DataFrame, n: int) -> DataFrame:
+    """Each user's first ``n`` events (by event_time; ties broken by event_type, product_id, session).
+
+    For studying how many events a segment needs; one shuffle by user.
+    """
+    order = Window.partitionBy("user_key").orderBy("event_time", "event_type", "product_id", "session_key")
+    return events.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= n).drop("_rank")
 
 
 def render_markdown() -> str:

@@ -13,9 +13,16 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from etl.aggregates import update_aggregates
+from etl.aggregates import aggregate_events, update_aggregates
 from etl.contract import CATEGORY_L1, EVENT_SCHEMA
-from etl.features import FEATURE_NAMES, FEATURES, compute_features, finalize, render_markdown
+from etl.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    compute_features,
+    finalize,
+    first_n_events,
+    render_markdown,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -259,6 +266,35 @@ def test_features_match_an_independent_pandas_recomputation(spark):
             obj=col,
         )
     assert got["recency_days"].isna().sum() == want["recency_days"].isna().sum() > 0
+
+
+def test_first_n_events_with_per_user_as_of_and_lake_price_reference(spark):
+    """The threshold-study recipe: first n events, as-of the last included event, lake-wide prices."""
+    rows = synthetic_rows(120, seed=21)
+    events = spark.createDataFrame(rows, EVENT_SCHEMA)
+    got = to_pandas(
+        compute_features(
+            first_n_events(events, 5), as_of="last_event", category_prices=aggregate_events(events).prices
+        )
+    )
+    e = pd.DataFrame(rows, columns=[f.name for f in EVENT_SCHEMA.fields])
+    e["ts"] = pd.to_datetime(e["event_time"], utc=True)
+    priced = e[(e.price > 0) & e.category_id.notna()].copy()
+    priced["lp"] = np.log(priced["price"])
+    lake_mean = priced.groupby("category_id")["lp"].mean()
+    head = (
+        e.sort_values(["user_key", "ts", "event_type", "product_id", "session_key"])
+        .groupby("user_key")
+        .head(5)
+    )
+    g = head.groupby("user_key")
+    assert got["n_events"].tolist() == g.size().sort_index().tolist()
+    tenure = np.floor((g["ts"].max() - g["ts"].min()).dt.total_seconds() / 86400).sort_index()
+    np.testing.assert_array_equal(got["tenure_days"].to_numpy(), tenure.to_numpy())
+    hp = head[(head.price > 0) & head.category_id.notna()]
+    level = (np.log(hp["price"]) - hp["category_id"].map(lake_mean)).groupby(hp["user_key"]).mean()
+    np.testing.assert_allclose(got["price_level"].dropna(), level.sort_index(), rtol=1e-9, atol=1e-12)
+    assert got["price_level"].notna().sum() == len(level) > 100
 
 
 # -- incremental equals full ---------------------------------------------------------------------------------
