@@ -155,6 +155,32 @@ def generate(
     _emit(summary.to_dict(), as_json, human)
 
 
+@app.command()
+def describe(
+    lake: LakeOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also copy report.md, report.html and report.json into this directory."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Data-quality and descriptive report of the lake (Markdown, HTML with charts, JSON).
+
+    Published in the lake under reports/describe/<version>/ (reports/describe/_current.json points at it).
+    """
+    from services.reporting import describe_summary, run_describe
+    from services.runtime import open_lake
+    from services.spark import get_spark, progress_lines
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+    spark = get_spark(settings, "shoplens-describe")
+    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    with progress_lines(spark, "describe", emit=say):
+        result = run_describe(spark, the_lake, out)
+    _emit(result, as_json, describe_summary(result))
+
+
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""
     try:
