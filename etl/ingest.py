@@ -91,8 +91,7 @@ def _parse(lines: DataFrame) -> DataFrame:
 def _reason() -> Column:
     """The first contract rule a parsed line breaks, or null; the order is QUARANTINE_REASONS."""
     r = {name: F.col(f"_r.{name}") for name in RAW_COLUMNS}
-    ts = F.try_to_timestamp(r["event_time"], F.lit(EVENT_TIME_FORMAT))
-    price = F.col("_price")
+    ts, price = F.col("_ts"), F.col("_price")
     malformed = _blank(F.col("value")) | F.col("_r._corrupt_record").isNotNull()
     return (
         F.when(malformed, "malformed_line")
@@ -144,7 +143,7 @@ def classify(lines: DataFrame, duplicates: DataFrame, key: bytes) -> DataFrame:
     """
     dup_keys = duplicates.select("source_file", "line_number", "duplicate_of_line")
     r = {name: F.col(f"_r.{name}") for name in RAW_COLUMNS}
-    event_time = F.try_to_timestamp(r["event_time"], F.lit(EVENT_TIME_FORMAT))
+    event_time = F.col("_ts")
     levels = F.split(F.nullif(F.lower(F.trim(r["category_code"])), F.lit("")), r"\.")
     is_accepted = F.col("outcome") == ACCEPTED
 
@@ -154,6 +153,8 @@ def classify(lines: DataFrame, duplicates: DataFrame, key: bytes) -> DataFrame:
     staged = (
         _parse(lines)
         .join(F.broadcast(dup_keys), on=["source_file", "line_number"], how="left")
+        # typed values are computed once here; later expressions only reference them
+        .withColumn("_ts", F.try_to_timestamp(F.col("_r.event_time"), F.lit(EVENT_TIME_FORMAT)))
         .withColumn("_price", F.col("_r.price").try_cast("double"))
         .withColumn("_product_id", F.col("_r.product_id").try_cast("long"))
         .withColumn("_category_id", F.col("_r.category_id").try_cast("long"))

@@ -60,6 +60,7 @@ def ingest(
     Exit code 1 if any file failed.
     """
     from services.ingest_job import ingest_files
+    from services.metrics import push_run_metrics, record_ingest
     from services.runtime import open_lake
     from services.spark import get_spark, progress_lines
 
@@ -70,6 +71,8 @@ def ingest(
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
     with progress_lines(spark, "ingest", emit=say):
         summary = ingest_files(spark, the_lake, paths, key, on_progress=say)
+    record_ingest(summary)
+    push_run_metrics("shoplens-ingest")
     failed = [f for f in summary["files"] if f["status"] == "failed"]
     human = _ingest_report(summary)
     _emit(summary, as_json, human)

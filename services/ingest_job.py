@@ -152,7 +152,9 @@ def read_lines(spark: SparkSession, chunks: list[Chunk]) -> DataFrame:
         spark.read.option("lineSep", "\n")
         .text([str(c.path) for c in chunks])
         .select(
-            F.regexp_replace("value", "\r$", "").alias("value"),
+            F.when(F.col("value").endswith("\r"), F.expr("substring(value, 1, length(value) - 1)"))
+            .otherwise(F.col("value"))
+            .alias("value"),
             F.col("_metadata.file_name").alias("_chunk"),
             (F.monotonically_increasing_id().bitwiseAND(F.lit(_LINE_MASK))).alias("_offset"),
         )

@@ -204,3 +204,20 @@ def test_cli_json_summary_and_exit_codes(cli_env, rees46_sample, tmp_path):
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("shoplens: error:") and "bad.csv" in last
+
+
+@pytest.mark.s3
+def test_ingest_into_an_s3_lake_matches_the_local_lake(spark, s3_lake, local_lake, key, rees46_sample):
+    """The same file ingested into the real S3 server and onto local disk gives the same lake."""
+    s3 = ingest_files(spark, s3_lake, [rees46_sample], key)
+    local = ingest_files(spark, local_lake, [rees46_sample], key)
+    for field in ("rows_read", "rows_accepted", "rows_quarantined", "duplicates_removed"):
+        assert s3[field] == local[field]
+    assert s3_lake.store.exists(f"runs/{s3['run_id']}.json")
+    assert any("/run_id=" in k for k in s3_lake.store.list("events"))
+    s3_events = _events(spark, s3_lake).sort_values("line_number").reset_index(drop=True)
+    local_events = _events(spark, local_lake).sort_values("line_number").reset_index(drop=True)
+    columns = [c for c in s3_events.columns if c != "run_id"]
+    pd.testing.assert_frame_equal(s3_events[columns], local_events[columns])
+    again = ingest_files(spark, s3_lake, [rees46_sample], key)
+    assert again["status"] == "nothing_to_do"
