@@ -112,6 +112,11 @@ def _le(x: float, t: float) -> bool:
     return bool(np.isfinite(x) and x <= t)
 
 
+def _loyal(p: SegmentProfile) -> bool:
+    """Repeat buyers: at least two purchase sessions for the median user, twice the base average."""
+    return _ge(_m(p, "frequency"), 2) and _ge(_lift(p, "frequency"), 2.0)
+
+
 NAMING_RULES: tuple[NamingRule, ...] = (
     NamingRule(
         "holiday_shopper", "Holiday shoppers",
@@ -130,8 +135,8 @@ NAMING_RULES: tuple[NamingRule, ...] = (
     ),
     NamingRule(
         "window_shopper", "Window shoppers",
-        "under 20% have bought and mean n_views >= 0.8 x the base mean",
-        lambda p: p.buyer_share < 0.2 and _ge(_lift(p, "n_views") if "n_views" in p.lift else 1.0, 0.8),
+        "under 20% have bought, median n_carts <= 1 and mean n_views >= half the base mean",
+        lambda p: p.buyer_share < 0.2 and _le(_m(p, "n_carts"), 1) and _ge(_lift(p, "n_views"), 0.5),
         lambda p: f"Browse a lot (median {_m(p, 'n_views'):.0f} views) but rarely add to cart or buy: "
         f"only {_pct(p.buyer_share)} have purchased.",
     ),
@@ -151,15 +156,15 @@ NAMING_RULES: tuple[NamingRule, ...] = (
     ),
     NamingRule(
         "loyal_high_spender", "Loyal high spenders",
-        "median frequency >= 3 and monetary lift >= 1.5",
-        lambda p: _ge(_m(p, "frequency"), 3) and _ge(_lift(p, "monetary"), 1.5),
+        "median frequency >= 2, frequency lift >= 2 and monetary lift >= 1.5",
+        lambda p: _loyal(p) and _ge(_lift(p, "monetary"), 1.5),
         lambda p: f"Come back and buy often (median {_m(p, 'frequency'):.0f} purchase sessions, last "
         f"{_m(p, 'recency_days'):.0f} days ago) and bring {_pct(p.share_revenue)} of revenue.",
     ),
     NamingRule(
         "loyal_regular", "Loyal regulars",
-        "median frequency >= 3",
-        lambda p: _ge(_m(p, "frequency"), 3),
+        "median frequency >= 2 and frequency lift >= 2",
+        _loyal,
         lambda p: f"Buy regularly (median {_m(p, 'frequency'):.0f} purchase sessions) with moderate "
         f"baskets; last purchase a median {_m(p, 'recency_days'):.0f} days ago.",
     ),

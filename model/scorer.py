@@ -16,7 +16,8 @@ Artifact schema (``schema_version`` 1)::
       "recency": {"column": "recency_days", "flag": "has_purchased"} | null,
       "features": [str],                     # model features in order (may include the flag)
       "log_features": [str],                 # subset of features, log1p(max(x, 0))
-      "scaler": {"center": [float], "scale": [float]},          # (x - center) / scale
+      "scaler": {"center": [float], "scale": [float],           # clip((x - center) / scale,
+                 "clip": float | null},                         #      -clip, clip)
       "pca": {"mean": [float], "components": [[float]],         # (z - mean) @ components.T
               "explained_variance_ratio": [float]},
       "centroids": [[float]],                # (k, n_components), row i <-> segment_ids[i]
@@ -89,6 +90,7 @@ def export_artifact(
         "scaler": {
             "center": model.scaler_.center_.tolist(),
             "scale": model.scaler_.scale_.tolist(),
+            "clip": None if model.clip is None else float(model.clip),
         },
         "pca": {
             "mean": model.pca_.mean_.tolist(),
@@ -155,6 +157,7 @@ class LightScorer:
     log_mask: np.ndarray
     center: np.ndarray
     scale: np.ndarray
+    clip: float | None
     pca_mean: np.ndarray
     components: np.ndarray
     centroids: np.ndarray
@@ -192,6 +195,7 @@ class LightScorer:
             log_mask=np.array([f in log_set for f in d["features"]]),
             center=np.array(d["scaler"]["center"], dtype=float),
             scale=np.array(d["scaler"]["scale"], dtype=float),
+            clip=d["scaler"].get("clip"),
             pca_mean=np.array(d["pca"]["mean"], dtype=float),
             components=np.array(d["pca"]["components"], dtype=float),
             centroids=np.array(d["centroids"], dtype=float),
@@ -221,7 +225,10 @@ class LightScorer:
             flag = np.zeros(raw.shape[0])
         X = np.where(self.source_index >= 0, filled[:, np.maximum(self.source_index, 0)], flag[:, None])
         X = np.where(self.log_mask, np.log1p(np.clip(X, 0.0, None)), X)
-        P = ((X - self.center) / self.scale - self.pca_mean) @ self.components.T
+        Z = (X - self.center) / self.scale
+        if self.clip is not None:
+            Z = np.clip(Z, -self.clip, self.clip)
+        P = (Z - self.pca_mean) @ self.components.T
         d = np.sqrt(((P[:, None, :] - self.centroids[None, :, :]) ** 2).sum(axis=2))
         label = d.argmin(axis=1)
         if d.shape[1] > 1:

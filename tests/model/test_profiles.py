@@ -26,7 +26,7 @@ def _profile(buyer_share=0.6, medians=None, means=None, lift=None, top=(("electr
         medians={"n_events": 20, "n_views": 15, "n_carts": 1, "frequency": 2, "recency_days": 10,
                  "price_level": 0.0, "cart_abandonment_rate": 0.3, **(medians or {})},
         means={"holiday_share": 0.1, **(means or {})},
-        lift={"holiday_share": 1.0, "monetary": 1.0, "n_views": 1.0, **(lift or {})},
+        lift={"holiday_share": 1.0, "monetary": 1.0, "n_views": 1.0, "frequency": 1.0, **(lift or {})},
     )  # fmt: skip
     base.update(kw)
     return SegmentProfile(**base)
@@ -41,10 +41,12 @@ def _profile(buyer_share=0.6, medians=None, means=None, lift=None, top=(("electr
             "Cart abandoners",
         ),
         (_profile(buyer_share=0.02, lift={"n_views": 1.5}), "Window shoppers"),
+        (_profile(buyer_share=0.02, lift={"n_views": 0.2}), "Casual browsers"),
         (_profile(medians={"price_level": 0.8, "frequency": 1}), "Big-ticket buyers"),
         (_profile(medians={"price_level": -0.7}), "Bargain hunters"),
-        (_profile(medians={"frequency": 6}, lift={"monetary": 3.0}), "Loyal high spenders"),
-        (_profile(medians={"frequency": 4}, lift={"monetary": 1.1}), "Loyal regulars"),
+        (_profile(medians={"frequency": 6}, lift={"monetary": 3.0, "frequency": 4}), "Loyal high spenders"),
+        (_profile(medians={"frequency": 4}, lift={"monetary": 1.1, "frequency": 3}), "Loyal regulars"),
+        (_profile(medians={"frequency": 4}, lift={"monetary": 3.0, "frequency": 1.2}), "Occasional buyers"),
         (_profile(buyer_share=0.95, medians={"frequency": 1, "recency_days": 120}), "Dormant one-timers"),
         (_profile(buyer_share=0.95, medians={"frequency": 1, "recency_days": 3}), "Recent one-time buyers"),
         (_profile(buyer_share=0.3, lift={"n_views": 0.5}), "Casual browsers"),

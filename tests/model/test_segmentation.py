@@ -101,7 +101,8 @@ def test_skewed_non_negative_features_are_log_transformed():
     manual = df[m.features_].to_numpy(copy=True)
     j = m.features_.index("monetary")
     manual[:, j] = np.log1p(manual[:, j])
-    expected = m.pca_.transform((manual - m.scaler_.center_) / m.scaler_.scale_)
+    scaled = np.clip((manual - m.scaler_.center_) / m.scaler_.scale_, -m.clip, m.clip)
+    expected = m.pca_.transform(scaled)
     np.testing.assert_allclose(m.transform(df), expected, rtol=1e-10, atol=1e-10)
 
 
@@ -160,3 +161,13 @@ def test_hungarian_matching_keeps_ids_after_a_permutation():
     moved[0] += 50
     ids = match_segments(prev, moved, prev_ids, max_distance=5.0)
     assert ids[0] == 15 and ids[1:].tolist() == prev_ids[perm][1:].tolist()
+
+
+def test_summary_is_strict_json_with_the_selection_curves(persona_model):
+    import json
+
+    summary = json.loads(json.dumps(persona_model.summary(), allow_nan=False))
+    assert summary["k"] == persona_model.k_
+    assert [row["k"] for row in summary["selection"]["scores"]] == list(range(5, 10))
+    assert summary["explained_variance_ratio"] == pytest.approx(list(persona_model.explained_variance_ratio_))
+    assert set(summary["dropped_features"]) == set(persona_model.dropped_features_)
