@@ -221,3 +221,29 @@ def test_ingest_into_an_s3_lake_matches_the_local_lake(spark, s3_lake, local_lak
     pd.testing.assert_frame_equal(s3_events[columns], local_events[columns])
     again = ingest_files(spark, s3_lake, [rees46_sample], key)
     assert again["status"] == "nothing_to_do"
+
+
+def test_generated_faults_are_caught_exactly(spark, local_lake, key, tmp_path):
+    """Every fault the generator injected is quarantined with the expected reason or removed as a
+    duplicate, at the recorded line, and nothing else is."""
+    from etl.generate import generate
+
+    out = tmp_path / "feed"
+    gen = generate(out, users=600, months=2, seed=3, dirty_rate=0.02)
+    truth = pd.read_csv(out / "_truth" / "dirty.csv")
+    s = ingest_files(spark, local_lake, sorted(out.glob("*.csv.gz")), key)
+
+    assert s["rows_read"] == gen.events + gen.dirty_rows
+    assert s["rows_accepted"] == gen.events
+    assert s["rows_quarantined"] + s["duplicates_removed"] == gen.dirty_rows == len(truth)
+    expected_q = truth[truth.expected != "duplicate"]
+    got_q = read_run_dataset(spark, local_lake, "quarantine").toPandas()
+    assert sorted(zip(got_q.source_file, got_q.line_number, got_q.reason, strict=True)) == sorted(
+        zip(expected_q.file, expected_q.line_number, expected_q.expected, strict=True)
+    )
+    expected_d = truth[truth.expected == "duplicate"]
+    got_d = read_run_dataset(spark, local_lake, "duplicates").toPandas()
+    assert sorted(zip(got_d.source_file, got_d.line_number, strict=True)) == sorted(
+        zip(expected_d.file, expected_d.line_number, strict=True)
+    )
+    assert s["quarantine_by_reason"] == expected_q.expected.value_counts().to_dict()
