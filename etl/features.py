@@ -411,6 +411,23 @@ def render_markdown() -> str:
     ]
     for f in FEATURES:
         lines.append(f"| `{f.name}` | {f.dtype} | {f.definition} | {f.why} |")
+    lines += [
+        "",
+        "## Computing features yourself",
+        "",
+        "- `etl.features.compute_features(events, as_of=None, suspicious_users=None, category_prices=None)`",
+        "  works on any events DataFrame with the columns of `etl.contract.EVENT_SCHEMA`.",
+        "- `as_of`: `None` (latest event of the input), a datetime or ISO string (naive = UTC),",
+        '  `"last_event"` (each user\'s own last event) or a Spark Column over the per-user frame.',
+        "  Events after `as_of` are not dropped; filter first for a point-in-time view.",
+        "- Short histories (how many events a segment needs): `first_n_events(events, n)`, then",
+        '  `compute_features(..., as_of="last_event", category_prices=aggregate_events(events).prices)`',
+        "  so `price_level` keeps the whole lake's category means.",
+        "- Incremental: `etl.aggregates.update_aggregates(previous, new_events)` then",
+        "  `etl.features.finalize(aggregates, as_of)`; the aggregate tables are `users`, `sessions`,",
+        "  `days`, `brands`, `prices` (see `etl/aggregates.py`). `shoplens features` records the folded",
+        "  ingestion runs as `folded_run_ids` in `aggregates/_current.json`.",
+    ]
     return "\n".join(lines) + "\n"
 
 

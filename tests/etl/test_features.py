@@ -328,6 +328,44 @@ def test_folding_two_batches_equals_full_recomputation(spark, split):
     assert_frames_equal(incremental, full)
 
 
+def test_columns_promised_to_the_model_are_all_there():
+    promised = [
+        "user_key",
+        "n_events",
+        "n_sessions",
+        "active_days",
+        "events_per_session",
+        "median_session_duration_s",
+        "mean_days_between_visits",
+        "frequency",
+        "monetary",
+        "recency_days",
+        "tenure_days",
+        "n_views",
+        "n_carts",
+        "n_removals",
+        "n_purchases",
+        "view_to_cart_rate",
+        "cart_to_purchase_rate",
+        "cart_abandonment_rate",
+        "removal_rate",
+        "category_diversity",
+        "brand_concentration",
+        "price_level",
+        "weekend_share",
+        "night_share",
+        "morning_share",
+        "afternoon_share",
+        "evening_share",
+        "holiday_share",
+        "first_event_time",
+        "last_event_time",
+        "as_of",
+        "is_suspicious",
+    ] + [f"share_{c}" for c in (*CATEGORY_L1, "other")]
+    assert set(promised) <= set(FEATURE_NAMES)
+
+
 def test_docs_are_generated_from_the_registry():
     assert DOCS.read_text() == render_markdown(), "regenerate: python -m etl.features > docs/features.md"
     assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)

@@ -78,6 +78,21 @@ def test_new_runs_are_folded_without_rereading_old_events(spark, local_lake):
     assert_frames_equal(to_pandas(read_features(spark, local_lake)), want_r2)
 
 
+@pytest.mark.s3
+def test_incremental_folds_on_a_real_s3_lake(spark, s3_lake):
+    rows = synthetic_rows(60, seed=9)
+    cut = datetime(2019, 11, 1, tzinfo=UTC)
+    commit_run(spark, s3_lake, "r1", [r for r in rows if r[0] < cut])
+    run_features(spark, s3_lake)
+    commit_run(spark, s3_lake, "r2", [r for r in rows if r[0] >= cut])
+    s2 = run_features(spark, s3_lake)
+    assert s2["new_run_ids"] == ["r2"] and s2["n_events"] == len(rows)
+    keys = s3_lake.store.list(f"{FEATURES}/{s2['version']}")
+    assert any(k.endswith(".parquet") for k in keys)
+    want = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA)))
+    assert_frames_equal(to_pandas(read_features(spark, s3_lake)), want)
+
+
 def test_features_after_a_crash_between_pointers_are_refinalized(spark, local_lake):
     commit_run(spark, local_lake, "r1", synthetic_rows(20, seed=1))
     s1 = run_features(spark, local_lake)
