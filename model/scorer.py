@@ -52,6 +52,7 @@ ARTIFACT_KIND = "shoplens.segmentation.light"
 SCHEMA_VERSION = 1
 #: Segment id given to users with fewer than ``min_events`` events ("not enough activity yet").
 NOT_ENOUGH_ACTIVITY = -1
+_CHUNK_ROWS = 100_000
 
 
 def export_artifact(
@@ -229,7 +230,10 @@ class LightScorer:
         if self.clip is not None:
             Z = np.clip(Z, -self.clip, self.clip)
         P = (Z - self.pca_mean) @ self.components.T
-        d = np.sqrt(((P[:, None, :] - self.centroids[None, :, :]) ** 2).sum(axis=2))
+        d = np.empty((len(P), len(self.centroids)))
+        for lo in range(0, len(P), _CHUNK_ROWS):  # bounds the (rows, k, components) temporary
+            chunk = P[lo : lo + _CHUNK_ROWS]
+            d[lo : lo + _CHUNK_ROWS] = np.sqrt(((chunk[:, None, :] - self.centroids[None]) ** 2).sum(axis=2))
         label = d.argmin(axis=1)
         if d.shape[1] > 1:
             part = np.partition(d, 1, axis=1)

@@ -106,3 +106,14 @@ def test_segment_ids_survive_a_retrain(train_df, model, artifact):
 def test_bad_artifact_is_rejected(artifact):
     with pytest.raises(ValueError, match="artifact"):
         LightScorer.from_dict({**artifact, "schema_version": 99})
+
+
+def test_chunked_scoring_equals_one_pass(monkeypatch, model, artifact, fresh_df):
+    import model.scorer as scorer_module
+
+    scorer = LightScorer.from_dict(artifact)
+    whole = scorer.predict(fresh_df)
+    monkeypatch.setattr(scorer_module, "_CHUNK_ROWS", 7)  # many chunks, a ragged last one
+    chunked = scorer.predict(fresh_df)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
