@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ def sections(stats: dict[str, Any]) -> list[Section]:
                 key,
                 f"Events per {who}",
                 f"How active a typical {who} is. The median (p50) {who} has {_n(q.get('p50'))} events; "
-                f"1 in 10 has more than {_n(q.get('p90'))}. A long tail is normal; the extreme top may be bots "
+                f"9 in 10 have at most {_n(q.get('p90'))}. A long tail is normal; the extreme top may be bots "
                 "(see suspicious users below).",
                 ["Statistic", "Events"],
                 [
@@ -332,7 +333,13 @@ def _charts(stats: dict[str, Any]) -> dict[str, Any]:
         fig.update_layout(
             barmode="stack",
             yaxis={"title": "events"},
-            yaxis2={"title": "users", "overlaying": "y", "side": "right", "showgrid": False},
+            yaxis2={
+                "title": "users",
+                "overlaying": "y",
+                "rangemode": "tozero",
+                "side": "right",
+                "showgrid": False,
+            },
             legend={"orientation": "h", "y": -0.2},
         )
         charts["daily"] = layout(fig, "Events per day by type, and active users", 400)
@@ -369,6 +376,7 @@ def _charts(stats: dict[str, Any]) -> dict[str, Any]:
             fig.add_trace(
                 go.Box(
                     name=p["category"],
+                    x=[p["category"]],
                     q1=[q["p25"]],
                     median=[q["p50"]],
                     q3=[q["p75"]],
@@ -409,7 +417,7 @@ section{background:#fff;border-radius:8px;padding:16px 20px;margin:16px 0;box-sh
 h2{font-size:1.2em;margin:0 0 6px}.note{color:#555;margin:0 0 10px;font-size:.93em}
 table{border-collapse:collapse;font-size:.9em;width:100%}
 th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#fafafa}
+th:first-child,td:first-child,.t{text-align:left}th{background:#fafafa}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{flex:1 1 140px;background:#fff;border-radius:8px;padding:12px;box-shadow:0 1px 3px #0001}
 .card b{display:block;font-size:1.4em}.card span{color:#666;font-size:.85em}
 details summary{cursor:pointer;color:#4c78a8;margin-top:8px}
@@ -465,9 +473,17 @@ def render_html(stats: dict[str, Any], generated_at: str | None = None) -> str:
     )
 
 
+def _align(cell: object) -> str:
+    """Numbers right-aligned (the default), words left-aligned."""
+    return "" if re.fullmatch(r"[-+\d,.%\s]*", str(cell)) else ' class="t"'
+
+
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    first = rows[0] if rows else header
+    head = "".join(f"<th{_align(c)}>{html.escape(h)}</th>" for h, c in zip(header, first, strict=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td{_align(c)}>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
