@@ -6,9 +6,12 @@ change in one file.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from pyspark.sql import types as T
+# pyspark is imported only when a Spark schema is first used (see __getattr__ below), so Spark-free
+# callers (``shoplens predict``, the dashboard) can import the contract's rules and constants.
+if TYPE_CHECKING:
+    from pyspark.sql import types as T
 
 #: Header of a REES46 event file, in order.
 RAW_COLUMNS: Final[tuple[str, ...]] = (
@@ -71,33 +74,41 @@ QUARANTINE_REASONS: Final[tuple[str, ...]] = (
     "absurd_price",
 )
 
+
 #: Every raw field is read as text first so that a bad value is quarantined, never coerced to null.
-RAW_SCHEMA: Final[T.StructType] = T.StructType(
-    [T.StructField(name, T.StringType(), True) for name in RAW_COLUMNS]
-    + [T.StructField("_corrupt_record", T.StringType(), True)]
-)
+def _raw_schema() -> T.StructType:
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [T.StructField(name, T.StringType(), True) for name in RAW_COLUMNS]
+        + [T.StructField("_corrupt_record", T.StringType(), True)]
+    )
+
 
 #: One accepted event in the lake (partition column ``event_date`` is added by the layout).
-EVENT_SCHEMA: Final[T.StructType] = T.StructType(
-    [
-        T.StructField("event_time", T.TimestampType(), False),
-        T.StructField("event_hour", T.IntegerType(), False),
-        T.StructField("event_type", T.StringType(), False),
-        T.StructField("product_id", T.LongType(), False),
-        T.StructField("category_id", T.LongType(), True),
-        T.StructField("category_code", T.StringType(), True),
-        T.StructField("category_l1", T.StringType(), True),
-        T.StructField("category_l2", T.StringType(), True),
-        T.StructField("category_l3", T.StringType(), True),
-        T.StructField("brand", T.StringType(), True),
-        T.StructField("price", T.DoubleType(), False),
-        T.StructField("user_key", T.StringType(), False),
-        T.StructField("session_key", T.StringType(), False),
-        T.StructField("source_file", T.StringType(), False),
-        T.StructField("event_date", T.DateType(), False),
-    ]
-)
-EVENT_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in EVENT_SCHEMA.fields)
+def _event_schema() -> T.StructType:
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [
+            T.StructField("event_time", T.TimestampType(), False),
+            T.StructField("event_hour", T.IntegerType(), False),
+            T.StructField("event_type", T.StringType(), False),
+            T.StructField("product_id", T.LongType(), False),
+            T.StructField("category_id", T.LongType(), True),
+            T.StructField("category_code", T.StringType(), True),
+            T.StructField("category_l1", T.StringType(), True),
+            T.StructField("category_l2", T.StringType(), True),
+            T.StructField("category_l3", T.StringType(), True),
+            T.StructField("brand", T.StringType(), True),
+            T.StructField("price", T.DoubleType(), False),
+            T.StructField("user_key", T.StringType(), False),
+            T.StructField("session_key", T.StringType(), False),
+            T.StructField("source_file", T.StringType(), False),
+            T.StructField("event_date", T.DateType(), False),
+        ]
+    )
+
 
 #: The real REES46 top-level categories (first segment of ``category_code``). Per-user category shares
 #: use this fixed list so the feature set does not change with the data; anything else is "other".
@@ -117,16 +128,38 @@ CATEGORY_L1: Final[tuple[str, ...]] = (
     "stationery",
 )
 
+
 #: One quarantined row. ``raw_line`` never carries a raw user id or session id (see etl.ingest).
-QUARANTINE_SCHEMA: Final[T.StructType] = T.StructType(
-    [
-        T.StructField("source_file", T.StringType(), False),
-        T.StructField("line_number", T.LongType(), False),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("raw_line", T.StringType(), True),
-    ]
-)
-QUARANTINE_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in QUARANTINE_SCHEMA.fields)
+def _quarantine_schema() -> T.StructType:
+    from pyspark.sql import types as T
+
+    return T.StructType(
+        [
+            T.StructField("source_file", T.StringType(), False),
+            T.StructField("line_number", T.LongType(), False),
+            T.StructField("reason", T.StringType(), False),
+            T.StructField("raw_line", T.StringType(), True),
+        ]
+    )
+
+
+#: Spark schemas and the column tuples derived from them, built on first access (PEP 562) so that
+#: importing the contract's plain constants does not import pyspark.
+_LAZY: dict[str, Any] = {
+    "RAW_SCHEMA": lambda: _raw_schema(),
+    "EVENT_SCHEMA": lambda: _event_schema(),
+    "EVENT_COLUMNS": lambda: tuple(f.name for f in _event_schema().fields),
+    "QUARANTINE_SCHEMA": lambda: _quarantine_schema(),
+    "QUARANTINE_COLUMNS": lambda: tuple(f.name for f in _quarantine_schema().fields),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = _LAZY[name]()
+        globals()[name] = value  # cache: later look-ups are plain attribute reads
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ContractError(ValueError):
