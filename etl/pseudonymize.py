@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
-from pyspark.sql import Column
-from pyspark.sql import functions as F
+if TYPE_CHECKING:  # pyspark only for the Spark twin: the dashboard and `shoplens predict` run without it
+    from pyspark.sql import Column
 
 _BLOCK_SIZE = 64  # SHA-256 block size in bytes (RFC 2104, B)
 
@@ -39,6 +40,8 @@ def pseudonymize_col(col: Column, key: bytes) -> Column:
 
     HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)); null stays null.
     """
+    from pyspark.sql import functions as F
+
     ipad, opad = _pads(key)
     inner = F.unhex(F.sha2(F.concat(F.lit(ipad), F.encode(col, "UTF-8")), 256))
     return F.sha2(F.concat(F.lit(opad), inner), 256)
