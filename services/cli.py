@@ -184,6 +184,27 @@ def describe(
     _emit(result, as_json, describe_summary(result))
 
 
+@app.command()
+def predict(
+    events: Annotated[Path, typer.Option("--events", help="Raw event history (REES46 CSV, plain or .gz).")],
+    lake: LakeOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help=(
+        "Reference time of recency/tenure (ISO; naive = UTC) or 'last_event'; default: the file's latest event."
+        ))] = None,
+) -> None:
+    """Segment each user of an event history with the current model, without Spark; prints a JSON array.
+
+    One object per user: user_id (as in the file; not stored), segment_id, segment_name, confidence,
+    model_version, n_events, status, reason. Invalid rows are skipped and counted on stderr.
+    """
+    from services.predict import history_report, predict_file
+    from services.runtime import open_lake
+
+    result = predict_file(events, open_lake(get_settings(), lake), as_of=as_of)
+    typer.echo(history_report(result.history), err=True)
+    typer.echo(json.dumps(result.users, indent=2))
+
+
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""
     try:
