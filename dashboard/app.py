@@ -1,0 +1,41 @@
+"""shoplens dashboard: ``shoplens dashboard`` (or ``streamlit run dashboard/app.py``) on port 8501.
+
+The entry script only declares the navigation; each page is a script in ``app_pages/`` that reads
+top to bottom (inputs, load, filter, chart). Loading lives in ``dashboard/data.py``, charts in
+``dashboard/charts.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+PAGES = HERE / "app_pages"
+
+st.set_page_config(page_title="shoplens", page_icon="🛍️", layout="wide", initial_sidebar_state="expanded")
+
+
+def page(name: str, title: str, icon: str, default: bool = False) -> st.Page:
+    return st.Page(PAGES / f"{name}.py", title=title, icon=icon, url_path=name, default=default)
+
+
+SECTIONS: dict[str, list[st.Page]] = {
+    "Customers": [
+        page("overview", "Overview", ":material/monitoring:", default=True),
+        page("segments", "Segments", ":material/groups:"),
+        page("lookup", "Customer lookup", ":material/person_search:"),
+        page("export", "Export", ":material/download:"),
+    ],
+    "Model": [
+        page("model", "Segmentation model", ":material/model_training:"),
+    ],
+    # Later issues add their pages here, one section each (a script in app_pages/ + one line):
+    #   "Growth": [page("funnel", "Funnel", ":material/filter_alt:"),
+    #              page("experiments", "Experiments", ":material/science:"),
+    #              page("marketing_mix", "Marketing mix", ":material/campaign:")],
+}
+
+st.logo(str(HERE / "theme" / "logo.svg"), size="large")
+st.navigation(SECTIONS, position="sidebar", expanded=True).run()

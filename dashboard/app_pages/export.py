@@ -1,0 +1,40 @@
+"""Export: one segment's members (pseudonymized keys) as CSV for the CRM."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, ui
+
+st.title("Export a segment")
+ctx = ui.context()
+ui.need_model(ctx)
+ui.need_views(ctx)
+if ctx.ptr.segments is None:
+    st.info("No scored customers yet: run `shoplens score`.", icon=":material/info:")
+    st.stop()
+
+with ui.guarded(ctx):
+    summary = data.view(ctx.uri, ctx.ptr.views, "segment_summary")
+
+st.write("Download the members of a segment for the CRM or an ad platform. The file holds pseudonymized "
+         "customer keys (the same keys the shop's systems get from the platform), never raw ids.")  # fmt: skip
+options = summary.sort_values("users", ascending=False).reset_index(drop=True)
+labels = [f"{r.segment_name} · {r.users:,} customers" for r in options.itertuples()]
+choice = st.selectbox("Segment", range(len(options)), format_func=lambda i: labels[i], key="export_segment")
+row = options.iloc[choice]
+segment_id = None if pd.isna(row["segment_id"]) else int(row["segment_id"])
+c = st.columns(3)
+c[0].metric("Customers", charts.fmt_int(row["users"]), border=True)
+c[1].metric("Share of customers", charts.fmt_pct(row["share_users"]), border=True)
+c[2].metric("Share of revenue", charts.fmt_pct(row.get("share_revenue")), border=True)
+
+slug = "".join(ch if ch.isalnum() else "-" for ch in str(row["segment_name"]).lower()).strip("-")
+st.download_button(
+    "Download CSV", type="primary", icon=":material/download:",
+    data=lambda: data.segment_members_csv(ctx.uri, ctx.ptr.segments, segment_id),
+    file_name=f"shoplens-{slug}-{ctx.ptr.segments}.csv", mime="text/csv", on_click="ignore",
+)  # fmt: skip
+st.caption("Columns: user_key, segment_id, segment_name, confidence, n_events. The file is built when you click.")
+ui.footer(ctx)

@@ -1,0 +1,116 @@
+"""Segments: who they are, how big, what they are worth, how they differ, what to do, how they moved."""
+
+# ruff: noqa: RUF001 - user-facing text uses typographic dashes and signs
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, data, ui
+
+st.title("Segments")
+ctx = ui.context()
+ui.need_model(ctx)
+ui.need_views(ctx)
+
+# -- load
+with ui.guarded(ctx):
+    model, profiles = data.model_docs(ctx.uri, ctx.ptr.model)
+    summary = data.view(ctx.uri, ctx.ptr.views, "segment_summary")
+    sample = data.view(ctx.uri, ctx.ptr.views, "pca_sample")
+    flow = data.view(ctx.uri, ctx.ptr.views, "segment_flow")
+
+colors = charts.color_map(
+    [*(p["name"] for p in profiles), *summary.get("segment_name", pd.Series(dtype=str))],
+    data.segment_colors(summary, profiles),
+)
+by_name = {p["name"]: p for p in profiles}
+
+# -- the table
+total = int(summary["users"].sum()) if len(summary) else 0
+scored = int(summary.loc[summary["segment_id"].notna(), "users"].sum()) if len(summary) else 0
+st.markdown(
+    f"**{len(profiles)} segments** found by model `{ctx.ptr.model}` among **{scored:,}** customers "
+    f"with enough activity ({charts.fmt_int(total - scored)} more are too new to place)."
+)
+table = summary.assign(
+    description=summary["segment_name"].map(lambda n: by_name.get(n, {}).get("description", "")),
+).sort_values("users", ascending=False)
+st.dataframe(
+    table, hide_index=True, width="stretch",
+    column_order=["segment_name", "description", "users", "share_users", "share_revenue", "revenue", "avg_confidence"],
+    column_config={
+        "segment_name": st.column_config.TextColumn("Segment", width="medium"),
+        "description": st.column_config.TextColumn("Who they are", width="large"),
+        "users": st.column_config.NumberColumn("Customers", format="localized"),
+        "share_users": st.column_config.ProgressColumn("Share of customers", format="percent", min_value=0, max_value=1),
+        "share_revenue": st.column_config.ProgressColumn("Share of revenue", format="percent", min_value=0, max_value=1),
+        "revenue": st.column_config.NumberColumn("Revenue", format="dollar"),
+        "avg_confidence": st.column_config.NumberColumn("Avg. confidence", format="percent"),
+    },
+)  # fmt: skip
+st.plotly_chart(charts.segment_shares(summary, colors), width="stretch")
+
+tab_map, tab_profiles, tab_cats, tab_actions, tab_flow = st.tabs(
+    ["Customer map", "Profiles", "Categories & brands", "Marketing actions", "Movement between models"]
+)
+with tab_map:
+    if sample.empty:
+        st.info("No map sample in the views yet.", icon=":material/info:")
+    else:
+        st.plotly_chart(charts.pca_map(sample, colors), width="stretch")
+        st.caption("Each dot is a customer placed by the first two principal components of their behaviour; "
+                   "a stratified sample so every segment shows, not the full base.")  # fmt: skip
+
+with tab_profiles:
+    names = [p["name"] for p in profiles]
+    chosen = st.multiselect("Segments to compare", names, default=names, key="segments_compare")
+    picked = [by_name[n] for n in chosen]
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(charts.radar(picked, colors), width="stretch")
+    with right:
+        numeric = sorted({f for p in profiles for f, v in (p.get("medians") or {}).items() if v is not None},
+                         key=charts.label)  # fmt: skip
+        default = "monetary" if "monetary" in numeric else numeric[0]
+        feature = st.selectbox("Compare on", numeric, index=numeric.index(default), format_func=charts.label,
+                               key="segments_feature")  # fmt: skip
+        st.plotly_chart(charts.feature_bars(picked, feature, colors), width="stretch")
+
+with tab_cats:
+    st.plotly_chart(charts.top_categories(profiles, colors), width="stretch")
+    rows = []
+    for p in profiles:
+        med = p.get("medians") or {}
+        cats = ", ".join(f"{c['category'].replace('_', ' ')} ({c['share']:.0%})" for c in p.get("top_categories") or [])
+        rows.append({"Segment": p["name"], "Top categories": cats or "–",
+                     "Brand loyalty (median)": charts.fmt_pct(med.get("brand_concentration")),
+                     "Price level vs category": charts.fmt_num(med.get("price_level"))})  # fmt: skip
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Brand loyalty is the Herfindahl index of a customer's brands (100% = a single brand); "
+               "price level is ln(price) against the category's mean (negative = cheaper than typical).")  # fmt: skip
+
+with tab_actions:
+    for p in sorted(profiles, key=lambda p: -p.get("size", 0)):
+        with st.container(border=True):
+            st.markdown(f"#### :material/label: {p['name']}")
+            st.markdown(
+                f"<span style='color:{colors.get(p['name'])};font-size:1.4em'>●</span> "
+                f"{charts.fmt_int(p.get('size'))} customers · {charts.fmt_pct(p.get('share_users'))} of customers · "
+                f"{charts.fmt_pct(p.get('share_revenue'))} of revenue", unsafe_allow_html=True,
+            )
+            st.write(p.get("description", ""))
+            for action in p.get("actions") or []:
+                st.markdown(f"- {action}")
+
+with tab_flow:
+    previous = model.get("previous_version")
+    if flow.empty:
+        st.info("No movement to show yet: the flow appears after the model has been retrained at least once "
+                "(users scored by both the previous and the current model).", icon=":material/info:")  # fmt: skip
+    else:
+        moved = int(flow.loc[flow["from_segment_name"] != flow["to_segment_name"], "users"].sum())
+        st.markdown(f"**{charts.fmt_int(moved)}** of {charts.fmt_int(flow['users'].sum())} customers changed segment "
+                    f"between model `{previous or 'previous'}` and `{ctx.ptr.model}`.")  # fmt: skip
+        st.plotly_chart(charts.sankey(flow, colors), width="stretch")
+ui.footer(ctx)

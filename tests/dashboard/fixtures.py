@@ -1,0 +1,358 @@
+"""A tiny but realistic lake in the exact layout of /work/briefs/outputs-contract.md, without Spark.
+
+Users come from four behavioural personas (browsers, loyal buyers, cart abandoners, bargain
+hunters) plus newcomers with too few events. Two model versions are fitted for real with
+``model.segmentation.SegmentationModel`` and exported with ``model.scorer.export_artifact``; every
+user is scored with the light scorer; the views are aggregated from those tables with pandas. The
+returned :class:`FixtureLake` keeps the frames so tests can recompute what a page should show.
+
+``build_lake`` is also what ``benchmarks/dashboard_bench.py`` scales to 3 million users
+(``n_users``; the model is fitted on ``fit_users`` of them, the rest are only scored).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
+
+from etl.pseudonymize import pseudonymize
+from model.profiles import profile_segments
+from model.scorer import NOT_ENOUGH_ACTIVITY, LightScorer, export_artifact
+from model.segmentation import SegmentationModel
+from services.lake import FEATURES, MODELS, RUNS, SEGMENTS, VIEWS, Lake
+from services.storage import LocalStore
+
+MODEL_DATASET = f"{MODELS}/segmentation"
+NOT_ENOUGH_NAME = "Not enough activity yet"
+PALETTE = (
+    "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
+    "#FF9DA6", "#BAB0AC", "#2F4B7C", "#A05195",
+)  # fmt: skip
+MIN_EVENTS = 5
+AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
+V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
+REES46 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46" / "2019-Oct-head-5000.csv"
+CATEGORIES = ("electronics", "appliances", "computers", "apparel", "furniture", "kids")
+FEATURE_COLUMNS = (
+    "n_events", "n_sessions", "active_days", "events_per_session", "median_session_duration_s",
+    "mean_days_between_visits", "frequency", "monetary", "recency_days", "tenure_days", "n_views", "n_carts",
+    "n_removals", "n_purchases", "view_to_cart_rate", "cart_to_purchase_rate", "cart_abandonment_rate",
+    "removal_rate", *(f"share_{c}" for c in CATEGORIES), "share_other", "category_diversity",
+    "brand_concentration", "price_level", "weekend_share", "evening_share", "holiday_share",
+)  # fmt: skip
+MODEL_FEATURES = (
+    "n_events", "n_sessions", "events_per_session", "frequency", "monetary", "recency_days",
+    "view_to_cart_rate", "cart_abandonment_rate", "brand_concentration", "price_level", "tenure_days",
+)  # fmt: skip
+
+
+def segment_color(segment_id: int | None) -> str:
+    return "#C8C8C8" if segment_id is None or segment_id < 0 else PALETTE[segment_id % len(PALETTE)]
+
+
+@dataclass
+class FixtureLake:
+    root: Path
+    key: bytes
+    features: pd.DataFrame
+    segments: pd.DataFrame  # current segments table (contract columns)
+    previous_segments: pd.DataFrame
+    model_doc: dict[str, Any]
+    profiles: list[dict[str, Any]]
+    kpi_daily: pd.DataFrame
+    summary: pd.DataFrame
+    flow: pd.DataFrame
+    runs: list[dict[str, Any]]
+    model: SegmentationModel | None
+    raw_ids: dict[str, str] = field(default_factory=dict)  # "known", "low", "unknown" -> raw user id
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+
+# ---------------------------------------------------------------------------------------- users
+def synthetic_features(n: int, seed: int, key: bytes, first_id: int = 500_000_000) -> pd.DataFrame:
+    """``n`` users' features (docs/features.md columns), drawn from four personas + newcomers."""
+    rng = np.random.default_rng(seed)
+    persona = rng.choice(5, size=n, p=[0.34, 0.18, 0.2, 0.18, 0.10])  # 4 = newcomer
+    sessions = np.select(
+        [persona == 0, persona == 1, persona == 2, persona == 3, persona == 4],
+        [rng.poisson(4, n) + 1, rng.poisson(12, n) + 3, rng.poisson(6, n) + 2, rng.poisson(5, n) + 2, np.ones(n, int)],
+    )  # fmt: skip
+    eps = np.select([persona == 1, persona == 4], [rng.gamma(4, 2.5, n), rng.uniform(1, 3.5, n)], rng.gamma(3, 2.0, n))
+    n_events = np.maximum(1, np.round(sessions * eps)).astype(int)
+    n_events = np.where(persona == 4, rng.integers(1, MIN_EVENTS, n), np.maximum(n_events, MIN_EVENTS + 1))
+    purchase_sessions = np.select(
+        [persona == 1, persona == 2, persona == 3],
+        [np.minimum(sessions, rng.poisson(5, n) + 2), rng.binomial(1, 0.15, n), np.minimum(sessions, rng.poisson(2, n) + 1)],
+        0,
+    )  # fmt: skip
+    n_purchases = purchase_sessions + np.where(purchase_sessions > 0, rng.poisson(0.5, n), 0)
+    n_carts = np.select(
+        [persona == 0, persona == 2], [rng.binomial(n_events, 0.03), rng.binomial(n_events, 0.35) + 2], n_purchases + rng.poisson(1, n)
+    )  # fmt: skip
+    n_removals = rng.binomial(n_carts, 0.1)
+    n_views = np.maximum(n_events - n_carts - n_purchases - n_removals, 0)
+    n_events = n_views + n_carts + n_purchases + n_removals
+    price = np.select([persona == 1, persona == 3], [rng.lognormal(5.5, 0.5, n), rng.lognormal(3.5, 0.4, n)],
+                      rng.lognormal(4.6, 0.6, n))  # fmt: skip
+    monetary = np.round(n_purchases * price, 2)
+    tenure = np.where(persona == 4, rng.integers(0, 3, n), rng.integers(5, 60, n))
+    recency = np.where(n_purchases > 0, np.minimum(tenure, rng.integers(0, 30, n)), np.nan)
+    active_days = np.minimum(np.maximum(1, np.round(sessions * rng.uniform(0.5, 1, n))), tenure + 1).astype(int)
+    shares = rng.dirichlet(np.ones(len(CATEGORIES) + 1) * 0.6, n)
+    favourite = np.select([persona == 1, persona == 3], [0, 3], 2)
+    shares[np.arange(n), favourite] += 1.5
+    shares /= shares.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = pd.DataFrame({
+            "user_key": [pseudonymize(str(first_id + i), key) for i in range(n)],
+            "n_events": n_events.astype("int64"), "n_sessions": sessions.astype("int64"),
+            "active_days": active_days.astype("int64"), "events_per_session": n_events / sessions,
+            "median_session_duration_s": rng.gamma(2, 150, n) * (1 + (persona == 1)),
+            "mean_days_between_visits": np.where(active_days > 1, tenure / np.maximum(active_days - 1, 1), np.nan),
+            "frequency": purchase_sessions.astype("int64"), "monetary": monetary, "recency_days": recency,
+            "tenure_days": tenure.astype("int64"), "n_views": n_views.astype("int64"), "n_carts": n_carts.astype("int64"),
+            "n_removals": n_removals.astype("int64"), "n_purchases": n_purchases.astype("int64"),
+            "view_to_cart_rate": np.where(n_views > 0, n_carts / n_views, np.nan),
+            "cart_to_purchase_rate": np.where(n_carts > 0, n_purchases / n_carts, np.nan),
+            "cart_abandonment_rate": np.where(n_carts > 0, np.clip(1 - purchase_sessions / np.maximum(sessions, 1), 0, 1), np.nan),
+            "removal_rate": np.where(n_carts > 0, n_removals / n_carts, np.nan),
+            **{f"share_{c}": shares[:, i] for i, c in enumerate(CATEGORIES)}, "share_other": shares[:, -1],
+            "category_diversity": (shares[:, :-1] > 0.05).sum(axis=1).astype("int64"),
+            "brand_concentration": np.clip(rng.beta(2, 3, n) + 0.3 * (persona == 1), 0.05, 1),
+            "price_level": np.select([persona == 1, persona == 3], [0.6, -0.8], 0.0) + rng.normal(0, 0.25, n),
+            "weekend_share": rng.beta(2, 5, n), "evening_share": rng.beta(3, 4, n),
+            "holiday_share": np.where(persona == 0, rng.beta(2, 8, n), 0.0),
+        })  # fmt: skip
+    df["first_event_time"] = pd.Timestamp(AS_OF) - pd.to_timedelta(tenure, unit="D")
+    df["last_event_time"] = pd.Timestamp(AS_OF) - pd.to_timedelta(rng.integers(0, 3, n), unit="D")
+    df["as_of"] = pd.Timestamp(AS_OF)
+    df["is_suspicious"] = False
+    return df
+
+
+def category_reference() -> dict[str, list]:
+    """Mean ln(price) per category_id of the real REES46 rows (the artifact's price reference)."""
+    if REES46.exists():
+        raw = pd.read_csv(REES46, usecols=["category_id", "price"])
+        raw = raw[raw["price"] > 0]
+        g = raw.assign(lp=np.log(raw["price"])).groupby("category_id")["lp"].agg(["mean", "size"]).reset_index()
+    else:
+        g = pd.DataFrame({"category_id": [2053013555631882655], "mean": [5.0], "size": [1]})
+    return {"category_id": g["category_id"].astype("int64").tolist(), "mean_log_price": g["mean"].astype(float).tolist(),
+            "n": g["size"].astype("int64").tolist()}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- model
+def fit_model(features: pd.DataFrame, seed: int, k_range: tuple[int, int] = (3, 5)) -> SegmentationModel:
+    with threadpool_limits(limits=1):
+        return SegmentationModel(
+            k_range=k_range, features=list(MODEL_FEATURES), seed=seed, n_bootstrap=2, min_events=MIN_EVENTS,
+            n_threads=1, n_init=3, sample_size=5_000,
+        ).fit(features)  # fmt: skip
+
+
+def model_documents(model: SegmentationModel, features: pd.DataFrame, version: str, previous: str | None,
+                    trained_at: datetime) -> tuple[dict, dict, list[dict]]:  # fmt: skip
+    """(artifact, model.json, profiles.json) as the contract describes them."""
+    train = features.loc[model.train_index_]
+    profiles = profile_segments(train, model.labels_)
+    names = [p.name for p in profiles]
+    artifact = export_artifact(model, version, segment_names=names, min_events=MIN_EVENTS)
+    artifact["category_price_reference"] = category_reference()
+    s = model.summary()
+    rows = s["selection"]["scores"]
+    row_k = next(r for r in rows if r["k"] == model.k_)
+    n_curve = [5, 10, 20, 40]
+    model_doc = {
+        "version": version, "trained_at": trained_at.isoformat(timespec="seconds"),
+        "data": {"event_date_min": "2019-10-01", "event_date_max": "2019-11-30", "as_of": AS_OF.isoformat(),
+                 "users_trained": int(model.n_train_), "users_total": len(features)},
+        "k": model.k_,
+        "metrics": {"silhouette": row_k["silhouette"], "davies_bouldin": row_k["davies_bouldin"],
+                    "calinski_harabasz": row_k["calinski_harabasz"], "stability_ari": row_k["stability_mean"]},
+        "k_selection": [{"k": r["k"], "silhouette": r["silhouette"], "davies_bouldin": r["davies_bouldin"],
+                         "calinski_harabasz": r["calinski_harabasz"], "stability_ari": r["stability_mean"]}
+                        for r in rows],
+        "explained_variance_ratio": s["explained_variance_ratio"], "features": s["features"],
+        "dropped_features": [{"name": k, "reason": v} for k, v in s["dropped_features"].items()],
+        "feature_importance": [{"feature": f, "importance": v} for f, v in s["feature_importance"]["ranked"]],
+        "tree_rules": s["feature_importance"]["tree_rules"],
+        "threshold": {"chosen_min_events": MIN_EVENTS, "target": 0.8,
+                      "curve": [{"n": n, "agreement": a, "ari": a - 0.15, "users": 400 - 50 * i}
+                                for i, (n, a) in enumerate(zip(n_curve, (0.62, 0.81, 0.9, 0.95), strict=True))]},
+        "ari_vs_truth": None, "previous_version": previous,
+    }  # fmt: skip
+    prof_docs = []
+    for p in profiles:
+        d = p.to_dict()
+        d["lifts"] = d.pop("lift")
+        d["color"] = segment_color(p.segment_id)
+        prof_docs.append(d)
+    return artifact, model_doc, prof_docs
+
+
+def score(artifact: dict, features: pd.DataFrame, model: SegmentationModel | None = None) -> pd.DataFrame:
+    """The contract's segments table, with the light scorer (pc1/pc2 from the model if given)."""
+    scorer = LightScorer.from_dict(artifact)
+    seg, conf = scorer.predict(features)
+    ok = seg != NOT_ENOUGH_ACTIVITY
+    names = dict(zip(scorer.segment_ids.tolist(), scorer.segment_names, strict=True))
+    P = model.transform(features)[:, :2] if model is not None else np.zeros((len(features), 2))
+    return pd.DataFrame({
+        "user_key": features["user_key"].to_numpy(),
+        "segment_id": pd.array([int(s) if o else None for s, o in zip(seg, ok, strict=True)], dtype="Int64"),
+        "segment_name": np.where(ok, [names.get(int(s), "") for s in seg], NOT_ENOUGH_NAME),
+        "confidence": np.where(ok, conf, np.nan), "n_events": features["n_events"].astype("int64").to_numpy(),
+        "model_version": scorer.model_version, "as_of": pd.Timestamp(AS_OF),
+        "pc1": np.where(ok, P[:, 0], np.nan), "pc2": np.where(ok, P[:, 1], np.nan),
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- views
+def kpi_daily(features: pd.DataFrame, days: int = 35, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range(end=AS_OF.date(), periods=days, freq="D")
+    base = max(len(features) // 12, 20)
+    active = np.round(base * (1 + 0.25 * np.sin(np.arange(days) / 3.5)) + rng.integers(0, base // 5 + 1, days))
+    sessions = np.round(active * rng.uniform(1.2, 1.6, days))
+    conv = rng.uniform(0.04, 0.09, days)
+    purchases = np.round(sessions * conv * rng.uniform(1.0, 1.3, days))
+    return pd.DataFrame({
+        "event_date": dates.date, "active_users": active.astype("int64"), "sessions": sessions.astype("int64"),
+        "views": (sessions * 9).astype("int64"), "carts": (sessions * 0.6).astype("int64"),
+        "purchases": purchases.astype("int64"), "revenue": np.round(purchases * rng.uniform(120, 260, days), 2),
+        "conversion_rate": conv,
+    })  # fmt: skip
+
+
+def segment_summary(segments: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    df = segments[["user_key", "segment_id", "segment_name", "confidence"]].merge(
+        features[["user_key", "monetary"]], on="user_key", how="left")
+    df["_sid"] = df["segment_id"].astype("float").fillna(-1).astype(int)
+    g = df.groupby("_sid").agg(segment_name=("segment_name", "first"), users=("user_key", "size"),
+                               revenue=("monetary", "sum"), avg_confidence=("confidence", "mean"))  # fmt: skip
+    out = pd.DataFrame({
+        "segment_id": pd.array([None if s < 0 else s for s in g.index], dtype="Int64"),
+        "segment_name": g["segment_name"].to_numpy(), "users": g["users"].astype("int64").to_numpy(),
+        "share_users": (g["users"] / g["users"].sum()).to_numpy(), "revenue": g["revenue"].to_numpy(),
+        "share_revenue": (g["revenue"] / g["revenue"].sum()).to_numpy(),
+        "avg_confidence": g["avg_confidence"].to_numpy(), "color": [segment_color(None if s < 0 else s) for s in g.index],
+    })  # fmt: skip
+    return out.sort_values("users", ascending=False, ignore_index=True)
+
+
+def pca_sample(segments: pd.DataFrame, max_rows: int = 20_000, seed: int = 0) -> pd.DataFrame:
+    scored = segments.loc[segments["segment_id"].notna(), ["pc1", "pc2", "segment_id", "segment_name"]]
+    frac = min(1.0, max_rows / max(len(scored), 1))
+    return scored.groupby("segment_id", group_keys=False).sample(frac=frac, random_state=seed).reset_index(drop=True)
+
+
+def segment_flow(previous: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    both = previous[["user_key", "segment_name"]].merge(current[["user_key", "segment_name"]], on="user_key",
+                                                        suffixes=("_from", "_to"))  # fmt: skip
+    flow = both.groupby(["segment_name_from", "segment_name_to"]).size().reset_index(name="users")
+    flow.columns = ["from_segment_name", "to_segment_name", "users"]
+    return flow.sort_values("users", ascending=False, ignore_index=True)
+
+
+def run_summaries(n: int = 4) -> list[dict[str, Any]]:
+    runs = []
+    for i in range(n):
+        started = datetime(2019, 12, 1, 2, tzinfo=UTC) + timedelta(days=7 * i)
+        failed = i == n - 2
+        read = 1_000_000 + 137_113 * i
+        runs.append({
+            "run_id": f"{started:%Y%m%dT%H%M%SZ}-{i:06x}", "status": "failed" if failed else "committed",
+            "started_at": started.isoformat(), "duration_seconds": 40.5 + 3 * i, "rows_read": read,
+            "rows_accepted": 0 if failed else read - 1200 - 300 * i, "rows_quarantined": 0 if failed else 1000 + 300 * i,
+            "duplicates_removed": 0 if failed else 200,
+            "files": [{"name": f"2019-{10 + i % 2:02d}-part{i}.csv.gz", "status": "failed" if failed else "ingested",
+                       "sha256": f"{i:064x}", "reason": "bad header" if failed else None}],
+        })  # fmt: skip
+    return runs
+
+
+# ---------------------------------------------------------------------------------------- writing
+def _write(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+
+
+def _publish(lake: Lake, staging: Path, dataset: str, version: str, **meta: Any) -> None:
+    lake.publish_version(staging, dataset, version, **meta)
+    shutil.rmtree(staging)
+
+
+def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None = None, seed: int = 0) -> FixtureLake:
+    """Write the lake under ``root`` (models, segments, features, views, runs) and return its frames."""
+    root = Path(root)
+    lake = Lake(LocalStore(root), root.parent / f"{root.name}-work")
+    stage = root.parent / f"{root.name}-staging"
+    features = synthetic_features(n_users, seed, key)
+    fit_rows = features if fit_users is None else features.iloc[:fit_users]
+    trained = datetime(2019, 12, 1, 3, tzinfo=UTC)
+
+    old_model = fit_model(fit_rows, seed=seed + 7, k_range=(3, 3))
+    old_art, old_doc, old_prof = model_documents(old_model, fit_rows, V_OLD, None, trained)
+    model = fit_model(fit_rows, seed=seed)
+    art, doc, prof = model_documents(model, fit_rows, V_NEW, V_OLD, trained + timedelta(days=14))
+    prev_seg = score(old_art, features)
+    seg = score(art, features, model)
+
+    for version, a, d, p in ((V_OLD, old_art, old_doc, old_prof), (V_NEW, art, doc, prof)):
+        mdir = stage / "model"
+        mdir.mkdir(parents=True)
+        for name, obj in (("artifact.json", a), ("model.json", d), ("profiles.json", p)):
+            (mdir / name).write_text(json.dumps(obj, indent=1, allow_nan=False), encoding="utf-8")
+        _publish(lake, mdir, MODEL_DATASET, version)
+
+    _write(stage / "f" / "part-00000.parquet", features)
+    _publish(lake, stage / "f", FEATURES, "20191130T230000Z-ffffff", as_of=AS_OF.isoformat())
+    _write(stage / "s0" / "part-00000.parquet", prev_seg)
+    _publish(lake, stage / "s0", SEGMENTS, "20191201T040000Z-s00000", model_version=V_OLD, as_of=AS_OF.isoformat())
+    seg_version = "20191215T040000Z-s11111"
+    _write(stage / "s1" / "part-00000.parquet", seg)
+    _publish(lake, stage / "s1", SEGMENTS, seg_version, model_version=V_NEW, as_of=AS_OF.isoformat(),
+             flow_from_version="20191201T040000Z-s00000")  # fmt: skip
+
+    runs = run_summaries()
+    for r in runs:
+        lake.write_run(r)
+    kpi, summary, flow = kpi_daily(features), segment_summary(seg, features), segment_flow(prev_seg, seg)
+    views = {"kpi_daily": kpi, "segment_summary": summary, "pca_sample": pca_sample(seg), "segment_flow": flow,
+             "runs": pd.DataFrame([{**{k: v for k, v in r.items() if k != "files"}, "files": len(r["files"]),
+                                    "started_at": pd.Timestamp(r["started_at"])} for r in runs])}  # fmt: skip
+    vdir = stage / "views"
+    for name, df in views.items():
+        _write(vdir / f"{name}.parquet", df)
+    (vdir / "freshness.json").write_text(json.dumps({
+        "latest_event_time": AS_OF.isoformat(), "last_run_at": runs[-1]["started_at"], "model_version": V_NEW,
+        "segments_as_of": AS_OF.isoformat()}), encoding="utf-8")  # fmt: skip
+    _publish(lake, vdir, VIEWS, "20191215T040500Z-v11111")
+    shutil.rmtree(stage, ignore_errors=True)
+
+    scored = seg["segment_id"].notna().to_numpy()
+    first_id = 500_000_000
+    known = int(np.flatnonzero(scored)[0])
+    low = int(np.flatnonzero(~scored)[0])
+    return FixtureLake(
+        root=root, key=key, features=features, segments=seg, previous_segments=prev_seg, model_doc=doc,
+        profiles=prof, kpi_daily=kpi, summary=summary, flow=flow, runs=runs, model=model,
+        raw_ids={"known": str(first_id + known), "low": str(first_id + low), "unknown": "999999999"},
+    )
+
+
+__all__ = ["RUNS", "FixtureLake", "build_lake", "synthetic_features"]
