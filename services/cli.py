@@ -205,6 +205,21 @@ def predict(
     typer.echo(json.dumps(result.users, indent=2))
 
 
+@app.command()
+def dashboard(
+    lake: LakeOption = None,
+    port: Annotated[int, typer.Option("--port", help="Port of the web server.")] = 8501,
+    address: Annotated[
+        str, typer.Option("--address", help="Interface to bind (0.0.0.0 inside a container).")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the segment dashboard (Streamlit) on http://<address>:<port> until interrupted."""
+    from dashboard.serve import serve
+
+    typer.echo(f"shoplens dashboard: http://{address}:{port}", err=True)
+    raise typer.Exit(serve(lake, port, address))
+
+
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""
     try:
