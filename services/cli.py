@@ -206,6 +206,80 @@ def predict(
 
 
 @app.command()
+def train(
+    lake: LakeOption = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help=(
+        "A generator's _truth/users.csv: adds the adjusted Rand index vs the personas to the report "
+        "(evaluation only, after fitting)."))] = None,
+    schedule: Annotated[float | None, typer.Option("--schedule", min=1, help=(
+        "Run forever: every SECONDS refresh features and retrain when the model is missing or stale "
+        "(serves metrics on :9108)."))] = None,
+    stale_runs: Annotated[int, typer.Option("--stale-runs", min=0, help=(
+        "With --schedule: retrain after this many new ingestion runs (0 = never for this reason)."))] = 1,
+    stale_days: Annotated[float, typer.Option("--stale-days", min=0, help=(
+        "With --schedule: retrain when the model is this many days old (0 = never for this reason)."))] = 7.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit the segmentation model on the current features, publish it with its report, then score."""
+    from services.metrics import DEFAULT_METRICS_PORT, push_run_metrics, start_metrics_server, time_stage
+    from services.runtime import open_lake
+    from services.segmentation_job import run_trainer, train_report
+    from services.segmentation_job import train as run_train
+    from services.spark import get_spark, progress_lines
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+    spark = get_spark(settings, "shoplens-train")
+    if schedule is not None:
+        start_metrics_server(DEFAULT_METRICS_PORT)
+        run_trainer(spark, the_lake, schedule, max_new_runs=stale_runs, max_age_days=stale_days)
+        return
+    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    with progress_lines(spark, "train", emit=say), time_stage("train"):
+        result = run_train(spark, the_lake, truth_csv=truth, key=settings.key_bytes if truth else None)
+    push_run_metrics("shoplens-train")
+    _emit(result, as_json, train_report(result))
+
+
+@app.command()
+def score(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """Assign every user to a segment with the current model (no retraining); publish segments and views.
+
+    New committed runs are folded into the features first, so users first seen in new files are scored.
+    """
+    from services.metrics import push_run_metrics, time_stage
+    from services.runtime import open_lake
+    from services.segmentation_job import score as run_score
+    from services.segmentation_job import score_report
+    from services.spark import get_spark, progress_lines
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+    spark = get_spark(settings, "shoplens-score")
+    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    with progress_lines(spark, "score", emit=say), time_stage("score"):
+        result = run_score(spark, the_lake)
+    push_run_metrics("shoplens-score")
+    _emit(result, as_json, score_report(result))
+
+
+@app.command()
+def export(
+    what: Annotated[str, typer.Argument(help="segments or features")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("export.csv"),
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the current segments or features for CRM/BI tools (pseudonymized user keys only)."""
+    from services.runtime import open_lake
+    from services.segmentation_job import export_table
+
+    result = export_table(open_lake(get_settings(), lake), what, fmt, out)
+    _emit(result, as_json, f"wrote {result['rows']:,} {what} rows to {result['out']} ({fmt})")
+
+
+@app.command()
 def dashboard(
     lake: LakeOption = None,
     port: Annotated[int, typer.Option("--port", help="Port of the web server.")] = 8501,
