@@ -43,6 +43,7 @@ HOUR_BANDS: dict[str, tuple[int, int]] = {
     "evening": (18, 24),
 }
 CATEGORY_BUCKETS: tuple[str, ...] = (*CATEGORY_L1, "other")
+_BUCKET_INDEX = pd.Index(CATEGORY_BUCKETS)
 
 #: Column -> dtype of the features table, in the order of etl.features.FEATURES.
 FEATURE_DTYPES: dict[str, str] = {
@@ -94,35 +95,43 @@ def raw_to_events(raw: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
     ``user_key`` / ``session_key`` are the raw ids unless ``key`` is given, in which case they are the
     lake's HMAC pseudonyms (etl.pseudonymize), so a history can be matched with the lake.
     """
-    out = pd.DataFrame(index=raw.index)
-    out["event_time"] = pd.to_datetime(raw["event_time"], utc=True, format="mixed")
-    out["event_type"] = raw["event_type"].astype(object)
-    out["product_id"] = pd.to_numeric(raw["product_id"]).astype("int64")
-    out["category_id"] = pd.to_numeric(raw["category_id"]).astype("Int64")
-    code = _clean_lower(raw["category_code"])
-    levels = code.str.split(".", regex=False)
-    out["category_code"] = code
-    for i in (1, 2, 3):
-        out[f"category_l{i}"] = levels.str.get(i - 1).where(code.notna(), None)
-    out["brand"] = _clean_lower(raw["brand"])
-    out["price"] = pd.to_numeric(raw["price"]).astype(float)
-    users = raw["user_id"].astype(str)
-    sessions = raw["user_session"].astype(str)
+    codes = [_clean_lower(v) for v in raw["category_code"].tolist()]
+    levels = [c.split(".") if c is not None else () for c in codes]
+    users = raw["user_id"].astype(str).tolist()
+    sessions = raw["user_session"].astype(str).tolist()
     if key is not None:
         from etl.pseudonymize import pseudonymize
 
-        users = users.map(lambda v: pseudonymize(v, key))
-        sessions = sessions.map(lambda v: pseudonymize(v, key))
-    out["user_key"] = users
-    out["session_key"] = sessions
-    return out
+        users = [pseudonymize(v, key) for v in users]
+        sessions = [pseudonymize(v, key) for v in sessions]
+    return pd.DataFrame(
+        {
+            "event_time": pd.to_datetime(raw["event_time"], utc=True),
+            "event_type": raw["event_type"].to_numpy(dtype=object),
+            "product_id": pd.to_numeric(raw["product_id"]).astype("int64").to_numpy(),
+            "category_id": pd.array(raw["category_id"], dtype="Int64"),
+            "category_code": np.array(codes, dtype=object),
+            **{
+                f"category_l{i}": np.array(
+                    [lv[i - 1] if len(lv) >= i else None for lv in levels], dtype=object
+                )
+                for i in (1, 2, 3)
+            },
+            "brand": np.array([_clean_lower(v) for v in raw["brand"].tolist()], dtype=object),
+            "price": pd.to_numeric(raw["price"]).astype(float).to_numpy(),
+            "user_key": np.array(users, dtype=object),
+            "session_key": np.array(sessions, dtype=object),
+        },
+        index=raw.index,
+    )
 
 
-def _clean_lower(s: pd.Series) -> pd.Series:
-    """lower(trim(x)) with blank -> null (the ingest's nullif(lower(trim(x)), ''))."""
-    text = s.astype(object).where(s.notna(), None)
-    text = text.map(lambda v: None if v is None else str(v).strip().lower())
-    return text.where(text.fillna("") != "", None).astype(object)
+def _clean_lower(v: Any) -> str | None:
+    """lower(trim(v)) with blank -> None: the ingest's nullif(lower(trim(x)), '') (trim = spaces)."""
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    text = str(v).strip(" ").lower()
+    return text or None
 
 
 # ------------------------------------------------------------------------ category reference
@@ -134,6 +143,8 @@ def reference_means(obj: Any) -> pd.Series:
     list of such records, a dict of column lists, or a plain ``{category_id: mean}`` mapping.
     """
     if isinstance(obj, pd.Series):
+        if obj.dtype == np.float64 and obj.index.dtype == np.int64 and obj.index.is_unique:
+            return obj  # already normalized (e.g. LoadedModel.category_means): no copy per call
         s = obj.astype(float)
         s.index = s.index.astype("int64")
         return s
@@ -180,10 +191,6 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _group_sum(codes: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
-    return np.bincount(codes, weights=weights, minlength=n)
-
-
 def compute_features_local(
     events: pd.DataFrame,
     as_of: AsOfLocal = None,
@@ -212,8 +219,8 @@ def compute_features_local(
     if len(ev) == 0:
         return _empty_frame()
 
-    # -- event level (sorted by user, then time, so group boundaries are contiguous)
-    u_all, users = pd.factorize(ev[user_col].astype(str), sort=True)
+    # -- event level (sorted by user, then time, so each user's events are contiguous)
+    u_all, users = pd.factorize(ev[user_col].astype(str).to_numpy(dtype=object), sort=True)
     us_all = pd.to_datetime(ev["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
     order = np.lexsort((us_all, u_all))
     u = u_all[order]
@@ -229,76 +236,77 @@ def compute_features_local(
     weekday = np.mod(day + 3, 7)  # Monday = 0; 1970-01-01 was a Thursday
 
     def count(mask: np.ndarray) -> np.ndarray:
-        return _group_sum(u, nu, mask.astype(float)).astype(np.int64)
+        return np.bincount(u[mask], minlength=nu).astype(np.int64)
 
     n_events = np.bincount(u, minlength=nu).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
     ends = np.r_[starts[1:], len(u)] - 1
     first_us, last_us = us[starts], us[ends]
-    buy_us = np.where(is_purchase, us, np.iinfo(np.int64).min)
-    last_buy_us = np.maximum.reduceat(buy_us, starts)
-    has_buy = last_buy_us != np.iinfo(np.int64).min
+    no_buy = np.iinfo(np.int64).min
+    last_buy_us = np.maximum.reduceat(np.where(is_purchase, us, no_buy), starts)
+    has_buy = last_buy_us != no_buy
 
     # -- category buckets (l1 in CATEGORY_L1, else "other")
-    l1_sorted = pd.Series(l1.to_numpy(dtype=object)[order])
-    bucket = pd.Categorical(l1_sorted, categories=CATEGORY_BUCKETS).codes.astype(np.int64)
-    bucket = np.where(bucket < 0, len(CATEGORY_BUCKETS) - 1, bucket)
-    n_cat = np.bincount(u * len(CATEGORY_BUCKETS) + bucket, minlength=nu * len(CATEGORY_BUCKETS))
-    n_cat = n_cat.reshape(nu, len(CATEGORY_BUCKETS)).astype(np.int64)
+    nb = len(CATEGORY_BUCKETS)
+    bucket = _BUCKET_INDEX.get_indexer(l1.to_numpy(dtype=object)[order])
+    bucket = np.where(bucket < 0, nb - 1, bucket)
+    n_cat = np.bincount(u * nb + bucket, minlength=nu * nb).reshape(nu, nb).astype(np.int64)
 
-    # -- sessions
-    sess_key = ev[session_col].to_numpy(dtype=object)[order]
-    s_code, _ = pd.factorize(pd.MultiIndex.from_arrays([u, sess_key]))
-    ns = int(s_code.max()) + 1
-    s_user = np.empty(ns, dtype=np.int64)
-    s_user[s_code] = u
+    # -- sessions: (user, session) pairs
+    s_local, s_names = pd.factorize(ev[session_col].to_numpy(dtype=object)[order])
+    s_pairs, s_code = np.unique(u * len(s_names) + s_local, return_inverse=True)
+    ns = len(s_pairs)
+    s_user = s_pairs // len(s_names)
     s_first = np.full(ns, np.iinfo(np.int64).max)
     s_last = np.full(ns, np.iinfo(np.int64).min)
     np.minimum.at(s_first, s_code, us)
     np.maximum.at(s_last, s_code, us)
-    s_carts = _group_sum(s_code, ns, is_cart.astype(float))
-    s_buys = _group_sum(s_code, ns, is_purchase.astype(float))
+    s_carts = np.bincount(s_code[is_cart], minlength=ns)
+    s_buys = np.bincount(s_code[is_purchase], minlength=ns)
     n_sessions = np.bincount(s_user, minlength=nu).astype(np.int64)
-    frequency = _group_sum(s_user, nu, (s_buys > 0).astype(float)).astype(np.int64)
-    cart_sessions = _group_sum(s_user, nu, (s_carts > 0).astype(float))
-    abandoned = _group_sum(s_user, nu, ((s_carts > 0) & (s_buys == 0)).astype(float))
-    duration = (s_last - s_first) / 1_000_000.0
-    median_duration = pd.Series(duration).groupby(s_user).median().reindex(range(nu)).to_numpy()
+    frequency = np.bincount(s_user[s_buys > 0], minlength=nu).astype(np.int64)
+    cart_sessions = np.bincount(s_user[s_carts > 0], minlength=nu)
+    abandoned = np.bincount(s_user[(s_carts > 0) & (s_buys == 0)], minlength=nu)
+    median_duration = _group_median(s_user, (s_last - s_first) / 1_000_000.0, nu)
 
     # -- active days (day is non-decreasing within a user after the sort)
     new_day = np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])]
-    active_days = _group_sum(u, nu, new_day.astype(float)).astype(np.int64)
+    active_days = np.bincount(u[new_day], minlength=nu).astype(np.int64)
     first_day, last_day = day[starts], day[ends]
 
-    # -- brands (events with a brand): Herfindahl index
-    brand = ev["brand"].to_numpy(dtype=object)[order]
-    has_brand = pd.notna(brand)
+    # -- brands (events with a brand): Herfindahl index of the user's brand counts
+    b_local, b_names = pd.factorize(ev["brand"].to_numpy(dtype=object)[order])  # null -> -1
+    branded = b_local >= 0
     brand_conc = np.full(nu, np.nan)
-    if has_brand.any():
-        per_brand = pd.DataFrame({"u": u[has_brand], "b": brand[has_brand]}).groupby(["u", "b"]).size()
-        per_brand = per_brand.astype(np.int64)
-        sq = (per_brand * per_brand).groupby(level="u").sum().astype(float)
-        tot = per_brand.groupby(level="u").sum().astype(float)
-        brand_conc[tot.index.to_numpy()] = (sq / tot**2).to_numpy()
+    if branded.any():
+        b_pairs, b_count = np.unique(u[branded] * len(b_names) + b_local[branded], return_counts=True)
+        b_user = b_pairs // len(b_names)
+        square = np.bincount(b_user, weights=(b_count * b_count).astype(float), minlength=nu)
+        total = np.bincount(b_user, weights=b_count.astype(float), minlength=nu)
+        np.divide(square, total**2, out=brand_conc, where=total > 0)
 
-    # -- price level: per (user, category) partial sums joined to the category means (inner join)
-    # category ids reach 19 digits: keep them as int64 (a float64 round trip would merge categories)
+    # -- price level: per (user, category) sums, joined to the category means (an inner join)
+    # category ids reach 19 digits: keep them int64 (a float64 round trip would merge categories)
     cat_ids = pd.array(ev["category_id"], dtype="Int64")[order]
-    has_cat = ~cat_ids.isna()
-    cat = cat_ids.to_numpy(dtype=np.int64, na_value=-1)
-    priced = has_cat & (price > 0)
+    priced = ~np.asarray(cat_ids.isna()) & (price > 0)
     price_level = np.full(nu, np.nan)
     if priced.any():
-        pc = pd.DataFrame({"u": u[priced], "category_id": cat[priced]})
-        pc["lp"] = np.log(price[priced])
-        pairs = pc.groupby(["u", "category_id"])["lp"].agg(n_priced="size", sum_log_price="sum").reset_index()
-        ref = reference_means(pairs if category_reference is None else category_reference)
-        pairs["m"] = pairs["category_id"].map(ref)
-        pairs = pairs[pairs["m"].notna()]
-        if len(pairs):
-            pairs["dev"] = pairs["sum_log_price"] - pairs["n_priced"] * pairs["m"]
-            per_user = pairs.groupby("u")[["dev", "n_priced"]].sum()
-            price_level[per_user.index.to_numpy()] = (per_user["dev"] / per_user["n_priced"]).to_numpy()
+        cats, c_local = np.unique(cat_ids[priced].to_numpy(dtype=np.int64), return_inverse=True)
+        pairs, p_code = np.unique(u[priced] * len(cats) + c_local, return_inverse=True)
+        n_priced = np.bincount(p_code).astype(float)
+        sum_log_price = np.bincount(p_code, weights=np.log(price[priced]))
+        pair_user, pair_cat = pairs // len(cats), pairs % len(cats)
+        if category_reference is None:  # the events' own prices, like the Spark default
+            mean = np.bincount(pair_cat, weights=sum_log_price) / np.bincount(pair_cat, weights=n_priced)
+        else:
+            ref = reference_means(category_reference)
+            mean = ref.reindex(cats).to_numpy(dtype=float)
+        m = mean[pair_cat]
+        known = ~np.isnan(m)
+        dev = sum_log_price[known] - n_priced[known] * m[known]
+        num = np.bincount(pair_user[known], weights=dev, minlength=nu)
+        den = np.bincount(pair_user[known], weights=n_priced[known], minlength=nu)
+        np.divide(num, den, out=price_level, where=den > 0)
 
     # -- as of, recency, tenure
     fixed = _as_of_micros(as_of)
@@ -319,7 +327,7 @@ def compute_features_local(
     n_removals, n_purchases = count(is_removal), count(is_purchase)
     hours = {band: count((hour >= lo) & (hour < hi)) for band, (lo, hi) in HOUR_BANDS.items()}
     flagged = set(suspicious_users or ())
-    keys = users.to_numpy(dtype=object)
+    keys = np.asarray(users, dtype=object)
     cols: dict[str, Any] = {
         "user_key": keys,
         "n_events": n_events,
@@ -329,7 +337,7 @@ def compute_features_local(
         "median_session_duration_s": median_duration,
         "mean_days_between_visits": _ratio(last_day - first_day, active_days - 1),
         "frequency": frequency,
-        "monetary": _group_sum(u, nu, np.where(is_purchase, price, 0.0)),
+        "monetary": np.bincount(u, weights=np.where(is_purchase, price, 0.0), minlength=nu),
         "recency_days": _nullable_int(recency),
         "tenure_days": tenure.astype(np.int32),
         "n_views": n_views,
@@ -356,6 +364,20 @@ def compute_features_local(
     }
     assert tuple(cols) == tuple(FEATURE_DTYPES), "local_features: columns and FEATURE_DTYPES out of sync"
     return pd.DataFrame(cols)
+
+
+def _group_median(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``values`` per code 0..n-1 (NaN for an empty group), interpolated like Spark's median."""
+    order = np.lexsort((values, codes))
+    v, c = values[order], codes[order]
+    size = np.bincount(c, minlength=n)
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    out = np.full(n, np.nan)
+    has = size > 0
+    lo = v[(start + (size - 1) // 2)[has]]
+    hi = v[(start + size // 2)[has]]
+    out[has] = lo + (hi - lo) * 0.5
+    return out
 
 
 def _nullable_int(values: np.ndarray) -> pd.arrays.IntegerArray:

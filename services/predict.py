@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from etl.contract import (
@@ -244,22 +245,30 @@ def score_rows(rows: pd.DataFrame, model: LoadedModel, as_of: datetime | str | N
         return []
     events = raw_to_events(rows)
     features = compute_features_local(events, as_of=as_of, category_reference=model.category_means)
-    seg, conf = model.scorer.predict(features)
+    scorer = model.scorer
+    # the same matrix LightScorer.predict builds, without its per-column pandas conversions
+    matrix = np.column_stack(
+        [features[c].to_numpy(dtype=float, na_value=np.nan) for c in scorer.input_features]
+    )
+    n_events = features["n_events"].to_numpy(dtype=np.int64)
+    seg, conf = scorer.predict_array(matrix, n_events.astype(float))
+    names = dict(zip(scorer.segment_ids.tolist(), scorer.segment_names, strict=True))
+    as_of_text = [t.isoformat() for t in features["as_of"]]
     by_user = {}
-    for i, key in enumerate(features["user_key"]):
-        n = int(features["n_events"].iat[i])
-        sid = int(seg[i])
+    for key, n, sid, c, when in zip(
+        features["user_key"].tolist(), n_events.tolist(), seg.tolist(), conf.tolist(), as_of_text, strict=True
+    ):
         scored = sid != NOT_ENOUGH_ACTIVITY
         by_user[key] = {
             "user_id": key,
             "segment_id": sid if scored else None,
-            "segment_name": model.scorer.name_of(sid) if scored else None,
-            "confidence": float(conf[i]) if scored else None,
-            "model_version": model.scorer.model_version,
+            "segment_name": names.get(sid) if scored else None,
+            "confidence": c if scored else None,
+            "model_version": scorer.model_version,
             "n_events": n,
             "status": STATUS_SCORED if scored else STATUS_NOT_ENOUGH,
             "reason": None if scored else not_enough_reason(n, model.min_events),
-            "as_of": features["as_of"].iat[i].isoformat(),
+            "as_of": when,
         }
     order = pd.unique(rows["user_id"].astype(str))
     return [by_user[u] for u in order]
