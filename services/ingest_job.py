@@ -16,7 +16,8 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from etl.contract import QUARANTINE_COLUMNS, QUARANTINE_REASONS, ContractError, check_header
+from etl.contract import QUARANTINE_REASONS, ContractError, check_header
 from etl.ingest import (
     ACCEPTED,
     DUPLICATE,
@@ -34,6 +35,7 @@ from etl.ingest import (
     duplicates_view,
     find_duplicates,
     flag_suspicious_users,
+    quarantine_view,
 )
 from services.lake import DUPLICATES, EVENTS, QUARANTINE, SUSPICIOUS_USERS, Lake, new_run_id, utc_now_iso
 
@@ -173,7 +175,7 @@ def _unique_names(paths: list[Path], hashes: list[str]) -> list[str]:
 
 
 def ingest_files(
-    spark: SparkSession,
+    spark: SparkSession | Callable[[], SparkSession],
     lake: Lake,
     paths: Iterable[Path],
     key: bytes,
@@ -182,7 +184,11 @@ def ingest_files(
     chunk_bytes: int = CHUNK_BYTES,
     on_progress: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
-    """Ingest ``paths`` as one run and return its summary (also written to ``runs/<run_id>.json``)."""
+    """Ingest ``paths`` as one run and return its summary (also written to ``runs/<run_id>.json``).
+
+    ``spark`` may be a callable returning the session, so that the JVM starts while Python hashes
+    and chunks the files (see the CLI).
+    """
     run_id = run_id or new_run_id()
     started, t0 = utc_now_iso(), time.monotonic()
     lake.vacuum()
@@ -195,7 +201,9 @@ def ingest_files(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"no such input file: {p}")
-    hashes = [sha256_of(p) for p in paths]
+    timings = Timings()
+    with timings.phase("hash_inputs"):
+        hashes = [sha256_of(p) for p in paths]
     names = _unique_names(paths, hashes)
     ledger = lake.ledger()
     results: list[FileResult] = []
@@ -213,7 +221,8 @@ def ingest_files(
         else:
             try:
                 on_progress(f"reading {name}")
-                split = split_into_chunks(path, name, chunk_dir, chunk_bytes)
+                with timings.phase("split_into_chunks"):
+                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes)
             except ContractError as err:
                 result.status, result.reason = "failed", str(err)
                 log.warning("file failed: %s", err, extra={**ctx, "file": name})
@@ -238,7 +247,9 @@ def ingest_files(
     }
     if chunks:
         on_progress(f"processing {summary['rows_read']:,} rows with Spark")
-        summary.update(_process(spark, lake, run_id, staging, chunks, key, results, rows_by_file))
+        with timings.phase("wait_for_spark"):
+            session = spark() if callable(spark) else spark
+        summary.update(_process(session, lake, run_id, staging, chunks, key, results, timings))
         status = "committed"
     else:
         status = "failed" if any(r.status == "failed" for r in results) else "nothing_to_do"
@@ -247,6 +258,7 @@ def ingest_files(
         files=[asdict(r) for r in results],
         finished_at=utc_now_iso(),
         duration_seconds=round(time.monotonic() - t0, 3),
+        phase_seconds=dict(timings),
     )
     lake.write_run(summary)  # the commit point
     shutil.rmtree(staging, ignore_errors=True)
@@ -263,6 +275,18 @@ def ingest_files(
     return summary
 
 
+class Timings(dict):
+    """Seconds spent per phase of a run, reported in the run summary."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.monotonic() - t0, 3)
+
+
 def _process(
     spark: SparkSession,
     lake: Lake,
@@ -271,19 +295,21 @@ def _process(
     chunks: list[Chunk],
     key: bytes,
     results: list[FileResult],
-    rows_by_file: dict[str, int],
+    timings: Timings,
 ) -> dict[str, Any]:
     lines = read_lines(spark, chunks)
-    duplicates = find_duplicates(lines)
+    with timings.phase("find_duplicates"):
+        duplicates = find_duplicates(lines).cache()  # small: only the repeated lines
+        duplicates.count()
     out = staging / "classified"
-    classify(lines, duplicates, key).write.mode("overwrite").partitionBy("outcome", "event_date").parquet(
-        str(out)
-    )
+    with timings.phase("classify_and_write"):
+        classified = classify(lines, duplicates, key)
+        classified.write.mode("overwrite").partitionBy("outcome", "event_date").parquet(str(out))
+    duplicates.unpersist()
 
     written = spark.read.parquet(str(out))
-    counts = (
-        written.groupBy("source_file", "outcome", "reason").count().collect()
-    )  # a columnar read of three small columns
+    with timings.phase("count"):  # a columnar read of three small columns
+        counts = written.groupBy("source_file", "outcome", "reason").count().collect()
     per_file: dict[str, dict[str, int]] = {}
     by_reason: dict[str, int] = {}
     for row in counts:
@@ -294,11 +320,8 @@ def _process(
     for r in results:
         if r.status == "ingested":
             c = per_file.get(r.name, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
-            r.rows_accepted, r.rows_quarantined, r.duplicates_removed = (
-                c[ACCEPTED],
-                c[QUARANTINED],
-                c[DUPLICATE],
-            )
+            r.rows_accepted, r.rows_quarantined = c[ACCEPTED], c[QUARANTINED]
+            r.duplicates_removed = c[DUPLICATE]
             if r.rows_read != r.rows_accepted + r.rows_quarantined + r.duplicates_removed:
                 raise ReconciliationError(
                     f"{r.name}: {r.rows_read} lines read but {r.rows_accepted} accepted + "
@@ -306,29 +329,27 @@ def _process(
                 )
 
     accepted_dir = out / f"outcome={ACCEPTED}"
-    if accepted_dir.exists():
-        events = spark.read.parquet(str(accepted_dir))
-        flag_suspicious_users(events).coalesce(1).write.parquet(str(staging / "suspicious"))
-        dates = events.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
-    else:
-        dates = None
-    _rewrite(
-        written.where(F.col("outcome") == QUARANTINED).select(*QUARANTINE_COLUMNS), staging / "quarantine"
-    )
-    _rewrite(duplicates_view(written.where(F.col("outcome") == DUPLICATE)), staging / "duplicates")
-    suspicious = spark.read.parquet(str(staging / "suspicious")).count() if accepted_dir.exists() else 0
+    suspicious, dates = 0, None
+    with timings.phase("side_tables"):
+        if accepted_dir.exists():
+            events = spark.read.parquet(str(accepted_dir))
+            flags = flag_suspicious_users(events).cache()
+            flags.coalesce(1).write.parquet(str(staging / "suspicious"))
+            suspicious = flags.count()
+            flags.unpersist()
+            dates = events.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
+        _rewrite(quarantine_view(written, key), staging / "quarantine")
+        _rewrite(duplicates_view(written.where(F.col("outcome") == DUPLICATE)), staging / "duplicates")
 
-    lake.publish_run_dataset(accepted_dir, EVENTS, run_id)
-    lake.publish_run_dataset(staging / "quarantine", QUARANTINE, run_id)
-    lake.publish_run_dataset(staging / "duplicates", DUPLICATES, run_id)
-    if accepted_dir.exists():
+    with timings.phase("publish"):
+        lake.publish_run_dataset(accepted_dir, EVENTS, run_id)
+        lake.publish_run_dataset(staging / "quarantine", QUARANTINE, run_id)
+        lake.publish_run_dataset(staging / "duplicates", DUPLICATES, run_id)
         lake.publish_run_dataset(staging / "suspicious", SUSPICIOUS_USERS, run_id)
 
-    accepted = sum(f[ACCEPTED] for f in per_file.values())
-    quarantined = sum(f[QUARANTINED] for f in per_file.values())
     return {
-        "rows_accepted": accepted,
-        "rows_quarantined": quarantined,
+        "rows_accepted": sum(f[ACCEPTED] for f in per_file.values()),
+        "rows_quarantined": sum(f[QUARANTINED] for f in per_file.values()),
         "duplicates_removed": sum(f[DUPLICATE] for f in per_file.values()),
         "quarantine_by_reason": {k: by_reason[k] for k in QUARANTINE_REASONS if k in by_reason},
         "suspicious_users": suspicious,

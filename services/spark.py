@@ -6,7 +6,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from pyspark.sql import DataFrame, SparkSession
@@ -68,13 +68,19 @@ def read_run_dataset(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame
 
 
 @contextmanager
-def progress_lines(spark: SparkSession, label: str, every_s: float = 5.0, emit=print) -> Iterator[None]:
-    """Print a line of Spark task progress every few seconds while the block runs."""
+def progress_lines(
+    spark: SparkSession | Callable[[], SparkSession], label: str, every_s: float = 5.0, emit=print
+) -> Iterator[None]:
+    """Print a line of Spark task progress every few seconds while the block runs.
+
+    ``spark`` may be a callable (e.g. a future's ``result``) for a session that is still starting.
+    """
     stop = threading.Event()
-    tracker = spark.sparkContext.statusTracker()
     started = time.monotonic()
 
     def report() -> None:
+        session = spark() if callable(spark) else spark
+        tracker = session.sparkContext.statusTracker()
         while not stop.wait(every_s):
             done = total = 0
             for stage_id in tracker.getActiveStageIds():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etl.contract import QUARANTINE_REASONS
-from etl.ingest import classify, find_duplicates, flag_suspicious_users
+from etl.ingest import classify, find_duplicates, flag_suspicious_users, quarantine_view
 from etl.pseudonymize import pseudonymize
 
 pytestmark = pytest.mark.spark
@@ -106,7 +106,9 @@ def test_duplicates_span_files_in_one_batch(spark, key):
 
 
 def test_quarantined_lines_carry_no_raw_ids(spark, key):
-    rows = _classify(spark, list(BAD_LINES.values()), key)
+    lines = _lines(spark, list(BAD_LINES.values()))
+    rows = quarantine_view(classify(lines, find_duplicates(lines), key), key).collect()
+    assert len(rows) == len(BAD_LINES)
     for r in rows:
         assert "519107250" not in r.raw_line
         assert "566511c2-e2e3-422b-b695-cf8e6e792ca8" not in r.raw_line
