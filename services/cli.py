@@ -59,6 +59,8 @@ def ingest(
     Files already ingested (same content hash) are skipped; a file with a bad header fails alone.
     Exit code 1 if any file failed.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from services.ingest_job import ingest_files
     from services.metrics import push_run_metrics, record_ingest
     from services.runtime import open_lake
@@ -67,10 +69,12 @@ def ingest(
     settings = get_settings()
     key = settings.key_bytes
     the_lake = open_lake(settings, lake)
-    spark = get_spark(settings, "shoplens-ingest")
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    with progress_lines(spark, "ingest", emit=say):
-        summary = ingest_files(spark, the_lake, paths, key, on_progress=say)
+    # The JVM starts in the background while Python hashes and chunks the input files.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        spark = pool.submit(get_spark, settings, "shoplens-ingest")
+        with progress_lines(spark.result, "ingest", emit=say):
+            summary = ingest_files(spark.result, the_lake, paths, key, on_progress=say)
     record_ingest(summary)
     push_run_metrics("shoplens-ingest")
     failed = [f for f in summary["files"] if f["status"] == "failed"]
