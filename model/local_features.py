@@ -157,6 +157,8 @@ def reference_means(obj: Any) -> pd.Series:
         sums = frame.groupby(ids)[["sum_log_price", "n_priced"]].sum()
         return (sums["sum_log_price"] / sums["n_priced"]).astype(float)
     if "mean_log_price" in frame.columns:
+        if not ids.is_unique:
+            raise ValueError("category reference lists a category_id more than once")
         return pd.Series(frame["mean_log_price"].to_numpy(dtype=float), index=ids.to_numpy())
     raise ValueError(
         "category reference needs category_id with mean_log_price, or with n_priced and sum_log_price; "

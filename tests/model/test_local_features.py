@@ -261,5 +261,5 @@ def test_nineteen_digit_category_ids_stay_distinct():
     half = np.log(10.0) / 2
     np.testing.assert_allclose(got.to_numpy(), [-half, half], rtol=1e-12)
     ref = reference_means({a: np.log(10.0), b: np.log(20.0)})
-    priced_at_ref = compute_features_local(events, category_reference=ref).set_index("user_key")["price_level"]
-    np.testing.assert_allclose(priced_at_ref.to_numpy(), [0.0, np.log(10.0)], atol=1e-12)
+    at_ref = compute_features_local(events, category_reference=ref).set_index("user_key")
+    np.testing.assert_allclose(at_ref["price_level"].to_numpy(), [0.0, np.log(10.0)], atol=1e-12)
