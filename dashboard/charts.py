@@ -136,7 +136,7 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 380, **kw: A
     fig.update_layout(
         template="plotly_white", font=FONT, height=height, title=dict(text=title, x=0, font_size=15) if title else None,
         margin=dict(l=10, r=10, t=50 if title else 20, b=10), hoverlabel=dict(font_size=12),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title=None), **kw,
+        legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="right", x=1, title=None), **kw,
     )  # fmt: skip
     return fig
 
@@ -163,7 +163,7 @@ def kpi_trend(kpi: pd.DataFrame, metric: str) -> go.Figure:
 def segment_shares(summary: pd.DataFrame, colors: Mapping[str, str]) -> go.Figure:
     """Share of users next to share of revenue, one bar pair per segment."""
     df = summary.sort_values("share_users", ascending=True)
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("Share of users", "Share of revenue"),
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("Share of customers", "Share of revenue"),
                         horizontal_spacing=0.04)  # fmt: skip
     col = [colors.get(n, NOT_ENOUGH_COLOR) for n in df["segment_name"]]
     for i, (c, custom) in enumerate((("share_users", "users"), ("share_revenue", "revenue")), start=1):
@@ -202,7 +202,10 @@ def radar(profiles: Sequence[Mapping[str, Any]], colors: Mapping[str, str],
                              hovertemplate="%{theta}: %{r:.2f}× average<extra>" + p["name"] + "</extra>")  # fmt: skip
     fig.update_polars(radialaxis=dict(range=[0, 4], tickvals=[0, 1, 2, 3, 4],
                                       ticktext=["0", "avg", "2×", "3×", "≥4×"]))  # fmt: skip
-    return _layout(fig, "Profile vs the average customer", height=480)
+    fig = _layout(fig, "Profile vs the average customer (1 = average)", height=520)
+    fig.update_layout(margin=dict(l=90, r=90, t=60, b=70),
+                      legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="center", x=0.5))  # fmt: skip
+    return fig
 
 
 def feature_bars(profiles: Sequence[Mapping[str, Any]], feature: str, colors: Mapping[str, str]) -> go.Figure:
@@ -279,7 +282,7 @@ def k_selection(rows: Sequence[Mapping[str, Any]], chosen_k: int | None) -> go.F
         if chosen_k is not None:
             fig.add_vline(x=chosen_k, line_dash="dash", line_color="#E45756", row=r + 1, col=c + 1)
         fig.update_xaxes(title="Number of segments (k)", dtick=1, row=r + 1, col=c + 1)
-    return _layout(fig, f"Choosing k (chosen: {chosen_k})", height=560)
+    return _layout(fig, height=560)
 
 
 def threshold_curve(curve: Sequence[Mapping[str, Any]], chosen: int | None, target: float | None) -> go.Figure:

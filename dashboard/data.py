@@ -26,6 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -223,23 +224,46 @@ def _features_dataset(uri: str, version: str) -> ds.Dataset | None:
     return _dataset(_lake(uri), f"{FEATURES}/{version}")
 
 
-def _one_row(dataset: ds.Dataset | None, user_key: str) -> dict[str, Any] | None:
+def _one_row(dataset: ds.Dataset | None, user_key: str, columns: list[str] | None = None) -> dict[str, Any] | None:
+    """The row of ``user_key``: scan only the key column, row group by row group, then read one group.
+
+    A filter on the whole dataset would decode every column of every row group (2-3 s on 3 million
+    users); the key column alone is ~0.1 s per million rows. Row groups whose min/max statistics
+    exclude the key are skipped, so a table sorted by user_key costs one row group.
+    """
     if dataset is None:
         return None
-    table = dataset.to_table(filter=ds.field("user_key") == user_key)
-    if table.num_rows == 0:
-        return None
-    return table.slice(0, 1).to_pylist()[0]
+    for path in dataset.files:
+        pf = pq.ParquetFile(path)
+        col = pf.schema_arrow.get_field_index("user_key")
+        for rg in range(pf.num_row_groups):
+            stats = pf.metadata.row_group(rg).column(col).statistics
+            if stats is not None and stats.has_min_max and not (str(stats.min) <= user_key <= str(stats.max)):
+                continue
+            keys = pf.read_row_group(rg, columns=["user_key"]).column(0)
+            i = pc.index(keys, user_key).as_py()
+            if i >= 0:
+                names = [c for c in pf.schema_arrow.names if c != "user_key" and (columns is None or c in columns)]
+                row = pf.read_row_group(rg, columns=names).slice(i, 1).to_pylist()[0]
+                return {"user_key": user_key, **row}
+    return None
 
 
 @st.cache_data(ttl=DATA_TTL, show_spinner=False, max_entries=1000)
 @_guard
-def lookup(uri: str, segments_version: str, features_version: str | None, user_key: str) -> dict[str, Any] | None:
-    """The user's segments row and features row (``{"segment": {...}, "features": {...}|None}``)."""
+def lookup(
+    uri: str, segments_version: str, features_version: str | None, user_key: str,
+    feature_columns: tuple[str, ...] | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The user's segments row and features row (``{"segment": {...}, "features": {...}|None}``).
+
+    ``feature_columns`` limits the features read to those the page shows (the model's features).
+    """
     seg = _one_row(_segments_dataset(uri, segments_version), user_key)
     if seg is None:
         return None
-    feats = _one_row(_features_dataset(uri, features_version), user_key) if features_version else None
+    cols = None if feature_columns is None else [*feature_columns, "n_events"]
+    feats = _one_row(_features_dataset(uri, features_version), user_key, cols) if features_version else None
     return {"segment": seg, "features": feats}
 
 
@@ -255,8 +279,9 @@ def segment_members_csv(uri: str, segments_version: str, segment_id: int | None)
     flt = ds.field("segment_id").is_null() if segment_id is None else ds.field("segment_id") == segment_id
     cols = ["user_key", "segment_id", "segment_name", "confidence", "n_events"]
     table = dataset.to_table(columns=cols, filter=flt)
-    buf = io.BytesIO()
-    pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="needed"))
+    buf = io.BytesIO((",".join(cols) + "\n").encode())
+    buf.seek(0, io.SEEK_END)
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     return buf.getvalue()
 
 

@@ -75,7 +75,8 @@ with tab_id:
         user_key = st.session_state.get("lookup_user_key")
         if user_key:
             with ui.guarded(ctx), st.spinner("Looking up…"):
-                hit = data.lookup(ctx.uri, ctx.ptr.segments, ctx.ptr.features, user_key)
+                hit = data.lookup(ctx.uri, ctx.ptr.segments, ctx.ptr.features, user_key,
+                                  tuple(model.get("features") or ()) or None)  # fmt: skip
             if hit is None:
                 st.info("**No customer with this id** in the lake: check the id, or the customer has no events yet.",
                         icon=":material/search_off:")  # fmt: skip

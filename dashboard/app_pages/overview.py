@@ -41,7 +41,7 @@ else:
 
     def _delta(c: float | None, p: float | None) -> str | None:
         d = kpis.delta(c, p)
-        return None if d is None else f"{d:+.1%} vs previous {days} days"
+        return None if d is None else f"{d:+.1%}"
 
     cols[1].metric("Active users / day", charts.fmt_int(cur.active_users),
                    _delta(cur.active_users, prev and prev.active_users),
@@ -50,7 +50,7 @@ else:
                    chart_data=trend["sessions"].tolist(), border=True)  # fmt: skip
     conv_delta = None
     if prev is not None and cur.conversion_rate is not None and prev.conversion_rate is not None:
-        conv_delta = f"{100 * (cur.conversion_rate - prev.conversion_rate):+.2f} pp vs previous {days} days"
+        conv_delta = f"{100 * (cur.conversion_rate - prev.conversion_rate):+.2f} pp"
     cols[3].metric("Conversion", charts.fmt_pct(cur.conversion_rate, 2), conv_delta,
                    help="Sessions with a purchase / sessions.", chart_data=trend["conversion_rate"].tolist(),
                    border=True)  # fmt: skip
@@ -66,12 +66,15 @@ else:
 
 # -- freshness
 st.subheader("Data freshness")
-f = st.columns(4)
-f[0].metric("Latest event", charts.fmt_time(fresh.get("latest_event_time")))
-f[1].metric("Last pipeline run", charts.fmt_time(fresh.get("last_run_at") or (
-    runs["started_at"].max() if len(runs) else None)))  # fmt: skip
-f[2].metric("Model version", fresh.get("model_version") or ctx.ptr.model or "not trained")
-f[3].metric("Segments as of", charts.fmt_time(fresh.get("segments_as_of") or ctx.ptr.segments_meta.get("as_of")))
+facts = {
+    "Latest event": charts.fmt_time(fresh.get("latest_event_time")),
+    "Last pipeline run": charts.fmt_time(fresh.get("last_run_at") or (runs["started_at"].max() if len(runs) else None)),
+    "Model version": fresh.get("model_version") or ctx.ptr.model or "not trained yet",
+    "Segments as of": charts.fmt_time(fresh.get("segments_as_of") or ctx.ptr.segments_meta.get("as_of")),
+}
+for col, (name, value) in zip(st.columns(4), facts.items(), strict=True):
+    with col.container(border=True):
+        st.markdown(f"<small>{name}</small><br><b>{value}</b>", unsafe_allow_html=True)
 
 # -- runs
 st.subheader("Last pipeline runs")

@@ -33,15 +33,25 @@ st.markdown(
     f"**{len(profiles)} segments** found by model `{ctx.ptr.model}` among **{scored:,}** customers "
     f"with enough activity ({charts.fmt_int(total - scored)} more are too new to place)."
 )
-table = summary.assign(
-    description=summary["segment_name"].map(lambda n: by_name.get(n, {}).get("description", "")),
-).sort_values("users", ascending=False)
+by_summary = summary.set_index("segment_name").to_dict("index") if len(summary) else {}
+cards = sorted(profiles, key=lambda p: -by_summary.get(p["name"], {}).get("users", p.get("size", 0)))
+for i in range(0, len(cards), 2):
+    for col, p in zip(st.columns(2), cards[i : i + 2], strict=False):
+        with col.container(border=True, height="stretch"):
+            st.markdown(
+                f"<span style='color:{colors.get(p['name'])};font-size:1.3em'>●</span> "
+                f"<b style='font-size:1.15em'>{p['name']}</b>", unsafe_allow_html=True,
+            )
+            st.caption(p.get("description", ""))
+            row = by_summary.get(p["name"], {})  # shares of all customers, as in the table below
+            st.markdown(f"**{charts.fmt_int(row.get('users'))}** customers · **{charts.fmt_pct(row.get('share_users'))}** "
+                        f"of customers · **{charts.fmt_pct(row.get('share_revenue'))}** of revenue")  # fmt: skip
+table = summary.sort_values("users", ascending=False)
 st.dataframe(
     table, hide_index=True, width="stretch",
-    column_order=["segment_name", "description", "users", "share_users", "share_revenue", "revenue", "avg_confidence"],
+    column_order=["segment_name", "users", "share_users", "share_revenue", "revenue", "avg_confidence"],
     column_config={
         "segment_name": st.column_config.TextColumn("Segment", width="medium"),
-        "description": st.column_config.TextColumn("Who they are", width="large"),
         "users": st.column_config.NumberColumn("Customers", format="localized"),
         "share_users": st.column_config.ProgressColumn("Share of customers", format="percent", min_value=0, max_value=1),
         "share_revenue": st.column_config.ProgressColumn("Share of revenue", format="percent", min_value=0, max_value=1),
@@ -91,17 +101,14 @@ with tab_cats:
                "price level is ln(price) against the category's mean (negative = cheaper than typical).")  # fmt: skip
 
 with tab_actions:
-    for p in sorted(profiles, key=lambda p: -p.get("size", 0)):
-        with st.container(border=True):
-            st.markdown(f"#### :material/label: {p['name']}")
-            st.markdown(
-                f"<span style='color:{colors.get(p['name'])};font-size:1.4em'>●</span> "
-                f"{charts.fmt_int(p.get('size'))} customers · {charts.fmt_pct(p.get('share_users'))} of customers · "
-                f"{charts.fmt_pct(p.get('share_revenue'))} of revenue", unsafe_allow_html=True,
-            )
-            st.write(p.get("description", ""))
-            for action in p.get("actions") or []:
-                st.markdown(f"- {action}")
+    acts = sorted(profiles, key=lambda p: -p.get("size", 0))
+    for i in range(0, len(acts), 2):
+        for col, p in zip(st.columns(2), acts[i : i + 2], strict=False):
+            with col.container(border=True, height="stretch"):
+                st.markdown(f"<span style='color:{colors.get(p['name'])};font-size:1.3em'>●</span> "
+                            f"<b>{p['name']}</b>", unsafe_allow_html=True)  # fmt: skip
+                for action in p.get("actions") or []:
+                    st.markdown(f"- {action}")
 
 with tab_flow:
     previous = model.get("previous_version")

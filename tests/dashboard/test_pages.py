@@ -53,7 +53,7 @@ def test_overview_kpis_match_a_pandas_recomputation(app, fixture_lake, days):
     assert metric(at, "Revenue") == fmt_money(cur["revenue"].sum())
     revenue_delta = next(m.delta for m in at.metric if m.label == "Revenue")
     if len(prev) == days:
-        assert revenue_delta.startswith(f"{cur['revenue'].sum() / prev['revenue'].sum() - 1:+.1%}")
+        assert revenue_delta == f"{cur['revenue'].sum() / prev['revenue'].sum() - 1:+.1%}"
     else:
         assert revenue_delta is None or revenue_delta == ""
     assert plotly_count(at) == 1
@@ -65,8 +65,8 @@ def test_overview_shows_freshness_and_runs(app, fixture_lake):
     assert len(runs) == len(fixture_lake.runs)
     assert list(runs["run_id"]) == sorted((r["run_id"] for r in fixture_lake.runs), reverse=True)
     assert (runs["status"] == "failed").sum() == 1
-    assert metric(at, "Latest event") == "30 Nov 2019 23:00 UTC"
-    assert metric(at, "Model version") == fixture_lake.model_doc["version"]
+    assert "<small>Latest event</small><br><b>30 Nov 2019 23:00 UTC</b>" in texts(at)
+    assert f"<small>Model version</small><br><b>{fixture_lake.model_doc['version']}</b>" in texts(at)
     assert "4 most recent runs · 3 committed · 1 not committed" in texts(at)
 
 
@@ -80,8 +80,8 @@ def test_segments_table_sizes_and_movement(app, fixture_lake):
     revenue = seg.merge(fixture_lake.features[["user_key", "monetary"]], on="user_key").groupby("segment_name")["monetary"].sum()
     np.testing.assert_allclose(table["share_revenue"].sort_index(), (revenue / revenue.sum()).sort_index())
     profiles = {p["name"]: p for p in fixture_lake.profiles}
-    for name, p in profiles.items():
-        assert table.loc[name, "description"] == p["description"]
+    for p in profiles.values():  # a card per segment with its description
+        assert p["description"] in texts(at)
     scored = int(seg["segment_id"].notna().sum())
     assert f"**{len(profiles)} segments**" in texts(at) and f"**{scored:,}** customers" in texts(at)
     both = fixture_lake.previous_segments.merge(seg, on="user_key", suffixes=("_a", "_b"))

@@ -1,0 +1,41 @@
+"""A lake produced by the real pipeline (generate -> ingest -> features -> train/score, twice), for
+the browser test: the dashboard must render whatever the producers actually publish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+FAST = dict(k_range=(3, 6), n_bootstrap=2, threshold_grid=(5, 10, 20, 40), sample_size=20_000)
+
+
+@dataclass(frozen=True)
+class PipelineLake:
+    uri: str
+    known_id: str  # a raw user id with many events (scored)
+    low_id: str  # a raw user id with a single event (not enough activity)
+
+
+def build_pipeline_lake(spark, root: Path, key: str, users: int = 1_500) -> PipelineLake:
+    """Two months of generated events; the model is trained after each month (so segments can move)."""
+    from etl.generate import generate
+    from services.features_job import run_features
+    from services.ingest_job import ingest_files
+    from services.runtime import open_lake
+    from services.segmentation_job import TrainConfig, train
+    from services.settings import Settings
+
+    generate(root / "raw", users=users, start=date(2019, 10, 1), months=2, seed=5)
+    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=key)
+    lake = open_lake(settings)
+    files = sorted((root / "raw").glob("*.csv.gz"))
+    cfg = TrainConfig(**FAST)
+    for f in files:
+        ingest_files(spark, lake, [f], settings.key_bytes)
+        run_features(spark, lake)
+        train(spark, lake, cfg)
+    counts = pd.concat(pd.read_csv(f, usecols=["user_id"]) for f in files)["user_id"].value_counts()
+    return PipelineLake(uri=str(root / "lake"), known_id=str(counts.index[0]), low_id=str(counts.index[-1]))
