@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# shoplens set-up: `./setup_project.sh demo` (install, generate a sample month, run the pipeline)
-# or `./setup_project.sh test` (install what the tests need and run the whole suite).
+# shoplens set-up: `./setup_project.sh demo` (install, generate sample months, run the pipeline, open
+# the dashboard; DEMO_DASHBOARD=0 skips the dashboard) or `./setup_project.sh test` (install what the
+# tests need and run the whole suite).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -55,7 +56,15 @@ cmd_demo() {
   say "ingesting into the lake at ${SHOPLENS_LAKE:-./data/lake}"
   shoplens ingest data/incoming/*.csv.gz
   say "describing the lake"
-  shoplens describe
+  shoplens describe --out data/reports
+  say "computing per-user features"
+  shoplens features
+  say "training the segmentation model and scoring every user"
+  shoplens train --truth data/incoming/_truth/users.csv
+  if [ "${DEMO_DASHBOARD:-1}" = 1 ]; then
+    say "starting the dashboard (Ctrl-C to stop)"
+    shoplens dashboard --port "${DASHBOARD_PORT:-8501}"
+  fi
 }
 
 cmd_test() {
