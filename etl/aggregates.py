@@ -27,20 +27,11 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from etl.contract import CATEGORY_L1
+from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 86_400_000_000
 
-#: Hour-of-day bands (UTC, inclusive start, exclusive end).
-HOUR_BANDS: dict[str, tuple[int, int]] = {
-    "night": (0, 6),
-    "morning": (6, 12),
-    "afternoon": (12, 18),
-    "evening": (18, 24),
-}
-#: Category buckets: the fixed top-level list plus "other" (no code, or a top level not in the list).
-CATEGORY_BUCKETS: tuple[str, ...] = (*CATEGORY_L1, "other")
 TABLES: tuple[str, ...] = ("users", "sessions", "days", "brands", "prices")
 
 MergeOp = Callable[[Column], Column]

@@ -6,7 +6,7 @@ change in one file.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 # pyspark is imported only when a Spark schema is first used (see __getattr__ below), so Spark-free
 # callers (``shoplens predict``, the dashboard) can import the contract's rules and constants.
@@ -59,20 +59,7 @@ QuarantineReason = Literal[
     "negative_price",
     "absurd_price",
 ]
-QUARANTINE_REASONS: Final[tuple[str, ...]] = (
-    "malformed_line",
-    "bad_event_time",
-    "unknown_event_type",
-    "bad_product_id",
-    "bad_category_id",
-    "missing_user_id",
-    "bad_user_id",
-    "missing_user_session",
-    "missing_price",
-    "bad_price",
-    "negative_price",
-    "absurd_price",
-)
+QUARANTINE_REASONS: Final[tuple[str, ...]] = get_args(QuarantineReason)
 
 
 #: Every raw field is read as text first so that a bad value is quarantined, never coerced to null.
@@ -127,6 +114,15 @@ CATEGORY_L1: Final[tuple[str, ...]] = (
     "sport",
     "stationery",
 )
+#: Category buckets of the per-user shares: the fixed top-level list plus "other".
+CATEGORY_BUCKETS: Final[tuple[str, ...]] = (*CATEGORY_L1, "other")
+#: Hour-of-day bands of the per-user activity profile (UTC, inclusive start, exclusive end).
+HOUR_BANDS: Final[dict[str, tuple[int, int]]] = {
+    "night": (0, 6),
+    "morning": (6, 12),
+    "afternoon": (12, 18),
+    "evening": (18, 24),
+}
 
 
 #: One quarantined row. ``raw_line`` never carries a raw user id or session id (see etl.ingest).

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from etl.contract import CATEGORY_L1
+from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
 
 __all__ = [
     "CATEGORY_BUCKETS",
@@ -35,14 +35,6 @@ __all__ = [
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 86_400_000_000
-#: Same values as etl.aggregates.HOUR_BANDS / CATEGORY_BUCKETS (that module imports pyspark).
-HOUR_BANDS: dict[str, tuple[int, int]] = {
-    "night": (0, 6),
-    "morning": (6, 12),
-    "afternoon": (12, 18),
-    "evening": (18, 24),
-}
-CATEGORY_BUCKETS: tuple[str, ...] = (*CATEGORY_L1, "other")
 _BUCKET_INDEX = pd.Index(CATEGORY_BUCKETS)
 
 #: Column -> dtype of the features table, in the order of etl.features.FEATURES.

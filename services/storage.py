@@ -56,6 +56,14 @@ def _clean(key: str) -> str:
     return key
 
 
+def _put_dir(store: Store, local_dir: Path, prefix: str, move: bool) -> int:
+    """Upload (or move) every file below ``local_dir`` to ``prefix``, keeping relative paths."""
+    files = list(_files_under(Path(local_dir)))
+    for src, rel in files:
+        store.put_file(src, f"{_clean(prefix)}/{rel}", move=move)
+    return len(files)
+
+
 def _files_under(local_dir: Path) -> Iterator[tuple[Path, str]]:
     """Files below ``local_dir`` with their relative keys; Spark's checksum and marker files skipped."""
     for path in sorted(local_dir.rglob("*")):
@@ -133,10 +141,7 @@ class LocalStore:
             os.replace(tmp, dst)
 
     def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int:
-        files = list(_files_under(Path(local_dir)))
-        for src, rel in files:
-            self.put_file(src, f"{_clean(prefix)}/{rel}", move=move)
-        return len(files)
+        return _put_dir(self, local_dir, prefix, move)
 
     def get_dir(self, prefix: str, local_dir: Path) -> int:
         count = 0
@@ -247,10 +252,7 @@ class S3Store:
             raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
 
     def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int:
-        files = list(_files_under(Path(local_dir)))
-        for src, rel in files:
-            self.put_file(src, f"{_clean(prefix)}/{rel}", move=move)
-        return len(files)
+        return _put_dir(self, local_dir, prefix, move)
 
     def get_dir(self, prefix: str, local_dir: Path) -> int:
         count = 0
