@@ -7,9 +7,9 @@ distinct value), write Parquet by event date, count events per user.
 from __future__ import annotations
 
 import argparse
-import json
 import hashlib
 import hmac
+import json
 from pathlib import Path
 
 import pandas as pd
