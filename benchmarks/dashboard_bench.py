@@ -7,7 +7,8 @@ is fitted on 20,000 users and the light scorer assigns everyone). Then, per page
 - ``load_cold_s``: the page's data reads with empty caches (what the first visitor waits for);
 - ``render_cold_s``: a full AppTest run of the page with empty caches (reads + layout + charts);
 - ``render_warm_s``: the same run again (caches filled: what every later visit costs);
-- for the lookup page the run includes submitting a known user id (a filtered read on user_key);
+- for the lookup page the run includes submitting the id of the *last* scored user in the file (the
+  worst case for the key scan; reads only the user_key column per row group, then one row group);
 - for the export page, ``export_csv_s`` is the CSV of the largest segment, built on click.
 
 Figures go to ``benchmarks/results/dashboard.json`` and ``dashboard.md``. Goal: every page usable
@@ -54,6 +55,17 @@ def build(path: Path, users: int) -> dict:
     }  # fmt: skip
     done.write_text(json.dumps(facts, indent=2))
     return facts
+
+
+def last_scored_id(lake: str) -> str:
+    """The raw id of the last scored user in the segments file: the worst case for a key scan."""
+    import pyarrow.parquet as pq
+
+    root = Path(lake) / "segments"
+    version = json.loads((root / "_current.json").read_text())["version"]
+    seg = pq.read_table(next((root / version).glob("*.parquet")), columns=["segment_id"]).column(0)
+    last = max(i for i in range(len(seg) - 1, len(seg) - 1000, -1) if seg[i].is_valid)
+    return str(500_000_000 + last)  # tests/dashboard/fixtures.py numbers users from 500,000,000 in row order
 
 
 def _clear() -> None:
@@ -124,7 +136,7 @@ def measure(facts: dict, repeat: int) -> list[dict]:
             colds.append(_render(page, facts))
             warms.append(_render(page, facts))
         row = {"page": page, "load_cold_s": round(min(loads), 3), "render_cold_s": round(min(colds), 3),
-               "render_warm_s": round(min(warms), 3)}  # fmt: skip
+               "render_cold_max_s": round(max(colds), 3), "render_warm_s": round(min(warms), 3)}  # fmt: skip
         if page == "export":
             p = data.pointers(uri)
             t0 = time.perf_counter()
@@ -132,36 +144,39 @@ def measure(facts: dict, repeat: int) -> list[dict]:
             row["export_csv_s"] = round(time.perf_counter() - t0, 3)
             row["export_rows"] = csv.count(b"\n") - 1
             row["export_bytes"] = len(csv)
-        row["within_goal"] = row["render_cold_s"] <= GOAL_S
+        row["within_goal"] = row["render_cold_max_s"] <= GOAL_S
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
-def report(facts: dict, rows: list[dict], out: Path) -> None:
+def report(facts: dict, rows: list[dict], out: Path, repeat: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "benchmark": "dashboard", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "goal_seconds": GOAL_S, "lake": {k: v for k, v in facts.items() if k not in ("known_id", "lake")}, "pages": rows,
+        "goal_seconds": GOAL_S, "repeat": repeat, "lake": {k: v for k, v in facts.items() if k not in ("known_id", "lake")}, "pages": rows,
     }  # fmt: skip
     (out / "dashboard.json").write_text(json.dumps(meta, indent=2))
     lines = [
         "# Dashboard benchmark", "",
         f"{facts['users']:,} scored users (segments Parquet {facts['segments_bytes'] / 1e6:,.0f} MB, features "
         f"{facts['features_bytes'] / 1e6:,.0f} MB), {os.cpu_count()} CPUs shared, {meta['date']}. "
-        f"Goal: each page usable within {GOAL_S:.0f} s. Best of the repeats; `python benchmarks/dashboard_bench.py`.", "",
-        "| page | data load, cold (s) | page render, cold (s) | page render, warm (s) | within goal |",
+        f"Goal: each page usable within {GOAL_S:.0f} s. {meta['repeat']} repeats; `python benchmarks/dashboard_bench.py`.", "",
+        "| page | data load, cold (s) | page render, cold (s), best / worst | page render, warm (s) | within goal |",
         "|---|---:|---:|---:|---|",
     ]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['page']} | {r['load_cold_s']:.2f} | {r['render_cold_s']:.2f} | {r['render_warm_s']:.2f} | "
+        lines.append(f"| {r['page']} | {r['load_cold_s']:.2f} | {r['render_cold_s']:.2f} / {r['render_cold_max_s']:.2f} | "
+                     f"{r['render_warm_s']:.2f} | "
                      f"{'yes' if r['within_goal'] else 'NO'} |")  # fmt: skip
     ex = next(r for r in rows if r["page"] == "export")
     lines += ["", f"Export of the largest segment ({facts['largest_segment']}, {ex['export_rows']:,} keys, "
               f"{ex['export_bytes'] / 1e6:,.0f} MB CSV) is built when the button is clicked: {ex['export_csv_s']:.2f} s.",
-              "", "Lookup = page render + hashing a raw id + a pyarrow read filtered on user_key over the segments and "
-              "features tables (no full-table load). Cold = empty Streamlit caches; warm = second visit.", ""]  # fmt: skip
+              "", "Lookup = page render + hashing a raw id + finding the last user of the file: only the user_key column "
+              "is scanned, row group by row group, then one row group is read (segments, then the model's feature "
+              "columns of the features table). Cold = empty Streamlit caches (the OS file cache is warm); "
+              "warm = second visit. Render times are AppTest runs of the real page scripts.", ""]  # fmt: skip
     (out / "dashboard.md").write_text("\n".join(lines))
 
 
@@ -175,11 +190,12 @@ def main() -> None:
     os.environ["SHOPLENS_PSEUDONYM_KEY"] = KEY
     data_dir = args.data / f"users-{args.users}"
     facts = build(data_dir, args.users)
+    facts["known_id"] = last_scored_id(facts["lake"])
     print(json.dumps(facts), flush=True)
     os.environ["SHOPLENS_LAKE"] = facts["lake"]
     os.environ["SHOPLENS_WORK_DIR"] = str(data_dir / "work")
     rows = measure(facts, args.repeat)
-    report(facts, rows, args.out)
+    report(facts, rows, args.out, args.repeat)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -203,8 +204,8 @@ def radar(profiles: Sequence[Mapping[str, Any]], colors: Mapping[str, str],
     fig.update_polars(radialaxis=dict(range=[0, 4], tickvals=[0, 1, 2, 3, 4],
                                       ticktext=["0", "avg", "2×", "3×", "≥4×"]))  # fmt: skip
     fig = _layout(fig, "Profile vs the average customer (1 = average)", height=520)
-    fig.update_layout(margin=dict(l=90, r=90, t=60, b=70),
-                      legend=dict(orientation="h", yanchor="top", y=-0.08, xanchor="center", x=0.5))  # fmt: skip
+    fig.update_layout(margin=dict(l=60, r=60, t=60, b=30),
+                      legend=dict(orientation="v", yanchor="middle", y=0.5, xanchor="left", x=0.8))  # fmt: skip
     return fig
 
 
@@ -258,14 +259,21 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 # ------------------------------------------------------------------------------------ lookup
 def user_vs_profile(rows: pd.DataFrame, color: str) -> go.Figure:
-    """The user's value relative to the segment median for each feature (1 = like the segment)."""
-    df = rows.dropna(subset=["ratio"]).sort_values("ratio")
-    fig = go.Figure(go.Bar(y=df["feature_label"], x=df["ratio"].clip(upper=5), orientation="h", marker_color=color,
+    """The user's value against the segment median per feature, on a doubling scale (0 = like the segment).
+
+    Rows keep their order (closest to the segment on top); bars are log2(user / median), capped at 8x.
+    """
+    df = rows.dropna(subset=["ratio"])
+    df = df[df["ratio"] > 0]
+    x = np.log2(df["ratio"].astype(float)).clip(-3, 3)
+    fig = go.Figure(go.Bar(y=df["feature_label"], x=x, orientation="h", marker_color=color,
                            customdata=df[["user", "median"]], hovertemplate=(
-                               "%{y}<br>user: %{customdata[0]}<br>segment median: %{customdata[1]}<extra></extra>")))  # fmt: skip
-    fig.add_vline(x=1, line_dash="dot", line_color="#555", annotation_text="segment median", annotation_position="top")
-    fig.update_xaxes(title="User ÷ segment median (capped at 5×)")
-    return _layout(fig, height=max(280, 30 * len(df) + 90))
+                               "%{y}<br>this customer: %{customdata[0]}<br>segment median: %{customdata[1]}<extra></extra>")))  # fmt: skip
+    fig.update_xaxes(title="This customer vs the segment's median", range=[-3.2, 3.2], zeroline=True, zerolinewidth=2,
+                     zerolinecolor="#555", tickvals=[-3, -2, -1, 0, 1, 2, 3],
+                     ticktext=["⅛×", "¼×", "½×", "same", "2×", "4×", "≥8×"])  # fmt: skip
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, height=max(280, 26 * len(df) + 90))
 
 
 # ------------------------------------------------------------------------------------ model

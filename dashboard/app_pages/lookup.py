@@ -46,12 +46,14 @@ def show_result(segment: dict, features: dict | None, source: str) -> None:
         st.info("Feature values for this customer are not available, so the comparison is not shown.", icon=":material/info:")
         return
     rows = explain.compare(features, prof, model.get("features") or list((prof.get("medians") or {}).keys()))
-    st.markdown(f"**Why {name}:** the customer's behaviour next to the segment's typical (median) customer.")
+    st.markdown(f"**Why {name}:** the customer's behaviour next to the segment's typical (median) customer, "
+                "most alike first.")
     left, right = st.columns([3, 2])
     with left:
         st.plotly_chart(charts.user_vs_profile(rows, color), width="stretch")
     with right:
         st.dataframe(rows[["feature_label", "user", "median"]], hide_index=True, width="stretch",
+                     height=35 * (len(rows) + 1) + 3,
                      column_config={"feature_label": "Feature", "user": "This customer", "median": "Segment median"})  # fmt: skip
     st.caption(f"Source: {source}.")
 

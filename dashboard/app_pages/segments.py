@@ -76,16 +76,13 @@ with tab_profiles:
     names = [p["name"] for p in profiles]
     chosen = st.multiselect("Segments to compare", names, default=names, key="segments_compare")
     picked = [by_name[n] for n in chosen]
-    left, right = st.columns(2)
-    with left:
-        st.plotly_chart(charts.radar(picked, colors), width="stretch")
-    with right:
-        numeric = sorted({f for p in profiles for f, v in (p.get("medians") or {}).items() if v is not None},
-                         key=charts.label)  # fmt: skip
-        default = "monetary" if "monetary" in numeric else numeric[0]
-        feature = st.selectbox("Compare on", numeric, index=numeric.index(default), format_func=charts.label,
-                               key="segments_feature")  # fmt: skip
-        st.plotly_chart(charts.feature_bars(picked, feature, colors), width="stretch")
+    st.plotly_chart(charts.radar(picked, colors), width="stretch")
+    numeric = sorted({f for p in profiles for f, v in (p.get("medians") or {}).items() if v is not None},
+                     key=charts.label)  # fmt: skip
+    default = "monetary" if "monetary" in numeric else numeric[0]
+    feature = st.selectbox("Compare segments on", numeric, index=numeric.index(default), format_func=charts.label,
+                           key="segments_feature")  # fmt: skip
+    st.plotly_chart(charts.feature_bars(picked, feature, colors), width="stretch")
 
 with tab_cats:
     st.plotly_chart(charts.top_categories(profiles, colors), width="stretch")

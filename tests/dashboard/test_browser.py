@@ -163,6 +163,11 @@ def visit_every_page(browser, url: str, exp: Expect, shots: Path) -> None:
     body = page.inner_text("body")
     assert "Silhouette" in body and "Choosing k" in body
     shot(page, shots, "model")
+    for tab, name in (("Activity threshold", "model-threshold"), ("Feature importance", "model-importance")):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(1500)
+        assert page.locator(f"{PLOT}:visible").count() >= 1, tab
+        shot(page, shots, name)
     page.close()
 
     page = open_page(browser, f"{url}/export", height=900)

@@ -319,3 +319,25 @@ def test_no_spark_import_in_dashboard():
     code = ("import sys, dashboard.data, dashboard.charts, dashboard.kpis, dashboard.explain, dashboard.ui; "
             "sys.exit(1 if any(m.startswith('pyspark') for m in sys.modules) else 0)")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(APP).parents[1]).returncode == 0
+
+
+# ------------------------------------------------------------------------------------ S3 lake
+@pytest.mark.s3
+def test_pages_read_a_lake_on_real_s3(use_lake, s3_server, fixture_lake):
+    """The same lake in a SeaweedFS bucket: views through the store, lookups through the local mirror."""
+    from services.storage import S3Store
+
+    bucket = s3_server.new_bucket("dash")
+    S3Store(s3_server.client(), bucket, "lake").put_dir(fixture_lake.root, "")
+    use_lake(f"s3://{bucket}/lake", **s3_server.env)
+    at = _open(None)
+    assert metric(at, "Customers") == fmt_int(len(fixture_lake.features))
+    at = _open("segments")
+    table = at.dataframe[0].value.set_index("segment_name")
+    assert table["users"].to_dict() == fixture_lake.segments["segment_name"].value_counts().to_dict()
+    at = _open("lookup")
+    at.text_input[0].input(fixture_lake.raw_ids["known"])
+    at.button[0].click().run()
+    key = pseudonymize(fixture_lake.raw_ids["known"], fixture_lake.key)
+    expected = fixture_lake.segments.set_index("user_key").loc[key, "segment_name"]
+    assert metric(at, "Segment") == expected
