@@ -109,7 +109,7 @@ def fmt_feature(name: str, x: Any) -> str:
         return fmt_pct(x)
     if name == "monetary":
         return fmt_money(x)
-    if name.startswith("n_") or name in ("frequency", "active_days", "tenure_days", "recency_days"):
+    if name.startswith("n_") or name in ("frequency", "active_days", "tenure_days", "recency_days", "category_diversity"):
         return fmt_num(x, 1) if float(x) != round(float(x)) else fmt_int(x)
     return fmt_num(x)
 
@@ -205,7 +205,7 @@ def radar(profiles: Sequence[Mapping[str, Any]], colors: Mapping[str, str],
                                       ticktext=["0", "avg", "2×", "3×", "≥4×"]))  # fmt: skip
     fig = _layout(fig, "Profile vs the average customer (1 = average)", height=520)
     fig.update_layout(margin=dict(l=60, r=60, t=60, b=30),
-                      legend=dict(orientation="v", yanchor="middle", y=0.5, xanchor="left", x=0.8))  # fmt: skip
+                      legend=dict(orientation="v", yanchor="middle", y=0.5, xanchor="left", x=0.9))  # fmt: skip
     return fig
 
 

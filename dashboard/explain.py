@@ -25,11 +25,10 @@ def compare(features: Mapping[str, Any], profile: Mapping[str, Any], names: Sequ
         u, m = features.get(f), medians.get(f)
         u = None if u is None or (isinstance(u, float) and math.isnan(u)) else float(u)
         m = None if m is None else float(m)
-        ratio = u / m if u is not None and m not in (None, 0.0) else None
-        if ratio is not None and ratio < 0:
-            ratio = None
+        # a ratio only means "x times the typical member" for non-negative quantities with a positive median
+        ratio = u / m if u is not None and u >= 0 and m is not None and m > 0 else None
         rows.append({"feature": f, "feature_label": label(f), "user_value": u, "median_value": m,
                      "user": fmt_feature(f, u), "median": fmt_feature(f, m), "ratio": ratio})  # fmt: skip
     df = pd.DataFrame(rows, columns=["feature", "feature_label", "user_value", "median_value", "user", "median", "ratio"])
-    dist = df["ratio"].map(lambda r: abs(math.log(r)) if r and r > 0 else 0.0)
-    return df.assign(_d=dist).sort_values("_d").drop(columns="_d").reset_index(drop=True)
+    dist = df["ratio"].map(lambda r: abs(math.log(r)) if r and r > 0 else math.inf)  # no ratio: listed last
+    return df.assign(_d=dist).sort_values("_d", kind="stable").drop(columns="_d").reset_index(drop=True)

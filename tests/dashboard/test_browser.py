@@ -143,7 +143,7 @@ def visit_every_page(browser, url: str, exp: Expect, shots: Path) -> None:
         shot(page, shots, name)
     page.close()
 
-    page = open_page(browser, f"{url}/lookup", height=1300)
+    page = open_page(browser, f"{url}/lookup", height=1900)
     box = page.get_by_label("User id", exact=True).and_(page.locator("input"))
     box.fill(exp.known_id)
     page.get_by_role("button", name="Look up").click()

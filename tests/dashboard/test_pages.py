@@ -341,3 +341,14 @@ def test_pages_read_a_lake_on_real_s3(use_lake, s3_server, fixture_lake):
     key = pseudonymize(fixture_lake.raw_ids["known"], fixture_lake.key)
     expected = fixture_lake.segments.set_index("user_key").loc[key, "segment_name"]
     assert metric(at, "Segment") == expected
+
+
+def test_why_table_orders_by_closeness_and_skips_meaningless_ratios():
+    from dashboard.explain import compare
+
+    profile = {"medians": {"n_sessions": 10.0, "monetary": 100.0, "price_level": -0.8, "holiday_share": 0.0}}
+    user = {"n_sessions": 11.0, "monetary": 400.0, "price_level": -0.5, "holiday_share": 0.1}
+    rows = compare(user, profile, ["price_level", "monetary", "n_sessions", "holiday_share"])
+    assert list(rows["feature"]) == ["n_sessions", "monetary", "price_level", "holiday_share"]
+    assert rows["ratio"].tolist()[:2] == [1.1, 4.0]
+    assert rows["ratio"].iloc[2:].isna().all()  # negative median, zero median: no "x times" reading
