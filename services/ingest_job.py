@@ -42,7 +42,6 @@ from services.lake import DUPLICATES, EVENTS, QUARANTINE, SUSPICIOUS_USERS, Lake
 log = logging.getLogger("shoplens.ingest")
 
 CHUNK_BYTES = 64 * 1024 * 1024
-_READ_BLOCK = 8 * 1024 * 1024
 _LINE_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in its low 33 bits
 
 
@@ -97,7 +96,6 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
     """
     split = _Split(rows=0)
     next_line = 2
-    pending = b""
     with _open_text(path) as fh:
         try:
             header = fh.readline().decode("utf-8")
@@ -105,30 +103,30 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
             raise ContractError(f"{source_file}: unreadable ({err})") from err
         check_header(header, source_file)
 
-        def flush(data: bytes) -> None:
+        def flush(data: bytes, end: int) -> None:
             nonlocal next_line
-            if not data:
+            if end == 0:
                 return
-            lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+            lines = data.count(b"\n", 0, end) + (0 if data[end - 1 : end] == b"\n" else 1)
             chunk = out_dir / f"{len(split.chunks):05d}-{source_file}.txt"
-            chunk.write_bytes(data)
+            with open(chunk, "wb") as out:
+                out.write(memoryview(data)[:end])
             split.chunks.append(Chunk(chunk, source_file, next_line))
             split.rows += lines
             next_line += lines
 
+        carry = b""
         try:
-            while block := fh.read(min(_READ_BLOCK, chunk_bytes)):
-                pending += block
-                while len(pending) >= chunk_bytes:
-                    # cut after the last full line within the chunk size (or the first, if longer)
-                    cut = pending.rfind(b"\n", 0, chunk_bytes) + 1 or pending.find(b"\n", chunk_bytes) + 1
-                    if not cut:
-                        break
-                    flush(pending[:cut])
-                    pending = pending[cut:]
+            # One read per chunk and one cut at its last newline: every byte is copied a bounded
+            # number of times, whatever the chunk size.
+            while block := fh.read(chunk_bytes):
+                data = carry + block if carry else block
+                cut = data.rfind(b"\n") + 1
+                flush(data, cut)
+                carry = data[cut:]
         except (OSError, EOFError, gzip.BadGzipFile) as err:
             raise ContractError(f"{source_file}: truncated or corrupt file ({err})") from err
-        flush(pending)
+        flush(carry, len(carry))
     return split
 
 
