@@ -29,15 +29,10 @@ from etl.pseudonymize import pseudonymize
 from model.profiles import profile_segments
 from model.scorer import NOT_ENOUGH_ACTIVITY, LightScorer, export_artifact
 from model.segmentation import SegmentationModel
-from services.lake import FEATURES, MODELS, RUNS, SEGMENTS, VIEWS, Lake
+from services.lake import FEATURES, RUNS, SEGMENTS, VIEWS, Lake
+from services.segmentation_job import MODEL_DATASET, NOT_ENOUGH_NAME, segment_color
 from services.storage import LocalStore
 
-MODEL_DATASET = f"{MODELS}/segmentation"
-NOT_ENOUGH_NAME = "Not enough activity yet"
-PALETTE = (
-    "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
-    "#FF9DA6", "#BAB0AC", "#2F4B7C", "#A05195",
-)  # fmt: skip
 MIN_EVENTS = 5
 AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
 V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
@@ -56,8 +51,6 @@ MODEL_FEATURES = (
 )  # fmt: skip
 
 
-def segment_color(segment_id: int | None) -> str:
-    return "#C8C8C8" if segment_id is None or segment_id < 0 else PALETTE[segment_id % len(PALETTE)]
 
 
 @dataclass
