@@ -246,7 +246,8 @@ def truth_ari(segments: pd.DataFrame, truth_csv: Path, key: bytes) -> dict[str, 
     }
 
 
-def _profile_dicts(profiles: list[SegmentProfile]) -> list[dict[str, Any]]:
+def profile_documents(profiles: list[SegmentProfile]) -> list[dict[str, Any]]:
+    """Profiles as published in profiles.json (the contract the dashboard reads)."""
     out = []
     for p in profiles:
         d = p.to_dict()
@@ -380,7 +381,7 @@ def train(
         "ari_vs_truth": None,
         "previous_version": prev_version,
     }
-    profile_docs = _profile_dicts(profiles)
+    profile_docs = profile_documents(profiles)
 
     staging = lake.work_dir / "staging" / f"model-{version}"
     staging.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from tests.conftest import TEST_KEY
-from tests.dashboard.fixtures import FixtureLake, build_lake
-
-APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+from tests.dashboard.fixtures import FixtureLake, build_lake, open_page
 
 
 @pytest.fixture(scope="session")
@@ -49,16 +47,5 @@ def use_lake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callab
 @pytest.fixture
 def app(use_lake, fixture_lake):
     """An AppTest of the whole app (navigation included) on the fixture lake; ``app(page)`` opens a page."""
-    from streamlit.testing.v1 import AppTest
-
     use_lake(fixture_lake.uri)
-
-    def open_page(page: str | None = None) -> AppTest:
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        at.run()
-        if page:
-            at.switch_page(f"app_pages/{page}.py").run()
-        assert not at.exception, [e.value for e in at.exception]
-        return at
-
     return open_page

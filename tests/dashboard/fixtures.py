@@ -30,9 +30,10 @@ from model.profiles import profile_segments
 from model.scorer import NOT_ENOUGH_ACTIVITY, LightScorer, export_artifact
 from model.segmentation import SegmentationModel
 from services.lake import FEATURES, RUNS, SEGMENTS, VIEWS, Lake
-from services.segmentation_job import MODEL_DATASET, NOT_ENOUGH_NAME, segment_color
+from services.segmentation_job import MODEL_DATASET, NOT_ENOUGH_NAME, profile_documents, segment_color
 from services.storage import LocalStore
 
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 MIN_EVENTS = 5
 AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
 V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
@@ -188,13 +189,7 @@ def model_documents(model: SegmentationModel, features: pd.DataFrame, version: s
                                 for i, (n, a) in enumerate(zip(n_curve, (0.62, 0.81, 0.9, 0.95), strict=True))]},
         "ari_vs_truth": None, "previous_version": previous,
     }  # fmt: skip
-    prof_docs = []
-    for p in profiles:
-        d = p.to_dict()
-        d["lifts"] = d.pop("lift")
-        d["color"] = segment_color(p.segment_id)
-        prof_docs.append(d)
-    return artifact, model_doc, prof_docs
+    return artifact, model_doc, profile_documents(profiles)
 
 
 def score(artifact: dict, features: pd.DataFrame, model: SegmentationModel | None = None) -> pd.DataFrame:
@@ -349,3 +344,15 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
 
 
 __all__ = ["RUNS", "FixtureLake", "build_lake", "synthetic_features"]
+
+
+def open_page(page: str | None = None):
+    """Run the whole app in AppTest and open ``page`` (an ``app_pages`` module name); no exception allowed."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    if page:
+        at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at

@@ -15,7 +15,7 @@ from etl.pseudonymize import pseudonymize
 from services.lake import RUNS, Lake
 from services.storage import LocalStore
 from tests.conftest import REES46_SAMPLE
-from tests.dashboard.conftest import APP
+from tests.dashboard.fixtures import APP, open_page
 
 
 def metric(at, label: str) -> str:
@@ -231,21 +231,12 @@ def test_export_page_and_csv_contents(app, fixture_lake):
 PAGES = [None, "segments", "lookup", "model", "export"]
 
 
-def _open(page: str | None):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    if page:
-        at.switch_page(f"app_pages/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @pytest.mark.parametrize("page", PAGES)
 def test_empty_lake_shows_a_message(use_lake, tmp_path, page):
     use_lake(str(tmp_path / "nothing-here"))
-    at = _open(page)
+    at = open_page(page)
     assert "No data yet" in at.info[0].value
 
 
@@ -255,7 +246,7 @@ def test_lake_without_model_shows_a_message(use_lake, tmp_path, fixture_lake, pa
     for path in sorted((fixture_lake.root / RUNS).glob("*.json")):
         lake.write_json(f"{RUNS}/{path.name}", json.loads(path.read_text()))
     use_lake(str(tmp_path / "lake"))
-    at = _open(page)
+    at = open_page(page)
     if page is None:  # the overview still shows the runs
         assert len(at.dataframe[0].value) == len(fixture_lake.runs)
         assert "Daily KPIs appear once users are scored" in at.info[0].value
@@ -273,7 +264,7 @@ def _closed_port() -> int:
 def test_storage_outage_shows_a_warning(use_lake, page):
     use_lake("s3://lake/shoplens", SHOPLENS_S3_ENDPOINT=f"127.0.0.1:{_closed_port()}",
              SHOPLENS_S3_ACCESS_KEY="k", SHOPLENS_S3_SECRET_KEY="s")  # fmt: skip
-    at = _open(page)
+    at = open_page(page)
     assert "The lake cannot be read right now" in at.warning[0].value
 
 
@@ -286,11 +277,11 @@ def test_missing_view_file_is_not_a_traceback(use_lake, tmp_path, fixture_lake):
     (root / "views" / version / "pca_sample.parquet").unlink()
     (root / "views" / version / "segment_flow.parquet").write_bytes(b"not parquet")
     use_lake(str(root))
-    at = _open("segments")
+    at = open_page("segments")
     assert "The lake cannot be read right now" in at.warning[0].value
     (root / "views" / version / "segment_flow.parquet").unlink()
     use_lake(str(root))
-    at = _open("segments")
+    at = open_page("segments")
     assert "No map sample" in texts(at) and "No movement to show yet" in texts(at)
 
 
@@ -302,7 +293,7 @@ def test_new_model_version_refreshes_without_restart(use_lake, tmp_path, fixture
     root = tmp_path / "lake"
     shutil.copytree(fixture_lake.root, root)
     use_lake(str(root))
-    at = _open("model")
+    at = open_page("model")
     assert metric(at, "Segments (k)") == str(fixture_lake.model_doc["k"])
     # publish "a new model": point _current.json at the old version
     (root / "models" / "segmentation" / "_current.json").write_text(json.dumps({"version": "20191201T000000Z-aaaaaa"}))
@@ -330,12 +321,12 @@ def test_pages_read_a_lake_on_real_s3(use_lake, s3_server, fixture_lake):
     bucket = s3_server.new_bucket("dash")
     S3Store(s3_server.client(), bucket, "lake").put_dir(fixture_lake.root, "")
     use_lake(f"s3://{bucket}/lake", **s3_server.env)
-    at = _open(None)
+    at = open_page(None)
     assert metric(at, "Customers") == fmt_int(len(fixture_lake.features))
-    at = _open("segments")
+    at = open_page("segments")
     table = at.dataframe[0].value.set_index("segment_name")
     assert table["users"].to_dict() == fixture_lake.segments["segment_name"].value_counts().to_dict()
-    at = _open("lookup")
+    at = open_page("lookup")
     at.text_input[0].input(fixture_lake.raw_ids["known"])
     at.button[0].click().run()
     key = pseudonymize(fixture_lake.raw_ids["known"], fixture_lake.key)
