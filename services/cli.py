@@ -215,34 +215,85 @@ def train(
     truth: Annotated[Path | None, typer.Option("--truth", help=(
         "A generator's _truth/users.csv: adds the adjusted Rand index vs the personas to the report "
         "(evaluation only, after fitting)."))] = None,
-    schedule: Annotated[float | None, typer.Option("--schedule", min=1, help=(
-        "Run forever: every SECONDS refresh features and retrain when the model is missing or stale "
-        "(serves metrics on :9108)."))] = None,
-    stale_runs: Annotated[int, typer.Option("--stale-runs", min=0, help=(
-        "With --schedule: retrain after this many new ingestion runs (0 = never for this reason)."))] = 1,
-    stale_days: Annotated[float, typer.Option("--stale-days", min=0, help=(
-        "With --schedule: retrain when the model is this many days old (0 = never for this reason)."))] = 7.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Fit the segmentation model on the current features, publish it with its report, then score."""
-    from services.metrics import DEFAULT_METRICS_PORT, push_run_metrics, start_metrics_server, time_stage
+    """Fit the segmentation model on the current features, publish it with its report, then score.
+
+    In the stack, `shoplens watch` retrains by itself when the model is missing or stale.
+    """
+    from services.metrics import push_run_metrics, time_stage
     from services.runtime import open_lake
-    from services.segmentation_job import run_trainer, train_report
     from services.segmentation_job import train as run_train
+    from services.segmentation_job import train_report
     from services.spark import get_spark, progress_lines
 
     settings = get_settings()
     the_lake = open_lake(settings, lake)
     spark = get_spark(settings, "shoplens-train")
-    if schedule is not None:
-        start_metrics_server(DEFAULT_METRICS_PORT)
-        run_trainer(spark, the_lake, schedule, max_new_runs=stale_runs, max_age_days=stale_days)
-        return
     say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
     with progress_lines(spark, "train", emit=say), time_stage("train"):
         result = run_train(spark, the_lake, truth_csv=truth, key=settings.key_bytes if truth else None)
     push_run_metrics("shoplens-train")
     _emit(result, as_json, train_report(result))
+
+
+@app.command()
+def watch(
+    incoming: Annotated[str | None, typer.Option("--incoming", help=(
+        "Where event files are dropped: s3://bucket/prefix or a local directory. "
+        "Defaults to $SHOPLENS_INCOMING."), show_default=False)] = None,
+    quarantine: Annotated[str | None, typer.Option("--quarantine", help=(
+        "Where rejected files go, each with <name>.error.json. Defaults to $SHOPLENS_QUARANTINE_FILES, "
+        "else <incoming>/_failed/."), show_default=False)] = None,
+    lake: LakeOption = None,
+    poll: Annotated[float | None, typer.Option("--poll", min=0.1, help=(
+        "Seconds between listings. Defaults to $SHOPLENS_POLL_SECONDS (5)."), show_default=False)] = None,
+    settle: Annotated[float | None, typer.Option("--settle", min=0, help=(
+        "Seconds a new file must keep the same size and time before it is taken (uploads in progress "
+        "are left alone). Defaults to $SHOPLENS_SETTLE_SECONDS (5)."), show_default=False)] = None,
+    retrain_runs: Annotated[int | None, typer.Option("--retrain-runs", min=0, help=(
+        "Retrain after this many new ingestion runs; 0 = never for this reason. "
+        "Defaults to $SHOPLENS_RETRAIN_NEW_RUNS (1)."), show_default=False)] = None,
+    retrain_days: Annotated[float | None, typer.Option("--retrain-days", min=0, help=(
+        "Retrain when the model is this many days old; 0 = never for this reason. "
+        "Defaults to $SHOPLENS_RETRAIN_AGE_DAYS (7)."), show_default=False)] = None,
+) -> None:
+    """Run until stopped: ingest each file dropped into the incoming location exactly once, then
+    update features and segments (retraining when the model is missing or stale).
+
+    Processed files move to <incoming>/_processed/<run_id>/; rejected ones to the quarantine location.
+    Serves Prometheus metrics on :$SHOPLENS_METRICS_PORT (9108). Stops cleanly on SIGTERM/SIGINT.
+    """
+    import signal
+    import threading
+
+    from services.metrics import start_metrics_server
+    from services.runtime import open_lake, open_location
+    from services.spark import get_spark
+    from services.watcher import WatchConfig, Watcher
+
+    settings = get_settings()
+    incoming_uri = incoming or settings.incoming
+    if not incoming_uri:
+        raise ConfigError("no incoming location: pass --incoming or set SHOPLENS_INCOMING")
+    quarantine_uri = quarantine or settings.quarantine_files or f"{incoming_uri.rstrip('/')}/_failed"
+    cfg = WatchConfig(
+        poll_seconds=poll if poll is not None else settings.poll_seconds,
+        settle_seconds=settle if settle is not None else settings.settle_seconds,
+        retrain_new_runs=retrain_runs if retrain_runs is not None else settings.retrain_new_runs,
+        retrain_age_days=retrain_days if retrain_days is not None else settings.retrain_age_days,
+    )
+    key = settings.key_bytes
+    the_lake = open_lake(settings, lake)
+    start_metrics_server(settings.metrics_port)
+    spark = get_spark(settings, "shoplens-watch")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    watcher = Watcher(the_lake, open_location(settings, incoming_uri), open_location(settings, quarantine_uri),
+                      lambda: spark, key, cfg)  # fmt: skip
+    watcher.run(stop)
+    log.info("watcher stopped", extra={"stage": "watch"})
 
 
 @app.command()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from services.lake import Lake
 from services.settings import Settings
-from services.storage import make_minio_client, open_store
+from services.storage import Store, make_minio_client, open_store
 
 
-def open_lake(settings: Settings, lake_uri: str | None = None) -> Lake:
-    """The lake at ``lake_uri`` (or ``SHOPLENS_LAKE``), on local disk or S3."""
-    uri = lake_uri or settings.lake
+def open_location(settings: Settings, uri: str) -> Store:
+    """The store at ``uri`` (a local path or ``s3://bucket/prefix`` on ``SHOPLENS_S3_ENDPOINT``)."""
     client = None
     if uri.startswith("s3://") and settings.s3_endpoint:
         client = make_minio_client(
@@ -19,4 +18,9 @@ def open_lake(settings: Settings, lake_uri: str | None = None) -> Lake:
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
-    return Lake(open_store(uri, client), settings.work_dir)
+    return open_store(uri, client)
+
+
+def open_lake(settings: Settings, lake_uri: str | None = None) -> Lake:
+    """The lake at ``lake_uri`` (or ``SHOPLENS_LAKE``), on local disk or S3."""
+    return Lake(open_location(settings, lake_uri or settings.lake), settings.work_dir)

@@ -617,53 +617,6 @@ def staleness(lake: Lake, max_new_runs: int = 1, max_age_days: float = 7.0) -> t
     return False, f"fresh ({new_runs} new run(s), {age:.2f} days old)"
 
 
-def run_trainer(
-    spark: SparkSession,
-    lake: Lake,
-    every_seconds: float,
-    cfg: TrainConfig | None = None,
-    *,
-    max_new_runs: int = 1,
-    max_age_days: float = 7.0,
-    iterations: int | None = None,
-    sleep=time.sleep,
-) -> int:
-    """The long-running trainer: every ``every_seconds`` refresh features, retrain if stale, else rescore
-    when the features moved on. Errors are logged and retried on the next tick. Returns trainings done.
-    """
-    from services.metrics import record_stage
-
-    done = 0
-    tick = 0
-    while iterations is None or tick < iterations:
-        tick += 1
-        started = time.monotonic()
-        try:
-            if lake.committed_run_ids():
-                run_features(spark, lake)
-                stale, why = staleness(lake, max_new_runs, max_age_days)
-                if stale:
-                    log.info("retraining: %s", why, extra={"stage": "train", "reason": why})
-                    train(spark, lake, cfg)
-                    record_stage("train", time.monotonic() - started)
-                    done += 1
-                else:
-                    seg_ptr = pointer(lake, SEGMENTS)
-                    feat_ptr = pointer(lake, FEATURES)
-                    if seg_ptr is None or seg_ptr.get("features_version") != feat_ptr["version"]:
-                        score(spark, lake, refresh_features=False)
-                        record_stage("score", time.monotonic() - started)
-                    log.info("model %s", why, extra={"stage": "train"})
-            else:
-                log.info("no committed runs yet; waiting", extra={"stage": "train"})
-        except Exception as err:  # a bad tick must not kill the service
-            log.exception("trainer tick failed: %s", err, extra={"stage": "train"})
-            record_stage("train", time.monotonic() - started, success=False)
-        if iterations is None or tick < iterations:
-            sleep(every_seconds)
-    return done
-
-
 def train_report(s: Mapping[str, Any]) -> str:
     """Human summary of ``train``: the named segments as a table."""
     lines = [
@@ -706,7 +659,6 @@ __all__ = [
     "read_features_pandas",
     "read_segments",
     "run_threshold_study",
-    "run_trainer",
     "score",
     "score_frame",
     "score_report",

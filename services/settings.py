@@ -43,7 +43,14 @@ class Settings(BaseSettings):
     pushgateway_url: str | None = Field(None, description="host:port of the Prometheus Pushgateway")
 
     incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")
+    quarantine_files: str | None = Field(
+        None, description="Where the watcher moves rejected files (default: <incoming>/_failed/)"
+    )
     poll_seconds: float = Field(5.0, description="How often the watcher lists the incoming location")
+    settle_seconds: float = Field(5.0, description="How long a new file must stay unchanged before it is taken")
+    retrain_new_runs: int = Field(1, description="Retrain after this many new ingestion runs (0 = never)")
+    retrain_age_days: float = Field(7.0, description="Retrain when the model is this many days old (0 = never)")
+    metrics_port: int = Field(9108, description="Port long-running services serve /metrics on")
 
     @property
     def key_bytes(self) -> bytes:

@@ -19,6 +19,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 from minio import Minio
+from minio.commonconfig import CopySource
 from minio.error import S3Error
 from tenacity import (
     retry,
@@ -33,6 +34,15 @@ class StorageError(RuntimeError):
     """The store could not be reached or refused an operation."""
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as a listing sees it: enough to tell whether it is still being written."""
+
+    key: str
+    size: int
+    modified: float  # Unix seconds
+
+
 class Store(Protocol):
     """What the lake needs from a storage backend."""
 
@@ -42,10 +52,13 @@ class Store(Protocol):
     def write_bytes(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
+    def list_info(self, prefix: str) -> list[ObjectInfo]: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def put_file(self, local_file: Path, key: str, *, move: bool = False) -> None: ...
     def put_dir(self, local_dir: Path, prefix: str, *, move: bool = False) -> int: ...
     def get_dir(self, prefix: str, local_dir: Path) -> int: ...
+    def get_file(self, key: str, local_file: Path) -> None: ...
+    def move(self, key: str, dst: Store, dst_key: str) -> None: ...
     def local_path(self, key: str) -> Path | None: ...
 
 
@@ -119,6 +132,16 @@ class LocalStore:
             if p.is_file() and not p.name.endswith(".tmp")
         )
 
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        infos = []
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:  # removed between the listing and the stat
+                continue
+            infos.append(ObjectInfo(key, st.st_size, st.st_mtime))
+        return infos
+
     def delete_prefix(self, prefix: str) -> int:
         path = self._path(prefix)
         if path.is_file():
@@ -151,6 +174,23 @@ class LocalStore:
             shutil.copy2(self._path(key), dst)
             count += 1
         return count
+
+    def get_file(self, key: str, local_file: Path) -> None:
+        src = self._path(key)
+        if not src.is_file():
+            raise FileNotFoundError(f"{self.uri}/{key}")
+        tmp = Path(local_file).with_name(f".{Path(local_file).name}.part")
+        shutil.copy2(src, tmp)
+        os.replace(tmp, local_file)
+
+    def move(self, key: str, dst: Store, dst_key: str) -> None:
+        src = self._path(key)
+        if isinstance(dst, LocalStore):
+            target = dst._path(dst_key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, target)
+        else:
+            dst.put_file(src, dst_key, move=True)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -230,13 +270,30 @@ class S3Store:
         keep = [n for n in names if not prefix or n == base or n.startswith(base.rstrip("/") + "/")]
         return sorted(self._rel(n) for n in keep)
 
+    @_transient
+    def list_info(self, prefix: str) -> list[ObjectInfo]:
+        base = self._key(prefix) if prefix else self.prefix
+        try:
+            objects = list(self.client.list_objects(self.bucket, prefix=base or None, recursive=True))
+        except S3Error as err:
+            if err.code == "NoSuchBucket":
+                return []
+            raise StorageError(f"{self.uri}/{prefix}: {err.code}: {err.message}") from err
+        return sorted(
+            (
+                ObjectInfo(self._rel(o.object_name), int(o.size or 0),
+                           o.last_modified.timestamp() if o.last_modified else 0.0)
+                for o in objects
+                if o.object_name and not o.is_dir
+                and (not prefix or o.object_name == base or o.object_name.startswith(base.rstrip("/") + "/"))
+            ),
+            key=lambda info: info.key,
+        )  # fmt: skip
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for key in keys:
-            try:
-                self.client.remove_object(self.bucket, self._key(key))
-            except S3Error as err:
-                raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
+            self._remove(key)
         return len(keys)
 
     def put_file(self, local_file: Path, key: str, *, move: bool = False) -> None:
@@ -260,16 +317,45 @@ class S3Store:
             dst = Path(local_dir) / Path(key).relative_to(_clean(prefix))
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                self._get_file(key, dst)
+                self.get_file(key, dst)
             count += 1
         return count
 
+    def move(self, key: str, dst: Store, dst_key: str) -> None:
+        """Server-side copy then delete when both are on this server; otherwise through a local file."""
+        if isinstance(dst, S3Store) and dst.client is self.client:
+            self._copy(key, dst, dst_key)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = Path(tmp) / "object"
+                self.get_file(key, local)
+                dst.put_file(local, dst_key, move=True)
+        self._remove(key)
+
     @_transient
-    def _get_file(self, key: str, dst: Path) -> None:
+    def _copy(self, key: str, dst: S3Store, dst_key: str) -> None:
+        try:
+            dst.client.copy_object(dst.bucket, dst._key(dst_key), CopySource(self.bucket, self._key(key)))
+        except S3Error as err:
+            if err.code in ("NoSuchKey", "NoSuchBucket"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
+            raise StorageError(f"{self.uri}/{key} -> {dst.uri}/{dst_key}: {err.code}: {err.message}") from err
+
+    @_transient
+    def _remove(self, key: str) -> None:
+        try:
+            self.client.remove_object(self.bucket, self._key(key))
+        except S3Error as err:
+            raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
+
+    @_transient
+    def get_file(self, key: str, dst: Path) -> None:
         tmp = dst.with_name(f".{dst.name}.part")
         try:
             self.client.fget_object(self.bucket, self._key(key), str(tmp))
         except S3Error as err:
+            if err.code in ("NoSuchKey", "NoSuchBucket"):
+                raise FileNotFoundError(f"{self.uri}/{key}") from None
             raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
         os.replace(tmp, dst)
 

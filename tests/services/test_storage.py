@@ -5,6 +5,7 @@ The lake's commit protocol relies on exactly these behaviours, so each backend m
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,48 @@ def test_put_dir_and_get_dir_roundtrip(store: Store, tmp_path: Path, move: bool)
 def test_get_dir_of_missing_prefix_copies_nothing(store: Store, tmp_path: Path) -> None:
     assert store.get_dir("none", tmp_path / "x") == 0
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").rglob("*"))
+
+
+def test_list_info_reports_size_and_modification_time(store: Store) -> None:
+    before = time.time()
+    store.write_bytes("in/a.csv", b"12345")
+    store.write_bytes("in/sub/b.csv", b"")
+    store.write_bytes("other/c", b"x")
+    infos = store.list_info("in")
+    assert [(i.key, i.size) for i in infos] == [("in/a.csv", 5), ("in/sub/b.csv", 0)]
+    # Server clocks round to the second; the object was written in this test, so within a minute.
+    assert all(abs(i.modified - before) < 60 for i in infos)
+    assert [i.key for i in store.list_info("")] == ["in/a.csv", "in/sub/b.csv", "other/c"]
+    assert store.list_info("missing") == []
+
+
+def test_get_file_downloads_exactly(store: Store, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 300
+    store.write_bytes("f/blob.bin", data)
+    dst = tmp_path / "dl" / "blob.bin"
+    dst.parent.mkdir()
+    store.get_file("f/blob.bin", dst)
+    assert dst.read_bytes() == data
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["blob.bin"]  # no partial file left
+    with pytest.raises(FileNotFoundError):
+        store.get_file("f/missing.bin", tmp_path / "dl" / "missing.bin")
+
+
+@pytest.mark.parametrize("target", ["same-store", "local", "s3-other-bucket"])
+def test_move_between_stores(store: Store, tmp_path: Path, target: str, request) -> None:
+    if target == "same-store":
+        dst: Store = store
+    elif target == "local":
+        dst = LocalStore(tmp_path / "elsewhere")
+    else:
+        server = request.getfixturevalue("s3_server")
+        dst = S3Store(server.client(), server.new_bucket("moved"), "")
+    store.write_bytes("in/file.csv.gz", b"payload")
+    store.move("in/file.csv.gz", dst, "done/run-1/file.csv.gz")
+    assert dst.read_bytes("done/run-1/file.csv.gz") == b"payload"
+    assert not store.exists("in/file.csv.gz")
+    with pytest.raises(FileNotFoundError):
+        store.move("in/file.csv.gz", dst, "again")
 
 
 def test_many_writes_leave_no_temporary_objects_visible(store: Store) -> None:
