@@ -1,6 +1,6 @@
 """Prometheus metrics of the pipeline: one dedicated registry, bounded labels, push or serve.
 
-Why a process either pushes or serves, never both: a long-running service (watcher, trainer) exposes
+Why a process either pushes or serves, never both: a long-running service (the watcher) exposes
 ``/metrics`` and Prometheus scrapes it; a one-shot CLI run pushes to the Pushgateway. If one process
 did both, every counter would reach Prometheus twice and dashboards would double-count, so once
 :func:`start_metrics_server` has run, :func:`push_run_metrics` is a no-op.

@@ -35,7 +35,6 @@ SERVICES = {
     "pushgateway",
     "grafana",
     "shoplens-watcher",
-    "shoplens-trainer",
     "dashboard",
 }
 ONE_SHOT = {"minio-init", "es-init"}
@@ -48,7 +47,7 @@ STATEFUL = {  # service -> the path its data lives in, which must be a named vol
     "pushgateway": "/data",
     "log-shipper": "/fluent-bit/buffer",
     "shoplens-watcher": "/work",
-    "shoplens-trainer": "/work",
+    "spark-worker": "/work",  # shared with the watcher: executors use the driver's local paths
 }
 LAPTOP_BUDGET_BYTES = 14 * 1024**3  # everything, with one worker, inside a 16 GB laptop
 
@@ -145,7 +144,7 @@ def test_dependencies_wait_for_health(config):
             expected = "service_completed_successfully" if dep == "minio-init" else "service_healthy"
             assert cond["condition"] == expected, (name, dep, cond)
     # an Elasticsearch outage must never keep the pipeline from starting or running
-    for name in ("shoplens-watcher", "shoplens-trainer", "dashboard"):
+    for name in ("shoplens-watcher", "dashboard"):
         assert not {"elasticsearch", "kibana", "es-init", "log-shipper"} & set(
             services[name].get("depends_on", {})
         )
@@ -158,6 +157,11 @@ def test_workers_scale_and_state_lives_in_named_volumes(config):
     for name, target in STATEFUL.items():
         mounts = {v["target"]: v for v in services[name].get("volumes", [])}
         assert mounts[target]["type"] == "volume" and mounts[target]["source"] in config["volumes"], name
+    # Executors read the driver's staged chunks and write its staged output by local path.
+    work = {name: {v["target"]: v["source"] for v in services[name]["volumes"]}["/work"]
+            for name in ("shoplens-watcher", "spark-worker")}  # fmt: skip
+    assert work["shoplens-watcher"] == work["spark-worker"]
+    assert services["shoplens-watcher"]["environment"]["SHOPLENS_WORK_DIR"] == "/work"
     for svc in services.values():
         for v in svc.get("volumes", []):
             if v["type"] == "bind" and v["source"].startswith(str(REPO)):
@@ -189,7 +193,6 @@ def test_commands_and_shoplens_environment(config):
 
     services = config["services"]
     assert services["shoplens-watcher"]["command"] == ["shoplens", "watch"]
-    assert services["shoplens-trainer"]["command"][:2] == ["shoplens", "train"]
     assert services["dashboard"]["command"] == [
         "streamlit",
         "run",
@@ -232,7 +235,7 @@ def test_prometheus_and_grafana_point_at_compose_services(config):
     from services.metrics import DEFAULT_METRICS_PORT
 
     assert DEFAULT_METRICS_PORT == 9108
-    for name in ("shoplens-watcher", "shoplens-trainer"):
+    for name in ("shoplens-watcher",):
         assert any(f"{name}:9108" in j["static_configs"][0]["targets"] for j in prom["scrape_configs"])
         assert "localhost:9108/metrics" in " ".join(services[name]["healthcheck"]["test"])
     ds = yaml.safe_load((REPO / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())
