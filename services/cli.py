@@ -45,7 +45,7 @@ def _emit(obj: object, as_json: bool, human: str) -> None:
 @app.callback()
 def _setup() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_stream)
 
 
 @app.command()

@@ -1,4 +1,8 @@
-"""One logging set-up for every entrypoint: JSON lines on stdout (shipped to ELK by the stack)."""
+"""One logging set-up for every entrypoint: JSON lines, shipped to ELK by the stack.
+
+Why stderr by default: a CLI's stdout carries its ``--json`` result, which scripts parse. The stack's
+services set ``SHOPLENS_LOG_STREAM=stdout``, where container log collectors expect them.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,18 @@ _CONFIGURED = False
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
-    """Configure the root logger once; later calls only change the level."""
+    """Configure the root logger once; later calls only change the level.
+
+    ``stream`` is a file object, or "stdout"/"stderr" (default stderr).
+    """
     global _CONFIGURED
     root = logging.getLogger()
     root.setLevel(level.upper())
     if _CONFIGURED:
         return
-    handler = logging.StreamHandler(stream or sys.stderr)
+    if stream is None or isinstance(stream, str):
+        stream = sys.stdout if stream == "stdout" else sys.stderr
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(

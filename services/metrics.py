@@ -152,6 +152,13 @@ def record_stage(
         _touch(LAST_SUCCESS)
 
 
+def mark_alive(stage: str, now: float | None = None) -> None:
+    """Move a stage's last-success time without recording a run: an idle pass of a poller is a
+    success for the staleness alert, but not a duration worth a histogram sample."""
+    LAST_SUCCESS.labels(stage=_stage(stage)).set(time.time() if now is None else now)
+    _touch(LAST_SUCCESS)
+
+
 @contextmanager
 def time_stage(stage: str) -> Iterator[None]:
     """Time the block as ``stage``; an exception records a failed run and propagates."""
@@ -283,6 +290,7 @@ __all__ = [
     "DEFAULT_METRICS_PORT",
     "REGISTRY",
     "STAGES",
+    "mark_alive",
     "push_run_metrics",
     "record_ingest",
     "record_lake_latest_event",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: str = Field("json", description="json or text")
+    log_stream: Literal["stdout", "stderr"] = Field("stderr", description="Where logs go (stdout in the stack)")
     pushgateway_url: str | None = Field(None, description="host:port of the Prometheus Pushgateway")
 
     incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")

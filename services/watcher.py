@@ -36,7 +36,7 @@ from pyspark.sql import SparkSession
 from services.features_job import pointer, run_features
 from services.ingest_job import ingest_files
 from services.lake import FEATURES, SEGMENTS, Lake, utc_now_iso
-from services.metrics import record_ingest, record_stage, time_stage
+from services.metrics import mark_alive, record_ingest, record_stage, time_stage
 from services.segmentation_job import TrainConfig, score, staleness, train
 from services.storage import ObjectInfo, Store
 
@@ -231,6 +231,8 @@ class Watcher:
             log.exception("refresh failed: %s", err, extra={"stage": "watch"})
         if result.files or result.refresh:
             record_stage("watch", time.monotonic() - started, success=ok)
+        elif ok:
+            mark_alive("watch")  # the staleness alert sees a live watcher even when no files arrive
         return result
 
     def run(self, stop: threading.Event | None = None, iterations: int | None = None) -> None:

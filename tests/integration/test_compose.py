@@ -218,6 +218,7 @@ def test_commands_and_shoplens_environment(config):
     assert settings.spark_s3a is True and settings.s3_endpoint == "minio:9000" and not settings.s3_secure
     assert settings.spark_master == "spark://spark-master:7077"
     assert settings.pushgateway_url == "pushgateway:9091" and settings.log_format == "json"
+    assert settings.log_stream == "stdout"  # where container log collectors read
     assert settings.key_bytes  # a key is set, so the services never fall back to demo mode
     init = (REPO / "infra/minio/init.sh").read_text()
     for bucket in ("incoming", "lake", "quarantine-files"):

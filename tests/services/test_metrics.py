@@ -82,6 +82,15 @@ def test_failed_run_counts_a_failure_and_keeps_last_success():
     assert value("shoplens_last_success_timestamp_seconds", stage="ingest") == 1_700_000_000.0
 
 
+def test_mark_alive_moves_last_success_without_a_run_or_a_duration():
+    runs = value("shoplens_runs_total", stage="watch", status="success")
+    count = value("shoplens_stage_duration_seconds_count", stage="watch")
+    metrics.mark_alive("watch", now=1_800_000_000.0)
+    assert value("shoplens_last_success_timestamp_seconds", stage="watch") == 1_800_000_000.0
+    assert value("shoplens_runs_total", stage="watch", status="success") == runs
+    assert value("shoplens_stage_duration_seconds_count", stage="watch") == count
+
+
 def test_lake_latest_event_never_moves_back():
     metrics.record_lake_latest_event("2030-01-02T03:04:05Z")
     newest = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
