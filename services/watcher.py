@@ -133,11 +133,12 @@ class Watcher:
             log.exception("file %s: attempt %d/%d failed: %s", info.key, attempts, self.cfg.max_attempts, err,
                           extra={**ctx, "attempt": attempts})  # fmt: skip
             if attempts < self.cfg.max_attempts:
-                return {"key": info.key, "status": "retry", "reason": str(err)}
+                return {"key": info.key, "status": "retry", "reason": str(err), "error": True}
             self._attempts.pop(attempt_key, None)
             reason = f"processing failed {attempts} times: {type(err).__name__}: {err}"
             self._move_aside(info, reason, run_id=None, sha256=None)
-            return {"key": info.key, "status": "failed", "reason": reason, "moved_to": self.quarantine.uri}
+            return {"key": info.key, "status": "failed", "reason": reason, "moved_to": self.quarantine.uri,
+                    "error": True}  # fmt: skip
         finally:
             local.unlink(missing_ok=True)
         self._attempts.pop(attempt_key, None)
@@ -216,14 +217,18 @@ class Watcher:
 
     # -- the loop ----------------------------------------------------------------------------------
     def tick(self) -> TickResult:
-        """One pass: ingest every settled file (one run each), then refresh once for all of them."""
+        """One pass: ingest every settled file (one run each), then refresh once for all of them.
+
+        The pass counts as failed when the watcher could not do its job (a crash, a failed refresh);
+        a file the contract rejects is a data problem, counted in the files metric, not a failure here.
+        """
         result = TickResult()
         started = time.monotonic()
         ok = True
         for info in self.ready():
             outcome = self.handle(info)
             result.files.append(outcome)
-            ok = ok and outcome["status"] not in ("retry", "failed")
+            ok = ok and not outcome.get("error")
         try:
             result.refresh = self.refresh()
         except Exception as err:  # logged and retried next pass; the lake is unchanged (atomic publishes)

@@ -131,6 +131,9 @@ def platform(tmp_path_factory, compose_env):
         _wait(lambda: lake_has("segments/_current.json") and lake_has("views/_current.json"),
               watcher, log_path, "segments to be published")  # fmt: skip
         latency = time.monotonic() - dropped
+        # The pass ends after publishing (views, metrics); wait until Prometheus has scraped its end.
+        prom.wait_for('shoplens_runs_total{job="shoplens-watcher",stage="watch",status="success"} >= 1',
+                      timeout=120)  # fmt: skip
         yield {"root": root, "client": client, "s3": s3, "prom": prom, "cluster": cluster, "gen": gen,
                "data": data, "key": key.encode(), "log": log_path, "latency": latency,
                "restart": start_watcher, "watcher": watcher, "metrics_port": metrics_port}  # fmt: skip

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from services.lake import SEGMENTS
+from services.metrics import REGISTRY as REG
 from services.segmentation_job import TrainConfig, read_segments
 from services.storage import LocalStore, S3Store
 from services.watcher import ARCHIVE_PREFIX, WatchConfig, Watcher, is_input_key
@@ -92,6 +93,8 @@ def test_drop_files_get_segments_exactly_once(spark, tmp_path: Path, local_lake,
 
     assert w.tick().files == []  # seen once, not settled
     clock.now += 3
+    watch_ok = REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "success"})
+    watch_failed = REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"})
     result = w.tick()
     by_key = {f["key"]: f for f in result.files}
     assert set(by_key) == {"2019-Nov.csv.gz", "broken.csv", "truncated.csv.gz"}
@@ -121,6 +124,9 @@ def test_drop_files_get_segments_exactly_once(spark, tmp_path: Path, local_lake,
 
     # The same pass refreshed features, trained the first model and scored every user.
     assert result.refresh is not None and result.refresh["retrained"]
+    # Rejected files are the data's problem, not the watcher's: the pass itself succeeded.
+    assert REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "success"}) > watch_ok
+    assert REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"}) == watch_failed
     segments = read_segments(local_lake)
     n_users = pd.read_csv(month / "_truth" / "users.csv")["user_id"].nunique()
     assert segments is not None and 0 < len(segments) <= n_users
@@ -204,8 +210,10 @@ def test_a_file_that_keeps_crashing_is_moved_aside_and_does_not_block_the_next(
     first = {f["key"]: f["status"] for f in w.tick().files}
     assert first == {"a-poison.csv": "retry", "b-good.csv": "ingested"}
     clock.now += 3
+    failed_before = REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"})
     second = {f["key"]: f for f in w.tick().files}
     assert second["a-poison.csv"]["status"] == "failed"
+    assert REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"}) == failed_before + 1
     assert "executor lost" in json.loads((qdir / "a-poison.csv.error.json").read_text())["reason"]
     assert (qdir / "a-poison.csv").read_bytes() == rees46_sample.read_bytes()
     assert sorted(p.name for p in inbox.iterdir()) == [ARCHIVE_PREFIX]
