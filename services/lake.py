@@ -42,6 +42,8 @@ VIEWS = "views"
 
 #: Datasets written per ingestion run (the run id is a path segment, so readers can filter on it).
 RUN_SCOPED = (EVENTS, QUARANTINE, DUPLICATES, SUSPICIOUS_USERS)
+#: Datasets published as ``<dataset>/<version>/`` with a ``_current.json`` pointer.
+VERSIONED = (AGGREGATES, FEATURES, SEGMENTS, VIEWS, f"{MODELS}/segmentation", f"{REPORTS}/describe")
 CURRENT_POINTER = "_current.json"
 
 
@@ -158,6 +160,26 @@ class Lake:
         if self.store.get_dir(dataset, cache) == 0:
             return None
         return str(cache)
+
+
+    def prune_cache(self) -> int:
+        """Drop mirrored versions that are no longer current; returns the directories removed.
+
+        Why: a long-running watcher publishes new feature, segment and view versions on every file,
+        and without this the S3 mirror under ``work_dir/cache`` would grow by a copy of each. An old
+        version read again later is simply mirrored again.
+        """
+        removed = 0
+        for dataset in VERSIONED:
+            cached = self.work_dir / "cache" / dataset
+            if not cached.is_dir():
+                continue
+            current = self.current_version(dataset)
+            for version_dir in cached.iterdir():
+                if version_dir.is_dir() and version_dir.name != current:
+                    shutil.rmtree(version_dir, ignore_errors=True)
+                    removed += 1
+        return removed
 
 
 def _run_of(key: str) -> str:

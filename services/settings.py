@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     spark_master: str = Field("local[*]", description="Spark master URL")
     spark_driver_memory: str = Field("4g", description="Spark driver memory")
     spark_executor_memory: str = Field("2g", description="Spark executor memory (cluster mode)")
-    spark_s3a: bool = Field(False, description="Let Spark read and write s3a:// directly (needs the jars)")
+    spark_s3a: bool = Field(False, description="Configure Spark's s3a:// connector for the S3 endpoint (needs the jars)")
 
     s3_endpoint: str | None = Field(None, description="host:port of the S3/MinIO server")
     s3_access_key: SecretStr | None = None

@@ -213,6 +213,7 @@ class Watcher:
             out["score"] = score(spark, self.lake, refresh_features=False)
         out["retrained"] = stale
         out["why"] = why
+        self.lake.prune_cache()
         return out
 
     # -- the loop ----------------------------------------------------------------------------------
