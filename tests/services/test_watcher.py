@@ -184,6 +184,44 @@ def test_restart_after_commit_before_archive_does_not_ingest_twice(
     assert rows == local_lake.runs()[0]["rows_accepted"]  # accepted once, not twice
 
 
+def test_killed_mid_ingest_the_next_watcher_ingests_the_file_once(
+    spark, tmp_path: Path, local_lake, key, rees46_sample: Path, monkeypatch
+) -> None:
+    """A kill after the run's data was published but before its summary committed it."""
+    inbox = tmp_path / "in"
+    _drop(inbox, "2019-Oct-head.csv", rees46_sample)
+    clock = Clock()
+
+    def killed(_summary):
+        raise KeyboardInterrupt("killed before the commit point")
+
+    monkeypatch.setattr(local_lake, "write_run", killed)
+    first = _watcher(spark, local_lake, LocalStore(inbox), LocalStore(tmp_path / "q"), key, clock)
+    first.ready()
+    clock.now += 3
+    with pytest.raises(KeyboardInterrupt):
+        first.tick()
+    monkeypatch.undo()
+    assert local_lake.committed_run_ids() == [] and (inbox / "2019-Oct-head.csv").exists()
+    assert local_lake.store.list("events"), "the dead run left uncommitted files behind"
+
+    second = _watcher(spark, local_lake, LocalStore(inbox), LocalStore(tmp_path / "q"), key, clock)
+    second.refresh = lambda: None  # too few users to train; the point is the file
+    second.ready()
+    clock.now += 3
+    [outcome] = second.tick().files
+    assert outcome["status"] == "ingested"
+    committed = local_lake.committed_run_ids()
+    assert committed == [outcome["run_id"]]
+    # Only the committed run's files remain, and they hold each accepted row once.
+    runs_on_disk = {k.split("run_id=", 1)[1].split("/", 1)[0] for k in local_lake.store.list("events")}
+    assert runs_on_disk == set(committed)
+    events = spark.read.parquet(str(local_lake.store.local_path("events")))
+    assert events.count() == outcome["rows_accepted"] == len(
+        pd.read_csv(rees46_sample, dtype=str, keep_default_na=False).drop_duplicates()
+    )
+
+
 def test_a_file_that_keeps_crashing_is_moved_aside_and_does_not_block_the_next(
     spark, tmp_path: Path, local_lake, key, rees46_sample: Path, monkeypatch
 ) -> None:
