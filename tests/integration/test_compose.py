@@ -223,6 +223,11 @@ def test_commands_and_shoplens_environment(config):
     init = (REPO / "infra/minio/init.sh").read_text()
     for bucket in ("incoming", "lake", "quarantine-files"):
         assert bucket in init.split("for bucket in", 1)[1].splitlines()[0]
+    # processed raw files expire under the prefix the watcher archives them to
+    from services.watcher import ARCHIVE_PREFIX
+
+    assert f'"Prefix":"{ARCHIVE_PREFIX}/"' in init and "mc ilm import local/incoming" in init
+    assert services["minio-init"]["environment"]["INCOMING_RETENTION_DAYS"] == "30"
 
 
 def test_prometheus_and_grafana_point_at_compose_services(config):
