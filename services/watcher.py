@@ -235,9 +235,9 @@ class Watcher:
         except Exception as err:  # logged and retried next pass; the lake is unchanged (atomic publishes)
             ok = False
             log.exception("refresh failed: %s", err, extra={"stage": "watch"})
-        if result.files or result.refresh:
+        if not ok or result.files or result.refresh:
             record_stage("watch", time.monotonic() - started, success=ok)
-        elif ok:
+        else:
             mark_alive("watch")  # the staleness alert sees a live watcher even when no files arrive
         return result
 

@@ -58,6 +58,41 @@ def test_hidden_and_archive_keys_are_not_input() -> None:
         assert not is_input_key(key)
 
 
+def test_a_failing_refresh_backs_off_until_time_passes_or_the_lake_changes(
+    tmp_path: Path, local_lake, key
+) -> None:
+    """A model that cannot be trained yet must not restart Spark work on every poll."""
+    clock = Clock()
+    w = _watcher(None, local_lake, LocalStore(tmp_path / "in"), LocalStore(tmp_path / "q"), key, clock,
+                 refresh_backoff_seconds=60)  # fmt: skip
+    calls = []
+
+    def failing():
+        calls.append(clock.now)
+        raise ValueError("too few users to train")
+
+    w._refresh = failing
+    assert w.refresh() is None and calls == []  # nothing committed yet: nothing to do
+    local_lake.write_run({"run_id": "r1", "status": "committed", "files": []})
+    with pytest.raises(ValueError):
+        w.refresh()
+    clock.now += 30
+    assert w.refresh() is None  # same lake, inside the back-off: skipped
+    assert len(calls) == 1
+    clock.now += 31
+    with pytest.raises(ValueError):
+        w.refresh()  # back-off over: tried again
+    local_lake.write_run({"run_id": "r2", "status": "committed", "files": []})
+    with pytest.raises(ValueError):
+        w.refresh()  # a new run changes the lake: tried at once
+    assert len(calls) == 3
+    # tick() logs the failure and counts a failed pass instead of raising
+    failed = REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"})
+    clock.now += 61
+    assert w.tick().refresh is None
+    assert REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"}) == failed + 1
+
+
 def test_a_file_is_taken_only_after_it_stopped_changing(tmp_path: Path, local_lake, key) -> None:
     incoming = LocalStore(tmp_path / "in")
     clock = Clock()
@@ -217,8 +252,10 @@ def test_killed_mid_ingest_the_next_watcher_ingests_the_file_once(
     runs_on_disk = {k.split("run_id=", 1)[1].split("/", 1)[0] for k in local_lake.store.list("events")}
     assert runs_on_disk == set(committed)
     events = spark.read.parquet(str(local_lake.store.local_path("events")))
-    assert events.count() == outcome["rows_accepted"] == len(
-        pd.read_csv(rees46_sample, dtype=str, keep_default_na=False).drop_duplicates()
+    assert (
+        events.count()
+        == outcome["rows_accepted"]
+        == len(pd.read_csv(rees46_sample, dtype=str, keep_default_na=False).drop_duplicates())
     )
 
 
@@ -251,7 +288,10 @@ def test_a_file_that_keeps_crashing_is_moved_aside_and_does_not_block_the_next(
     failed_before = REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"})
     second = {f["key"]: f for f in w.tick().files}
     assert second["a-poison.csv"]["status"] == "failed"
-    assert REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"}) == failed_before + 1
+    assert (
+        REG.get_sample_value("shoplens_runs_total", {"stage": "watch", "status": "failed"})
+        == failed_before + 1
+    )
     assert "executor lost" in json.loads((qdir / "a-poison.csv.error.json").read_text())["reason"]
     assert (qdir / "a-poison.csv").read_bytes() == rees46_sample.read_bytes()
     assert sorted(p.name for p in inbox.iterdir()) == [ARCHIVE_PREFIX]
@@ -276,6 +316,8 @@ def test_s3_incoming_moves_files_server_side(spark, s3_server, s3_lake, key, ree
     assert ok["rows_quarantined"] == 0  # every real row is valid; the sample has exact duplicates
     assert ok["rows_read"] == len(raw) and ok["rows_accepted"] == len(raw.drop_duplicates())
     assert by_key["notes.txt"]["status"] == "failed"
-    assert incoming.list("") == [f"{ARCHIVE_PREFIX}/{by_key['2019-Oct-head.csv']['run_id']}/2019-Oct-head.csv"]
+    assert incoming.list("") == [
+        f"{ARCHIVE_PREFIX}/{by_key['2019-Oct-head.csv']['run_id']}/2019-Oct-head.csv"
+    ]
     assert quarantine.list("") == ["notes.txt", "notes.txt.error.json"]
     assert s3_lake.ledger()  # the content hash is in the lake's ledger
