@@ -161,7 +161,6 @@ class Lake:
             return None
         return str(cache)
 
-
     def prune_cache(self) -> int:
         """Drop mirrored versions that are no longer current; returns the directories removed.
 

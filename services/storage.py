@@ -256,19 +256,8 @@ class S3Store:
                 return False
             raise StorageError(f"{self.uri}/{key}: {err.code}: {err.message}") from err
 
-    @_transient
     def list(self, prefix: str) -> list[str]:
-        base = self._key(prefix) if prefix else self.prefix
-        try:
-            objects = self.client.list_objects(self.bucket, prefix=base, recursive=True)
-            names = [o.object_name for o in objects if o.object_name and not o.is_dir]
-        except S3Error as err:
-            if err.code == "NoSuchBucket":
-                return []
-            raise StorageError(f"{self.uri}/{prefix}: {err.code}: {err.message}") from err
-        # A listing by prefix "a/b" also matches "a/bc"; keep only whole path segments.
-        keep = [n for n in names if not prefix or n == base or n.startswith(base.rstrip("/") + "/")]
-        return sorted(self._rel(n) for n in keep)
+        return [info.key for info in self.list_info(prefix)]
 
     @_transient
     def list_info(self, prefix: str) -> list[ObjectInfo]:
@@ -279,6 +268,7 @@ class S3Store:
             if err.code == "NoSuchBucket":
                 return []
             raise StorageError(f"{self.uri}/{prefix}: {err.code}: {err.message}") from err
+        # A listing by prefix "a/b" also matches "a/bc"; keep only whole path segments.
         return sorted(
             (
                 ObjectInfo(self._rel(o.object_name), int(o.size or 0),
