@@ -7,8 +7,11 @@ and the other jobs pointed at ``targets`` (job name -> host:port) or dropped whe
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +31,26 @@ SCRAPE_SECONDS = 1
 def binaries() -> dict[str, str | None]:
     """Paths of the binaries (Debian packages prometheus, prometheus-pushgateway), None when missing."""
     return {name: shutil.which(name) for name in ("prometheus", "prometheus-pushgateway", "promtool")}
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 10.0) -> None:
+    """Stop each process's group, newest first: TERM, then KILL after ``timeout``; empties the list.
+
+    The processes must be started with ``start_new_session=True``, so that children (the JVM under
+    ``spark-class``) stop with them.
+    """
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in processes:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    processes.clear()
 
 
 def missing_binaries() -> list[str]:
@@ -109,15 +132,7 @@ class PromStack:
         raise TimeoutError(f"{expr!r} did not reach the expected state in {timeout}s; last: {result}")
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-        self.processes.clear()
+        stop_processes(self.processes)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -151,6 +166,7 @@ def start_stack(targets: dict[str, str] | None = None, rules: Path = ALERTS_YML)
             ],
             stdout=gw_log.open("wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         stack.processes.append(gw)
         _wait_http(f"http://{stack.pushgateway}/-/ready", gw, gw_log)
@@ -169,6 +185,7 @@ def start_stack(targets: dict[str, str] | None = None, rules: Path = ALERTS_YML)
             ],
             stdout=prom_log.open("wb"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         stack.processes.append(prom)
         _wait_http(f"{stack.prometheus_url}/-/ready", prom, prom_log)

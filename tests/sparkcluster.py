@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.promserver import free_port
+from tests.promserver import free_port, stop_processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,15 +53,7 @@ class SparkCluster:
             return json.load(resp)
 
     def stop(self) -> None:
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.processes:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_processes(self.processes, timeout=15)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

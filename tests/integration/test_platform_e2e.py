@@ -37,7 +37,7 @@ import pytest
 from etl.pseudonymize import pseudonymize
 from tests.integration.test_compose import run_compose
 from tests.integration.test_monitoring_config import alert_rules, dashboard_exprs
-from tests.promserver import free_port, missing_binaries, start_stack
+from tests.promserver import free_port, missing_binaries, start_stack, stop_processes
 from tests.s3server import start_server, stop_server, weed_binary
 from tests.sparkcluster import spark_class, start_cluster
 
@@ -138,13 +138,8 @@ def platform(tmp_path_factory, compose_env):
                "data": data, "key": key.encode(), "log": log_path, "latency": latency,
                "restart": start_watcher, "watcher": watcher, "metrics_port": metrics_port}  # fmt: skip
     finally:
-        for proc in (watcher,):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        if watcher is not None:
+            stop_processes([watcher], timeout=30)
         for part in (prom, cluster):
             if part is not None:
                 part.stop()
@@ -312,5 +307,4 @@ def test_a_restarted_watcher_does_not_ingest_the_same_content_twice(platform) ->
         assert [f["status"] for f in resent] == ["skipped"]
         assert _json(client, "lake", "segments/_current.json")["version"] == before
     finally:
-        os.killpg(again.pid, signal.SIGTERM)
-        again.wait(timeout=60)
+        stop_processes([again], timeout=60)
