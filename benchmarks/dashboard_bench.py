@@ -71,7 +71,7 @@ def last_scored_id(lake: str) -> str:
 def _clear() -> None:
     import streamlit as st
 
-    from services.settings import get_settings
+    from services.core.settings import get_settings
 
     st.cache_data.clear()
     st.cache_resource.clear()
@@ -82,18 +82,21 @@ def _load(page: str, uri: str, facts: dict) -> None:
     """The reads a page makes, called directly (no layout)."""
     from dashboard import data
     from etl.pseudonymize import pseudonymize
+    from services.core.catalog import OVERVIEW_VIEWS, SEGMENT_VIEWS
 
     p = data.pointers(uri)
+    overview, views = p.version(OVERVIEW_VIEWS), p.version(SEGMENT_VIEWS)
     if page in ("overview", "segments", "export"):
-        for name in ("kpi_daily", "segment_summary", "runs") if page == "overview" else ("segment_summary",):
-            data.view(uri, p.views, name)
+        data.view(uri, SEGMENT_VIEWS, views, "segment_summary")
     if page == "overview":
-        data.freshness(uri, p.views)
+        for name in ("kpi_daily", "runs"):
+            data.view(uri, OVERVIEW_VIEWS, overview, name)
+        data.document(uri, OVERVIEW_VIEWS, overview, "freshness.json")
     if page in ("segments", "lookup", "model"):
         data.model_docs(uri, p.model)
     if page == "segments":
         for name in ("pca_sample", "segment_flow"):
-            data.view(uri, p.views, name)
+            data.view(uri, SEGMENT_VIEWS, views, name)
     if page == "model":
         data.model_history(uri, p.model)
     if page == "lookup":

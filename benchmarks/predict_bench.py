@@ -6,7 +6,7 @@ lake's current model), and a REES46 file holding one user's 200 events.
 
 Timed: ``cold`` = load the current artifact from the lake + the first prediction (what one CLI call
 costs after the imports; measured in a fresh interpreter, imports reported separately); ``warm`` =
-``services.predict.predict(file, model)`` with the model already loaded: read + validate the file,
+``services.jobs.predict.predict(file, model)`` with the model already loaded: read + validate the file,
 twin features, LightScorer; median and p95 over ``--repeat`` runs, with the stages timed separately.
 Results go to ``benchmarks/results/predict.json`` and ``predict.md``.
 
@@ -45,12 +45,12 @@ def feed_lines(work: Path, users: int, seed: int) -> tuple[str, list[str]]:
 
 def build_model_lake(work: Path, users: int, seed: int) -> tuple[Path, list[str], str]:
     """Generate a feed, fit a model on twin features, publish its artifact; returns (lake, lines, header)."""
-    from model.local_features import compute_features_local, raw_to_events
-    from model.scorer import export_artifact
-    from model.segmentation import SegmentationModel
-    from services.lake import Lake
-    from services.predict import MODEL_DATASET, read_history
-    from services.storage import LocalStore
+    from etl.lines import read_history
+    from etl.local_features import compute_features_local, raw_to_events
+    from model.segmentation import SegmentationModel, export_artifact
+    from services.core.catalog import SEGMENTATION_MODEL as MODEL_DATASET
+    from services.core.lake import Lake
+    from services.core.storage import LocalStore
 
     header, lines = feed_lines(work, users, seed)
     feed = work / "feed.csv"
@@ -96,9 +96,10 @@ def single_user_file(lines: list[str], header: str, n: int, path: Path) -> Path:
 _COLD = """
 import json, sys, time
 t0 = time.perf_counter()
-from services.predict import load_model, predict
-from services.lake import Lake
-from services.storage import LocalStore
+from services.core.readers import load_model
+from services.jobs.predict import predict
+from services.core.lake import Lake
+from services.core.storage import LocalStore
 t1 = time.perf_counter()
 model = load_model(Lake(LocalStore(sys.argv[1]), sys.argv[3]))
 result = predict(sys.argv[2], model)
@@ -108,9 +109,12 @@ print(json.dumps({"import_ms": (t1 - t0) * 1e3, "cold_ms": (t2 - t1) * 1e3, "pys
 
 
 def run(repeat: int, users: int, n_events: int, lake_arg: str | None, results: Path, seed: int) -> dict:
-    from services.lake import Lake
-    from services.predict import load_model, predict, read_history, score_rows
-    from services.storage import LocalStore
+    from etl.lines import read_history
+    from model.segmentation.history import score_rows
+    from services.core.lake import Lake
+    from services.core.readers import load_model
+    from services.core.storage import LocalStore
+    from services.jobs.predict import predict
 
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         work = Path(tmp)
@@ -165,7 +169,7 @@ def run(repeat: int, users: int, n_events: int, lake_arg: str | None, results: P
             "repeat": repeat,
             "history_events": n_events,
             "model": "generated feed" if lake_arg is None else f"current model of {lake_arg}",
-            "model_k": len(model.scorer.segment_ids),
+            "model_k": len(model.segmentation.scorer.segment_ids),
             "target_ms": TARGET_MS,
         },
         "warm": stats(warm),
@@ -208,7 +212,7 @@ def write_results(report: dict, results: Path) -> None:
         "",
         f"Cold, in a fresh interpreter (median of {c['runs']}): load the artifact from the lake + first "
         f"prediction {c['load_and_first_predict_ms']:.1f} ms; imports before that {c['imports_ms']:.0f} ms "
-        f"(pandas, scikit-learn via model.segmentation); pyspark imported: {c['pyspark_imported']}.",
+        f"(pandas, scikit-learn via model.segmentation.estimator); pyspark imported: {c['pyspark_imported']}.",
         "",
         f"Target (issue 3): well under {m['target_ms']:.0f} ms per single-user prediction -> p95 {verdict} it.",
     ]

@@ -17,13 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-#: Fallback palette (same order as services.segmentation_job.PALETTE, colour = PALETTE[id % 12]).
-PALETTE = (
-    "#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#9D755D",
-    "#FF9DA6", "#BAB0AC", "#2F4B7C", "#A05195",
-)  # fmt: skip
-NOT_ENOUGH_NAME = "Not enough activity yet"
-NOT_ENOUGH_COLOR = "#C8C8C8"
+from model.segmentation import NOT_ENOUGH_COLOR, NOT_ENOUGH_NAME, PALETTE, RADAR_FEATURES
+
 ACCENT = "#4C78A8"
 FONT = dict(family="Inter, 'Source Sans Pro', sans-serif", size=13, color="#31333F")
 
@@ -46,13 +41,6 @@ LABELS: dict[str, str] = {
     "silhouette": "Silhouette (higher is better)", "davies_bouldin": "Davies–Bouldin (lower is better)",
     "calinski_harabasz": "Calinski–Harabasz (higher is better)", "stability_ari": "Bootstrap stability (ARI)",
 }  # fmt: skip
-
-#: Features shown on the radar: how people browse and buy (those present in the profiles are used).
-RADAR_FEATURES = (
-    "n_sessions", "events_per_session", "frequency", "monetary", "view_to_cart_rate",
-    "cart_abandonment_rate", "category_diversity", "brand_concentration", "holiday_share", "tenure_days",
-)  # fmt: skip
-
 
 def label(name: str) -> str:
     if name in LABELS:

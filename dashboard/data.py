@@ -1,6 +1,6 @@
 """What the dashboard reads, and nothing else: thin, cached access to the lake's published outputs.
 
-Layout: /work/briefs/outputs-contract.md. Pages only read the small pre-aggregated ``views/`` tables,
+Layout: docs/outputs.md. Pages only read the small pre-aggregated ``views/`` tables,
 the model documents and, for a lookup or an export, a *filtered* read of ``segments/`` (pyarrow
 pushes the ``user_key`` / ``segment_id`` predicate down; the full table is never loaded by a page).
 
@@ -20,27 +20,35 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import streamlit as st
 
-from services.lake import FEATURES, MODELS, RUNS, SEGMENTS, VIEWS, Lake
-from services.runtime import open_lake
-from services.settings import get_settings
+from etl.contract import ContractError, check_header
+from etl.lines import parse_lines
+from model.segmentation.history import history_features, score_features
+from services.core.catalog import (
+    EXPERIMENTS,
+    FEATURES,
+    OVERVIEW_VIEWS,
+    RUNS,
+    SEGMENT_VIEWS,
+    SEGMENTATION_MODEL,
+    SEGMENTS,
+)
+from services.core.lake import Lake, runs_table
+from services.core.readers import load_model, one_row, parquet_dataset
+from services.core.runtime import open_lake
+from services.core.settings import get_settings
 
-MODEL_DATASET = f"{MODELS}/segmentation"
-NOT_ENOUGH_NAME = "Not enough activity yet"
 POINTER_TTL = 15  # seconds a page may show an older version after a new one is published
 DATA_TTL = 3600  # versioned data never changes; the ttl only bounds memory held by old versions
-VIEW_TABLES = ("kpi_daily", "segment_summary", "pca_sample", "segment_flow", "runs")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -76,43 +84,50 @@ def _lake(uri: str) -> Lake:
     return open_lake(get_settings(), uri)
 
 
+#: The versioned datasets whose pointers a page may need.
+POINTED = (SEGMENTATION_MODEL, SEGMENTS, FEATURES, OVERVIEW_VIEWS, SEGMENT_VIEWS, EXPERIMENTS)
+
+
 @dataclass(frozen=True)
 class Pointers:
-    """The current version of every dataset the dashboard reads (None = not published yet)."""
+    """The ``_current.json`` document of every dataset the dashboard reads (missing = not published)."""
 
-    model: str | None
-    segments: str | None
-    views: str | None
-    features: str | None
-    segments_meta: dict[str, Any]
+    docs: dict[str, dict[str, Any]]
     runs: int
+
+    def version(self, dataset: str) -> str | None:
+        doc = self.docs.get(dataset)
+        return None if doc is None else doc["version"]
+
+    @property
+    def model(self) -> str | None:
+        return self.version(SEGMENTATION_MODEL)
+
+    @property
+    def segments(self) -> str | None:
+        return self.version(SEGMENTS)
+
+    @property
+    def features(self) -> str | None:
+        return self.version(FEATURES)
+
+    @property
+    def segments_meta(self) -> dict[str, Any]:
+        return self.docs.get(SEGMENTS, {})
 
     @property
     def empty(self) -> bool:
-        return self.model is None and self.views is None and self.segments is None and self.runs == 0
+        return not self.docs and self.runs == 0
 
 
 @st.cache_data(ttl=POINTER_TTL, show_spinner=False)
 @_guard
 def pointers(uri: str) -> Pointers:
-    """The ``_current.json`` pointers (cheap: four small reads), re-read every ``POINTER_TTL`` s."""
+    """The ``_current.json`` pointers (cheap: a few small reads), re-read every ``POINTER_TTL`` s."""
     lake = _lake(uri)
-
-    def doc(dataset: str) -> dict[str, Any] | None:
-        key = f"{dataset}/_current.json"
-        return lake.read_json(key) if lake.store.exists(key) else None
-
-    seg = doc(SEGMENTS) or {}
-    model, views, feats = doc(MODEL_DATASET), doc(VIEWS), doc(FEATURES)
+    docs = {d: doc for d in POINTED if (doc := lake.pointer(d)) is not None}
     runs = sum(1 for k in lake.store.list(RUNS) if k.endswith(".json"))
-    return Pointers(
-        model=model and model["version"],
-        segments=seg.get("version"),
-        views=views and views["version"],
-        features=feats and feats["version"],
-        segments_meta=seg,
-        runs=runs,
-    )
+    return Pointers(docs=docs, runs=runs)
 
 
 def _read_parquet_bytes(lake: Lake, key: str) -> pd.DataFrame:
@@ -122,38 +137,42 @@ def _read_parquet_bytes(lake: Lake, key: str) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ views
 @st.cache_data(ttl=DATA_TTL, show_spinner=False)
 @_guard
-def view(uri: str, version: str, name: str) -> pd.DataFrame:
-    """One small table of ``views/<version>/`` (empty frame if the pipeline did not write it)."""
+def view(uri: str, dataset: str, version: str | None, name: str) -> pd.DataFrame:
+    """One small table ``<dataset>/<version>/<name>.parquet`` (empty frame if absent or unpublished)."""
     lake = _lake(uri)
-    key = f"{VIEWS}/{version}/{name}.parquet"
-    if not lake.store.exists(key):
+    key = f"{dataset}/{version}/{name}.parquet"
+    if version is None or not lake.store.exists(key):
         return pd.DataFrame()
     return _read_parquet_bytes(lake, key)
 
 
 @st.cache_data(ttl=DATA_TTL, show_spinner=False)
 @_guard
-def freshness(uri: str, version: str) -> dict[str, Any]:
+def document(uri: str, dataset: str, version: str | None, name: str) -> dict[str, Any]:
+    """One small JSON document of a published version (empty if absent or unpublished)."""
     lake = _lake(uri)
-    key = f"{VIEWS}/{version}/freshness.json"
-    return lake.read_json(key) if lake.store.exists(key) else {}
+    key = f"{dataset}/{version}/{name}"
+    return lake.read_json(key) if version is not None and lake.store.exists(key) else {}
+
+
+@st.cache_data(ttl=POINTER_TTL, show_spinner=False)
+@_guard
+def published_versions(uri: str, dataset: str, marker: str, current: str | None) -> list[str]:
+    """Every published version of ``dataset`` that holds the file ``marker``, newest first.
+
+    Keyed on the ``current`` version so a new publication refreshes the list.
+    """
+    prefix = f"{dataset}/"
+    keys = _lake(uri).store.list(dataset)
+    found = {k[len(prefix):].split("/")[0] for k in keys if k.startswith(prefix) and k.endswith(f"/{marker}")}
+    return sorted(found | ({current} if current else set()), reverse=True)
 
 
 @st.cache_data(ttl=POINTER_TTL, show_spinner=False)
 @_guard
 def runs_from_summaries(uri: str, n_runs: int, limit: int = 50) -> pd.DataFrame:
-    """The last ``limit`` run summaries straight from ``runs/*.json`` (used before views exist)."""
-    lake = _lake(uri)
-    keys = sorted(k for k in lake.store.list(RUNS) if k.endswith(".json"))[-limit:]
-    cols = ["run_id", "status", "started_at", "duration_seconds", "rows_read", "rows_accepted",
-            "rows_quarantined", "duplicates_removed", "files"]  # fmt: skip
-    rows = []
-    for k in reversed(keys):
-        r = lake.read_json(k)
-        row = {c: r.get(c) for c in cols}
-        row["files"] = len(r.get("files") or [])
-        rows.append(row)
-    return pd.DataFrame(rows, columns=cols)
+    """The last ``limit`` runs straight from ``runs/*.json`` (before the overview views exist)."""
+    return runs_table(_lake(uri).runs(), keep=limit)
 
 
 # ------------------------------------------------------------------------------------ model
@@ -162,7 +181,7 @@ def runs_from_summaries(uri: str, n_runs: int, limit: int = 50) -> pd.DataFrame:
 def model_docs(uri: str, version: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(model.json, profiles.json) of a model version."""
     lake = _lake(uri)
-    base = f"{MODEL_DATASET}/{version}"
+    base = f"{SEGMENTATION_MODEL}/{version}"
     return lake.read_json(f"{base}/model.json"), lake.read_json(f"{base}/profiles.json")
 
 
@@ -170,7 +189,7 @@ def model_docs(uri: str, version: str) -> tuple[dict[str, Any], list[dict[str, A
 @_guard
 def artifact(uri: str, version: str) -> dict[str, Any]:
     """The light scorer artifact (held once per process; it can carry a large price reference)."""
-    return _lake(uri).read_json(f"{MODEL_DATASET}/{version}/artifact.json")
+    return _lake(uri).read_json(f"{SEGMENTATION_MODEL}/{version}/artifact.json")
 
 
 @st.cache_data(ttl=DATA_TTL, show_spinner=False)
@@ -179,7 +198,7 @@ def model_history(uri: str, current_version: str) -> pd.DataFrame:
     """One row per model version (newest first); keyed on the current version so a retrain refreshes."""
     lake = _lake(uri)
     rows = []
-    for key in lake.store.list(MODEL_DATASET):
+    for key in lake.store.list(SEGMENTATION_MODEL):
         if not key.endswith("/model.json"):
             continue
         m = lake.read_json(key)
@@ -198,55 +217,16 @@ def model_history(uri: str, current_version: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ rows
-def _local_dir(lake: Lake, prefix: str) -> Path | None:
-    """A local directory with the dataset's Parquet files (the lake itself, or a one-time S3 mirror)."""
-    path = lake.spark_path(prefix)
-    return Path(path) if path else None
-
-
-def _dataset(lake: Lake, prefix: str) -> ds.Dataset | None:
-    path = _local_dir(lake, prefix)
-    if path is None:
-        return None
-    files = sorted(str(p) for p in path.rglob("*.parquet") if not p.name.startswith((".", "_")))
-    return ds.dataset(files, format="parquet") if files else None
-
-
 @st.cache_resource(ttl=DATA_TTL, show_spinner=False)
 @_guard
 def _segments_dataset(uri: str, version: str) -> ds.Dataset | None:
-    return _dataset(_lake(uri), f"{SEGMENTS}/{version}")
+    return parquet_dataset(_lake(uri), f"{SEGMENTS}/{version}")
 
 
 @st.cache_resource(ttl=DATA_TTL, show_spinner=False)
 @_guard
 def _features_dataset(uri: str, version: str) -> ds.Dataset | None:
-    return _dataset(_lake(uri), f"{FEATURES}/{version}")
-
-
-def _one_row(dataset: ds.Dataset | None, user_key: str, columns: list[str] | None = None) -> dict[str, Any] | None:
-    """The row of ``user_key``: scan only the key column, row group by row group, then read one group.
-
-    A filter on the whole dataset would decode every column of every row group (2-3 s on 3 million
-    users); the key column alone is ~0.1 s per million rows. Row groups whose min/max statistics
-    exclude the key are skipped, so a table sorted by user_key costs one row group.
-    """
-    if dataset is None:
-        return None
-    for path in dataset.files:
-        pf = pq.ParquetFile(path)
-        col = pf.schema_arrow.get_field_index("user_key")
-        for rg in range(pf.num_row_groups):
-            stats = pf.metadata.row_group(rg).column(col).statistics
-            if stats is not None and stats.has_min_max and not (str(stats.min) <= user_key <= str(stats.max)):
-                continue
-            keys = pf.read_row_group(rg, columns=["user_key"]).column(0)
-            i = pc.index(keys, user_key).as_py()
-            if i >= 0:
-                names = [c for c in pf.schema_arrow.names if c != "user_key" and (columns is None or c in columns)]
-                row = pf.read_row_group(rg, columns=names).slice(i, 1).to_pylist()[0]
-                return {"user_key": user_key, **row}
-    return None
+    return parquet_dataset(_lake(uri), f"{FEATURES}/{version}")
 
 
 @st.cache_data(ttl=DATA_TTL, show_spinner=False, max_entries=1000)
@@ -259,11 +239,11 @@ def lookup(
 
     ``feature_columns`` limits the features read to those the page shows (the model's features).
     """
-    seg = _one_row(_segments_dataset(uri, segments_version), user_key)
+    seg = one_row(_segments_dataset(uri, segments_version), user_key)
     if seg is None:
         return None
     cols = None if feature_columns is None else [*feature_columns, "n_events"]
-    feats = _one_row(_features_dataset(uri, features_version), user_key, cols) if features_version else None
+    feats = one_row(_features_dataset(uri, features_version), user_key, cols) if features_version else None
     return {"segment": seg, "features": feats}
 
 
@@ -302,18 +282,6 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=str, indent=2)
 
 
-def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs newest first with typed columns (``files`` as a count, ``started_at`` as UTC time)."""
-    if runs is None or runs.empty:
-        return pd.DataFrame(columns=["run_id", "status", "started_at", "duration_seconds", "files"])
-    df = runs.copy()
-    if "files" in df and df["files"].map(lambda v: hasattr(v, "__len__") and not isinstance(v, str)).any():
-        df["files"] = df["files"].map(lambda v: len(v) if hasattr(v, "__len__") else v)
-    if "started_at" in df:
-        df["started_at"] = pd.to_datetime(df["started_at"], utc=True, errors="coerce")
-    return df.sort_values("started_at" if "started_at" in df else "run_id", ascending=False, ignore_index=True)
-
-
 # ------------------------------------------------------------------------------------ upload
 MAX_UPLOAD_BYTES = 20_000_000
 MAX_UPLOAD_USERS = 20
@@ -331,26 +299,16 @@ class UploadResult:
 @st.cache_resource(ttl=DATA_TTL, show_spinner=False)
 @_guard
 def _loaded_model(uri: str, version: str) -> Any:
-    from services.predict import load_model
-
     return load_model(_lake(uri), version)
 
 
 def predict_upload(uri: str, model_version: str, payload: bytes) -> UploadResult:
     """Score an uploaded REES46 history with the current model, the way ``shoplens predict`` does.
 
-    Lines are validated with the ingest's rules (services.predict); user ids are replaced by
-    ordinals before features are computed, so no raw id leaves this function.
+    Lines are validated with the contract's rules (etl.lines); user ids are replaced by ordinals
+    before features are computed, so no raw id leaves this function.
     """
-    try:
-        from model.local_features import compute_features_local, raw_to_events
-        from model.scorer import NOT_ENOUGH_ACTIVITY
-        from services.predict import parse_lines
-    except ImportError as err:  # the predict path ships with `shoplens predict`
-        return UploadResult([], f"Scoring an uploaded history is not available in this installation ({err}).")
     import gzip
-
-    from etl.contract import ContractError, check_header
 
     if len(payload) > MAX_UPLOAD_BYTES:
         return UploadResult([], f"The file is too large for the dashboard ({len(payload):,} bytes; at most "
@@ -370,19 +328,14 @@ def predict_upload(uri: str, model_version: str, payload: bytes) -> UploadResult
                             history.summary())  # fmt: skip
     model = _loaded_model(uri, model_version)
     rows = history.rows.assign(user_id=pd.factorize(history.rows["user_id"])[0].astype(str))  # drop raw ids
-    events = raw_to_events(rows)
-    feats = compute_features_local(events, category_reference=model.category_means)
-    seg, conf = model.scorer.predict(feats)
+    feats = history_features(rows, model)
+    results = score_features(feats, model)
     order = np.argsort(-feats["n_events"].to_numpy(dtype=float), kind="stable")[:MAX_UPLOAD_USERS]
     users = []
     for i in order:
-        sid = int(seg[i])
-        ok = sid != NOT_ENOUGH_ACTIVITY
-        row = feats.iloc[i].drop(labels=["user_key"]).to_dict()
+        r = results[i]
         users.append({
-            "segment": {"segment_id": sid if ok else None, "segment_name": model.scorer.name_of(sid) if ok else None,
-                        "confidence": float(conf[i]) if ok else None, "n_events": int(feats["n_events"].iat[i]),
-                        "model_version": model.scorer.model_version},
-            "features": row,
+            "segment": {k: r[k] for k in ("segment_id", "segment_name", "confidence", "n_events", "model_version")},
+            "features": feats.iloc[i].drop(labels=["user_key"]).to_dict(),
         })  # fmt: skip
     return UploadResult(users, None, {**history.summary(), "users": len(feats)})

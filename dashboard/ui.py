@@ -55,8 +55,8 @@ def need_model(ctx: Context) -> None:
         st.stop()
 
 
-def need_views(ctx: Context) -> None:
-    if ctx.ptr.views is None:
+def need_views(ctx: Context, dataset: str) -> None:
+    if ctx.ptr.version(dataset) is None:
         st.info("**No dashboard views yet.** They are built when users are scored: run `shoplens score`.", icon=":material/info:")
         st.stop()
 

@@ -169,7 +169,7 @@ def update_aggregates(previous: Aggregates | None, new_events: DataFrame) -> Agg
     """Fold ``new_events`` into ``previous`` (None = start from nothing).
 
     Reads only the new events and the previous aggregates. Folding the same events twice counts them
-    twice: the caller records which batches are folded in (see services.features_job).
+    twice: the caller records which batches are folded in (see services.jobs.features).
     """
     batch = aggregate_events(new_events)
     return batch if previous is None else merge_aggregates(previous, batch)

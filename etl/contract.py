@@ -41,6 +41,11 @@ MIN_YEAR: Final[int] = 2000
 MAX_YEAR: Final[int] = 2100
 #: Identifiers are non-negative integers of at most this many digits (category ids reach 19).
 MAX_ID_DIGITS: Final[int] = 19
+#: One rule each for identifiers and prices, shared by Spark ingestion (``rlike``, anchored) and the
+#: Spark-free line validation (``re.fullmatch``): a non-negative integer of at most MAX_ID_DIGITS
+#: digits, and a decimal number with an optional exponent.
+ID_PATTERN: Final[str] = rf"[0-9]{{1,{MAX_ID_DIGITS}}}"
+NUMBER_PATTERN: Final[str] = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
 #: A user with more events than this in one day is flagged as bot-like (not dropped).
 BOT_EVENTS_PER_DAY: Final[int] = 1_000
 

@@ -16,18 +16,23 @@ SQL (no Python UDFs) so they run at JVM speed on every core:
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from etl.contract import (
     BOT_EVENTS_PER_DAY,
     EVENT_COLUMNS,
     EVENT_TIME_FORMAT,
     EVENT_TYPES,
-    MAX_ID_DIGITS,
+    ID_PATTERN,
     MAX_PRICE,
     MAX_YEAR,
     MIN_YEAR,
+    NUMBER_PATTERN,
     QUARANTINE_COLUMNS,
     RAW_COLUMNS,
     RAW_SCHEMA,
@@ -46,9 +51,53 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
     "duplicate_of_line",
 )
 
-_ID = rf"^[0-9]{{1,{MAX_ID_DIGITS}}}$"
-_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_ID = f"^{ID_PATTERN}$"
+_NUMBER = f"^{NUMBER_PATTERN}$"
+_LINE_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in its low 33 bits
 _RAW_DDL = ", ".join(f"`{f.name}` STRING" for f in RAW_SCHEMA.fields)
+
+
+@dataclass
+class Chunk:
+    """A plain-text piece of an input file and the line number of its first line."""
+
+    path: Path
+    source_file: str
+    first_line: int
+
+
+def read_lines(spark: SparkSession, chunks: list[Chunk], chunk_bytes: int) -> DataFrame:
+    """Raw lines of the chunks as ``(source_file, line_number, value)``.
+
+    Each chunk is read as exactly one partition (the open cost is set so high that Spark neither
+    packs two chunks together nor splits one), so the row index inside a partition is the line offset.
+    """
+    spark.conf.set("spark.sql.files.maxPartitionBytes", str(2 * chunk_bytes))
+    spark.conf.set("spark.sql.files.openCostInBytes", str(1 << 40))
+    meta = spark.createDataFrame(
+        [(c.path.name, c.source_file, c.first_line) for c in chunks],
+        T.StructType(
+            [
+                T.StructField("_chunk", T.StringType()),
+                T.StructField("source_file", T.StringType()),
+                T.StructField("_first_line", T.LongType()),
+            ]
+        ),
+    )
+    raw = (
+        spark.read.option("lineSep", "\n")
+        .text([str(c.path) for c in chunks])
+        .select(
+            F.when(F.col("value").endswith("\r"), F.expr("substring(value, 1, length(value) - 1)"))
+            .otherwise(F.col("value"))
+            .alias("value"),
+            F.col("_metadata.file_name").alias("_chunk"),
+            (F.monotonically_increasing_id().bitwiseAND(F.lit(_LINE_MASK))).alias("_offset"),
+        )
+    )
+    return raw.join(F.broadcast(meta), on="_chunk", how="inner").select(
+        "source_file", (F.col("_first_line") + F.col("_offset")).alias("line_number"), "value"
+    )
 
 
 def _blank(c: Column) -> Column:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from etl.contract import ContractError
-from services.logs import configure_logging
-from services.settings import ConfigError, get_settings
-from services.storage import StorageError
+from services.core.logs import configure_logging
+from services.core.settings import ConfigError, get_settings
+from services.core.storage import StorageError
 
 app = typer.Typer(
     name="shoplens",
@@ -42,6 +43,26 @@ def _emit(obj: object, as_json: bool, human: str) -> None:
         typer.echo(human)
 
 
+def _say(as_json: bool) -> Callable[[str], None]:
+    """Progress lines go to stderr, and not at all when stdout carries a JSON result."""
+    return (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+
+
+def _spark_stage(stage: str, lake: str | None, as_json: bool, work: Callable[..., dict]) -> dict:
+    """Run ``work(spark, lake, settings)`` as one timed stage with progress lines; push its metrics."""
+    from services.core.metrics import push_run_metrics, time_stage
+    from services.core.runtime import open_lake
+    from services.core.spark import get_spark, progress_lines
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+    spark = get_spark(settings, f"shoplens-{stage}")
+    with progress_lines(spark, stage, emit=_say(as_json)), time_stage(stage):
+        result = work(spark, the_lake, settings)
+    push_run_metrics(f"shoplens-{stage}")
+    return result
+
+
 @app.callback()
 def _setup() -> None:
     settings = get_settings()
@@ -61,15 +82,15 @@ def ingest(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from services.ingest_job import ingest_files
-    from services.metrics import push_run_metrics, record_ingest
-    from services.runtime import open_lake
-    from services.spark import get_spark, progress_lines
+    from services.core.metrics import push_run_metrics, record_ingest
+    from services.core.runtime import open_lake
+    from services.core.spark import get_spark, progress_lines
+    from services.jobs.ingest import ingest_files
 
     settings = get_settings()
     key = settings.key_bytes
     the_lake = open_lake(settings, lake)
-    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
+    say = _say(as_json)
     # The JVM starts in the background while Python hashes and chunks the input files.
     with ThreadPoolExecutor(max_workers=1) as pool:
         spark = pool.submit(get_spark, settings, "shoplens-ingest")
@@ -113,16 +134,9 @@ def features(
 
     Definitions of every feature: docs/features.md.
     """
-    from services.features_job import features_report, run_features
-    from services.runtime import open_lake
-    from services.spark import get_spark, progress_lines
+    from services.jobs.features import features_report, run_features
 
-    settings = get_settings()
-    the_lake = open_lake(settings, lake)
-    spark = get_spark(settings, "shoplens-features")
-    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    with progress_lines(spark, "features", emit=say):
-        summary = run_features(spark, the_lake, full=full)
+    summary = _spark_stage("features", lake, as_json, lambda spark, the_lake, _s: run_features(spark, the_lake, full=full))
     _emit(summary, as_json, features_report(summary))
 
 
@@ -175,16 +189,9 @@ def describe(
 
     Published in the lake under reports/describe/<version>/ (reports/describe/_current.json points at it).
     """
-    from services.reporting import describe_summary, run_describe
-    from services.runtime import open_lake
-    from services.spark import get_spark, progress_lines
+    from services.jobs.describe import describe_summary, run_describe
 
-    settings = get_settings()
-    the_lake = open_lake(settings, lake)
-    spark = get_spark(settings, "shoplens-describe")
-    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    with progress_lines(spark, "describe", emit=say):
-        result = run_describe(spark, the_lake, out)
+    result = _spark_stage("describe", lake, as_json, lambda spark, the_lake, _s: run_describe(spark, the_lake, out))
     _emit(result, as_json, describe_summary(result))
 
 
@@ -201,8 +208,8 @@ def predict(
     One object per user: user_id (as in the file; not stored), segment_id, segment_name, confidence,
     model_version, n_events, status, reason. Invalid rows are skipped and counted on stderr.
     """
-    from services.predict import history_report, predict_file
-    from services.runtime import open_lake
+    from services.core.runtime import open_lake
+    from services.jobs.predict import history_report, predict_file
 
     result = predict_file(events, open_lake(get_settings(), lake), as_of=as_of)
     typer.echo(history_report(result.history), err=True)
@@ -221,19 +228,13 @@ def train(
 
     In the stack, `shoplens watch` retrains by itself when the model is missing or stale.
     """
-    from services.metrics import push_run_metrics, time_stage
-    from services.runtime import open_lake
-    from services.segmentation_job import train as run_train
-    from services.segmentation_job import train_report
-    from services.spark import get_spark, progress_lines
+    from services.jobs.segmentation import train as run_train
+    from services.jobs.segmentation import train_report
 
-    settings = get_settings()
-    the_lake = open_lake(settings, lake)
-    spark = get_spark(settings, "shoplens-train")
-    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    with progress_lines(spark, "train", emit=say), time_stage("train"):
-        result = run_train(spark, the_lake, truth_csv=truth, key=settings.key_bytes if truth else None)
-    push_run_metrics("shoplens-train")
+    def work(spark, the_lake, settings) -> dict:
+        return run_train(spark, the_lake, truth_csv=truth, key=settings.key_bytes if truth else None)
+
+    result = _spark_stage("train", lake, as_json, work)
     _emit(result, as_json, train_report(result))
 
 
@@ -267,10 +268,10 @@ def watch(
     import signal
     import threading
 
-    from services.metrics import start_metrics_server
-    from services.runtime import open_lake, open_location
-    from services.spark import get_spark
-    from services.watcher import WatchConfig, Watcher
+    from services.core.metrics import start_metrics_server
+    from services.core.runtime import open_lake, open_location
+    from services.core.spark import get_spark
+    from services.jobs.watch import WatchConfig, Watcher
 
     settings = get_settings()
     incoming_uri = incoming or settings.incoming
@@ -302,20 +303,54 @@ def score(lake: LakeOption = None, as_json: JsonOption = False) -> None:
 
     New committed runs are folded into the features first, so users first seen in new files are scored.
     """
-    from services.metrics import push_run_metrics, time_stage
-    from services.runtime import open_lake
-    from services.segmentation_job import score as run_score
-    from services.segmentation_job import score_report
-    from services.spark import get_spark, progress_lines
+    from services.jobs.segmentation import score as run_score
+    from services.jobs.segmentation import score_report
+
+    result = _spark_stage("score", lake, as_json, lambda spark, the_lake, _s: run_score(spark, the_lake))
+    _emit(result, as_json, score_report(result))
+
+
+@app.command()
+def overview(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """Build the overview views (daily KPIs, recent runs, freshness) from the committed events."""
+    from services.jobs.overview import build_overview, overview_report
+
+    result = _spark_stage("overview", lake, as_json, lambda spark, the_lake, _s: build_overview(spark, the_lake))
+    _emit(result, as_json, overview_report(result))
+
+
+@app.command()
+def run(
+    lake: LakeOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the stages that are due, and why.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every pipeline stage that is due, in order (what the watcher does after each file).
+
+    The stages and when each is due: services/jobs/stages.py (features, train, score, overview, publish).
+    """
+    from services.core.metrics import push_run_metrics
+    from services.core.runtime import open_lake
+    from services.jobs.stages import PipelineConfig, pending, run_pipeline
 
     settings = get_settings()
     the_lake = open_lake(settings, lake)
-    spark = get_spark(settings, "shoplens-score")
-    say = (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
-    with progress_lines(spark, "score", emit=say), time_stage("score"):
-        result = run_score(spark, the_lake)
-    push_run_metrics("shoplens-score")
-    _emit(result, as_json, score_report(result))
+    cfg = PipelineConfig(settings.retrain_new_runs, settings.retrain_age_days)
+    if dry_run:
+        due = pending(the_lake, cfg)
+        _emit([{"stage": n, "why": w} for n, w in due], as_json,
+              "\n".join(f"{n}: {w}" for n, w in due) or "nothing is due")  # fmt: skip
+        return
+
+    def spark():
+        from services.core.spark import get_spark
+
+        return get_spark(settings, "shoplens-run")
+
+    result = run_pipeline(spark, the_lake, cfg)
+    push_run_metrics("shoplens-run")
+    human = "\n".join(f"{n}: done ({result['why'][n]})" for n in result["ran"]) or "nothing was due"
+    _emit(result, as_json, human)
 
 
 @app.command()
@@ -327,11 +362,53 @@ def export(
     as_json: JsonOption = False,
 ) -> None:
     """Write the current segments or features for CRM/BI tools (pseudonymized user keys only)."""
-    from services.runtime import open_lake
-    from services.segmentation_job import export_table
+    from services.core.runtime import open_lake
+    from services.jobs.export import export_table
 
     result = export_table(open_lake(get_settings(), lake), what, fmt, out)
     _emit(result, as_json, f"wrote {result['rows']:,} {what} rows to {result['out']} ({fmt})")
+
+
+@app.command()
+def publish(
+    url: Annotated[str | None, typer.Option("--url", help=(
+        "SQLAlchemy URL of the warehouse, e.g. postgresql+psycopg://user:pw@host:5432/db. "
+        "Defaults to $SHOPLENS_WAREHOUSE_URL, else sqlite:///./data/shoplens.db."), show_default=False)] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the current segments, segment profiles, features and daily KPIs into the SQL warehouse.
+
+    Only tables whose lake version changed are loaded (bulk, COPY on PostgreSQL) and swapped in, all
+    in one transaction: BI queries see the old tables or the new ones. Table docs: docs/outputs.md.
+    """
+    from services.core.metrics import push_run_metrics, time_stage
+    from services.core.runtime import open_lake
+    from services.jobs.publish import publish as run_publish
+    from services.jobs.publish import publish_report
+
+    settings = get_settings()
+    with time_stage("publish"):
+        result = run_publish(open_lake(settings, lake), url or settings.warehouse_url)
+    push_run_metrics("shoplens-publish")
+    _emit(result, as_json, publish_report(result))
+
+
+@app.command()
+def api(
+    port: Annotated[int, typer.Option("--port", help="Port of the HTTP server.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 inside a container).")] = "127.0.0.1",
+    lake: LakeOption = None,
+) -> None:
+    """Serve the scoring API (POST /v1/score, GET /v1/customers/{user_id}, /healthz, /metrics, /docs).
+
+    Requires `Authorization: Bearer $SHOPLENS_API_KEY` outside demo mode. New models are picked up
+    without a restart. Request logs name the route template only, never a user id.
+    """
+    from services.jobs.api import serve
+
+    typer.echo(f"shoplens api: http://{host}:{port} (OpenAPI docs at /docs)", err=True)
+    serve(get_settings(), lake, host, port)
 
 
 @app.command()
@@ -349,11 +426,131 @@ def dashboard(
     raise typer.Exit(serve(lake, port, address))
 
 
+# -- A/B tests ------------------------------------------------------------------------------------------
+abtest_app = typer.Typer(name="abtest", no_args_is_help=True,
+                         help="A/B tests: analyze an experiment, plan the next one, simulate a promotion.")  # fmt: skip
+app.add_typer(abtest_app, name="abtest")
+WindowOption = Annotated[str | None, typer.Option("--window", help=(
+    "How long after assignment metrics count, e.g. 14d, 36h, 2w (with --from-lake; default 14d)."))]  # fmt: skip
+
+
+@abtest_app.command("analyze")
+def abtest_analyze(
+    file: Annotated[Path, typer.Argument(help="Experiment file, CSV or Parquet: user_id, variant, metrics...")],
+    control: Annotated[str | None, typer.Option("--control", help="Control variant (default: the first in the file).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help=(
+        "Metric column (repeatable; default: every other numeric or boolean column)."))] = None,
+    planned_split: Annotated[str | None, typer.Option("--planned-split", help=(
+        "Planned split for the SRM check: control=50,promo=50 or 50/50 in file order (default: equal)."))] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+    alternative: Annotated[str, typer.Option("--alternative", help="two-sided, greater or less.")] = "two-sided",
+    margin: Annotated[float, typer.Option("--margin", help=(
+        "Non-inferiority margin in the metric's units (needs --alternative greater or less)."))] = 0.0,
+    correction: Annotated[str, typer.Option("--correction", help="holm (family-wise) or bh (false discovery rate).")] = "holm",
+    sequential: Annotated[bool, typer.Option("--sequential", help=(
+        "Always-valid intervals and daily looks (needs assigned_at)."))] = False,
+    no_cuped: Annotated[bool, typer.Option("--no-cuped", help="Ignore pre_<metric> covariates.")] = False,
+    from_lake: Annotated[bool, typer.Option("--from-lake", help=(
+        "FILE only assigns users (user_id, variant, assigned_at); purchased, revenue and sessions come from "
+        "the lake's events after assignment, CUPED covariates from the 28 days before."))] = False,
+    window: WindowOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Experiment name (default: the file name).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also copy result.json, report.md, report.html here.")] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Analyze an A/B test: SRM check, lifts with intervals, p-values, chance to beat control, segments.
+
+    Raw user ids are pseudonymized on read. Published as experiments/<version>/ in the lake.
+    """
+    from services.jobs.abtest import AnalyzeOptions, analyze_report, run_analyze
+
+    opts = AnalyzeOptions.build(control=control, metrics=metric or (), planned_split=planned_split, alpha=alpha,
+                                alternative=alternative, margin=margin, correction=correction,
+                                sequential=sequential, cuped=not no_cuped, name=name)  # fmt: skip
+
+    def work(spark, the_lake, settings) -> dict:
+        return run_analyze(spark, the_lake, file, settings.key_bytes, opts, from_lake=from_lake, window=window, out_dir=out)
+
+    result = _spark_stage("abtest", lake, as_json, work)
+    _emit(result, as_json, analyze_report(result))
+
+
+@abtest_app.command("plan")
+def abtest_plan(
+    kind: Annotated[str, typer.Option("--kind", help="conversion (a rate) or mean (e.g. revenue per user).")] = "conversion",
+    mde: Annotated[float, typer.Option("--mde", help="Minimum detectable effect (a magnitude).")] = 0.1,
+    mde_kind: Annotated[str, typer.Option("--mde-kind", help="relative (0.1 = +10%) or absolute.")] = "relative",
+    baseline: Annotated[float | None, typer.Option("--baseline", help="Baseline rate or mean (default: from the lake).")] = None,
+    sd: Annotated[float | None, typer.Option("--sd", help="Per-user standard deviation of a mean.")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+    power: Annotated[float, typer.Option("--power", help="Wanted power.")] = 0.8,
+    alternative: Annotated[str, typer.Option("--alternative", help="two-sided, greater or less.")] = "two-sided",
+    ratio: Annotated[float, typer.Option("--ratio", help="Variant users per control user.")] = 1.0,
+    daily_users: Annotated[float | None, typer.Option("--daily-users", help="Users entering per day.")] = None,
+    from_lake: Annotated[bool, typer.Option("--from-lake", help="Baseline and daily users from the lake's last window.")] = False,
+    segment: Annotated[str | None, typer.Option("--segment", help="Only this published segment (implies --from-lake).")] = None,
+    window: WindowOption = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Users per arm and days needed to detect an effect, with a power curve."""
+    from services.jobs.abtest import PlanRequest, lake_baseline, parse_window, plan_report, run_plan
+
+    if kind not in ("conversion", "mean"):
+        raise ValueError(f"--kind must be conversion or mean, got {kind!r}")
+    if mde_kind not in ("relative", "absolute"):
+        raise ValueError(f"--mde-kind must be relative or absolute, got {mde_kind!r}")
+    req = PlanRequest("conversion" if kind == "conversion" else "continuous", baseline, sd, mde, mde_kind,  # type: ignore[arg-type]
+                      alpha, power, alternative, ratio, daily_users)  # type: ignore[arg-type]  # fmt: skip
+    base = None
+    if from_lake or segment is not None:
+        seconds = parse_window(window or "14d")
+        base = _spark_stage("abtest", lake, as_json, lambda spark, the_lake, _s: lake_baseline(spark, the_lake, segment, seconds))
+    result = run_plan(req, base)
+    _emit(result, as_json, plan_report(result))
+
+
+@abtest_app.command("simulate")
+def abtest_simulate(
+    segment: Annotated[list[str] | None, typer.Option("--segment", help="Segment to include (repeatable; default: all).")] = None,
+    responding: Annotated[list[str] | None, typer.Option("--responding", help=(
+        "Segment that truly responds (repeatable; default: every included one)."))] = None,
+    exposed_share: Annotated[float, typer.Option("--exposed-share", min=0.01, max=0.99, help="Share of users exposed.")] = 0.5,
+    conversion_lift: Annotated[float, typer.Option("--conversion-lift", help="True relative conversion lift, e.g. 0.1.")] = 0.0,
+    revenue_lift: Annotated[float, typer.Option("--revenue-lift", help="True relative lift of the order value.")] = 0.0,
+    window: Annotated[str, typer.Option("--window", help="Experiment length, e.g. 14d.")] = "14d",
+    repetitions: Annotated[int, typer.Option("--repetitions", min=10, help="Simulated experiments.")] = 500,
+    alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
+    max_users: Annotated[int, typer.Option("--max-users", min=100, help="Sample at most this many users.")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Simulate a promotion on the lake's real users (their own baselines): power per segment.
+
+    With no lift this is an A/A test: the rejection rate is the false-positive rate.
+    """
+    from services.core.runtime import open_lake
+    from services.jobs.abtest import SimulationRequest, parse_window, run_simulate, simulate_report
+
+    req = SimulationRequest(tuple(segment or ()), tuple(responding or ()), exposed_share, conversion_lift, revenue_lift,
+                            parse_window(window) / 86_400, repetitions, alpha, max_users, seed)  # fmt: skip
+    result = run_simulate(open_lake(get_settings(), lake), req)
+    _emit(result, as_json, simulate_report(result))
+
+
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""
     try:
         app()
-    except (ContractError, ConfigError, StorageError, FileNotFoundError, ValueError) as err:
+    except Exception as err:
+        # The warehouse module (and SQLAlchemy) load only for the commands that use them.
+        warehouse = sys.modules.get("services.core.warehouse")
+        known = (ContractError, ConfigError, StorageError, FileNotFoundError, ValueError,
+                 *((warehouse.WarehouseError,) if warehouse else ()))  # fmt: skip
+        if not isinstance(err, known):
+            raise
         typer.echo(f"shoplens: error: {err}", err=True)
         sys.exit(1)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REES46_SAMPLE = REPO.parent / "shared" / "data" / "rees46" / "2019-Oct-head-5000.csv"
+#: Real rows of the public data set, kept in the repository (source and terms: tests/data/rees46/README.md).
+REES46_SAMPLE = REPO / "tests" / "data" / "rees46" / "2019-Oct-head-5000.csv"
 TEST_KEY = "test-key-0123456789abcdef0123456789abcdef"
 
 
@@ -40,7 +41,7 @@ def spark():
 @pytest.fixture
 def settings(tmp_path: Path):
     """Settings pointing at a fresh local lake, with a test pseudonymization key."""
-    from services.settings import Settings
+    from services.core.settings import Settings
 
     return Settings(
         lake=str(tmp_path / "lake"),
@@ -57,15 +58,13 @@ def key() -> bytes:
 
 @pytest.fixture
 def local_lake(settings):
-    from services.runtime import open_lake
+    from services.core.runtime import open_lake
 
     return open_lake(settings)
 
 
 @pytest.fixture(scope="session")
 def rees46_sample() -> Path:
-    if not REES46_SAMPLE.exists():
-        pytest.skip(f"real REES46 rows not found at {REES46_SAMPLE}")
     return REES46_SAMPLE
 
 
@@ -82,7 +81,7 @@ def cli_env(settings, monkeypatch) -> Iterator[dict[str, str]]:
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from services.settings import get_settings
+    from services.core.settings import get_settings
 
     get_settings.cache_clear()
     yield env
@@ -106,8 +105,8 @@ def s3_server():
 @pytest.fixture
 def s3_lake(s3_server, tmp_path: Path):
     """A fresh lake under ``s3://<new bucket>/lake`` on the real S3 server, with a local work dir."""
-    from services.lake import Lake
-    from services.storage import S3Store
+    from services.core.lake import Lake
+    from services.core.storage import S3Store
 
     bucket = s3_server.new_bucket("lake")
     return Lake(S3Store(s3_server.client(), bucket, "lake"), tmp_path / "s3work")

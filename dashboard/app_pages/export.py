@@ -6,17 +6,18 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, ui
+from services.core.catalog import SEGMENT_VIEWS
 
 st.title("Export a segment")
 ctx = ui.context()
 ui.need_model(ctx)
-ui.need_views(ctx)
+ui.need_views(ctx, SEGMENT_VIEWS)
 if ctx.ptr.segments is None:
     st.info("No scored customers yet: run `shoplens score`.", icon=":material/info:")
     st.stop()
 
 with ui.guarded(ctx):
-    summary = data.view(ctx.uri, ctx.ptr.views, "segment_summary")
+    summary = data.view(ctx.uri, SEGMENT_VIEWS, ctx.ptr.version(SEGMENT_VIEWS), "segment_summary")
 
 st.write("Download the members of a segment for the CRM or an ad platform. The file holds pseudonymized "
          "customer keys (the same keys the shop's systems get from the platform), never raw ids.")  # fmt: skip

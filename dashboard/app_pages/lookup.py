@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import charts, data, explain, ui
 from etl.pseudonymize import pseudonymize
-from services.settings import ConfigError, get_settings
+from services.core.settings import ConfigError, get_settings
 
 st.title("Customer lookup")
 ctx = ui.context()

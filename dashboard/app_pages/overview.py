@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, data, kpis, ui
+from services.core.catalog import OVERVIEW_VIEWS, SEGMENT_VIEWS
 
 st.title("Overview")
 ctx = ui.context()
@@ -16,25 +17,25 @@ days = st.segmented_control("Period", [7, 14, 30], default=7, format_func=lambda
 
 # -- load
 with ui.guarded(ctx):
-    views = ctx.ptr.views
-    kpi_daily = data.view(ctx.uri, views, "kpi_daily") if views else None
-    summary = data.view(ctx.uri, views, "segment_summary") if views else None
-    fresh = data.freshness(ctx.uri, views) if views else {}
-    runs = data.view(ctx.uri, views, "runs") if views else None
-    if runs is None or runs.empty:
+    overview = ctx.ptr.version(OVERVIEW_VIEWS)
+    kpi_daily = data.view(ctx.uri, OVERVIEW_VIEWS, overview, "kpi_daily") if overview else None
+    summary = data.view(ctx.uri, SEGMENT_VIEWS, ctx.ptr.version(SEGMENT_VIEWS), "segment_summary")
+    fresh = data.document(ctx.uri, OVERVIEW_VIEWS, overview, "freshness.json")
+    runs = data.view(ctx.uri, OVERVIEW_VIEWS, overview, "runs")
+    if runs.empty:
         runs = data.runs_from_summaries(ctx.uri, ctx.ptr.runs)
-    runs = data.runs_table(runs)
 
 # -- headline
 head = kpis.headline(kpi_daily, days) if kpi_daily is not None else None
 cols = st.columns(5)
-users = int(summary["users"].sum()) if summary is not None and len(summary) else None
+users = int(summary["users"].sum()) if len(summary) else None
 cols[0].metric("Customers", charts.fmt_int(users), help="Users known to the lake (scored by the current model).",
                border=True)  # fmt: skip
 if head is None:
     for c, name in zip(cols[1:], ("Active users / day", "Sessions", "Conversion", "Revenue"), strict=True):
         c.metric(name, "–", border=True)
-    st.info("Daily KPIs appear once users are scored (`shoplens score` builds the dashboard views).", icon=":material/info:")
+    st.info("Daily KPIs appear once the overview views are built (`shoplens overview` or `shoplens run`; the "
+            "watcher builds them after each file).", icon=":material/info:")
 else:
     cur, prev = head.current, head.previous
     trend = kpi_daily.sort_values("event_date").tail(days * 2)
@@ -69,8 +70,8 @@ st.subheader("Data freshness")
 facts = {
     "Latest event": charts.fmt_time(fresh.get("latest_event_time")),
     "Last pipeline run": charts.fmt_time(fresh.get("last_run_at") or (runs["started_at"].max() if len(runs) else None)),
-    "Model version": fresh.get("model_version") or ctx.ptr.model or "not trained yet",
-    "Segments as of": charts.fmt_time(fresh.get("segments_as_of") or ctx.ptr.segments_meta.get("as_of")),
+    "Model version": ctx.ptr.model or "not trained yet",
+    "Segments as of": charts.fmt_time(ctx.ptr.segments_meta.get("as_of")),
 }
 for col, (name, value) in zip(st.columns(4), facts.items(), strict=True):
     with col.container(border=True):

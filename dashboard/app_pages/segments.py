@@ -7,18 +7,19 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, ui
+from services.core.catalog import SEGMENT_VIEWS
 
 st.title("Segments")
 ctx = ui.context()
 ui.need_model(ctx)
-ui.need_views(ctx)
+ui.need_views(ctx, SEGMENT_VIEWS)
 
 # -- load
 with ui.guarded(ctx):
     model, profiles = data.model_docs(ctx.uri, ctx.ptr.model)
-    summary = data.view(ctx.uri, ctx.ptr.views, "segment_summary")
-    sample = data.view(ctx.uri, ctx.ptr.views, "pca_sample")
-    flow = data.view(ctx.uri, ctx.ptr.views, "segment_flow")
+    summary = data.view(ctx.uri, SEGMENT_VIEWS, ctx.ptr.version(SEGMENT_VIEWS), "segment_summary")
+    sample = data.view(ctx.uri, SEGMENT_VIEWS, ctx.ptr.version(SEGMENT_VIEWS), "pca_sample")
+    flow = data.view(ctx.uri, SEGMENT_VIEWS, ctx.ptr.version(SEGMENT_VIEWS), "segment_flow")
 
 colors = charts.color_map(
     [*(p["name"] for p in profiles), *summary.get("segment_name", pd.Series(dtype=str))],

@@ -21,7 +21,7 @@ def fixture_lake(tmp_path_factory: pytest.TempPathFactory) -> FixtureLake:
 def _clear_caches() -> None:
     import streamlit as st
 
-    from services.settings import get_settings
+    from services.core.settings import get_settings
 
     st.cache_data.clear()
     st.cache_resource.clear()

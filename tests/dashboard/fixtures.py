@@ -1,8 +1,8 @@
-"""A tiny but realistic lake in the exact layout of /work/briefs/outputs-contract.md, without Spark.
+"""A tiny but realistic lake in the exact layout of docs/outputs.md, without Spark.
 
 Users come from four behavioural personas (browsers, loyal buyers, cart abandoners, bargain
 hunters) plus newcomers with too few events. Two model versions are fitted for real with
-``model.segmentation.SegmentationModel`` and exported with ``model.scorer.export_artifact``; every
+``model.segmentation.SegmentationModel`` and exported with ``model.segmentation.scorer.export_artifact``; every
 user is scored with the light scorer; the views are aggregated from those tables with pandas. The
 returned :class:`FixtureLake` keeps the frames so tests can recompute what a page should show.
 
@@ -26,18 +26,26 @@ import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from etl.pseudonymize import pseudonymize
-from model.profiles import profile_segments
-from model.scorer import NOT_ENOUGH_ACTIVITY, LightScorer, export_artifact
-from model.segmentation import SegmentationModel
-from services.lake import FEATURES, RUNS, SEGMENTS, VIEWS, Lake
-from services.segmentation_job import MODEL_DATASET, NOT_ENOUGH_NAME, profile_documents, segment_color
-from services.storage import LocalStore
+from model.segmentation import (
+    LightScorer,
+    SegmentationModel,
+    export_artifact,
+    pca_sample,
+    profile_documents,
+    profile_segments,
+    score_frame,
+    segment_flow,
+    segment_summary,
+)
+from services.core.catalog import FEATURES, OVERVIEW_VIEWS, RUNS, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.lake import Lake, runs_table
+from services.core.storage import LocalStore
+from tests.conftest import REES46_SAMPLE
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 MIN_EVENTS = 5
 AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
 V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
-REES46 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rees46" / "2019-Oct-head-5000.csv"
 CATEGORIES = ("electronics", "appliances", "computers", "apparel", "furniture", "kids")
 FEATURE_COLUMNS = (
     "n_events", "n_sessions", "active_days", "events_per_session", "median_session_duration_s",
@@ -139,12 +147,9 @@ def synthetic_features(n: int, seed: int, key: bytes, first_id: int = 500_000_00
 
 def category_reference() -> dict[str, list]:
     """Mean ln(price) per category_id of the real REES46 rows (the artifact's price reference)."""
-    if REES46.exists():
-        raw = pd.read_csv(REES46, usecols=["category_id", "price"])
-        raw = raw[raw["price"] > 0]
-        g = raw.assign(lp=np.log(raw["price"])).groupby("category_id")["lp"].agg(["mean", "size"]).reset_index()
-    else:
-        g = pd.DataFrame({"category_id": [2053013555631882655], "mean": [5.0], "size": [1]})
+    raw = pd.read_csv(REES46_SAMPLE, usecols=["category_id", "price"])
+    raw = raw[raw["price"] > 0]
+    g = raw.assign(lp=np.log(raw["price"])).groupby("category_id")["lp"].agg(["mean", "size"]).reset_index()
     return {"category_id": g["category_id"].astype("int64").tolist(), "mean_log_price": g["mean"].astype(float).tolist(),
             "n": g["size"].astype("int64").tolist()}  # fmt: skip
 
@@ -192,23 +197,6 @@ def model_documents(model: SegmentationModel, features: pd.DataFrame, version: s
     return artifact, model_doc, profile_documents(profiles)
 
 
-def score(artifact: dict, features: pd.DataFrame, model: SegmentationModel | None = None) -> pd.DataFrame:
-    """The contract's segments table, with the light scorer (pc1/pc2 from the model if given)."""
-    scorer = LightScorer.from_dict(artifact)
-    seg, conf = scorer.predict(features)
-    ok = seg != NOT_ENOUGH_ACTIVITY
-    names = dict(zip(scorer.segment_ids.tolist(), scorer.segment_names, strict=True))
-    P = model.transform(features)[:, :2] if model is not None else np.zeros((len(features), 2))
-    return pd.DataFrame({
-        "user_key": features["user_key"].to_numpy(),
-        "segment_id": pd.array([int(s) if o else None for s, o in zip(seg, ok, strict=True)], dtype="Int64"),
-        "segment_name": np.where(ok, [names.get(int(s), "") for s in seg], NOT_ENOUGH_NAME),
-        "confidence": np.where(ok, conf, np.nan), "n_events": features["n_events"].astype("int64").to_numpy(),
-        "model_version": scorer.model_version, "as_of": pd.Timestamp(AS_OF),
-        "pc1": np.where(ok, P[:, 0], np.nan), "pc2": np.where(ok, P[:, 1], np.nan),
-    })  # fmt: skip
-
-
 # ---------------------------------------------------------------------------------------- views
 def kpi_daily(features: pd.DataFrame, days: int = 35, seed: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
@@ -224,36 +212,6 @@ def kpi_daily(features: pd.DataFrame, days: int = 35, seed: int = 3) -> pd.DataF
         "purchases": purchases.astype("int64"), "revenue": np.round(purchases * rng.uniform(120, 260, days), 2),
         "conversion_rate": conv,
     })  # fmt: skip
-
-
-def segment_summary(segments: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
-    df = segments[["user_key", "segment_id", "segment_name", "confidence"]].merge(
-        features[["user_key", "monetary"]], on="user_key", how="left")
-    df["_sid"] = df["segment_id"].astype("float").fillna(-1).astype(int)
-    g = df.groupby("_sid").agg(segment_name=("segment_name", "first"), users=("user_key", "size"),
-                               revenue=("monetary", "sum"), avg_confidence=("confidence", "mean"))  # fmt: skip
-    out = pd.DataFrame({
-        "segment_id": pd.array([None if s < 0 else s for s in g.index], dtype="Int64"),
-        "segment_name": g["segment_name"].to_numpy(), "users": g["users"].astype("int64").to_numpy(),
-        "share_users": (g["users"] / g["users"].sum()).to_numpy(), "revenue": g["revenue"].to_numpy(),
-        "share_revenue": (g["revenue"] / g["revenue"].sum()).to_numpy(),
-        "avg_confidence": g["avg_confidence"].to_numpy(), "color": [segment_color(None if s < 0 else s) for s in g.index],
-    })  # fmt: skip
-    return out.sort_values("users", ascending=False, ignore_index=True)
-
-
-def pca_sample(segments: pd.DataFrame, max_rows: int = 20_000, seed: int = 0) -> pd.DataFrame:
-    scored = segments.loc[segments["segment_id"].notna(), ["pc1", "pc2", "segment_id", "segment_name"]]
-    frac = min(1.0, max_rows / max(len(scored), 1))
-    return scored.groupby("segment_id", group_keys=False).sample(frac=frac, random_state=seed).reset_index(drop=True)
-
-
-def segment_flow(previous: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
-    both = previous[["user_key", "segment_name"]].merge(current[["user_key", "segment_name"]], on="user_key",
-                                                        suffixes=("_from", "_to"))  # fmt: skip
-    flow = both.groupby(["segment_name_from", "segment_name_to"]).size().reset_index(name="users")
-    flow.columns = ["from_segment_name", "to_segment_name", "users"]
-    return flow.sort_values("users", ascending=False, ignore_index=True)
 
 
 def run_summaries(n: int = 4) -> list[dict[str, Any]]:
@@ -297,15 +255,15 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
     old_art, old_doc, old_prof = model_documents(old_model, fit_rows, V_OLD, None, trained)
     model = fit_model(fit_rows, seed=seed)
     art, doc, prof = model_documents(model, fit_rows, V_NEW, V_OLD, trained + timedelta(days=14))
-    prev_seg = score(old_art, features)
-    seg = score(art, features, model)
+    prev_seg = score_frame(LightScorer.from_dict(old_art), features, AS_OF)
+    seg = score_frame(LightScorer.from_dict(art), features, AS_OF)
 
     for version, a, d, p in ((V_OLD, old_art, old_doc, old_prof), (V_NEW, art, doc, prof)):
         mdir = stage / "model"
         mdir.mkdir(parents=True)
         for name, obj in (("artifact.json", a), ("model.json", d), ("profiles.json", p)):
             (mdir / name).write_text(json.dumps(obj, indent=1, allow_nan=False), encoding="utf-8")
-        _publish(lake, mdir, MODEL_DATASET, version)
+        _publish(lake, mdir, SEGMENTATION_MODEL, version)
 
     _write(stage / "f" / "part-00000.parquet", features)
     _publish(lake, stage / "f", FEATURES, "20191130T230000Z-ffffff", as_of=AS_OF.isoformat())
@@ -319,17 +277,17 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
     runs = run_summaries()
     for r in runs:
         lake.write_run(r)
-    kpi, summary, flow = kpi_daily(features), segment_summary(seg, features), segment_flow(prev_seg, seg)
-    views = {"kpi_daily": kpi, "segment_summary": summary, "pca_sample": pca_sample(seg), "segment_flow": flow,
-             "runs": pd.DataFrame([{**{k: v for k, v in r.items() if k != "files"}, "files": len(r["files"]),
-                                    "started_at": pd.Timestamp(r["started_at"])} for r in runs])}  # fmt: skip
+    kpi, summary, flow = kpi_daily(features), segment_summary(seg, features, prof), segment_flow(prev_seg, seg)
+    odir = stage / "overview"
+    _write(odir / "kpi_daily.parquet", kpi)
+    _write(odir / "runs.parquet", runs_table(runs))
+    (odir / "freshness.json").write_text(json.dumps({
+        "latest_event_time": AS_OF.isoformat(), "last_run_at": runs[-1]["started_at"]}), encoding="utf-8")  # fmt: skip
+    _publish(lake, odir, OVERVIEW_VIEWS, "20191215T040500Z-o11111", run_ids=[r["run_id"] for r in runs])
     vdir = stage / "views"
-    for name, df in views.items():
+    for name, df in {"segment_summary": summary, "pca_sample": pca_sample(seg), "segment_flow": flow}.items():
         _write(vdir / f"{name}.parquet", df)
-    (vdir / "freshness.json").write_text(json.dumps({
-        "latest_event_time": AS_OF.isoformat(), "last_run_at": runs[-1]["started_at"], "model_version": V_NEW,
-        "segments_as_of": AS_OF.isoformat()}), encoding="utf-8")  # fmt: skip
-    _publish(lake, vdir, VIEWS, "20191215T040500Z-v11111")
+    _publish(lake, vdir, SEGMENT_VIEWS, "20191215T040500Z-v11111", segments_version=seg_version, model_version=V_NEW)
     shutil.rmtree(stage, ignore_errors=True)
 
     scored = seg["segment_id"].notna().to_numpy()

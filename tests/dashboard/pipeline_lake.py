@@ -22,20 +22,19 @@ class PipelineLake:
 def build_pipeline_lake(spark, root: Path, key: str, users: int = 1_500) -> PipelineLake:
     """Two months of generated events; the model is trained after each month (so segments can move)."""
     from etl.generate import generate
-    from services.features_job import run_features
-    from services.ingest_job import ingest_files
-    from services.runtime import open_lake
-    from services.segmentation_job import TrainConfig, train
-    from services.settings import Settings
+    from services.core.runtime import open_lake
+    from services.core.settings import Settings
+    from services.jobs.ingest import ingest_files
+    from services.jobs.segmentation import TrainConfig
+    from services.jobs.stages import PipelineConfig, run_pipeline
 
     generate(root / "raw", users=users, start=date(2019, 10, 1), months=2, seed=5)
     settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=key)
     lake = open_lake(settings)
     files = sorted((root / "raw").glob("*.csv.gz"))
-    cfg = TrainConfig(**FAST)
+    cfg = PipelineConfig(train=TrainConfig(**FAST))
     for f in files:
         ingest_files(spark, lake, [f], settings.key_bytes)
-        run_features(spark, lake)
-        train(spark, lake, cfg)
+        run_pipeline(spark, lake, cfg)  # features, train (stale after each month), score, overview
     counts = pd.concat(pd.read_csv(f, usecols=["user_id"]) for f in files)["user_id"].value_counts()
     return PipelineLake(uri=str(root / "lake"), known_id=str(counts.index[0]), low_id=str(counts.index[-1]))

@@ -115,8 +115,8 @@ class Expect:
         root = Path(uri)
         model = json.loads((root / "models" / "segmentation" / "_current.json").read_text())["version"]
         profiles = json.loads((root / "models" / "segmentation" / model / "profiles.json").read_text())
-        views = json.loads((root / "views" / "_current.json").read_text())["version"]
-        summary = pd.read_parquet(root / "views" / views / "segment_summary.parquet")
+        views = json.loads((root / "views" / "segments" / "_current.json").read_text())["version"]
+        summary = pd.read_parquet(root / "views" / "segments" / views / "segment_summary.parquet")
         return cls(uri, [p["name"] for p in profiles], int(summary["users"].sum()), int(summary["users"].max()),
                    known_id, low_id)  # fmt: skip
 

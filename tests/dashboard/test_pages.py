@@ -12,8 +12,9 @@ import pytest
 
 from dashboard.charts import fmt_int, fmt_money, fmt_pct
 from etl.pseudonymize import pseudonymize
-from services.lake import RUNS, Lake
-from services.storage import LocalStore
+from services.core.catalog import RUNS
+from services.core.lake import Lake
+from services.core.storage import LocalStore
 from tests.conftest import REES46_SAMPLE
 from tests.dashboard.fixtures import APP, open_page
 
@@ -148,7 +149,7 @@ def test_lookup_unknown_id(app):
 
 
 def test_lookup_without_key_warns(app, monkeypatch, fixture_lake):
-    from services.settings import get_settings
+    from services.core.settings import get_settings
 
     at = app("lookup")
     monkeypatch.delenv("SHOPLENS_PSEUDONYM_KEY")
@@ -170,7 +171,7 @@ def _user_history(min_events: int) -> tuple[str, bytes]:
 
 
 def test_lookup_upload_scores_like_shoplens_predict(app, fixture_lake, rees46_sample, tmp_path):
-    from services.predict import predict_file
+    from services.jobs.predict import predict_file
 
     uid, payload = _user_history(5)
     at = app("lookup")
@@ -249,7 +250,7 @@ def test_lake_without_model_shows_a_message(use_lake, tmp_path, fixture_lake, pa
     at = open_page(page)
     if page is None:  # the overview still shows the runs
         assert len(at.dataframe[0].value) == len(fixture_lake.runs)
-        assert "Daily KPIs appear once users are scored" in at.info[0].value
+        assert "Daily KPIs appear once the overview views are built" in at.info[0].value
     else:
         assert "No segmentation model yet" in at.info[0].value
 
@@ -273,13 +274,14 @@ def test_missing_view_file_is_not_a_traceback(use_lake, tmp_path, fixture_lake):
 
     root = tmp_path / "lake"
     shutil.copytree(fixture_lake.root, root)
-    version = json.loads((root / "views" / "_current.json").read_text())["version"]
-    (root / "views" / version / "pca_sample.parquet").unlink()
-    (root / "views" / version / "segment_flow.parquet").write_bytes(b"not parquet")
+    views = root / "views" / "segments"
+    version = json.loads((views / "_current.json").read_text())["version"]
+    (views / version / "pca_sample.parquet").unlink()
+    (views / version / "segment_flow.parquet").write_bytes(b"not parquet")
     use_lake(str(root))
     at = open_page("segments")
     assert "The lake cannot be read right now" in at.warning[0].value
-    (root / "views" / version / "segment_flow.parquet").unlink()
+    (views / version / "segment_flow.parquet").unlink()
     use_lake(str(root))
     at = open_page("segments")
     assert "No map sample" in texts(at) and "No movement to show yet" in texts(at)
@@ -316,7 +318,7 @@ def test_no_spark_import_in_dashboard():
 @pytest.mark.s3
 def test_pages_read_a_lake_on_real_s3(use_lake, s3_server, fixture_lake):
     """The same lake in a SeaweedFS bucket: views through the store, lookups through the local mirror."""
-    from services.storage import S3Store
+    from services.core.storage import S3Store
 
     bucket = s3_server.new_bucket("dash")
     S3Store(s3_server.client(), bucket, "lake").put_dir(fixture_lake.root, "")

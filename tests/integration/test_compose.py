@@ -36,6 +36,7 @@ SERVICES = {
     "grafana",
     "shoplens-watcher",
     "dashboard",
+    "warehouse",
 }
 ONE_SHOT = {"minio-init", "es-init"}
 STATEFUL = {  # service -> the path its data lives in, which must be a named volume
@@ -48,6 +49,7 @@ STATEFUL = {  # service -> the path its data lives in, which must be a named vol
     "log-shipper": "/fluent-bit/buffer",
     "shoplens-watcher": "/work",
     "spark-worker": "/work",  # shared with the watcher: executors use the driver's local paths
+    "warehouse": "/var/lib/postgresql/data",
 }
 LAPTOP_BUDGET_BYTES = 14 * 1024**3  # everything, with one worker, inside a 16 GB laptop
 
@@ -189,7 +191,7 @@ def test_logs_are_labelled_for_the_shipper(config):
 
 
 def test_commands_and_shoplens_environment(config):
-    from services.settings import Settings
+    from services.core.settings import Settings
 
     services = config["services"]
     assert services["shoplens-watcher"]["command"] == ["shoplens", "watch"]
@@ -224,7 +226,7 @@ def test_commands_and_shoplens_environment(config):
     for bucket in ("incoming", "lake", "quarantine-files"):
         assert bucket in init.split("for bucket in", 1)[1].splitlines()[0]
     # processed raw files expire under the prefix the watcher archives them to
-    from services.watcher import ARCHIVE_PREFIX
+    from services.jobs.watch import ARCHIVE_PREFIX
 
     assert f'"Prefix":"{ARCHIVE_PREFIX}/"' in init and "mc ilm import local/incoming" in init
     assert services["minio-init"]["environment"]["INCOMING_RETENTION_DAYS"] == "30"
@@ -238,7 +240,7 @@ def test_prometheus_and_grafana_point_at_compose_services(config):
             host = target.split(":")[0]
             assert host == "localhost" or host in services, (job["job_name"], target)
     # long-running services serve /metrics on the port their healthcheck probes
-    from services.metrics import DEFAULT_METRICS_PORT
+    from services.core.metrics import DEFAULT_METRICS_PORT
 
     assert DEFAULT_METRICS_PORT == 9108
     for name in ("shoplens-watcher",):
@@ -262,6 +264,7 @@ def test_every_variable_is_documented_and_every_documented_one_used():
         "ELASTIC_PASSWORD",
         "GRAFANA_ADMIN_PASSWORD",
         "MINIO_ROOT_PASSWORD",
+        "POSTGRES_PASSWORD",
     } <= (required_vars())
 
 
@@ -311,3 +314,21 @@ def test_minio_init_creates_buckets_and_a_working_service_user(config):
         assert {b.name for b in app.list_buckets()} >= {"incoming", "lake", "quarantine-files"}
         app.put_object("incoming", "probe.csv", io.BytesIO(b"x"), 1)
         assert app.stat_object("incoming", "probe.csv").size == 1
+
+
+def test_warehouse_is_the_shoplens_services_sql_target(config, test_env_file):
+    services = config["services"]
+    wh = services["warehouse"]
+    assert wh["image"].startswith("postgres:15.") and "pg_isready" in " ".join(wh["healthcheck"]["test"])
+    # PGDATA below the mount point: initdb refuses a non-empty directory (lost+found on ext4 volumes)
+    assert wh["environment"]["PGDATA"].startswith("/var/lib/postgresql/data/")
+    env = dict(line.split("=", 1) for line in test_env_file.read_text().splitlines())
+    expected = (
+        f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
+        f"@warehouse:5432/{env['POSTGRES_DB']}"
+    )
+    for name in ("shoplens-watcher", "dashboard"):
+        assert services[name]["environment"]["SHOPLENS_WAREHOUSE_URL"] == expected, name
+        assert services[name]["depends_on"]["warehouse"]["condition"] == "service_healthy", name
+    for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        assert wh["environment"][var] == env[var]

@@ -1,6 +1,6 @@
 """Monitoring configuration proven against real binaries: promtool, Prometheus, Pushgateway.
 
-Metrics are pushed with services/metrics.py to a real Pushgateway, a real Prometheus scrapes it every
+Metrics are pushed with services/core/metrics.py to a real Pushgateway, a real Prometheus scrapes it every
 second with the stack's own alert rules loaded, and every PromQL expression of the Grafana dashboard
 and of alerts.yml must run without error and return data. Elasticsearch/Kibana/Fluent Bit files are
 checked for structure here, and against a real server where a Docker engine runs.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services import metrics
+from services.core import metrics
 from tests.promserver import ALERTS_YML, PROMETHEUS_YML, free_port, missing_binaries, start_stack
 
 REPO = Path(__file__).resolve().parents[2]

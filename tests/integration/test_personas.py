@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.segmentation_job import TrainConfig, read_features_pandas, read_segments, train, truth_ari
+from services.core.readers import read_features as read_features_pandas
+from services.core.readers import read_segments
+from services.jobs.segmentation import TrainConfig, train, truth_ari
 
 pytestmark = pytest.mark.spark
 
@@ -22,10 +24,10 @@ CONFIG = TrainConfig(n_bootstrap=3, sample_size=20_000)
 @pytest.fixture(scope="module")
 def pipeline(spark, tmp_path_factory):
     from etl.generate import generate
-    from services.features_job import run_features
-    from services.ingest_job import ingest_files
-    from services.runtime import open_lake
-    from services.settings import Settings
+    from services.core.runtime import open_lake
+    from services.core.settings import Settings
+    from services.jobs.features import run_features
+    from services.jobs.ingest import ingest_files
     from tests.conftest import TEST_KEY
 
     root = tmp_path_factory.mktemp("personas")

@@ -128,7 +128,8 @@ def platform(tmp_path_factory, compose_env):
         def lake_has(key_: str) -> bool:
             return any(o.object_name == key_ for o in client.list_objects("lake", prefix=key_))
 
-        _wait(lambda: lake_has("segments/_current.json") and lake_has("views/_current.json"),
+        _wait(lambda: lake_has("segments/_current.json") and lake_has("views/segments/_current.json")
+              and lake_has("views/overview/_current.json"),
               watcher, log_path, "segments to be published")  # fmt: skip
         latency = time.monotonic() - dropped
         # The pass ends after publishing (views, metrics); wait until Prometheus has scraped its end.

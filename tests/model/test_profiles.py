@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.profiles import (
+from model.segmentation.profiles import (
     ACTIONS,
     NAMING_RULES,
     SegmentProfile,

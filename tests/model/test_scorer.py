@@ -9,8 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.scorer import NOT_ENOUGH_ACTIVITY, LightScorer, export_artifact, match_to_previous, previous_names
-from model.segmentation import SegmentationModel
+from model.segmentation.estimator import SegmentationModel
+from model.segmentation.scorer import (
+    NOT_ENOUGH_ACTIVITY,
+    LightScorer,
+    export_artifact,
+    match_to_previous,
+    previous_names,
+)
 from tests.model.synth import personas
 
 FAST = {"n_bootstrap": 2, "n_init": 4}
@@ -109,7 +115,7 @@ def test_bad_artifact_is_rejected(artifact):
 
 
 def test_chunked_scoring_equals_one_pass(monkeypatch, model, artifact, fresh_df):
-    import model.scorer as scorer_module
+    import model.segmentation.scorer as scorer_module
 
     scorer = LightScorer.from_dict(artifact)
     whole = scorer.predict(fresh_df)

@@ -8,7 +8,12 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
-from model.segmentation import SegmentationModel, SegmentationWarning, assignment_confidence, match_segments
+from model.segmentation.estimator import (
+    SegmentationModel,
+    SegmentationWarning,
+    assignment_confidence,
+    match_segments,
+)
 from tests.model.synth import blobs, personas
 
 FAST = {"n_bootstrap": 2, "n_init": 4}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from model.threshold import threshold_study
+from model.segmentation.threshold import threshold_study
 
 
 def _curve(agreements: dict[int, float], n_users: int = 20, k: int = 4, seed: int = 0):

@@ -1,0 +1,394 @@
+"""Per-user features of a small event history without Spark: the numpy/pandas twin of etl.features.
+
+``shoplens predict`` and the dashboard score a user from an uploaded history of a few hundred events;
+starting a JVM for that would cost seconds. :func:`compute_features_local` returns exactly the columns
+of ``etl.features.FEATURES`` with the same definitions and arithmetic (a test compares it with the
+Spark computation column by column on a few hundred users), so :class:`model.segmentation.scorer.LightScorer`
+gives the same segment as the batch path.
+
+It mirrors the structure of ``etl.aggregates`` + ``etl.features.finalize``: per-session, per-day,
+per-brand and per-(user, category) partial sums first, then the ratios. All calendar quantities come
+from epoch microseconds in UTC, like the Spark code. This module imports neither pyspark nor
+``etl.features`` (which imports pyspark); the column list below is checked against the registry in
+tests/model/test_local_features.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
+
+__all__ = [
+    "CATEGORY_BUCKETS",
+    "FEATURE_DTYPES",
+    "HOUR_BANDS",
+    "compute_features_local",
+    "raw_to_events",
+    "reference_means",
+]
+
+US_PER_HOUR = 3_600_000_000
+US_PER_DAY = 86_400_000_000
+_BUCKET_INDEX = pd.Index(CATEGORY_BUCKETS)
+
+#: Column -> dtype of the features table, in the order of etl.features.FEATURES.
+FEATURE_DTYPES: dict[str, str] = {
+    "user_key": "string",
+    "n_events": "long",
+    "n_sessions": "long",
+    "active_days": "long",
+    "events_per_session": "double",
+    "median_session_duration_s": "double",
+    "mean_days_between_visits": "double",
+    "frequency": "long",
+    "monetary": "double",
+    "recency_days": "int",
+    "tenure_days": "int",
+    "n_views": "long",
+    "n_carts": "long",
+    "n_removals": "long",
+    "n_purchases": "long",
+    "view_to_cart_rate": "double",
+    "cart_to_purchase_rate": "double",
+    "cart_abandonment_rate": "double",
+    "removal_rate": "double",
+    **{f"share_{b}": "double" for b in CATEGORY_BUCKETS},
+    "category_diversity": "int",
+    "category_entropy": "double",
+    "brand_concentration": "double",
+    "price_level": "double",
+    "weekend_share": "double",
+    **{f"{band}_share": "double" for band in HOUR_BANDS},
+    "holiday_share": "double",
+    "first_event_time": "timestamp",
+    "last_event_time": "timestamp",
+    "last_purchase_time": "timestamp",
+    "as_of": "timestamp",
+    "is_suspicious": "boolean",
+}
+
+AsOfLocal = datetime | str | None
+
+
+# ------------------------------------------------------------------------------------- raw rows
+def raw_to_events(raw: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
+    """Typed REES46 rows -> the lake's event columns, normalized as etl.ingest does.
+
+    ``raw`` has the REES46 columns (``event_time`` parseable as UTC, ``event_type``, ``product_id``,
+    ``category_id``, ``category_code``, ``brand``, ``price``, ``user_id``, ``user_session``) and has
+    already passed the contract's validation (see services.jobs.predict). ``category_code`` and ``brand``
+    are trimmed and lower-cased (blank = null), ``category_l1..l3`` are its dot-separated levels.
+    ``user_key`` / ``session_key`` are the raw ids unless ``key`` is given, in which case they are the
+    lake's HMAC pseudonyms (etl.pseudonymize), so a history can be matched with the lake.
+    """
+    codes = [_clean_lower(v) for v in raw["category_code"].tolist()]
+    levels = [c.split(".") if c is not None else () for c in codes]
+    users = raw["user_id"].astype(str).tolist()
+    sessions = raw["user_session"].astype(str).tolist()
+    if key is not None:
+        from etl.pseudonymize import pseudonymize
+
+        users = [pseudonymize(v, key) for v in users]
+        sessions = [pseudonymize(v, key) for v in sessions]
+    return pd.DataFrame(
+        {
+            "event_time": pd.to_datetime(raw["event_time"], utc=True),
+            "event_type": raw["event_type"].to_numpy(dtype=object),
+            "product_id": pd.to_numeric(raw["product_id"]).astype("int64").to_numpy(),
+            "category_id": pd.array(raw["category_id"], dtype="Int64"),
+            "category_code": np.array(codes, dtype=object),
+            **{
+                f"category_l{i}": np.array(
+                    [lv[i - 1] if len(lv) >= i else None for lv in levels], dtype=object
+                )
+                for i in (1, 2, 3)
+            },
+            "brand": np.array([_clean_lower(v) for v in raw["brand"].tolist()], dtype=object),
+            "price": pd.to_numeric(raw["price"]).astype(float).to_numpy(),
+            "user_key": np.array(users, dtype=object),
+            "session_key": np.array(sessions, dtype=object),
+        },
+        index=raw.index,
+    )
+
+
+def _clean_lower(v: Any) -> str | None:
+    """lower(trim(v)) with blank -> None: the ingest's nullif(lower(trim(x)), '') (trim = spaces)."""
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    text = str(v).strip(" ").lower()
+    return text or None
+
+
+# ------------------------------------------------------------------------ category reference
+def reference_means(obj: Any) -> pd.Series:
+    """Mean ln(price) per category_id (a float Series indexed by int category_id).
+
+    Accepts what the lake and the model artifact may hold: a frame of ``category_id, mean_log_price``
+    or of ``category_id, n_priced, sum_log_price`` at any grain (the Spark ``prices`` aggregate), a
+    list of such records, a dict of column lists, or a plain ``{category_id: mean}`` mapping.
+    """
+    if isinstance(obj, pd.Series):
+        if obj.dtype == np.float64 and obj.index.dtype == np.int64 and obj.index.is_unique:
+            return obj  # already normalized (e.g. LoadedModel.category_means): no copy per call
+        s = obj.astype(float)
+        s.index = s.index.astype("int64")
+        return s
+    if isinstance(obj, Mapping) and "category_id" not in obj:
+        return pd.Series({int(k): float(v) for k, v in obj.items()}, dtype=float)
+    frame = obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
+    frame = frame[frame["category_id"].notna()]
+    ids = frame["category_id"].astype("int64")
+    if {"n_priced", "sum_log_price"} <= set(frame.columns):
+        sums = frame.groupby(ids)[["sum_log_price", "n_priced"]].sum()
+        return (sums["sum_log_price"] / sums["n_priced"]).astype(float)
+    if "mean_log_price" in frame.columns:
+        if not ids.is_unique:
+            raise ValueError("category reference lists a category_id more than once")
+        return pd.Series(frame["mean_log_price"].to_numpy(dtype=float), index=ids.to_numpy())
+    raise ValueError(
+        "category reference needs category_id with mean_log_price, or with n_priced and sum_log_price; "
+        f"got columns {list(frame.columns)}"
+    )
+
+
+# ----------------------------------------------------------------------------- the features
+def _as_of_micros(as_of: AsOfLocal) -> int | None:
+    """Epoch microseconds of a fixed as-of time (naive = UTC), as etl.features._as_of_column."""
+    if as_of is None or as_of == "last_event":
+        return None
+    when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return round(when.timestamp() * 1_000_000)
+
+
+def _holiday_start(day: np.ndarray) -> np.ndarray:
+    """First day (days since epoch) of the holiday peak in the year of ``day`` (etl.aggregates)."""
+    years = day.astype("datetime64[D]").astype("datetime64[Y]")
+    nov1 = (years.astype("datetime64[M]") + 10).astype("datetime64[D]").astype(np.int64)
+    return nov1 + 18 + np.mod(3 - np.mod(nov1 + 3, 7), 7)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den as float, NaN (null) when den is 0."""
+    num = np.asarray(num, dtype=float)
+    den = np.asarray(den, dtype=float)
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def compute_features_local(
+    events: pd.DataFrame,
+    as_of: AsOfLocal = None,
+    category_reference: Any = None,
+    suspicious_users: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """One row per user with the columns of etl.features.FEATURES, computed with numpy/pandas.
+
+    ``events`` has the lake's event columns: ``user_key`` (or ``user_id``), ``session_key`` (or
+    ``user_session``), ``event_time`` (datetime; naive = UTC), ``event_type``, ``price``,
+    ``category_l1`` (or ``category_code``), ``brand``, ``category_id``; :func:`raw_to_events` builds
+    them from REES46 rows. ``as_of``: None (latest event of ``events``), a datetime or ISO string, or
+    ``"last_event"`` (each user's own last event). ``category_reference`` is the lake-wide mean
+    ln(price) per category (any form :func:`reference_means` accepts); None uses ``events``' own
+    prices, like the Spark default. As in Spark, priced events of a category missing from the
+    reference are left out of ``price_level`` (inner join); a user with none gets null.
+    ``suspicious_users`` are keys flagged ``is_suspicious``. Rows are sorted by user_key.
+    """
+    ev = events
+    user_col = "user_key" if "user_key" in ev.columns else "user_id"
+    session_col = "session_key" if "session_key" in ev.columns else "user_session"
+    if "category_l1" in ev.columns:
+        l1 = ev["category_l1"]
+    else:
+        l1 = ev["category_code"].astype(object).str.split(".", regex=False).str.get(0)
+    if len(ev) == 0:
+        return _empty_frame()
+
+    # -- event level (sorted by user, then time, so each user's events are contiguous)
+    u_all, users = pd.factorize(ev[user_col].astype(str).to_numpy(dtype=object), sort=True)
+    us_all = pd.to_datetime(ev["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
+    order = np.lexsort((us_all, u_all))
+    u = u_all[order]
+    us = us_all[order]
+    nu = len(users)
+    etype = ev["event_type"].to_numpy(dtype=object)[order]
+    price = ev["price"].to_numpy(dtype=float)[order]
+    is_view, is_cart = etype == "view", etype == "cart"
+    is_removal, is_purchase = etype == "remove_from_cart", etype == "purchase"
+
+    day = np.floor_divide(us, US_PER_DAY)
+    hour = np.floor_divide(np.mod(us, US_PER_DAY), US_PER_HOUR)
+    weekday = np.mod(day + 3, 7)  # Monday = 0; 1970-01-01 was a Thursday
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(u[mask], minlength=nu).astype(np.int64)
+
+    n_events = np.bincount(u, minlength=nu).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    ends = np.r_[starts[1:], len(u)] - 1
+    first_us, last_us = us[starts], us[ends]
+    no_buy = np.iinfo(np.int64).min
+    last_buy_us = np.maximum.reduceat(np.where(is_purchase, us, no_buy), starts)
+    has_buy = last_buy_us != no_buy
+
+    # -- category buckets (l1 in CATEGORY_L1, else "other")
+    nb = len(CATEGORY_BUCKETS)
+    bucket = _BUCKET_INDEX.get_indexer(l1.to_numpy(dtype=object)[order])
+    bucket = np.where(bucket < 0, nb - 1, bucket)
+    n_cat = np.bincount(u * nb + bucket, minlength=nu * nb).reshape(nu, nb).astype(np.int64)
+
+    # -- sessions: (user, session) pairs
+    s_local, s_names = pd.factorize(ev[session_col].to_numpy(dtype=object)[order])
+    s_pairs, s_code = np.unique(u * len(s_names) + s_local, return_inverse=True)
+    ns = len(s_pairs)
+    s_user = s_pairs // len(s_names)
+    s_first = np.full(ns, np.iinfo(np.int64).max)
+    s_last = np.full(ns, np.iinfo(np.int64).min)
+    np.minimum.at(s_first, s_code, us)
+    np.maximum.at(s_last, s_code, us)
+    s_carts = np.bincount(s_code[is_cart], minlength=ns)
+    s_buys = np.bincount(s_code[is_purchase], minlength=ns)
+    n_sessions = np.bincount(s_user, minlength=nu).astype(np.int64)
+    frequency = np.bincount(s_user[s_buys > 0], minlength=nu).astype(np.int64)
+    cart_sessions = np.bincount(s_user[s_carts > 0], minlength=nu)
+    abandoned = np.bincount(s_user[(s_carts > 0) & (s_buys == 0)], minlength=nu)
+    median_duration = _group_median(s_user, (s_last - s_first) / 1_000_000.0, nu)
+
+    # -- active days (day is non-decreasing within a user after the sort)
+    new_day = np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])]
+    active_days = np.bincount(u[new_day], minlength=nu).astype(np.int64)
+    first_day, last_day = day[starts], day[ends]
+
+    # -- brands (events with a brand): Herfindahl index of the user's brand counts
+    b_local, b_names = pd.factorize(ev["brand"].to_numpy(dtype=object)[order])  # null -> -1
+    branded = b_local >= 0
+    brand_conc = np.full(nu, np.nan)
+    if branded.any():
+        b_pairs, b_count = np.unique(u[branded] * len(b_names) + b_local[branded], return_counts=True)
+        b_user = b_pairs // len(b_names)
+        square = np.bincount(b_user, weights=(b_count * b_count).astype(float), minlength=nu)
+        total = np.bincount(b_user, weights=b_count.astype(float), minlength=nu)
+        np.divide(square, total**2, out=brand_conc, where=total > 0)
+
+    # -- price level: per (user, category) sums, joined to the category means (an inner join)
+    # category ids reach 19 digits: keep them int64 (a float64 round trip would merge categories)
+    cat_ids = pd.array(ev["category_id"], dtype="Int64")[order]
+    priced = ~np.asarray(cat_ids.isna()) & (price > 0)
+    price_level = np.full(nu, np.nan)
+    if priced.any():
+        cats, c_local = np.unique(cat_ids[priced].to_numpy(dtype=np.int64), return_inverse=True)
+        pairs, p_code = np.unique(u[priced] * len(cats) + c_local, return_inverse=True)
+        n_priced = np.bincount(p_code).astype(float)
+        sum_log_price = np.bincount(p_code, weights=np.log(price[priced]))
+        pair_user, pair_cat = pairs // len(cats), pairs % len(cats)
+        if category_reference is None:  # the events' own prices, like the Spark default
+            mean = np.bincount(pair_cat, weights=sum_log_price) / np.bincount(pair_cat, weights=n_priced)
+        else:
+            ref = reference_means(category_reference)
+            mean = ref.reindex(cats).to_numpy(dtype=float)
+        m = mean[pair_cat]
+        known = ~np.isnan(m)
+        dev = sum_log_price[known] - n_priced[known] * m[known]
+        num = np.bincount(pair_user[known], weights=dev, minlength=nu)
+        den = np.bincount(pair_user[known], weights=n_priced[known], minlength=nu)
+        np.divide(num, den, out=price_level, where=den > 0)
+
+    # -- as of, recency, tenure
+    fixed = _as_of_micros(as_of)
+    if fixed is not None:
+        as_of_us = np.full(nu, fixed, dtype=np.int64)
+    elif as_of == "last_event":
+        as_of_us = last_us
+    else:
+        as_of_us = np.full(nu, us.max(), dtype=np.int64)
+    recency = np.where(has_buy, np.floor((as_of_us - last_buy_us) / US_PER_DAY), np.nan)
+    tenure = np.floor((as_of_us - first_us) / US_PER_DAY)
+
+    # -- assemble in registry order
+    shares = n_cat / n_events[:, None].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(n_cat > 0, -shares * np.log(shares), 0.0)
+    n_views, n_carts = count(is_view), count(is_cart)
+    n_removals, n_purchases = count(is_removal), count(is_purchase)
+    hours = {band: count((hour >= lo) & (hour < hi)) for band, (lo, hi) in HOUR_BANDS.items()}
+    flagged = set(suspicious_users or ())
+    keys = np.asarray(users, dtype=object)
+    cols: dict[str, Any] = {
+        "user_key": keys,
+        "n_events": n_events,
+        "n_sessions": n_sessions,
+        "active_days": active_days,
+        "events_per_session": _ratio(n_events, n_sessions),
+        "median_session_duration_s": median_duration,
+        "mean_days_between_visits": _ratio(last_day - first_day, active_days - 1),
+        "frequency": frequency,
+        "monetary": np.bincount(u, weights=np.where(is_purchase, price, 0.0), minlength=nu),
+        "recency_days": _nullable_int(recency),
+        "tenure_days": tenure.astype(np.int32),
+        "n_views": n_views,
+        "n_carts": n_carts,
+        "n_removals": n_removals,
+        "n_purchases": n_purchases,
+        "view_to_cart_rate": _ratio(n_carts, n_views),
+        "cart_to_purchase_rate": _ratio(n_purchases, n_carts),
+        "cart_abandonment_rate": _ratio(abandoned, cart_sessions),
+        "removal_rate": _ratio(n_removals, n_carts),
+        **{f"share_{b}": shares[:, i] for i, b in enumerate(CATEGORY_BUCKETS)},
+        "category_diversity": (n_cat[:, : len(CATEGORY_L1)] > 0).sum(axis=1).astype(np.int32),
+        "category_entropy": terms.sum(axis=1),
+        "brand_concentration": brand_conc,
+        "price_level": price_level,
+        "weekend_share": _ratio(count(weekday >= 5), n_events),
+        **{f"{band}_share": _ratio(hours[band], n_events) for band in HOUR_BANDS},
+        "holiday_share": _ratio(count(day >= _holiday_start(day)), n_events),
+        "first_event_time": pd.to_datetime(first_us, unit="us", utc=True),
+        "last_event_time": pd.to_datetime(last_us, unit="us", utc=True),
+        "last_purchase_time": pd.to_datetime(last_buy_us, unit="us", utc=True).where(has_buy),
+        "as_of": pd.to_datetime(as_of_us, unit="us", utc=True),
+        "is_suspicious": np.array([k in flagged for k in keys], dtype=bool),
+    }
+    assert tuple(cols) == tuple(FEATURE_DTYPES), "local_features: columns and FEATURE_DTYPES out of sync"
+    return pd.DataFrame(cols)
+
+
+def _group_median(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Median of ``values`` per code 0..n-1 (NaN for an empty group), interpolated like Spark's median."""
+    order = np.lexsort((values, codes))
+    v, c = values[order], codes[order]
+    size = np.bincount(c, minlength=n)
+    start = np.r_[0, np.cumsum(size)[:-1]]
+    out = np.full(n, np.nan)
+    has = size > 0
+    lo = v[(start + (size - 1) // 2)[has]]
+    hi = v[(start + size // 2)[has]]
+    out[has] = lo + (hi - lo) * 0.5
+    return out
+
+
+def _nullable_int(values: np.ndarray) -> pd.arrays.IntegerArray:
+    """Float array with NaN -> nullable Int32 (Spark's int with nulls)."""
+    mask = np.isnan(values)
+    return pd.arrays.IntegerArray(np.where(mask, 0, values).astype(np.int32), mask)
+
+
+def _empty_frame() -> pd.DataFrame:
+    kinds = {
+        "string": object,
+        "long": np.int64,
+        "int": np.int32,
+        "double": float,
+        "timestamp": "datetime64[us, UTC]",
+        "boolean": bool,
+    }
+    frame = pd.DataFrame({c: pd.Series(dtype=kinds[t]) for c, t in FEATURE_DTYPES.items()})
+    frame["recency_days"] = frame["recency_days"].astype("Int32")
+    return frame

@@ -1,0 +1,94 @@
+"""Every dataset the lake holds, named once: its path, how it is published, who writes and reads it.
+
+Columns and types of each are in ``docs/outputs.md`` (a test keeps the two in step). Two layouts:
+
+- ``run``: written by an ingestion run under ``<path>/.../run_id=R/``; rows count only once the run's
+  summary ``runs/R.json`` says committed.
+- ``versioned``: written whole under ``<path>/<version>/``, then made visible by one small write of
+  ``<path>/_current.json`` (see :mod:`services.core.publish`).
+
+Code refers to a dataset by its constant (``FEATURES``), never by a string literal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Layout = Literal["run", "versioned"]
+
+RUNS = "runs"
+EVENTS = "events"
+QUARANTINE = "quarantine"
+DUPLICATES = "duplicates"
+SUSPICIOUS_USERS = "flags/suspicious_users"
+AGGREGATES = "aggregates"
+FEATURES = "features"
+SEGMENTATION_MODEL = "models/segmentation"
+SEGMENTS = "segments"
+DESCRIBE_REPORT = "reports/describe"
+OVERVIEW_VIEWS = "views/overview"
+SEGMENT_VIEWS = "views/segments"
+EXPERIMENTS = "experiments"
+
+CURRENT_POINTER = "_current.json"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One lake dataset: where it lives, how it is published, who writes it and who reads it."""
+
+    path: str
+    layout: Layout
+    written_by: str
+    read_by: tuple[str, ...]
+    summary: str
+
+
+CATALOG: tuple[Dataset, ...] = (
+    Dataset(EVENTS, "run", "ingest", ("features", "describe", "overview", "segmentation"),
+            "accepted events, pseudonymized, partitioned by event_date then run_id"),
+    Dataset(QUARANTINE, "run", "ingest", ("describe",), "rejected rows with reason, file and line"),
+    Dataset(DUPLICATES, "run", "ingest", ("describe",), "exact duplicate lines removed, for audit"),
+    Dataset(SUSPICIOUS_USERS, "run", "ingest", ("features", "describe"), "bot-like users, flagged not dropped"),
+    Dataset(AGGREGATES, "versioned", "features", ("features", "segmentation"),
+            "mergeable per-user aggregates; the pointer lists the folded runs"),
+    Dataset(FEATURES, "versioned", "features", ("segmentation", "export", "dashboard", "publish"), "per-user features"),
+    Dataset(SEGMENTATION_MODEL, "versioned", "segmentation", ("segmentation", "predict", "dashboard", "publish", "api"),
+            "light artifact, model.json, profiles.json, price reference, report"),
+    Dataset(SEGMENTS, "versioned", "segmentation", ("export", "dashboard", "publish", "api"),
+            "user key -> segment, confidence, PCA coordinates, model version"),
+    Dataset(DESCRIBE_REPORT, "versioned", "describe", ("people",), "data-quality and descriptive report"),
+    Dataset(OVERVIEW_VIEWS, "versioned", "overview", ("dashboard", "publish"), "daily KPIs, recent runs, freshness"),
+    Dataset(SEGMENT_VIEWS, "versioned", "segmentation", ("dashboard",),
+            "segment summary, PCA sample, segment flow between model versions"),
+    Dataset(EXPERIMENTS, "versioned", "abtest", ("dashboard", "people"),
+            "one A/B test analysis per version: result.json, report.md, report.html"),
+)  # fmt: skip
+DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
+RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
+VERSIONED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "versioned")
+
+
+__all__ = [
+    "AGGREGATES",
+    "CATALOG",
+    "CURRENT_POINTER",
+    "DATASETS",
+    "DESCRIBE_REPORT",
+    "DUPLICATES",
+    "EVENTS",
+    "EXPERIMENTS",
+    "FEATURES",
+    "OVERVIEW_VIEWS",
+    "QUARANTINE",
+    "RUNS",
+    "RUN_SCOPED",
+    "SEGMENTATION_MODEL",
+    "SEGMENTS",
+    "SEGMENT_VIEWS",
+    "SUSPICIOUS_USERS",
+    "VERSIONED",
+    "Dataset",
+    "Layout",
+]

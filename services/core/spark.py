@@ -1,0 +1,102 @@
+"""The SparkSession factory and the bridge between the lake and Spark DataFrames."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from etl.contract import EVENT_COLUMNS
+from services.core.catalog import EVENTS
+from services.core.lake import Lake
+from services.core.settings import Settings
+
+
+def get_spark(settings: Settings, app_name: str = "shoplens") -> SparkSession:
+    """A SparkSession for ``settings.spark_master`` (``local[*]`` by default, or a standalone cluster)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(settings.spark_master)
+        .config("spark.driver.memory", settings.spark_driver_memory)
+        .config("spark.executor.memory", settings.spark_executor_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.parquet.compression.codec", "zstd")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+    )
+    if settings.spark_s3a and settings.s3_endpoint:
+        scheme = "https" if settings.s3_secure else "http"
+        builder = (
+            builder.config("spark.hadoop.fs.s3a.endpoint", f"{scheme}://{settings.s3_endpoint}")
+            .config("spark.hadoop.fs.s3a.path.style.access", "true")
+            .config("spark.hadoop.fs.s3a.access.key", _secret(settings.s3_access_key))
+            .config("spark.hadoop.fs.s3a.secret.key", _secret(settings.s3_secret_key))
+        )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _secret(value: object) -> str:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value or "")
+
+
+#: Columns each run-scoped dataset exposes (event files also carry ingest-only columns that stay null).
+_DATASET_COLUMNS = {EVENTS: (*EVENT_COLUMNS, "line_number", "run_id")}
+
+
+def read_run_dataset(spark: SparkSession, lake: Lake, dataset: str) -> DataFrame | None:
+    """Rows of a run-scoped dataset from committed runs only; None if nothing is committed."""
+    path = lake.spark_path(dataset)
+    committed = lake.committed_run_ids()
+    if path is None or not committed:
+        return None
+    df = spark.read.parquet(path).where(F.col("run_id").isin(committed))
+    columns = _DATASET_COLUMNS.get(dataset)
+    return df.select(*columns) if columns else df
+
+
+@contextmanager
+def progress_lines(
+    spark: SparkSession | Callable[[], SparkSession], label: str, every_s: float = 5.0, emit=print
+) -> Iterator[None]:
+    """Print a line of Spark task progress every few seconds while the block runs.
+
+    ``spark`` may be a callable (e.g. a future's ``result``) for a session that is still starting.
+    """
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def report() -> None:
+        session = spark() if callable(spark) else spark
+        tracker = session.sparkContext.statusTracker()
+        while not stop.wait(every_s):
+            done = total = 0
+            for stage_id in tracker.getActiveStageIds():
+                info = tracker.getStageInfo(stage_id)
+                if info:
+                    done += info.numCompletedTasks
+                    total += info.numTasks
+            elapsed = time.monotonic() - started
+            stages = f"{done}/{total} tasks in active stages" if total else "planning"
+            emit(f"[{label}] {elapsed:5.0f}s elapsed, {stages}")
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1)

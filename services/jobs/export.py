@@ -1,0 +1,39 @@
+"""``shoplens export``: a published table as one CSV or Parquet file for CRM and BI tools.
+
+Only pseudonymized user keys leave the lake this way (the tables never hold raw ids).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from services.core.lake import Lake
+from services.core.readers import read_features, read_segments
+
+
+def export_table(lake: Lake, what: str, fmt: str, out: Path) -> dict[str, Any]:
+    """Write the current segments or features to ``out`` as one CSV or Parquet file (pseudonymized keys)."""
+    if what == "segments":
+        df = read_segments(lake)
+        if df is None:
+            raise FileNotFoundError("no segments yet: run `shoplens score`")
+    elif what == "features":
+        df, _ = read_features(lake)
+    else:
+        raise ValueError(f"export what must be 'segments' or 'features', got {what!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out)
+    elif fmt == "csv":
+        df.to_csv(out, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z")
+    else:
+        raise ValueError(f"format must be 'csv' or 'parquet', got {fmt!r}")
+    return {"what": what, "format": fmt, "out": str(out), "rows": len(df), "columns": list(df.columns)}
+
+
+__all__ = ["export_table"]

@@ -1,0 +1,532 @@
+"""``shoplens train`` and ``shoplens score``: the segmentation model wired to the lake.
+
+Train reads the current features, studies how many events a segment needs, fits
+``model.segmentation.SegmentationModel`` on trusted users, keeps segment ids and names of the previous
+model where the segments match, and publishes::
+
+    models/segmentation/<version>/{artifact.json, model.json, profiles.json,
+                                   category_reference.parquet, report.md, report.html}
+    models/segmentation/_current.json                              (the commit point)
+
+then scores. Score applies the current light artifact (numpy only, never a refit) to the current
+features of every user and publishes ``segments/<version>/`` + ``segments/_current.json``, then the
+segment views (``views/segments/``). Layout and columns: docs/outputs.md.
+
+Why pandas (via pyarrow) and not Spark for the model: the features table has one row per user; 3
+million users x ~50 columns is ~1 GB of float64, which Arrow reads from Parquet column-wise and
+multi-threaded straight into numpy, without a JVM-to-Python row transfer. scikit-learn fits PCA and
+K-Means on a 50k sample and assigns everyone in one vectorised pass (see model/segmentation/segmentation.py).
+Spark stays where the work is per event: features, the first-n-events study and the daily KPIs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from sklearn.metrics import adjusted_rand_score
+
+from etl.features import compute_features, first_n_events
+from etl.pseudonymize import pseudonymize
+from model.segmentation import (
+    LightScorer,
+    SegmentationModel,
+    ThresholdStudy,
+    export_artifact,
+    match_to_previous,
+    pca_sample,
+    profile_documents,
+    profile_segments,
+    score_frame,
+    segment_flow,
+    segment_summary,
+    threshold_study,
+)
+from services.core.catalog import AGGREGATES, EVENTS, FEATURES, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.metrics import record_model, record_segments
+from services.core.publish import new_version
+from services.core.readers import current_model, read_features, read_parquet_dir, read_segments
+from services.core.spark import read_run_dataset
+from services.jobs.features import read_aggregates, run_features
+from services.reports.segmentation import write_model_report
+
+log = logging.getLogger("shoplens.segmentation")
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Knobs of ``shoplens train`` (defaults are what the tests and the demo use).
+
+    ``threshold_grid`` are the n of the event-threshold study; a user enters the point n when they
+    have at least ``long_factor * n`` events (so "all events" is a real extension of the first n);
+    at most ``study_users`` users (hash-sampled, seeded) and points with fewer than
+    ``min_study_users`` users are dropped. ``min_events_floor`` is the training floor of the
+    preliminary model used by the study; the final model trains on users with at least the chosen
+    threshold. If the target is never reached the largest n studied is used (and reported).
+    """
+
+    k_range: tuple[int, int] = (3, 10)
+    seed: int = 42
+    sample_size: int = 50_000
+    n_bootstrap: int = 5
+    n_threads: int | None = 1
+    threshold_grid: tuple[int, ...] = (5, 10, 20, 40, 80)
+    threshold_target: float = 0.8
+    threshold_metric: str = "agreement"
+    long_factor: float = 2.0
+    study_users: int = 5_000
+    min_study_users: int = 30
+    min_events_floor: int = 5
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- reading
+def category_reference(lake: Lake, aggregates_version: str) -> pd.DataFrame:
+    """category_id, mean_log_price, n: the lake-wide category price reference behind ``price_level``.
+
+    Read with pyarrow from the aggregates' ``prices`` table (user x category sums; small).
+    """
+    path = lake.spark_path(f"{AGGREGATES}/{aggregates_version}/prices")
+    if path is None:
+        return pd.DataFrame({"category_id": pd.Series(dtype="int64"), "mean_log_price": pd.Series(dtype=float),
+                             "n": pd.Series(dtype="int64")})  # fmt: skip
+    prices = read_parquet_dir(Path(path))[["category_id", "n_priced", "sum_log_price"]]
+    g = prices.groupby("category_id", sort=True).sum()
+    return pd.DataFrame({"category_id": g.index.astype("int64"), "mean_log_price": g["sum_log_price"] / g["n_priced"],
+                         "n": g["n_priced"].astype("int64").to_numpy()}).reset_index(drop=True)  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- threshold study
+def _study_users(features: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    """Users long enough for the smallest n, hash-ordered (deterministic) and capped."""
+    need = cfg.long_factor * min(cfg.threshold_grid)
+    long = features.loc[(features["n_events"] >= need) & ~features["is_suspicious"].fillna(False)]
+    order = pd.util.hash_pandas_object(long["user_key"], index=False, hash_key=f"{cfg.seed:016d}"[:16])
+    return long.loc[order.sort_values(kind="stable").index[: cfg.study_users]]
+
+
+def run_threshold_study(
+    spark: SparkSession,
+    events: DataFrame,
+    category_prices: DataFrame,
+    model: SegmentationModel,
+    features: pd.DataFrame,
+    cfg: TrainConfig,
+) -> ThresholdStudy:
+    """Segment of each long-history user from their first n events vs from all their events.
+
+    Both segments come from the same fitted ``model`` (no event threshold applied), so labels are
+    comparable. First-n features use ``as_of="last_event"`` and the whole lake's category prices.
+    """
+    users = _study_users(features, cfg)
+    if users.empty:
+        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric)
+    label_all = pd.Series(model.predict(users), index=users["user_key"].to_numpy())
+    n_events = users.set_index("user_key")["n_events"]
+    keys = spark.createDataFrame(pd.DataFrame({"user_key": users["user_key"].to_numpy()}))
+    subset = events.join(F.broadcast(keys), on="user_key", how="left_semi").cache()  # read by every n
+    # One Spark job for every n: the first-n events of each n under a composite key "<user_key>#<n>",
+    # unioned, so a single compute_features call builds every truncation.
+    grid = sorted(int(n) for n in cfg.threshold_grid)
+    parts = [
+        first_n_events(subset, n).withColumn("user_key", F.concat_ws("#", "user_key", F.lit(str(n))))
+        for n in grid
+    ]
+    expanded = reduce(DataFrame.unionByName, parts)
+    try:
+        feats = compute_features(expanded, as_of="last_event", category_prices=category_prices).toPandas()
+    finally:
+        subset.unpersist()
+    split = feats["user_key"].str.rsplit("#", n=1, expand=True)
+    feats["user_key"], feats["_n"] = split[0], split[1].astype(int)
+    ns, first, full = [], [], []
+    for n in grid:
+        eligible = set(n_events.index[n_events >= cfg.long_factor * n])
+        if len(eligible) < cfg.min_study_users:
+            continue
+        part = feats.loc[(feats["_n"] == n) & feats["user_key"].isin(eligible)]
+        ns.append(np.full(len(part), n))
+        first.append(model.predict(part))
+        full.append(label_all.loc[part["user_key"]].to_numpy())
+    if not ns:
+        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric)
+    return threshold_study(
+        np.concatenate(ns),
+        np.concatenate(first),
+        np.concatenate(full),
+        target=cfg.threshold_target,
+        metric=cfg.threshold_metric,
+    )
+
+
+def _chosen_threshold(study: ThresholdStudy, cfg: TrainConfig) -> int:
+    if study.threshold is not None:
+        return max(int(study.threshold), cfg.min_events_floor)
+    if study.curve:
+        return int(max(p.n for p in study.curve))
+    return cfg.min_events_floor
+
+
+# ------------------------------------------------------------------------------------------ train
+def _model(cfg: TrainConfig, min_events: int) -> SegmentationModel:
+    return SegmentationModel(
+        k_range=tuple(cfg.k_range),
+        seed=cfg.seed,
+        sample_size=cfg.sample_size,
+        n_bootstrap=cfg.n_bootstrap,
+        n_threads=cfg.n_threads,
+        min_events=min_events,
+        **dict(cfg.model_kwargs),
+    )
+
+
+def truth_ari(segments: pd.DataFrame, truth_csv: Path, key: bytes) -> dict[str, float | int]:
+    """Adjusted Rand index of segments against a generator's ``_truth/users.csv`` (evaluation only).
+
+    Computed after the fit, on scored users (segment not null); the truth never reaches the model.
+    """
+    truth = pd.read_csv(truth_csv, usecols=["user_id", "persona"], dtype={"user_id": str})
+    truth["user_key"] = [pseudonymize(u, key) for u in truth["user_id"]]
+    merged = segments.merge(truth[["user_key", "persona"]], on="user_key", how="inner")
+    scored = merged.loc[merged["segment_id"].notna()]
+    return {
+        "ari": float(adjusted_rand_score(scored["persona"], scored["segment_id"].astype(int))),
+        "users_scored": len(scored),
+        "users_matched": len(merged),
+    }
+
+
+def train(
+    spark: SparkSession,
+    lake: Lake,
+    cfg: TrainConfig | None = None,
+    *,
+    truth_csv: Path | None = None,
+    key: bytes | None = None,
+    do_score: bool = True,
+) -> dict[str, Any]:
+    """Fit, explain and publish a new segmentation model, then score (unless ``do_score`` is False).
+
+    ``truth_csv`` (a generator's ``_truth/users.csv``, with ``key``) only adds ``ari_vs_truth`` to
+    model.json after everything is fitted. Returns a summary dict (what ``--json`` prints).
+    """
+    cfg = cfg or TrainConfig()
+    t0 = time.monotonic()
+    features, feat_ptr = read_features(lake)
+    if features.empty:
+        raise ValueError("the features table is empty: ingest events and run `shoplens features`")
+    agg_version = feat_ptr["aggregates_version"]
+    events = read_run_dataset(spark, lake, EVENTS)
+    if events is None:
+        raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    cat_prices = read_aggregates(spark, lake, agg_version).prices
+    ref = category_reference(lake, agg_version)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prelim = _model(cfg, cfg.min_events_floor).fit(features)
+        study = run_threshold_study(spark, events, cat_prices, prelim, features, cfg)
+        min_events = _chosen_threshold(study, cfg)
+        model = prelim if min_events == cfg.min_events_floor else _model(cfg, min_events).fit(features)
+    fit_warnings = sorted({str(w.message) for w in caught})
+    for msg in fit_warnings:
+        log.warning("segmentation: %s", msg, extra={"stage": "train"})
+
+    previous = current_model(lake)
+    version = new_run_id()
+    if previous is not None:
+        prev_version, prev_artifact, _ = previous
+        ids = match_to_previous(model, prev_artifact)
+        prev_names = {
+            int(i): n
+            for i, n in zip(prev_artifact["segment_ids"], prev_artifact["segment_names"], strict=True)
+            if int(i) in set(ids.tolist())
+        }
+    else:
+        prev_version, ids, prev_names = None, np.arange(model.k_), {}
+    train_rows = features.loc[model.train_index_]
+    stable_ids = ids[model.labels_]
+    profiles = profile_segments(train_rows, stable_ids, previous_names=prev_names)
+    by_id = {p.segment_id: p for p in profiles}
+    names = [by_id[int(i)].name for i in ids]
+
+    artifact = export_artifact(
+        model, version, segment_ids=ids.tolist(), segment_names=names, min_events=min_events,
+        metadata={"features_version": feat_ptr["version"], "k": model.k_},
+    )  # fmt: skip
+    artifact["category_price_reference"] = {
+        "category_id": ref["category_id"].astype("int64").tolist(),
+        "mean_log_price": ref["mean_log_price"].astype(float).tolist(),
+        "n": ref["n"].astype("int64").tolist(),
+    }
+    summary = model.summary()
+    chosen = summary["selection"]["scores"]
+    row_k = next(r for r in chosen if r["k"] == model.k_)
+    k_selection = [
+        {
+            "k": r["k"], "silhouette": r["silhouette"], "davies_bouldin": r["davies_bouldin"],
+            "calinski_harabasz": r["calinski_harabasz"], "stability_ari": r["stability_mean"],
+            "inertia": r["inertia"], "eligible": bool(r["eligible"]),
+        }
+        for r in chosen
+    ]  # fmt: skip
+    dates = pd.to_datetime(features["first_event_time"]), pd.to_datetime(features["last_event_time"])
+    as_of = pd.to_datetime(features["as_of"]).max()
+    model_doc: dict[str, Any] = {
+        "version": version,
+        "trained_at": utc_now_iso(),
+        "data": {
+            "event_date_min": str(dates[0].min().date()),
+            "event_date_max": str(dates[1].max().date()),
+            "as_of": as_of.isoformat(),
+            "features_version": feat_ptr["version"],
+            "aggregates_version": agg_version,
+            "folded_run_ids": list(feat_ptr.get("folded_run_ids", [])),
+            "users_trained": int(model.n_train_),
+            "users_total": len(features),
+        },
+        "k": model.k_,
+        "metrics": {
+            "silhouette": row_k["silhouette"], "davies_bouldin": row_k["davies_bouldin"],
+            "calinski_harabasz": row_k["calinski_harabasz"], "stability_ari": row_k["stability_mean"],
+        },
+        "k_selection": k_selection,
+        "k_rule": summary["selection"]["rule"],
+        "explained_variance_ratio": summary["explained_variance_ratio"],
+        "features": summary["features"],
+        "log_features": summary["log_features"],
+        "dropped_features": [{"name": n, "reason": r} for n, r in summary["dropped_features"].items()],
+        "feature_importance": summary["feature_importance"]["ranked"],
+        "tree_rules": summary["feature_importance"]["tree_rules"],
+        "tree_fidelity": summary["feature_importance"]["fidelity"],
+        "threshold": {
+            "chosen_min_events": min_events,
+            "target": cfg.threshold_target,
+            "metric": cfg.threshold_metric,
+            "study_threshold": study.threshold,
+            "error": study.error,
+            "long_factor": cfg.long_factor,
+            "curve": [
+                {"n": p["n"], "agreement": p["agreement"], "ari": p["ari"], "users": p["n_users"]}
+                for p in study.to_dict()["curve"]
+            ],
+        },
+        "params": {**summary["params"], "n_threads": cfg.n_threads, "min_events_floor": cfg.min_events_floor},
+        "warnings": fit_warnings,
+        "segment_ids": ids.tolist(),
+        "segment_names": names,
+        "ari_vs_truth": None,
+        "previous_version": prev_version,
+    }
+    profile_docs = profile_documents(profiles)
+
+    with new_version(lake, SEGMENTATION_MODEL, version, trained_at=model_doc["trained_at"],
+                     features_version=feat_ptr["version"]) as staged:  # fmt: skip
+        # PCA coordinates of a training sample, for the report's scatter (no keys leave this function).
+        pcs = _pca_sample(model, features.loc[model.train_index_], stable_ids, cfg.seed)
+        if truth_csv is not None and key is not None:
+            scored = pd.DataFrame({"user_key": train_rows["user_key"].to_numpy(), "segment_id": stable_ids})
+            model_doc["ari_vs_truth"] = truth_ari(scored, Path(truth_csv), key)["ari"]
+        staged.write_json("artifact.json", artifact)
+        staged.write_json("model.json", model_doc)
+        staged.write_json("profiles.json", profile_docs)
+        staged.write_table("category_reference", ref)
+        write_model_report(staged.dir, model_doc, profile_docs, pcs)
+    duration = round(time.monotonic() - t0, 3)
+    log.info("model %s published", version, extra={"stage": "train", "version": version, "k": model.k_,
+             "users_trained": model.n_train_, "min_events": min_events, "duration_seconds": duration})  # fmt: skip
+    _record_model_metrics(model_doc)
+    result: dict[str, Any] = {
+        "status": "published",
+        "version": version,
+        "previous_version": prev_version,
+        "k": model.k_,
+        "min_events": min_events,
+        "users_trained": int(model.n_train_),
+        "users_total": len(features),
+        "silhouette": row_k["silhouette"],
+        "ari_vs_truth": model_doc["ari_vs_truth"],
+        "segments": [
+            {"segment_id": p["segment_id"], "name": p["name"], "size": p["size"], "share_users": p["share_users"],
+             "share_revenue": p["share_revenue"]}
+            for p in profile_docs
+        ],
+        "train_seconds": duration,
+    }
+    if do_score:
+        result["score"] = score(spark, lake, refresh_features=False)
+    return result
+
+
+def _pca_sample(model: SegmentationModel, rows: pd.DataFrame, ids: np.ndarray, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(rows), size=min(len(rows), 5_000), replace=False))
+    P = model.transform(rows.iloc[take])
+    return pd.DataFrame({"pc1": P[:, 0], "pc2": P[:, 1] if P.shape[1] > 1 else 0.0, "segment_id": ids[take]})
+
+
+def _record_model_metrics(model_doc: Mapping[str, Any]) -> None:
+    record_model(model_doc["version"], model_doc["metrics"]["silhouette"], model_doc["trained_at"])
+
+
+# ------------------------------------------------------------------------------------------ score
+SEGMENTS_SCHEMA = pa.schema(
+    [
+        ("user_key", pa.string()),
+        ("segment_id", pa.int64()),
+        ("segment_name", pa.string()),
+        ("confidence", pa.float64()),
+        ("n_events", pa.int64()),
+        ("model_version", pa.string()),
+        ("as_of", pa.timestamp("us", tz="UTC")),
+        ("pc1", pa.float64()),
+        ("pc2", pa.float64()),
+    ]
+)
+
+
+def score(
+    spark: SparkSession, lake: Lake, *, refresh_features: bool = True, build_views: bool = True
+) -> dict[str, Any]:
+    """Assign every user of the current features with the current model; publish segments and views.
+
+    ``refresh_features`` first folds new committed runs into the features (so users first seen in
+    new files are scored). Never refits. ``build_views`` also publishes the segment views.
+    """
+    t0 = time.monotonic()
+    current = current_model(lake)
+    if current is None:
+        raise FileNotFoundError("no segmentation model yet: run `shoplens train`")
+    model_version, artifact, _ = current
+    if refresh_features:
+        run_features(spark, lake)
+    features, feat_ptr = read_features(lake)
+    scorer = LightScorer.from_dict(artifact)
+    as_of = pd.to_datetime(features["as_of"]).max() if len(features) else pd.Timestamp.now(tz="UTC")
+    seg = score_frame(scorer, features, as_of.to_pydatetime())
+
+    prev_ptr = lake.pointer(SEGMENTS)
+    if prev_ptr is None:
+        flow_from = None
+    elif prev_ptr.get("model_version") != model_version:
+        flow_from = prev_ptr["version"]
+    else:
+        flow_from = prev_ptr.get("flow_from_version")
+    with new_version(lake, SEGMENTS, model_version=model_version, as_of=as_of.isoformat(),
+                     features_version=feat_ptr["version"], flow_from_version=flow_from,
+                     n_users=len(seg)) as staged:  # fmt: skip
+        staged.write_table("part-00000", seg, SEGMENTS_SCHEMA)
+    version = staged.version
+    sizes = seg["segment_name"].value_counts().to_dict()
+    record_segments(sizes)
+    summary: dict[str, Any] = {
+        "status": "published",
+        "version": version,
+        "model_version": model_version,
+        "features_version": feat_ptr["version"],
+        "as_of": as_of.isoformat(),
+        "users": len(seg),
+        "users_scored": int(seg["segment_id"].notna().sum()),
+        "users_not_enough_activity": int(seg["segment_id"].isna().sum()),
+        "min_events": scorer.min_events,
+        "sizes": {str(k): int(v) for k, v in sizes.items()},
+    }
+    if build_views:
+        summary["views_version"] = publish_segment_views(lake, seg, features, version, model_version, flow_from)
+    summary["duration_seconds"] = round(time.monotonic() - t0, 3)
+    log.info("segments %s published", version, extra={"stage": "score", **{
+        k: summary[k] for k in ("version", "model_version", "users", "users_scored", "duration_seconds")}})  # fmt: skip
+    return summary
+
+
+def publish_segment_views(
+    lake: Lake, segments: pd.DataFrame, features: pd.DataFrame, segments_version: str, model_version: str,
+    flow_from: str | None,
+) -> str:  # fmt: skip
+    """Publish ``views/segments/`` (summary, PCA sample, flow from the previous model); its version."""
+    profiles = lake.read_json(f"{SEGMENTATION_MODEL}/{model_version}/profiles.json")
+    previous = read_segments(lake, flow_from) if flow_from else None
+    with new_version(lake, SEGMENT_VIEWS, segments_version=segments_version, model_version=model_version,
+                     flow_from_version=flow_from) as staged:  # fmt: skip
+        staged.write_table("segment_summary", segment_summary(segments, features, profiles))
+        staged.write_table("pca_sample", pca_sample(segments))
+        staged.write_table("segment_flow", segment_flow(previous, segments))
+    return staged.version
+
+
+# -------------------------------------------------------------------------------- staleness
+def staleness(lake: Lake, max_new_runs: int = 1, max_age_days: float = 7.0) -> tuple[bool, str]:
+    """(stale?, why): no model, or features moved on by >= ``max_new_runs`` runs, or the model is old."""
+    current = current_model(lake)
+    if current is None:
+        return True, "no model yet"
+    _, _, doc = current
+    trained_runs = set(doc.get("data", {}).get("folded_run_ids", []))
+    feat_ptr = lake.pointer(FEATURES)
+    folded = set(feat_ptr.get("folded_run_ids", [])) if feat_ptr else set()
+    new_runs = len(folded - trained_runs)
+    if max_new_runs > 0 and new_runs >= max_new_runs:
+        return True, f"{new_runs} new ingestion run(s) since training"
+    trained = datetime.fromisoformat(doc["trained_at"])
+    age = (datetime.now(UTC) - trained).total_seconds() / 86_400
+    if max_age_days > 0 and age >= max_age_days:
+        return True, f"model is {age:.1f} days old"
+    return False, f"fresh ({new_runs} new run(s), {age:.2f} days old)"
+
+
+def train_report(s: Mapping[str, Any]) -> str:
+    """Human summary of ``train``: the named segments as a table."""
+    lines = [
+        f"model {s['version']}: k={s['k']}, {s['users_trained']:,} of {s['users_total']:,} users trained, "
+        f"trust threshold {s['min_events']} events, silhouette {s['silhouette']:.3f} "
+        f"({s['train_seconds']:.1f}s)"
+    ]
+    if s.get("ari_vs_truth") is not None:
+        lines.append(f"adjusted Rand index vs generator personas: {s['ari_vs_truth']:.3f}")
+    lines.append(f"{'id':>3}  {'segment':<36} {'users':>9} {'users%':>7} {'revenue%':>8}")
+    for p in s["segments"]:
+        lines.append(
+            f"{p['segment_id']:>3}  {p['name'][:36]:<36} {p['size']:>9,} {100 * p['share_users']:>6.1f}% "
+            f"{100 * p['share_revenue']:>7.1f}%"
+        )
+    if "score" in s:
+        lines.append(score_report(s["score"]))
+    return "\n".join(lines)
+
+
+def score_report(s: Mapping[str, Any]) -> str:
+    """Human summary of ``score``."""
+    lines = [
+        f"segments {s['version']} (model {s['model_version']}): {s['users']:,} users, "
+        f"{s['users_scored']:,} scored, {s['users_not_enough_activity']:,} below {s['min_events']} events"
+    ]
+    for name, n in sorted(s["sizes"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {name:<40} {n:>9,}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "SEGMENTS_SCHEMA",
+    "TrainConfig",
+    "category_reference",
+    "publish_segment_views",
+    "run_threshold_study",
+    "score",
+    "score_report",
+    "staleness",
+    "train",
+    "train_report",
+    "truth_ari",
+]

@@ -1,0 +1,155 @@
+"""The pipeline after ingestion, declared once: each stage's name, when it is due, and what it runs.
+
+The CLI (``shoplens run``) and the watcher read this list; a new capability is one more entry here
+(its job module supplies ``due`` and ``run``), and neither of them changes. Stages run in order and
+each is asked whether it is due just before it would run, because the stages before it change the
+lake (new features make the model stale, a new model makes the segments stale, ...). A stage's name
+is also its ``stage`` label in logs and metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from services.core.catalog import AGGREGATES, FEATURES, SEGMENTATION_MODEL, SEGMENTS
+from services.core.lake import Lake
+from services.core.metrics import time_stage
+from services.jobs.features import run_features
+from services.jobs.overview import build_overview, overview_due
+from services.jobs.publish import publish, publish_due
+from services.jobs.segmentation import TrainConfig, score, staleness, train
+
+log = logging.getLogger("shoplens.pipeline")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """When the model is retrained (``shoplens watch --help`` documents each) and how it is fitted."""
+
+    retrain_new_runs: int = 1
+    retrain_age_days: float = 7.0
+    train: TrainConfig | None = None
+    warehouse_url: str | None = None  # None: SHOPLENS_WAREHOUSE_URL
+
+
+Due = Callable[[Lake, PipelineConfig], tuple[bool, str]]
+Run = Callable[[SparkSession | None, Lake, PipelineConfig], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: ``due`` says whether (and why) it must run now, ``run`` does it."""
+
+    name: str
+    due: Due
+    run: Run
+    spark: bool = True  # False: ``run`` gets None and no SparkSession is started for it
+
+
+def features_due(lake: Lake, _cfg: PipelineConfig) -> tuple[bool, str]:
+    """Committed runs not folded into the features yet (or features behind their aggregates)."""
+    committed = set(lake.committed_run_ids())
+    if not committed:
+        return False, "no committed runs"
+    feat, agg = lake.pointer(FEATURES), lake.pointer(AGGREGATES)
+    behind = committed - set(feat.get("folded_run_ids", []) if feat else [])
+    if behind:
+        return True, f"{len(behind)} committed run(s) not folded"
+    if agg is not None and feat is not None and feat.get("aggregates_version") != agg["version"]:
+        return True, "features behind their aggregates"
+    return False, "up to date"
+
+
+def train_due(lake: Lake, cfg: PipelineConfig) -> tuple[bool, str]:
+    return staleness(lake, cfg.retrain_new_runs, cfg.retrain_age_days)
+
+
+def score_due(lake: Lake, _cfg: PipelineConfig) -> tuple[bool, str]:
+    """Segments missing, or scored from other features or with another model than the current ones."""
+    model = lake.current_version(SEGMENTATION_MODEL)
+    if model is None:
+        return False, "no model yet"
+    seg, feat = lake.pointer(SEGMENTS), lake.pointer(FEATURES)
+    if seg is None:
+        return True, "no segments yet"
+    if seg.get("model_version") != model:
+        return True, "a new model"
+    if feat is not None and seg.get("features_version") != feat["version"]:
+        return True, "new features"
+    return False, "up to date"
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("features", features_due, lambda spark, lake, _cfg: run_features(spark, lake)),
+    Stage("train", train_due, lambda spark, lake, cfg: train(spark, lake, cfg.train, do_score=False)),
+    Stage("score", score_due, lambda spark, lake, _cfg: score(spark, lake, refresh_features=False)),
+    Stage("overview", lambda lake, _cfg: overview_due(lake), lambda spark, lake, _cfg: build_overview(spark, lake)),
+    Stage("publish", lambda lake, cfg: publish_due(lake, warehouse_url(cfg)),
+          lambda _spark, lake, cfg: publish(lake, warehouse_url(cfg)), spark=False),
+)
+
+
+def warehouse_url(cfg: PipelineConfig) -> str:
+    """Where the ``publish`` stage writes: the config's URL, else ``SHOPLENS_WAREHOUSE_URL``."""
+    if cfg.warehouse_url:
+        return cfg.warehouse_url
+    from services.core.settings import get_settings
+
+    return get_settings().warehouse_url
+
+
+def stage_named(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise ValueError(f"no stage named {name!r}; stages: {', '.join(s.name for s in STAGES)}")
+
+
+def pending(lake: Lake, cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """(stage, why) for every stage due on the lake as it is now (later ones may become due as they run)."""
+    out = []
+    for stage in STAGES:
+        due, why = stage.due(lake, cfg)
+        if due:
+            out.append((stage.name, why))
+    return out
+
+
+def run_pipeline(
+    spark: SparkSession | Callable[[], SparkSession], lake: Lake, cfg: PipelineConfig | None = None
+) -> dict[str, Any]:
+    """Run, in order, every stage that is due when its turn comes; returns each one's summary.
+
+    ``spark`` may be a callable so that nothing starts a JVM when no stage is due.
+    """
+    cfg = cfg or PipelineConfig()
+    out: dict[str, Any] = {"ran": [], "why": {}}
+    for stage in STAGES:
+        due, why = stage.due(lake, cfg)
+        if not due:
+            continue
+        log.info("stage %s: %s", stage.name, why, extra={"stage": stage.name, "reason": why})
+        session = (spark() if callable(spark) else spark) if stage.spark else None
+        with time_stage(stage.name):
+            out[stage.name] = stage.run(session, lake, cfg)
+        out["ran"].append(stage.name)
+        out["why"][stage.name] = why
+    return out
+
+
+__all__ = [
+    "STAGES",
+    "PipelineConfig",
+    "Stage",
+    "features_due",
+    "pending",
+    "run_pipeline",
+    "score_due",
+    "stage_named",
+    "train_due",
+]

@@ -1,0 +1,247 @@
+"""The drop-a-file trigger: each new event file in the incoming location is ingested exactly once, then
+every pipeline stage that is due (``services.jobs.stages.STAGES``) runs, in order.
+
+Why listing and not notifications: bucket notifications are a MinIO extension (SeaweedFS and plain S3
+lack them) and are lost while the watcher is down. Listing the incoming location every few seconds and
+asking the lake's content-hash ledger is correct on every store and across restarts.
+
+Why a settle check: on local disk a file being copied is visible half-written, and on S3 a client may
+replace an object it just wrote. A file is taken only when two listings ``settle_seconds`` apart saw
+the same size and modification time.
+
+Why exactly once holds: the ledger (hashes of committed runs) decides, not the file name. A file is
+archived under ``_processed/<run_id>/`` only after its run committed; a crash in between leaves it in
+place, and the next pass finds its hash in the ledger and only archives it. A file the contract
+rejects (bad header, corrupt gzip) is moved to the quarantine location with ``<name>.error.json``
+beside it; a file whose processing keeps crashing is moved there after ``max_attempts``. Either way
+the next file is not blocked.
+
+Keys whose name or folder starts with ``_`` or ``.`` are not input (the Hadoop convention): that is
+where the archive lives, and where upload tools keep their partial files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from services.core.lake import Lake, utc_now_iso
+from services.core.metrics import mark_alive, record_ingest, record_stage
+from services.core.storage import ObjectInfo, Store
+from services.jobs.ingest import ingest_files
+from services.jobs.segmentation import TrainConfig
+from services.jobs.stages import PipelineConfig, pending, run_pipeline
+
+log = logging.getLogger("shoplens.watcher")
+
+ARCHIVE_PREFIX = "_processed"
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """How the watcher polls and when it retrains (``shoplens watch --help`` documents each)."""
+
+    poll_seconds: float = 5.0
+    settle_seconds: float = 5.0
+    max_attempts: int = 3
+    refresh_backoff_seconds: float = 300.0
+    retrain_new_runs: int = 1
+    retrain_age_days: float = 7.0
+
+
+@dataclass
+class TickResult:
+    """What one pass did: per-file outcomes and the refresh summary (None if nothing was due)."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    refresh: dict[str, Any] | None = None
+
+
+def is_input_key(key: str) -> bool:
+    """False for the archive, quarantine reports and temporary upload files (``_x``/``.x`` anywhere)."""
+    return not any(part.startswith(("_", ".")) for part in PurePosixPath(key).parts)
+
+
+class Watcher:
+    """Polls ``incoming``; ingests into ``lake``; moves rejected files to ``quarantine``."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        incoming: Store,
+        quarantine: Store,
+        spark: Callable[[], SparkSession],
+        key: bytes,
+        cfg: WatchConfig | None = None,
+        *,
+        train_cfg: TrainConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lake, self.incoming, self.quarantine = lake, incoming, quarantine
+        self.spark, self.key = spark, key
+        self.cfg = cfg or WatchConfig()
+        self.train_cfg = train_cfg
+        self.clock = clock
+        self._seen: dict[str, tuple[int, float, float]] = {}  # key -> (size, modified, first seen)
+        self._attempts: dict[tuple[str, int, float], int] = {}
+        self._refresh_failed: tuple[frozenset[str], float] | None = None  # (committed runs, at)
+
+    # -- which files are ready ---------------------------------------------------------------------
+    def ready(self) -> list[ObjectInfo]:
+        """Input files whose size and modification time held still for ``settle_seconds``."""
+        now = self.clock()
+        listing = [i for i in self.incoming.list_info("") if is_input_key(i.key)]
+        seen: dict[str, tuple[int, float, float]] = {}
+        ready = []
+        for info in listing:
+            previous = self._seen.get(info.key)
+            if previous is not None and previous[:2] == (info.size, info.modified):
+                seen[info.key] = previous
+                if now - previous[2] >= self.cfg.settle_seconds:
+                    ready.append(info)
+            else:
+                seen[info.key] = (info.size, info.modified, now)
+        self._seen = seen
+        return ready
+
+    # -- one file ----------------------------------------------------------------------------------
+    def handle(self, info: ObjectInfo) -> dict[str, Any]:
+        """Ingest one settled file as its own run, then archive it or move it aside."""
+        name = PurePosixPath(info.key).name
+        ctx = {"stage": "watch", "file": info.key}
+        local_dir = self.lake.work_dir / "incoming"  # outside staging/, which every ingest vacuums
+        local_dir.mkdir(parents=True, exist_ok=True)
+        local = local_dir / name
+        attempt_key = (info.key, info.size, info.modified)
+        try:
+            self.incoming.get_file(info.key, local)
+            summary = ingest_files(self.spark, self.lake, [local], self.key)
+        except FileNotFoundError:
+            log.info("file %s disappeared before it was read", info.key, extra=ctx)
+            return {"key": info.key, "status": "gone"}
+        except Exception as err:  # a crash is retried; a file that keeps crashing is moved aside
+            attempts = self._attempts.get(attempt_key, 0) + 1
+            self._attempts[attempt_key] = attempts
+            log.exception("file %s: attempt %d/%d failed: %s", info.key, attempts, self.cfg.max_attempts, err,
+                          extra={**ctx, "attempt": attempts})  # fmt: skip
+            if attempts < self.cfg.max_attempts:
+                return {"key": info.key, "status": "retry", "reason": str(err), "error": True}
+            self._attempts.pop(attempt_key, None)
+            reason = f"processing failed {attempts} times: {type(err).__name__}: {err}"
+            self._move_aside(info, reason, run_id=None, sha256=None)
+            return {"key": info.key, "status": "failed", "reason": reason, "moved_to": self.quarantine.uri,
+                    "error": True}  # fmt: skip
+        finally:
+            local.unlink(missing_ok=True)
+        self._attempts.pop(attempt_key, None)
+        record_ingest(summary)
+        result = summary["files"][0]
+        outcome = {"key": info.key, "status": result["status"], "reason": result["reason"],
+                   "run_id": summary["run_id"], "rows_read": summary["rows_read"],
+                   "rows_accepted": summary["rows_accepted"], "rows_quarantined": summary["rows_quarantined"],
+                   "duplicates_removed": summary["duplicates_removed"]}  # fmt: skip
+        if result["status"] == "failed":
+            self._move_aside(info, result["reason"], summary["run_id"], result["sha256"])
+            outcome["moved_to"] = self.quarantine.uri
+        else:
+            archived = f"{ARCHIVE_PREFIX}/{summary['run_id']}/{info.key}"
+            self.incoming.move(info.key, self.incoming, archived)
+            outcome["archived_as"] = archived
+        log.info("file %s: %s", info.key, result["status"], extra={**ctx, **outcome})
+        return outcome
+
+    def _move_aside(self, info: ObjectInfo, reason: str, run_id: str | None, sha256: str | None) -> None:
+        report = {"file": info.key, "size_bytes": info.size, "sha256": sha256, "run_id": run_id,
+                  "reason": reason, "failed_at": utc_now_iso()}  # fmt: skip
+        # The report first: if the move is interrupted the file is retried, never lost without a reason.
+        self.quarantine.write_bytes(f"{info.key}.error.json", json.dumps(report, indent=2).encode())
+        self.incoming.move(info.key, self.quarantine, info.key)
+        log.warning("file %s moved aside: %s", info.key, reason, extra={"stage": "watch", **report})
+
+    # -- downstream --------------------------------------------------------------------------------
+    @property
+    def pipeline(self) -> PipelineConfig:
+        return PipelineConfig(self.cfg.retrain_new_runs, self.cfg.retrain_age_days, self.train_cfg)
+
+    def refresh(self, force: bool = False) -> dict[str, Any] | None:
+        """Run every due pipeline stage; None when nothing is due.
+
+        After a failure the same lake state is retried only after ``refresh_backoff_seconds`` (unless
+        ``force``), so a model that cannot be trained yet (say, too few users) does not spin Spark
+        every poll.
+        """
+        committed = self.lake.committed_run_ids()
+        if not committed:
+            return None
+        state = frozenset(committed)
+        if not force and self._refresh_failed is not None:
+            failed_state, failed_at = self._refresh_failed
+            if state == failed_state and self.clock() - failed_at < self.cfg.refresh_backoff_seconds:
+                return None
+        if not pending(self.lake, self.pipeline):
+            return None
+        try:
+            out = self._refresh()
+        except Exception:
+            self._refresh_failed = (state, self.clock())
+            raise
+        self._refresh_failed = None
+        return out
+
+    def _refresh(self) -> dict[str, Any]:
+        out = run_pipeline(self.spark, self.lake, self.pipeline)
+        out["retrained"] = "train" in out["ran"]
+        self.lake.prune_cache()
+        return out
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def tick(self) -> TickResult:
+        """One pass: ingest every settled file (one run each), then refresh once for all of them.
+
+        The pass counts as failed when the watcher could not do its job (a crash, a failed refresh);
+        a file the contract rejects is a data problem, counted in the files metric, not a failure here.
+        """
+        result = TickResult()
+        started = time.monotonic()
+        ok = True
+        for info in self.ready():
+            outcome = self.handle(info)
+            result.files.append(outcome)
+            ok = ok and not outcome.get("error")
+        try:
+            result.refresh = self.refresh()
+        except Exception as err:  # logged and retried next pass; the lake is unchanged (atomic publishes)
+            ok = False
+            log.exception("refresh failed: %s", err, extra={"stage": "watch"})
+        if not ok or result.files or result.refresh:
+            record_stage("watch", time.monotonic() - started, success=ok)
+        else:
+            mark_alive("watch")  # the staleness alert sees a live watcher even when no files arrive
+        return result
+
+    def run(self, stop: threading.Event | None = None, iterations: int | None = None) -> None:
+        """Poll until ``stop`` is set (or ``iterations`` passes); a failing pass never ends the loop."""
+        stop = stop or threading.Event()
+        log.info("watching %s every %.0fs", self.incoming.uri, self.cfg.poll_seconds,
+                 extra={"stage": "watch", "incoming": self.incoming.uri, "lake": self.lake.store.uri})  # fmt: skip
+        done = 0
+        while not stop.is_set() and (iterations is None or done < iterations):
+            try:
+                self.tick()
+            except Exception as err:  # e.g. the store is unreachable: say so, keep polling
+                log.exception("watch pass failed: %s", err, extra={"stage": "watch"})
+                record_stage("watch", 0.0, success=False)
+            done += 1
+            if iterations is None or done < iterations:
+                stop.wait(self.cfg.poll_seconds)
+
+
+__all__ = ["ARCHIVE_PREFIX", "TickResult", "WatchConfig", "Watcher", "is_input_key"]
