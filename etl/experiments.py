@@ -27,6 +27,7 @@ from etl.local_experiments import (
     PRE_PREFIX,
     REJECT_REASONS,
     RESERVED_COLUMNS,
+    STAT_COLUMNS,
     Breakdown,
     ExperimentSchemaError,
     RejectReason,
@@ -185,17 +186,7 @@ def sufficient_statistics(
             )
         )
     grouped = source.groupBy(*keys).agg(*aggregates)
-    return _long(grouped, [*keys, "n", "first_line"], structs).select(
-        *keys,
-        "metric",
-        "n",
-        "sum",
-        "sum_squares",
-        "pre_sum",
-        "pre_sum_squares",
-        "sum_products",
-        "first_line",
-    )
+    return _long(grouped, [*keys, "n", "first_line"], structs).select(*keys, "metric", *STAT_COLUMNS)
 
 
 # -- metrics from the lake's events -------------------------------------------------------------------
