@@ -1,0 +1,446 @@
+"""``shoplens api``: the scoring API for CRMs and web shops (FastAPI, served by uvicorn).
+
+- ``POST /v1/score``: one user's recent events (the nine REES46 fields each) -> segment, confidence
+  and model version. The events are rendered as the REES46 CSV lines they stand for and validated by
+  the contract's rules (:mod:`etl.lines`), then scored by the Spark-free path ``shoplens predict``
+  uses (:mod:`model.segmentation.history`), so the API and ``predict`` give the same answer.
+- ``GET /v1/customers/{user_id}``: the published segment of a raw user id, hashed here with the
+  platform key; the lookup reads one row group of the current ``segments`` version
+  (:func:`services.core.readers.one_row`, shared with the dashboard).
+- ``/healthz``, ``/metrics`` (Prometheus: requests and latency by route template and status),
+  ``/docs`` (OpenAPI).
+
+Auth: ``Authorization: Bearer <SHOPLENS_API_KEY>`` on the ``/v1`` routes, one dependency shared by
+both; in demo mode without a key they are open. The model and the segments version are re-read
+from their lake pointers every ``check_seconds`` by a background thread, so a newly published
+model is used without a restart (a failed check keeps the previous one and says so in the log).
+
+Privacy: raw user ids are never logged. uvicorn's access log (which prints the request path) is
+off; this module logs one line per request with the route *template* (``/v1/customers/{user_id}``),
+method, status and duration, and labels metrics the same way. The handlers are thin over plain
+functions (:func:`score_events`, :func:`lookup_customer`) that tests call directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from etl.contract import ID_PATTERN, RAW_COLUMNS
+from etl.lines import parse_lines, validate_line
+from etl.pseudonymize import pseudonymize
+from model.segmentation.history import LoadedModel, history_features, not_enough_reason
+from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
+from services.core.catalog import SEGMENTATION_MODEL, SEGMENTS
+from services.core.lake import Lake
+from services.core.readers import load_model, one_row, parquet_dataset
+from services.core.runtime import open_lake
+from services.core.settings import ConfigError, Settings
+
+log = logging.getLogger("shoplens.api")
+access = logging.getLogger("shoplens.api.access")
+
+MAX_EVENTS = 10_000
+CHECK_SECONDS = 5.0
+API_VERSION = "1"
+
+# ------------------------------------------------------------------------------------ metrics
+#: The API's own registry: it serves /metrics itself, and exports only its families.
+REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+REQUESTS = Counter(
+    "shoplens_api_requests_total", "Scoring API requests, by route template, method and status",
+    ["route", "method", "status"], registry=REGISTRY,
+)  # fmt: skip
+LATENCY = Histogram(
+    "shoplens_api_request_duration_seconds", "Scoring API request latency (server side), by route template",
+    ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
+UNMATCHED = "unmatched"  # any path no route matches: one label value, not the path
+
+
+class Observe:
+    """ASGI middleware: one access line and one metrics sample per request, by route template."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_status(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            code = str(status[0])
+            REQUESTS.labels(route, method, code).inc()
+            LATENCY.labels(route, method, code).observe(elapsed)
+            access.info("%s %s %s %.1fms", method, route, code, elapsed * 1e3,
+                        extra={"route": route, "method": method, "status": status[0],
+                               "duration_ms": round(elapsed * 1e3, 2)})  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ bodies
+class Event(BaseModel):
+    """One REES46 event; the fields mean what the CSV columns mean (empty or null = missing)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "event_time": "2019-10-01 00:00:00 UTC", "event_type": "view", "product_id": 44600062,
+        "category_id": 2103807459595387724, "category_code": None, "brand": "shiseido", "price": 35.79,
+        "user_id": 541312140, "user_session": "72d76fde-8bb3-4e00-8c23-a032dfed738c"}})  # fmt: skip
+
+    event_time: str | None = Field(None, description="YYYY-MM-DD HH:MM:SS UTC")
+    event_type: str | None = Field(None, description="view, cart, remove_from_cart or purchase")
+    product_id: int | str | None = None
+    category_id: int | str | None = None
+    category_code: str | None = None
+    brand: str | None = None
+    price: float | str | None = None
+    user_id: int | str | None = None
+    user_session: str | None = None
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(..., min_length=1, max_length=MAX_EVENTS, description="one user's events")
+    as_of: str | None = Field(None, description=(
+        "Reference time of recency/tenure (ISO; naive = UTC) or 'last_event'; default: the latest event"))  # fmt: skip
+
+
+class ScoreResponse(BaseModel):
+    segment_id: int | None = Field(description="null: fewer events than the model's trust threshold")
+    segment_name: str | None
+    confidence: float | None = Field(description="1 - d1/d2 of the two nearest centroids, in [0, 1]")
+    model_version: str
+    n_events: int = Field(description="events used (valid, duplicates removed)")
+    status: str = Field(description="scored or not_enough_activity")
+    reason: str | None = None
+    as_of: str
+
+
+class CustomerResponse(BaseModel):
+    segment_id: int | None
+    segment_name: str | None
+    confidence: float | None
+    n_events: int | None
+    model_version: str | None
+    as_of: str | None
+    segments_version: str
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None
+    segments_version: str | None
+
+
+class RowProblem(BaseModel):
+    row: int = Field(description="0-based index in `events`")
+    reason: str
+
+
+class InvalidEvents(ValueError):
+    """The request's events break the data contract; ``rows`` says which and why."""
+
+    def __init__(self, message: str, rows: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.rows = rows
+
+
+class NotReady(RuntimeError):
+    """Nothing published yet to answer with (no model, no segments)."""
+
+
+# ------------------------------------------------------------------------------------ state
+@dataclass
+class Published:
+    """What the API answers from: the current model and segments (swapped whole, never mutated)."""
+
+    model: LoadedModel | None = None
+    segments_version: str | None = None
+    segments: ds.Dataset | None = None
+
+
+class ApiState:
+    """The lake, the key, and the published model/segments, re-read every ``check_seconds``."""
+
+    def __init__(self, lake: Lake, key: bytes, check_seconds: float = CHECK_SECONDS) -> None:
+        self.lake, self.key, self.check_seconds = lake, key, check_seconds
+        self.current = Published()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Follow the lake pointers; True if the model or the segments changed."""
+        with self._lock:
+            cur = self.current
+            model_version = self.lake.current_version(SEGMENTATION_MODEL)
+            seg_version = self.lake.current_version(SEGMENTS)
+            model = cur.model
+            if model_version is not None and (model is None or model.version != model_version):
+                model = load_model(self.lake, model_version)
+                log.info("model %s loaded", model_version, extra={"model_version": model_version})
+            segments = cur.segments
+            if seg_version != cur.segments_version:
+                segments = parquet_dataset(self.lake, f"{SEGMENTS}/{seg_version}") if seg_version else None
+                log.info("segments %s opened", seg_version, extra={"segments_version": seg_version})
+            changed = model is not cur.model or seg_version != cur.segments_version
+            if changed:
+                self.current = Published(model, seg_version, segments)
+            return changed
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_seconds):
+            try:
+                self.refresh()
+            except Exception as err:  # storage outage, a half-written model: keep serving the last one
+                log.warning("could not refresh the published model: %s: %s", type(err).__name__, err)
+
+    def start(self) -> None:
+        try:
+            self.refresh()
+        except Exception as err:
+            log.warning("no published model loaded at start: %s: %s", type(err).__name__, err)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name="shoplens-api-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def model(self) -> LoadedModel:
+        model = self.current.model
+        if model is None:
+            raise NotReady("no published segmentation model yet (run `shoplens train`)")
+        return model
+
+
+# ------------------------------------------------------------------------------------ the work
+def _field(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def render_lines(events: list[Event] | list[dict[str, Any]]) -> list[str]:
+    """The REES46 CSV data lines the events stand for (quoted as a CSV writer quotes them)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for e in events:
+        d = e if isinstance(e, dict) else e.model_dump()
+        writer.writerow([_field(d.get(c)) for c in RAW_COLUMNS])
+    return buf.getvalue().split("\n")[:-1]
+
+
+def row_problems(lines: list[str]) -> list[dict[str, Any]]:
+    """Every line's contract violation (the first failed rule), by row."""
+    problems = []
+    for i, line in enumerate(lines):
+        reason, _ = validate_line(line)
+        if reason is not None:
+            problems.append({"row": i, "reason": reason})
+    return problems
+
+
+def score_events(events: list[Event] | list[dict[str, Any]], model: LoadedModel,
+                 as_of: datetime | str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Segment one user's events as ``shoplens predict`` would segment them in a file.
+
+    Raises :class:`InvalidEvents` when a row breaks the contract (every bad row listed) or the rows
+    belong to more than one user.
+    """
+    lines = render_lines(events)
+    history = parse_lines(lines)
+    if history.rows_invalid:
+        raise InvalidEvents(f"{history.rows_invalid} of {len(lines)} events break the data contract",
+                            row_problems(lines))  # fmt: skip
+    users = history.rows["user_id"].astype(str)
+    if users.nunique() > 1:
+        first = users.iloc[0]
+        rows = [{"row": i, "reason": "another user_id than row 0"} for i, u in enumerate(users) if u != first]
+        raise InvalidEvents("the events of one user at a time: several user_id values", rows)
+    rows = history.rows.assign(user_id="u")  # the raw id is not needed to score
+    return _score_one(history_features(rows, model, as_of), model)
+
+
+def _score_one(feats: pd.DataFrame, model: LoadedModel) -> dict[str, Any]:
+    """The light scorer on a one-row features table: the arithmetic of ``score_features``, without its
+    per-column ``to_numeric`` (the twin's columns are numeric already), which costs milliseconds."""
+    scorer = model.scorer
+    matrix = feats[list(scorer.input_features)].to_numpy(dtype=float, na_value=np.nan)
+    n_events = int(feats["n_events"].iloc[0])
+    seg, conf = scorer.predict_array(matrix, np.array([float(n_events)]))
+    segment_id = int(seg[0])
+    scored = segment_id != NOT_ENOUGH_ACTIVITY
+    when = feats["as_of"].iloc[0]
+    return {
+        "segment_id": segment_id if scored else None,
+        "segment_name": scorer.names_of(seg)[0] if scored else None,
+        "confidence": float(conf[0]) if scored else None,
+        "model_version": scorer.model_version,
+        "n_events": n_events,
+        "status": "scored" if scored else "not_enough_activity",
+        "reason": None if scored else not_enough_reason(n_events, model.min_events),
+        "as_of": pd.Timestamp(when).isoformat(),
+    }
+
+
+CUSTOMER_COLUMNS = ["segment_id", "segment_name", "confidence", "n_events", "model_version", "as_of"]
+
+
+def lookup_customer(state: ApiState, user_id: str) -> dict[str, Any] | None:
+    """The published segments row of a raw user id (hashed with the platform key), None if unknown."""
+    current = state.current
+    if current.segments_version is None:
+        raise NotReady("no segments published yet (run `shoplens score`)")
+    row = one_row(current.segments, pseudonymize(user_id, state.key), CUSTOMER_COLUMNS)
+    if row is None:
+        return None
+    when = row.get("as_of")
+    return {
+        **{c: row.get(c) for c in CUSTOMER_COLUMNS if c != "as_of"},
+        "as_of": None if when is None else pd.Timestamp(when).isoformat(),
+        "segments_version": current.segments_version,
+    }
+
+
+# ------------------------------------------------------------------------------------ the app
+def auth_dependency(settings: Settings):
+    """The one auth check of every /v1 route: a Bearer token equal to SHOPLENS_API_KEY."""
+    bearer = HTTPBearer(auto_error=False, description="SHOPLENS_API_KEY")
+    expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
+    if expected is None and not settings.demo:
+        raise ConfigError(
+            "SHOPLENS_API_KEY is not set: set a long random secret "
+            "(python -c 'import secrets;print(secrets.token_urlsafe(32))'), or SHOPLENS_DEMO=1 for an open demo API"
+        )
+    if expected is None:
+        log.warning("DEMO MODE: the scoring API accepts requests without a key")
+
+    def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # a closure: no Annotated
+        if expected is None:
+            return
+        if creds is None or not secrets.compare_digest(creds.credentials.encode(), expected):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def create_app(settings: Settings, lake: Lake | None = None, check_seconds: float = CHECK_SECONDS) -> FastAPI:
+    """The FastAPI app on ``lake`` (default: ``SHOPLENS_LAKE``); refuses to build without auth or key."""
+    state = ApiState(lake or open_lake(settings), settings.key_bytes, check_seconds)
+    authorized = auth_dependency(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        state.start()
+        try:
+            yield
+        finally:
+            state.stop()
+
+    app = FastAPI(
+        title="shoplens scoring API", version=API_VERSION, lifespan=lifespan,
+        description="Behavioural segments for one user's events, and the published segment of a customer.",
+    )  # fmt: skip
+    app.state.shoplens = state
+    app.add_middleware(Observe)
+    v1 = [Depends(authorized)]
+    problems = {422: {"description": "events that break the data contract, with the reason per row"},
+                401: {"description": "missing or wrong bearer token"},
+                503: {"description": "nothing published yet"}}  # fmt: skip
+
+    @app.exception_handler(InvalidEvents)
+    async def _invalid(_request, err: InvalidEvents) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(err), "rows": err.rows})
+
+    @app.exception_handler(NotReady)
+    async def _not_ready(_request, err: NotReady) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(err)})
+
+    @app.post("/v1/score", response_model=ScoreResponse, dependencies=v1, responses=problems,
+              summary="Segment one user's recent events")  # fmt: skip
+    def score(body: ScoreRequest) -> dict[str, Any]:
+        if body.as_of not in (None, "last_event"):
+            try:
+                pd.Timestamp(body.as_of)
+            except ValueError as err:
+                raise HTTPException(422, f"as_of is not a time: {err}") from None
+        return score_events(body.events, state.model(), body.as_of)
+
+    @app.get("/v1/customers/{user_id}", response_model=CustomerResponse, dependencies=v1,
+             responses={**problems, 404: {"description": "no such customer in the published segments"}},
+             summary="The published segment of a customer (raw user id, hashed on the server)")  # fmt: skip
+    def customer(user_id: Annotated[str, PathParam(pattern=f"^{ID_PATTERN}$", description="raw user id")]) -> dict:
+        found = lookup_customer(state, user_id)
+        if found is None:
+            raise HTTPException(404, "no such customer in the published segments")
+        return found
+
+    @app.get("/healthz", response_model=Health, summary="Liveness (200 also before the first model)")
+    def healthz() -> dict[str, Any]:
+        cur = state.current
+        return {"status": "ok", "model_version": cur.model.version if cur.model else None,
+                "segments_version": cur.segments_version}  # fmt: skip
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(settings: Settings, lake_uri: str | None, host: str, port: int) -> None:
+    """Run the API with uvicorn until interrupted (its access log off: it prints raw paths)."""
+    import uvicorn
+
+    app = create_app(settings, open_lake(settings, lake_uri))
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None, server_header=False)
+
+
+__all__ = [
+    "REGISTRY",
+    "ApiState",
+    "Event",
+    "InvalidEvents",
+    "NotReady",
+    "ScoreRequest",
+    "create_app",
+    "lookup_customer",
+    "render_lines",
+    "row_problems",
+    "score_events",
+    "serve",
+]

@@ -1,0 +1,250 @@
+"""The scoring API: FastAPI's TestClient for the behaviour, a real uvicorn for the wire and the logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from threadpoolctl import threadpool_limits
+
+from etl.contract import RAW_COLUMNS
+from etl.pseudonymize import pseudonymize
+from services.core.catalog import SEGMENTATION_MODEL
+from services.core.lake import Lake
+from services.core.settings import ConfigError, Settings
+from services.core.storage import LocalStore
+from services.jobs.api import create_app, lookup_customer, score_events
+from services.jobs.predict import predict_file
+from tests.apiserver import start_api
+from tests.conftest import REES46_SAMPLE, TEST_KEY
+from tests.dashboard.fixtures import build_lake
+
+REPO = Path(__file__).resolve().parents[3]
+TOKEN = "test-api-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api") / "lake"
+    with threadpool_limits(limits=1):
+        return build_lake(root, TEST_KEY.encode())
+
+
+@pytest.fixture(scope="module")
+def history(source, tmp_path_factory) -> tuple[list[dict], Path]:
+    """200 real REES46 rows made one user's (the first row's user id), as events and as a CSV file."""
+    lines = REES46_SAMPLE.read_text().splitlines()
+    rows = list(csv.reader(lines[1:201]))
+    uid = rows[0][7]
+    rows = [[*r[:7], uid, *r[8:]] for r in rows]
+    path = tmp_path_factory.mktemp("hist") / "history.csv"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([lines[0].split(","), *rows])
+    path.write_text(buf.getvalue())
+    return [dict(zip(RAW_COLUMNS, r, strict=True)) for r in rows], path
+
+
+def settings_for(root: Path, tmp: Path, **extra) -> Settings:
+    return Settings(lake=str(root), work_dir=tmp / "work", pseudonym_key=TEST_KEY, **{"api_key": TOKEN, **extra})
+
+
+@pytest.fixture(scope="module")
+def client(source, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("client")
+    lake = Lake(LocalStore(source.root), tmp / "work")
+    with TestClient(create_app(settings_for(source.root, tmp), lake, check_seconds=0.2)) as c:
+        yield c
+
+
+# ------------------------------------------------------------------------------------ auth
+def test_v1_routes_need_the_bearer_token(client, history):
+    events, _ = history
+    assert client.post("/v1/score", json={"events": events}).status_code == 401
+    wrong = client.post("/v1/score", json={"events": events}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/customers/1").status_code == 401
+    assert client.post("/v1/score", json={"events": events}, headers=AUTH).status_code == 200
+    for open_path in ("/healthz", "/metrics", "/openapi.json", "/docs"):
+        assert client.get(open_path).status_code == 200, open_path
+
+
+def test_no_key_outside_demo_mode_refuses_to_start_and_demo_mode_is_open(source, tmp_path, history):
+    with pytest.raises(ConfigError, match="SHOPLENS_API_KEY"):
+        create_app(settings_for(source.root, tmp_path, api_key=None))
+    app = create_app(settings_for(source.root, tmp_path, api_key=None, demo=True))
+    with TestClient(app) as c:
+        assert c.post("/v1/score", json={"events": history[0]}).status_code == 200
+
+
+def test_openapi_documents_the_routes(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/score", "/v1/customers/{user_id}", "/healthz"} <= set(spec["paths"])
+    assert "bearer" in json.dumps(spec["components"]["securitySchemes"]).lower()
+
+
+# ------------------------------------------------------------------------------------ scoring
+def test_score_equals_shoplens_predict_for_the_same_history(client, source, history, tmp_path):
+    events, path = history
+    got = client.post("/v1/score", json={"events": events}, headers=AUTH)
+    assert got.status_code == 200
+    body = got.json()
+    lake = Lake(LocalStore(source.root), tmp_path / "work")
+    (expected,) = predict_file(path, lake).users
+    for k in ("segment_id", "segment_name", "confidence", "model_version", "n_events", "status", "as_of"):
+        assert body[k] == expected[k], k
+    assert body["status"] == "scored" and body["model_version"] == lake.current_version(SEGMENTATION_MODEL)
+    # and the command itself
+    env = {"PATH": "/usr/bin:/bin", "SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_WORK_DIR": str(tmp_path / "w"),
+           "SHOPLENS_LOG_LEVEL": "ERROR"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "services", "predict", "--events", str(path), "--lake",
+                           str(source.root)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (cli,) = json.loads(done.stdout)
+    assert {k: body[k] for k in ("segment_id", "segment_name", "confidence", "model_version")} == {
+        k: cli[k] for k in ("segment_id", "segment_name", "confidence", "model_version")}
+
+
+def test_few_events_are_not_enough_activity(client, history):
+    body = client.post("/v1/score", json={"events": history[0][:2]}, headers=AUTH).json()
+    assert body["status"] == "not_enough_activity" and body["segment_id"] is None
+    assert body["reason"].startswith("not enough activity yet (2 of")
+
+
+def test_bad_rows_get_a_422_with_the_reason_of_each(client, history):
+    events = [dict(e) for e in history[0][:6]]
+    events[1]["price"] = "cheap"
+    events[3]["event_type"] = "hover"
+    events[4]["user_id"] = None
+    r = client.post("/v1/score", json={"events": events}, headers=AUTH)
+    assert r.status_code == 422
+    assert r.json()["rows"] == [{"row": 1, "reason": "bad_price"}, {"row": 3, "reason": "unknown_event_type"},
+                                {"row": 4, "reason": "missing_user_id"}]  # fmt: skip
+    two = [dict(e) for e in history[0][:3]]
+    two[2]["user_id"] = "123"
+    r = client.post("/v1/score", json={"events": two}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["rows"] == [{"row": 2, "reason": "another user_id than row 0"}]
+    assert client.post("/v1/score", json={"events": []}, headers=AUTH).status_code == 422
+    extra = [{**history[0][0], "colour": "red"}]
+    assert client.post("/v1/score", json={"events": extra}, headers=AUTH).status_code == 422
+    assert client.post("/v1/score", json={"events": history[0], "as_of": "yesterday-ish"},
+                       headers=AUTH).status_code == 422  # fmt: skip
+
+
+def test_json_numbers_and_strings_are_the_same_event(client, history):
+    events = history[0][:30]
+    typed = [{**e, "product_id": int(e["product_id"]), "price": float(e["price"]), "user_id": int(e["user_id"])}
+             for e in events]  # fmt: skip
+    a = client.post("/v1/score", json={"events": events}, headers=AUTH).json()
+    b = client.post("/v1/score", json={"events": typed}, headers=AUTH).json()
+    assert a == b
+
+
+def test_score_events_is_a_plain_function(source, history, tmp_path):
+    from services.core.readers import load_model
+
+    model = load_model(Lake(LocalStore(source.root), tmp_path / "work"))
+    assert score_events(history[0], model)["model_version"] == model.version
+
+
+# ------------------------------------------------------------------------------------ customers
+def test_customer_lookup_returns_the_published_segment(client, source):
+    raw = source.raw_ids["known"]
+    key = pseudonymize(raw, TEST_KEY.encode())
+    row = source.segments.set_index("user_key").loc[key]
+    r = client.get(f"/v1/customers/{raw}", headers=AUTH)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["segment_id"] == int(row["segment_id"]) and body["segment_name"] == row["segment_name"]
+    assert body["confidence"] == pytest.approx(float(row["confidence"]), abs=0)
+    assert body["n_events"] == int(row["n_events"]) and body["model_version"] == row["model_version"]
+    assert "user_key" not in body and raw not in json.dumps(body)
+    low = client.get(f"/v1/customers/{source.raw_ids['low']}", headers=AUTH).json()
+    assert low["segment_id"] is None and low["segment_name"] == "Not enough activity yet"
+    assert client.get(f"/v1/customers/{source.raw_ids['unknown']}", headers=AUTH).status_code == 404
+    assert client.get("/v1/customers/not-a-number", headers=AUTH).status_code == 422
+    assert lookup_customer(client.app.state.shoplens, raw)["segment_id"] == body["segment_id"]
+
+
+def test_raw_ids_never_reach_the_logs(client, source, history, caplog):
+    caplog.set_level(logging.DEBUG)
+    raw = source.raw_ids["known"]
+    client.get(f"/v1/customers/{raw}", headers=AUTH)
+    client.get(f"/v1/customers/{source.raw_ids['unknown']}", headers=AUTH)
+    client.post("/v1/score", json={"events": history[0]}, headers=AUTH)
+    server = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]  # the test's client
+    text = json.dumps([{**r.__dict__, "message": r.getMessage()} for r in server], default=str)
+    assert "/v1/customers/{user_id}" in text
+    for secret in (raw, source.raw_ids["unknown"], history[0][0]["user_id"]):
+        assert secret not in text
+
+
+def test_metrics_expose_the_latency_histogram_by_route_template(client, source):
+    client.get(f"/v1/customers/{source.raw_ids['known']}", headers=AUTH)
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert 'shoplens_api_request_duration_seconds_bucket{le="0.05",method="GET",route="/v1/customers/{user_id}",status="200"}' in text
+    assert 'shoplens_api_requests_total{method="GET",route="unmatched",status="404"}' in text
+    assert source.raw_ids["known"] not in text
+    assert "shoplens_events_read_total" not in text  # only the API's own families
+
+
+# ------------------------------------------------------------------------------------ hot swap
+def test_a_newly_published_model_is_used_without_a_restart(source, history, tmp_path):
+    root = tmp_path / "lake"
+    shutil.copytree(source.root, root)
+    lake = Lake(LocalStore(root), tmp_path / "work")
+    with TestClient(create_app(settings_for(root, tmp_path), lake, check_seconds=0.2)) as c:
+        before = c.post("/v1/score", json={"events": history[0]}, headers=AUTH).json()
+        old = lake.current_version(SEGMENTATION_MODEL)
+        new = "20200101T000000Z-hotswp"
+        staged = tmp_path / "model"
+        shutil.copytree(root / SEGMENTATION_MODEL / old, staged)
+        art = json.loads((staged / "artifact.json").read_text())
+        art["model_version"] = new
+        art["segment_names"] = [f"{n} (v2)" for n in art["segment_names"]]
+        (staged / "artifact.json").write_text(json.dumps(art))
+        lake.publish_version(staged, SEGMENTATION_MODEL, new)
+        deadline = time.monotonic() + 10
+        while c.get("/healthz").json()["model_version"] != new:
+            assert time.monotonic() < deadline, "the new model was not picked up"
+            time.sleep(0.1)
+        after = c.post("/v1/score", json={"events": history[0]}, headers=AUTH).json()
+    assert before["model_version"] == old and after["model_version"] == new
+    assert after["segment_name"] == f"{before['segment_name']} (v2)"
+    assert after["confidence"] == before["confidence"]
+
+
+# ------------------------------------------------------------------------------------ real server
+@pytest.mark.slow
+def test_a_real_uvicorn_server(source, history, tmp_path):
+    env = {"SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_API_KEY": TOKEN, "SHOPLENS_WORK_DIR": str(tmp_path / "w"),
+           "SHOPLENS_LOG_FORMAT": "json", "SHOPLENS_LOG_LEVEL": "DEBUG"}  # fmt: skip
+    api = start_api(env, str(source.root))
+    try:
+        raw = source.raw_ids["known"]
+        assert api.request("GET", f"/v1/customers/{raw}")[0] == 401
+        status, body = api.request("GET", f"/v1/customers/{raw}", token=TOKEN)
+        assert status == 200 and body["segments_version"]
+        assert api.request("GET", f"/v1/customers/{source.raw_ids['unknown']}", token=TOKEN)[0] == 404
+        status, scored = api.request("POST", "/v1/score", {"events": history[0]}, token=TOKEN)
+        assert status == 200 and scored["status"] == "scored"
+        assert api.request("POST", "/v1/score", {"events": history[0]})[0] == 401
+        status, text = api.request("GET", "/metrics")
+        assert status == 200 and 'route="/v1/score",status="200"' in text
+        assert "shoplens_api_request_duration_seconds_bucket" in text
+    finally:
+        api.stop()
+    log = api.log.read_text()
+    assert "/v1/customers/{user_id}" in log and "Uvicorn running" in log
+    for secret in (raw, source.raw_ids["unknown"], history[0][0]["user_id"], TOKEN):
+        assert secret not in log, secret
