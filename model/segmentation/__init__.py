@@ -8,12 +8,23 @@ Callers import from this package; the modules behind it may move.
 from model.segmentation.estimator import (
     CANDIDATE_FEATURES,
     DEFAULT_FEATURES,
+    LEGACY_FEATURES,
     NON_FEATURE_COLUMNS,
     FeatureImportance,
     SegmentationModel,
     SegmentationWarning,
     assignment_confidence,
     match_segments,
+)
+from model.segmentation.lifecycle import (
+    LIFECYCLE_COLUMNS,
+    LIFECYCLE_STAGES,
+    LifecycleRules,
+    LifecycleStage,
+    lifecycle_action,
+    lifecycle_label,
+    lifecycle_stage,
+    lifecycle_stages_doc,
 )
 from model.segmentation.presentation import (
     NOT_ENOUGH_COLOR,
@@ -32,6 +43,7 @@ from model.segmentation.profiles import (
     profile_segments,
     profiles_frame,
 )
+from model.segmentation.rates import DERIVED, DERIVED_NAMES, DerivedFeature
 from model.segmentation.scorer import (
     ARTIFACT_KIND,
     NOT_ENOUGH_ACTIVITY,
@@ -43,6 +55,7 @@ from model.segmentation.scorer import (
     score_frame,
 )
 from model.segmentation.threshold import ThresholdPoint, ThresholdStudy, threshold_study
+from model.segmentation.trust import TrustModel, calibration_table, fit_trust, trust_from_dict
 from model.segmentation.views import PCA_SAMPLE_MAX, pca_sample, segment_flow, segment_summary
 
 __all__ = [
@@ -50,6 +63,11 @@ __all__ = [
     "ARTIFACT_KIND",
     "CANDIDATE_FEATURES",
     "DEFAULT_FEATURES",
+    "DERIVED",
+    "DERIVED_NAMES",
+    "LEGACY_FEATURES",
+    "LIFECYCLE_COLUMNS",
+    "LIFECYCLE_STAGES",
     "NAMING_RULES",
     "NON_FEATURE_COLUMNS",
     "NOT_ENOUGH_ACTIVITY",
@@ -59,7 +77,10 @@ __all__ = [
     "PCA_SAMPLE_MAX",
     "RADAR_FEATURES",
     "SCHEMA_VERSION",
+    "DerivedFeature",
     "FeatureImportance",
+    "LifecycleRules",
+    "LifecycleStage",
     "LightScorer",
     "NamingRule",
     "SegmentProfile",
@@ -67,8 +88,15 @@ __all__ = [
     "SegmentationWarning",
     "ThresholdPoint",
     "ThresholdStudy",
+    "TrustModel",
     "assignment_confidence",
+    "calibration_table",
     "export_artifact",
+    "fit_trust",
+    "lifecycle_action",
+    "lifecycle_label",
+    "lifecycle_stage",
+    "lifecycle_stages_doc",
     "match_segments",
     "match_to_previous",
     "name_segment",
@@ -82,4 +110,5 @@ __all__ = [
     "segment_flow",
     "segment_summary",
     "threshold_study",
+    "trust_from_dict",
 ]

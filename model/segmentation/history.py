@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from etl.local_features import compute_features_local, raw_to_events, reference_means
+from model.segmentation.lifecycle import lifecycle_action, lifecycle_label, lifecycle_stage
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY, LightScorer
 
 REFERENCE_KEY = "category_price_reference"
@@ -70,15 +71,17 @@ def history_features(rows: pd.DataFrame, model: LoadedModel, as_of: datetime | s
 
 
 def score_features(features: pd.DataFrame, model: LoadedModel) -> list[dict[str, Any]]:
-    """One result per row of ``features``: segment, confidence, status and why, in row order."""
+    """One result per row of ``features``: segment, confidence, trust, lifecycle stage, status and why."""
     scorer = model.scorer
     n_events = features["n_events"].to_numpy(dtype=np.int64)
     seg, conf = scorer.predict_array(scorer.input_matrix(features), n_events.astype(float))
+    trust = scorer.trust(n_events, conf)
     names = scorer.names_of(seg)
+    stages = lifecycle_stage(features)
     out = []
-    for key, n, sid, c, name, when in zip(
-        features["user_key"].tolist(), n_events.tolist(), seg.tolist(), conf.tolist(), names,
-        features["as_of"], strict=True,
+    for key, n, sid, c, tr, name, stage, when in zip(
+        features["user_key"].tolist(), n_events.tolist(), seg.tolist(), conf.tolist(), trust.tolist(), names,
+        stages.tolist(), features["as_of"], strict=True,
     ):  # fmt: skip
         scored = sid != NOT_ENOUGH_ACTIVITY
         out.append({
@@ -86,6 +89,10 @@ def score_features(features: pd.DataFrame, model: LoadedModel) -> list[dict[str,
             "segment_id": sid if scored else None,
             "segment_name": name if scored else None,
             "confidence": c if scored else None,
+            "trust": tr if scored and np.isfinite(tr) else None,
+            "lifecycle_stage": stage,
+            "lifecycle_label": lifecycle_label(stage),
+            "lifecycle_action": lifecycle_action(stage),
             "model_version": scorer.model_version,
             "n_events": n,
             "status": STATUS_SCORED if scored else STATUS_NOT_ENOUGH,

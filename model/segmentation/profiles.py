@@ -4,8 +4,10 @@ A profile summarises one segment against the whole base: size, share of users an
 (``monetary``), feature medians and means, lift (segment mean / base mean), the RFM picture and the
 top categories (largest mean ``share_*``). Names come from explicit, ordered rules over the profile
 (``NAMING_RULES``; the first rule that holds names the segment), so a marketer can read why a
-segment is called what it is. Duplicate names are disambiguated by the segment's top category, then
-by a number. Pure: a features frame and segment ids in, frozen dataclasses out.
+segment is called what it is. Two segments that earn the same name are told apart by their top
+category when it differs, otherwise by the trait that separates them most (the largest ratio of
+their lifts among ``TRAITS``, e.g. "Cart abandoners · electronics · frequent visitors" vs "... · rare
+visitors"), never by a number. Pure: a features frame and segment ids in, frozen dataclasses out.
 
 The features table has no brand columns, so brands are not profiled here (``brand_concentration``
 is: how concentrated each user's activity is on a few brands).
@@ -24,6 +26,7 @@ from model.segmentation.presentation import segment_color
 __all__ = [
     "ACTIONS",
     "NAMING_RULES",
+    "TRAITS",
     "NamingRule",
     "SegmentProfile",
     "name_segment",
@@ -344,26 +347,90 @@ def _replace(p: SegmentProfile, **changes) -> SegmentProfile:
     return SegmentProfile(**{**p.__dict__, **changes})
 
 
-def _disambiguate(profiles: list[SegmentProfile], keep: set[int]) -> list[SegmentProfile]:
-    """Make names unique: append the top category to duplicates, then a number if still equal.
+#: Traits that can tell two same-named segments apart: feature -> (phrase when higher, when lower).
+#: Non-negative features only, so the ratio of two segments' means (their lift ratio) is meaningful.
+TRAITS: Mapping[str, tuple[str, str]] = {
+    "n_sessions": ("frequent visitors", "rare visitors"),
+    "events_per_session": ("long visits", "short visits"),
+    "median_session_duration_s": ("slow browsers", "quick visits"),
+    "frequency": ("buy more often", "buy less often"),
+    "monetary": ("bigger spenders", "smaller spenders"),
+    "view_to_cart_rate": ("quick to cart", "slow to cart"),
+    "cart_abandonment_rate": ("abandon more carts", "abandon fewer carts"),
+    "removal_rate": ("often remove items", "rarely remove items"),
+    "category_diversity": ("many categories", "few categories"),
+    "brand_concentration": ("brand-loyal", "brand-agnostic"),
+    "weekend_share": ("weekend shoppers", "weekday shoppers"),
+    "night_share": ("night owls", "rarely at night"),
+    "morning_share": ("morning shoppers", "rarely in the morning"),
+    "afternoon_share": ("afternoon shoppers", "rarely in the afternoon"),
+    "evening_share": ("evening shoppers", "rarely in the evening"),
+    "holiday_share": ("holiday-season", "off-season"),
+    "tenure_days": ("long-standing", "newcomers"),
+}  # fmt: skip
 
-    Names carried over from the previous model (ids in ``keep``) are left as they are when possible.
+
+def _trait_ratios(a: SegmentProfile, b: SegmentProfile) -> list[tuple[float, str, bool]]:
+    """(|ln(mean_a / mean_b)|, feature, a is higher) over TRAITS, largest first (equal means last)."""
+    out = []
+    for f in TRAITS:
+        x, y = a.means.get(f), b.means.get(f)
+        if x is None or y is None or not (np.isfinite(x) and np.isfinite(y)) or x <= 0 or y <= 0:
+            continue
+        out.append((abs(float(np.log(x / y))), f, x > y))
+    return sorted(out, key=lambda t: (-t[0], t[1]))
+
+
+def separating_traits(group: list[SegmentProfile]) -> list[str]:
+    """A distinct phrase per profile of ``group`` saying what sets it apart from the others.
+
+    Two profiles: the trait with the largest ratio of their means, "higher" phrase for one and
+    "lower" for the other. More: for each profile, the trait whose mean is farthest (in ratio) from
+    the mean of the others, skipping phrases already taken.
+    """
+    if len(group) == 2:
+        ranked = _trait_ratios(group[0], group[1])
+        if ranked:
+            _, f, a_high = ranked[0]
+            hi, lo = TRAITS[f]
+            return [hi, lo] if a_high else [lo, hi]
+        return ["larger" if group[0].size >= group[1].size else "smaller",
+                "smaller" if group[0].size >= group[1].size else "larger"]  # fmt: skip
+    taken: list[str] = []
+    for i, p in enumerate(group):
+        others = [q for j, q in enumerate(group) if j != i]
+        rest = _replace(others[0], means={f: float(np.mean([q.means.get(f, np.nan) for q in others])) for f in TRAITS})
+        phrase = next((TRAITS[f][0 if high else 1] for _, f, high in _trait_ratios(p, rest)
+                       if TRAITS[f][0 if high else 1] not in taken), None)  # fmt: skip
+        taken.append(phrase or f"{_top(p)} and more")
+    return taken
+
+
+def _disambiguate(profiles: list[SegmentProfile], keep: set[int]) -> list[SegmentProfile]:
+    """Make names unique without numbers: the top category where it differs, then a separating trait.
+
+    Names carried over from the previous model (ids in ``keep``) are left as they are when possible:
+    a clash between a kept name and a new one renames only the new one.
     """
     out = list(profiles)
-    counts = pd.Series([p.name for p in out]).value_counts()
-    for name in counts[counts > 1].index:
-        dup = [i for i, p in enumerate(out) if p.name == name]
+
+    def clashes() -> list[list[int]]:
+        counts = pd.Series([p.name for p in out]).value_counts()
+        return [[i for i, p in enumerate(out) if p.name == name] for name in counts[counts > 1].index]
+
+    for dup in clashes():
         keeper = next((i for i in dup if out[i].segment_id in keep), None)
-        for i in dup:
-            if i != keeper:
-                out[i] = _replace(out[i], name=f"{name} · {_top(out[i])}")
-    seen: dict[str, int] = {}
-    for i, p in enumerate(out):
-        if p.name in seen:
-            seen[p.name] += 1
-            out[i] = _replace(p, name=f"{p.name} {seen[p.name]}")
-        else:
-            seen[p.name] = 1
+        tops = [_top(out[i]) for i in dup]
+        if len(set(tops)) == len(tops):
+            for i in dup:
+                if i != keeper:
+                    out[i] = _replace(out[i], name=f"{out[i].name} · {_top(out[i])}")
+    for dup in clashes():
+        keeper = next((i for i in dup if out[i].segment_id in keep), None)
+        phrases = separating_traits([out[i] for i in dup])
+        for i, phrase in zip(dup, phrases, strict=True):
+            if i != keeper or len(dup) > 2:
+                out[i] = _replace(out[i], name=f"{out[i].name} · {phrase}")
     return out
 
 

@@ -6,13 +6,16 @@ are log1p-transformed, RobustScaler center/scale, PCA mean/components, centroids
 names, the ``min_events`` threshold) and ``LightScorer`` replays the same arithmetic in numpy.
 JSON floats round-trip exactly (``repr``), so assignments equal ``SegmentationModel.predict``.
 
-Artifact schema (``schema_version`` 1)::
+Artifact schema (``schema_version`` 2; version 1, without ``derived`` and ``trust``, still loads)::
 
     {
-      "artifact": "shoplens.segmentation.light", "schema_version": 1,
+      "artifact": "shoplens.segmentation.light", "schema_version": 2,
       "model_version": str, "min_events": int,
       "input_features": [str],               # columns read from the features table
-      "imputation_values": {str: float},     # null -> value, per input column
+      "derived": {"features": [str],         # computed from the inputs (model.segmentation.rates),
+                  "priors": {str: float},    #   appended after the inputs, with these priors
+                  "strengths": {str: float}},
+      "imputation_values": {str: float},     # null -> value, per model column (input or derived)
       "recency": {"column": "recency_days", "flag": "has_purchased"} | null,
       "features": [str],                     # model features in order (may include the flag)
       "log_features": [str],                 # subset of features, log1p(max(x, 0))
@@ -23,6 +26,8 @@ Artifact schema (``schema_version`` 1)::
       "centroids": [[float]],                # (k, n_components), row i <-> segment_ids[i]
       "segment_ids": [int], "segment_names": [str],
       "feature_centroids": {"columns": [str], "values": [[float]]},  # for matching on retrain
+      "trust": {"intercept": float, "coef_log_n": float, "coef_confidence": float} | null,
+                                             # model.segmentation.trust: P(segment = full-history one)
       "metadata": {...}                      # free-form: training range, k, metrics, ...
     }
 """
@@ -44,7 +49,10 @@ from model.segmentation.estimator import (
     assignment_confidence,
     match_segments,
 )
+from model.segmentation.lifecycle import lifecycle_stage
 from model.segmentation.presentation import NOT_ENOUGH_NAME
+from model.segmentation.rates import derive_columns, priors_from_dict, priors_to_dict
+from model.segmentation.trust import TrustModel, trust_from_dict
 
 __all__ = [
     "ARTIFACT_KIND",
@@ -58,7 +66,8 @@ __all__ = [
 ]
 
 ARTIFACT_KIND = "shoplens.segmentation.light"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 #: Segment id given to users with fewer than ``min_events`` events ("not enough activity yet").
 NOT_ENOUGH_ACTIVITY = -1
 _CHUNK_ROWS = 100_000
@@ -71,12 +80,14 @@ def export_artifact(
     segment_names: Sequence[str] | None = None,
     min_events: int | None = None,
     metadata: Mapping | None = None,
+    trust: TrustModel | None = None,
 ) -> dict:
     """The fitted ``model`` as a JSON-serialisable dict (schema in the module docstring).
 
     ``segment_ids`` maps the model's labels 0..k-1 to stable ids (from ``match_to_previous``;
     default: the labels themselves); ``segment_names`` gives one name per label (default
-    "Segment <id>"); ``min_events`` defaults to the model's own.
+    "Segment <id>"); ``min_events`` defaults to the model's own; ``trust`` is the per-user trust
+    model learned from the truncation study (``model.segmentation.trust``).
     """
     model._check_fitted()
     k = model.k_
@@ -93,6 +104,7 @@ def export_artifact(
         "model_version": str(model_version),
         "min_events": int(model.min_events if min_events is None else min_events),
         "input_features": inputs,
+        "derived": priors_to_dict(model.derived_features_, model.priors_),
         "imputation_values": {c: float(v) for c, v in model.imputation_values_.items()},
         "recency": {"column": RECENCY, "flag": HAS_PURCHASED} if RECENCY in inputs else None,
         "features": list(model.features_),
@@ -114,6 +126,7 @@ def export_artifact(
             "columns": list(model.feature_centroids_.columns),
             "values": model.feature_centroids_.to_numpy().tolist(),
         },
+        "trust": None if trust is None else trust.to_dict(),
         "metadata": dict(metadata or {}),
     }
     json.dumps(art, allow_nan=False)  # fail here, not at save time, on a non-JSON value
@@ -159,7 +172,9 @@ class LightScorer:
     model_version: str
     min_events: int
     input_features: tuple[str, ...]
-    fill: np.ndarray  # imputation value per input feature
+    derived: tuple[str, ...]  # derived features, appended after the inputs
+    priors: Mapping[str, float]
+    fill: np.ndarray  # imputation value per input and derived column (NaN: not a model column)
     recency_index: int | None
     recency_flag: str | None
     features: tuple[str, ...]
@@ -173,23 +188,26 @@ class LightScorer:
     centroids: np.ndarray
     segment_ids: np.ndarray
     segment_names: tuple[str, ...]
+    trust_model: TrustModel | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping) -> LightScorer:
-        if d.get("artifact") != ARTIFACT_KIND or d.get("schema_version") != SCHEMA_VERSION:
+        if d.get("artifact") != ARTIFACT_KIND or d.get("schema_version") not in _READABLE_VERSIONS:
             raise ValueError(
                 f"not a {ARTIFACT_KIND} v{SCHEMA_VERSION} artifact: "
                 f"{d.get('artifact')!r} v{d.get('schema_version')!r}"
             )
         inputs = tuple(d["input_features"])
+        derived, priors = priors_from_dict(d.get("derived"))
+        columns = inputs + tuple(derived)
         rec = d.get("recency")
         flag = rec["flag"] if rec else None
         src = []
         for f in d["features"]:
             if f == flag:
                 src.append(-1)
-            elif f in inputs:
-                src.append(inputs.index(f))
+            elif f in columns:
+                src.append(columns.index(f))
             else:
                 raise ValueError(f"artifact feature {f!r} is neither an input nor the recency flag")
         log_set = set(d["log_features"])
@@ -197,7 +215,9 @@ class LightScorer:
             model_version=d["model_version"],
             min_events=int(d["min_events"]),
             input_features=inputs,
-            fill=np.array([d["imputation_values"][c] for c in inputs], dtype=float),
+            derived=tuple(derived),
+            priors=priors,
+            fill=np.array([d["imputation_values"].get(c, np.nan) for c in columns], dtype=float),
             recency_index=inputs.index(rec["column"]) if rec else None,
             recency_flag=flag,
             features=tuple(d["features"]),
@@ -211,6 +231,7 @@ class LightScorer:
             centroids=np.array(d["centroids"], dtype=float),
             segment_ids=np.array(d["segment_ids"], dtype=int),
             segment_names=tuple(d["segment_names"]),
+            trust_model=trust_from_dict(d.get("trust")),
         )
 
     @classmethod
@@ -220,6 +241,10 @@ class LightScorer:
     # -------------------------------------------------------------- core (numpy only)
     def _transform(self, raw: np.ndarray) -> np.ndarray:
         """Guts of :meth:`transform`; no input validation."""
+        if self.derived:
+            cols = {c: raw[:, i] for i, c in enumerate(self.input_features)}
+            extra = derive_columns(cols, self.derived, self.priors)
+            raw = np.column_stack([raw, *(extra[n] for n in self.derived)])
         filled = np.where(np.isnan(raw), self.fill, raw)
         if self.recency_index is not None:
             flag = (~np.isnan(raw[:, self.recency_index])).astype(float)
@@ -264,6 +289,14 @@ class LightScorer:
             seg = np.where(low, NOT_ENOUGH_ACTIVITY, seg)
             conf = np.where(low, np.nan, conf)
         return seg.astype(int), conf
+
+    def trust(self, n_events: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Estimated chance that each segment equals the one the full history would give (NaN where
+        the confidence is NaN or the artifact has no trust model)."""
+        conf = np.asarray(confidence, dtype=float)
+        if self.trust_model is None:
+            return np.full(conf.shape, np.nan)
+        return self.trust_model.predict(n_events, conf)
 
     # -------------------------------------------------------------- conveniences
     def input_matrix(self, features_df: pd.DataFrame) -> np.ndarray:
@@ -321,10 +354,12 @@ def score_frame(scorer: LightScorer, features: pd.DataFrame, as_of: datetime) ->
     """The published segments table (docs/outputs.md) for a features frame, with the light scorer only.
 
     Users below the trust threshold get a null segment, the name :data:`NOT_ENOUGH_NAME` and null
-    confidence and coordinates.
+    confidence, trust and coordinates; every user gets a lifecycle stage
+    (``model.segmentation.lifecycle``).
     """
     raw = scorer.input_matrix(features)
-    seg, conf = scorer.predict_array(raw, features["n_events"].to_numpy(dtype=float))
+    n_events = features["n_events"].to_numpy(dtype=float)
+    seg, conf = scorer.predict_array(raw, n_events)
     P = scorer.transform(raw)
     scored = seg != NOT_ENOUGH_ACTIVITY
     ts = pd.Timestamp(as_of)
@@ -334,6 +369,8 @@ def score_frame(scorer: LightScorer, features: pd.DataFrame, as_of: datetime) ->
             "segment_id": pd.array(np.where(scored, seg, None), dtype="Int64"),
             "segment_name": [n if ok else NOT_ENOUGH_NAME for n, ok in zip(scorer.names_of(seg), scored, strict=True)],
             "confidence": np.where(scored, conf, np.nan),
+            "trust": np.where(scored, scorer.trust(n_events, conf), np.nan),
+            "lifecycle_stage": lifecycle_stage(features),
             "n_events": features["n_events"].fillna(0).astype("int64").to_numpy(),
             "model_version": scorer.model_version,
             "as_of": ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC"),

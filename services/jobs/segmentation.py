@@ -1,8 +1,9 @@
 """``shoplens train`` and ``shoplens score``: the segmentation model wired to the lake.
 
-Train reads the current features, studies how many events a segment needs, fits
-``model.segmentation.SegmentationModel`` on trusted users, keeps segment ids and names of the previous
-model where the segments match, and publishes::
+Train reads the current features, fits ``model.segmentation.SegmentationModel`` on users with at
+least ``min_events_floor`` events, studies how many events its segment needs (first-n truncations of
+long histories), learns the per-user trust figure from that study (``model.segmentation.trust``),
+keeps segment ids and names of the previous model where the segments match, and publishes::
 
     models/segmentation/<version>/{artifact.json, model.json, profiles.json,
                                    category_reference.parquet, report.md, report.html}
@@ -44,7 +45,10 @@ from model.segmentation import (
     LightScorer,
     SegmentationModel,
     ThresholdStudy,
+    calibration_table,
     export_artifact,
+    fit_trust,
+    lifecycle_stages_doc,
     match_to_previous,
     pca_sample,
     profile_documents,
@@ -72,9 +76,11 @@ class TrainConfig:
     ``threshold_grid`` are the n of the event-threshold study; a user enters the point n when they
     have at least ``long_factor * n`` events (so "all events" is a real extension of the first n);
     at most ``study_users`` users (hash-sampled, seeded) and points with fewer than
-    ``min_study_users`` users are dropped. ``min_events_floor`` is the training floor of the
-    preliminary model used by the study; the final model trains on users with at least the chosen
-    threshold. If the target is never reached the largest n studied is used (and reported).
+    ``min_study_users`` users are dropped. ``min_events_floor`` is the training floor: the model trains
+    on users with at least that many events (its features are rates that converge quickly, so short
+    histories are signal, not noise) and the study measures that same model; users below the chosen
+    threshold are scored as "not enough activity yet". If the target is never reached the largest n
+    studied is used (and reported).
     """
 
     k_range: tuple[int, int] = (3, 10)
@@ -82,7 +88,7 @@ class TrainConfig:
     sample_size: int = 50_000
     n_bootstrap: int = 5
     n_threads: int | None = 1
-    threshold_grid: tuple[int, ...] = (5, 10, 20, 40, 80)
+    threshold_grid: tuple[int, ...] = (5, 10, 15, 20, 30, 40, 80)
     threshold_target: float = 0.8
     threshold_metric: str = "agreement"
     long_factor: float = 2.0
@@ -124,15 +130,19 @@ def run_threshold_study(
     model: SegmentationModel,
     features: pd.DataFrame,
     cfg: TrainConfig,
-) -> ThresholdStudy:
+) -> tuple[ThresholdStudy, pd.DataFrame]:
     """Segment of each long-history user from their first n events vs from all their events.
 
     Both segments come from the same fitted ``model`` (no event threshold applied), so labels are
     comparable. First-n features use ``as_of="last_event"`` and the whole lake's category prices.
+    Returns the study and its rows (``n``, ``confidence`` of the first-n assignment, ``agree``), the
+    data the trust model is fitted on.
     """
+    rows = pd.DataFrame({"n": pd.Series(dtype="int64"), "confidence": pd.Series(dtype=float),
+                         "agree": pd.Series(dtype=bool)})  # fmt: skip
     users = _study_users(features, cfg)
     if users.empty:
-        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric)
+        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric), rows
     label_all = pd.Series(model.predict(users), index=users["user_key"].to_numpy())
     n_events = users.set_index("user_key")["n_events"]
     keys = spark.createDataFrame(pd.DataFrame({"user_key": users["user_key"].to_numpy()}))
@@ -151,24 +161,23 @@ def run_threshold_study(
         subset.unpersist()
     split = feats["user_key"].str.rsplit("#", n=1, expand=True)
     feats["user_key"], feats["_n"] = split[0], split[1].astype(int)
-    ns, first, full = [], [], []
+    ns, first, full, conf = [], [], [], []
     for n in grid:
         eligible = set(n_events.index[n_events >= cfg.long_factor * n])
         if len(eligible) < cfg.min_study_users:
             continue
         part = feats.loc[(feats["_n"] == n) & feats["user_key"].isin(eligible)]
         ns.append(np.full(len(part), n))
-        first.append(model.predict(part))
+        labels, confidence = model.predict_with_confidence(part)
+        first.append(labels)
+        conf.append(confidence)
         full.append(label_all.loc[part["user_key"]].to_numpy())
     if not ns:
-        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric)
-    return threshold_study(
-        np.concatenate(ns),
-        np.concatenate(first),
-        np.concatenate(full),
-        target=cfg.threshold_target,
-        metric=cfg.threshold_metric,
-    )
+        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric), rows
+    a, b = np.concatenate(first), np.concatenate(full)
+    rows = pd.DataFrame({"n": np.concatenate(ns), "confidence": np.concatenate(conf), "agree": a == b})
+    study = threshold_study(rows["n"], a, b, target=cfg.threshold_target, metric=cfg.threshold_metric)
+    return study, rows
 
 
 def _chosen_threshold(study: ThresholdStudy, cfg: TrainConfig) -> int:
@@ -208,6 +217,36 @@ def truth_ari(segments: pd.DataFrame, truth_csv: Path, key: bytes) -> dict[str, 
     }
 
 
+def truth_ari_bands(
+    segments: pd.DataFrame, truth_csv: Path, key: bytes, min_events: int
+) -> list[dict[str, Any]]:
+    """ARI vs the generator's personas per band of n_events (the issue-16 floors), on scored rows."""
+    bands = [(f">= {min_events} (trusted)", min_events, None), ("15 to 39", 15, 40), (">= 40", 40, None),
+             ("5 to 14", 5, 15)]  # fmt: skip
+    out = []
+    n = segments["n_events"]
+    for label, lo, hi in bands:
+        part = segments.loc[(n >= lo) & (n < hi if hi is not None else True)]
+        if len(part) >= 2:
+            fig = truth_ari(part, truth_csv, key)
+            out.append({"band": label, "ari": fig["ari"], "users": fig["users_scored"]})
+    return out
+
+
+def coverage(features: pd.DataFrame, min_events: int) -> dict[str, Any]:
+    """Share of users who get a behavioural segment, overall and among users with >= 20 events."""
+    n = features["n_events"].fillna(0)
+    scored = n >= min_events
+    twenty = n >= 20
+    return {
+        "users": len(features),
+        "users_segmented": int(scored.sum()),
+        "share_segmented": float(scored.mean()) if len(features) else 0.0,
+        "share_segmented_20_plus": float(scored[twenty].mean()) if twenty.any() else None,
+        "users_20_plus": int(twenty.sum()),
+    }
+
+
 def train(
     spark: SparkSession,
     lake: Lake,
@@ -236,10 +275,10 @@ def train(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        prelim = _model(cfg, cfg.min_events_floor).fit(features)
-        study = run_threshold_study(spark, events, cat_prices, prelim, features, cfg)
+        model = _model(cfg, cfg.min_events_floor).fit(features)
+        study, study_rows = run_threshold_study(spark, events, cat_prices, model, features, cfg)
         min_events = _chosen_threshold(study, cfg)
-        model = prelim if min_events == cfg.min_events_floor else _model(cfg, min_events).fit(features)
+        trust = fit_trust(study_rows["n"], study_rows["confidence"], study_rows["agree"], seed=cfg.seed)
     fit_warnings = sorted({str(w.message) for w in caught})
     for msg in fit_warnings:
         log.warning("segmentation: %s", msg, extra={"stage": "train"})
@@ -264,7 +303,7 @@ def train(
 
     artifact = export_artifact(
         model, version, segment_ids=ids.tolist(), segment_names=names, min_events=min_events,
-        metadata={"features_version": feat_ptr["version"], "k": model.k_},
+        metadata={"features_version": feat_ptr["version"], "k": model.k_}, trust=trust,
     )  # fmt: skip
     artifact["category_price_reference"] = {
         "category_id": ref["category_id"].astype("int64").tolist(),
@@ -322,7 +361,18 @@ def train(
                 {"n": p["n"], "agreement": p["agreement"], "ari": p["ari"], "users": p["n_users"]}
                 for p in study.to_dict()["curve"]
             ],
+            "trust": {
+                **trust.to_dict(),
+                "calibration": calibration_table(
+                    trust.predict(study_rows["n"].to_numpy(), study_rows["confidence"].to_numpy()),
+                    study_rows["agree"].to_numpy(),
+                ),
+            },
         },
+        "coverage": coverage(features, min_events),
+        "derived_features": summary["derived_features"],
+        "priors": summary["priors"],
+        "lifecycle_stages": lifecycle_stages_doc(),
         "params": {**summary["params"], "n_threads": cfg.n_threads, "min_events_floor": cfg.min_events_floor},
         "warnings": fit_warnings,
         "segment_ids": ids.tolist(),
@@ -337,8 +387,11 @@ def train(
         # PCA coordinates of a training sample, for the report's scatter (no keys leave this function).
         pcs = _pca_sample(model, features.loc[model.train_index_], stable_ids, cfg.seed)
         if truth_csv is not None and key is not None:
-            scored = pd.DataFrame({"user_key": train_rows["user_key"].to_numpy(), "segment_id": stable_ids})
-            model_doc["ari_vs_truth"] = truth_ari(scored, Path(truth_csv), key)["ari"]
+            scored = pd.DataFrame({"user_key": train_rows["user_key"].to_numpy(), "segment_id": stable_ids,
+                                   "n_events": train_rows["n_events"].to_numpy()})  # fmt: skip
+            trusted = scored.loc[scored["n_events"] >= min_events]
+            model_doc["ari_vs_truth"] = truth_ari(trusted, Path(truth_csv), key)["ari"]
+            model_doc["ari_vs_truth_by_events"] = truth_ari_bands(scored, Path(truth_csv), key, min_events)
         staged.write_json("artifact.json", artifact)
         staged.write_json("model.json", model_doc)
         staged.write_json("profiles.json", profile_docs)
@@ -358,6 +411,9 @@ def train(
         "users_total": len(features),
         "silhouette": row_k["silhouette"],
         "ari_vs_truth": model_doc["ari_vs_truth"],
+        "ari_vs_truth_by_events": model_doc.get("ari_vs_truth_by_events"),
+        "coverage": model_doc["coverage"],
+        "threshold_curve": model_doc["threshold"]["curve"],
         "segments": [
             {"segment_id": p["segment_id"], "name": p["name"], "size": p["size"], "share_users": p["share_users"],
              "share_revenue": p["share_revenue"]}
@@ -388,6 +444,8 @@ SEGMENTS_SCHEMA = pa.schema(
         ("segment_id", pa.int64()),
         ("segment_name", pa.string()),
         ("confidence", pa.float64()),
+        ("trust", pa.float64()),
+        ("lifecycle_stage", pa.string()),
         ("n_events", pa.int64()),
         ("model_version", pa.string()),
         ("as_of", pa.timestamp("us", tz="UTC")),
@@ -442,6 +500,7 @@ def score(
         "users_not_enough_activity": int(seg["segment_id"].isna().sum()),
         "min_events": scorer.min_events,
         "sizes": {str(k): int(v) for k, v in sizes.items()},
+        "lifecycle": {str(k): int(v) for k, v in seg["lifecycle_stage"].value_counts().items()},
     }
     if build_views:
         summary["views_version"] = publish_segment_views(lake, seg, features, version, model_version, flow_from)
@@ -514,6 +573,10 @@ def score_report(s: Mapping[str, Any]) -> str:
     ]
     for name, n in sorted(s["sizes"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {name:<40} {n:>9,}")
+    if s.get("lifecycle"):
+        lines.append("lifecycle stages:")
+        for name, n in sorted(s["lifecycle"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {name:<40} {n:>9,}")
     return "\n".join(lines)
 
 
@@ -521,6 +584,7 @@ __all__ = [
     "SEGMENTS_SCHEMA",
     "TrainConfig",
     "category_reference",
+    "coverage",
     "publish_segment_views",
     "run_threshold_study",
     "score",
@@ -529,4 +593,5 @@ __all__ = [
     "train",
     "train_report",
     "truth_ari",
+    "truth_ari_bands",
 ]

@@ -83,6 +83,7 @@ def render_markdown(model: Mapping[str, Any], profiles: Sequence[Mapping[str, An
         md_table(["n", "users", "agreement", "ARI"],
                   [[str(c["n"]), f"{c['users']:,}", fmt_float(c["agreement"]), fmt_float(c["ari"])] for c in t["curve"]]),
         "",
+        *_trust_md(model),
         "## Features",
         "",
         "Model inputs: " + ", ".join(f"`{f}`" for f in model["features"]) + ".",
@@ -104,6 +105,56 @@ def render_markdown(model: Mapping[str, Any], profiles: Sequence[Mapping[str, An
         "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def floors(model: Mapping[str, Any]) -> list[list[str]]:
+    """The issue-16 quality floors next to this model's figures: [what, floor, figure, met]."""
+    t, cov = model["threshold"], model.get("coverage") or {}
+    agree15 = next((c["agreement"] for c in t["curve"] if c["n"] == 15), None)
+    rows = [["trust threshold (events)", "<= 15", str(t["chosen_min_events"]), _yes(t["chosen_min_events"] <= 15)],
+            ["agreement at 15 events", ">= 0.8", fmt_float(agree15), _yes(agree15 is not None and agree15 >= 0.8)]]
+    share20 = cov.get("share_segmented_20_plus")
+    rows.append(["users with >= 20 events segmented", ">= 80%", fmt_pct(share20), _yes(share20 is not None and share20 >= 0.8)])
+    for band in model.get("ari_vs_truth_by_events") or []:
+        floor = 0.8 if "trusted" in band["band"] or band["band"] == ">= 40" else 0.6 if band["band"] == "15 to 39" else None
+        if floor is not None:
+            rows.append([f"ARI vs personas, {band['band']} events ({band['users']:,} users)", f">= {floor}",
+                         fmt_float(band["ari"]), _yes(band["ari"] >= floor)])
+    return rows
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def _trust_md(model: Mapping[str, Any]) -> list[str]:
+    t = model["threshold"]
+    trust = t.get("trust") or {}
+    lines = []
+    if trust:
+        lines += [
+            "Per-user trust (the chance that the segment equals the one the full history would give): a logistic "
+            f"regression on the study rows, logit = {fmt_float(trust['intercept'])} + "
+            f"{fmt_float(trust['coef_log_n'])} x ln(events) + {fmt_float(trust['coef_confidence'])} x confidence. "
+            "Calibration on the study rows:",
+            "",
+            md_table(["mean trust", "observed agreement", "rows"],
+                     [[fmt_float(c["trust_mean"]), fmt_float(c["agreement"]), f"{c['users']:,}"]
+                      for c in trust.get("calibration", [])]),
+            "",
+        ]  # fmt: skip
+    if model.get("coverage"):
+        c = model["coverage"]
+        lines += [f"Users with a behavioural segment: {c['users_segmented']:,} of {c['users']:,} "
+                  f"({fmt_pct(c['share_segmented'])}); of the {c['users_20_plus']:,} with 20 or more events: "
+                  f"{fmt_pct(c.get('share_segmented_20_plus'))}.", ""]  # fmt: skip
+    lines += ["Quality floors:", "", md_table(["figure", "floor", "this model", "met"], floors(model)), ""]
+    if model.get("lifecycle_stages"):
+        lines += ["## Lifecycle stages (every user, rules in order)", "",
+                  md_table(["stage", "rule", "recommended action"],
+                           [[f"{x['label']} (`{x['key']}`)", x["rule"], x["action"]] for x in model["lifecycle_stages"]]),
+                  ""]  # fmt: skip
+    return lines
 
 
 def _charts(
@@ -218,12 +269,23 @@ Davies-Bouldin {fmt_float(m['davies_bouldin'])} · stability {fmt_float(m['stabi
 <section id=k><h2>Choosing k</h2><p>{html.escape(model.get('k_rule', ''))}</p>{chart('k')}</section>
 <section id=threshold><h2>How many events before a segment is trusted</h2>
 <p>Chosen threshold: <b>{t['chosen_min_events']} events</b> (target {t.get('metric', 'agreement')} &ge;
-{t['target']}{'; not reached: ' + html.escape(str(t['error'])) if t.get('error') else ''}).</p>{chart('threshold')}{curve}</section>
+{t['target']}{'; not reached: ' + html.escape(str(t['error'])) if t.get('error') else ''}).</p>{chart('threshold')}{curve}
+<h3>Quality floors</h3>{html_table(["figure", "floor", "this model", "met"], floors(model))}
+{_lifecycle_html(model)}</section>
 <section id=features><h2>Features</h2><p>Inputs: {html.escape(', '.join(model['features']))}. Dropped:
 {html.escape(dropped)}.</p>{chart('importance')}
 <h3>Rules a marketer can read (fidelity {fmt_float(model.get('tree_fidelity'))})</h3><pre>{html.escape(model['tree_rules'])}</pre></section>
 """
     return page(f"shoplens · segmentation model {model['version']}", body)
+
+
+def _lifecycle_html(model: Mapping[str, Any]) -> str:
+    stages = model.get("lifecycle_stages") or []
+    if not stages:
+        return ""
+    return "<h3>Lifecycle stages (every user, rules in order)</h3>" + html_table(
+        ["stage", "rule", "recommended action"], [[f"{x['label']} ({x['key']})", x["rule"], x["action"]] for x in stages]
+    )
 
 
 def write_model_report(

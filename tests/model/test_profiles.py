@@ -123,3 +123,33 @@ def test_not_enough_activity_is_not_profiled_and_frame_is_flat(persona_df):
     frame = profiles_frame(profiles)
     assert list(frame["segment_id"]) == sorted(set(ids[ids >= 0]))
     json.dumps(profiles[0].to_dict(), allow_nan=False)
+
+
+def test_same_name_and_top_category_is_told_apart_by_the_largest_lift_never_a_number(persona_df):
+    """The issue-16 clash: two cart-abandoner segments, both mostly electronics, that differ in visits."""
+    df = persona_df[persona_df["_persona"] == "cart_abandoner"].copy().reset_index(drop=True)
+    df["share_electronics"] = 0.8
+    ids = np.where(np.arange(len(df)) % 2 == 0, 1, 4)
+    df.loc[ids == 4, "n_sessions"] = df.loc[ids == 4, "n_sessions"] * 6  # the separating trait
+    profiles = profile_segments(df, ids)
+    a, b = (p.name for p in profiles)
+    assert a == "Cart abandoners · rare visitors" and b == "Cart abandoners · frequent visitors"
+    assert not any(ch.isdigit() for ch in a + b)
+    # independent: the largest |ln(mean_4 / mean_1)| among the traits is n_sessions
+    from model.segmentation.profiles import TRAITS
+
+    m1, m4 = df[ids == 1].mean(numeric_only=True), df[ids == 4].mean(numeric_only=True)
+    ratios = {f: abs(np.log(m4[f] / m1[f])) for f in TRAITS if m1.get(f, 0) > 0 and m4.get(f, 0) > 0}
+    assert max(ratios, key=ratios.get) == "n_sessions"
+    kept = profile_segments(df, ids, previous_names={1: "Cart abandoners"})
+    assert [p.name for p in kept] == ["Cart abandoners", "Cart abandoners · frequent visitors"]
+
+
+def test_three_way_clash_gets_three_distinct_traits(persona_df):
+    df = persona_df[persona_df["_persona"] == "window_shopper"].copy().reset_index(drop=True)
+    ids = np.arange(len(df)) % 3
+    df.loc[ids == 1, "n_sessions"] *= 5
+    df.loc[ids == 2, "weekend_share"] = 0.95
+    names = [p.name for p in profile_segments(df, ids)]
+    assert len(set(names)) == 3 and all(n.startswith("Window shoppers · ") for n in names)
+    assert not any(ch.isdigit() for n in names for ch in n)

@@ -123,3 +123,25 @@ def test_chunked_scoring_equals_one_pass(monkeypatch, model, artifact, fresh_df)
     chunked = scorer.predict(fresh_df)
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])
+
+
+def test_derived_rates_and_trust_are_applied_by_the_scorer_like_the_model(model, fresh_df):
+    from model.segmentation import DERIVED_NAMES, TrustModel
+    from model.segmentation.rates import DERIVED
+
+    assert set(model.derived_features_) <= set(DERIVED_NAMES) and model.derived_features_
+    # independent shrinkage of one rate: (carts + 20 * prior) / (views + 20), carts capped at views, nulls = 0
+    prior = model.priors_["eb_cart_rate"]
+    strength = next(d.strength for d in DERIVED if d.name == "eb_cart_rate")
+    views = fresh_df["n_views"].astype(float).fillna(0)
+    carts = np.minimum(fresh_df["n_carts"].astype(float).fillna(0), views)
+    expected = (carts + strength * prior) / (views + strength)
+    got = model._engineer(fresh_df, fit=False)["eb_cart_rate"]
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy())
+    trust = TrustModel(-2.0, 0.7, 3.0)
+    scorer = LightScorer.from_json(json.dumps(export_artifact(model, "v", trust=trust)))
+    seg, conf = scorer.predict(fresh_df)
+    np.testing.assert_array_equal(seg, model.predict(fresh_df))
+    n = fresh_df["n_events"].to_numpy(dtype=float)
+    want = 1 / (1 + np.exp(-(-2.0 + 0.7 * np.log(np.maximum(n, 1)) + 3.0 * conf)))
+    np.testing.assert_allclose(scorer.trust(n, conf), want)
