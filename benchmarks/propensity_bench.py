@@ -1,0 +1,168 @@
+"""Propensity benchmark: training (3M users x 4 cutoffs) and scoring (3M users), with a peer in the same run.
+
+What is measured (``python benchmarks/propensity_bench.py [--users 3000000] [--lake-users 20000]``):
+
+1. **Model side at scale** on a synthetic feature matrix (generating and ingesting 3 million users'
+   events is far heavier than what it would measure): ``users x cutoffs`` rows with every
+   ``MODEL_FEATURES`` column, labels from a known logistic rule. Timed: ``compare_models`` (both models,
+   the base fitted on at most ``max_train_rows`` rows of the earlier cutoffs, early stopping and
+   calibration on the latest training cutoff, full evaluation and permutation importance on the
+   validation cutoff = 3M users) and scoring 3M users with the light JSON scorer (numpy). Peer:
+   scikit-learn's own ``predict_proba`` of the same fitted model on the same matrix.
+2. **Label building** (Spark, one job for every cutoff) on a generated lake of ``--lake-users``, vs
+   a pandas peer computing the same labels from the same events.
+
+Results go to benchmarks/results/propensity.{json,md}. The machine is shared: the load average at
+start and end is recorded next to the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.propensity import (
+    MODEL_FEATURES,
+    LightPropensityScorer,
+    compare_models,
+    design_matrix,
+    export_artifact,
+)
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def synthetic_examples(users: int, cutoffs: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    parts = []
+    days = pd.date_range("2019-10-05", periods=cutoffs + 1, freq="7D", tz="UTC")
+    for c in days:
+        df = pd.DataFrame({f: rng.gamma(2.0, 2.0, users).astype(np.float64) for f in MODEL_FEATURES})
+        logit = -3.0 + 0.35 * df["carts_7d"] + 0.15 * df["sessions_28d"] - 0.05 * df["days_since_last_event"]
+        df["label"] = (rng.random(users) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+        df["cutoff"] = c
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def model_side(users: int, cutoffs: int, max_train_rows: int) -> dict:
+    t = time.monotonic()
+    ex = synthetic_examples(users, cutoffs)
+    build = time.monotonic() - t
+    last = ex["cutoff"].max()
+    train, val = ex.loc[ex["cutoff"] < last], ex.loc[ex["cutoff"] == last]
+    t = time.monotonic()
+    params = {k: {"max_train_rows": max_train_rows} for k in ("logistic", "boosted")}
+    comp = compare_models(train, val, params=params)
+    fit = time.monotonic() - t
+    model = comp.best.model
+    scorer = LightPropensityScorer(export_artifact(model, "bench"))
+    A = design_matrix(val, model.features_)
+    t = time.monotonic()
+    p_light = scorer.predict_proba(val)
+    light = time.monotonic() - t
+    t = time.monotonic()
+    p_sk = model.predict_proba(A)[:, 1]
+    sk = time.monotonic() - t
+    return {
+        "users": users, "cutoffs_train": cutoffs, "rows_total": len(ex), "max_train_rows": max_train_rows,
+        "synthetic_matrix_seconds": round(build, 2), "train_compare_seconds": round(fit, 2),
+        "shipped": comp.shipped, "roc_auc": {k: r.metrics["roc_auc"] for k, r in comp.reports.items()},
+        "score_light_seconds": round(light, 2), "score_sklearn_seconds": round(sk, 2),
+        "light_vs_sklearn_max_abs_diff": float(np.max(np.abs(p_light - p_sk))),
+    }  # fmt: skip
+
+
+def label_building(lake_users: int) -> dict:
+    from pyspark.sql import SparkSession
+
+    from etl.generate import generate
+    from etl.labels import cutoff_table, training_examples, weekly_cutoffs
+    from etl.lines import read_history
+    from etl.local_features import raw_to_events
+
+    tmp = Path(tempfile.mkdtemp(prefix="propbench-"))
+    generate(tmp, users=lake_users, months=2, seed=4)
+    rows = pd.concat([read_history(p).rows for p in sorted(tmp.glob("*.csv.gz"))], ignore_index=True)
+    ev = raw_to_events(rows)
+    ev["category_id"] = ev["category_id"].astype("float").astype("Int64")
+    spark = (SparkSession.builder.master("local[2]").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false").getOrCreate())  # fmt: skip
+    spark.sparkContext.setLogLevel("ERROR")
+    frame = ev.assign(event_time=ev["event_time"].dt.tz_convert(None))
+    frame["category_id"] = frame["category_id"].astype(object).where(frame["category_id"].notna(), None)
+    pq_dir = tmp / "events.parquet"
+    spark.createDataFrame(frame).write.parquet(str(pq_dir))
+    events = spark.read.parquet(str(pq_dir))
+    cuts = weekly_cutoffs(ev["event_time"].min().to_pydatetime(), ev["event_time"].max().to_pydatetime(), n_train=4)
+    t = time.monotonic()
+    got = training_examples(events, cutoff_table(spark, cuts.all)).toPandas()
+    spark_s = time.monotonic() - t
+    # peer: the labels alone with pandas (a merge_asof-free interval test per cutoff)
+    t = time.monotonic()
+    buys = ev.loc[ev["event_type"] == "purchase", ["user_key", "event_time"]]
+    pandas_rows = 0
+    for c in cuts.all:
+        c = pd.Timestamp(c)
+        seen = ev.loc[ev["event_time"] <= c, "user_key"].unique()
+        hit = buys.loc[(buys["event_time"] > c) & (buys["event_time"] <= c + pd.Timedelta(days=7)), "user_key"].unique()
+        labels = pd.DataFrame({"user_key": seen, "label": np.isin(seen, hit)})
+        pandas_rows += len(labels)
+    pandas_s = time.monotonic() - t
+    spark.stop()
+    return {
+        "lake_users": lake_users, "events": len(ev), "cutoffs": len(cuts.all), "examples": len(got),
+        "spark_examples_seconds": round(spark_s, 2), "pandas_labels_only_seconds": round(pandas_s, 2),
+        "pandas_rows": pandas_rows, "note": "Spark builds every feature + window + label; the pandas peer only the labels",
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=3_000_000)
+    ap.add_argument("--cutoffs", type=int, default=4)
+    ap.add_argument("--max-train-rows", type=int, default=1_000_000)
+    ap.add_argument("--lake-users", type=int, default=20_000)
+    ap.add_argument("--skip-spark", action="store_true")
+    a = ap.parse_args()
+    load0 = os.getloadavg()
+    res = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
+           "load_average_start": load0, "model_side": model_side(a.users, a.cutoffs, a.max_train_rows)}  # fmt: skip
+    if not a.skip_spark:
+        res["label_building"] = label_building(a.lake_users)
+    res["load_average_end"] = os.getloadavg()
+    OUT.mkdir(exist_ok=True)
+    (OUT / "propensity.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    m = res["model_side"]
+    lines = [
+        "# Propensity benchmark", "",
+        f"Run {res['started_at']} on {res['cores']} cores; load average {load0[0]:.1f} at start, "
+        f"{res['load_average_end'][0]:.1f} at end (shared machine: figures are under contention when > 2).", "",
+        f"- Training: {m['users']:,} users x {m['cutoffs_train']} training cutoffs + 1 validation cutoff "
+        f"({m['rows_total']:,} rows, base fitted on {m['max_train_rows']:,}): **{m['train_compare_seconds']} s** for both "
+        f"models with calibration, evaluation and permutation importance on the {m['users']:,}-user validation cutoff "
+        "(goal <= 300 s).",
+        f"- Scoring {m['users']:,} users with the light JSON scorer: **{m['score_light_seconds']} s** "
+        f"(peer: scikit-learn predict_proba {m['score_sklearn_seconds']} s; max |diff| {m['light_vs_sklearn_max_abs_diff']:.1e}; "
+        "goal <= 60 s).",
+    ]  # fmt: skip
+    if "label_building" in res:
+        lb = res["label_building"]
+        lines.append(f"- Label building (Spark, one job for {lb['cutoffs']} cutoffs) on a generated lake of "
+                     f"{lb['lake_users']:,} users / {lb['events']:,} events: **{lb['spark_examples_seconds']} s** for "
+                     f"{lb['examples']:,} examples with every feature; pandas peer (labels only): "
+                     f"{lb['pandas_labels_only_seconds']} s.")  # fmt: skip
+    (OUT / "propensity.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Light propensity scorer: a fitted :class:`PropensityModel` as plain JSON, applied with numpy only.
+
+No pickle anywhere: the artifact holds numbers, and loading it runs no code from the file.
+
+* ``logistic``: imputation medians, the columns that get a missing flag, which inputs are log1p'd,
+  the StandardScaler mean/scale and the (standardized) coefficients and intercept.
+* ``boosted``: HistGradientBoosting's trees as arrays (feature, threshold, missing-goes-left, left,
+  right, leaf value per node) and the baseline; the raw score is baseline + the sum of the leaves
+  reached, with scikit-learn's rule (``x <= threshold`` goes left; NaN follows ``missing_left``).
+* ``calibrator``: none, isotonic (the step points, interpolated and clipped as
+  ``IsotonicRegression(out_of_bounds="clip")``) or sigmoid (``1 / (1 + exp(a * f + b))``), applied to
+  the raw score (decision function), as ``CalibratedClassifierCV`` does.
+* ``deciles``: the 9 cut points of the batch scores' deciles (added by the scoring job), so a single
+  user gets the decile the batch would give them: decile = 1 + #(cut points < p).
+
+JSON floats round-trip exactly, so :meth:`LightPropensityScorer.predict_proba` equals
+``PropensityModel.predict_proba`` (tests/model/test_propensity.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from model.propensity.estimator import PropensityModel, prep_transform
+from model.propensity.features import design_matrix
+
+ARTIFACT_KIND = "shoplens.propensity.light"
+SCHEMA_VERSION = 1
+
+
+def _calibrator_dict(model: PropensityModel) -> dict[str, Any] | None:
+    cal = model.calibrator_
+    if cal is None:
+        return None
+    if model.calibration_ == "isotonic":
+        return {"method": "isotonic", "x": cal.X_thresholds_.tolist(), "y": cal.y_thresholds_.tolist()}
+    return {"method": "sigmoid", "a": float(cal.a_), "b": float(cal.b_)}
+
+
+def _finite(t: np.ndarray) -> np.ndarray:
+    """Thresholds as finite floats for strict JSON: +inf ("every number goes left") -> the largest float."""
+    big = np.finfo(np.float64).max
+    return np.nan_to_num(t.astype(np.float64), nan=0.0, posinf=big, neginf=-big)
+
+
+def _trees(model: PropensityModel) -> list[dict[str, list]]:
+    out = []
+    for (predictor,) in model.base_._predictors:  # binary: one tree per iteration
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any():
+            raise ValueError("categorical splits are not supported by the light scorer")
+        out.append({
+            "feature": nodes["feature_idx"].astype(int).tolist(), "threshold": _finite(nodes["num_threshold"]).tolist(),
+            "missing_left": nodes["missing_go_to_left"].astype(bool).tolist(), "left": nodes["left"].astype(int).tolist(),
+            "right": nodes["right"].astype(int).tolist(), "leaf": nodes["is_leaf"].astype(bool).tolist(),
+            "value": nodes["value"].astype(float).tolist(),
+        })  # fmt: skip
+    return out
+
+
+def export_artifact(model: PropensityModel, model_version: str, metadata: Mapping[str, Any] | None = None) -> dict:
+    """The fitted ``model`` as a JSON-serialisable dict (see the module docstring)."""
+    art: dict[str, Any] = {
+        "artifact": ARTIFACT_KIND, "schema_version": SCHEMA_VERSION, "model_version": model_version,
+        "kind": model.kind, "features": list(model.features_), "calibrator": _calibrator_dict(model),
+        "deciles": None, "metadata": dict(metadata or {}),
+    }  # fmt: skip
+    if model.kind == "logistic":
+        prep, scale, lr = (model.base_.named_steps[k] for k in ("prep", "scale", "lr"))
+        art["logistic"] = {
+            "medians": prep.medians_.tolist(), "missing_columns": prep.missing_columns_.astype(int).tolist(),
+            "log_features": [c for c, m in zip(model.features_, prep.log_mask_, strict=True) if m],
+            "mean": scale.mean_.tolist(), "scale": scale.scale_.tolist(),
+            "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0]),
+        }  # fmt: skip
+    else:
+        art["boosted"] = {"baseline": float(np.ravel(model.base_._baseline_prediction)[0]), "trees": _trees(model)}
+    return art
+
+
+class LightPropensityScorer:
+    """Applies an artifact of :func:`export_artifact` with numpy (no scikit-learn objects)."""
+
+    def __init__(self, artifact: Mapping[str, Any]) -> None:
+        if artifact.get("artifact") != ARTIFACT_KIND or artifact.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"not a {ARTIFACT_KIND} v{SCHEMA_VERSION} artifact")
+        self.artifact = artifact
+        self.kind: str = artifact["kind"]
+        self.features: tuple[str, ...] = tuple(artifact["features"])
+        self.model_version: str = artifact["model_version"]
+        self.calibrator = artifact.get("calibrator")
+        cuts = artifact.get("deciles")
+        self.decile_cuts = None if cuts is None else np.asarray(cuts, dtype=float)
+        if self.kind == "logistic":
+            lg = artifact["logistic"]
+            self._medians = np.asarray(lg["medians"], dtype=float)
+            self._missing = np.asarray(lg["missing_columns"], dtype=int)
+            self._log_mask = np.isin(np.asarray(self.features), lg["log_features"])
+            self._mean, self._scale = np.asarray(lg["mean"], dtype=float), np.asarray(lg["scale"], dtype=float)
+            self._coef, self._intercept = np.asarray(lg["coef"], dtype=float), float(lg["intercept"])
+        else:
+            bt = artifact["boosted"]
+            self._baseline = float(bt["baseline"])
+            self._trees = [
+                {k: np.asarray(v, dtype=float if k in ("threshold", "value") else (bool if k in ("missing_left", "leaf") else np.int64))
+                 for k, v in t.items()}
+                for t in bt["trees"]
+            ]  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, artifact: Mapping[str, Any]) -> LightPropensityScorer:
+        return cls(artifact)
+
+    def with_deciles(self, cuts: Sequence[float]) -> LightPropensityScorer:
+        return LightPropensityScorer({**self.artifact, "deciles": [float(c) for c in cuts]})
+
+    def decision(self, A: np.ndarray) -> np.ndarray:
+        """The raw score (log-odds before calibration) of each row of a design matrix."""
+        if self.kind == "logistic":
+            Z = (prep_transform(A, self._medians, self._missing, self._log_mask) - self._mean) / self._scale
+            return Z @ self._coef + self._intercept
+        raw = np.full(len(A), self._baseline)
+        rows = np.arange(len(A))
+        for t in self._trees:
+            node = np.zeros(len(A), dtype=np.int64)
+            active = ~t["leaf"][node]
+            while active.any():
+                r, nd = rows[active], node[active]
+                x = A[r, t["feature"][nd]]
+                go_left = np.where(np.isnan(x), t["missing_left"][nd], x <= t["threshold"][nd])
+                node[active] = np.where(go_left, t["left"][nd], t["right"][nd])
+                active = ~t["leaf"][node]
+            raw += t["value"][node]
+        return raw
+
+    def proba_matrix(self, A: np.ndarray) -> np.ndarray:
+        """P(buy) of each row of a design matrix."""
+        f = self.decision(A)
+        cal = self.calibrator
+        if cal is None:
+            return expit(f)
+        if cal["method"] == "isotonic":
+            return np.clip(np.interp(f, cal["x"], cal["y"]), 0.0, 1.0)
+        return expit(-(cal["a"] * f + cal["b"]))
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """P(buy) of each row of a frame with the feature columns (a 1-d array)."""
+        return self.proba_matrix(design_matrix(frame, self.features))
+
+    def deciles_of(self, p: np.ndarray) -> np.ndarray:
+        """Decile 1..10 (10 = best) from the batch cut points; needs :meth:`with_deciles` or an artifact with them."""
+        if self.decile_cuts is None:
+            raise ValueError("this artifact has no decile cut points (they come with the batch scores)")
+        return 1 + np.searchsorted(self.decile_cuts, p, side="left")
+
+
+def decile_cuts(p: np.ndarray) -> np.ndarray:
+    """The 9 cut points (10%..90% quantiles) of the batch scores."""
+    return np.quantile(np.asarray(p, dtype=float), np.arange(1, 10) / 10)
+
+
+__all__ = ["ARTIFACT_KIND", "SCHEMA_VERSION", "LightPropensityScorer", "decile_cuts", "export_artifact"]

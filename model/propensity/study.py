@@ -1,0 +1,117 @@
+"""Both models on the same validation cutoff: fit on the training cutoffs, evaluate, pick by AUC.
+
+The validation cutoff must be later than every training cutoff (time, never a random split); the
+shipped model is the one with the higher validation ROC AUC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.propensity.estimator import PropensityModel
+from model.propensity.evaluation import (
+    DEFAULT_CAPACITY,
+    calibration_table,
+    curves,
+    decile_table,
+    evaluate,
+    permutation_importance_auc,
+    threshold_grid,
+)
+from model.propensity.features import design_matrix
+
+
+@dataclass
+class ModelReport:
+    """One fitted model and its validation figures (no user keys)."""
+
+    kind: str
+    model: PropensityModel
+    metrics: dict[str, Any]
+    roc: pd.DataFrame
+    pr: pd.DataFrame
+    calibration: pd.DataFrame
+    deciles: pd.DataFrame
+    grid: pd.DataFrame
+    importance: pd.DataFrame
+    coefficients: pd.DataFrame | None = None
+
+
+@dataclass
+class Comparison:
+    """The models side by side; ``shipped`` is the kind with the best validation ROC AUC."""
+
+    reports: dict[str, ModelReport]
+    shipped: str
+    validation_cutoff: Any
+    train_cutoffs: list[Any]
+    capacity: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> ModelReport:
+        return self.reports[self.shipped]
+
+
+def _check_time_split(train: pd.DataFrame, validation: pd.DataFrame, cutoff_col: str, label_col: str) -> None:
+    if train.empty or validation.empty:
+        raise ValueError("propensity: need rows at two or more cutoffs (training and validation)")
+    if validation[cutoff_col].nunique() != 1:
+        raise ValueError("propensity: the validation frame must hold exactly one cutoff")
+    if train[cutoff_col].max() >= validation[cutoff_col].iloc[0]:
+        raise ValueError("propensity: every training cutoff must be earlier than the validation cutoff")
+    if int(train[label_col].sum()) == 0:
+        raise ValueError("propensity: no positive labels at the training cutoffs (nobody bought after them)")
+    if int(validation[label_col].sum()) in (0, len(validation)):
+        raise ValueError("propensity: the validation cutoff needs both buyers and non-buyers")
+
+
+def report_for(
+    model: PropensityModel, validation: pd.DataFrame, label_col: str, capacity: float, seed: int = 0
+) -> ModelReport:
+    """Every validation figure of one fitted model."""
+    y = validation[label_col].to_numpy(dtype=int)
+    A = design_matrix(validation, model.features_)
+    p = model.predict_proba(A)[:, 1]
+    c = curves(y, p)
+    importance = permutation_importance_auc(lambda B: model.predict_proba(B)[:, 1], A, y, model.features_, seed=seed)
+    metrics = {**evaluate(y, p, capacity), "calibration": model.calibration_, "holdout": model.holdout_,
+               "n_train": model.n_train_}  # fmt: skip
+    return ModelReport(
+        kind=model.kind, model=model, metrics=metrics, roc=c["roc"], pr=c["pr"], calibration=calibration_table(y, p),
+        deciles=decile_table(y, p), grid=threshold_grid(y, p), importance=importance,
+        coefficients=model.coefficients() if model.kind == "logistic" else None,
+    )  # fmt: skip
+
+
+def compare_models(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    *,
+    kinds: Sequence[str] = ("logistic", "boosted"),
+    capacity: float = DEFAULT_CAPACITY,
+    cutoff_col: str = "cutoff",
+    label_col: str = "label",
+    params: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+) -> Comparison:
+    """Fit each kind on ``train`` (stacked training cutoffs) and evaluate on ``validation`` (one later cutoff)."""
+    _check_time_split(train, validation, cutoff_col, label_col)
+    reports = {}
+    for kind in kinds:
+        model = PropensityModel(kind=kind, random_state=seed, **(params or {}).get(kind, {}))
+        model.fit(train, train[label_col].to_numpy(), train[cutoff_col].to_numpy())
+        reports[kind] = report_for(model, validation, label_col, capacity, seed)
+    shipped = max(reports, key=lambda k: reports[k].metrics["roc_auc"])
+    return Comparison(
+        reports=reports, shipped=shipped, validation_cutoff=validation[cutoff_col].iloc[0],
+        train_cutoffs=sorted(np.unique(train[cutoff_col]).tolist()), capacity=capacity,
+    )  # fmt: skip
+
+
+__all__ = ["Comparison", "ModelReport", "compare_models", "report_for"]

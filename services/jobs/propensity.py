@@ -1,0 +1,340 @@
+"""``shoplens propensity train|score``: purchase propensity wired to the lake.
+
+Train builds the stacked examples of every weekly cutoff in one Spark job (:mod:`etl.labels`),
+fits the logistic baseline and the boosted model on the training cutoffs, evaluates both on the
+validation cutoff (the most recent one whose label window is complete), ships the one with the best
+validation ROC AUC and publishes::
+
+    models/propensity/<version>/{artifact.json, artifacts/<kind>.json, metrics.json, report.md,
+                                 report.html, category_reference.parquet, views/*.parquet}
+    models/propensity/_current.json                                  (the commit point)
+
+Score applies the shipped light artifact (numpy, no refit) to every user of the current features
+(as of the lake's latest event) joined with the recent-activity windows computed at that time, and
+publishes ``propensity/<version>/`` (user_key, propensity, decile, model_version, as_of); the pointer
+carries the decile cut points and the mean propensity per segment (small, for the dashboard).
+Layout and columns: docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from threadpoolctl import threadpool_limits
+
+from etl.labels import CUTOFF, LABEL, activity_features, cutoff_table, training_examples, weekly_cutoffs
+from model.propensity import (
+    DEFAULT_CAPACITY,
+    Comparison,
+    LightPropensityScorer,
+    compare_models,
+    decile_cuts,
+    export_artifact,
+)
+from services.core.catalog import EVENTS, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTS
+from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.publish import new_version
+from services.core.readers import read_features, read_segments
+from services.core.spark import read_run_dataset
+from services.jobs.segmentation import category_reference
+from services.reports.propensity import write_propensity_report
+
+log = logging.getLogger("shoplens.propensity")
+
+#: Small tables published with the model for the dashboard (no user keys).
+VIEW_NAMES = ("roc", "pr", "calibration", "deciles", "grid", "importance", "coefficients")
+
+
+@dataclass(frozen=True)
+class PropensityConfig:
+    """Knobs of ``shoplens propensity train`` (defaults: what the tests and the demo use)."""
+
+    horizon_days: int = 7
+    n_train_cutoffs: int = 4
+    step_days: int = 7
+    min_history_days: int = 7
+    capacity: float = DEFAULT_CAPACITY
+    seed: int = 0
+    max_train_rows: int = 1_000_000
+    #: threads for the model fits (None = every core); 1 avoids OpenMP spin-waits on a busy shared machine
+    n_threads: int | None = None
+
+
+# ------------------------------------------------------------------------------------ examples
+def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig) -> tuple[pd.DataFrame, Any]:
+    """(stacked examples of every cutoff as pandas, the Cutoffs); NotEnoughData if too little history."""
+    events = read_run_dataset(spark, lake, EVENTS)
+    if events is None:
+        raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
+    cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
+    examples = training_examples(events, cutoff_table(spark, cuts.all), cfg.horizon_days).toPandas()
+    examples[CUTOFF] = pd.to_datetime(examples[CUTOFF], utc=True)
+    return examples, cuts
+
+
+def split_examples(examples: pd.DataFrame, validation: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows: cutoffs before ``validation``, validation rows)."""
+    v = pd.Timestamp(validation)
+    return examples.loc[examples[CUTOFF] < v], examples.loc[examples[CUTOFF] == v]
+
+
+def _check_labels(train: pd.DataFrame, validation: pd.DataFrame) -> None:
+    if int(train[LABEL].sum()) == 0:
+        raise ValueError("no positive labels: nobody purchased within the horizon after any training cutoff")
+    if int(validation[LABEL].sum()) == 0:
+        raise ValueError("no positive labels at the validation cutoff: nobody purchased within its horizon")
+
+
+# ------------------------------------------------------------------------------------ train
+def _views(comp: Comparison) -> dict[str, pd.DataFrame]:
+    out: dict[str, list[pd.DataFrame]] = {n: [] for n in VIEW_NAMES}
+    for kind, r in comp.reports.items():
+        tables = {"roc": r.roc, "pr": r.pr, "calibration": r.calibration, "deciles": r.deciles, "grid": r.grid,
+                  "importance": r.importance, "coefficients": r.coefficients}  # fmt: skip
+        for name, df in tables.items():
+            if df is not None:
+                out[name].append(df.assign(model=kind))
+    return {n: pd.concat(parts, ignore_index=True) for n, parts in out.items() if parts}
+
+
+def metrics_document(comp: Comparison, cuts: Any, version: str, examples: pd.DataFrame, cfg: PropensityConfig,
+                     features_version: str | None) -> dict[str, Any]:  # fmt: skip
+    per_cutoff = examples.groupby(CUTOFF)[LABEL].agg(["size", "sum"]).reset_index()
+    return {
+        "version": version, "trained_at": utc_now_iso(), "shipped": comp.shipped,
+        "rule": "the shipped model has the higher ROC AUC on the validation cutoff",
+        "horizon_days": cfg.horizon_days, "capacity": cfg.capacity,
+        "threshold_rule": f"target the top {cfg.capacity:.0%} of users by score (campaign capacity)",
+        "validation_cutoff": cuts.validation.isoformat(), "train_cutoffs": [c.isoformat() for c in cuts.train],
+        "cutoffs": [{"cutoff": c.isoformat(), "users": int(n), "buyers": int(b), "base_rate": float(b / n)}
+                    for c, n, b in zip(per_cutoff[CUTOFF], per_cutoff["size"], per_cutoff["sum"], strict=True)],
+        "population": "users with at least one event at or before the cutoff",
+        "label": f"a purchase event in (cutoff, cutoff + {cfg.horizon_days} days]",
+        "features_version": features_version,
+        "models": {k: r.metrics for k, r in comp.reports.items()},
+        "importance": {k: r.importance.head(15).to_dict("records") for k, r in comp.reports.items()},
+        "coefficients": (comp.reports["logistic"].coefficients.to_dict("records")
+                         if "logistic" in comp.reports else None),
+        "features": list(comp.best.model.features_),
+    }  # fmt: skip
+
+
+def train(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) -> dict[str, Any]:
+    """Build examples, fit and compare both models, publish the model version; returns a summary."""
+    cfg = cfg or PropensityConfig()
+    t0 = time.monotonic()
+    examples, cuts = build_examples(spark, lake, cfg)
+    t_examples = time.monotonic() - t0
+    train_rows, validation = split_examples(examples, cuts.validation)
+    _check_labels(train_rows, validation)
+    params = {k: {"max_train_rows": cfg.max_train_rows} for k in ("logistic", "boosted")}
+    with threadpool_limits(limits=cfg.n_threads):
+        comp = compare_models(train_rows, validation, capacity=cfg.capacity, params=params, seed=cfg.seed)
+    t_fit = time.monotonic() - t0 - t_examples
+    version = new_run_id()
+    feat_ptr = lake.pointer(FEATURES)
+    doc = metrics_document(comp, cuts, version, examples, cfg, feat_ptr["version"] if feat_ptr else None)
+    meta = {"validation_cutoff": doc["validation_cutoff"], "shipped": comp.shipped, "features": doc["features"]}
+    artifacts = {k: export_artifact(r.model, version, meta) for k, r in comp.reports.items()}
+    views = _views(comp)
+    with new_version(lake, PROPENSITY_MODEL, version, trained_at=doc["trained_at"], shipped=comp.shipped,
+                     roc_auc=comp.best.metrics["roc_auc"], validation_cutoff=doc["validation_cutoff"]) as staged:  # fmt: skip
+        staged.write_json("artifact.json", artifacts[comp.shipped])
+        for kind, art in artifacts.items():
+            staged.write_json(f"artifacts/{kind}.json", art)
+        staged.write_json("metrics.json", doc)
+        for name, df in views.items():
+            staged.write_table(f"views/{name}", df)
+        if feat_ptr is not None and feat_ptr.get("aggregates_version"):
+            staged.write_table("category_reference", category_reference(lake, feat_ptr["aggregates_version"]))
+        write_propensity_report(staged.dir, doc, views)
+    duration = round(time.monotonic() - t0, 3)
+    summary = {
+        "status": "published", "version": version, "shipped": comp.shipped,
+        "validation_cutoff": doc["validation_cutoff"], "train_cutoffs": doc["train_cutoffs"],
+        "examples": len(examples), "models": {k: {m: r.metrics[m] for m in ("roc_auc", "pr_auc", "base_rate", "ece",
+                                                                          "log_loss", "brier", "calibration")}
+                                              for k, r in comp.reports.items()},
+        "examples_seconds": round(t_examples, 3), "fit_seconds": round(t_fit, 3), "train_seconds": duration,
+    }  # fmt: skip
+    log.info("propensity model %s published", version, extra={"stage": "propensity_train", "version": version,
+             "shipped": comp.shipped, "duration_seconds": duration})  # fmt: skip
+    return summary
+
+
+# ------------------------------------------------------------------------------------ score
+SCORES_SCHEMA = pa.schema(
+    [
+        ("user_key", pa.string()),
+        ("propensity", pa.float64()),
+        ("decile", pa.int64()),
+        ("model_version", pa.string()),
+        ("as_of", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def current_artifact(lake: Lake) -> tuple[str, dict[str, Any]] | None:
+    version = lake.current_version(PROPENSITY_MODEL)
+    if version is None:
+        return None
+    return version, lake.read_json(f"{PROPENSITY_MODEL}/{version}/artifact.json")
+
+
+def score_features(
+    features: pd.DataFrame, activity: pd.DataFrame, scorer: LightPropensityScorer
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(per-user scores with the contract columns, decile cut points) of features + activity at one time."""
+    frame = features.merge(activity, on="user_key", how="left", validate="one_to_one")
+    p = scorer.predict_proba(frame)
+    cuts = decile_cuts(p) if len(p) else np.zeros(9)
+    deciles = scorer.with_deciles(cuts).deciles_of(p)
+    return pd.DataFrame({
+        "user_key": frame["user_key"].to_numpy(), "propensity": p, "decile": deciles.astype("int64"),
+        "model_version": scorer.model_version, "as_of": pd.to_datetime(frame["as_of"], utc=True),
+    }), cuts  # fmt: skip
+
+
+def by_segment(scores: pd.DataFrame, segments: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Mean propensity and users per segment name (for the dashboard; no keys)."""
+    if segments is None or segments.empty:
+        return []
+    joined = scores.merge(segments[["user_key", "segment_name"]], on="user_key", how="inner")
+    g = joined.groupby("segment_name")["propensity"].agg(["mean", "size"]).reset_index()
+    return [{"segment_name": str(n), "mean_propensity": float(m), "users": int(s)}
+            for n, m, s in zip(g["segment_name"], g["mean"], g["size"], strict=True)]  # fmt: skip
+
+
+def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
+    """Score every user of the current features with the shipped model; publish ``propensity/``."""
+    t0 = time.monotonic()
+    current = current_artifact(lake)
+    if current is None:
+        raise FileNotFoundError("no propensity model yet: run `shoplens propensity train`")
+    model_version, artifact = current
+    features, feat_ptr = read_features(lake)
+    if features.empty:
+        raise ValueError("the features table is empty: ingest events and run `shoplens features`")
+    as_of = pd.to_datetime(features["as_of"], utc=True).max().to_pydatetime()
+    events = read_run_dataset(spark, lake, EVENTS)
+    if events is None:
+        raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    activity = activity_features(events, cutoff_table(spark, [as_of])).drop(CUTOFF).toPandas()
+    scorer = LightPropensityScorer(artifact)
+    scores, cuts = score_features(features, activity, scorer)
+    segments = read_segments(lake)
+    seg_means = by_segment(scores, segments)
+    with new_version(lake, PROPENSITY, model_version=model_version, features_version=feat_ptr["version"],
+                     as_of=as_of.astimezone(UTC).isoformat(), n_users=len(scores), decile_cuts=[float(c) for c in cuts],
+                     segments_version=lake.current_version(SEGMENTS), by_segment=seg_means) as staged:  # fmt: skip
+        staged.write_table("part-00000", scores, SCORES_SCHEMA)
+    summary = {
+        "status": "published", "version": staged.version, "model_version": model_version,
+        "features_version": feat_ptr["version"], "as_of": as_of.isoformat(), "users": len(scores),
+        "mean_propensity": float(scores["propensity"].mean()), "by_segment": seg_means,
+        "duration_seconds": round(time.monotonic() - t0, 3),
+    }  # fmt: skip
+    log.info("propensity scores %s published", staged.version, extra={"stage": "propensity_score",
+             "version": staged.version, "users": len(scores)})  # fmt: skip
+    return summary
+
+
+# ------------------------------------------------------------------------------------ staleness
+def _skip_marker(lake: Lake) -> Any:
+    return lake.work_dir / "propensity_not_enough_data.json"
+
+
+def train_due(lake: Lake, max_age_days: float) -> tuple[bool, str]:
+    """No model yet (unless the same features were already found too short), or the model is old."""
+    feat = lake.pointer(FEATURES)
+    if feat is None:
+        return False, "no features yet"
+    version = lake.current_version(PROPENSITY_MODEL)
+    if version is None:
+        marker = _skip_marker(lake)
+        if marker.exists() and json.loads(marker.read_text()).get("features_version") == feat["version"]:
+            return False, "not enough history yet (waiting for new features)"
+        return True, "no propensity model yet"
+    trained = datetime.fromisoformat(lake.pointer(PROPENSITY_MODEL)["trained_at"])
+    age = (datetime.now(UTC) - trained).total_seconds() / 86_400
+    if max_age_days > 0 and age >= max_age_days:
+        return True, f"propensity model is {age:.1f} days old"
+    return False, f"fresh ({age:.2f} days old)"
+
+
+def train_stage(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) -> dict[str, Any]:
+    """The pipeline's training: like :func:`train`, but too little history is a skip, not a failure."""
+    from etl.labels import NotEnoughData
+
+    try:
+        return train(spark, lake, cfg)
+    except NotEnoughData as err:
+        feat = lake.pointer(FEATURES) or {}
+        marker = _skip_marker(lake)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"features_version": feat.get("version"), "reason": str(err)}))
+        log.warning("propensity: %s", err, extra={"stage": "propensity_train"})
+        return {"status": "skipped", "reason": str(err)}
+
+
+def score_due(lake: Lake) -> tuple[bool, str]:
+    """Scores missing, or from another model or other features than the current ones."""
+    model = lake.current_version(PROPENSITY_MODEL)
+    if model is None:
+        return False, "no propensity model yet"
+    ptr, feat = lake.pointer(PROPENSITY), lake.pointer(FEATURES)
+    if ptr is None:
+        return True, "no propensity scores yet"
+    if ptr.get("model_version") != model:
+        return True, "a new propensity model"
+    if feat is not None and ptr.get("features_version") != feat["version"]:
+        return True, "new features"
+    return False, "up to date"
+
+
+# ------------------------------------------------------------------------------------ summaries
+def train_report(s: dict[str, Any]) -> str:
+    if s.get("status") == "skipped":
+        return f"propensity: skipped ({s['reason']})"
+    lines = [f"propensity model {s['version']}: shipped {s['shipped']} (validation cutoff {s['validation_cutoff']}, "
+             f"{s['examples']:,} examples, {s['train_seconds']:.1f}s)",
+             f"{'model':<10} {'ROC AUC':>8} {'PR AUC':>8} {'base':>7} {'ECE':>7} {'log loss':>9} {'Brier':>7}  calibration"]  # fmt: skip
+    for k, m in s["models"].items():
+        lines.append(f"{k:<10} {m['roc_auc']:>8.3f} {m['pr_auc']:>8.3f} {m['base_rate']:>7.3f} {m['ece']:>7.3f} "
+                     f"{m['log_loss']:>9.3f} {m['brier']:>7.3f}  {m['calibration'] or 'none'}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def score_report(s: dict[str, Any]) -> str:
+    return (f"propensity {s['version']} (model {s['model_version']}): {s['users']:,} users scored as of "
+            f"{s['as_of']}, mean propensity {s['mean_propensity']:.3f}")  # fmt: skip
+
+
+__all__ = [
+    "SCORES_SCHEMA",
+    "VIEW_NAMES",
+    "PropensityConfig",
+    "build_examples",
+    "by_segment",
+    "current_artifact",
+    "score",
+    "score_due",
+    "score_features",
+    "score_report",
+    "split_examples",
+    "train",
+    "train_due",
+    "train_report",
+    "train_stage",
+]

@@ -1,0 +1,117 @@
+"""``shoplens propensity train|score`` on a generated lake: what is published, predict agrees with the
+batch scores, the pipeline stages, export, and the clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from etl.generate import generate
+from etl.lines import read_history
+from etl.pseudonymize import pseudonymize
+from model.propensity import score_history
+from services.core.catalog import PROPENSITY, PROPENSITY_MODEL
+from services.core.lake import Lake
+from services.core.readers import load_propensity, read_propensity
+from services.core.storage import LocalStore
+from services.jobs.export import export_table
+from services.jobs.features import run_features
+from services.jobs.ingest import ingest_files
+from services.jobs.propensity import PropensityConfig, score, score_due, train, train_due, train_stage
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+KEY = b"propensity-test-key-0123456789abcdef"
+CFG = PropensityConfig(n_train_cutoffs=3, n_threads=1)
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("feed")
+    generate(out, users=600, months=2, seed=11)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lake(spark, feed, tmp_path_factory) -> Lake:
+    root = tmp_path_factory.mktemp("plake")
+    the_lake = Lake(LocalStore(root / "lake"), root / "work")
+    ingest_files(spark, the_lake, sorted(feed.glob("*.csv.gz")), KEY)
+    run_features(spark, the_lake)
+    return the_lake
+
+
+@pytest.fixture(scope="module")
+def trained(spark, lake) -> dict:
+    assert train_due(lake, 7.0) == (True, "no propensity model yet")
+    summary = train(spark, lake, CFG)
+    scored = score(spark, lake)
+    return {"train": summary, "score": scored}
+
+
+def test_train_publishes_both_models_and_ships_the_better_one(lake, trained):
+    s = trained["train"]
+    version = lake.current_version(PROPENSITY_MODEL)
+    assert s["version"] == version and s["shipped"] in ("logistic", "boosted")
+    doc = lake.read_json(f"{PROPENSITY_MODEL}/{version}/metrics.json")
+    aucs = {k: m["roc_auc"] for k, m in doc["models"].items()}
+    assert doc["shipped"] == max(aucs, key=aucs.get)
+    assert all(c < doc["validation_cutoff"] for c in doc["train_cutoffs"]) and len(doc["train_cutoffs"]) == 3
+    for name in ("artifact.json", "artifacts/logistic.json", "artifacts/boosted.json", "report.md", "report.html",
+                 "views/roc.parquet", "views/grid.parquet", "views/calibration.parquet", "views/deciles.parquet"):  # fmt: skip
+        assert lake.store.exists(f"{PROPENSITY_MODEL}/{version}/{name}"), name
+    report = lake.store.read_bytes(f"{PROPENSITY_MODEL}/{version}/report.md").decode()
+    assert "ROC AUC" in report and "Confusion matrix" in report and "predicted buyer" in report
+
+
+def test_scores_cover_every_user_with_deciles(lake, trained):
+    scores = read_propensity(lake)
+    ptr = lake.pointer(PROPENSITY)
+    assert ptr["model_version"] == lake.current_version(PROPENSITY_MODEL) and len(scores) == ptr["n_users"]
+    assert scores["propensity"].between(0, 1).all() and set(scores["decile"]) == set(range(1, 11))
+    top = scores.loc[scores["decile"] == 10, "propensity"].min()
+    assert top >= scores.loc[scores["decile"] == 9, "propensity"].max()
+    assert score_due(lake) == (False, "up to date")
+
+
+def test_predict_agrees_with_the_batch_scores(lake, trained, feed):
+    rows = pd.concat([read_history(p).rows for p in sorted(feed.glob("*.csv.gz"))], ignore_index=True)
+    users = rows["user_id"].drop_duplicates().sample(25, random_state=1).astype(str).tolist()
+    history = rows.loc[rows["user_id"].astype(str).isin(users)]
+    as_of = lake.pointer(PROPENSITY)["as_of"]
+    got = score_history(history, load_propensity(lake), as_of=as_of)
+    batch = read_propensity(lake).set_index("user_key")
+    for u in users:
+        want = batch.loc[pseudonymize(u, KEY)]
+        assert got[u]["propensity"] == pytest.approx(want["propensity"], rel=1e-9, abs=1e-12)
+        assert got[u]["propensity_decile"] == want["decile"]
+
+
+def test_export_propensity_writes_pseudonymized_keys(lake, trained, tmp_path):
+    out = export_table(lake, "propensity", "csv", tmp_path / "p.csv")
+    df = pd.read_csv(out["out"])
+    assert list(df.columns) == ["user_key", "propensity", "decile", "model_version", "as_of"]
+    assert df["user_key"].str.fullmatch(r"[0-9a-f]{64}").all()
+
+
+def test_too_little_history_is_a_clear_error_and_a_pipeline_skip(spark, feed, tmp_path):
+    short = tmp_path / "short"
+    generate(short, users=100, months=1, seed=2, start=pd.Timestamp("2019-10-01").date())
+    rows = pd.read_csv(next(short.glob("*.csv.gz")))
+    rows = rows.loc[rows["event_time"] < "2019-10-15"]
+    rows.to_csv(short / "two-weeks.csv", index=False)
+    the_lake = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    ingest_files(spark, the_lake, [short / "two-weeks.csv"], KEY)
+    run_features(spark, the_lake)
+    with pytest.raises(ValueError, match="at least two are needed"):
+        train(spark, the_lake, CFG)
+    assert train_stage(spark, the_lake, CFG)["status"] == "skipped"
+    assert train_due(the_lake, 7.0)[0] is False  # not retried until the features move
+    with pytest.raises(FileNotFoundError, match="no propensity model yet"):
+        score(spark, the_lake)
+
+
+def test_no_model_means_nothing_to_score(tmp_path):
+    empty = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    assert score_due(empty) == (False, "no propensity model yet")
