@@ -1,0 +1,172 @@
+"""Benchmark: the default user funnel with its breakdowns (``shoplens funnel``) against DuckDB, same run.
+
+One generated month is ingested into a fresh lake (not timed). Then, on the same committed events:
+
+* ``spark_job``: :func:`services.jobs.funnel.run_funnel` as the pipeline stage runs it: view -> cart ->
+  purchase per user, ordered, 7-day window, every breakdown (week, category, brand, segment, cohort),
+  time to convert, drivers, drop-off audiences, report, published as a version (warm SparkSession).
+* ``spark_counts``: only the three step counts from :func:`etl.funnel.funnel_units` (the core alone).
+* ``duckdb``: the same user-level ordered funnel in SQL on the lake's Parquet files (2 threads):
+  an ASOF join gives each cart the latest view at or before it, a second ASOF join gives each
+  purchase the latest cart at or before it; a user reaches cart when some cart has a view no more
+  than 7 days before it, and purchase when the latest cart at or before some purchase has a view no
+  more than 7 days before that purchase (the latest view time never decreases with the cart's time,
+  so the latest cart is the best one). The counts must equal Spark's, and the benchmark checks it.
+
+Figures go to ``benchmarks/results/funnel.json`` and ``funnel.md`` with the load average, so a run on a
+contended machine says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KEY = "bench-key-0123456789abcdef0123456789abcdef"
+TARGET_EVENTS = 43_800_000
+TARGET_SECONDS = 120
+
+DUCKDB_SQL = """
+WITH ev AS (
+    SELECT user_key, event_type, event_time AS t FROM read_parquet({files})
+    WHERE run_id IN ({runs})
+),
+views AS (SELECT user_key, t FROM ev WHERE event_type = 'view'),
+carts AS (SELECT user_key, t FROM ev WHERE event_type = 'cart'),
+buys AS (SELECT user_key, t FROM ev WHERE event_type = 'purchase'),
+carts_lv AS (
+    SELECT c.user_key, c.t, v.t AS lv FROM carts c ASOF JOIN views v ON c.user_key = v.user_key AND c.t >= v.t
+),
+buys_lv AS (
+    SELECT b.user_key, b.t, c.lv FROM buys b ASOF JOIN carts_lv c ON b.user_key = c.user_key AND b.t >= c.t
+),
+reach2 AS (SELECT DISTINCT user_key FROM carts_lv WHERE epoch_us(t) - epoch_us(lv) <= 604800000000),
+reach3 AS (SELECT DISTINCT user_key FROM buys_lv WHERE epoch_us(t) - epoch_us(lv) <= 604800000000)
+SELECT (SELECT count(DISTINCT user_key) FROM views), (SELECT count(*) FROM reach2), (SELECT count(*) FROM reach3)
+"""
+
+
+def duckdb_counts(lake, threads: int = 2) -> tuple[list[int], float]:
+    import duckdb
+
+    from services.core.catalog import EVENTS
+
+    root = Path(lake.spark_path(EVENTS))
+    files = sorted(str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    runs = ", ".join(f"'{r}'" for r in lake.committed_run_ids())
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    con.execute("SET TimeZone = 'UTC'")
+    sql = DUCKDB_SQL.format(files="[" + ", ".join(f"'{f}'" for f in files) + "]", runs=runs)
+    t0 = time.perf_counter()
+    counts = [int(x) for x in con.execute(sql).fetchone()]
+    return counts, time.perf_counter() - t0
+
+
+def spark_counts(spark, lake) -> tuple[list[int], float]:
+    from pyspark.sql import functions as F
+
+    from etl.funnel import FunnelSpec, funnel_units
+    from services.core.catalog import EVENTS
+    from services.core.spark import read_run_dataset
+
+    t0 = time.perf_counter()
+    units = funnel_units(read_run_dataset(spark, lake, EVENTS), FunnelSpec.parse())
+    row = units.agg(*[F.sum((F.col("level") >= k).cast("long")).alias(f"n{k}") for k in (1, 2, 3)]).first()
+    return [int(row[f"n{k}"]) for k in (1, 2, 3)], time.perf_counter() - t0
+
+
+def build_lake(spark, root: Path, users: int, seed: int):
+    from etl.generate import generate
+    from services.core.runtime import open_lake
+    from services.core.settings import Settings
+    from services.jobs.ingest import ingest_files
+
+    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=KEY)
+    lake = open_lake(settings)
+    if not lake.committed_run_ids():
+        generate(root / "raw", users=users, start=date(2019, 11, 1), months=1, seed=seed)
+        ingest_files(spark, lake, sorted((root / "raw").glob("*.csv.gz")), settings.key_bytes)
+    return lake
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=200_000, help="generated users (about 15 events each)")
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/shoplens-bench/funnel"))
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--seed", type=int, default=3)
+    args = parser.parse_args()
+
+    from services.core.catalog import EVENTS
+    from services.core.settings import Settings
+    from services.core.spark import get_spark, read_run_dataset
+    from services.jobs.funnel import run_funnel
+
+    root = args.data_dir / f"users-{args.users}"
+    spark = get_spark(Settings(spark_master="local[2]", spark_driver_memory="3g"), "funnel-bench")
+    lake = build_lake(spark, root, args.users, args.seed)
+    events = read_run_dataset(spark, lake, EVENTS).count()
+    load_before = os.getloadavg()
+    job_t0 = time.perf_counter()
+    job = run_funnel(spark, lake)
+    job_s = time.perf_counter() - job_t0
+    core, core_s = spark_counts(spark, lake)
+    duck, duck_s = duckdb_counts(lake)
+    load_after = os.getloadavg()
+    job_counts = [s["count"] for s in job["steps"]]
+    assert job_counts == core == duck, (job_counts, core, duck)
+    row = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "events": events, "users": args.users,
+        "units": job_counts[0], "steps": job_counts, "spark_job_seconds": round(job_s, 1),
+        "spark_counts_seconds": round(core_s, 1), "duckdb_seconds": round(duck_s, 1),
+        "job_vs_duckdb": round(job_s / duck_s, 2), "counts_vs_duckdb": round(core_s / duck_s, 2),
+        "load_average_before": [round(x, 1) for x in load_before], "load_average_after": [round(x, 1) for x in load_after],
+        "cpus": os.cpu_count(), "machine": platform.machine(), "spark_master": "local[2]", "duckdb_threads": 2,
+        "extrapolated_job_seconds_at_target": round(job_s * TARGET_EVENTS / events, 0),
+    }  # fmt: skip
+    write_results(row, args.results)
+    print(json.dumps(row))
+
+
+def write_results(row: dict, results: Path) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    contended = row["load_average_before"][0] > row["cpus"] or row["load_average_after"][0] > row["cpus"]
+    note = ("MEASURED UNDER HEAVY CONTENTION: the machine's load average was "
+            f"{row['load_average_before'][0]} before and {row['load_average_after'][0]} after the run on "
+            f"{row['cpus']} cores (other engineers' jobs), so these wall times are pessimistic and noisy."
+            if contended else "Measured on a quiet machine.")  # fmt: skip
+    doc = {"note": note, "target": {"events": TARGET_EVENTS, "seconds": TARGET_SECONDS, "cores": 2,
+                                    "claimed": False}, "rows": [row]}  # fmt: skip
+    (results / "funnel.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [
+        "# Funnel benchmark", "",
+        f"{note}", "",
+        f"Size: **{row['events']:,} events** ({row['users']:,} generated users, one month), not the issue's "
+        f"{TARGET_EVENTS:,}-event month: the target (at most {TARGET_SECONDS} s on 2 cores) is **not claimed** "
+        "by this run.", "",
+        "| what | seconds |", "|---|---:|",
+        f"| `shoplens funnel` job: default user funnel + 5 breakdowns, trend, time to convert, drivers, audiences, report, publish | {row['spark_job_seconds']} |",
+        f"| Spark core only: the three step counts from `funnel_units` | {row['spark_counts_seconds']} |",
+        f"| DuckDB: the same user-level ordered 7-day funnel (two ASOF joins), 2 threads | {row['duckdb_seconds']} |",
+        "", f"Ratios: job / DuckDB = **{row['job_vs_duckdb']}x**, Spark counts / DuckDB = **{row['counts_vs_duckdb']}x**. "
+        f"Step counts (identical in all three): {', '.join(f'{c:,}' for c in row['steps'])}.", "",
+        f"A linear extrapolation of the job to {TARGET_EVENTS:,} events would be ~{row['extrapolated_job_seconds_at_target']:.0f} s "
+        "under the same contention; it is an extrapolation, not a measurement. At this size and load the job is far "
+        "from the issue's target: the matching walk alone (Spark counts) is ~15x DuckDB's two ASOF joins, and the job "
+        "adds about twenty further Spark actions on the cached per-unit frame (breakdowns, quartiles, histograms, "
+        "drivers, audiences). Not yet optimized; re-measure on a quiet machine at full size before judging.", "",
+        f"Spark `{row['spark_master']}` (warm session; JVM start not counted), measured {row['measured_at']}. "
+        "Reproduce: `python benchmarks/funnel_bench.py --users N`.",
+    ]  # fmt: skip
+    (results / "funnel.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

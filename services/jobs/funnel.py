@@ -1,0 +1,363 @@
+"""``shoplens funnel``: where customers drop out, who dropped, and what goes with going on.
+
+Reads the committed events and the current segments, computes the funnel with :mod:`etl.funnel`
+(the per-unit frame once, cached; every table derives from it) and the conversion drivers with
+:mod:`model.funnel`, and publishes::
+
+    funnel/<version>/{steps, breakdowns, trend, time_to_convert, histogram, drivers}.parquet
+    funnel/<version>/dropoffs/            (Spark Parquet parts: step, label, unit_key, user_key, segment, reached_at)
+    funnel/<version>/{result.json, report.md, report.html}
+    funnel/_current.json                  (the commit point; carries run_ids and segments_version)
+
+The pipeline's ``funnel`` stage publishes the default funnel whenever the committed runs or the
+segments changed since the current version. Only pseudonymized keys are written. Columns:
+docs/outputs.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+import pyarrow.dataset as ds
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from etl.funnel import (
+    DEFAULT_STEPS,
+    NO_SEGMENT,
+    FunnelSpec,
+    driver_counts,
+    dropoff_audience,
+    first_seen,
+    funnel_steps,
+    funnel_units,
+    time_to_convert,
+    time_to_convert_histogram,
+    with_breakdowns,
+)
+from model.funnel import conversion_drivers
+from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
+from services.core.lake import Lake, utc_now_iso
+from services.core.publish import new_version
+from services.core.readers import parquet_dataset
+from services.core.spark import read_run_dataset
+from services.reports.funnel import semantics, write_funnel_report
+
+log = logging.getLogger("shoplens.funnel")
+
+BREAKDOWNS: Final[tuple[str, ...]] = ("week", "category_l1", "brand", "segment", "cohort")
+TABLES: Final[tuple[str, ...]] = ("steps", "breakdowns", "trend", "time_to_convert", "histogram", "drivers")
+DROPOFFS: Final[str] = "dropoffs"
+RESULT_FILE: Final[str] = "result.json"
+
+
+@dataclass(frozen=True)
+class FunnelConfig:
+    """What ``shoplens funnel`` computes (the defaults are the pipeline stage's funnel)."""
+
+    steps: str = DEFAULT_STEPS
+    unit: str = "user"
+    order: str = "ordered"
+    window_days: float = 7.0
+    by: tuple[str, ...] = BREAKDOWNS
+    top_brands: int = 10
+    min_units: int = 30  # a driver value needs this many units with it and without it
+    confidence: float = 0.95
+    top_drivers: int = 10  # per step, in result.json and the report
+    spec: FunnelSpec = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = [b for b in self.by if b not in BREAKDOWNS]
+        if unknown:
+            raise ValueError(f"unknown breakdown(s) {', '.join(unknown)}; use some of {', '.join(BREAKDOWNS)}")
+        if self.top_brands < 1:
+            raise ValueError(f"--top-brands must be at least 1, got {self.top_brands}")
+        object.__setattr__(self, "spec", FunnelSpec.parse(self.steps, self.unit, self.order, self.window_days))
+
+
+def parse_by(text: str | None) -> tuple[str, ...]:
+    """``"week,brand"`` -> ("week", "brand"); empty or None -> no breakdown."""
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+# ------------------------------------------------------------------------------------ staleness
+def funnel_due(lake: Lake) -> tuple[bool, str]:
+    """(due?, why): no funnel yet, or it was built from other committed runs or other segments."""
+    committed = lake.committed_run_ids()
+    if not committed:
+        return False, "no committed runs"
+    ptr = lake.pointer(FUNNEL)
+    if ptr is None:
+        return True, "no funnel yet"
+    if sorted(ptr.get("run_ids", [])) != sorted(committed):
+        return True, "new committed runs"
+    if ptr.get("segments_version") != lake.current_version(SEGMENTS):
+        return True, "new segments"
+    return False, "up to date"
+
+
+# ------------------------------------------------------------------------------------ compute
+def _segments_frame(spark: SparkSession, lake: Lake) -> tuple[DataFrame | None, str | None]:
+    """(user_key, segment[, lifecycle_stage]) of the current segments as Spark, and their version."""
+    version = lake.current_version(SEGMENTS)
+    path = lake.spark_path(f"{SEGMENTS}/{version}") if version else None
+    if path is None:
+        return None, None
+    seg = spark.read.parquet(path)
+    columns = [F.col("user_key"), F.col("segment_name").alias("segment")]
+    if "lifecycle_stage" in seg.columns:
+        columns.append(F.col("lifecycle_stage"))
+    return seg.select(*columns), version
+
+
+def _pandas(df: DataFrame) -> pd.DataFrame:
+    return df.toPandas()
+
+
+def _pairs(n_steps: int) -> list[tuple[int, int]]:
+    """Consecutive steps, plus first to last when there are more than two."""
+    pairs = [(k, k + 1) for k in range(1, n_steps)]
+    return pairs + ([(1, n_steps)] if n_steps > 2 else [])
+
+
+@dataclass
+class FunnelTables:
+    """What one funnel publishes (pandas; the drop-off audiences stay a Spark frame until written)."""
+
+    steps: pd.DataFrame
+    breakdowns: pd.DataFrame
+    trend: pd.DataFrame
+    time_to_convert: pd.DataFrame
+    histogram: pd.DataFrame
+    drivers: pd.DataFrame
+    dropoffs: DataFrame
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {name: getattr(self, name) for name in TABLES}
+
+
+def compute_tables(
+    events: DataFrame, cfg: FunnelConfig, segments: DataFrame | None = None
+) -> tuple[FunnelTables, list[DataFrame]]:
+    """Every table of the funnel from the events (and segments); returns them and the cached frames.
+
+    The caller unpersists the cached frames once the drop-off audiences are written.
+    """
+    spec = cfg.spec
+    # cached before anything derives from it: the brand ranking and the joins below would otherwise
+    # each re-run (and the optimizer may inline) the matching walk
+    matched = funnel_units(events, spec).cache()
+    cohorts = first_seen(events) if "cohort" in cfg.by else None
+    segs = segments.select("user_key", "segment") if segments is not None else None
+    units = with_breakdowns(matched, cfg.top_brands, segs, cohorts)
+    if segs is None:
+        units = units.withColumn("segment", F.lit(NO_SEGMENT))
+    units = units.cache()
+    steps = _pandas(funnel_steps(units, spec))
+    parts = []
+    for dim in cfg.by:
+        per = funnel_steps(units, spec, by=[dim]).select(
+            F.lit(dim).alias("breakdown"), F.col(dim).cast("string").alias("value"), "*"
+        ).drop(dim)
+        parts.append(_pandas(per))
+    breakdowns = pd.concat(parts, ignore_index=True) if parts else steps.iloc[:0].assign(breakdown="", value="")
+    breakdowns = breakdowns.sort_values(["breakdown", "value", "step"], kind="stable", ignore_index=True)
+    trend = _pandas(funnel_steps(units, spec, by=["week"])).sort_values(["week", "step"], ignore_index=True)
+    ttc, hist = [], []
+    for a, b in _pairs(spec.n_steps):
+        ttc.append(_pandas(time_to_convert(units, spec, a, b)).assign(from_step=a, to_step=b))
+        hist.append(_pandas(time_to_convert_histogram(units, spec, a, b)).assign(from_step=a, to_step=b))
+    labels = dict(enumerate(spec.labels, start=1))
+    ttc_df = pd.concat(ttc, ignore_index=True)
+    ttc_df = ttc_df.assign(from_label=ttc_df["from_step"].map(labels), to_label=ttc_df["to_step"].map(labels))
+    ttc_df["units"] = ttc_df["units"].fillna(0).astype("int64")
+    hist_df = pd.concat(hist, ignore_index=True)
+    hist_df["units"] = hist_df["units"].fillna(0).astype("int64")
+    traits = _traits(units, segments, cohorts is not None)
+    per_unit = units.select("unit_key", "user_key", "level", "first_category_l1", "first_brand", "first_price")
+    counts = _pandas(driver_counts(per_unit, spec, traits))
+    drivers = conversion_drivers(counts, cfg.min_units, cfg.confidence)
+    drivers.insert(1, "label", drivers["step"].map(labels))
+    drivers.insert(2, "next_label", drivers["step"].map(lambda k: labels.get(k + 1)))
+    tables = FunnelTables(steps, breakdowns, trend, ttc_df, hist_df, drivers, _dropoffs(units, spec))
+    return tables, [units, matched]
+
+
+def _traits(units: DataFrame, segments: DataFrame | None, cohort: bool) -> DataFrame | None:
+    """Behaviour traits per user for the drivers: segment, lifecycle stage (when scored), cohort."""
+    columns = ["segment", *(["cohort"] if cohort else [])]
+    if segments is not None and "lifecycle_stage" in segments.columns:
+        life = segments.select("user_key", "lifecycle_stage")
+        base = units.select("user_key", *columns).dropDuplicates(["user_key"])
+        return base.join(life, on="user_key", how="left")
+    return units.select("user_key", *columns).dropDuplicates(["user_key"])
+
+
+def _dropoffs(units: DataFrame, spec: FunnelSpec) -> DataFrame:
+    """Every drop-off audience in one frame: ``step, label, unit_key, user_key, segment, reached_at``."""
+    segment = units.select("unit_key", "segment")
+    frames = [
+        dropoff_audience(units, spec, k)
+        .join(segment, on="unit_key", how="left")
+        .select(F.lit(k).alias("step"), F.lit(spec.labels[k - 1]).alias("label"), "unit_key", "user_key",
+                "segment", "reached_at")
+        for k in range(1, spec.n_steps)
+    ]
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+# ------------------------------------------------------------------------------------ documents
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    clean = df.astype(object).where(df.notna(), None)
+    return clean.to_dict("records")
+
+
+def step_records(steps: pd.DataFrame) -> list[dict[str, Any]]:
+    """The ``--json`` steps: ``{index, step, count, conversion_from_previous, conversion_from_first, dropoff, dropoff_rate}``."""
+    out = []
+    for r in _records(steps.sort_values("step")):
+        out.append({
+            "index": int(r["step"]), "step": r["label"], "count": int(r["count"]),
+            "conversion_from_previous": r["conversion_from_previous"], "conversion_from_first": r["conversion_from_first"],
+            "dropoff": int(r["dropoff"]), "dropoff_rate": r["dropoff_rate"],
+        })  # fmt: skip
+    return out
+
+
+def result_document(cfg: FunnelConfig, tables: FunnelTables, version: str, meta: dict[str, Any],
+                    dropoff_counts: dict[int, int]) -> dict[str, Any]:  # fmt: skip
+    spec = cfg.spec
+    drivers = tables.drivers.groupby("step", sort=True).head(cfg.top_drivers)
+    return {
+        "version": version, "computed_at": utc_now_iso(), **meta, **spec.to_dict(),
+        "semantics": semantics(spec.to_dict()),
+        "breakdowns": list(cfg.by), "top_brands": cfg.top_brands,
+        "drivers_rule": {"min_units": cfg.min_units, "confidence": cfg.confidence,
+                         "interval": "Woolf logit interval, Haldane-corrected when a cell is 0"},
+        "steps": step_records(tables.steps),
+        "units": int(tables.steps.loc[tables.steps["step"] == 1, "count"].sum()),
+        "time_to_convert": _records(tables.time_to_convert),
+        "top_drivers": _records(drivers),
+        "dropoff_audiences": [{"step": k, "label": spec.labels[k - 1], "units": n} for k, n in dropoff_counts.items()],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ the job
+def run_funnel(spark: SparkSession, lake: Lake, cfg: FunnelConfig | None = None) -> dict[str, Any]:
+    """Compute the funnel from the lake's committed events and publish ``funnel/<version>/``."""
+    cfg = cfg or FunnelConfig()
+    t0 = time.monotonic()
+    events = read_run_dataset(spark, lake, EVENTS)
+    if events is None:
+        raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    run_ids = sorted(lake.committed_run_ids())
+    segments, segments_version = _segments_frame(spark, lake)
+    tables, cached = compute_tables(events, cfg, segments)
+    meta = {"run_ids": run_ids, "segments_version": segments_version, **cfg.spec.to_dict(),
+            "breakdowns": list(cfg.by)}  # fmt: skip
+    try:
+        with new_version(lake, FUNNEL, **meta) as staged:
+            for name, df in tables.tables().items():
+                staged.write_table(name, df)
+            tables.dropoffs.coalesce(1).write.mode("overwrite").parquet(str(staged.dir / DROPOFFS))
+            dropoff_counts = _dropoff_counts(staged.dir / DROPOFFS, cfg.spec.n_steps)
+            doc = result_document(cfg, tables, staged.version, meta, dropoff_counts)
+            staged.write_json(RESULT_FILE, doc)
+            write_funnel_report(staged.dir, doc, tables.tables())
+            staged.meta["units"] = doc["units"]
+    finally:
+        for frame in cached:
+            frame.unpersist()
+    summary = {"status": "published", **{k: doc[k] for k in ("version", "unit", "order", "window_days", "steps",
+                                                              "units", "breakdowns", "segments_version")},
+               "time_to_convert": doc["time_to_convert"], "dropoff_audiences": doc["dropoff_audiences"],
+               "duration_seconds": round(time.monotonic() - t0, 3)}  # fmt: skip
+    log.info("funnel %s published", staged.version, extra={"stage": "funnel", "version": staged.version,
+             "units": doc["units"], "duration_seconds": summary["duration_seconds"]})  # fmt: skip
+    return summary
+
+
+def _dropoff_counts(path: Path, n_steps: int) -> dict[int, int]:
+    files = sorted(str(p) for p in path.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    steps = ds.dataset(files, format="parquet").to_table(columns=["step"]).column(0).to_pandas() if files else []
+    counts = pd.Series(steps, dtype="int64").value_counts()
+    return {k: int(counts.get(k, 0)) for k in range(1, n_steps)}
+
+
+# ------------------------------------------------------------------------------------ export
+def read_dropoffs(lake: Lake, step: str) -> pd.DataFrame:
+    """Users who reached ``step`` (a label such as ``cart``, or its number) and not the next, with their segment.
+
+    From the current funnel. One row per user: ``user_key, segment, step, label, reached_at`` (the
+    earliest time they reached the step) and ``units`` (how many of their units stalled there: 1 for
+    user funnels, sessions or products otherwise).
+    """
+    ptr = lake.pointer(FUNNEL)
+    if ptr is None:
+        raise FileNotFoundError("no funnel yet: run `shoplens funnel`")
+    labels: list[str] = list(ptr.get("steps") or [])
+    k = _step_number(step, labels)
+    dataset = parquet_dataset(lake, f"{FUNNEL}/{ptr['version']}/{DROPOFFS}")
+    columns = ["user_key", "segment", "reached_at"]
+    rows = (dataset.to_table(columns=columns, filter=ds.field("step") == k).to_pandas()
+            if dataset is not None else pd.DataFrame(columns=columns))  # fmt: skip
+    out = (rows.groupby(["user_key", "segment"], as_index=False, dropna=False)
+           .agg(reached_at=("reached_at", "min"), units=("reached_at", "size")))  # fmt: skip
+    out.insert(2, "step", k)
+    out.insert(3, "label", labels[k - 1])
+    out["reached_at"] = pd.to_datetime(out["reached_at"], utc=True)
+    return out.sort_values(["reached_at", "user_key"], ignore_index=True)
+
+
+def _step_number(step: str, labels: Sequence[str]) -> int:
+    text = str(step).strip()
+    if text.isdigit():
+        k = int(text)
+    elif text in labels:
+        k = labels.index(text) + 1
+    else:
+        raise ValueError(f"the current funnel has no step {text!r}; its steps are {', '.join(labels)}")
+    if not 1 <= k < len(labels):
+        raise ValueError(f"step {text!r} has no drop-off audience: choose one of {', '.join(labels[:-1])} "
+                         f"(the last step, {labels[-1]}, has no next step)")  # fmt: skip
+    return k
+
+
+# ------------------------------------------------------------------------------------ summaries
+def funnel_report(s: dict[str, Any]) -> str:
+    window = "no window (within one session)" if s["window_days"] is None else f"window {s['window_days']:g} days"
+    lines = [f"funnel {s['version']}: {s['unit']} units, {s['order']}, {window}; {s['units']:,} units entered "
+             f"({s['duration_seconds']:.1f}s)",
+             f"{'step':<28} {'count':>12} {'from prev':>10} {'from first':>11} {'dropoff':>10}"]  # fmt: skip
+    for r in s["steps"]:
+        prev = "-" if r["conversion_from_previous"] is None else f"{r['conversion_from_previous']:.1%}"
+        first = "-" if r["conversion_from_first"] is None else f"{r['conversion_from_first']:.1%}"
+        lines.append(f"{r['step']:<28} {r['count']:>12,} {prev:>10} {first:>11} {r['dropoff']:>10,}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "BREAKDOWNS",
+    "DROPOFFS",
+    "RESULT_FILE",
+    "TABLES",
+    "FunnelConfig",
+    "FunnelTables",
+    "compute_tables",
+    "funnel_due",
+    "funnel_report",
+    "parse_by",
+    "read_dropoffs",
+    "result_document",
+    "run_funnel",
+    "step_records",
+]
