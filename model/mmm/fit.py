@@ -1,0 +1,222 @@
+"""Fit a marketing-mix model with PyMC-Marketing and keep what later steps need.
+
+Library: PyMC-Marketing's :class:`pymc_marketing.mmm.multidimensional.MMM` (the maintained successor
+of its ``MMM`` class): the adstock and saturation components, max-abs scaling of spend and revenue,
+yearly Fourier seasonality and control regressors are the library's, as are the priors (documented in
+:func:`model_config`). The base gets a linear trend and built-in holiday weeks as controls, plus the
+user's controls standardized.
+
+Why PyMC-Marketing and not a model of our own: it is the field's maintained reference, with its own
+recovery tests, and it installs and runs here (pytensor compiles with the system g++). The one thing
+added on top is :class:`model.mmm.posterior.Posterior`, a numpy twin of its mean function, so that the
+report, the optimizer and the dashboard run from stored draws without PyMC.
+
+Sampler: NUTS through numpyro (JAX), chosen by measurement on this machine (2 cores shared with other
+work, 104 weeks x 6 channels, 2 chains x 500 draws after 500 tuning steps, same run): numpyro 31 s
+wall including JAX compilation, nutpie (numba backend) 151 s, most of it compiling; PyMC's default
+sampler compiles C and is slower still. ``benchmarks/mmm_bench.py`` records the default fit (shared
+machine: 84 s wall, 43 s of CPU, converged, against the 3-minute floor). With one CPU device JAX would run the
+chains one after the other, so two host devices are requested before JAX is first imported.
+
+After sampling, the draws of the free parameters are thinned to at most ``keep_draws`` and handed
+to :class:`model.mmm.posterior.Posterior`, which evaluates everything with numpy (tested equal to
+the model's own deterministics).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from model.mmm.data import MMMData, holiday_features
+from model.mmm.posterior import Posterior
+from model.mmm.transforms import ADSTOCKS, SATURATIONS
+
+log = logging.getLogger("shoplens.mmm")
+
+#: A fit is called converged when every parameter has R-hat <= this, bulk and tail ESS of at least
+#: ESS_PER_CHAIN per chain and no divergent transitions (Vehtari et al. 2021, "Rank-normalization,
+#: folding, and localization: an improved R-hat", recommend R-hat < 1.01 and ESS > 100 per chain).
+RHAT_MAX = 1.01
+ESS_PER_CHAIN = 100
+DIVERGENCE_MAX = 0
+
+
+@dataclass
+class FitConfig:
+    adstock: str = "geometric"
+    saturation: str = "logistic"
+    l_max: int = 8
+    yearly_order: int = 2
+    chains: int = 2
+    draws: int = 500
+    tune: int = 700
+    target_accept: float = 0.95
+    sampler: str = "numpyro"
+    seed: int = 0
+    keep_draws: int = 500
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Diagnostics:
+    rhat_max: float
+    ess_bulk_min: float
+    ess_tail_min: float
+    divergences: int
+    draws: int
+    chains: int
+    sampler: str
+    seconds: float
+    per_parameter: list[dict] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        need = ESS_PER_CHAIN * self.chains
+        return (self.rhat_max <= RHAT_MAX and min(self.ess_bulk_min, self.ess_tail_min) >= need
+                and self.divergences <= DIVERGENCE_MAX)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.rhat_max > RHAT_MAX:
+            bad = [p["parameter"] for p in self.per_parameter if p["r_hat"] > RHAT_MAX]
+            out.append(f"R-hat {self.rhat_max:.3f} > {RHAT_MAX} ({', '.join(bad[:5])})")
+        need = ESS_PER_CHAIN * self.chains
+        if min(self.ess_bulk_min, self.ess_tail_min) < need:
+            out.append(f"effective sample size {min(self.ess_bulk_min, self.ess_tail_min):.0f} < {need:.0f}")
+        if self.divergences > DIVERGENCE_MAX:
+            out.append(f"{self.divergences} divergent transitions")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "converged": self.converged, "problems": self.problems()}
+
+
+@dataclass
+class FitResult:
+    posterior: Posterior
+    diagnostics: Diagnostics
+    config: FitConfig
+    warnings: list[str] = field(default_factory=list)
+
+
+def base_frame(data: MMMData, trend_weeks: float | None = None) -> tuple[pd.DataFrame, dict, dict]:
+    """Trend, holiday weeks and standardized user controls (constant columns dropped)."""
+    t = np.arange(len(data)) / float(trend_weeks or len(data))
+    frame = pd.DataFrame({"trend": t}, index=data.dates)
+    for name, col in holiday_features(data.dates).items():
+        if col.std() > 0:
+            frame[name] = col.to_numpy()
+    center, scale = {}, {}
+    for name in data.controls.columns:
+        col = data.controls[name].to_numpy(dtype=float)
+        center[name], scale[name] = float(col.mean()), float(col.std() or 1.0)
+        frame[name] = (col - center[name]) / scale[name]
+    return frame, center, scale
+
+
+def model_config(n_controls: int) -> dict[str, Any]:
+    """Priors on the scaled data (target / max(target), spend / max(spend)).
+
+    PyMC-Marketing's defaults for the media (adstock alpha ~ Beta(1, 3), logistic lam ~ Gamma(3, 1),
+    beta ~ HalfNormal(2)), the likelihood (Normal, sigma ~ HalfNormal(2)) and the Fourier terms
+    (Laplace(0, 1)); the intercept and controls get Normal(0, 2) / Normal(0, 1) on the scaled target.
+    """
+    from pymc_extras.prior import Prior
+
+    cfg: dict[str, Any] = {"intercept": Prior("Normal", mu=0, sigma=2)}
+    if n_controls:
+        cfg["gamma_control"] = Prior("Normal", mu=0, sigma=1, dims="control")
+    return cfg
+
+
+def _ensure_host_devices(n: int) -> None:
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+
+
+def fit(data: MMMData, config: FitConfig | None = None) -> FitResult:
+    """Sample the posterior of the model for ``data`` (see the module docstring)."""
+    config = config or FitConfig()
+    if config.adstock not in ADSTOCKS or config.saturation not in SATURATIONS:
+        raise ValueError(f"unknown adstock/saturation {config.adstock}/{config.saturation}; "
+                         f"choose from {sorted(ADSTOCKS)} / {sorted(SATURATIONS)}")
+    _ensure_host_devices(max(1, config.chains))
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+        from pymc_marketing.mmm.multidimensional import MMM
+
+    adstock = ADSTOCKS[config.adstock](l_max=config.l_max)
+    saturation = SATURATIONS[config.saturation]()
+    base, center, scale = base_frame(data)
+    X = pd.DataFrame({"date": data.dates})
+    for j, ch in enumerate(data.channels):
+        X[ch] = data.spend[:, j]
+    for name in base.columns:
+        X[name] = base[name].to_numpy()
+    y = pd.Series(data.revenue, name="revenue")
+    mmm = MMM(date_column="date", channel_columns=list(data.channels), target_column="revenue",
+              adstock=adstock.pymc(), saturation=saturation.pymc(),
+              control_columns=list(base.columns) or None, yearly_seasonality=config.yearly_order or None,
+              model_config=model_config(len(base.columns)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("pymc").setLevel(logging.ERROR)
+        idata = mmm.fit(X, y, chains=config.chains, draws=config.draws, tune=config.tune,
+                        target_accept=config.target_accept, nuts_sampler=config.sampler,
+                        random_seed=config.seed, progressbar=False)
+    seconds = time.perf_counter() - began
+
+    free = [*adstock.params, *saturation.params, "intercept_contribution", "y_sigma"]
+    if len(base.columns):
+        free.append("gamma_control")
+    if config.yearly_order:
+        free.append("gamma_fourier")
+    post = idata.posterior
+    summary = az.summary(idata, var_names=free, kind="diagnostics")
+    diverging = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    per_param = [{"parameter": str(i), "r_hat": float(r.r_hat), "ess_bulk": float(r.ess_bulk),
+                  "ess_tail": float(r.ess_tail)} for i, r in summary.iterrows()]
+    diag = Diagnostics(rhat_max=float(summary["r_hat"].max()), ess_bulk_min=float(summary["ess_bulk"].min()),
+                       ess_tail_min=float(summary["ess_tail"].min()), divergences=diverging,
+                       draws=config.draws, chains=config.chains, sampler=config.sampler,
+                       seconds=round(seconds, 2), per_parameter=per_param)
+
+    def flat(name: str) -> np.ndarray:
+        v = post[name]
+        dims = [d for d in v.dims if d not in ("chain", "draw")]
+        return v.stack(sample=("chain", "draw")).transpose("sample", *dims).to_numpy()
+
+    params = {p: flat(p) for p in (*adstock.params, *saturation.params)}
+    params["intercept"] = flat("intercept_contribution").reshape(-1)
+    params["sigma"] = flat("y_sigma").reshape(-1)
+    n = len(params["intercept"])
+    params["gamma_control"] = flat("gamma_control") if len(base.columns) else np.zeros((n, 0))
+    params["gamma_fourier"] = flat("gamma_fourier") if config.yearly_order else np.zeros((n, 0))
+    channel_scale = np.asarray(mmm.scalers["_channel"].sel(channel=list(data.channels)).to_numpy(), dtype=float)
+    target_scale = float(np.asarray(mmm.scalers["_target"]).reshape(-1)[0])
+    posterior = Posterior(list(data.channels), adstock, saturation, channel_scale, target_scale, params,
+                          list(base.columns), config.yearly_order, data.dates[0], float(len(data)), center, scale)
+    posterior = posterior.subset(config.keep_draws, seed=config.seed)
+    notes = list(data.warnings)
+    if not diag.converged:
+        notes.insert(0, "SAMPLER DID NOT CONVERGE: " + "; ".join(diag.problems())
+                     + " - do not act on these estimates; refit with more tuning/draws or simplify the model")
+    result = FitResult(posterior, diag, config, notes)
+    result.idata = idata  # type: ignore[attr-defined]  # kept in memory for tests, never stored
+    return result
+
+
+__all__ = ["DIVERGENCE_MAX", "ESS_PER_CHAIN", "RHAT_MAX", "Diagnostics", "FitConfig", "FitResult", "base_frame", "fit"]
