@@ -159,6 +159,7 @@ PY
 
 shoplens is starting (`docker compose ps` shows when every service is healthy; logins are in .env):
   dashboard          http://localhost:8501
+  scoring API        http://localhost:8000/docs    Authorization: Bearer SHOPLENS_API_KEY
   Grafana            http://localhost:3000    admin / GRAFANA_ADMIN_PASSWORD
   Kibana             http://localhost:5601    elastic / ELASTIC_PASSWORD
   MinIO console      http://localhost:9001    MINIO_ROOT_USER / MINIO_ROOT_PASSWORD (drop files in "incoming")

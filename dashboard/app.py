@@ -31,6 +31,12 @@ SECTIONS: dict[str, list[st.Page]] = {
     "Model": [
         page("model", "Segmentation model", ":material/model_training:"),
     ],
+    "Growth": [
+        page("funnel", "Funnel", ":material/filter_alt:"),
+        page("experiments", "Experiments", ":material/science:"),
+        page("marketing_mix", "Marketing mix", ":material/campaign:"),
+        page("propensity", "Purchase propensity", ":material/shopping_cart_checkout:"),
+    ],
     # Later issues add their pages here, one section each (a script in app_pages/ + one line):
     #   "Growth": [page("funnel", "Funnel", ":material/filter_alt:"),
     #              page("experiments", "Experiments", ":material/science:"),

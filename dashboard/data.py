@@ -36,7 +36,11 @@ from model.segmentation.history import history_features, score_features
 from services.core.catalog import (
     EXPERIMENTS,
     FEATURES,
+    FUNNEL,
+    MMM_MODEL,
     OVERVIEW_VIEWS,
+    PROPENSITY,
+    PROPENSITY_MODEL,
     RUNS,
     SEGMENT_VIEWS,
     SEGMENTATION_MODEL,
@@ -85,7 +89,8 @@ def _lake(uri: str) -> Lake:
 
 
 #: The versioned datasets whose pointers a page may need.
-POINTED = (SEGMENTATION_MODEL, SEGMENTS, FEATURES, OVERVIEW_VIEWS, SEGMENT_VIEWS, EXPERIMENTS)
+POINTED = (SEGMENTATION_MODEL, SEGMENTS, FEATURES, OVERVIEW_VIEWS, SEGMENT_VIEWS, EXPERIMENTS, MMM_MODEL,
+           PROPENSITY_MODEL, PROPENSITY, FUNNEL)
 
 
 @dataclass(frozen=True)
@@ -247,21 +252,73 @@ def lookup(
     return {"segment": seg, "features": feats}
 
 
+@st.cache_resource(ttl=DATA_TTL, show_spinner=False)
 @_guard
-def segment_members_csv(uri: str, segments_version: str, segment_id: int | None) -> bytes:
+def _propensity_dataset(uri: str, version: str) -> ds.Dataset | None:
+    return parquet_dataset(_lake(uri), f"{PROPENSITY}/{version}")
+
+
+@st.cache_data(ttl=DATA_TTL, show_spinner=False, max_entries=1000)
+@_guard
+def lookup_propensity(uri: str, propensity_version: str | None, user_key: str) -> dict[str, Any] | None:
+    """The user's propensity row (propensity, decile, model_version, as_of), or None."""
+    if propensity_version is None:
+        return None
+    return one_row(_propensity_dataset(uri, propensity_version), user_key)
+
+
+@st.cache_data(ttl=DATA_TTL, show_spinner=False)
+@_guard
+def lifecycle_counts(uri: str, segments_version: str) -> pd.DataFrame:
+    """Users per (lifecycle_stage, segment_name) of a segments version (empty if it has no stages)."""
+    dataset = _segments_dataset(uri, segments_version)
+    if dataset is None or "lifecycle_stage" not in dataset.schema.names:
+        return pd.DataFrame({"lifecycle_stage": [], "segment_name": [], "users": []})
+    table = dataset.to_table(columns=["lifecycle_stage", "segment_name"])
+    counts = table.group_by(["lifecycle_stage", "segment_name"]).aggregate([("lifecycle_stage", "count")])
+    return counts.to_pandas().rename(columns={"lifecycle_stage_count": "users"})
+
+
+@_guard
+def segment_members_csv(uri: str, segments_version: str, segment_id: int | None,
+                        lifecycle_stage: str | None = None) -> bytes:  # fmt: skip
     """CSV of one segment's members (pseudonymized keys only), built when the user clicks download.
 
-    ``segment_id`` None exports the users with not enough activity yet.
+    ``segment_id`` None exports the users with not enough activity yet; a ``lifecycle_stage`` key
+    exports that stage's users instead (every segment).
     """
     dataset = _segments_dataset(uri, segments_version)
-    if dataset is None:
-        return b"user_key,segment_id,segment_name,confidence,n_events\n"
-    flt = ds.field("segment_id").is_null() if segment_id is None else ds.field("segment_id") == segment_id
     cols = ["user_key", "segment_id", "segment_name", "confidence", "n_events"]
+    if dataset is None:
+        return (",".join(cols) + "\n").encode()
+    cols += [c for c in ("trust", "lifecycle_stage") if c in dataset.schema.names]
+    if lifecycle_stage is not None:
+        flt = ds.field("lifecycle_stage") == lifecycle_stage
+    else:
+        flt = ds.field("segment_id").is_null() if segment_id is None else ds.field("segment_id") == segment_id
     table = dataset.to_table(columns=cols, filter=flt)
     buf = io.BytesIO((",".join(cols) + "\n").encode())
     buf.seek(0, io.SEEK_END)
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buf.getvalue()
+
+
+@st.cache_resource(ttl=DATA_TTL, show_spinner=False)
+@_guard
+def _funnel_dropoffs(uri: str, version: str) -> ds.Dataset | None:
+    return parquet_dataset(_lake(uri), f"{FUNNEL}/{version}/dropoffs")
+
+
+@_guard
+def funnel_dropoffs_csv(uri: str, funnel_version: str, step: int) -> bytes:
+    """CSV of one step's drop-off audience (user_key, segment, reached_at; pseudonymized keys), on click."""
+    cols = ["user_key", "segment", "reached_at"]
+    dataset = _funnel_dropoffs(uri, funnel_version)
+    if dataset is None:
+        return (",".join(cols) + "\n").encode()
+    table = dataset.to_table(columns=cols, filter=ds.field("step") == step)
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(quoting_style="needed"))
     return buf.getvalue()
 
 
@@ -335,7 +392,8 @@ def predict_upload(uri: str, model_version: str, payload: bytes) -> UploadResult
     for i in order:
         r = results[i]
         users.append({
-            "segment": {k: r[k] for k in ("segment_id", "segment_name", "confidence", "n_events", "model_version")},
+            "segment": {k: r.get(k) for k in ("segment_id", "segment_name", "confidence", "trust", "lifecycle_stage",
+                                              "n_events", "model_version")},
             "features": feats.iloc[i].drop(labels=["user_key"]).to_dict(),
         })  # fmt: skip
     return UploadResult(users, None, {**history.summary(), "users": len(feats)})

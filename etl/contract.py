@@ -66,6 +66,39 @@ QuarantineReason = Literal[
 ]
 QUARANTINE_REASONS: Final[tuple[str, ...]] = get_args(QuarantineReason)
 
+#: Header of an order export in the UCI/Kaggle "Online Retail" layout (``--format online-retail``).
+ORDER_COLUMNS: Final[tuple[str, ...]] = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
+ORDER_HEADER_LINE: Final[str] = ",".join(ORDER_COLUMNS)
+#: Reasons an order line is quarantined (etl/online_retail.py), checked in this order. Cancellations
+#: (``C`` invoices) and negative quantities are not sales; rows without a customer cannot be attributed.
+OrderQuarantineReason = Literal[
+    "malformed_line",
+    "missing_invoice",
+    "cancelled_invoice",
+    "missing_stock_code",
+    "bad_quantity",
+    "non_positive_quantity",
+    "bad_invoice_date",
+    "missing_customer_id",
+    "bad_customer_id",
+    "bad_unit_price",
+    "negative_unit_price",
+    "absurd_price",
+]
+ORDER_QUARANTINE_REASONS: Final[tuple[str, ...]] = get_args(OrderQuarantineReason)
+#: Every quarantine reason of every input format, in report order.
+ALL_QUARANTINE_REASONS: Final[tuple[str, ...]] = (
+    *QUARANTINE_REASONS, *(r for r in ORDER_QUARANTINE_REASONS if r not in QUARANTINE_REASONS))
+
 
 #: Every raw field is read as text first so that a bad value is quarantined, never coerced to null.
 def _raw_schema() -> T.StructType:
@@ -167,13 +200,13 @@ class ContractError(ValueError):
     """An input violates the data contract as a whole (for example a wrong header)."""
 
 
-def check_header(header_line: str, source: str) -> None:
-    """Raise :class:`ContractError` naming the file and the difference if the header is wrong."""
+def check_header(header_line: str, source: str, columns: tuple[str, ...] = RAW_COLUMNS) -> None:
+    """Raise :class:`ContractError` naming the file and the difference if the header is not ``columns``."""
     got = [c.strip() for c in header_line.rstrip("\r\n").lstrip("\ufeff").split(",")]
-    if tuple(got) == RAW_COLUMNS:
+    if tuple(got) == columns:
         return
-    missing = [c for c in RAW_COLUMNS if c not in got]
-    extra = [c for c in got if c not in RAW_COLUMNS]
+    missing = [c for c in columns if c not in got]
+    extra = [c for c in got if c not in columns]
     if missing or extra:
         detail = "; ".join(
             part
@@ -185,4 +218,4 @@ def check_header(header_line: str, source: str) -> None:
         )
     else:
         detail = f"columns out of order: got {','.join(got)}"
-    raise ContractError(f"{source}: bad header ({detail}); expected {HEADER_LINE}")
+    raise ContractError(f"{source}: bad header ({detail}); expected {','.join(columns)}")

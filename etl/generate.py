@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl import media_plan
 from etl.contract import EVENT_TYPES, HEADER_LINE
 from etl.personas import PERSONA_NAMES, PERSONAS
 from etl.taxonomy import Catalogue, build_catalogue
@@ -120,6 +121,7 @@ class _Calendar:
     season: np.ndarray  # bool: from the Monday of Black Friday week to Dec 31
     black_friday_week: np.ndarray  # bool: Black Friday to Cyber Monday (discounted prices)
     month_index: np.ndarray  # int, 0-based month of the window per day
+    media: np.ndarray | None = None  # ``--marketing``: extra relative intensity per day (etl.media_plan)
 
 
 def _calendar(start: date, months: int) -> _Calendar:
@@ -232,6 +234,8 @@ def _intensity(cal: _Calendar) -> np.ndarray:
     for p in PERSONAS:
         w = cal.weight * np.where(cal.weekend, p.weekend_factor, 1.0)
         rows.append(w * np.where(cal.season, p.holiday_factor, 1.0))
+    if cal.media is not None:  # media-driven sessions add to the base (see etl.media_plan)
+        return np.array([r + r.mean() * cal.media for r in rows])
     return np.array(rows)
 
 
@@ -423,11 +427,13 @@ class _Formatter:
         promo = rng.random(cat.n_products) < 0.33
         discount = rng.uniform(0.75, 0.92, size=cat.n_products)
         variants = []
+        self.price_cents: list[np.ndarray] = []  # per (month, promo) variant, for --marketing's truth
         for _m in range(n_months):
             drift = rng.normal(1.0, 0.03, size=cat.n_products)
             for bf in (False, True):
                 factor = drift * np.where(promo & bf, discount, 1.0)
                 cents = np.maximum(100, np.round(cat.price_cents * factor)).astype(np.int64)
+                self.price_cents.append(cents)
                 variants.extend(f"{h}{c // 100}.{c % 100:02d}" for h, c in zip(head, cents, strict=True))
         self.product_text = pa.array(variants)
         self.n_products = cat.n_products
@@ -620,10 +626,14 @@ def _day_batches(users: _Users, sessions: _Sessions, cal: _Calendar, cat: Catalo
 
 
 def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1), months: int = 1,
-             seed: int = 0, dirty_rate: float = 0.0, progress: ProgressFn | None = None) -> GenerateSummary:
+             seed: int = 0, dirty_rate: float = 0.0, progress: ProgressFn | None = None,
+             marketing: bool = False) -> GenerateSummary:
     """Write ``months`` monthly REES46 files for ``users`` users into ``out_dir`` plus ``_truth/``.
 
     ``progress(days_done, days_total, rows_written)`` is called after each simulated day.
+    ``marketing``: also write ``spend.csv`` (a six-channel plan) and ``_truth/mmm.json``, and make
+    sessions (hence purchases) respond to the plan (see :mod:`etl.media_plan`); off, the output is
+    unchanged.
     """
     if users < 1 or months < 1:
         raise ValueError("--users and --months must be at least 1")
@@ -634,6 +644,9 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
     truth = out / "_truth"
     truth.mkdir(parents=True, exist_ok=True)
     cal = _calendar(start, months)
+    plan = media_plan.event_plan(cal.days, seed) if marketing else None
+    if plan is not None:
+        cal = replace(cal, media=plan[4].sum(axis=1))
     cat = build_catalogue(np.random.default_rng([seed, 0]))
     rng = np.random.default_rng([seed, 1])
     people = _draw_users(rng, users, cal, cat)
@@ -642,6 +655,7 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
 
     n_events = np.zeros(users, dtype=np.int64)
     n_purchases = np.zeros(users, dtype=np.int64)
+    day_revenue = np.zeros(len(cal.days))
     last_time = np.zeros(users, dtype=np.int64)
     files: list[str] = []
     per_file: dict[str, int] = {}
@@ -663,6 +677,10 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
             n_events += np.bincount(u, minlength=users)
             n_purchases += np.bincount(u[ev.etype == 3], minlength=users)
             np.maximum.at(last_time, u, ev.time)
+            if plan is not None:
+                bought = ev.etype == 3
+                variant = 2 * fmt.month_of_day[d] + fmt.bf_of_day[d]
+                day_revenue[d] = fmt.price_cents[variant][ev.product[bought]].sum() / 100.0
             fault_rng = np.random.default_rng([seed, 3, d])
             for lo in range(0, len(ev), _MAX_ROWS_PER_WRITE):
                 lines = fmt.lines(ev.take(slice(lo, lo + _MAX_ROWS_PER_WRITE)), d)
@@ -679,6 +697,8 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
         writer.close()
 
     _write_users(truth / "users.csv", people, sessions, n_events, n_purchases, last_time)
+    if plan is not None:
+        _write_marketing(out, cal, people, plan, day_revenue)
     with open(truth / "dirty.csv", "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["file", "line_number", "fault", "expected"])
@@ -692,6 +712,24 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
                 **{k: v for k, v in summary.to_dict().items() if k not in ("seconds", "out_dir")}}
     (truth / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def _write_marketing(out: Path, cal: _Calendar, users: _Users, plan: tuple, day_revenue: np.ndarray) -> None:
+    """``spend.csv`` beside the event files and ``_truth/mmm.json`` (see etl.media_plan.event_truth)."""
+    weeks, spend, beta, week_of_day, effect = plan
+    base = _intensity(replace(cal, media=None))  # (personas, days)
+    # expected sessions per day = sum over active users of rate x activity x persona intensity
+    active = np.zeros((len(PERSONAS), len(cal.days) + 1))
+    rate = np.array([q.sessions_per_month for q in PERSONAS])[users.persona] / 30.0 * users.activity
+    np.add.at(active, (users.persona, users.first_day), rate)
+    np.add.at(active, (users.persona, users.last_day + 1), -rate)
+    active = np.cumsum(active, axis=1)[:, :-1]
+    base_sessions = (active * base).sum(axis=0)
+    media_sessions = (active * base.mean(axis=1, keepdims=True)).sum(axis=0)[:, None] * effect
+    doc, daily = media_plan.event_truth(cal.days, weeks, spend, beta, week_of_day, day_revenue, base_sessions,
+                                        media_sessions)
+    daily.to_csv(out / "spend.csv", index=False)
+    (out / "_truth" / "mmm.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _write_users(path: Path, users: _Users, sessions: _Sessions, n_events: np.ndarray,

@@ -73,6 +73,9 @@ def _setup() -> None:
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Event files (REES46 CSV, plain or .gz).")],
     lake: LakeOption = None,
+    input_format: Annotated[str, typer.Option("--format", help=(
+        "rees46 (clickstream events) or online-retail (UCI/Kaggle order lines: InvoiceNo,StockCode,Description,"
+        "Quantity,InvoiceDate,UnitPrice,CustomerID,Country; each line becomes a purchase)."))] = "rees46",
     as_json: JsonOption = False,
 ) -> None:
     """Validate, quarantine, dedupe, pseudonymize and add event files to the lake as one run.
@@ -95,7 +98,7 @@ def ingest(
     with ThreadPoolExecutor(max_workers=1) as pool:
         spark = pool.submit(get_spark, settings, "shoplens-ingest")
         with progress_lines(spark.result, "ingest", emit=say):
-            summary = ingest_files(spark.result, the_lake, paths, key, on_progress=say)
+            summary = ingest_files(spark.result, the_lake, paths, key, on_progress=say, input_format=input_format)
     record_ingest(summary)
     push_run_metrics("shoplens-ingest")
     failed = [f for f in summary["files"] if f["status"] == "failed"]
@@ -153,6 +156,10 @@ def generate(
     dirty_rate: Annotated[float, typer.Option("--dirty-rate", min=0.0, max=0.49, help=(
         "Fraction of rows that are faulty, 0 to 0.49 (duplicates, malformed lines, bad times, types, user ids, "
         "prices); each is listed in _truth/dirty.csv with the quarantine reason expected."))] = 0.0,
+    marketing: Annotated[bool, typer.Option("--marketing", help=(
+        "Also write spend.csv (six channels with flighting, seasonality and a holiday push) and "
+        "_truth/mmm.json, and make purchases respond to that spend through known adstock, saturation and ROI."
+        ))] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write synthetic REES46 files (2019-Oct.csv.gz, ...) with hidden personas in _truth/users.csv."""
@@ -168,7 +175,7 @@ def generate(
         task = bar.add_task("generate", total=None, rows=0)
         summary = run_generate(
             out, users=users, start=date.fromisoformat(start), months=months, seed=seed,
-            dirty_rate=dirty_rate,
+            dirty_rate=dirty_rate, marketing=marketing,
             progress=lambda done, total, rows: bar.update(task, completed=done, total=total, rows=rows),
         )
     human = (f"wrote {summary.events:,} events (+{summary.dirty_rows:,} dirty rows) for {summary.users:,} "
@@ -206,7 +213,8 @@ def predict(
     """Segment each user of an event history with the current model, without Spark; prints a JSON array.
 
     One object per user: user_id (as in the file; not stored), segment_id, segment_name, confidence,
-    model_version, n_events, status, reason. Invalid rows are skipped and counted on stderr.
+    trust, lifecycle_stage, lifecycle_label, lifecycle_action, model_version, n_events, status, reason.
+    Invalid rows are skipped and counted on stderr.
     """
     from services.core.runtime import open_lake
     from services.jobs.predict import history_report, predict_file
@@ -320,6 +328,30 @@ def overview(lake: LakeOption = None, as_json: JsonOption = False) -> None:
 
 
 @app.command()
+def funnel(
+    steps: Annotated[str, typer.Option("--steps", help=(
+        "2 to 10 event types, each optionally narrowed: view,cart\\[category_l1=electronics],purchase"))] = "view,cart,purchase",
+    unit: Annotated[str, typer.Option("--unit", help="user, session or user_product")] = "user",
+    order: Annotated[str, typer.Option("--order", help="ordered or any")] = "ordered",
+    window_days: Annotated[float, typer.Option("--window-days", help=(
+        "Conversion window in days (last step - first step); sessions have none."))] = 7.0,
+    by: Annotated[str, typer.Option("--by", help=(
+        "Breakdowns, comma-separated: week, category_l1, brand, segment, cohort ('' for none)."))] = "week,category_l1,brand,segment,cohort",
+    top_brands: Annotated[int, typer.Option("--top-brands", help="Brands kept by name in the brand breakdown.")] = 10,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Where customers drop out: steps, breakdowns, weekly trend, time to convert, conversion drivers and
+    drop-off audiences, published to funnel/ with its report (semantics: README, Funnels)."""
+    from services.jobs.funnel import FunnelConfig, funnel_report, parse_by, run_funnel
+
+    cfg = FunnelConfig(steps=steps, unit=unit, order=order, window_days=window_days, by=parse_by(by),
+                       top_brands=top_brands)  # fmt: skip (ValueError before Spark starts)
+    result = _spark_stage("funnel", lake, as_json, lambda spark, the_lake, _s: run_funnel(spark, the_lake, cfg))
+    _emit(result, as_json, funnel_report(result))
+
+
+@app.command()
 def run(
     lake: LakeOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the stages that are due, and why.")] = False,
@@ -355,17 +387,20 @@ def run(
 
 @app.command()
 def export(
-    what: Annotated[str, typer.Argument(help="segments or features")],
+    what: Annotated[str, typer.Argument(help="segments, features, propensity or funnel-dropoffs")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("export.csv"),
+    step: Annotated[str | None, typer.Option("--step", help=(
+        "funnel-dropoffs: the step (label such as cart, or its number) whose drop-off audience to write."))] = None,
     lake: LakeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the current segments or features for CRM/BI tools (pseudonymized user keys only)."""
+    """Write the current segments, features, propensity scores or a funnel step's drop-off audience
+    (users who reached the step and not the next, with their segment) for CRM/BI tools (pseudonymized keys only)."""
     from services.core.runtime import open_lake
     from services.jobs.export import export_table
 
-    result = export_table(open_lake(get_settings(), lake), what, fmt, out)
+    result = export_table(open_lake(get_settings(), lake), what, fmt, out, step)
     _emit(result, as_json, f"wrote {result['rows']:,} {what} rows to {result['out']} ({fmt})")
 
 
@@ -538,6 +573,148 @@ def abtest_simulate(
                             parse_window(window) / 86_400, repetitions, alpha, max_users, seed)  # fmt: skip
     result = run_simulate(open_lake(get_settings(), lake), req)
     _emit(result, as_json, simulate_report(result))
+
+
+# -- purchase propensity ------------------------------------------------------------------------------
+propensity_app = typer.Typer(name="propensity", no_args_is_help=True,
+                             help="Purchase propensity: who buys within the horizon (train and compare, score).")  # fmt: skip
+app.add_typer(propensity_app, name="propensity")
+
+
+@propensity_app.command("train")
+def propensity_train(
+    lake: LakeOption = None,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, help="Label window in days after each cutoff.")] = 7,
+    cutoffs: Annotated[int, typer.Option("--cutoffs", min=1, help="Weekly training cutoffs before the validation one.")] = 4,
+    capacity: Annotated[float, typer.Option("--capacity", min=0.001, max=1.0, help=(
+        "Campaign capacity: share of users targeted for the confusion matrix, precision and recall."))] = 0.10,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help=(
+        "Threads for the model fits (default: every core; 1 on a busy shared machine)."))] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit logistic regression and gradient boosting on weekly cutoffs, validate on the latest complete one,
+    publish the better one (by validation ROC AUC) with its report to models/propensity/."""
+    from services.jobs.propensity import PropensityConfig, train_report
+    from services.jobs.propensity import train as run_train
+
+    cfg = PropensityConfig(horizon_days=horizon, n_train_cutoffs=cutoffs, capacity=capacity, n_threads=threads)
+    result = _spark_stage("propensity_train", lake, as_json, lambda spark, the_lake, _s: run_train(spark, the_lake, cfg))
+    _emit(result, as_json, train_report(result))
+
+
+@propensity_app.command("score")
+def propensity_score(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """Score every user with the shipped propensity model (as of the lake's latest event); publish propensity/."""
+    from services.jobs.propensity import score as run_score
+    from services.jobs.propensity import score_report
+
+    result = _spark_stage("propensity_score", lake, as_json, lambda spark, the_lake, _s: run_score(spark, the_lake))
+    _emit(result, as_json, score_report(result))
+
+
+# -- marketing-mix modelling --------------------------------------------------------------------------
+mmm_app = typer.Typer(name="mmm", no_args_is_help=True,
+                      help="Marketing-mix modelling: channel ROI with intervals, and a budget optimizer.")  # fmt: skip
+app.add_typer(mmm_app, name="mmm")
+
+
+def _channel_values(items: list[str] | None, flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        channel, sep, value = item.partition("=")
+        if not sep or not channel.strip() or not value.strip():
+            raise ValueError(f"{flag} expects CHANNEL=VALUE (e.g. search=5000 or search=1.2x), got {item!r}")
+        out[channel.strip().lower()] = value.strip()
+    return out
+
+
+@mmm_app.command("fit")
+def mmm_fit(
+    spend: Annotated[Path, typer.Option("--spend", help="Spend CSV: date,channel,spend[,impressions].")],
+    kpi: Annotated[Path | None, typer.Option("--kpi", help="Revenue CSV date,revenue (default: the lake's purchases).")] = None,
+    controls: Annotated[Path | None, typer.Option("--controls", help="Controls CSV: date,name,value.")] = None,
+    adstock: Annotated[str, typer.Option("--adstock", help="geometric or weibull_pdf.")] = "geometric",
+    saturation: Annotated[str, typer.Option("--saturation", help="logistic or hill.")] = "logistic",
+    draws: Annotated[int, typer.Option("--draws", min=50, help="Posterior draws per chain.")] = 500,
+    tune: Annotated[int, typer.Option("--tune", min=50, help="Tuning steps per chain.")] = 700,
+    chains: Annotated[int, typer.Option("--chains", min=1, help="Chains (2 fit the usual 2 cores).")] = 2,
+    cv_folds: Annotated[int, typer.Option("--cv-folds", min=0, help="Rolling-origin folds (0: skip).")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit the model with PyMC-Marketing, validate it in time and publish mmm/<version>/ with its report."""
+    from model.mmm import FitConfig
+    from services.core.metrics import push_run_metrics, time_stage
+    from services.core.runtime import open_lake
+    from services.jobs.mmm import fit_mmm
+    from services.reports.mmm import summary_text
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+
+    def spark():
+        from services.core.spark import get_spark
+
+        return get_spark(settings, "shoplens-mmm")
+
+    cfg = FitConfig(adstock=adstock, saturation=saturation, draws=draws, tune=tune, chains=chains, seed=seed)
+    with time_stage("mmm"):
+        result = fit_mmm(the_lake, spend, kpi, controls, spark=spark, config=cfg, cv_folds=cv_folds,
+                         on_progress=_say(as_json))
+    push_run_metrics("shoplens-mmm")
+    if not result["converged"]:
+        typer.echo("shoplens: WARNING: the sampler did not converge; see the warnings before acting on this model",
+                   err=True)
+    _emit(result, as_json, summary_text(result))
+
+
+@mmm_app.command("report")
+def mmm_report(
+    lake: LakeOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also copy report.md and report.html here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Channel ROI (90% intervals), out-of-sample fit, diagnostics and the default plan of the current model."""
+    from services.core.catalog import MMM_MODEL
+    from services.core.runtime import open_lake
+    from services.jobs.mmm import read_report
+    from services.reports.mmm import summary_text
+
+    the_lake = open_lake(get_settings(), lake)
+    doc = read_report(the_lake)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        root = Path(the_lake.spark_path(f"{MMM_MODEL}/{doc['version']}") or ".")
+        for name in ("report.md", "report.html"):
+            (out / name).write_bytes((root / name).read_bytes())
+    if not doc["converged"]:
+        typer.echo("shoplens: WARNING: the current model did not converge", err=True)
+    _emit(doc, as_json, summary_text(doc))
+
+
+@mmm_app.command("optimize")
+def mmm_optimize(
+    budget: Annotated[float, typer.Option("--budget", help="Total budget over the horizon.")],
+    weeks: Annotated[int, typer.Option("--weeks", min=1, help="Horizon in weeks.")] = 13,
+    minimum: Annotated[list[str] | None, typer.Option("--min", help=(
+        "CHANNEL=VALUE, repeatable: minimum total over the horizon, absolute (5000) or relative to the "
+        "channel's spend over the last N weeks (0.8x, 80%)."))] = None,
+    maximum: Annotated[list[str] | None, typer.Option("--max", help="CHANNEL=VALUE, repeatable: maximum, as --min.")] = None,
+    pattern: Annotated[str, typer.Option("--pattern", help="flat (even weekly spend) or free (optimize every week).")] = "flat",
+    target_roi: Annotated[float | None, typer.Option("--target-roi", help=(
+        "Instead: the largest plan (budget as a ceiling) whose expected revenue per unit spent is at least this."))] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Allocate a budget across channels and weeks to maximize expected revenue (carry-over included)."""
+    from services.core.runtime import open_lake
+    from services.jobs.mmm import run_optimize
+    from services.reports.mmm import plan_text
+
+    result = run_optimize(open_lake(get_settings(), lake), budget, weeks, _channel_values(minimum, "--min"),
+                          _channel_values(maximum, "--max"), pattern, target_roi)
+    _emit(result, as_json, plan_text(result))
 
 
 def main() -> None:

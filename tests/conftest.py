@@ -38,6 +38,22 @@ def spark():
     session.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _warehouse_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Pipeline stages publish to ``SHOPLENS_WAREHOUSE_URL``; a test must never write ./data/shoplens.db."""
+    from services.core.settings import get_settings
+
+    old = os.environ.get("SHOPLENS_WAREHOUSE_URL")
+    os.environ["SHOPLENS_WAREHOUSE_URL"] = f"sqlite:///{tmp_path_factory.mktemp('warehouse') / 'shoplens.db'}"
+    get_settings.cache_clear()
+    yield
+    if old is None:
+        os.environ.pop("SHOPLENS_WAREHOUSE_URL", None)
+    else:
+        os.environ["SHOPLENS_WAREHOUSE_URL"] = old
+    get_settings.cache_clear()
+
+
 @pytest.fixture
 def settings(tmp_path: Path):
     """Settings pointing at a fresh local lake, with a test pseudonymization key."""

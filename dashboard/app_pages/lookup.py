@@ -7,6 +7,8 @@ import streamlit as st
 
 from dashboard import charts, data, explain, ui
 from etl.pseudonymize import pseudonymize
+from model.segmentation import lifecycle_action, lifecycle_label
+from services.core.catalog import PROPENSITY
 from services.core.settings import ConfigError, get_settings
 
 st.title("Customer lookup")
@@ -21,8 +23,11 @@ colors = charts.color_map([p["name"] for p in profiles], {p["name"]: p.get("colo
 
 
 def show_result(segment: dict, features: dict | None, source: str) -> None:
-    """The predicted segment, the confidence and why (user vs segment medians)."""
+    """The lifecycle stage, the predicted segment, the confidence and why (user vs segment medians)."""
     sid, n_events = segment.get("segment_id"), segment.get("n_events")
+    stage = segment.get("lifecycle_stage")
+    if stage:
+        st.info(f"**Lifecycle stage: {lifecycle_label(stage)}.** {lifecycle_action(stage)}", icon=":material/route:")
     if sid is None:
         st.warning(
             f"**Not enough activity yet.** This customer has {charts.fmt_int(n_events)} events; a segment is "
@@ -40,6 +45,9 @@ def show_result(segment: dict, features: dict | None, source: str) -> None:
     c[1].metric("Confidence", charts.fmt_pct(segment.get("confidence"), 0), border=True,
                 help="1 − distance to the nearest segment centre / distance to the second nearest.")  # fmt: skip
     c[2].metric("Events", charts.fmt_int(n_events), border=True, help=f"Scored by model {segment.get('model_version')}")
+    if segment.get("trust") is not None:
+        st.caption(f"Trust {charts.fmt_pct(segment.get('trust'), 0)}: the estimated chance that this segment is the one "
+                   "the customer's full history will give (learned from how segments of long histories change).")
     if prof.get("actions"):
         st.markdown("**Recommended actions:** " + " · ".join(prof["actions"]))
     if not features:
@@ -56,6 +64,18 @@ def show_result(segment: dict, features: dict | None, source: str) -> None:
                      height=35 * (len(rows) + 1) + 3,
                      column_config={"feature_label": "Feature", "user": "This customer", "median": "Segment median"})  # fmt: skip
     st.caption(f"Source: {source}.")
+
+
+def show_propensity(user_key: str) -> None:
+    """The customer's purchase propensity and decile from the current scores (if published)."""
+    with ui.guarded(ctx):
+        row = data.lookup_propensity(ctx.uri, ctx.ptr.version(PROPENSITY), user_key)
+    if row is None:
+        return
+    c = st.columns(2)
+    c[0].metric("Purchase propensity", charts.fmt_pct(row.get("propensity"), 1), border=True,
+                help=f"Probability of a purchase within the model's horizon (model {row.get('model_version')}).")
+    c[1].metric("Propensity decile", f"{row.get('decile')} of 10", border=True, help="10 = the best-scored 10% of customers.")
 
 
 tab_id, tab_upload = st.tabs(["By user id", "From an event history"])
@@ -84,6 +104,7 @@ with tab_id:
                         icon=":material/search_off:")  # fmt: skip
             else:
                 show_result(hit["segment"], hit["features"], f"segments {ctx.ptr.segments}")
+                show_propensity(user_key)
 
 with tab_upload:
     st.write("Upload a small event history in the REES46 format (one customer's clicks, CSV) to see which "

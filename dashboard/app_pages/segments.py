@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, ui
+from model.segmentation import LIFECYCLE_STAGES, lifecycle_stages_doc
 from services.core.catalog import SEGMENT_VIEWS
 
 st.title("Segments")
@@ -62,8 +63,8 @@ st.dataframe(
 )  # fmt: skip
 st.plotly_chart(charts.segment_shares(summary, colors), width="stretch")
 
-tab_map, tab_profiles, tab_cats, tab_actions, tab_flow = st.tabs(
-    ["Customer map", "Profiles", "Categories & brands", "Marketing actions", "Movement between models"]
+tab_map, tab_profiles, tab_cats, tab_actions, tab_life, tab_flow = st.tabs(
+    ["Customer map", "Profiles", "Categories & brands", "Marketing actions", "Lifecycle", "Movement between models"]
 )
 with tab_map:
     if sample.empty:
@@ -107,6 +108,31 @@ with tab_actions:
                             f"<b>{p['name']}</b>", unsafe_allow_html=True)  # fmt: skip
                 for action in p.get("actions") or []:
                     st.markdown(f"- {action}")
+
+with tab_life:
+    with ui.guarded(ctx):
+        life = data.lifecycle_counts(ctx.uri, ctx.ptr.segments) if ctx.ptr.segments else pd.DataFrame()
+    if life.empty:
+        st.info("No lifecycle stages in these segments yet: run `shoplens score` with the current version.",
+                icon=":material/info:")  # fmt: skip
+    else:
+        docs = {d["key"]: d for d in lifecycle_stages_doc()}
+        per_stage = life.groupby("lifecycle_stage")["users"].sum()
+        all_users = int(per_stage.sum())
+        st.markdown(f"Every customer with at least one event has a **lifecycle stage** ({all_users:,} customers), "
+                    "from explicit rules, beside the behavioural segment.")  # fmt: skip
+        rows = [{"Stage": docs[s.key]["label"], "Customers": int(per_stage.get(s.key, 0)),
+                 "Share": per_stage.get(s.key, 0) / all_users if all_users else 0.0,
+                 "Rule": docs[s.key]["rule"], "Recommended action": docs[s.key]["action"]}
+                for s in LIFECYCLE_STAGES]  # fmt: skip
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+            "Customers": st.column_config.NumberColumn(format="localized"),
+            "Share": st.column_config.ProgressColumn(format="percent", min_value=0, max_value=1)})  # fmt: skip
+        cross = life.pivot_table(index="lifecycle_stage", columns="segment_name", values="users", aggfunc="sum",
+                                 fill_value=0)  # fmt: skip
+        cross.index = [docs[k]["label"] if k in docs else k for k in cross.index]
+        st.markdown("**Stages by behavioural segment** (customers)")
+        st.dataframe(cross, width="stretch")
 
 with tab_flow:
     previous = model.get("previous_version")

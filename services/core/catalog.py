@@ -22,6 +22,7 @@ EVENTS = "events"
 QUARANTINE = "quarantine"
 DUPLICATES = "duplicates"
 SUSPICIOUS_USERS = "flags/suspicious_users"
+ORDER_LINES = "orders/lines"
 AGGREGATES = "aggregates"
 FEATURES = "features"
 SEGMENTATION_MODEL = "models/segmentation"
@@ -29,7 +30,11 @@ SEGMENTS = "segments"
 DESCRIBE_REPORT = "reports/describe"
 OVERVIEW_VIEWS = "views/overview"
 SEGMENT_VIEWS = "views/segments"
+PROPENSITY_MODEL = "models/propensity"
+PROPENSITY = "propensity"
 EXPERIMENTS = "experiments"
+MMM_MODEL = "mmm"
+FUNNEL = "funnel"
 
 CURRENT_POINTER = "_current.json"
 
@@ -50,6 +55,8 @@ CATALOG: tuple[Dataset, ...] = (
             "accepted events, pseudonymized, partitioned by event_date then run_id"),
     Dataset(QUARANTINE, "run", "ingest", ("describe",), "rejected rows with reason, file and line"),
     Dataset(DUPLICATES, "run", "ingest", ("describe",), "exact duplicate lines removed, for audit"),
+    Dataset(ORDER_LINES, "run", "ingest", ("people",),
+            "Online Retail order lines: invoice, stock code, quantity, unit price, country per accepted line"),
     Dataset(SUSPICIOUS_USERS, "run", "ingest", ("features", "describe"), "bot-like users, flagged not dropped"),
     Dataset(AGGREGATES, "versioned", "features", ("features", "segmentation"),
             "mergeable per-user aggregates; the pointer lists the folded runs"),
@@ -62,8 +69,16 @@ CATALOG: tuple[Dataset, ...] = (
     Dataset(OVERVIEW_VIEWS, "versioned", "overview", ("dashboard", "publish"), "daily KPIs, recent runs, freshness"),
     Dataset(SEGMENT_VIEWS, "versioned", "segmentation", ("dashboard",),
             "segment summary, PCA sample, segment flow between model versions"),
+    Dataset(PROPENSITY_MODEL, "versioned", "propensity_train", ("propensity_score", "predict", "dashboard"),
+            "purchase propensity: light artifacts of both models, metrics, curves and confusion views, report"),
+    Dataset(PROPENSITY, "versioned", "propensity_score", ("export", "dashboard", "predict"),
+            "user key -> purchase probability within the horizon, decile, model version"),
     Dataset(EXPERIMENTS, "versioned", "abtest", ("dashboard", "people"),
             "one A/B test analysis per version: result.json, report.md, report.html"),
+    Dataset(MMM_MODEL, "versioned", "mmm", ("dashboard", "people"),
+            "marketing-mix model: thinned posterior draws, ROI, contributions, curves, diagnostics, report"),
+    Dataset(FUNNEL, "versioned", "funnel", ("export", "dashboard", "people"),
+            "the default funnel: steps, breakdowns, weekly trend, time to convert, drivers, drop-off audiences, report"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -80,7 +95,12 @@ __all__ = [
     "EVENTS",
     "EXPERIMENTS",
     "FEATURES",
+    "FUNNEL",
+    "MMM_MODEL",
+    "ORDER_LINES",
     "OVERVIEW_VIEWS",
+    "PROPENSITY",
+    "PROPENSITY_MODEL",
     "QUARANTINE",
     "RUNS",
     "RUN_SCOPED",

@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
 from prometheus_client.metrics_core import Metric
 
-from etl.contract import QUARANTINE_REASONS
+from etl.contract import ALL_QUARANTINE_REASONS as QUARANTINE_REASONS
 
 log = logging.getLogger("shoplens.metrics")
 
@@ -35,6 +35,7 @@ log = logging.getLogger("shoplens.metrics")
 #: ``services.jobs.stages.STAGES`` (a test keeps them in step), and the long-running services.
 STAGE_LABELS = (
     "ingest", "features", "train", "score", "overview", "describe", "publish", "watch", "pipeline", "abtest",
+    "propensity_train", "propensity_score", "mmm", "funnel",
 )
 FILE_STATUSES = ("ingested", "skipped", "failed", "quarantined")
 RUN_STATUSES = ("success", "failed")

@@ -17,8 +17,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from etl.local_features import reference_means
+from model.propensity import LightPropensityScorer, LoadedPropensity
 from model.segmentation.history import LoadedModel, model_from_artifact
-from services.core.catalog import FEATURES, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 
 ARTIFACT_FILE = "artifact.json"
@@ -121,15 +123,40 @@ def load_model(lake: Lake, version: str | None = None) -> LoadedModel:
     return model_from_artifact(artifact, version, reference)
 
 
+def load_propensity(lake: Lake) -> LoadedPropensity | None:
+    """The shipped propensity scorer (with the current scores' decile cut points), or None before training.
+
+    The deciles are those of the current ``propensity`` scores when they come from this model version.
+    """
+    version = lake.current_version(PROPENSITY_MODEL)
+    if version is None:
+        return None
+    base = f"{PROPENSITY_MODEL}/{version}"
+    scorer = LightPropensityScorer(lake.read_json(f"{base}/{ARTIFACT_FILE}"))
+    scores = lake.pointer(PROPENSITY)
+    if scores is not None and scores.get("model_version") == version and scores.get("decile_cuts"):
+        scorer = scorer.with_deciles(scores["decile_cuts"])
+    key = f"{base}/{REFERENCE_FILE}"
+    means = reference_means(pd.read_parquet(io.BytesIO(lake.store.read_bytes(key)))) if lake.store.exists(key) else None
+    return LoadedPropensity(version=version, scorer=scorer, category_means=means)
+
+
+def read_propensity(lake: Lake, version: str | None = None) -> pd.DataFrame | None:
+    """The current (or given) propensity scores; None before the first scoring."""
+    return read_version(lake, PROPENSITY, version)
+
+
 __all__ = [
     "ARTIFACT_FILE",
     "REFERENCE_FILE",
     "current_model",
     "load_model",
+    "load_propensity",
     "one_row",
     "parquet_dataset",
     "read_features",
     "read_parquet_dir",
+    "read_propensity",
     "read_segments",
     "read_version",
 ]

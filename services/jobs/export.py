@@ -12,19 +12,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.core.lake import Lake
-from services.core.readers import read_features, read_segments
+from services.core.readers import read_features, read_propensity, read_segments
 
 
-def export_table(lake: Lake, what: str, fmt: str, out: Path) -> dict[str, Any]:
-    """Write the current segments or features to ``out`` as one CSV or Parquet file (pseudonymized keys)."""
+def export_table(lake: Lake, what: str, fmt: str, out: Path, step: str | None = None) -> dict[str, Any]:
+    """Write the current segments or features to ``out`` as one CSV or Parquet file (pseudonymized keys).
+
+    ``funnel-dropoffs`` needs ``step``: the users of the current funnel who reached it and not the next.
+    """
     if what == "segments":
         df = read_segments(lake)
         if df is None:
             raise FileNotFoundError("no segments yet: run `shoplens score`")
     elif what == "features":
         df, _ = read_features(lake)
+    elif what == "propensity":
+        df = read_propensity(lake)
+        if df is None:
+            raise FileNotFoundError("no propensity scores yet: run `shoplens propensity score`")
+    elif what == "funnel-dropoffs":
+        if not step:
+            raise ValueError("export funnel-dropoffs needs --step (a step of the current funnel, e.g. cart)")
+        from services.jobs.funnel import read_dropoffs  # Spark-free, but its module imports pyspark
+
+        df = read_dropoffs(lake, step)
     else:
-        raise ValueError(f"export what must be 'segments' or 'features', got {what!r}")
+        raise ValueError(f"export what must be 'segments', 'features', 'propensity' or 'funnel-dropoffs', got {what!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +26,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.contract import QUARANTINE_REASONS, ContractError, check_header
+from etl.contract import ALL_QUARANTINE_REASONS, ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
 from etl.ingest import (
     ACCEPTED,
     DUPLICATE,
@@ -38,7 +39,7 @@ from etl.ingest import (
     quarantine_view,
     read_lines,
 )
-from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, SUSPICIOUS_USERS
+from services.core.catalog import DUPLICATES, EVENTS, ORDER_LINES, QUARANTINE, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id, utc_now_iso
 
 log = logging.getLogger("shoplens.ingest")
@@ -83,7 +84,31 @@ def _open_text(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: int = CHUNK_BYTES) -> _Split:
+@dataclass(frozen=True)
+class InputFormat:
+    """How one input layout is checked and classified (the outcome columns are the same for all)."""
+
+    columns: tuple[str, ...]
+    classify: Callable[..., DataFrame]
+    quarantine_view: Callable[[DataFrame, bytes], DataFrame]
+    side_table: Callable[[DataFrame], DataFrame] | None = None  # extra per-line columns, e.g. orders/lines
+
+
+def _online_retail() -> InputFormat:
+    from etl.online_retail import classify_orders, order_lines, order_quarantine_view
+
+    return InputFormat(ORDER_COLUMNS, classify_orders, order_quarantine_view, order_lines)
+
+
+#: ``shoplens ingest --format``: REES46 clickstream (default) or Online Retail order exports.
+FORMATS: dict[str, Callable[[], InputFormat]] = {
+    "rees46": lambda: InputFormat(RAW_COLUMNS, classify, quarantine_view),
+    "online-retail": _online_retail,
+}
+
+
+def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: int = CHUNK_BYTES,
+                      columns: tuple[str, ...] = RAW_COLUMNS) -> _Split:
     """Check the header and cut the data lines into plain chunks of about ``chunk_bytes``.
 
     Line 1 is the header, so the first data line is line 2. Raises ContractError on a bad header.
@@ -95,14 +120,17 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
             header = fh.readline().decode("utf-8")
         except (UnicodeDecodeError, OSError, EOFError) as err:
             raise ContractError(f"{source_file}: unreadable ({err})") from err
-        check_header(header, source_file)
+        check_header(header, source_file, columns)
 
         def flush(data: bytes, end: int) -> None:
             nonlocal next_line
             if end == 0:
                 return
             lines = data.count(b"\n", 0, end) + (0 if data[end - 1 : end] == b"\n" else 1)
-            chunk = out_dir / f"{len(split.chunks):05d}-{source_file}.txt"
+            # Spark reports chunk names URL-encoded, so the chunk's own name keeps to safe characters
+            # (a file called "Online Retail.csv" must still match its chunks); source_file is unchanged.
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", source_file)
+            chunk = out_dir / f"{len(split.chunks):05d}-{safe}.txt"
             with open(chunk, "wb") as out:
                 out.write(memoryview(data)[:end])
             split.chunks.append(Chunk(chunk, source_file, next_line))
@@ -141,12 +169,16 @@ def ingest_files(
     run_id: str | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     on_progress: Callable[[str], None] = lambda _msg: None,
+    input_format: str = "rees46",
 ) -> dict[str, Any]:
     """Ingest ``paths`` as one run and return its summary (also written to ``runs/<run_id>.json``).
 
     ``spark`` may be a callable returning the session, so that the JVM starts while Python hashes
     and chunks the files (see the CLI).
     """
+    if input_format not in FORMATS:
+        raise ValueError(f"unknown input format {input_format!r}; choose from {', '.join(FORMATS)}")
+    fmt = FORMATS[input_format]()
     run_id = run_id or new_run_id()
     started, t0 = utc_now_iso(), time.monotonic()
     lake.vacuum()
@@ -180,7 +212,7 @@ def ingest_files(
             try:
                 on_progress(f"reading {name}")
                 with timings.phase("split_into_chunks"):
-                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes)
+                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes, fmt.columns)
             except ContractError as err:
                 result.status, result.reason = "failed", str(err)
                 log.warning("file failed: %s", err, extra={**ctx, "file": name})
@@ -207,7 +239,7 @@ def ingest_files(
         on_progress(f"processing {summary['rows_read']:,} rows with Spark")
         with timings.phase("wait_for_spark"):
             session = spark() if callable(spark) else spark
-        summary.update(_process(session, lake, run_id, staging, chunks, key, results, timings))
+        summary.update(_process(session, lake, run_id, staging, chunks, key, results, timings, fmt))
         status = "committed"
     else:
         status = "failed" if any(r.status == "failed" for r in results) else "nothing_to_do"
@@ -254,14 +286,16 @@ def _process(
     key: bytes,
     results: list[FileResult],
     timings: Timings,
+    fmt: InputFormat | None = None,
 ) -> dict[str, Any]:
+    fmt = fmt or FORMATS["rees46"]()
     lines = read_lines(spark, chunks, CHUNK_BYTES)
     with timings.phase("find_duplicates"):
         duplicates = find_duplicates(lines).cache()  # small: only the repeated lines
         duplicates.count()
     out = staging / "classified"
     with timings.phase("classify_and_write"):
-        classified = classify(lines, duplicates, key)
+        classified = fmt.classify(lines, duplicates, key)
         classified.write.mode("overwrite").partitionBy("outcome", "event_date").parquet(str(out))
     duplicates.unpersist()
 
@@ -296,7 +330,11 @@ def _process(
             suspicious = flags.count()
             flags.unpersist()
             dates = events.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
-        _rewrite(quarantine_view(written, key), staging / "quarantine")
+        _rewrite(fmt.quarantine_view(written, key), staging / "quarantine")
+        if fmt.side_table is not None:
+            kept = written.where(F.col("outcome") == ACCEPTED).select("source_file", "line_number")
+            _rewrite(fmt.side_table(lines).join(kept, ["source_file", "line_number"], "left_semi"),
+                     staging / "side_table")
         _rewrite(duplicates_view(written.where(F.col("outcome") == DUPLICATE)), staging / "duplicates")
 
     with timings.phase("publish"):
@@ -304,12 +342,14 @@ def _process(
         lake.publish_run_dataset(staging / "quarantine", QUARANTINE, run_id)
         lake.publish_run_dataset(staging / "duplicates", DUPLICATES, run_id)
         lake.publish_run_dataset(staging / "suspicious", SUSPICIOUS_USERS, run_id)
+        if fmt.side_table is not None:
+            lake.publish_run_dataset(staging / "side_table", ORDER_LINES, run_id)
 
     return {
         "rows_accepted": sum(f[ACCEPTED] for f in per_file.values()),
         "rows_quarantined": sum(f[QUARANTINED] for f in per_file.values()),
         "duplicates_removed": sum(f[DUPLICATE] for f in per_file.values()),
-        "quarantine_by_reason": {k: by_reason[k] for k in QUARANTINE_REASONS if k in by_reason},
+        "quarantine_by_reason": {k: by_reason[k] for k in ALL_QUARANTINE_REASONS if k in by_reason},
         "suspicious_users": suspicious,
         "event_date_min": str(dates["lo"]) if dates and dates["lo"] else None,
         "event_date_max": str(dates["hi"]) if dates and dates["hi"] else None,

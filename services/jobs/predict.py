@@ -17,9 +17,10 @@ from datetime import datetime
 from pathlib import Path
 
 from etl.lines import History, read_history
+from model.propensity import LoadedPropensity, score_history
 from model.segmentation.history import LoadedModel, score_rows
 from services.core.lake import Lake
-from services.core.readers import load_model
+from services.core.readers import load_model, load_propensity
 
 
 @dataclass
@@ -30,17 +31,25 @@ class PredictResult:
 
 
 def predict(
-    events_file: str | Path, model: LoadedModel, as_of: datetime | str | None = None
-) -> PredictResult:
-    """Segment every user of a REES46 file with an already loaded model (see :func:`load_model`)."""
+    events_file: str | Path, model: LoadedModel, as_of: datetime | str | None = None,
+    propensity: LoadedPropensity | None = None,
+) -> PredictResult:  # fmt: skip
+    """Segment every user of a REES46 file with an already loaded model (see :func:`load_model`).
+
+    With a ``propensity`` model (:func:`services.core.readers.load_propensity`) each user also gets
+    ``propensity``, ``propensity_decile`` and ``propensity_model_version`` beside the segment.
+    """
     history = read_history(events_file)
     users = score_rows(history.rows, model, as_of=as_of)
+    if propensity is not None:
+        scores = score_history(history.rows, propensity, as_of=as_of)
+        users = [{**u, **scores.get(str(u["user_id"]), {})} for u in users]
     return PredictResult(users=users, history=history, model_version=model.scorer.model_version)
 
 
 def predict_file(events_file: str | Path, lake: Lake, as_of: datetime | str | None = None) -> PredictResult:
-    """``shoplens predict``: load the current model from ``lake`` and segment the file's users."""
-    return predict(events_file, load_model(lake), as_of=as_of)
+    """``shoplens predict``: load the current models from ``lake``; segment (and propensity) per user."""
+    return predict(events_file, load_model(lake), as_of=as_of, propensity=load_propensity(lake))
 
 
 def history_report(history: History) -> str:

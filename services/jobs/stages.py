@@ -20,7 +20,12 @@ from services.core.catalog import AGGREGATES, FEATURES, SEGMENTATION_MODEL, SEGM
 from services.core.lake import Lake
 from services.core.metrics import time_stage
 from services.jobs.features import run_features
+from services.jobs.funnel import funnel_due, run_funnel
 from services.jobs.overview import build_overview, overview_due
+from services.jobs.propensity import score as propensity_score
+from services.jobs.propensity import score_due as propensity_score_due
+from services.jobs.propensity import train_due as propensity_train_due
+from services.jobs.propensity import train_stage as propensity_train
 from services.jobs.publish import publish, publish_due
 from services.jobs.segmentation import TrainConfig, score, staleness, train
 
@@ -88,6 +93,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("features", features_due, lambda spark, lake, _cfg: run_features(spark, lake)),
     Stage("train", train_due, lambda spark, lake, cfg: train(spark, lake, cfg.train, do_score=False)),
     Stage("score", score_due, lambda spark, lake, _cfg: score(spark, lake, refresh_features=False)),
+    # propensity: trained when missing or older than retrain_age_days (not per run: it reads every cutoff)
+    Stage("propensity_train", lambda lake, cfg: propensity_train_due(lake, cfg.retrain_age_days),
+          lambda spark, lake, _cfg: propensity_train(spark, lake)),
+    Stage("propensity_score", lambda lake, _cfg: propensity_score_due(lake),
+          lambda spark, lake, _cfg: propensity_score(spark, lake)),
+    Stage("funnel", lambda lake, _cfg: funnel_due(lake), lambda spark, lake, _cfg: run_funnel(spark, lake)),
     Stage("overview", lambda lake, _cfg: overview_due(lake), lambda spark, lake, _cfg: build_overview(spark, lake)),
     Stage("publish", lambda lake, cfg: publish_due(lake, warehouse_url(cfg)),
           lambda _spark, lake, cfg: publish(lake, warehouse_url(cfg)), spark=False),

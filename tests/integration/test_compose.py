@@ -37,6 +37,7 @@ SERVICES = {
     "shoplens-watcher",
     "dashboard",
     "warehouse",
+    "scoring-api",
 }
 ONE_SHOT = {"minio-init", "es-init"}
 STATEFUL = {  # service -> the path its data lives in, which must be a named volume
@@ -265,6 +266,7 @@ def test_every_variable_is_documented_and_every_documented_one_used():
         "GRAFANA_ADMIN_PASSWORD",
         "MINIO_ROOT_PASSWORD",
         "POSTGRES_PASSWORD",
+        "SHOPLENS_API_KEY",
     } <= (required_vars())
 
 
@@ -332,3 +334,28 @@ def test_warehouse_is_the_shoplens_services_sql_target(config, test_env_file):
         assert services[name]["depends_on"]["warehouse"]["condition"] == "service_healthy", name
     for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         assert wh["environment"][var] == env[var]
+
+
+def test_scoring_api_serves_the_published_results_with_a_key_from_env(config, test_env_file):
+    services = config["services"]
+    api, watcher = services["scoring-api"], services["shoplens-watcher"]
+    assert api["command"] == ["shoplens", "api", "--host", "0.0.0.0", "--port", "8000"]
+    assert api["image"] == watcher["image"] and api["build"]["target"] == watcher["build"]["target"]
+    assert "127.0.0.1:8000" in {f"{p.get('host_ip')}:{p['published']}" for p in api["ports"]}
+    assert "localhost:8000/healthz" in " ".join(api["healthcheck"]["test"])
+    env = dict(line.split("=", 1) for line in test_env_file.read_text().splitlines())
+    assert api["environment"]["SHOPLENS_API_KEY"] == env["SHOPLENS_API_KEY"] != ""
+    # the same lake, key and storage as the watcher, so it reads what the watcher publishes
+    for var in ("SHOPLENS_LAKE", "SHOPLENS_PSEUDONYM_KEY", "SHOPLENS_S3_ENDPOINT", "SHOPLENS_S3_ACCESS_KEY"):
+        assert api["environment"][var] == watcher["environment"][var], var
+    assert "SHOPLENS_API_KEY" not in watcher["environment"]  # only the service that checks it holds it
+    from services.core.settings import Settings
+
+    settings = Settings(**{k.removeprefix("SHOPLENS_").lower(): v for k, v in api["environment"].items()
+                           if k.startswith("SHOPLENS_")})  # fmt: skip
+    assert settings.api_key is not None and not settings.demo
+    prom = yaml.safe_load((REPO / "monitoring/prometheus/prometheus.yml").read_text())
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom["scrape_configs"]}
+    assert jobs["shoplens-scoring-api"] == ["scoring-api:8000"]  # /metrics on the API's own port
+    alerts = (REPO / "monitoring/prometheus/alerts.yml").read_text()
+    assert 'job=~"pushgateway|shoplens-.*"' in alerts  # ShoplensServiceDown covers shoplens-scoring-api

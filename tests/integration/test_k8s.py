@@ -34,7 +34,7 @@ K8S_VERSION = "1.31.0"
 SECRET = "shoplens-secrets"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 ONE_SHOT = {"minio-init", "es-init"}  # exit 0 in compose; Jobs here
-SHOPLENS_SERVICES = ("shoplens-watcher", "dashboard")
+SHOPLENS_SERVICES = ("shoplens-watcher", "dashboard", "scoring-api")
 #: Copies kustomize can read (it refuses files outside infra/k8s) -> the file compose mounts.
 CONFIG_COPIES = {
     "config/prometheus/prometheus.yml": "monitoring/prometheus/prometheus.yml",
@@ -348,6 +348,7 @@ def test_every_host_and_port_the_stack_dials_is_a_service_port(compose, k8s_serv
     texts += [p.read_text() for p in K8S.rglob("*") if p.is_file() and p.suffix in {".yaml", ".conf", ".sh"}]
     dialled = {(host, int(port)) for text in texts for host, port in pattern.findall(text)}
     assert ("warehouse", 5432) in dialled and ("shoplens-watcher", 9108) in dialled  # the finder finds
+    assert ("scoring-api", 8000) in dialled  # Prometheus scrapes the API on its Service port
     for host, port in sorted(dialled):
         assert host in k8s_services, f"{host}:{port} is dialled but {host} has no Service"
         assert port in {p["port"] for p in k8s_services[host]["spec"]["ports"]}, f"{host}:{port}"

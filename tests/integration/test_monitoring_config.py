@@ -78,6 +78,8 @@ def test_dashboard_covers_the_issue_and_uses_the_provisioned_datasource():
         "shoplens_segment_users",
         "shoplens_model_silhouette",
         "shoplens_model_info",
+        "shoplens_api_requests_total",
+        "shoplens_api_request_duration_seconds_bucket",
     ):
         assert metric in exprs, metric
     assert "$" not in exprs, "an unsubstituted Grafana variable would not run in Prometheus"
@@ -90,14 +92,40 @@ def test_dashboard_covers_the_issue_and_uses_the_provisioned_datasource():
 
 
 @pytest.fixture(scope="module")
-def scraped():
+def scraped(tmp_path_factory):
     """A fresh Prometheus (its own, so no other test's pushes blur the numbers) after two pushed runs.
 
-    The ``shoplens-watcher`` job points at a port where nothing listens, so ``up == 0`` has data.
+    The ``shoplens-watcher`` job points at a port where nothing listens, so ``up == 0`` has data. The
+    ``shoplens-scoring-api`` job scrapes a real ``shoplens api`` (on an empty lake) that a thread keeps
+    busy with requests, so its request-rate and latency panels have data.
     """
     if missing_binaries():
         pytest.skip(f"not installed: {missing_binaries()}")
-    stack = start_stack(targets={"shoplens-watcher": f"127.0.0.1:{free_port()}"})
+    import threading
+
+    from tests.apiserver import start_api
+
+    work = tmp_path_factory.mktemp("api")
+    api = start_api({"SHOPLENS_PSEUDONYM_KEY": "k" * 40, "SHOPLENS_API_KEY": "t" * 40,
+                     "SHOPLENS_WORK_DIR": str(work / "work")}, str(work / "lake"))  # fmt: skip
+    stop_traffic = threading.Event()
+
+    def traffic() -> None:
+        while not stop_traffic.is_set():
+            api.request("GET", "/healthz")
+            api.request("POST", "/v1/score", {"events": [{"event_type": "view"}]}, token="t" * 40)  # 503
+            api.request("GET", "/v1/customers/1")  # 401
+            stop_traffic.wait(0.05)
+
+    traffic_thread = threading.Thread(target=traffic, daemon=True)
+    traffic_thread.start()
+    try:
+        stack = start_stack(targets={"shoplens-watcher": f"127.0.0.1:{free_port()}",
+                                     "shoplens-scoring-api": f"127.0.0.1:{api.port}"})  # fmt: skip
+    except BaseException:
+        stop_traffic.set()
+        api.stop()
+        raise
     try:
         run1 = {
             "status": "committed",
@@ -138,9 +166,14 @@ def scraped():
         total2 = metrics.REGISTRY.get_sample_value("shoplens_events_read_total")
         stack.wait_for("shoplens_events_read_total", lambda r: r and float(r[0]["value"][1]) == total2)
         stack.wait_for('up{job="shoplens-watcher"}')
+        stack.wait_for('sum(shoplens_api_requests_total{job="shoplens-scoring-api"})',
+                       lambda r: r and float(r[0]["value"][1]) > 0)  # fmt: skip
         time.sleep(2)  # two more evaluations so rules have seen the final state
         yield stack, {"stale_train": stale}
     finally:
+        stop_traffic.set()
+        traffic_thread.join(10)
+        api.stop()
         stack.stop()
 
 

@@ -25,7 +25,9 @@ def lake(tmp_path: Path) -> Lake:
 
 
 def test_the_stages_and_their_order() -> None:
-    assert [s.name for s in STAGES] == ["features", "train", "score", "overview"]
+    assert [s.name for s in STAGES] == [
+        "features", "train", "score", "propensity_train", "propensity_score", "funnel", "overview", "publish"]
+    assert [s.name for s in STAGES if not s.spark] == ["publish"]  # no SparkSession for the warehouse
     assert stage_named("score") is STAGES[2]
     with pytest.raises(ValueError, match="no stage named"):
         stage_named("nope")
@@ -46,7 +48,9 @@ def test_a_new_run_makes_features_and_overview_due(lake: Lake) -> None:
     _point(lake, FEATURES, "f1", aggregates_version="a1", folded_run_ids=["r1"])
     _point(lake, OVERVIEW_VIEWS, "o1", run_ids=["r1"])
     assert stages.features_due(lake, PipelineConfig()) == (False, "up to date")
-    assert dict(pending(lake, PipelineConfig())).keys() == {"train"}
+    # features f1 is not in the SQL warehouse yet
+    # the funnel has not been built from r1 yet
+    assert dict(pending(lake, PipelineConfig())).keys() == {"train", "propensity_train", "funnel", "publish"}
 
 
 def test_score_is_due_for_new_features_or_a_new_model(lake: Lake) -> None:
@@ -91,3 +95,12 @@ def test_run_pipeline_asks_each_stage_just_before_it_runs(lake: Lake, monkeypatc
     started.clear()
     assert run_pipeline(lambda: started.append(1) or "spark", lake, PipelineConfig())["ran"] == []
     assert started == []  # nothing due: no Spark session is asked for
+
+
+def test_publish_is_due_when_a_lake_version_is_not_in_the_warehouse_yet(lake: Lake, tmp_path: Path) -> None:
+    db = tmp_path / "wh.db"
+    cfg = PipelineConfig(warehouse_url=f"sqlite:///{db}")
+    assert stages.stage_named("publish").due(lake, cfg) == (False, "nothing published in the lake yet")
+    _point(lake, SEGMENTS, "s1", model_version="m1")
+    assert stages.stage_named("publish").due(lake, cfg) == (True, "new lake versions for segments")
+    assert not db.exists()  # asking is read-only
