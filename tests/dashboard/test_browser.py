@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from dashboard.charts import fmt_int
@@ -175,7 +176,11 @@ def visit_every_page(browser, url: str, exp: Expect, shots: Path) -> None:
     with page.expect_download(timeout=60_000) as dl:
         page.get_by_role("button", name="Download CSV").click()
     lines = Path(dl.value.path()).read_text().splitlines()
-    assert lines[0] == "user_key,segment_id,segment_name,confidence,n_events"
+    root = Path(exp.uri) / "segments"
+    version = json.loads((root / "_current.json").read_text())["version"]
+    published = pq.read_schema(next((root / version).glob("*.parquet"))).names
+    optional = [c for c in ("trust", "lifecycle_stage") if c in published]  # in models since issue 16
+    assert lines[0] == ",".join(["user_key", "segment_id", "segment_name", "confidence", "n_events", *optional])
     assert len(lines) - 1 == exp.largest_segment_users
     shot(page, shots, "export")
     page.close()
