@@ -43,7 +43,7 @@ from etl.funnel import (
 )
 from model.funnel import conversion_drivers
 from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
-from services.core.lake import Lake, utc_now_iso
+from services.core.lake import Lake, due_for_new_runs, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import parquet_dataset
 from services.core.spark import read_run_dataset
@@ -89,18 +89,12 @@ def parse_by(text: str | None) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------ staleness
 def funnel_due(lake: Lake) -> tuple[bool, str]:
     """(due?, why): no funnel yet, or it was built from other committed runs or other segments."""
-    committed = lake.committed_run_ids()
-    if not committed:
-        return False, "no committed runs"
-    ptr = lake.pointer(FUNNEL)
-    if ptr is None:
-        return True, "no funnel yet"
-    if sorted(ptr.get("run_ids", [])) != sorted(committed):
-        return True, "new committed runs"
-    if ptr.get("segments_version") != lake.current_version(SEGMENTS):
+    due, why = due_for_new_runs(lake, FUNNEL, "no funnel yet")
+    if due or why == "no committed runs":
+        return due, why
+    if lake.pointer(FUNNEL).get("segments_version") != lake.current_version(SEGMENTS):
         return True, "new segments"
     return False, "up to date"
-
 
 # ------------------------------------------------------------------------------------ compute
 def _segments_frame(spark: SparkSession, lake: Lake) -> tuple[DataFrame | None, str | None]:

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from etl.kpis import kpi_daily
 from services.core.catalog import EVENTS, OVERVIEW_VIEWS
-from services.core.lake import Lake, runs_table
+from services.core.lake import Lake, due_for_new_runs, runs_table
 from services.core.publish import new_version
 from services.core.spark import read_run_dataset
 
@@ -25,16 +25,7 @@ log = logging.getLogger("shoplens.overview")
 
 def overview_due(lake: Lake) -> tuple[bool, str]:
     """(due?, why): the views are missing or were built from other committed runs than today's."""
-    committed = lake.committed_run_ids()
-    if not committed:
-        return False, "no committed runs"
-    ptr = lake.pointer(OVERVIEW_VIEWS)
-    if ptr is None:
-        return True, "no overview views yet"
-    if sorted(ptr.get("run_ids", [])) != sorted(committed):
-        return True, "new committed runs"
-    return False, "up to date"
-
+    return due_for_new_runs(lake, OVERVIEW_VIEWS, "no overview views yet")
 
 def build_overview(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     """Compute the overview views from the lake's committed state and publish them."""
