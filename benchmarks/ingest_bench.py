@@ -98,6 +98,7 @@ def run(sizes: list[int], tools: list[str], data_dir: Path, results: Path) -> li
                 row["rows_accepted"] = result["rows_accepted"]
                 if tool == "spark":
                     row["in_job_seconds"] = result["duration_seconds"]
+                    row["phase_seconds"] = result["phase_seconds"]
                 row["events_per_second"] = round(row["rows_read"] / row["wall_seconds"])
                 print(f"  {row}", flush=True)
                 rows.append(row)
@@ -134,6 +135,13 @@ def write_results(rows: list[dict], results: Path) -> None:
             f"| {r['rows_read']:,} | {r['tool']} | {r['wall_seconds']:.1f} | {r['events_per_second']:,} "
             f"| {r['peak_rss_mb']:,} | {speedup} |"
         )
+    phases = [r for r in ordered if r.get("phase_seconds")]
+    if phases:
+        lines += ["", "Where shoplens's time goes (seconds per phase of the run summary; the rest of the wall time "
+                  "is process and JVM start-up):", ""]
+        for r in phases:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in r["phase_seconds"].items())
+            lines.append(f"- {r['rows_read']:,} events: {parts}")
     (results / "ingest.md").write_text("\n".join(lines) + "\n")
 
 

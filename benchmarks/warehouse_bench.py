@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE.parent))
 GOAL_SECONDS = 60.0
 NAMES = ("Window shoppers", "Loyal buyers", "Cart abandoners", "Bargain hunters", "Big-ticket buyers",
          "Weekend browsers", "Newcomers who buy")  # fmt: skip
+LIFECYCLE = ("new_visitor", "browsing", "carted_not_bought", "first_time_buyer", "repeat_buyer", "at_risk", "lapsed")
 
 
 def segments_frame(rows: int, seed: int = 0) -> pd.DataFrame:
@@ -52,6 +53,8 @@ def segments_frame(rows: int, seed: int = 0) -> pd.DataFrame:
         "segment_id": pd.Series(seg, dtype="Int64").mask(low),
         "segment_name": np.where(low, "Not enough activity yet", np.array(NAMES, dtype=object)[seg]),
         "confidence": np.where(low, np.nan, rng.random(rows)),
+        "trust": np.where(low, np.nan, rng.random(rows)),
+        "lifecycle_stage": np.array(LIFECYCLE, dtype=object)[rng.integers(0, len(LIFECYCLE), rows)],
         "n_events": rng.integers(1, 400, rows),
         "model_version": "20191215T000000Z-bbbbbb",
         "as_of": pd.Timestamp("2019-11-30 23:00", tz="UTC"),

@@ -1,271 +1,237 @@
-"""Ingestion transformations: raw lines in, classified rows out (accepted, quarantined, duplicate).
+"""Ingestion on Spark: one task per chunk, each vectorized on Arrow by :func:`etl.lines.classify_batch`.
 
-The input is a DataFrame of raw lines ``(source_file, line_number, value)``. The steps are pure Spark
-SQL (no Python UDFs) so they run at JVM speed on every core:
+Spark schedules the chunks over its executors (``local[*]`` or a standalone cluster) with
+``mapInArrow``. Each task reads its chunk from the lake's store and writes its output files to the
+store itself (local disk or S3, through :class:`~services.core.storage.Store`), so the driver and the
+executors share no directory. What a task hands back to Spark is small:
 
-1. :func:`find_duplicates` finds exact duplicate lines without shuffling whole rows: it shuffles only a
-   64-bit hash per line, then compares the few colliding lines in full.
-2. :func:`classify` parses each line against the contract, records the first failed rule as the
-   quarantine reason, marks later copies of a valid line as duplicates, and normalizes and
-   pseudonymizes accepted events, all in one pass.
+- one 128-bit row hash per accepted line, for the one shuffle that finds copies across chunks and
+  files (copies inside a chunk are found in the task);
+- its accepted events per user and day, for the bot flag;
+- its counts per outcome and reason, and the event dates it wrote.
 
-``classify`` returns one frame holding every outcome so that a single write persists all of them;
-:data:`OUTPUT_COLUMNS` is its schema and :func:`events_view` / :func:`quarantine_view` /
-:func:`duplicates_view` project the per-dataset columns.
+So each chunk is read once; only the few chunks holding a copy of a line first seen in another chunk
+have their files patched afterwards (:func:`resolve_cross_chunk_duplicates`).
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from etl.contract import (
-    BOT_EVENTS_PER_DAY,
-    EVENT_COLUMNS,
-    EVENT_TIME_FORMAT,
-    EVENT_TYPES,
-    ID_PATTERN,
-    MAX_PRICE,
-    MAX_YEAR,
-    MIN_YEAR,
-    NUMBER_PATTERN,
-    QUARANTINE_COLUMNS,
-    RAW_COLUMNS,
-    RAW_SCHEMA,
-)
-from etl.pseudonymize import pseudonymize_col
-
-ACCEPTED, QUARANTINED, DUPLICATE = "accepted", "quarantined", "duplicate"
-
-#: Columns of the classified frame: the event columns, lineage, and what quarantine needs.
-OUTPUT_COLUMNS: tuple[str, ...] = (
-    *EVENT_COLUMNS,
-    "line_number",
-    "outcome",
-    "reason",
-    "raw_line",
-    "duplicate_of_line",
+from etl.contract import BOT_EVENTS_PER_DAY
+from etl.lines import (
+    ACCEPTED,
+    DUPLICATE,
+    DUPLICATE_FILE_SCHEMA,
+    EVENT_FILE_SCHEMA,
+    QUARANTINE_FILE_SCHEMA,
+    QUARANTINED,
+    classify_batch,
 )
 
-_ID = f"^{ID_PATTERN}$"
-_NUMBER = f"^{NUMBER_PATTERN}$"
-_LINE_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in its low 33 bits
-_RAW_DDL = ", ".join(f"`{f.name}` STRING" for f in RAW_SCHEMA.fields)
+__all__ = [
+    "ACCEPTED", "DUPLICATE", "QUARANTINED", "Chunk", "ChunkOutcome", "LocalChunk", "classify_chunks",
+    "flag_suspicious_users", "resolve_cross_chunk_duplicates",
+]  # fmt: skip
+
+LINE, USER_DAY, COUNT = 0, 1, 2
+#: What a chunk task returns to Spark; ``kind`` says which columns a row fills.
+TASK_SCHEMA = T.StructType([
+    T.StructField("kind", T.ByteType(), False), T.StructField("chunk", T.IntegerType(), False),
+    T.StructField("h1", T.LongType()), T.StructField("h2", T.LongType()), T.StructField("line", T.LongType()),
+    T.StructField("user_key", T.StringType()), T.StructField("event_date", T.DateType()),
+    T.StructField("outcome", T.StringType()), T.StructField("reason", T.StringType()),
+    T.StructField("n", T.LongType()),
+])  # fmt: skip
+_TASK_ARROW = pa.schema([
+    ("kind", pa.int8()), ("chunk", pa.int32()), ("h1", pa.int64()), ("h2", pa.int64()), ("line", pa.int64()),
+    ("user_key", pa.string()), ("event_date", pa.date32()), ("outcome", pa.string()), ("reason", pa.string()),
+    ("n", pa.int64()),
+])  # fmt: skip
 
 
 @dataclass
-class Chunk:
-    """A plain-text piece of an input file and the line number of its first line."""
+class LocalChunk:
+    """A plain-text piece of an input file on the driver's disk, as the job cuts it."""
 
     path: Path
     source_file: str
     first_line: int
 
 
-def read_lines(spark: SparkSession, chunks: list[Chunk], chunk_bytes: int) -> DataFrame:
-    """Raw lines of the chunks as ``(source_file, line_number, value)``.
+@dataclass(frozen=True)
+class Chunk:
+    """A plain-text piece of an input file in the store, and the line number of its first line."""
 
-    Each chunk is read as exactly one partition (the open cost is set so high that Spark neither
-    packs two chunks together nor splits one), so the row index inside a partition is the line offset.
+    key: str
+    source_file: str
+    first_line: int
+    index: int  # unique in the run: names the chunk's output files
+
+
+def part_name(chunk: int) -> str:
+    return f"part-{chunk:05d}.parquet"
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes) -> pa.Table:
+    """Classify one chunk, write its files under ``prefix`` in ``store``, and return its task rows.
+
+    Files: ``events/event_date=D/part-C.parquet`` per event date, ``quarantine/part-C.parquet`` and
+    ``duplicates/part-C.parquet`` when not empty. Deterministic names, so a retried task overwrites.
     """
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(2 * chunk_bytes))
-    spark.conf.set("spark.sql.files.openCostInBytes", str(1 << 40))
-    meta = spark.createDataFrame(
-        [(c.path.name, c.source_file, c.first_line) for c in chunks],
-        T.StructType(
-            [
-                T.StructField("_chunk", T.StringType()),
-                T.StructField("source_file", T.StringType()),
-                T.StructField("_first_line", T.LongType()),
-            ]
-        ),
-    )
-    raw = (
-        spark.read.option("lineSep", "\n")
-        .text([str(c.path) for c in chunks])
-        .select(
-            F.when(F.col("value").endswith("\r"), F.expr("substring(value, 1, length(value) - 1)"))
-            .otherwise(F.col("value"))
-            .alias("value"),
-            F.col("_metadata.file_name").alias("_chunk"),
-            (F.monotonically_increasing_id().bitwiseAND(F.lit(_LINE_MASK))).alias("_offset"),
-        )
-    )
-    return raw.join(F.broadcast(meta), on="_chunk", how="inner").select(
-        "source_file", (F.col("_first_line") + F.col("_offset")).alias("line_number"), "value"
-    )
+    out = classify_batch(store.read_bytes(chunk.key), key, chunk.source_file, chunk.first_line)
+    events = out.events
+    days = pc.unique(events["event_date"]).to_pylist()
+    for day in days:
+        rows = events.filter(pc.equal(events["event_date"], pa.scalar(day, pa.date32())))
+        store.write_bytes(f"{prefix}/events/event_date={day.isoformat()}/{part_name(chunk.index)}",
+                          parquet_bytes(rows.select(EVENT_FILE_SCHEMA.names).cast(EVENT_FILE_SCHEMA)))
+    for name, table in (("quarantine", out.quarantine), ("duplicates", out.duplicates)):
+        if table.num_rows:
+            store.write_bytes(f"{prefix}/{name}/{part_name(chunk.index)}", parquet_bytes(table))
+
+    hashes = out.hashes.view(np.int64)
+    per_day = events.group_by(["user_key", "event_date"], use_threads=False).aggregate([("user_key", "count")])
+    counts = [(ACCEPTED, None, events.num_rows), (DUPLICATE, None, out.duplicates.num_rows)]
+    if out.quarantine.num_rows:
+        by_reason = out.quarantine.group_by("reason", use_threads=False).aggregate([("reason", "count")])
+        counts += list(zip([QUARANTINED] * by_reason.num_rows, by_reason["reason"].to_pylist(),
+                           by_reason["reason_count"].to_pylist(), strict=True))  # fmt: skip
+    n_lines, n_days = events.num_rows, per_day.num_rows
+    return pa.table({
+        "kind": np.concatenate([np.full(n_lines, LINE), np.full(n_days, USER_DAY), np.full(len(counts), COUNT)]
+                               ).astype(np.int8),
+        "chunk": np.full(n_lines + n_days + len(counts), chunk.index, np.int32),
+        "h1": pa.concat_arrays([pa.array(hashes[:, 0]), pa.nulls(n_days + len(counts), pa.int64())]),
+        "h2": pa.concat_arrays([pa.array(hashes[:, 1]), pa.nulls(n_days + len(counts), pa.int64())]),
+        "line": pa.concat_arrays([events["line_number"].combine_chunks(), pa.nulls(n_days + len(counts), pa.int64())]),
+        "user_key": pa.concat_arrays([pa.nulls(n_lines, pa.string()), per_day["user_key"].combine_chunks(),
+                                      pa.nulls(len(counts), pa.string())]),
+        "event_date": pa.concat_arrays([pa.nulls(n_lines, pa.date32()), per_day["event_date"].combine_chunks(),
+                                        pa.nulls(len(counts), pa.date32())]),
+        "outcome": pa.array([None] * (n_lines + n_days) + [c[0] for c in counts], pa.string()),
+        "reason": pa.array([None] * (n_lines + n_days) + [c[1] for c in counts], pa.string()),
+        "n": pa.concat_arrays([pa.nulls(n_lines, pa.int64()), per_day["user_key_count"].combine_chunks(),
+                               pa.array([c[2] for c in counts], pa.int64())]),
+    }, schema=_TASK_ARROW)  # fmt: skip
 
 
-def _blank(c: Column) -> Column:
-    return c.isNull() | (F.trim(c) == "")
+def _task(store: Any, prefix: str, key: bytes) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for c in batch.to_pylist():
+                yield from write_chunk(store, prefix, Chunk(**c), key).to_batches(max_chunksize=1 << 20)
+
+    return run
 
 
-def find_duplicates(lines: DataFrame) -> DataFrame:
-    """Lines that repeat an earlier line of the batch byte for byte.
+@dataclass
+class ChunkOutcome:
+    """What the chunk tasks of a run reported (before cross-chunk copies are resolved)."""
 
-    Returns ``(source_file, line_number, duplicate_of_file, duplicate_of_line)`` for every copy but
-    the first (first = smallest file name, then line). Only the lines whose 64-bit hash collides are
-    compared in full, so the shuffle carries 8 bytes per line instead of the whole line.
+    counts: dict[tuple[int, str, str | None], int]  # (chunk, outcome, reason) -> lines
+    copies: list[tuple[int, int, int, int]]  # (h1, h2, chunk, line) of lines accepted by >1 chunk
+    user_days: DataFrame  # (user_key, event_date, events), cached: unpersist when done
+    rows: DataFrame
+
+
+def classify_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes) -> ChunkOutcome:
+    """Run one task per chunk; return the counts and the lines that more than one chunk accepted."""
+    plan = spark.createDataFrame(  # one partition, so one task, per chunk
+        spark.sparkContext.parallelize([(c.key, c.source_file, c.first_line, c.index) for c in chunks],
+                                       len(chunks)),
+        "key string, source_file string, first_line long, index int",
+    )  # fmt: skip
+    rows = plan.mapInArrow(_task(store, prefix, key), TASK_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {
+        (r["chunk"], r["outcome"], r["reason"]): r["n"]
+        for r in rows.where(F.col("kind") == COUNT).select("chunk", "outcome", "reason", "n").collect()
+    }
+    lines = rows.where(F.col("kind") == LINE).select("h1", "h2", "chunk", "line")
+    repeated = lines.groupBy("h1", "h2").count().where("count > 1")  # a hash occurs once per chunk
+    copies = [tuple(r) for r in lines.join(F.broadcast(repeated.select("h1", "h2")), ["h1", "h2"]).collect()]
+    user_days = rows.where(F.col("kind") == USER_DAY).select("user_key", "event_date", F.col("n").alias("events"))
+    return ChunkOutcome(counts, copies, user_days, rows)  # type: ignore[arg-type]
+
+
+def resolve_cross_chunk_duplicates(
+    store: Any, prefix: str, chunks: list[Chunk], copies: list[tuple[int, int, int, int]]
+) -> dict[int, int]:
+    """Turn the later copies of a line accepted by several chunks into duplicates of its first copy.
+
+    First = smallest source file name, then line, as inside a chunk. Rewrites only the files of the
+    chunks that hold such a copy; returns chunk -> lines moved from accepted to duplicate.
     """
-    hashed = lines.select("source_file", "line_number", "value", F.xxhash64("value").alias("_h"))
-    candidates = hashed.groupBy("_h").count().where(F.col("count") > 1).select("_h")
-    first = Window.partitionBy("value").orderBy("source_file", "line_number")
-    return (
-        hashed.join(F.broadcast(candidates), on="_h", how="inner")
-        .withColumn("_rank", F.row_number().over(first))
-        .withColumn("duplicate_of_file", F.first("source_file").over(first))
-        .withColumn("duplicate_of_line", F.first("line_number").over(first))
-        .where(F.col("_rank") > 1)
-        .select("source_file", "line_number", "duplicate_of_file", "duplicate_of_line")
-    )
+    by_index = {c.index: c for c in chunks}
+    groups: dict[tuple[int, int], list[tuple[str, int, int]]] = {}
+    for h1, h2, chunk, line in copies:
+        groups.setdefault((h1, h2), []).append((by_index[chunk].source_file, line, chunk))
+    moved: dict[int, dict[int, int]] = {}  # chunk -> {line: line of the first copy}
+    for members in groups.values():
+        members.sort()
+        _, first_line, _ = members[0]
+        for _, line, chunk in members[1:]:
+            moved.setdefault(chunk, {})[line] = first_line
+    for chunk, lines in moved.items():
+        _patch_chunk(store, prefix, by_index[chunk], lines)
+    return {chunk: len(lines) for chunk, lines in moved.items()}
 
 
-def _parse(lines: DataFrame) -> DataFrame:
-    parsed = F.from_csv(
-        F.col("value"),
-        _RAW_DDL,
-        {
-            "mode": "PERMISSIVE",
-            "columnNameOfCorruptRecord": "_corrupt_record",
-            "ignoreLeadingWhiteSpace": "false",
-        },
-    )
-    return lines.withColumn("_r", parsed)
+def _patch_chunk(store: Any, prefix: str, chunk: Chunk, lines: dict[int, int]) -> None:
+    part = part_name(chunk.index)
+    dropped = pa.array(sorted(lines), pa.int64())
+    for key in store.list(f"{prefix}/events"):
+        if key.endswith(f"/{part}"):
+            table = pq.read_table(io.BytesIO(store.read_bytes(key)))
+            kept = table.filter(pc.invert(pc.is_in(table["line_number"], dropped)))
+            if kept.num_rows != table.num_rows:
+                store.write_bytes(key, parquet_bytes(kept))
+    dup_key = f"{prefix}/duplicates/{part}"
+    old = (pq.read_table(io.BytesIO(store.read_bytes(dup_key))) if store.exists(dup_key)
+           else DUPLICATE_FILE_SCHEMA.empty_table())  # fmt: skip
+    # copies inside the chunk pointed at the chunk's own first copy, now a duplicate itself
+    target = np.array([lines.get(v, v) for v in old["duplicate_of_line"].to_pylist()], np.int64)
+    new = pa.table({
+        "source_file": [chunk.source_file] * len(lines), "line_number": pa.array(list(lines), pa.int64()),
+        "duplicate_of_line": pa.array(list(lines.values()), pa.int64()),
+    }, schema=DUPLICATE_FILE_SCHEMA)  # fmt: skip
+    patched = pa.concat_tables([old.set_column(2, "duplicate_of_line", pa.array(target, pa.int64())), new])
+    store.write_bytes(dup_key, parquet_bytes(patched.sort_by("line_number")))
 
 
-def _reason() -> Column:
-    """The first contract rule a parsed line breaks, or null; the order is QUARANTINE_REASONS."""
-    r = {name: F.col(f"_r.{name}") for name in RAW_COLUMNS}
-    ts, price = F.col("_ts"), F.col("_price")
-    malformed = _blank(F.col("value")) | F.col("_r._corrupt_record").isNotNull()
-    return (
-        F.when(malformed, "malformed_line")
-        .when(ts.isNull() | ~F.year(ts).between(MIN_YEAR, MAX_YEAR), "bad_event_time")
-        .when(_blank(r["event_type"]) | ~r["event_type"].isin(*EVENT_TYPES), "unknown_event_type")
-        .when(~r["product_id"].rlike(_ID) | F.col("_product_id").isNull(), "bad_product_id")
-        .when(
-            ~_blank(r["category_id"]) & (~r["category_id"].rlike(_ID) | F.col("_category_id").isNull()),
-            "bad_category_id",
-        )
-        .when(_blank(r["user_id"]), "missing_user_id")
-        .when(~r["user_id"].rlike(_ID), "bad_user_id")
-        .when(_blank(r["user_session"]), "missing_user_session")
-        .when(_blank(r["price"]), "missing_price")
-        .when(~r["price"].rlike(_NUMBER) | price.isNull() | F.isnan(price), "bad_price")
-        .when(price < 0, "negative_price")
-        .when(price > MAX_PRICE, "absurd_price")
-    )
-
-
-def redact_quarantine(quarantined: DataFrame, key: bytes) -> DataFrame:
-    """Quarantine rows with the user and session ids in ``raw_line`` replaced by their pseudonyms.
-
-    Kept apart from :func:`classify` because rejects are few: evaluating this inside the hot
-    projection cost about 40% of its time even when no row needed it. A line that does not split
-    into the nine contract fields cannot be trusted to have its ids in place, so every standalone
-    run of 6+ digits and every UUID-looking token is masked instead.
-    """
-    parsed = quarantined.withColumn("value", F.col("raw_line")).transform(_parse)
-    r = {name: F.col(f"_r.{name}") for name in RAW_COLUMNS}
-    fields = [
-        F.coalesce(r[name], F.lit(""))
-        if name not in ("user_id", "user_session")
-        else F.coalesce(pseudonymize_col(F.nullif(r[name], F.lit("")), key), F.lit(""))
-        for name in RAW_COLUMNS
-    ]
-    masked = F.regexp_replace(
-        F.regexp_replace(F.col("value"), r"(?<![0-9A-Za-z.])[0-9]{6,}(?![0-9A-Za-z.])", "<redacted-id>"),
-        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
-        "<redacted-session>",
-    )
-    redacted = F.when(F.col("reason") == "malformed_line", masked).otherwise(F.concat_ws(",", *fields))
-    return parsed.select(*[redacted.alias(c) if c == "raw_line" else F.col(c) for c in QUARANTINE_COLUMNS])
-
-
-def classify(lines: DataFrame, duplicates: DataFrame, key: bytes) -> DataFrame:
-    """Parse, validate, dedupe, normalize and pseudonymize raw lines in one pass.
-
-    Quarantined rows keep their raw line here; :func:`quarantine_view` redacts it before anything
-    is published.
-
-    Every input line yields exactly one output row with ``outcome`` accepted, quarantined or
-    duplicate, so counts reconcile by construction and can be checked against the line count.
-    A bad line is quarantined even if it repeats (nothing rejected is dropped); only copies of a
-    valid line count as duplicates.
-    """
-    dup_keys = duplicates.select("source_file", "line_number", "duplicate_of_line")
-    r = {name: F.col(f"_r.{name}") for name in RAW_COLUMNS}
-    event_time = F.col("_ts")
-    levels = F.split(F.nullif(F.lower(F.trim(r["category_code"])), F.lit("")), r"\.")
-    is_accepted = F.col("outcome") == ACCEPTED
-
-    def when_accepted(c: Column) -> Column:
-        return F.when(is_accepted, c)
-
-    staged = (
-        _parse(lines)
-        .join(F.broadcast(dup_keys), on=["source_file", "line_number"], how="left")
-        # typed values are computed once here; later expressions only reference them
-        .withColumn("_ts", F.try_to_timestamp(F.col("_r.event_time"), F.lit(EVENT_TIME_FORMAT)))
-        .withColumn("_price", F.col("_r.price").try_cast("double"))
-        .withColumn("_product_id", F.col("_r.product_id").try_cast("long"))
-        .withColumn("_category_id", F.col("_r.category_id").try_cast("long"))
-        .withColumn("reason", _reason())
-        .withColumn(
-            "outcome",
-            F.when(F.col("reason").isNotNull(), QUARANTINED)
-            .when(F.col("duplicate_of_line").isNotNull(), DUPLICATE)
-            .otherwise(ACCEPTED),
-        )
-    )
-    return staged.select(
-        when_accepted(event_time).alias("event_time"),
-        when_accepted(F.hour(event_time)).alias("event_hour"),
-        when_accepted(r["event_type"]).alias("event_type"),
-        when_accepted(F.col("_product_id")).alias("product_id"),
-        when_accepted(F.col("_category_id")).alias("category_id"),
-        when_accepted(F.nullif(F.lower(F.trim(r["category_code"])), F.lit(""))).alias("category_code"),
-        when_accepted(F.try_element_at(levels, F.lit(1))).alias("category_l1"),
-        when_accepted(F.try_element_at(levels, F.lit(2))).alias("category_l2"),
-        when_accepted(F.try_element_at(levels, F.lit(3))).alias("category_l3"),
-        when_accepted(F.nullif(F.lower(F.trim(r["brand"])), F.lit(""))).alias("brand"),
-        when_accepted(F.col("_price")).alias("price"),
-        when_accepted(pseudonymize_col(r["user_id"], key)).alias("user_key"),
-        when_accepted(pseudonymize_col(r["user_session"], key)).alias("session_key"),
-        F.col("source_file"),
-        when_accepted(F.to_date(event_time)).alias("event_date"),
-        F.col("line_number"),
-        F.col("outcome"),
-        F.col("reason"),
-        F.when(F.col("outcome") == QUARANTINED, F.col("value")).alias("raw_line"),
-        F.when(F.col("outcome") == DUPLICATE, F.col("duplicate_of_line")).alias("duplicate_of_line"),
-    )
-
-
-def events_view(classified: DataFrame) -> DataFrame:
-    """The lake's events table columns (plus lineage ``line_number``)."""
-    return classified.select(*EVENT_COLUMNS, "line_number")
-
-
-def quarantine_view(classified: DataFrame, key: bytes) -> DataFrame:
-    """Quarantined rows with their raw line redacted (see :func:`redact_quarantine`)."""
-    return redact_quarantine(classified.where(F.col("outcome") == QUARANTINED), key)
-
-
-def duplicates_view(classified: DataFrame) -> DataFrame:
-    return classified.select("source_file", "line_number", "duplicate_of_line")
+def empty_file(name: str) -> bytes:
+    """An empty Parquet file of a run-scoped dataset, so a run with no rejects still has its schema."""
+    schema = {"quarantine": QUARANTINE_FILE_SCHEMA, "duplicates": DUPLICATE_FILE_SCHEMA}[name]
+    return parquet_bytes(schema.empty_table())
 
 
 def flag_suspicious_users(events: DataFrame, max_events_per_day: int = BOT_EVENTS_PER_DAY) -> DataFrame:
     """Users with bot-like volume: more than ``max_events_per_day`` events on some day.
 
-    They are flagged, not dropped: later stages decide whether to exclude them.
+    ``events`` has one row per event, or per (user, day) part with its count in ``events``. They are
+    flagged, not dropped: later stages decide whether to exclude them.
     """
-    per_day = events.groupBy("user_key", "event_date").agg(F.count(F.lit(1)).alias("events"))
+    n = F.sum("events") if "events" in events.columns else F.count(F.lit(1))
+    per_day = events.groupBy("user_key", "event_date").agg(n.alias("events"))
     return (
         per_day.where(F.col("events") > max_events_per_day)
         .groupBy("user_key")

@@ -1,9 +1,30 @@
-"""Spark-free validation of REES46 lines: the twin of :mod:`etl.ingest`'s rules for small histories.
+"""The data contract's line rules, vectorized on Arrow: parse, validate, dedupe, normalize, pseudonymize.
 
-``shoplens predict``, the dashboard's upload and the scoring API validate a user's raw history here:
-the same contract constants and patterns (:mod:`etl.contract`), the same reasons in the same order
-(``QUARANTINE_REASONS``), the first failed rule wins. Invalid lines are counted per reason and
-skipped; exact copies of a valid line are dropped as duplicates. Imports neither pyspark nor the lake.
+One implementation for every path. Spark ingestion runs :func:`classify_batch` inside its tasks (one
+call per ~64 MB chunk, see :mod:`etl.ingest`); ``shoplens predict``, the scoring API and the dashboard
+upload run :func:`parse_lines` on one history. Why Arrow and not Spark SQL: row-wise ``from_csv``,
+regexes and SHA-256 over every row were what ingestion spent its time on; here each rule is one C++
+kernel over a whole column, and the HMAC is computed once per distinct id of a batch.
+
+How a batch of bytes becomes lines and fields (the contract's CSV dialect, pinned by tests):
+
+- Lines end at ``\\n``; one ``\\r`` before it (CRLF) is dropped. A missing final newline is fine.
+- Fields are split at commas. Standard CSV quoting is understood (``"a,b"`` is one field, ``""`` is a
+  quote inside a quoted field), but a quoted field cannot hold a line break: the line still ends at the
+  ``\\n``, so both halves are ``malformed_line``. A byte-order mark belongs before the header only; on a
+  data line it is part of the first field (so the event time is bad). A line is malformed when it is blank, is not valid
+  UTF-8, holds a bare ``\\r``, has an unterminated quote, or does not have exactly nine fields (a
+  trailing comma makes ten). Fields are not trimmed; an empty field is null.
+- Most batches hold no quote and no bare ``\\r``: those are parsed by Arrow's CSV reader with quoting
+  off, so every physical line is one record. The rest take the per-line path of Python's ``csv``
+  module, with the same results.
+
+Then the rules of :data:`etl.contract.QUARANTINE_REASONS`, in that order; the first that fails is the
+reason. A valid line whose nine fields repeat an earlier valid line of the batch is a duplicate of that
+earlier line (for unquoted lines that is byte equality); a bad line is quarantined however often it
+repeats. Duplicates are found by a 128-bit hash of the nine fields (two seeded 64-bit row hashes from
+polars), so a false match needs a hash collision, of probability about n^2 / 2^129 (1e-23 for a
+month of 44 million lines).
 """
 
 from __future__ import annotations
@@ -14,11 +35,15 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from etl.contract import (
     EVENT_TYPES,
@@ -27,86 +52,318 @@ from etl.contract import (
     MAX_YEAR,
     MIN_YEAR,
     NUMBER_PATTERN,
+    QUARANTINE_REASONS,
     RAW_COLUMNS,
     check_header,
 )
+from etl.pseudonymize import pseudonymize_array
 
-_ID = re.compile(ID_PATTERN)
-_NUMBER = re.compile(NUMBER_PATTERN)
-_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) UTC")
-_LONG_MAX = 2**63 - 1
-_EVENT_TYPES = frozenset(EVENT_TYPES)
-_N_FIELDS = len(RAW_COLUMNS)
+ACCEPTED, QUARANTINED, DUPLICATE = "accepted", "quarantined", "duplicate"
+MALFORMED = "malformed_line"
 
-def _blank(v: str | None) -> bool:
-    """Null, or only spaces (Spark's trim removes spaces only)."""
-    return v is None or v.strip(" ") == ""
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+_ID = f"^{ID_PATTERN}$"
+_NUMBER = f"^{NUMBER_PATTERN}$"
+_LONG_MAX = str(2**63 - 1)
+_N = len(RAW_COLUMNS)
+_BOM = "\ufeff".encode()
+_STRINGS = pa.schema([(c, pa.string()) for c in RAW_COLUMNS])
+#: Unquoted runs of 6+ digits and UUID-like tokens: what may be an id in a line that did not split into
+#: the nine fields (so its ids cannot be found by position).
+_BARE_ID = re.compile(r"(?<![0-9A-Za-z.])[0-9]{6,}(?![0-9A-Za-z.])")
+_BARE_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+#: The lake's events table as Arrow writes it (``event_date`` is the partition, outside the file).
+EVENT_FILE_SCHEMA = pa.schema([
+    ("event_time", pa.timestamp("us", tz="UTC")), ("event_hour", pa.int32()), ("event_type", pa.string()),
+    ("product_id", pa.int64()), ("category_id", pa.int64()), ("category_code", pa.string()),
+    ("category_l1", pa.string()), ("category_l2", pa.string()), ("category_l3", pa.string()),
+    ("brand", pa.string()), ("price", pa.float64()), ("user_key", pa.string()), ("session_key", pa.string()),
+    ("source_file", pa.string()), ("line_number", pa.int64()),
+])  # fmt: skip
+QUARANTINE_FILE_SCHEMA = pa.schema([
+    ("source_file", pa.string()), ("line_number", pa.int64()), ("reason", pa.string()), ("raw_line", pa.string()),
+])  # fmt: skip
+DUPLICATE_FILE_SCHEMA = pa.schema([
+    ("source_file", pa.string()), ("line_number", pa.int64()), ("duplicate_of_line", pa.int64()),
+])  # fmt: skip
 
 
-def _bad_id(v: str) -> bool:
-    return _ID.fullmatch(v) is None or int(v) > _LONG_MAX
+@dataclass
+class Parsed:
+    """A batch of lines split into the nine raw fields."""
+
+    fields: pa.Table  # RAW_COLUMNS as strings (empty field = null), one row per well-formed line
+    line_index: np.ndarray  # each row's 0-based line index in the batch
+    malformed: dict[int, str]  # line index -> raw text, for lines that did not split into nine fields
+    n_lines: int
 
 
-def _event_time(v: str | None) -> datetime | None:
-    m = _TIME.fullmatch(v or "")
-    if m is None:
+def count_lines(data: bytes) -> int:
+    """Lines in ``data``: each ``\\n`` ends one, and a last line without it counts too."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def parse(data: bytes) -> Parsed:
+    """Split a batch of data lines (no header) into fields, by the dialect in the module docstring."""
+    n_lines = count_lines(data)
+    # Arrow's reader would also drop a byte-order mark at the start of the batch: leave that to the
+    # per-line path, for which a BOM on a data line is part of its first field (only the header may have one).
+    simple = b'"' not in data and data.count(b"\r") == data.count(b"\r\n") and not data.startswith(_BOM)
+    if n_lines and simple:
+        try:
+            return _parse_unquoted(data, n_lines)
+        except pa.ArrowInvalid:  # not valid UTF-8: the per-line path finds the lines that are not
+            pass
+    return _parse_per_line(data, n_lines)
+
+
+def _parse_unquoted(data: bytes, n_lines: int) -> Parsed:
+    bad: dict[int, str] = {}
+
+    def invalid(row: Any) -> str:  # a line that is not nine fields; row.number counts lines from 1
+        bad[row.number - 1] = row.text.removesuffix("\r")
+        return "skip"
+
+    table = pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=list(RAW_COLUMNS), use_threads=False),
+        parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False, invalid_row_handler=invalid),
+        convert_options=pacsv.ConvertOptions(column_types=_STRINGS, null_values=[""], strings_can_be_null=True),
+    )  # fmt: skip
+    index = np.delete(np.arange(n_lines, dtype=np.int64), sorted(bad)) if bad else np.arange(n_lines)
+    if len(index) != table.num_rows:
+        raise ValueError(f"CSV reader returned {table.num_rows} rows for {len(index)} well-formed lines")
+    # An empty line reads as nine nulls, like ",,,,,,,,"; only the raw bytes tell them apart.
+    all_null = np.flatnonzero(_all_null(table))
+    if len(all_null):
+        ends = np.append(np.flatnonzero(np.frombuffer(data, np.uint8) == 10), len(data))
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        empty = [i for i in all_null if ends[index[i]] - starts[index[i]] <= 1
+                 and data[starts[index[i]] : ends[index[i]]] in (b"", b"\r")]
+        if empty:
+            bad.update({int(index[i]): "" for i in empty})
+            keep = np.ones(table.num_rows, bool)
+            keep[empty] = False
+            table, index = table.filter(pa.array(keep)), index[keep]
+    return Parsed(table, index, bad, n_lines)
+
+
+def _all_null(table: pa.Table) -> np.ndarray:
+    mask = np.ones(table.num_rows, bool)
+    for column in table.columns:
+        mask &= column.is_null().to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _parse_per_line(data: bytes, n_lines: int) -> Parsed:
+    raw = data.split(b"\n")[:n_lines]
+    rows: list[list[str]] = []
+    index: list[int] = []
+    bad: dict[int, str] = {}
+    for i, line in enumerate(raw):
+        line = line.removesuffix(b"\r")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad[i] = line.decode("utf-8", errors="replace")
+            continue
+        fields = _split(text)
+        if fields is None:
+            bad[i] = text
+        else:
+            rows.append(fields)
+            index.append(i)
+    columns = {c: pa.array([r[j] or None for r in rows], pa.string()) for j, c in enumerate(RAW_COLUMNS)}
+    return Parsed(pa.table(columns, schema=_STRINGS), np.array(index, np.int64), bad, n_lines)
+
+
+def _split(text: str) -> list[str] | None:
+    """The nine fields of one line, or None if it is malformed."""
+    if text.strip(" ") == "" or "\r" in text:
         return None
     try:
-        when = datetime(*(int(g) for g in m.groups()), tzinfo=UTC)
-    except ValueError:  # 2019-02-30 and the like
+        fields = next(csv.reader([text], strict=True))
+    except csv.Error:
         return None
-    return when if MIN_YEAR <= when.year <= MAX_YEAR else None
+    return fields if len(fields) == _N else None
 
 
-def validate_line(line: str) -> tuple[str | None, tuple | None]:
-    """(quarantine reason or None, typed row or None) of one data line, first failed rule wins.
+# -- the rules -----------------------------------------------------------------------------------
 
-    The rules and their order are etl.contract.QUARANTINE_REASONS as etl.ingest applies them. The
-    typed row is (event_time, event_type, product_id, category_id, category_code, brand, price,
-    user_id, user_session); empty fields are None, text is not yet normalized.
+
+def _np(mask: pa.ChunkedArray | pa.Array, null: bool = False) -> np.ndarray:
+    return pc.fill_null(mask, null).to_numpy(zero_copy_only=False)
+
+
+def _blank(values: pa.ChunkedArray) -> np.ndarray:
+    """Null, or spaces only (Spark's trim, which the lake has always used, removes spaces only)."""
+    return _np(pc.equal(pc.utf8_trim(values, " "), ""), True)
+
+
+def _bad_id(values: pa.ChunkedArray) -> np.ndarray:
+    """Not a non-negative integer that fits in 64 bits (null counts as bad)."""
+    ok = pc.match_substring_regex(values, _ID)
+    fits = pc.or_(pc.less(pc.utf8_length(values), len(_LONG_MAX)), pc.less_equal(values, _LONG_MAX))
+    return ~_np(pc.and_(ok, fits))
+
+
+def _typed(fields: pa.Table) -> tuple[pa.ChunkedArray, pa.ChunkedArray, dict[str, np.ndarray]]:
+    """(event time, price, per-rule failure masks) of parsed rows."""
+    f = {c: fields[c] for c in RAW_COLUMNS}
+    when = pc.strptime(f["event_time"], format=_TIME_FORMAT, unit="s", error_is_null=True)
+    # strptime rolls 2019-02-30 over to March and accepts 2019-1-1; printing it back must give the input
+    exact = _np(pc.equal(pc.strftime(when, format=_TIME_FORMAT), f["event_time"]))
+    year = _np(pc.year(when), 0)
+    number = pc.match_substring_regex(f["price"], _NUMBER)
+    price = pc.cast(pc.if_else(number, f["price"], "nan"), pa.float64())
+    price_np = _np(price, np.nan)
+    failed = {
+        "bad_event_time": ~exact | (year < MIN_YEAR) | (year > MAX_YEAR),
+        "unknown_event_type": ~_np(pc.is_in(f["event_type"], pa.array(EVENT_TYPES))),
+        "bad_product_id": _bad_id(f["product_id"]),
+        "bad_category_id": ~_blank(f["category_id"]) & _bad_id(f["category_id"]),
+        "missing_user_id": _blank(f["user_id"]),
+        "bad_user_id": ~_np(pc.match_substring_regex(f["user_id"], _ID)),
+        "missing_user_session": _blank(f["user_session"]),
+        "missing_price": _blank(f["price"]),
+        "bad_price": np.isnan(price_np),
+        "negative_price": price_np < 0,
+        "absurd_price": price_np > MAX_PRICE,
+    }
+    return when, price, failed
+
+
+def reasons(fields: pa.Table) -> tuple[np.ndarray, pa.ChunkedArray, pa.ChunkedArray]:
+    """(first failed rule or None per row, event time, price) of parsed rows."""
+    when, price, failed = _typed(fields)
+    rules = [r for r in QUARANTINE_REASONS if r != MALFORMED]
+    reason = np.select([failed[r] for r in rules], rules, default="")
+    return np.where(reason == "", None, reason), when, price
+
+
+def _row_hashes(fields: pa.Table) -> np.ndarray:
+    """A 128-bit hash of each row's nine fields, as an (n, 2) uint64 array."""
+    frame = pl.from_arrow(fields)
+    assert isinstance(frame, pl.DataFrame)
+    return np.column_stack([frame.hash_rows(seed=0).to_numpy(), frame.hash_rows(seed=1).to_numpy()])
+
+
+def first_copies(hashes: np.ndarray) -> np.ndarray:
+    """For each row, the position of the first row with the same hash (itself if it is the first)."""
+    frame = pl.DataFrame({"a": hashes[:, 0], "b": hashes[:, 1], "i": np.arange(len(hashes))})
+    return frame.with_columns(first=pl.col("i").min().over("a", "b"))["first"].to_numpy()
+
+
+# -- a classified batch ----------------------------------------------------------------------------
+
+
+@dataclass
+class Classified:
+    """Every line of a batch in exactly one of three tables (so counts reconcile by construction)."""
+
+    events: pa.Table  # EVENT_FILE_SCHEMA plus event_date
+    quarantine: pa.Table  # QUARANTINE_FILE_SCHEMA, raw_line redacted
+    duplicates: pa.Table  # DUPLICATE_FILE_SCHEMA
+    hashes: np.ndarray  # (len(events), 2) uint64: the row hash of each accepted event
+    n_lines: int
+
+
+def _category_levels(code: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+    parts = pc.split_pattern(pc.binary_join_element_wise(code, "..", ""), ".")  # padded: 3 levels exist
+    length = pc.subtract(pc.list_value_length(parts), 2)
+    return [pc.if_else(pc.greater(length, k), pc.list_element(parts, k), None) for k in range(3)]
+
+
+def _normalized(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    lowered = pc.utf8_lower(pc.utf8_trim(values, " "))
+    return pc.if_else(pc.equal(lowered, ""), None, lowered)
+
+
+def _redacted(fields: pa.Table, key: bytes) -> pa.ChunkedArray:
+    """The line rebuilt from its fields with the user and session ids replaced by their pseudonyms."""
+    parts = []
+    for c in RAW_COLUMNS:
+        value = fields[c]
+        if c in ("user_id", "user_session"):
+            value = pseudonymize_array(value, key)
+        parts.append(pc.fill_null(value, ""))
+    return pc.binary_join_element_wise(*parts, ",")
+
+
+def mask_ids(text: str) -> str:
+    """A malformed line with every bare run of 6+ digits and every UUID-like token masked."""
+    return _BARE_UUID.sub("<redacted-session>", _BARE_ID.sub("<redacted-id>", text))
+
+
+def classify_batch(data: bytes, key: bytes, source_file: str, first_line: int) -> Classified:
+    """Parse, validate, dedupe, normalize and pseudonymize the data lines in ``data``.
+
+    ``first_line`` is the line number of the batch's first line in ``source_file``. Raw ids leave this
+    function only as HMAC pseudonyms: accepted rows carry ``user_key``/``session_key``, quarantined rows
+    a redacted ``raw_line``.
     """
-    if _blank(line):
-        return "malformed_line", None
-    fields = next(csv.reader([line]))
-    if len(fields) != _N_FIELDS:
-        return "malformed_line", None
-    f = [v if v != "" else None for v in fields]
-    raw_time, etype, product, category, code, brand, price_s, user, session = f
-    when = _event_time(raw_time)
-    if when is None:
-        return "bad_event_time", None
-    if _blank(etype) or etype not in _EVENT_TYPES:
-        return "unknown_event_type", None
-    if product is None or _bad_id(product):
-        return "bad_product_id", None
-    if not _blank(category) and _bad_id(category):  # type: ignore[arg-type]
-        return "bad_category_id", None
-    if _blank(user):
-        return "missing_user_id", None
-    if _ID.fullmatch(user) is None:  # type: ignore[arg-type]
-        return "bad_user_id", None
-    if _blank(session):
-        return "missing_user_session", None
-    if _blank(price_s):
-        return "missing_price", None
-    if _NUMBER.fullmatch(price_s) is None:  # type: ignore[arg-type]
-        return "bad_price", None
-    price = float(price_s)  # type: ignore[arg-type]
-    if price != price:
-        return "bad_price", None
-    if price < 0:
-        return "negative_price", None
-    if price > MAX_PRICE:
-        return "absurd_price", None
-    category_id = None if category is None or _blank(category) else int(category)
-    return None, (when, etype, int(product), category_id, code, brand, price, user, session)
+    parsed = parse(data)
+    fields, lines = parsed.fields, parsed.line_index + first_line
+    reason, when, price = reasons(fields)
+    valid = reason == None  # noqa: E711 (element-wise on an object array)
+    hashes = _row_hashes(fields.filter(pa.array(valid)))
+    first = first_copies(hashes)
+    valid_lines = lines[valid]
+    is_dup = first != np.arange(len(first))
+
+    bad_rows = np.flatnonzero(~valid)
+    malformed = sorted(parsed.malformed)
+    quarantine = pa.table({
+        "source_file": pa.array([source_file] * (len(bad_rows) + len(malformed)), pa.string()),
+        "line_number": pa.array(np.concatenate([lines[bad_rows], np.array(malformed, np.int64) + first_line])),
+        "reason": pa.array([*reason[bad_rows], *[MALFORMED] * len(malformed)], pa.string()),
+        "raw_line": pa.concat_arrays([
+            _redacted(fields.take(bad_rows), key).combine_chunks().cast(pa.string()),
+            pa.array([mask_ids(parsed.malformed[i]) for i in malformed], pa.string()),
+        ]),
+    }, schema=QUARANTINE_FILE_SCHEMA)  # fmt: skip
+    duplicates = pa.table({
+        "source_file": pa.array([source_file] * int(is_dup.sum()), pa.string()),
+        "line_number": pa.array(valid_lines[is_dup]),
+        "duplicate_of_line": pa.array(valid_lines[first[is_dup]]),
+    }, schema=DUPLICATE_FILE_SCHEMA)  # fmt: skip
+
+    keep = np.flatnonzero(valid)[~is_dup]
+    kept = fields.take(keep)
+    event_time = when.take(keep).cast(pa.timestamp("us", tz="UTC"))
+    code = _normalized(kept["category_code"])
+    l1, l2, l3 = _category_levels(code)
+    events = pa.table({
+        "event_time": event_time,
+        "event_hour": pc.hour(event_time).cast(pa.int32()),
+        "event_type": kept["event_type"],
+        "product_id": pc.cast(kept["product_id"], pa.int64()),
+        "category_id": pc.cast(pc.if_else(_blank_array(kept["category_id"]), None, kept["category_id"]), pa.int64()),
+        "category_code": code, "category_l1": l1, "category_l2": l2, "category_l3": l3,
+        "brand": _normalized(kept["brand"]),
+        "price": price.take(keep),
+        "user_key": pseudonymize_array(kept["user_id"], key),
+        "session_key": pseudonymize_array(kept["user_session"], key),
+        "source_file": pa.array([source_file] * len(keep), pa.string()),
+        "line_number": pa.array(lines[keep]),
+        "event_date": pc.cast(event_time, pa.date32()),
+    })  # fmt: skip
+    return Classified(events, quarantine, duplicates, hashes[~is_dup], parsed.n_lines)
+
+
+def _blank_array(values: pa.ChunkedArray) -> pa.Array:
+    return pa.array(_blank(values))
+
+
+# -- Spark-free histories (predict, API, dashboard upload) -------------------------------------------
 
 
 @dataclass
 class History:
     """The valid rows of an event file plus what was left out and why."""
 
-    rows: pd.DataFrame  # REES46 columns, typed (see validate_line), one row per accepted line
+    rows: pd.DataFrame  # RAW_COLUMNS typed: event_time UTC, ids int, price float; text not yet normalized
     rows_read: int = 0
     invalid: dict[str, int] = field(default_factory=dict)  # quarantine reason -> lines
     duplicates: int = 0
@@ -125,25 +382,60 @@ class History:
         }
 
 
+def line_reasons(lines: list[str]) -> list[str | None]:
+    """The first failed rule of each data line (None when valid), by the same code as ingestion."""
+    parsed = parse(_joined(lines))
+    out: list[str | None] = [MALFORMED] * parsed.n_lines
+    reason, _, _ = reasons(parsed.fields)
+    for i, r in zip(parsed.line_index, reason, strict=True):
+        out[i] = r
+    return out
+
+
+def _joined(lines: Iterable[str]) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode("utf-8", errors="replace")
+
+
+def parse_data(data: bytes) -> History:
+    """Validate a batch of data lines (no header); invalid ones are counted, copies of a valid one dropped."""
+    parsed = parse(data)
+    reason, when, price = reasons(parsed.fields)
+    valid = reason == None  # noqa: E711
+    invalid = Counter(r for r in reason if r is not None)
+    if parsed.malformed:
+        invalid[MALFORMED] += len(parsed.malformed)
+    fields = parsed.fields.filter(pa.array(valid))
+    first = first_copies(_row_hashes(fields))
+    keep = first == np.arange(len(first))
+    kept = fields.filter(pa.array(keep))
+    category = kept["category_id"]
+    rows = pa.table({
+        "event_time": when.filter(pa.array(valid)).filter(pa.array(keep)).cast(pa.timestamp("ns", tz="UTC")),
+        "event_type": kept["event_type"],
+        "product_id": pc.cast(kept["product_id"], pa.int64()),
+        "category_id": pc.cast(pc.if_else(_blank_array(category), None, category), pa.int64()),
+        "category_code": kept["category_code"], "brand": kept["brand"],
+        "price": price.filter(pa.array(valid)).filter(pa.array(keep)),
+        "user_id": kept["user_id"], "user_session": kept["user_session"],
+    }).to_pandas()  # fmt: skip
+    ordered = {r: invalid[r] for r in QUARANTINE_REASONS if invalid[r]}
+    return History(rows=rows, rows_read=parsed.n_lines, invalid=ordered, duplicates=int((~keep).sum()))
+
+
 def parse_lines(lines: Iterable[str]) -> History:
-    """Validate data lines (no header); invalid ones are counted, copies of a valid line dropped."""
-    kept: list[tuple] = []
-    seen: set[str] = set()
-    invalid: Counter[str] = Counter()
-    read = duplicates = 0
-    for line in lines:
-        read += 1
-        line = line[:-1] if line.endswith("\r") else line
-        reason, row = validate_line(line)
-        if reason is not None:
-            invalid[reason] += 1
-        elif line in seen:
-            duplicates += 1
-        else:
-            seen.add(line)
-            kept.append(row)  # type: ignore[arg-type]
-    rows = pd.DataFrame(kept, columns=list(RAW_COLUMNS))
-    return History(rows=rows, rows_read=read, invalid=dict(invalid), duplicates=duplicates)
+    """:func:`parse_data` of text lines (each without its newline)."""
+    return parse_data(_joined(lines))
+
+
+def validate_line(line: str) -> tuple[str | None, tuple | None]:
+    """(quarantine reason or None, typed row or None) of one data line; see :func:`parse_data`."""
+    history = parse_lines([line])
+    if history.invalid:
+        return next(iter(history.invalid)), None
+    row = history.rows.iloc[0]
+    category = None if pd.isna(row["category_id"]) else int(row["category_id"])
+    return None, (row["event_time"].to_pydatetime(), row["event_type"], int(row["product_id"]), category,
+                  row["category_code"], row["brand"], float(row["price"]), row["user_id"], row["user_session"])
 
 
 def read_history(path: str | Path) -> History:
@@ -152,14 +444,14 @@ def read_history(path: str | Path) -> History:
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    text = data.decode("utf-8")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line
-    if not lines:
+    header, _, body = data.partition(b"\n")
+    if not header and not body:
         raise ValueError(f"{path.name}: empty file (no header)")
-    check_header(lines[0], path.name)
-    return parse_lines(lines[1:])
+    check_header(header.decode("utf-8", errors="replace"), path.name)
+    return parse_data(body)
 
 
-__all__ = ["History", "parse_lines", "read_history", "validate_line"]
+__all__ = [
+    "Classified", "History", "classify_batch", "count_lines", "line_reasons", "parse", "parse_data",
+    "parse_lines", "read_history", "validate_line",
+]  # fmt: skip

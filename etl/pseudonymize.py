@@ -5,8 +5,9 @@ Why a key: REES46 user ids are 9-digit numbers, so an unkeyed SHA-256 can be rev
 key (RFC 2104) makes that enumeration impossible without the key, while staying deterministic so the
 same user gets the same key in every file and run.
 
-The Spark expression and the pure-Python twin produce the same lowercase hex digest; the twin lets the
-dashboard and ``shoplens predict`` find a user without Spark.
+The Arrow function (ingestion and every Spark-free path), the pure-Python one (look-ups of one id) and
+the Spark expression (the experiment and order jobs, which pseudonymize inside Spark SQL) produce the
+same lowercase hex digest.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:  # pyspark only for the Spark twin: the dashboard and `shoplens predict` run without it
     from pyspark.sql import Column
@@ -45,3 +49,23 @@ def pseudonymize_col(col: Column, key: bytes) -> Column:
     ipad, opad = _pads(key)
     inner = F.unhex(F.sha2(F.concat(F.lit(ipad), F.encode(col, "UTF-8")), 256))
     return F.sha2(F.concat(F.lit(opad), inner), 256)
+
+
+def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
+    """:func:`pseudonymize` of every value of an Arrow string array; null stays null.
+
+    The HMAC is computed once per distinct value (ids repeat on every event of a user or session), on a
+    copy of one keyed HMAC object, which saves re-deriving the padded key each time.
+    """
+    if not key:
+        raise ValueError("the pseudonymization key must not be empty")
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
+    encoded = pc.dictionary_encode(values)
+    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    digests = []
+    for value in encoded.dictionary.to_pylist():
+        h = keyed.copy()
+        h.update(value.encode("utf-8"))
+        digests.append(h.hexdigest())
+    return pa.array(digests, pa.string()).take(encoded.indices)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,7 +65,12 @@ def _spark_stage(stage: str, lake: str | None, as_json: bool, work: Callable[...
 
 
 @app.callback()
-def _setup() -> None:
+def _setup(verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show Spark's own log on the console (by default it goes to <work dir>/logs/spark.log).")
+        ] = False) -> None:  # fmt: skip
+    if verbose:
+        os.environ["SHOPLENS_SPARK_CONSOLE"] = "true"
+        get_settings.cache_clear()
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format, settings.log_stream)
 
@@ -110,6 +116,7 @@ def ingest(
 
 
 def _ingest_report(s: dict) -> str:
+    rate = s["rows_read"] / s["duration_seconds"] if s["duration_seconds"] else 0.0
     lines = [f"run {s['run_id']}: {s['status']} ({s['duration_seconds']:.1f}s)"]
     for f in s["files"]:
         detail = f" - {f['reason']}" if f["reason"] else ""
@@ -122,6 +129,7 @@ def _ingest_report(s: dict) -> str:
         lines.append(f"  quarantined {reason}: {n:,}")
     if s["suspicious_users"]:
         lines.append(f"suspicious (bot-like) users flagged: {s['suspicious_users']:,}")
+    lines.append(f"{s['rows_read']:,} events in {s['duration_seconds']:.1f}s ({rate:,.0f} events/s)")
     return "\n".join(lines)
 
 

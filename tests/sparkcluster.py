@@ -1,4 +1,4 @@
-"""A real Spark standalone cluster (one master, one worker) from the pip pyspark, for tests.
+"""A real Spark standalone cluster (one master, one or more workers) from the pip pyspark, for tests.
 
 Started with ``bin/spark-class`` (the pip package has no ``sbin/``), bound to 127.0.0.1 on free ports,
 with ``SPARK_CONF_DIR=infra/spark`` so the daemons use the stack's own spark-defaults.conf (including
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -57,8 +58,14 @@ class SparkCluster:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0) -> SparkCluster:
-    """Start a master and one worker and wait until the worker is ALIVE at the master."""
+def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0, workers: int = 1,
+                  hide: list[Path] | None = None) -> SparkCluster:  # fmt: skip
+    """Start a master and ``workers`` workers and wait until they are ALIVE at the master.
+
+    ``hide``: directories each worker (and every executor and Python worker it starts) must not see: the
+    worker runs in a mount namespace of its own (``unshare -m``) with an empty tmpfs over each, so a
+    task that reached for the driver's files would fail as it would on another host.
+    """
     binary = spark_class()
     if binary is None:
         raise RuntimeError("pyspark's bin/spark-class or java is missing")
@@ -69,10 +76,15 @@ def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0) -> 
     commands = {
         "master": [str(binary), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                    "--port", str(cluster.master_port), "--webui-port", str(cluster.webui_port)],
-        "worker": [str(binary), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                   "--cores", str(cores), "--memory", memory, "--webui-port", str(free_port()),
-                   "--work-dir", str(workdir / "work"), cluster.url],
-    }  # fmt: skip
+    }
+    for i in range(workers):
+        worker = [str(binary), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                  "--cores", str(cores), "--memory", memory, "--webui-port", str(free_port()),
+                  "--work-dir", str(workdir / f"work-{i}"), cluster.url]  # fmt: skip
+        if hide:
+            mounts = " && ".join(f"mount -t tmpfs none {shlex.quote(str(d))}" for d in hide)
+            worker = ["unshare", "-m", "sh", "-c", f'{mounts} && exec "$@"', "sh", *worker]
+        commands[f"worker-{i}"] = worker
     try:
         for name, cmd in commands.items():
             log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - the child keeps the descriptor
@@ -82,7 +94,8 @@ def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0) -> 
             log.close()
             if name == "master":
                 _wait(lambda: cluster.status(), timeout, cluster, name)
-        _wait(lambda: any(w["state"] == "ALIVE" for w in cluster.status()["workers"]), timeout, cluster, "worker")
+        _wait(lambda: sum(w["state"] == "ALIVE" for w in cluster.status()["workers"]) >= workers,
+              timeout, cluster, "worker")  # fmt: skip
     except BaseException:
         cluster.stop()
         raise

@@ -37,6 +37,9 @@ MMM_MODEL = "mmm"
 FUNNEL = "funnel"
 
 CURRENT_POINTER = "_current.json"
+#: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
+#: dataset: nothing reads it, and Lake.vacuum removes what a crashed run left there).
+STAGING = "_staging"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@
   <dataset>/<version>/...  + <dataset>/_current.json   versioned outputs (features, segments, models)
 ```
 
-A run stages its output locally, moves it under run-scoped paths, and only then writes its summary.
+A run stages its output under ``_staging/<run_id>/`` in the store, moves it under run-scoped paths, and only then writes its summary.
 Readers take rows only from runs whose summary says committed, so a crash at any point leaves nothing
 half-visible; the next run re-ingests the files of the crashed one and :meth:`Lake.vacuum` removes the
 orphans. The ledger of processed files is derived from committed summaries (content hash -> run).
@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from services.core.catalog import CURRENT_POINTER, RUN_SCOPED, RUNS, VERSIONED
+from services.core.catalog import CURRENT_POINTER, RUN_SCOPED, RUNS, STAGING, VERSIONED
 from services.core.storage import Store
 
 
@@ -87,22 +87,27 @@ class Lake:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def publish_run_dataset(self, local_dir: Path, dataset: str, run_id: str) -> int:
-        """Move a Spark output directory under the lake with ``run_id=R`` as its innermost partition.
+    def publish_run_dataset(self, staged: str | Path, dataset: str, run_id: str) -> int:
+        """Move a staged output under the lake with ``run_id=R`` as its innermost partition.
 
-        ``local_dir/event_date=D/part-*.parquet`` becomes ``dataset/event_date=D/run_id=R/part-*``;
-        an unpartitioned ``local_dir/part-*`` becomes ``dataset/run_id=R/part-*``.
+        ``staged`` is a prefix in the store (where ingestion's tasks write) or a local directory (a
+        Spark writer's output). ``staged/event_date=D/part-*.parquet`` becomes
+        ``dataset/event_date=D/run_id=R/part-*``; an unpartitioned ``staged/part-*`` becomes
+        ``dataset/run_id=R/part-*``. A rename on disk, a server-side copy on S3 for a store prefix.
         """
-        local_dir = Path(local_dir)
-        if not local_dir.exists():
-            return 0
-        moved = 0
-        for path in sorted(local_dir.rglob("*.parquet")):
-            parent = path.parent.relative_to(local_dir).as_posix()
-            prefix = f"{dataset}/{parent}/run_id={run_id}" if parent != "." else f"{dataset}/run_id={run_id}"
-            self.store.put_file(path, f"{prefix}/{path.name}", move=True)
-            moved += 1
-        return moved
+        if isinstance(staged, Path):
+            files = [(p, p.parent.relative_to(staged).as_posix(), p.name) for p in sorted(staged.rglob("*.parquet"))]
+        else:
+            base = staged.rstrip("/") + "/"
+            files = [(k, *k[len(base):].rpartition("/")[::2]) for k in self.store.list(staged) if k.endswith(".parquet")]
+        for src, parent, name in files:
+            parent = "" if parent == "." else parent
+            prefix = f"{dataset}/{parent}/run_id={run_id}" if parent else f"{dataset}/run_id={run_id}"
+            if isinstance(src, Path):
+                self.store.put_file(src, f"{prefix}/{name}", move=True)
+            else:
+                self.store.move(src, self.store, f"{prefix}/{name}")
+        return len(files)
 
     def vacuum(self, keep: set[str] | None = None) -> int:
         """Delete run-scoped files of runs that never committed (crashed or killed mid-run)."""
@@ -116,6 +121,8 @@ class Lake:
             }
             for prefix in sorted(orphans):
                 removed += self.store.delete_prefix(prefix)
+        for run in sorted({key.split("/", 2)[1] for key in self.store.list(STAGING)} - committed):
+            removed += self.store.delete_prefix(f"{STAGING}/{run}")
         shutil.rmtree(self.work_dir / "staging", ignore_errors=True)
         return removed
 

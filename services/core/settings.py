@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field("json", description="json or text")
     log_stream: Literal["stdout", "stderr"] = Field("stderr", description="Where logs go (stdout in the stack)")
+    spark_console: bool = Field(False, description="Let Spark's own log reach the console (`--verbose`); "
+                                "otherwise it goes to <work_dir>/logs/spark.log")
     pushgateway_url: str | None = Field(None, description="host:port of the Prometheus Pushgateway")
 
     incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,9 +45,30 @@ def get_spark(settings: Settings, app_name: str = "shoplens") -> SparkSession:
             .config("spark.hadoop.fs.s3a.access.key", _secret(settings.s3_access_key))
             .config("spark.hadoop.fs.s3a.secret.key", _secret(settings.s3_secret_key))
         )
+    if not settings.spark_console:
+        _launch_jvm_logging_to(Path(settings.work_dir) / "logs" / "spark.log", builder)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def _launch_jvm_logging_to(log: Path, builder: SparkSession.Builder) -> None:
+    """Start the driver JVM with its stdout and stderr on ``log`` (before the session is built).
+
+    Why: the JVM prints its log4j banner, ``WARNING: Using incubator modules`` and the native-hadoop
+    warning at start, and the Python workers it forks inherit the same streams; the console should show
+    shoplens's own progress only. pyspark's ``launch_gateway(popen_kwargs=...)`` is the documented hook
+    for how the JVM is spawned; a JVM already running (a second session in one process) is reused.
+    """
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    if SparkContext._gateway is not None:
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    conf = SparkConf(loadDefaults=False).setAll(list(builder._options.items()))
+    with open(log, "ab") as fh:
+        SparkContext._ensure_initialized(gateway=launch_gateway(conf, popen_kwargs={"stdout": fh, "stderr": fh}))
 
 
 def _secret(value: object) -> str:

@@ -2,8 +2,9 @@
 
 Keys are ``/``-separated paths relative to the store's root. Writes of a single object are atomic on
 both backends (rename on disk, one PUT on S3); that is what the lake's commit protocol relies on.
-Spark never talks to this layer: it reads and writes local directories, and :meth:`Store.put_dir` /
-:meth:`Store.get_dir` move whole trees between those directories and the store.
+Spark's own readers and writers take local directories (:meth:`Store.put_dir` / :meth:`Store.get_dir`
+move whole trees between those and the store); ingestion's Arrow tasks use a store directly, and an
+:class:`S3Store` pickles to its endpoint and credentials so that a task on another host can.
 """
 
 from __future__ import annotations
@@ -217,6 +218,18 @@ class S3Store:
     def __post_init__(self) -> None:
         self.prefix = self.prefix.strip("/")
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def __getstate__(self) -> dict:
+        """What a Spark task needs to reach the same bucket from another host (a Minio client holds
+        locks and connections, which do not pickle): the endpoint and credentials it was made with."""
+        base, creds = self.client._base_url, self.client._provider.retrieve()  # minio 7.2
+        return {"bucket": self.bucket, "prefix": self.prefix, "endpoint": base.host, "secure": base.is_https,
+                "region": base.region, "access_key": creds.access_key, "secret_key": creds.secret_key}  # fmt: skip
+
+    def __setstate__(self, state: dict) -> None:
+        client = make_minio_client(state["endpoint"], state["access_key"], state["secret_key"],
+                                   secure=state["secure"], region=state["region"])  # fmt: skip
+        self.__init__(client, state["bucket"], state["prefix"])  # type: ignore[misc]
 
     def _key(self, key: str) -> str:
         key = _clean(key)

@@ -45,7 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, ConfigDict, Field
 
 from etl.contract import ID_PATTERN, RAW_COLUMNS
-from etl.lines import parse_lines, validate_line
+from etl.lines import line_reasons, parse_lines
 from etl.pseudonymize import pseudonymize
 from model.segmentation.history import LoadedModel, history_features, not_enough_reason
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
@@ -266,12 +266,7 @@ def render_lines(events: list[Event] | list[dict[str, Any]]) -> list[str]:
 
 def row_problems(lines: list[str]) -> list[dict[str, Any]]:
     """Every line's contract violation (the first failed rule), by row."""
-    problems = []
-    for i, line in enumerate(lines):
-        reason, _ = validate_line(line)
-        if reason is not None:
-            problems.append({"row": i, "reason": reason})
-    return problems
+    return [{"row": i, "reason": r} for i, r in enumerate(line_reasons(lines)) if r is not None]
 
 
 def score_events(events: list[Event] | list[dict[str, Any]], model: LoadedModel,

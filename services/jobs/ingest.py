@@ -2,12 +2,15 @@
 
 Why the files are cut into plain-text chunks first: a ``.csv.gz`` is not splittable, so Spark would
 read, parse and hash a whole month in one task on one core. One streaming pass in Python (zlib, at C
-speed) hashes the file for the ledger, checks the header, and writes ~64 MB plain chunks whose first
-line numbers are known; Spark then reads the chunks in parallel and line numbers stay exact.
+speed) checks the header and writes ~64 MB plain chunks whose first line numbers are known. The chunks
+go to the run's staging prefix in the lake's store; Spark then runs one Arrow task per chunk
+(:mod:`etl.ingest`), which reads its chunk from the store and writes its files back to it, so no
+directory is shared between the driver and the executors.
 
-Commit protocol (see services/core/lake.py): everything is written under the local staging directory,
-moved under run-scoped lake paths, and made visible by the run summary with status "committed".
+Commit protocol (see services/core/lake.py): everything is written under the store's staging prefix of
+the run, moved under run-scoped lake paths, and made visible by the run summary with status "committed".
 """
+
 
 from __future__ import annotations
 
@@ -17,60 +20,39 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from etl.contract import ALL_QUARANTINE_REASONS, ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
+from etl.contract import ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
 from etl.ingest import (
     ACCEPTED,
     DUPLICATE,
-    QUARANTINED,
     Chunk,
-    classify,
-    duplicates_view,
-    find_duplicates,
+    LocalChunk,
+    classify_chunks,
+    empty_file,
     flag_suspicious_users,
-    quarantine_view,
-    read_lines,
+    parquet_bytes,
+    resolve_cross_chunk_duplicates,
 )
-from services.core.catalog import DUPLICATES, EVENTS, ORDER_LINES, QUARANTINE, SUSPICIOUS_USERS
+from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.jobs.ingest_summary import FileResult, Timings, reconciled
 
 log = logging.getLogger("shoplens.ingest")
 
 CHUNK_BYTES = 64 * 1024 * 1024
 
 
-class ReconciliationError(RuntimeError):
-    """Counts of a run do not add up; the run is not committed."""
-
-
-@dataclass
-class FileResult:
-    """What happened to one input file."""
-
-    name: str
-    sha256: str
-    size_bytes: int
-    status: str  # ingested | skipped | failed
-    reason: str | None = None
-    rows_read: int = 0
-    rows_accepted: int = 0
-    rows_quarantined: int = 0
-    duplicates_removed: int = 0
-    previous_run_id: str | None = None
-
-
 @dataclass
 class _Split:
     rows: int
-    chunks: list[Chunk] = field(default_factory=list)
+    chunks: list[LocalChunk] = field(default_factory=list)
 
 
 def sha256_of(path: Path) -> str:
@@ -84,26 +66,20 @@ def _open_text(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
-@dataclass(frozen=True)
-class InputFormat:
-    """How one input layout is checked and classified (the outcome columns are the same for all)."""
-
-    columns: tuple[str, ...]
-    classify: Callable[..., DataFrame]
-    quarantine_view: Callable[[DataFrame, bytes], DataFrame]
-    side_table: Callable[[DataFrame], DataFrame] | None = None  # extra per-line columns, e.g. orders/lines
+Process = Callable[..., dict[str, Any]]
 
 
-def _online_retail() -> InputFormat:
-    from etl.online_retail import classify_orders, order_lines, order_quarantine_view
+def _online_retail() -> Process:
+    from services.jobs.ingest_orders import process_orders
 
-    return InputFormat(ORDER_COLUMNS, classify_orders, order_quarantine_view, order_lines)
+    return process_orders
 
 
-#: ``shoplens ingest --format``: REES46 clickstream (default) or Online Retail order exports.
-FORMATS: dict[str, Callable[[], InputFormat]] = {
-    "rees46": lambda: InputFormat(RAW_COLUMNS, classify, quarantine_view),
-    "online-retail": _online_retail,
+#: ``shoplens ingest --format``: (header, how its chunks are processed): REES46 clickstream (default)
+#: or Online Retail order exports.
+FORMATS: dict[str, tuple[tuple[str, ...], Callable[[], Process]]] = {
+    "rees46": (RAW_COLUMNS, lambda: _process),
+    "online-retail": (ORDER_COLUMNS, _online_retail),
 }
 
 
@@ -133,7 +109,7 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
             chunk = out_dir / f"{len(split.chunks):05d}-{safe}.txt"
             with open(chunk, "wb") as out:
                 out.write(memoryview(data)[:end])
-            split.chunks.append(Chunk(chunk, source_file, next_line))
+            split.chunks.append(LocalChunk(chunk, source_file, next_line))
             split.rows += lines
             next_line += lines
 
@@ -178,7 +154,7 @@ def ingest_files(
     """
     if input_format not in FORMATS:
         raise ValueError(f"unknown input format {input_format!r}; choose from {', '.join(FORMATS)}")
-    fmt = FORMATS[input_format]()
+    columns, process = FORMATS[input_format]
     run_id = run_id or new_run_id()
     started, t0 = utc_now_iso(), time.monotonic()
     lake.vacuum()
@@ -197,7 +173,7 @@ def ingest_files(
     names = _unique_names(paths, hashes)
     ledger = lake.ledger()
     results: list[FileResult] = []
-    chunks: list[Chunk] = []
+    chunks: list[LocalChunk] = []
     rows_by_file: dict[str, int] = {}
     seen_now: dict[str, str] = {}
     for path, digest, name in zip(paths, hashes, names, strict=True):
@@ -212,7 +188,7 @@ def ingest_files(
             try:
                 on_progress(f"reading {name}")
                 with timings.phase("split_into_chunks"):
-                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes, fmt.columns)
+                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes, columns)
             except ContractError as err:
                 result.status, result.reason = "failed", str(err)
                 log.warning("file failed: %s", err, extra={**ctx, "file": name})
@@ -239,7 +215,7 @@ def ingest_files(
         on_progress(f"processing {summary['rows_read']:,} rows with Spark")
         with timings.phase("wait_for_spark"):
             session = spark() if callable(spark) else spark
-        summary.update(_process(session, lake, run_id, staging, chunks, key, results, timings, fmt))
+        summary.update(process()(session, lake, run_id, staging, chunks, key, results, timings))
         status = "committed"
     else:
         status = "failed" if any(r.status == "failed" for r in results) else "nothing_to_do"
@@ -265,97 +241,49 @@ def ingest_files(
     return summary
 
 
-class Timings(dict):
-    """Seconds spent per phase of a run, reported in the run summary."""
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self[name] = round(self.get(name, 0.0) + time.monotonic() - t0, 3)
-
-
 def _process(
     spark: SparkSession,
     lake: Lake,
     run_id: str,
     staging: Path,
-    chunks: list[Chunk],
+    local_chunks: list[LocalChunk],
     key: bytes,
     results: list[FileResult],
     timings: Timings,
-    fmt: InputFormat | None = None,
 ) -> dict[str, Any]:
-    fmt = fmt or FORMATS["rees46"]()
-    lines = read_lines(spark, chunks, CHUNK_BYTES)
-    with timings.phase("find_duplicates"):
-        duplicates = find_duplicates(lines).cache()  # small: only the repeated lines
-        duplicates.count()
-    out = staging / "classified"
+    """REES46 chunks through the Arrow tasks; returns the counts and dates of the run summary."""
+    store, prefix = lake.store, f"{STAGING}/{run_id}"
+    chunks = [Chunk(f"{prefix}/chunks/{c.path.name}", c.source_file, c.first_line, i)
+              for i, c in enumerate(local_chunks)]  # fmt: skip
+    with timings.phase("stage_chunks"):
+        for local, chunk in zip(local_chunks, chunks, strict=True):
+            store.put_file(local.path, chunk.key, move=True)
     with timings.phase("classify_and_write"):
-        classified = fmt.classify(lines, duplicates, key)
-        classified.write.mode("overwrite").partitionBy("outcome", "event_date").parquet(str(out))
-    duplicates.unpersist()
+        outcome = classify_chunks(spark, store, prefix, chunks, key)
+    with timings.phase("cross_chunk_duplicates"):
+        moved = resolve_cross_chunk_duplicates(store, prefix, chunks, outcome.copies)
+    counts: dict[tuple[str, str, str | None], int] = {}
+    for (index, kind, reason), n in outcome.counts.items():
+        k = (chunks[index].source_file, kind, reason)
+        counts[k] = counts.get(k, 0) + n
+    for index, n in moved.items():
+        source = chunks[index].source_file
+        counts[(source, ACCEPTED, None)] -= n
+        counts[(source, DUPLICATE, None)] = counts.get((source, DUPLICATE, None), 0) + n
 
-    written = spark.read.parquet(str(out))
-    with timings.phase("count"):  # a columnar read of three small columns
-        counts = written.groupBy("source_file", "outcome", "reason").count().collect()
-    per_file: dict[str, dict[str, int]] = {}
-    by_reason: dict[str, int] = {}
-    for row in counts:
-        f = per_file.setdefault(row["source_file"], {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
-        f[row["outcome"]] += row["count"]
-        if row["outcome"] == QUARANTINED:
-            by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["count"]
-    for r in results:
-        if r.status == "ingested":
-            c = per_file.get(r.name, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
-            r.rows_accepted, r.rows_quarantined = c[ACCEPTED], c[QUARANTINED]
-            r.duplicates_removed = c[DUPLICATE]
-            if r.rows_read != r.rows_accepted + r.rows_quarantined + r.duplicates_removed:
-                raise ReconciliationError(
-                    f"{r.name}: {r.rows_read} lines read but {r.rows_accepted} accepted + "
-                    f"{r.rows_quarantined} quarantined + {r.duplicates_removed} duplicates"
-                )
-
-    accepted_dir = out / f"outcome={ACCEPTED}"
-    suspicious, dates = 0, None
     with timings.phase("side_tables"):
-        if accepted_dir.exists():
-            events = spark.read.parquet(str(accepted_dir))
-            flags = flag_suspicious_users(events).cache()
-            flags.coalesce(1).write.parquet(str(staging / "suspicious"))
-            suspicious = flags.count()
-            flags.unpersist()
-            dates = events.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
-        _rewrite(fmt.quarantine_view(written, key), staging / "quarantine")
-        if fmt.side_table is not None:
-            kept = written.where(F.col("outcome") == ACCEPTED).select("source_file", "line_number")
-            _rewrite(fmt.side_table(lines).join(kept, ["source_file", "line_number"], "left_semi"),
-                     staging / "side_table")
-        _rewrite(duplicates_view(written.where(F.col("outcome") == DUPLICATE)), staging / "duplicates")
-
+        flags = flag_suspicious_users(outcome.user_days).toArrow()
+        store.write_bytes(f"{prefix}/suspicious/part-00000.parquet", parquet_bytes(flags))
+        dates = outcome.user_days.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
+        outcome.rows.unpersist()
+        for name in ("quarantine", "duplicates"):
+            if not store.list(f"{prefix}/{name}"):
+                store.write_bytes(f"{prefix}/{name}/part-empty.parquet", empty_file(name))
     with timings.phase("publish"):
-        lake.publish_run_dataset(accepted_dir, EVENTS, run_id)
-        lake.publish_run_dataset(staging / "quarantine", QUARANTINE, run_id)
-        lake.publish_run_dataset(staging / "duplicates", DUPLICATES, run_id)
-        lake.publish_run_dataset(staging / "suspicious", SUSPICIOUS_USERS, run_id)
-        if fmt.side_table is not None:
-            lake.publish_run_dataset(staging / "side_table", ORDER_LINES, run_id)
-
-    return {
-        "rows_accepted": sum(f[ACCEPTED] for f in per_file.values()),
-        "rows_quarantined": sum(f[QUARANTINED] for f in per_file.values()),
-        "duplicates_removed": sum(f[DUPLICATE] for f in per_file.values()),
-        "quarantine_by_reason": {k: by_reason[k] for k in ALL_QUARANTINE_REASONS if k in by_reason},
-        "suspicious_users": suspicious,
-        "event_date_min": str(dates["lo"]) if dates and dates["lo"] else None,
-        "event_date_max": str(dates["hi"]) if dates and dates["hi"] else None,
-    }
+        for name, dataset in (("events", EVENTS), ("quarantine", QUARANTINE), ("duplicates", DUPLICATES),
+                              ("suspicious", SUSPICIOUS_USERS)):  # fmt: skip
+            lake.publish_run_dataset(f"{prefix}/{name}", dataset, run_id)
+        store.delete_prefix(prefix)
+    return reconciled(counts, results, len(flags), dates)
 
 
-def _rewrite(df: DataFrame, path: Path) -> None:
-    """Write a small outcome (quarantine, duplicates) as one clean file with its own schema."""
-    df.coalesce(1).write.mode("overwrite").parquet(str(path))

@@ -1,14 +1,18 @@
-"""Ingestion rules on real Spark: every validation rule, dedupe, normalization, pseudonymization."""
+"""Ingestion rules: every validation rule, dedupe, normalization, pseudonymization (etl.lines, the Arrow
+code every Spark task runs), and the Spark side of a run (etl.ingest) on real Spark."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pandas as pd
 import pytest
 
 from etl.contract import QUARANTINE_REASONS
-from etl.ingest import classify, find_duplicates, flag_suspicious_users, quarantine_view
+from etl.ingest import Chunk, classify_chunks, flag_suspicious_users, resolve_cross_chunk_duplicates
+from etl.lines import classify_batch
 from etl.pseudonymize import pseudonymize
-
-pytestmark = pytest.mark.spark
+from services.core.storage import LocalStore
 
 GOOD = "2019-10-01 00:00:01 UTC,view,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,566511c2-e2e3-422b-b695-cf8e6e792ca8"
 
@@ -29,16 +33,25 @@ BAD_LINES = {
 }
 
 
-def _lines(spark, values: list[str], source: str = "f.csv"):
-    return spark.createDataFrame(
-        [(source, i + 2, v) for i, v in enumerate(values)],
-        "source_file string, line_number long, value string",
-    )
+def _data(values: list[str]) -> bytes:
+    return "".join(f"{v}\n" for v in values).encode()
 
 
 def _classify(spark, values, key):
-    lines = _lines(spark, values)
-    return classify(lines, find_duplicates(lines), key).orderBy("line_number").collect()
+    """One row per line, by line number: outcome, reason, duplicate_of_line and the event columns."""
+    del spark  # the rules run in each Spark task, but they are plain Arrow code
+    out = classify_batch(_data(values), key, "f.csv", 2)
+    frames = [
+        out.events.to_pandas().assign(outcome="accepted"),
+        out.quarantine.to_pandas().assign(outcome="quarantined"),
+        out.duplicates.to_pandas().assign(outcome="duplicate"),
+    ]
+    rows = pd.concat([f for f in frames if len(f)], ignore_index=True).sort_values("line_number")
+    if "event_time" in rows:  # as Spark returns it: naive, in the session's time zone (UTC)
+        rows["event_time"] = rows["event_time"].dt.tz_localize(None)
+    rows = rows.astype(object).where(rows.notna(), None)
+    return [SimpleNamespace(**{k: (v.to_pydatetime() if isinstance(v, pd.Timestamp) else v)
+                               for k, v in r.items()}) for r in rows.to_dict("records")]
 
 
 def test_every_reason_has_a_line_that_triggers_exactly_it(spark, key):
@@ -99,15 +112,28 @@ def test_repeated_bad_lines_are_all_quarantined(spark, key):
     assert [r.outcome for r in rows] == ["quarantined", "quarantined"]
 
 
-def test_duplicates_span_files_in_one_batch(spark, key):
-    lines = _lines(spark, [GOOD], "a.csv").unionByName(_lines(spark, [GOOD], "b.csv"))
-    dups = find_duplicates(lines).collect()
-    assert [(d.source_file, d.duplicate_of_file) for d in dups] == [("b.csv", "a.csv")]
+@pytest.mark.spark
+def test_duplicates_span_files_in_one_batch(spark, key, tmp_path):
+    """Copies in other chunks and files are found by the Spark shuffle of the row hashes; the first
+    copy (smallest file name, then line) stays, and the chunk holding a later one is patched."""
+    store = LocalStore(tmp_path)
+    other = GOOD.replace("view", "cart")
+    store.write_bytes("c/b", _data([other, GOOD, GOOD]))
+    store.write_bytes("c/a", _data([GOOD]))
+    chunks = [Chunk("c/b", "b.csv", 2, 0), Chunk("c/a", "a.csv", 10, 1)]
+    outcome = classify_chunks(spark, store, "out", chunks, key)
+    assert [c[2:] for c in outcome.copies] in ([(0, 3), (1, 10)], [(1, 10), (0, 3)])
+    assert resolve_cross_chunk_duplicates(store, "out", chunks, outcome.copies) == {0: 1}
+    outcome.rows.unpersist()
+    events = pd.concat(pd.read_parquet(tmp_path / k) for k in store.list("out/events"))
+    assert sorted(zip(events.source_file, events.line_number, strict=True)) == [("a.csv", 10), ("b.csv", 2)]
+    dups = pd.read_parquet(tmp_path / "out/duplicates/part-00000.parquet")
+    assert list(zip(dups.line_number, dups.duplicate_of_line, strict=True)) == [(3, 10), (4, 10)]
 
 
 def test_quarantined_lines_carry_no_raw_ids(spark, key):
-    lines = _lines(spark, list(BAD_LINES.values()))
-    rows = quarantine_view(classify(lines, find_duplicates(lines), key), key).collect()
+    rows = [SimpleNamespace(**r) for r in
+            classify_batch(_data(list(BAD_LINES.values())), key, "f.csv", 2).quarantine.to_pylist()]
     assert len(rows) == len(BAD_LINES)
     for r in rows:
         assert "519107250" not in r.raw_line
@@ -116,6 +142,7 @@ def test_quarantined_lines_carry_no_raw_ids(spark, key):
     assert pseudonymize("519107250", key) in parsed.raw_line
 
 
+@pytest.mark.spark
 def test_bot_like_users_are_flagged_not_dropped(spark):
     events = spark.createDataFrame(
         [("bot", "2019-10-01")] * 5 + [("human", "2019-10-01")] * 2 + [("bot", "2019-10-02")],

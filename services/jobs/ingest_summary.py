@@ -1,0 +1,78 @@
+"""What an ingestion run reports: per-file results, phase timings, and the counts that must reconcile.
+
+Shared by the REES46 path (services/jobs/ingest.py) and the order-export path (ingest_orders.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from etl.contract import ALL_QUARANTINE_REASONS
+from etl.ingest import ACCEPTED, DUPLICATE, QUARANTINED
+
+
+class ReconciliationError(RuntimeError):
+    """Counts of a run do not add up; the run is not committed."""
+
+
+@dataclass
+class FileResult:
+    """What happened to one input file."""
+
+    name: str
+    sha256: str
+    size_bytes: int
+    status: str  # ingested | skipped | failed
+    reason: str | None = None
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    duplicates_removed: int = 0
+    previous_run_id: str | None = None
+
+
+class Timings(dict):
+    """Seconds spent per phase of a run, reported in the run summary."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.monotonic() - t0, 3)
+
+
+def reconciled(counts: dict[tuple[str, str, str | None], int], results: list[FileResult], suspicious: int,
+                dates: Any) -> dict[str, Any]:  # fmt: skip
+    """Fill each ingested file's counts from ``(file, outcome, reason) -> lines``; raise unless they add up."""
+    by_reason: dict[str, int] = {}
+    per_file: dict[str, dict[str, int]] = {}
+    for (source, kind, reason), n in counts.items():
+        f = per_file.setdefault(source, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
+        f[kind] += n
+        if kind == QUARANTINED and reason is not None:
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    for r in results:
+        if r.status == "ingested":
+            c = per_file.get(r.name, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
+            r.rows_accepted, r.rows_quarantined = c[ACCEPTED], c[QUARANTINED]
+            r.duplicates_removed = c[DUPLICATE]
+            if r.rows_read != r.rows_accepted + r.rows_quarantined + r.duplicates_removed:
+                raise ReconciliationError(
+                    f"{r.name}: {r.rows_read} lines read but {r.rows_accepted} accepted + "
+                    f"{r.rows_quarantined} quarantined + {r.duplicates_removed} duplicates"
+                )
+    return {
+        "rows_accepted": sum(f[ACCEPTED] for f in per_file.values()),
+        "rows_quarantined": sum(f[QUARANTINED] for f in per_file.values()),
+        "duplicates_removed": sum(f[DUPLICATE] for f in per_file.values()),
+        "quarantine_by_reason": {k: by_reason[k] for k in ALL_QUARANTINE_REASONS if k in by_reason},
+        "suspicious_users": suspicious,
+        "event_date_min": str(dates["lo"]) if dates and dates["lo"] else None,
+        "event_date_max": str(dates["hi"]) if dates and dates["hi"] else None,
+    }

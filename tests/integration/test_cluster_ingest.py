@@ -1,0 +1,79 @@
+"""Ingestion on a real standalone cluster (master + 2 workers) whose workers cannot see the driver's disk.
+
+Each worker runs in a mount namespace of its own with an empty tmpfs over the driver's work directory
+(tests/sparkcluster.py ``hide``), as if it ran on another host: the chunks it reads and the files it
+writes go through the S3 lake only. The lake it writes must equal, row for row, the lake written by
+``local[*]`` from the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from services.core.lake import Lake
+from services.core.storage import LocalStore
+from tests.conftest import TEST_KEY
+from tests.sparkcluster import spark_class, start_cluster
+
+pytestmark = [pytest.mark.spark, pytest.mark.s3, pytest.mark.slow]
+
+
+def _table(lake: Lake, dataset: str, tmp: Path) -> pd.DataFrame:
+    local = tmp / dataset.replace("/", "_")
+    lake.store.get_dir(dataset, local) if lake.store.local_path(dataset) is None else shutil.copytree(
+        lake.store.local_path(dataset), local)
+    frame = pd.read_parquet(local).drop(columns=["run_id"])
+    return frame.sort_values(["source_file", "line_number"]).reset_index(drop=True)
+
+
+def test_cluster_lake_equals_the_local_lake(spark, s3_server, s3_lake, local_lake, key, tmp_path):
+    if spark_class() is None or shutil.which("unshare") is None:
+        pytest.skip("needs pyspark's spark-class, java and unshare")
+    from etl.generate import generate
+    from services.jobs.ingest import ingest_files
+
+    gen = generate(tmp_path / "feed", users=300, months=2, seed=5, dirty_rate=0.02)
+    files = sorted((tmp_path / "feed").glob("*.csv.gz"))
+    local = ingest_files(spark, local_lake, files, key, chunk_bytes=1 << 20)
+
+    driver_work = tmp_path / "driver-work"
+    driver_work.mkdir()
+    try:
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs none {driver_work}"],
+                               capture_output=True, timeout=10)  # fmt: skip
+    except OSError:
+        probe = None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("no mount namespaces here (unshare -m needs CAP_SYS_ADMIN)")
+    cluster = start_cluster(cores=1, memory="1g", workers=2, hide=[driver_work])
+    try:
+        env = {**os.environ, "SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_SPARK_MASTER": cluster.url,
+               "SHOPLENS_SPARK_EXECUTOR_MEMORY": "768m", "SHOPLENS_WORK_DIR": str(driver_work),
+               "SHOPLENS_LAKE": s3_lake.store.uri, "SHOPLENS_S3_ENDPOINT": s3_server.endpoint,
+               "SHOPLENS_S3_ACCESS_KEY": s3_server.access_key, "SHOPLENS_S3_SECRET_KEY": s3_server.secret_key,
+               "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable}  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "services", "ingest", "--json", *map(str, files)],
+                              env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        remote = json.loads(done.stdout)
+        apps = cluster.status()["completedapps"] + cluster.status()["activeapps"]
+        assert any(a["name"] == "shoplens-ingest" for a in apps), "the run used the cluster"
+    finally:
+        cluster.stop()
+
+    assert gen.events == local["rows_accepted"] == remote["rows_accepted"]
+    for k in ("rows_read", "rows_quarantined", "duplicates_removed", "quarantine_by_reason"):
+        assert remote[k] == local[k]
+    for dataset in ("events", "quarantine", "duplicates"):
+        pd.testing.assert_frame_equal(_table(s3_lake, dataset, tmp_path / "s3"),
+                                      _table(local_lake, dataset, tmp_path / "local"), check_dtype=False)
+    assert not s3_lake.store.list("_staging"), "the run's staging prefix is gone"
+    assert isinstance(local_lake.store, LocalStore)
