@@ -88,7 +88,8 @@ def part_name(chunk: int) -> str:
 
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    # no Arrow schema in the file: readers see plain strings where a column was dictionary-encoded
+    pq.write_table(table, sink, compression="zstd", store_schema=False)
     return sink.getvalue()
 
 
@@ -104,7 +105,7 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes) -> pa.Table:
     for day in days:
         rows = events.filter(pc.equal(events["event_date"], pa.scalar(day, pa.date32())))
         store.write_bytes(f"{prefix}/events/event_date={day.isoformat()}/{part_name(chunk.index)}",
-                          parquet_bytes(rows.select(EVENT_FILE_SCHEMA.names).cast(EVENT_FILE_SCHEMA)))
+                          parquet_bytes(rows.select(EVENT_FILE_SCHEMA.names)))
     for name, table in (("quarantine", out.quarantine), ("duplicates", out.duplicates)):
         if table.num_rows:
             store.write_bytes(f"{prefix}/{name}/{part_name(chunk.index)}", parquet_bytes(table))
@@ -124,7 +125,8 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes) -> pa.Table:
         "h1": pa.concat_arrays([pa.array(hashes[:, 0]), pa.nulls(n_days + len(counts), pa.int64())]),
         "h2": pa.concat_arrays([pa.array(hashes[:, 1]), pa.nulls(n_days + len(counts), pa.int64())]),
         "line": pa.concat_arrays([events["line_number"].combine_chunks(), pa.nulls(n_days + len(counts), pa.int64())]),
-        "user_key": pa.concat_arrays([pa.nulls(n_lines, pa.string()), per_day["user_key"].combine_chunks(),
+        "user_key": pa.concat_arrays([pa.nulls(n_lines, pa.string()),
+                                      per_day["user_key"].combine_chunks().cast(pa.string()),
                                       pa.nulls(len(counts), pa.string())]),
         "event_date": pa.concat_arrays([pa.nulls(n_lines, pa.date32()), per_day["event_date"].combine_chunks(),
                                         pa.nulls(len(counts), pa.date32())]),

@@ -51,21 +51,24 @@ def pseudonymize_col(col: Column, key: bytes) -> Column:
     return F.sha2(F.concat(F.lit(opad), inner), 256)
 
 
-def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes) -> pa.Array:
+def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes, *, encoded: bool = False) -> pa.Array:
     """:func:`pseudonymize` of every value of an Arrow string array; null stays null.
 
     The HMAC is computed once per distinct value (ids repeat on every event of a user or session), on a
-    copy of one keyed HMAC object, which saves re-deriving the padded key each time.
+    copy of one keyed HMAC object, which saves re-deriving the padded key each time. ``encoded`` returns
+    the dictionary-encoded array (a digest per distinct id and an index per row), which Parquet stores
+    as is: expanding 64-character digests to every row cost more than computing them.
     """
     if not key:
         raise ValueError("the pseudonymization key must not be empty")
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
-    encoded = pc.dictionary_encode(values)
+    codes = pc.dictionary_encode(values)
     keyed = hmac.new(key, digestmod=hashlib.sha256)
     digests = []
-    for value in encoded.dictionary.to_pylist():
+    for value in codes.dictionary.to_pylist():
         h = keyed.copy()
         h.update(value.encode("utf-8"))
         digests.append(h.hexdigest())
-    return pa.array(digests, pa.string()).take(encoded.indices)
+    unique = pa.array(digests, pa.string())
+    return pa.DictionaryArray.from_arrays(codes.indices, unique) if encoded else unique.take(codes.indices)

@@ -87,19 +87,21 @@ def generated_file(tmp_path_factory) -> Path:
 
 
 def spark_events(spark, path: Path):
-    """Accepted events of ``path`` as the ingest computes them (etl.ingest.classify)."""
-    from pyspark.sql import functions as F
+    """(outcome per line, accepted events) of ``path`` as the ingest computes them: the Arrow code each
+    Spark task runs (etl.lines.classify_batch), its events read back by Spark from Parquet."""
+    import tempfile
 
-    from etl.ingest import ACCEPTED, classify, events_view, find_duplicates
+    from etl.ingest import parquet_bytes
+    from etl.lines import classify_batch
 
-    lines = path.read_text().split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    rows = [(path.name, i + 2, v[:-1] if v.endswith("\r") else v) for i, v in enumerate(lines[1:])]
-    raw = spark.createDataFrame(rows, "source_file string, line_number long, value string")
-    classified = classify(raw, find_duplicates(raw), KEY).cache()
-    events = events_view(classified.where(F.col("outcome") == ACCEPTED)).drop("line_number")
-    return classified, events
+    body = path.read_bytes().split(b"\n", 1)[1]
+    out = classify_batch(body, KEY, path.name, 2)
+    where = Path(tempfile.mkdtemp(prefix="ingest-events-")) / "events.parquet"
+    where.write_bytes(parquet_bytes(out.events))
+    outcomes = ([("accepted", None)] * out.events.num_rows + [("duplicate", None)] * out.duplicates.num_rows
+                + [("quarantined", r) for r in out.quarantine["reason"].to_pylist()])  # fmt: skip
+    classified = spark.createDataFrame(outcomes, "outcome string, reason string")
+    return classified, spark.read.parquet(str(where)).drop("line_number")
 
 
 @pytest.fixture(scope="module", params=["generated", "rees46"])

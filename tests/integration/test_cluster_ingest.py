@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,17 @@ def _table(lake: Lake, dataset: str, tmp: Path) -> pd.DataFrame:
         lake.store.local_path(dataset), local)
     frame = pd.read_parquet(local).drop(columns=["run_id"])
     return frame.sort_values(["source_file", "line_number"]).reset_index(drop=True)
+
+
+def _ran_on(cluster, app: str, timeout: float = 20.0) -> bool:
+    """Whether the master lists ``app`` (it moves a finished app from active to completed a little late)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = cluster.status()
+        if any(a["name"] == app for a in status["completedapps"] + status["activeapps"]):
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def test_cluster_lake_equals_the_local_lake(spark, s3_server, s3_lake, local_lake, key, tmp_path):
@@ -64,8 +76,7 @@ def test_cluster_lake_equals_the_local_lake(spark, s3_server, s3_lake, local_lak
                               env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         remote = json.loads(done.stdout)
-        apps = cluster.status()["completedapps"] + cluster.status()["activeapps"]
-        assert any(a["name"] == "shoplens-ingest" for a in apps), "the run used the cluster"
+        assert _ran_on(cluster, "shoplens-ingest"), "the run used the cluster"
     finally:
         cluster.stop()
 
