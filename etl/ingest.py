@@ -5,13 +5,13 @@ Spark schedules the chunks over its executors (``local[*]`` or a standalone clus
 store itself (local disk or S3, through :class:`~services.core.storage.Store`), so the driver and the
 executors share no directory. What a task hands back to Spark is small:
 
-- one 128-bit row hash per accepted line, for the one shuffle that finds copies across chunks and
-  files (copies inside a chunk are found in the task);
 - its accepted events per user and day, for the bot flag;
 - its counts per outcome and reason, and the event dates it wrote.
 
-So each chunk is read once; only the few chunks holding a copy of a line first seen in another chunk
-have their files patched afterwards (:func:`resolve_cross_chunk_duplicates`).
+Copies across chunks and files (copies inside a chunk are found in the task) are found from a 128-bit
+row hash per accepted line, which each task writes to the store in hash buckets; one task per bucket
+then reduces them (:func:`classify_chunks`). So each chunk is read once; only the few chunks holding a
+copy of a line first seen in another chunk have their files patched (:func:`resolve_cross_chunk_duplicates`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -47,20 +48,21 @@ __all__ = [
     "flag_suspicious_users", "resolve_cross_chunk_duplicates",
 ]  # fmt: skip
 
-LINE, USER_DAY, COUNT = 0, 1, 2
+USER_DAY, COUNT = 1, 2
 #: What a chunk task returns to Spark; ``kind`` says which columns a row fills.
 TASK_SCHEMA = T.StructType([
     T.StructField("kind", T.ByteType(), False), T.StructField("chunk", T.IntegerType(), False),
-    T.StructField("h1", T.LongType()), T.StructField("h2", T.LongType()), T.StructField("line", T.LongType()),
     T.StructField("user_key", T.StringType()), T.StructField("event_date", T.DateType()),
     T.StructField("outcome", T.StringType()), T.StructField("reason", T.StringType()),
     T.StructField("n", T.LongType()),
 ])  # fmt: skip
 _TASK_ARROW = pa.schema([
-    ("kind", pa.int8()), ("chunk", pa.int32()), ("h1", pa.int64()), ("h2", pa.int64()), ("line", pa.int64()),
-    ("user_key", pa.string()), ("event_date", pa.date32()), ("outcome", pa.string()), ("reason", pa.string()),
-    ("n", pa.int64()),
+    ("kind", pa.int8()), ("chunk", pa.int32()), ("user_key", pa.string()), ("event_date", pa.date32()),
+    ("outcome", pa.string()), ("reason", pa.string()), ("n", pa.int64()),
 ])  # fmt: skip
+#: A line first seen by more than one chunk: what the copy-finding tasks return.
+COPY_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in ("h1", "h2", "chunk", "line")])
+_HASHES = pa.schema([("h1", pa.int64()), ("h2", pa.int64()), ("line", pa.int64())])
 
 
 @dataclass
@@ -93,11 +95,13 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes) -> pa.Table:
+def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int) -> pa.Table:
     """Classify one chunk, write its files under ``prefix`` in ``store``, and return its task rows.
 
     Files: ``events/event_date=D/part-C.parquet`` per event date, ``quarantine/part-C.parquet`` and
-    ``duplicates/part-C.parquet`` when not empty. Deterministic names, so a retried task overwrites.
+    ``duplicates/part-C.parquet`` when not empty, and the row hash of each accepted line in
+    ``hashes/bucket=B/part-C.parquet`` (B = first hash mod ``buckets``), for :func:`find_copies`.
+    Deterministic names, so a retried task overwrites.
     """
     out = classify_batch(store.read_bytes(chunk.key), key, chunk.source_file, chunk.first_line)
     events = out.events
@@ -111,37 +115,63 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes) -> pa.Table:
             store.write_bytes(f"{prefix}/{name}/{part_name(chunk.index)}", parquet_bytes(table))
 
     hashes = out.hashes.view(np.int64)
+    bucket = out.hashes[:, 0] % np.uint64(buckets)
+    lines = events["line_number"].combine_chunks()
+    for b in np.unique(bucket):
+        rows = np.flatnonzero(bucket == b)
+        table = pa.table([hashes[rows, 0], hashes[rows, 1], lines.take(rows)], schema=_HASHES)
+        store.write_bytes(f"{prefix}/hashes/bucket={b:04d}/{part_name(chunk.index)}", parquet_bytes(table))
+
     per_day = events.group_by(["user_key", "event_date"], use_threads=False).aggregate([("user_key", "count")])
     counts = [(ACCEPTED, None, events.num_rows), (DUPLICATE, None, out.duplicates.num_rows)]
     if out.quarantine.num_rows:
         by_reason = out.quarantine.group_by("reason", use_threads=False).aggregate([("reason", "count")])
         counts += list(zip([QUARANTINED] * by_reason.num_rows, by_reason["reason"].to_pylist(),
                            by_reason["reason_count"].to_pylist(), strict=True))  # fmt: skip
-    n_lines, n_days = events.num_rows, per_day.num_rows
+    n_days = per_day.num_rows
     return pa.table({
-        "kind": np.concatenate([np.full(n_lines, LINE), np.full(n_days, USER_DAY), np.full(len(counts), COUNT)]
-                               ).astype(np.int8),
-        "chunk": np.full(n_lines + n_days + len(counts), chunk.index, np.int32),
-        "h1": pa.concat_arrays([pa.array(hashes[:, 0]), pa.nulls(n_days + len(counts), pa.int64())]),
-        "h2": pa.concat_arrays([pa.array(hashes[:, 1]), pa.nulls(n_days + len(counts), pa.int64())]),
-        "line": pa.concat_arrays([events["line_number"].combine_chunks(), pa.nulls(n_days + len(counts), pa.int64())]),
-        "user_key": pa.concat_arrays([pa.nulls(n_lines, pa.string()),
-                                      per_day["user_key"].combine_chunks().cast(pa.string()),
+        "kind": np.concatenate([np.full(n_days, USER_DAY), np.full(len(counts), COUNT)]).astype(np.int8),
+        "chunk": np.full(n_days + len(counts), chunk.index, np.int32),
+        "user_key": pa.concat_arrays([per_day["user_key"].combine_chunks().cast(pa.string()),
                                       pa.nulls(len(counts), pa.string())]),
-        "event_date": pa.concat_arrays([pa.nulls(n_lines, pa.date32()), per_day["event_date"].combine_chunks(),
-                                        pa.nulls(len(counts), pa.date32())]),
-        "outcome": pa.array([None] * (n_lines + n_days) + [c[0] for c in counts], pa.string()),
-        "reason": pa.array([None] * (n_lines + n_days) + [c[1] for c in counts], pa.string()),
-        "n": pa.concat_arrays([pa.nulls(n_lines, pa.int64()), per_day["user_key_count"].combine_chunks(),
-                               pa.array([c[2] for c in counts], pa.int64())]),
+        "event_date": pa.concat_arrays([per_day["event_date"].combine_chunks(), pa.nulls(len(counts), pa.date32())]),
+        "outcome": pa.array([None] * n_days + [c[0] for c in counts], pa.string()),
+        "reason": pa.array([None] * n_days + [c[1] for c in counts], pa.string()),
+        "n": pa.concat_arrays([per_day["user_key_count"].combine_chunks(), pa.array([c[2] for c in counts], pa.int64())]),
     }, schema=_TASK_ARROW)  # fmt: skip
 
 
-def _task(store: Any, prefix: str, key: bytes) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def copies_in_bucket(store: Any, prefix: str, bucket: int) -> pa.Table:
+    """``(h1, h2, chunk, line)`` of every line whose hash, in one bucket, more than one chunk accepted."""
+    parts = store.list(f"{prefix}/hashes/bucket={bucket:04d}")
+    if not parts:
+        return pa.table({c: pa.array([], pa.int64()) for c in ("h1", "h2", "chunk", "line")})
+    tables = [pq.read_table(io.BytesIO(store.read_bytes(k))) for k in parts]
+    frame = pl.concat([
+        pl.from_arrow(t).with_columns(chunk=pl.lit(int(k.rsplit("part-", 1)[1].split(".")[0]), pl.Int64))
+        for k, t in zip(parts, tables, strict=True)
+    ])  # fmt: skip
+    repeated = frame.group_by("h1", "h2").len().filter(pl.col("len") > 1).select("h1", "h2")
+    return frame.join(repeated, on=["h1", "h2"]).select("h1", "h2", "chunk", "line").to_arrow()
+
+
+Task = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+
+
+def _chunk_task(store: Any, prefix: str, key: bytes, buckets: int) -> Task:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for c in batch.to_pylist():
-                yield from write_chunk(store, prefix, Chunk(**c), key).to_batches(max_chunksize=1 << 20)
+                yield from write_chunk(store, prefix, Chunk(**c), key, buckets).to_batches(max_chunksize=1 << 20)
+
+    return run
+
+
+def _bucket_task(store: Any, prefix: str) -> Task:
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for b in batch.column(0).to_pylist():
+                yield from copies_in_bucket(store, prefix, b).to_batches()
 
     return run
 
@@ -157,22 +187,29 @@ class ChunkOutcome:
 
 
 def classify_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes) -> ChunkOutcome:
-    """Run one task per chunk; return the counts and the lines that more than one chunk accepted."""
+    """Run one task per chunk, then one per hash bucket; return the counts and the lines that more than
+    one chunk accepted.
+
+    Why the hashes go through the store in buckets rather than through a Spark shuffle: turning one
+    row per accepted line into JVM rows and back cost more than all the parsing and validating; a
+    bucket's files are read by one task and reduced with polars, which is the same shuffle, vectorized.
+    """
+    sc = spark.sparkContext
+    buckets = max(1, min(len(chunks), 4 * sc.defaultParallelism))
     plan = spark.createDataFrame(  # one partition, so one task, per chunk
-        spark.sparkContext.parallelize([(c.key, c.source_file, c.first_line, c.index) for c in chunks],
-                                       len(chunks)),
+        sc.parallelize([(c.key, c.source_file, c.first_line, c.index) for c in chunks], len(chunks)),
         "key string, source_file string, first_line long, index int",
-    )  # fmt: skip
-    rows = plan.mapInArrow(_task(store, prefix, key), TASK_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    rows = plan.mapInArrow(_chunk_task(store, prefix, key, buckets), TASK_SCHEMA).persist(
+        StorageLevel.MEMORY_AND_DISK)
     counts = {
         (r["chunk"], r["outcome"], r["reason"]): r["n"]
         for r in rows.where(F.col("kind") == COUNT).select("chunk", "outcome", "reason", "n").collect()
     }
-    lines = rows.where(F.col("kind") == LINE).select("h1", "h2", "chunk", "line")
-    repeated = lines.groupBy("h1", "h2").count().where("count > 1")  # a hash occurs once per chunk
-    copies = [tuple(r) for r in lines.join(F.broadcast(repeated.select("h1", "h2")), ["h1", "h2"]).collect()]
+    by_bucket = spark.createDataFrame(sc.parallelize([(b,) for b in range(buckets)], buckets), "bucket int")
+    copies = [tuple(r) for r in by_bucket.mapInArrow(_bucket_task(store, prefix), COPY_SCHEMA).collect()]
     user_days = rows.where(F.col("kind") == USER_DAY).select("user_key", "event_date", F.col("n").alias("events"))
-    return ChunkOutcome(counts, copies, user_days, rows)  # type: ignore[arg-type]
+    return ChunkOutcome(counts, copies, user_days, rows)
 
 
 def resolve_cross_chunk_duplicates(
@@ -205,7 +242,9 @@ def _patch_chunk(store: Any, prefix: str, chunk: Chunk, lines: dict[int, int]) -
         if key.endswith(f"/{part}"):
             table = pq.read_table(io.BytesIO(store.read_bytes(key)))
             kept = table.filter(pc.invert(pc.is_in(table["line_number"], dropped)))
-            if kept.num_rows != table.num_rows:
+            if kept.num_rows == 0:  # so the run's event dates stay exactly those of its events
+                store.delete_prefix(key)
+            elif kept.num_rows != table.num_rows:
                 store.write_bytes(key, parquet_bytes(kept))
     dup_key = f"{prefix}/duplicates/{part}"
     old = (pq.read_table(io.BytesIO(store.read_bytes(dup_key))) if store.exists(dup_key)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from etl.contract import ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
 from etl.ingest import (
@@ -274,8 +273,10 @@ def _process(
     with timings.phase("side_tables"):
         flags = flag_suspicious_users(outcome.user_days).toArrow()
         store.write_bytes(f"{prefix}/suspicious/part-00000.parquet", parquet_bytes(flags))
-        dates = outcome.user_days.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
         outcome.rows.unpersist()
+        # the tasks wrote one directory per event date: the run's date range is in their names
+        days = sorted({k.split("event_date=", 1)[1].split("/", 1)[0] for k in store.list(f"{prefix}/events")})
+        dates = {"lo": days[0], "hi": days[-1]} if days else None
         for name in ("quarantine", "duplicates"):
             if not store.list(f"{prefix}/{name}"):
                 store.write_bytes(f"{prefix}/{name}/part-empty.parquet", empty_file(name))
