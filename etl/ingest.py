@@ -10,7 +10,7 @@ executors share no directory. What a task hands back to Spark is small:
 
 Copies across chunks and files (copies inside a chunk are found in the task) are found from a 128-bit
 row hash per accepted line, which each task writes to the store in hash buckets; one task per bucket
-then reduces them (:func:`classify_chunks`). So each chunk is read once; only the few chunks holding a
+then reduces them (:func:`find_copies`). So each chunk is read once; only the few chunks holding a
 copy of a line first seen in another chunk have their files patched (:func:`resolve_cross_chunk_duplicates`).
 """
 
@@ -44,8 +44,8 @@ from etl.lines import (
 )
 
 __all__ = [
-    "ACCEPTED", "DUPLICATE", "QUARANTINED", "Chunk", "ChunkOutcome", "LocalChunk", "classify_chunks",
-    "flag_suspicious_users", "resolve_cross_chunk_duplicates",
+    "ACCEPTED", "DUPLICATE", "QUARANTINED", "Chunk", "ChunkRun", "LocalChunk", "bucket_count", "find_copies",
+    "flag_suspicious_users", "resolve_cross_chunk_duplicates", "run_chunks",
 ]  # fmt: skip
 
 USER_DAY, COUNT = 1, 2
@@ -180,25 +180,28 @@ def _bucket_task(store: Any, prefix: str) -> Task:
 
 
 @dataclass
-class ChunkOutcome:
-    """What the chunk tasks of a run reported (before cross-chunk copies are resolved)."""
+class ChunkRun:
+    """What the tasks of some chunks reported (before copies across chunks are resolved)."""
 
     counts: dict[tuple[int, str, str | None], int]  # (chunk, outcome, reason) -> lines
-    copies: list[tuple[int, int, int, int]]  # (h1, h2, chunk, line) of lines accepted by >1 chunk
-    user_days: DataFrame  # (user_key, event_date, events), cached: unpersist when done
-    rows: DataFrame
+    rows: DataFrame  # the task rows, cached: unpersist when done
+
+    @property
+    def user_days(self) -> DataFrame:
+        """``(chunk, user_key, event_date, events)``: accepted events per user and day, per chunk."""
+        return self.rows.where(F.col("kind") == USER_DAY).select(
+            "chunk", "user_key", "event_date", F.col("n").alias("events"))
 
 
-def classify_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes) -> ChunkOutcome:
-    """Run one task per chunk, then one per hash bucket; return the counts and the lines that more than
-    one chunk accepted.
+def bucket_count(spark: SparkSession) -> int:
+    """How many hash buckets a run uses (fixed for the run: every chunk task must use the same)."""
+    return 4 * spark.sparkContext.defaultParallelism
 
-    Why the hashes go through the store in buckets rather than through a Spark shuffle: turning one
-    row per accepted line into JVM rows and back cost more than all the parsing and validating; a
-    bucket's files are read by one task and reduced with polars, which is the same shuffle, vectorized.
-    """
+
+def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes,
+               buckets: int) -> ChunkRun:  # fmt: skip
+    """Run one task per chunk (see :func:`write_chunk`); return their counts and cached rows."""
     sc = spark.sparkContext
-    buckets = max(1, min(len(chunks), 4 * sc.defaultParallelism))
     plan = spark.createDataFrame(  # one partition, so one task, per chunk
         sc.parallelize([(c.key, c.source_file, c.first_line, c.index) for c in chunks], len(chunks)),
         "key string, source_file string, first_line long, index int",
@@ -209,10 +212,19 @@ def classify_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[C
         (r["chunk"], r["outcome"], r["reason"]): r["n"]
         for r in rows.where(F.col("kind") == COUNT).select("chunk", "outcome", "reason", "n").collect()
     }
+    return ChunkRun(counts, rows)
+
+
+def find_copies(spark: SparkSession, store: Any, prefix: str, buckets: int) -> list[tuple[int, int, int, int]]:
+    """``(h1, h2, chunk, line)`` of the lines that more than one chunk accepted: one task per bucket.
+
+    Why the hashes go through the store in buckets rather than through a Spark shuffle: turning one
+    row per accepted line into JVM rows and back cost more than all the parsing and validating; a
+    bucket's files are read by one task and reduced with polars, which is the same shuffle, vectorized.
+    """
+    sc = spark.sparkContext
     by_bucket = spark.createDataFrame(sc.parallelize([(b,) for b in range(buckets)], buckets), "bucket int")
-    copies = [tuple(r) for r in by_bucket.mapInArrow(_bucket_task(store, prefix), COPY_SCHEMA).collect()]
-    user_days = rows.where(F.col("kind") == USER_DAY).select("user_key", "event_date", F.col("n").alias("events"))
-    return ChunkOutcome(counts, copies, user_days, rows)
+    return [tuple(r) for r in by_bucket.mapInArrow(_bucket_task(store, prefix), COPY_SCHEMA).collect()]
 
 
 def resolve_cross_chunk_duplicates(

@@ -75,7 +75,8 @@ def _secret(value: object) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value or "")
 
 
-#: Columns each run-scoped dataset exposes (event files also carry ingest-only columns that stay null).
+#: Columns each run-scoped dataset exposes (event files of runs before the Arrow ingest also carry
+#: ingest-only columns that stay null).
 _DATASET_COLUMNS = {EVENTS: (*EVENT_COLUMNS, "line_number", "run_id")}
 
 

@@ -33,11 +33,13 @@ from etl.ingest import (
     DUPLICATE,
     Chunk,
     LocalChunk,
-    classify_chunks,
+    bucket_count,
     empty_file,
+    find_copies,
     flag_suspicious_users,
     parquet_bytes,
     resolve_cross_chunk_duplicates,
+    run_chunks,
 )
 from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id, utc_now_iso
@@ -257,10 +259,11 @@ def _process(
     with timings.phase("stage_chunks"):
         for local, chunk in zip(local_chunks, chunks, strict=True):
             store.put_file(local.path, chunk.key, move=True)
+    buckets = bucket_count(spark)
     with timings.phase("classify_and_write"):
-        outcome = classify_chunks(spark, store, prefix, chunks, key)
+        outcome = run_chunks(spark, store, prefix, chunks, key, buckets)
     with timings.phase("cross_chunk_duplicates"):
-        moved = resolve_cross_chunk_duplicates(store, prefix, chunks, outcome.copies)
+        moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
     counts: dict[tuple[str, str, str | None], int] = {}
     for (index, kind, reason), n in outcome.counts.items():
         k = (chunks[index].source_file, kind, reason)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from etl.contract import QUARANTINE_REASONS
-from etl.ingest import Chunk, classify_chunks, flag_suspicious_users, resolve_cross_chunk_duplicates
+from etl.ingest import Chunk, find_copies, flag_suspicious_users, resolve_cross_chunk_duplicates, run_chunks
 from etl.lines import classify_batch
 from etl.pseudonymize import pseudonymize
 from services.core.storage import LocalStore
@@ -121,10 +121,11 @@ def test_duplicates_span_files_in_one_batch(spark, key, tmp_path):
     store.write_bytes("c/b", _data([other, GOOD, GOOD]))
     store.write_bytes("c/a", _data([GOOD]))
     chunks = [Chunk("c/b", "b.csv", 2, 0), Chunk("c/a", "a.csv", 10, 1)]
-    outcome = classify_chunks(spark, store, "out", chunks, key)
-    assert [c[2:] for c in outcome.copies] in ([(0, 3), (1, 10)], [(1, 10), (0, 3)])
-    assert resolve_cross_chunk_duplicates(store, "out", chunks, outcome.copies) == {0: 1}
-    outcome.rows.unpersist()
+    run = run_chunks(spark, store, "out", chunks, key, buckets=3)
+    copies = find_copies(spark, store, "out", buckets=3)
+    assert sorted(c[2:] for c in copies) == [(0, 3), (1, 10)]
+    assert resolve_cross_chunk_duplicates(store, "out", chunks, copies) == {0: 1}
+    run.rows.unpersist()
     events = pd.concat(pd.read_parquet(tmp_path / k) for k in store.list("out/events"))
     assert sorted(zip(events.source_file, events.line_number, strict=True)) == [("a.csv", 10), ("b.csv", 2)]
     dups = pd.read_parquet(tmp_path / "out/duplicates/part-00000.parquet")

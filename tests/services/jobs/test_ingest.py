@@ -247,3 +247,19 @@ def test_generated_faults_are_caught_exactly(spark, local_lake, key, tmp_path):
         zip(expected_d.file, expected_d.line_number, strict=True)
     )
     assert s["quarantine_by_reason"] == expected_q.expected.value_counts().to_dict()
+
+
+def test_a_file_truncated_after_some_chunks_leaves_nothing_of_it(spark, local_lake, key, rees46_sample, tmp_path):
+    """Chunk tasks start while a file is still being cut; if the file then turns out to be corrupt, the
+    outputs of its chunks already processed are dropped with it, and the other files commit as usual."""
+    whole = gzip.compress(rees46_sample.read_bytes())
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(whole[: len(whole) * 3 // 4])  # the gzip stream ends early
+    s = ingest_files(spark, local_lake, [broken, rees46_sample], key, chunk_bytes=40_000)
+    files = {f["name"]: f for f in s["files"]}
+    assert files["broken.csv.gz"]["status"] == "failed" and "truncated" in files["broken.csv.gz"]["reason"]
+    assert files[rees46_sample.name]["status"] == "ingested" and s["status"] == "committed"
+    events = _events(spark, local_lake)
+    assert set(events["source_file"]) == {rees46_sample.name}
+    assert len(events) == s["rows_accepted"] == 4997
+    assert not [k for k in local_lake.store.list("") if "broken" in k]
