@@ -158,23 +158,13 @@ def copies_in_bucket(store: Any, prefix: str, bucket: int) -> pa.Table:
     return frame.join(repeated, on=["h1", "h2"]).select("h1", "h2", "chunk", "line").to_arrow()
 
 
-Task = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+def _per_row(fn: Callable[..., pa.Table]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A ``mapInArrow`` function calling ``fn(**row)`` for each input row (a chunk, a bucket)."""
 
-
-def _chunk_task(store: Any, prefix: str, key: bytes, buckets: int) -> Task:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            for c in batch.to_pylist():
-                yield from write_chunk(store, prefix, Chunk(**c), key, buckets).to_batches(max_chunksize=1 << 20)
-
-    return run
-
-
-def _bucket_task(store: Any, prefix: str) -> Task:
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for b in batch.column(0).to_pylist():
-                yield from copies_in_bucket(store, prefix, b).to_batches()
+            for row in batch.to_pylist():
+                yield from fn(**row).to_batches(max_chunksize=1 << 20)
 
     return run
 
@@ -206,7 +196,8 @@ def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk]
         sc.parallelize([(c.key, c.source_file, c.first_line, c.index) for c in chunks], len(chunks)),
         "key string, source_file string, first_line long, index int",
     )
-    rows = plan.mapInArrow(_chunk_task(store, prefix, key, buckets), TASK_SCHEMA).persist(
+    task = _per_row(lambda **c: write_chunk(store, prefix, Chunk(**c), key, buckets))
+    rows = plan.mapInArrow(task, TASK_SCHEMA).persist(
         StorageLevel.MEMORY_AND_DISK)
     counts = {
         (r["chunk"], r["outcome"], r["reason"]): r["n"]
@@ -224,7 +215,8 @@ def find_copies(spark: SparkSession, store: Any, prefix: str, buckets: int) -> l
     """
     sc = spark.sparkContext
     by_bucket = spark.createDataFrame(sc.parallelize([(b,) for b in range(buckets)], buckets), "bucket int")
-    return [tuple(r) for r in by_bucket.mapInArrow(_bucket_task(store, prefix), COPY_SCHEMA).collect()]
+    task = _per_row(lambda bucket: copies_in_bucket(store, prefix, bucket))
+    return [tuple(r) for r in by_bucket.mapInArrow(task, COPY_SCHEMA).collect()]
 
 
 def resolve_cross_chunk_duplicates(

@@ -258,6 +258,36 @@ def first_copies(hashes: np.ndarray) -> np.ndarray:
     return frame.with_columns(first=pl.col("i").min().over("a", "b"))["first"].to_numpy()
 
 
+@dataclass
+class _Checked:
+    """A parsed batch with each row's first failed rule and, among the valid rows, the copies."""
+
+    parsed: Parsed
+    reason: np.ndarray  # per parsed row: the first failed rule, or None
+    when: pa.ChunkedArray  # per parsed row: the event time
+    price: pa.ChunkedArray  # per parsed row: the price
+    valid: np.ndarray  # per parsed row: no rule failed
+    hashes: np.ndarray  # per valid row: the 128-bit row hash
+    first: np.ndarray  # per valid row: position (among valid rows) of its first copy
+
+    @property
+    def is_dup(self) -> np.ndarray:
+        """Per valid row: a later copy of an earlier valid row."""
+        return self.first != np.arange(len(self.first))
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Parsed-row positions of the valid rows that are first copies."""
+        return np.flatnonzero(self.valid)[~self.is_dup]
+
+
+def _check(parsed: Parsed) -> _Checked:
+    reason, when, price = reasons(parsed.fields)
+    valid = reason == None  # noqa: E711 (element-wise on an object array)
+    hashes = _row_hashes(parsed.fields.filter(pa.array(valid)))
+    return _Checked(parsed, reason, when, price, valid, hashes, first_copies(hashes))
+
+
 # -- a classified batch ----------------------------------------------------------------------------
 
 
@@ -306,16 +336,12 @@ def classify_batch(data: bytes, key: bytes, source_file: str, first_line: int) -
     function only as HMAC pseudonyms: accepted rows carry ``user_key``/``session_key``, quarantined rows
     a redacted ``raw_line``.
     """
-    parsed = parse(data)
-    fields, lines = parsed.fields, parsed.line_index + first_line
-    reason, when, price = reasons(fields)
-    valid = reason == None  # noqa: E711 (element-wise on an object array)
-    hashes = _row_hashes(fields.filter(pa.array(valid)))
-    first = first_copies(hashes)
-    valid_lines = lines[valid]
-    is_dup = first != np.arange(len(first))
+    c = _check(parse(data))
+    parsed, fields, reason, first, is_dup = c.parsed, c.parsed.fields, c.reason, c.first, c.is_dup
+    lines = parsed.line_index + first_line
+    valid_lines = lines[c.valid]
 
-    bad_rows = np.flatnonzero(~valid)
+    bad_rows = np.flatnonzero(~c.valid)
     malformed = sorted(parsed.malformed)
     quarantine = pa.table({
         "source_file": pa.array([source_file] * (len(bad_rows) + len(malformed)), pa.string()),
@@ -332,31 +358,33 @@ def classify_batch(data: bytes, key: bytes, source_file: str, first_line: int) -
         "duplicate_of_line": pa.array(valid_lines[first[is_dup]]),
     }, schema=DUPLICATE_FILE_SCHEMA)  # fmt: skip
 
-    keep = np.flatnonzero(valid)[~is_dup]
+    keep = c.kept
     kept = fields.take(keep)
-    event_time = when.take(keep).cast(pa.timestamp("us", tz="UTC"))
+    event_time = c.when.take(keep).cast(pa.timestamp("us", tz="UTC"))
     code = _normalized(kept["category_code"])
     l1, l2, l3 = _category_levels(code)
     events = pa.table({
         "event_time": event_time,
         "event_hour": pc.hour(event_time).cast(pa.int32()),
         "event_type": kept["event_type"],
-        "product_id": pc.cast(kept["product_id"], pa.int64()),
-        "category_id": pc.cast(pc.if_else(_blank_array(kept["category_id"]), None, kept["category_id"]), pa.int64()),
+        **_ids(kept),
         "category_code": code, "category_l1": l1, "category_l2": l2, "category_l3": l3,
         "brand": _normalized(kept["brand"]),
-        "price": price.take(keep),
+        "price": c.price.take(keep),
         "user_key": pseudonymize_array(kept["user_id"], key, encoded=True),
         "session_key": pseudonymize_array(kept["user_session"], key, encoded=True),
         "source_file": pa.array([source_file] * len(keep), pa.string()),
         "line_number": pa.array(lines[keep]),
         "event_date": pc.cast(event_time, pa.date32()),
     })  # fmt: skip
-    return Classified(events, quarantine, duplicates, hashes[~is_dup], parsed.n_lines)
+    return Classified(events, quarantine, duplicates, c.hashes[~is_dup], parsed.n_lines)
 
 
-def _blank_array(values: pa.ChunkedArray) -> pa.Array:
-    return pa.array(_blank(values))
+def _ids(kept: pa.Table) -> dict[str, pa.ChunkedArray]:
+    """``product_id`` and ``category_id`` of valid rows as int64 (a blank category id is null)."""
+    category = kept["category_id"]
+    return {"product_id": pc.cast(kept["product_id"], pa.int64()),
+            "category_id": pc.cast(pc.if_else(pa.array(_blank(category)), None, category), pa.int64())}  # fmt: skip
 
 
 # -- Spark-free histories (predict, API, dashboard upload) -------------------------------------------
@@ -401,28 +429,21 @@ def _joined(lines: Iterable[str]) -> bytes:
 
 def parse_data(data: bytes) -> History:
     """Validate a batch of data lines (no header); invalid ones are counted, copies of a valid one dropped."""
-    parsed = parse(data)
-    reason, when, price = reasons(parsed.fields)
-    valid = reason == None  # noqa: E711
-    invalid = Counter(r for r in reason if r is not None)
-    if parsed.malformed:
-        invalid[MALFORMED] += len(parsed.malformed)
-    fields = parsed.fields.filter(pa.array(valid))
-    first = first_copies(_row_hashes(fields))
-    keep = first == np.arange(len(first))
-    kept = fields.filter(pa.array(keep))
-    category = kept["category_id"]
+    c = _check(parse(data))
+    invalid = Counter(r for r in c.reason if r is not None)
+    if c.parsed.malformed:
+        invalid[MALFORMED] += len(c.parsed.malformed)
+    kept = c.parsed.fields.take(c.kept)
     rows = pa.table({
-        "event_time": when.filter(pa.array(valid)).filter(pa.array(keep)).cast(pa.timestamp("ns", tz="UTC")),
+        "event_time": c.when.take(c.kept).cast(pa.timestamp("ns", tz="UTC")),
         "event_type": kept["event_type"],
-        "product_id": pc.cast(kept["product_id"], pa.int64()),
-        "category_id": pc.cast(pc.if_else(_blank_array(category), None, category), pa.int64()),
+        **_ids(kept),
         "category_code": kept["category_code"], "brand": kept["brand"],
-        "price": price.filter(pa.array(valid)).filter(pa.array(keep)),
+        "price": c.price.take(c.kept),
         "user_id": kept["user_id"], "user_session": kept["user_session"],
     }).to_pandas()  # fmt: skip
     ordered = {r: invalid[r] for r in QUARANTINE_REASONS if invalid[r]}
-    return History(rows=rows, rows_read=parsed.n_lines, invalid=ordered, duplicates=int((~keep).sum()))
+    return History(rows=rows, rows_read=c.parsed.n_lines, invalid=ordered, duplicates=int(c.is_dup.sum()))
 
 
 def parse_lines(lines: Iterable[str]) -> History:
