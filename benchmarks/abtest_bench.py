@@ -1,19 +1,21 @@
 """A/B test analysis benchmark: ``shoplens abtest analyze`` on a 10-million-row file vs peers, same run.
 
 Each tool runs as its own process on the same generated experiment file (CSV and Parquet, one row per
-user, with covariate and segments) and does the same work: read, pseudonymize user ids with
-HMAC-SHA256, apply the rejection rules (missing id or variant, user in two variants, unparseable
-values, repeats), reduce to sufficient statistics per segment and variant, analyze. Wall time is the
-whole process (interpreter and JVM start included); peak memory is sampled over the process tree.
+user, with covariate and segments) and does the same work: read, apply the rejection rules (missing id
+or variant, user in two variants, unparseable values, repeats), reduce to sufficient statistics per
+segment and variant, analyze. No tool pseudonymizes: the analysis outputs nothing per user, so shoplens
+compares raw ids in memory only and keys users by ordinals (the lake path, which joins users to the
+lake, computes the HMAC). Wall time is the whole process (interpreter start included); peak memory is
+sampled over the process tree.
 
-- ``spark``: the shoplens command itself (it also renders and publishes the report to a lake).
+- ``shoplens``: the command itself (polars on Arrow; it also renders and publishes the report to a lake).
 - ``duckdb``: the same rules and reduction in DuckDB SQL, then the same ``model.experiments`` maths.
-- ``pandas``: ``etl.local_experiments`` (the dashboard's Spark-free twin) on the whole file.
+- ``pandas``: ``benchmarks/abtest_pandas.py``, the same rules in pandas, on the whole file.
 
 Floor (issue 13): the shoplens analysis of 10 million rows in at most 30 s on 2 cores.
 
     python benchmarks/abtest_bench.py --rows 10000000
-    python benchmarks/abtest_bench.py --rows 1000000 --tools spark duckdb --formats csv
+    python benchmarks/abtest_bench.py --rows 1000000 --tools shoplens duckdb --formats csv
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 KEY = "benchmark-key-not-secret"
-TOOLS = ("spark", "duckdb", "pandas")
+TOOLS = ("shoplens", "duckdb", "pandas")
 FORMATS = ("csv", "parquet")
 FLOOR_SECONDS = 30.0
 
@@ -55,22 +57,14 @@ def dataset(data_dir: Path, rows: int, fmt: str, seed: int = 7) -> Path:
 
 
 # -- peers --------------------------------------------------------------------------------------------
-def _hmac_sql(column: str, key: bytes) -> str:
-    padded = key.ljust(64, b"\0")
-    ipad = bytes(b ^ 0x36 for b in padded).hex()
-    opad = bytes(b ^ 0x5C for b in padded).hex()
-    inner = f"unhex(sha256(unhex('{ipad}') || encode({column})))"
-    return f"lower(sha256(unhex('{opad}') || {inner}))"
-
-
 def _number_sql(column: str) -> str:
     text = f"lower(trim(CAST({column} AS VARCHAR)))"
     value = f"CASE WHEN {text} = 'true' THEN 1.0 WHEN {text} = 'false' THEN 0.0 ELSE TRY_CAST({text} AS DOUBLE) END"
     return f"CASE WHEN isfinite({value}) THEN {value} END"
 
 
-def run_duckdb(path: Path, metrics: list[str], key: bytes) -> dict:
-    """The rules of etl.local_experiments in SQL; returns the analysis summary."""
+def run_duckdb(path: Path, metrics: list[str]) -> dict:
+    """The rules of etl.experiments in SQL; returns the analysis summary."""
     import duckdb
 
     from model.experiments import analyze_statistics
@@ -83,7 +77,7 @@ def run_duckdb(path: Path, metrics: list[str], key: bytes) -> dict:
     con.execute(f"""
         CREATE TABLE parsed AS SELECT
             row_number() OVER () AS line_number,
-            CASE WHEN trim(CAST(user_id AS VARCHAR)) <> '' THEN {_hmac_sql("trim(CAST(user_id AS VARCHAR))", key)} END AS user_key,
+            NULLIF(trim(CAST(user_id AS VARCHAR)), '') AS user_key,
             NULLIF(trim(CAST(variant AS VARCHAR)), '') AS variant,
             COALESCE(NULLIF(trim(CAST(segment AS VARCHAR)), ''), '(none)') AS segment,
             NULLIF(trim(CAST(assigned_at AS VARCHAR)), '') AS raw_time,
@@ -122,16 +116,16 @@ def run_duckdb(path: Path, metrics: list[str], key: bytes) -> dict:
     return {"users": users, "rejected": rejected, "srm_p": (doc["srm"] or {}).get("p_value")}
 
 
-def run_pandas(path: Path, metrics: list[str], key: bytes) -> dict:
+def run_pandas(path: Path, metrics: list[str]) -> dict:
     import numpy as np
     import pandas as pd
-
-    from etl.local_experiments import (
+    from abtest_pandas import (
         accepted_rows_local,
         classify_experiment_local,
         rejection_counts_local,
         sufficient_statistics_local,
     )
+
     from model.experiments import analyze_statistics
 
     if path.suffix == ".parquet":
@@ -139,7 +133,7 @@ def run_pandas(path: Path, metrics: list[str], key: bytes) -> dict:
     else:
         rows = pd.read_csv(path, dtype=str, keep_default_na=False, engine="pyarrow")
     rows["line_number"] = np.arange(2, len(rows) + 2)
-    classified = classify_experiment_local(rows, metrics, key)
+    classified = classify_experiment_local(rows, metrics, None)
     rejected = dict(rejection_counts_local(classified)[["reason", "rows"]].itertuples(index=False))
     stats = sufficient_statistics_local(accepted_rows_local(classified), metrics, ("segment",))
     kinds = {m: "conversion" if m == "purchased" else "continuous" for m in metrics}
@@ -150,7 +144,7 @@ def run_pandas(path: Path, metrics: list[str], key: bytes) -> dict:
 
 # -- harness ------------------------------------------------------------------------------------------
 def command(tool: str, path: Path, work: Path) -> list[str]:
-    if tool == "spark":
+    if tool == "shoplens":
         return [sys.executable, "-m", "services", "abtest", "analyze", str(path), "--metric", "purchased",
                 "--metric", "revenue", "--json", "--lake", str(work / "lake")]  # fmt: skip
     return [sys.executable, __file__, "--peer", tool, "--file", str(path)]
@@ -178,7 +172,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> dict:
 
 
 def summary_of(tool: str, result: dict) -> dict:
-    if tool == "spark":
+    if tool == "shoplens":
         return {"users": result["users"], "rejected": result["rejected"], "srm_p": result["srm"]["p_value"]}
     return result
 
@@ -191,7 +185,7 @@ def write_results(results: dict, out_dir: Path) -> None:
         "# A/B test analysis benchmark",
         "",
         f"`python benchmarks/abtest_bench.py --rows {results['rows']}` on {m['cpus']} cores "
-        f"({m['platform']}), {results['date']}. Whole-process wall time (interpreter and JVM start "
+        f"({m['platform']}), {results['date']}. Whole-process wall time (interpreter start "
         "included) and peak resident memory of the process tree. Floor: shoplens at most "
         f"{FLOOR_SECONDS:.0f} s for 10 million rows on 2 cores.",
         "",
@@ -201,10 +195,10 @@ def write_results(results: dict, out_dir: Path) -> None:
                   f"after the run on {m['cpus']} cores. {m['note']}", ""]  # fmt: skip
     lines += ["| file | tool | seconds | vs shoplens | peak RSS (MB) | users | rejected rows | floor |", "|---|---|---|---|---|---|---|---|"]
     for fmt, runs in results["runs"].items():
-        base = runs.get("spark", {}).get("seconds")
+        base = runs.get("shoplens", {}).get("seconds")
         for tool, r in runs.items():
             ratio = f"{r['seconds'] / base:.2f}x" if base else "-"
-            floor = ("pass" if r["seconds"] <= FLOOR_SECONDS else "FAIL") if tool == "spark" else ""
+            floor = ("pass" if r["seconds"] <= FLOOR_SECONDS else "FAIL") if tool == "shoplens" else ""
             lines.append(f"| {fmt} | {tool} | {r['seconds']:.1f} | {ratio} | {r['peak_rss_mb']:,} | "
                          f"{r['summary']['users']:,} | {sum(r['summary']['rejected'].values()):,} | {floor} |")  # fmt: skip
     lines += ["", "All tools agree on the users analyzed and the rejected rows per reason (checked by the harness).", ""]
@@ -224,7 +218,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     if args.peer:
         run = run_duckdb if args.peer == "duckdb" else run_pandas
-        print(json.dumps(run(args.file, ["purchased", "revenue"], KEY.encode()), default=str))
+        print(json.dumps(run(args.file, ["purchased", "revenue"]), default=str))
         return
 
     env = {**os.environ, "SHOPLENS_PSEUDONYM_KEY": KEY, "SHOPLENS_SPARK_MASTER": "local[2]",

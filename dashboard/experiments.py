@@ -1,14 +1,13 @@
 """The Experiments page's logic, without Streamlit widgets: analyze an upload, shape tables, draw charts.
 
-An uploaded experiment file (a few hundred thousand rows at most) is checked with the same rules as
-``shoplens abtest analyze`` and reduced with their pandas twin (``etl.local_experiments``; a test
-keeps it equal to the Spark path), then analyzed by the same ``model.experiments`` code, so the page
-and the command give the same numbers. No Spark, and no raw id kept: users are keyed by ordinals.
+An uploaded experiment file (a few hundred thousand rows at most) is read, checked and reduced by the
+code ``shoplens abtest analyze`` runs (``etl.experiments``), then analyzed by the same
+``model.experiments`` code, so the page and the command give the same numbers. No Spark, and no raw
+id kept: users are keyed by ordinals.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,20 +15,15 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+import polars as pl
 
 from dashboard.charts import ACCENT, _layout
-from etl.local_experiments import (
+from etl.experiments import (
     ExperimentSchemaError,
-    accepted_rows_local,
-    classify_experiment_local,
-    looks_numeric,
-    metric_columns,
-    metric_kinds_local,
-    rejection_counts_local,
-    sufficient_statistics_local,
+    classify_experiment,
+    default_metrics,
+    read_experiment,
+    reduce_classified,
 )
 from model.experiments import (
     AnalysisSettings,
@@ -53,24 +47,6 @@ class UploadAnalysis:
     error: str | None = None
 
 
-def read_upload(payload: bytes, name: str) -> pd.DataFrame:
-    """An uploaded CSV (every cell as text, like the Spark reader) or Parquet file, with ``line_number``."""
-    if name.lower().endswith((".parquet", ".pq")):
-        table = pq.read_table(pa.BufferReader(payload))
-    else:
-        probe = pacsv.read_csv(io.BytesIO(payload), read_options=pacsv.ReadOptions(block_size=1 << 16))
-        text = {c: pa.string() for c in probe.column_names}
-        table = pacsv.read_csv(io.BytesIO(payload), convert_options=pacsv.ConvertOptions(
-            column_types=text, strings_can_be_null=False, quoted_strings_can_be_null=False))  # fmt: skip
-    rows = table.to_pandas()
-    return rows.assign(line_number=range(2, len(rows) + 2))
-
-
-def default_metrics(rows: pd.DataFrame) -> list[str]:
-    """Every non-reserved, non-covariate column whose values are numbers or booleans."""
-    return [c for c in metric_columns([c for c in rows.columns if c != "line_number"]) if looks_numeric(rows[c])]
-
-
 def analyze_upload(
     payload: bytes,
     name: str,
@@ -85,8 +61,8 @@ def analyze_upload(
         return UploadAnalysis(None, f"The file is too large for the dashboard ({len(payload):,} bytes; at most "
                                     f"{MAX_UPLOAD_BYTES:,}). Use `shoplens abtest analyze <file>`.")  # fmt: skip
     try:
-        rows = read_upload(payload, name)
-    except (pa.ArrowInvalid, OSError, ValueError) as err:
+        rows = read_experiment(payload, parquet=name.lower().endswith((".parquet", ".pq")))
+    except (pl.exceptions.PolarsError, OSError, ValueError) as err:
         return UploadAnalysis(None, f"This file cannot be read as CSV or Parquet: {err}")
     if len(rows) > MAX_UPLOAD_ROWS:
         return UploadAnalysis(None, f"{len(rows):,} rows is more than the dashboard analyzes ({MAX_UPLOAD_ROWS:,}); "
@@ -98,14 +74,10 @@ def analyze_upload(
     if settings.sequential and "assigned_at" not in rows.columns:
         return UploadAnalysis(None, "A sequential analysis needs an `assigned_at` column.")
     try:
-        classified = classify_experiment_local(rows, chosen, key=None)
-        accepted = accepted_rows_local(classified)
-        kinds = dict(metric_kinds_local(accepted, chosen).itertuples(index=False))
-        by = ("segment", "assigned_date") if settings.sequential else ("segment",)
-        stats = sufficient_statistics_local(accepted, chosen, by) if len(accepted) else pd.DataFrame()
-        doc = analysis_document(stats, kinds, rejection_counts_local(classified), len(rows), control=control,
-                                settings=settings, planned_split=planned_split,
-                                segmented="segment" in rows.columns)  # fmt: skip
+        classified = classify_experiment(rows, chosen, key=None)
+        reduced = reduce_classified(classified, chosen, segmented="segment" in rows.columns, daily=settings.sequential)
+        doc = analysis_document(reduced.stats, reduced.kinds, reduced.rejections, reduced.rows, control=control,
+                                settings=settings, planned_split=planned_split, segmented=reduced.segmented)  # fmt: skip
     except ExperimentSchemaError as err:
         return UploadAnalysis(None, f"This is not an experiment file: {err}.")
     except ValueError as err:  # a planned split that does not fit the variants
@@ -223,7 +195,6 @@ __all__ = [
     "lift_intervals",
     "plan",
     "power_chart",
-    "read_upload",
     "rejected_frame",
     "sequential_chart",
     "variants_frame",

@@ -1,268 +1,422 @@
-"""Experiment tables on Spark: validate one-row-per-user rows and reduce them to sufficient statistics.
+"""Experiment tables on Arrow (polars): validate one-row-per-user rows, reduce them to sufficient statistics.
+
+One implementation of the rules, used by ``shoplens abtest analyze`` for files of any size that fit
+in memory (one row per user: 10 million users is about 1 GB), by the lake path for its assignments,
+and by the dashboard for uploads. Why polars and not Spark: the rules need a user-level grouping, and
+a Spark window over 10 million 64-character keys cost minutes on 2 cores where polars needs seconds;
+the reduction's output is a few rows per variant, so nothing is gained by distributing it. Spark stays
+where the events are (``etl.experiment_metrics``).
 
 Input: ``user_id``, ``variant``, metric columns, optionally ``segment``, ``assigned_at`` and
-``pre_<metric>`` covariates, plus the ``line_number`` the reader adds (file order). Values may be
-typed (Parquet) or text (CSV): ``true``/``false`` read as 1/0, anything else must parse as a finite
-number.
+``pre_<metric>`` covariates, plus the ``line_number`` :func:`read_experiment` adds (file order).
+Values may be typed (Parquet) or text (CSV): ``true``/``false`` read as 1/0, anything else must parse
+as a finite number.
 
-1. :func:`classify_experiment` pseudonymizes ``user_id`` on read (the raw id leaves no output) and
-   gives every row a rejection reason or null, checked in the order of :data:`REJECT_REASONS`:
-   no user id; no variant; the user appears in two variants (all their rows go); a value does not
-   parse; a repeat of the user's row in the same variant (the first valid row in file order stays).
-2. :func:`sufficient_statistics` reduces accepted rows to n, Σy, Σy² (and Σx, Σx², Σxy for a covariate
-   x) per variant, optionally per segment and assignment day: the rows of
-   :func:`model.experiments.metric_inputs_from_records`.
+The order of :data:`REJECT_REASONS` is the order the rules are checked in; a row gets the first that
+applies:
+
+1. ``missing_user_id``: the user id is blank.
+2. ``missing_variant``: the variant is blank.
+3. ``conflicting_variant``: the user appears in two variants (all their rows go).
+4. ``unparseable_value``: a metric or covariate cell is not a finite number (a blank one is
+   unparseable), or a non-blank ``assigned_at`` is not an ISO time.
+5. ``duplicate_user``: a repeat of the user's accepted row in the same variant (the first valid row in
+   file order stays).
+
+Raw user ids exist only inside :func:`classify_experiment`: its output keys each user by the HMAC of
+the id when a key is given (the lake path, which joins users to the lake), else by the line number of
+the user's first row, which is enough for the rules and counts and is no identifier at all.
+
+This module imports no pyspark: the dashboard uses it without a JVM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, get_args
 
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
+import numpy as np
+import pandas as pd
+import polars as pl
 
-from etl.local_experiments import (
-    BOOLEAN_TOKENS,
-    NO_SEGMENT,
-    PRE_PREFIX,
-    REJECT_REASONS,
-    RESERVED_COLUMNS,
-    STAT_COLUMNS,
-    Breakdown,
-    ExperimentSchemaError,
-    RejectReason,
-    check_columns,
-    covariate_columns,
-    metric_columns,
+from etl.pseudonymize import pseudonymize_array
+
+RejectReason = Literal[
+    "missing_user_id",
+    "missing_variant",
+    "conflicting_variant",
+    "unparseable_value",
+    "duplicate_user",
+]
+REJECT_REASONS: Final[tuple[str, ...]] = get_args(RejectReason)
+
+#: Grouping keys the reductions can add to the variant.
+Breakdown = Literal["segment", "assigned_date"]
+
+#: Segment label of users whose ``segment`` is blank or absent.
+NO_SEGMENT: Final[str] = "(none)"
+#: Columns that are never metrics.
+RESERVED_COLUMNS: Final[tuple[str, ...]] = ("user_id", "variant", "segment", "assigned_at", "line_number")
+PRE_PREFIX: Final[str] = "pre_"
+#: Text cells read as numbers besides the numerals (compared after trimming and lower-casing).
+BOOLEAN_TOKENS: Final[dict[str, float]] = {"true": 1.0, "false": 0.0}
+#: The statistics columns of one (keys..., metric) row, in output order.
+STAT_COLUMNS: Final[tuple[str, ...]] = (
+    "n",
+    "sum",
+    "sum_squares",
+    "pre_sum",
+    "pre_sum_squares",
+    "sum_products",
+    "first_line",
 )
-from etl.pseudonymize import pseudonymize_col
-
-# The rules themselves (reasons and their order, reserved columns, boolean tokens) are stated once,
-# Spark-free, in etl.local_experiments; the pandas twin there applies the same rules to small uploads.
-
-
-def _blank_to_null(c: Column) -> Column:
-    text = F.trim(c.cast("string"))
-    return F.when(text != "", text)
+#: Reason of a lake-computed experiment's row without an assignment time (its window is unknown).
+MISSING_ASSIGNED_AT: Final[str] = "missing_assigned_at"
+#: Rows read to decide which text columns are numeric (the default metrics).
+SAMPLE_ROWS: Final[int] = 1_000
+#: Share of a column's non-blank values that must parse for it to count as a metric by default (a
+#: numeric column with a few bad cells is a metric whose bad rows are rejected, not a text column).
+NUMERIC_SHARE: Final[float] = 0.95
 
 
-def _number(c: Column) -> Column:
-    """A value as a double: true/false as 1/0, else the parsed number; null when it does not parse."""
-    text = F.lower(F.trim(c.cast("string")))
-    parsed = text.try_cast("double")
-    for token, value in BOOLEAN_TOKENS.items():
-        parsed = F.when(text == token, F.lit(value)).otherwise(parsed)
-    is_finite = ~F.isnan(parsed) & (F.abs(parsed) != F.lit(float("inf")))
-    return F.when(is_finite, parsed)
+class ExperimentSchemaError(ValueError):
+    """The experiment table lacks required columns; the message lists what is missing and present."""
+
+    def __init__(self, missing: Sequence[str], present: Sequence[str]) -> None:
+        super().__init__(f"experiment table is missing columns {list(missing)}; it has {list(present)}")
+        self.missing, self.present = tuple(missing), tuple(present)
 
 
-def classify_experiment(rows: DataFrame, metrics: Sequence[str], key: bytes) -> DataFrame:
-    """Every input row once, pseudonymized and parsed, with ``reason`` null when it is accepted.
+# -- reading ------------------------------------------------------------------------------------------
+def read_experiment(source: Path | bytes, parquet: bool | None = None) -> pl.DataFrame:
+    """A file's rows with ``line_number`` (the header is line 1): CSV cells as text, Parquet typed.
+
+    ``source`` is a path or the bytes of an upload; ``parquet`` defaults to the path's suffix (or a
+    directory). A CSV row with too few cells gets nulls, extra cells are dropped, and bytes that are
+    not UTF-8 are replaced, so one bad row is rejected by the rules instead of failing the file.
+    """
+    if isinstance(source, Path | str):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such experiment file")
+        if parquet is None:
+            parquet = path.is_dir() or path.suffix.lower() in (".parquet", ".pq")
+        data: Path | io.BytesIO = path
+    else:
+        data = io.BytesIO(source)
+    try:
+        if parquet:
+            rows = pl.read_parquet(data)
+        else:
+            rows = pl.read_csv(data, infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
+    except pl.exceptions.NoDataError as err:
+        raise ValueError("the experiment file is empty") from err
+    return rows.with_row_index("line_number", offset=2).with_columns(pl.col("line_number").cast(pl.Int64))
+
+
+def metric_columns(columns: Sequence[str]) -> list[str]:
+    """Every column that is neither reserved nor a ``pre_<metric>`` covariate."""
+    names = set(columns)
+    return [
+        c
+        for c in columns
+        if c not in RESERVED_COLUMNS and not (c.startswith(PRE_PREFIX) and c[len(PRE_PREFIX) :] in names)
+    ]
+
+
+def covariate_columns(columns: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    """The ``pre_<metric>`` covariates present for ``metrics``."""
+    return [f"{PRE_PREFIX}{m}" for m in metrics if f"{PRE_PREFIX}{m}" in columns]
+
+
+def check_columns(columns: Sequence[str], metrics: Sequence[str]) -> None:
+    """Raise :class:`ExperimentSchemaError` unless ``user_id``, ``variant``, ``line_number`` and the metrics exist."""
+    missing = [c for c in ("user_id", "variant", "line_number", *metrics) if c not in columns]
+    if missing:
+        raise ExperimentSchemaError(missing, list(columns))
+
+
+# -- cells --------------------------------------------------------------------------------------------
+def _text(column: str | pl.Expr) -> pl.Expr:
+    """Cells as text trimmed of spaces, blank as null."""
+    text = (pl.col(column) if isinstance(column, str) else column).cast(pl.String).str.strip_chars(" ")
+    return pl.when(text != "").then(text)
+
+
+def _number(column: str, dtype: pl.DataType) -> pl.Expr:
+    """A column as Float64: ``true``/``false`` as 1/0, else the parsed number; null when not finite."""
+    if dtype == pl.Boolean or dtype.is_numeric():
+        parsed = pl.col(column).cast(pl.Float64)
+    else:
+        text = pl.col(column).cast(pl.String).str.strip_chars(" ")
+        token = text.str.to_lowercase().replace_strict(BOOLEAN_TOKENS, default=None, return_dtype=pl.Float64)
+        parsed = pl.coalesce(text.cast(pl.Float64, strict=False), token)
+    return pl.when(parsed.is_finite()).then(parsed)
+
+
+def parse_number(values: pl.Series) -> pl.Series:
+    """:func:`_number` of one series (nulls where a cell does not parse)."""
+    return pl.DataFrame({"v": values}).select(_number("v", values.dtype)).to_series()
+
+
+def _times(values: pl.Series) -> pl.Series:
+    """ISO times as UTC timestamps (naive = UTC); null when blank or not a time.
+
+    Text is parsed once per distinct value (assignment times repeat) by pandas' ISO 8601 parser, which
+    takes every ISO spelling (``T`` or space, ``Z`` or an offset, fractions) row by row.
+    """
+    if values.dtype == pl.Datetime or values.dtype == pl.Date:
+        typed = values.cast(pl.Datetime("us"))
+        zone = getattr(values.dtype, "time_zone", None)
+        return typed.dt.replace_time_zone(zone or "UTC").dt.convert_time_zone("UTC")
+    text = pl.DataFrame({"t": values}).select(_text("t")).to_series()
+    distinct = text.drop_nulls().unique()
+    parsed = pd.to_datetime(distinct.to_pandas(), utc=True, errors="coerce", format="ISO8601")
+    lookup = pl.DataFrame({"t": distinct, "at": pl.from_pandas(parsed.dt.tz_localize(None))})
+    at = pl.DataFrame({"t": text}).join(lookup, on="t", how="left", maintain_order="left")["at"]
+    return at.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def looks_numeric(values: pl.Series, min_share: float = NUMERIC_SHARE) -> bool:
+    """Whether a column could be a metric: at least ``min_share`` of its non-blank values parse."""
+    if values.dtype == pl.Boolean or values.dtype.is_numeric():
+        return len(values) > 0
+    present = pl.DataFrame({"v": values}).select(_text("v")).to_series().drop_nulls()
+    return len(present) > 0 and parse_number(present).is_not_null().mean() >= min_share  # type: ignore[operator]
+
+
+def default_metrics(rows: pl.DataFrame) -> list[str]:
+    """Every non-reserved, non-covariate column that is numeric or boolean (text judged on its first rows)."""
+    sample = rows.head(SAMPLE_ROWS)
+    return [c for c in metric_columns([c for c in rows.columns if c != "line_number"]) if looks_numeric(sample[c])]
+
+
+# -- the rules ----------------------------------------------------------------------------------------
+def _repeated_users(uid: pl.Series) -> np.ndarray:
+    """Row positions whose user id occurs more than once (a superset found on a 64-bit hash of the id:
+    integer hashing is several times cheaper than string grouping, and the rules then group these
+    few rows by the id itself, so a hash collision only adds a candidate, never merges two users)."""
+    hashed = uid.hash(seed=0)
+    candidates = (hashed.is_duplicated() & uid.is_not_null()).arg_true()
+    return candidates.to_numpy()
+
+
+def classify_experiment(rows: pl.DataFrame, metrics: Sequence[str], key: bytes | None) -> pl.DataFrame:
+    """Every input row once, parsed, with ``reason`` null when it is accepted.
 
     Output columns: ``user_key, variant, segment, assigned_at, line_number``, the metrics and their
-    present covariates as doubles, and ``reason``. Every metric and covariate cell must hold a number
-    (a blank one is unparseable); a blank ``assigned_at`` is allowed (null), a non-ISO one is not.
+    present covariates as Float64, and ``reason``. ``user_key`` is the HMAC of the id under ``key``, or
+    without a key the line number of the user's first row (as text). Every metric and covariate cell
+    must hold a number; a blank ``assigned_at`` is allowed (null), a non-ISO one is not.
     """
-    covariates = covariate_columns(rows.columns, metrics)
     check_columns(rows.columns, metrics)
-    has = set(rows.columns)
-    values = [*metrics, *covariates]
-    raw_time = _blank_to_null(F.col("assigned_at")) if "assigned_at" in has else F.lit(None).cast("string")
-    segment = (
-        F.coalesce(_blank_to_null(F.col("segment")), F.lit(NO_SEGMENT))
-        if "segment" in has
-        else F.lit(NO_SEGMENT)
-    )
-
+    values = [*metrics, *covariate_columns(rows.columns, metrics)]
+    has_time = "assigned_at" in rows.columns
     parsed = rows.select(
-        pseudonymize_col(_blank_to_null(F.col("user_id")), key).alias("user_key"),
-        _blank_to_null(F.col("variant")).alias("variant"),
-        segment.alias("segment"),
-        raw_time.alias("_raw_time"),
-        raw_time.try_cast("timestamp").alias("assigned_at"),
-        F.col("line_number").cast("long").alias("line_number"),
-        *[_number(F.col(c)).alias(c) for c in values],
+        _text("user_id").alias("_uid"),
+        _text("variant").alias("variant"),
+        (_text("segment").fill_null(NO_SEGMENT) if "segment" in rows.columns else pl.lit(NO_SEGMENT)).alias("segment"),
+        pl.col("line_number").cast(pl.Int64),
+        *[_number(c, rows.schema[c]).alias(c) for c in values],
     )
-    user = Window.partitionBy("user_key")
-    in_two_variants = F.min("variant").over(user) != F.max("variant").over(user)
-    # a blank value cell is as unusable as an unparseable one: Spark's sums would skip it silently
-    unparseable = F.col("_raw_time").isNotNull() & F.col("assigned_at").isNull()
+    if has_time:
+        assigned = _times(rows["assigned_at"])
+        blank = rows.select(_text("assigned_at").is_null()).to_series() if rows.schema["assigned_at"] == pl.String else assigned.is_null()
+        bad_time = assigned.is_null() & ~blank
+    else:
+        assigned = pl.Series(values=[None] * len(rows), dtype=pl.Datetime("us", "UTC"))
+        bad_time = pl.Series(values=np.zeros(len(rows), bool))
+    parsed = parsed.with_columns(assigned.alias("assigned_at"))
+
+    unparseable = bad_time.to_numpy().copy()
     for c in values:
-        unparseable = unparseable | F.col(c).isNull()
-    row_reason = (
-        F.when(F.col("user_key").isNull(), "missing_user_id")
-        .when(F.col("variant").isNull(), "missing_variant")
-        .when(in_two_variants, "conflicting_variant")
-        .when(unparseable, "unparseable_value")
+        unparseable |= parsed[c].is_null().to_numpy()
+    no_user = parsed["_uid"].is_null().to_numpy()
+    no_variant = parsed["variant"].is_null().to_numpy()
+
+    # users with several rows: the only ones a conflict or a repeat can concern
+    repeated = _repeated_users(parsed["_uid"])
+    conflict = np.zeros(len(rows), bool)
+    repeat = np.zeros(len(rows), bool)
+    first_line = parsed["line_number"].to_numpy().copy()
+    if len(repeated):
+        sub = parsed[repeated].select("_uid", "variant", "line_number").with_columns(
+            _pos=pl.Series(repeated),
+            _conflict=pl.col("variant").min().over("_uid") != pl.col("variant").max().over("_uid"),
+            _first=pl.col("line_number").min().over("_uid"),
+        )
+        conflict[repeated] = sub["_conflict"].fill_null(False).to_numpy()
+        first_line[repeated] = sub["_first"].to_numpy()
+        ok = ~(no_user[repeated] | no_variant[repeated] | conflict[repeated] | unparseable[repeated])
+        # accepted rows of a user share one variant (else they conflict): the first in file order stays
+        kept = sub.filter(pl.Series(ok)).sort("line_number")
+        repeat[kept.filter(~pl.col("_uid").is_first_distinct())["_pos"].to_numpy()] = True
+
+    reason = np.select(
+        [no_user, no_variant, conflict, unparseable, repeat], list(REJECT_REASONS), default=""
     )
-    staged = parsed.withColumn("reason", row_reason)
-    same_arm = Window.partitionBy("user_key", "variant", F.col("reason").isNull()).orderBy("line_number")
-    repeat = F.col("reason").isNull() & (F.row_number().over(same_arm) > 1)
-    return staged.select(
-        "user_key",
+    if key is not None:
+        user_key = pl.Series("user_key", pseudonymize_array(parsed["_uid"].to_arrow(), key))
+    else:
+        user_key = pl.Series("user_key", first_line).cast(pl.String)
+    return parsed.with_columns(user_key).select(
+        pl.when(pl.col("_uid").is_not_null()).then(pl.col("user_key")).alias("user_key"),
         "variant",
         "segment",
         "assigned_at",
         "line_number",
         *values,
-        F.when(repeat, F.lit("duplicate_user")).otherwise(F.col("reason")).alias("reason"),
+        pl.Series(reason).replace("", None).alias("reason"),
     )
 
 
-def accepted_rows(classified: DataFrame) -> DataFrame:
+def require_assignment_time(classified: pl.DataFrame) -> pl.DataFrame:
+    """Reject accepted rows whose ``assigned_at`` is blank: metrics after assignment need the time."""
+    missing = pl.col("reason").is_null() & pl.col("assigned_at").is_null()
+    return classified.with_columns(
+        pl.when(missing).then(pl.lit(MISSING_ASSIGNED_AT)).otherwise(pl.col("reason")).alias("reason")
+    )
+
+
+def accepted_rows(classified: pl.DataFrame) -> pl.DataFrame:
     """The rows that count: one per user."""
-    return classified.where(F.col("reason").isNull()).drop("reason")
+    return classified.filter(pl.col("reason").is_null()).drop("reason")
 
 
-def rejection_counts(classified: DataFrame) -> DataFrame:
-    """``reason, rows, users`` for every reason that occurred (users counted by pseudonymized key)."""
+def rejection_counts(classified: pl.DataFrame) -> pl.DataFrame:
+    """``reason, rows, users`` for every reason that occurred (users counted by key), in rule order."""
+    order = {r: i for i, r in enumerate((*REJECT_REASONS, MISSING_ASSIGNED_AT))}
     return (
-        classified.where(F.col("reason").isNotNull())
-        .groupBy("reason")
-        .agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("user_key").alias("users"))
-        .select("reason", "rows", "users")
+        classified.filter(pl.col("reason").is_not_null())
+        .group_by("reason")
+        .agg(pl.len().alias("rows"), pl.col("user_key").drop_nulls().n_unique().alias("users"))
+        .sort(pl.col("reason").replace_strict(order, default=len(order)))
+        .select("reason", pl.col("rows").cast(pl.Int64), pl.col("users").cast(pl.Int64))
     )
 
 
-def _long(grouped: DataFrame, keys: Sequence[str], structs: Sequence[Column]) -> DataFrame:
-    """One row per metric out of one wide aggregate (a single pass over the data either way)."""
-    return grouped.select(*keys, F.inline(F.array(*structs)))
-
-
-def metric_kinds(accepted: DataFrame, metrics: Sequence[str]) -> DataFrame:
-    """``metric, kind``: a conversion when every value is 0 or 1, otherwise continuous."""
-    grouped = accepted.agg(
-        *[F.bool_and(F.col(m).isin(0.0, 1.0)).alias(f"_b{i}") for i, m in enumerate(metrics)]
-    )
-    structs = [
-        F.struct(
-            F.lit(m).alias("metric"),
-            F.when(F.coalesce(F.col(f"_b{i}"), F.lit(False)), "conversion")
-            .otherwise("continuous")
-            .alias("kind"),
-        )
-        for i, m in enumerate(metrics)
-    ]
-    return _long(grouped, [], structs)
+# -- the reduction ------------------------------------------------------------------------------------
+def metric_kinds(accepted: pl.DataFrame, metrics: Sequence[str]) -> dict[str, str]:
+    """Each metric's kind: a conversion when every value is 0 or 1 (and there is one), otherwise continuous."""
+    if not len(accepted) or not metrics:
+        return {m: "continuous" for m in metrics}
+    binary = accepted.select([pl.col(m).is_in([0.0, 1.0]).all().alias(m) for m in metrics]).row(0, named=True)
+    return {m: "conversion" if binary[m] else "continuous" for m in metrics}
 
 
 def sufficient_statistics(
-    accepted: DataFrame, metrics: Sequence[str], by: Sequence[Breakdown] = ()
-) -> DataFrame:
+    accepted: pl.DataFrame, metrics: Sequence[str], by: Sequence[Breakdown] = ()
+) -> pd.DataFrame:
     """Per variant (and ``by`` keys) and metric: ``n, sum, sum_squares, pre_sum, pre_sum_squares,
     sum_products`` (covariate sums null without ``pre_<metric>``) and ``first_line``, the variant's first
-    line in the file, which orders variants and so picks the default control.
+    line in the file, which orders variants and so picks the default control. A small pandas table:
+    the input of :func:`model.experiments.metric_inputs_from_records`.
     """
     keys = [*by, "variant"]
-    source = (
-        accepted.withColumn("assigned_date", F.to_date("assigned_at")) if "assigned_date" in by else accepted
-    )
-    aggregates = [F.count(F.lit(1)).alias("n"), F.min("line_number").alias("first_line")]
-    structs = []
+    columns = [*keys, "metric", *STAT_COLUMNS]
+    if not metrics or not len(accepted):
+        return pd.DataFrame(columns=columns)
+    source = accepted
+    if "assigned_date" in by:
+        source = accepted.with_columns(pl.col("assigned_at").dt.date().alias("assigned_date"))
+    aggregates = [pl.len().cast(pl.Int64).alias("n"), pl.col("line_number").min().cast(pl.Int64).alias("first_line")]
     for i, m in enumerate(metrics):
-        y = F.col(m)
-        aggregates += [F.sum(y).alias(f"_y{i}"), F.sum(y * y).alias(f"_yy{i}")]
+        y = pl.col(m)
+        aggregates += [y.sum().alias(f"_y{i}"), (y * y).sum().alias(f"_yy{i}")]
         pre = f"{PRE_PREFIX}{m}"
-        present = pre in accepted.columns
-        if present:
-            x = F.col(pre)
-            aggregates += [
-                F.sum(x).alias(f"_x{i}"),
-                F.sum(x * x).alias(f"_xx{i}"),
-                F.sum(x * y).alias(f"_xy{i}"),
-            ]
-        cov = {
-            name: F.col(f"{name}{i}") if present else F.lit(None).cast("double")
-            for name in ("_x", "_xx", "_xy")
-        }
-        structs.append(
-            F.struct(
-                F.lit(m).alias("metric"),
-                F.col(f"_y{i}").alias("sum"),
-                F.col(f"_yy{i}").alias("sum_squares"),
-                cov["_x"].alias("pre_sum"),
-                cov["_xx"].alias("pre_sum_squares"),
-                cov["_xy"].alias("sum_products"),
+        if pre in accepted.columns:
+            x = pl.col(pre)
+            aggregates += [x.sum().alias(f"_x{i}"), (x * x).sum().alias(f"_xx{i}"), (x * y).sum().alias(f"_xy{i}")]
+    grouped = source.group_by(keys, maintain_order=True).agg(aggregates)
+    none = pl.lit(None, pl.Float64)
+    long = pl.concat(
+        [
+            grouped.select(
+                *keys,
+                pl.lit(m).alias("metric"),
+                "n",
+                pl.col(f"_y{i}").alias("sum"),
+                pl.col(f"_yy{i}").alias("sum_squares"),
+                *[
+                    (pl.col(f"{name}{i}") if f"{name}{i}" in grouped.columns else none).alias(alias)
+                    for name, alias in (("_x", "pre_sum"), ("_xx", "pre_sum_squares"), ("_xy", "sum_products"))
+                ],
+                "first_line",
             )
-        )
-    grouped = source.groupBy(*keys).agg(*aggregates)
-    return _long(grouped, [*keys, "n", "first_line"], structs).select(*keys, "metric", *STAT_COLUMNS)
-
-
-# -- metrics from the lake's events -------------------------------------------------------------------
-
-#: The metrics :func:`window_metrics` computes per assigned user, each with its ``pre_`` covariate.
-LAKE_METRICS: tuple[str, ...] = ("purchased", "revenue", "sessions")
-#: The pre-period of the CUPED covariates, in days before assignment.
-PRE_PERIOD_DAYS = 28
-#: Reason of a lake-computed experiment's row without an assignment time (its window is unknown).
-MISSING_ASSIGNED_AT = "missing_assigned_at"
-
-
-def require_assignment_time(classified: DataFrame) -> DataFrame:
-    """Reject accepted rows whose ``assigned_at`` is blank: metrics after assignment need the time."""
-    reason = F.when(F.col("reason").isNull() & F.col("assigned_at").isNull(), F.lit(MISSING_ASSIGNED_AT))
-    return classified.withColumn("reason", reason.otherwise(F.col("reason")))
-
-
-def window_metrics(
-    assigned: DataFrame, events: DataFrame, window_seconds: int, pre_days: int = PRE_PERIOD_DAYS
-) -> DataFrame:
-    """Each assigned user's metrics from their events, as an accepted experiment table.
-
-    ``assigned``: one row per user (``user_key, variant, segment, assigned_at, line_number``).
-    ``events``: the lake's events (``user_key, session_key, event_time, event_type, price``); pass them
-    pre-filtered to the dates that matter so that partitions are pruned. Per user, over events with
-    ``assigned_at <= event_time < assigned_at + window``: ``purchased`` (1 if any purchase), ``revenue``
-    (sum of purchase prices), ``sessions`` (distinct sessions with any event); the same over the
-    ``pre_days`` before ``assigned_at`` give ``pre_purchased``, ``pre_revenue``, ``pre_sessions``. A user
-    without events counts with zeros (intention to treat).
-    """
-    start = F.col("assigned_at")
-    in_window = (F.col("event_time") >= start) & (
-        F.col("event_time") < start + F.expr(f"INTERVAL {int(window_seconds)} SECONDS")
-    )
-    in_pre = (F.col("event_time") >= start - F.expr(f"INTERVAL {int(pre_days)} DAYS")) & (
-        F.col("event_time") < start
-    )
-    is_purchase = F.col("event_type") == "purchase"
-    joined = assigned.select("user_key", "assigned_at").join(
-        events.select("user_key", "session_key", "event_time", "event_type", "price"), on="user_key", how="inner"
-    )
-    aggregates = []
-    for prefix, period in (("", in_window), (PRE_PREFIX, in_pre)):
-        bought = period & is_purchase
-        aggregates += [
-            F.max(F.when(bought, F.lit(1.0)).otherwise(F.lit(0.0))).alias(f"{prefix}purchased"),
-            F.sum(F.when(bought, F.col("price")).otherwise(F.lit(0.0))).alias(f"{prefix}revenue"),
-            F.count_distinct(F.when(period, F.col("session_key"))).cast("double").alias(f"{prefix}sessions"),
+            for i, m in enumerate(metrics)
         ]
-    per_user = joined.where(in_window | in_pre).groupBy("user_key").agg(*aggregates)
-    values = [*LAKE_METRICS, *(f"{PRE_PREFIX}{m}" for m in LAKE_METRICS)]
-    return (
-        assigned.join(per_user, on="user_key", how="left")
-        .fillna(0.0, subset=values)
-        .select("user_key", "variant", "segment", "assigned_at", "line_number", *values)
+    )
+    out = long.to_pandas()[columns]
+    if "assigned_date" in by:  # polars dates arrive as timestamps
+        out["assigned_date"] = out["assigned_date"].dt.date
+    return out
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """Everything the analysis needs from the rows: small enough to print."""
+
+    rows: int
+    rejections: pd.DataFrame  # reason, rows, users
+    kinds: dict[str, str]
+    stats: pd.DataFrame  # segment, [assigned_date], variant, metric, n, sum, ... first_line
+    segmented: bool
+
+
+def reduce_classified(
+    classified: pl.DataFrame,
+    metrics: Sequence[str],
+    *,
+    segmented: bool,
+    daily: bool,
+    kinds: Mapping[str, str] | None = None,
+    accepted: pl.DataFrame | None = None,
+) -> Reduced:
+    """Rejections, metric kinds and sufficient statistics of classified rows.
+
+    ``accepted`` replaces the accepted rows (the lake path computes their metrics); ``kinds`` fixes the
+    metric kinds instead of inferring them.
+    """
+    table = accepted if accepted is not None else accepted_rows(classified)
+    by: tuple[Breakdown, ...] = ("segment", "assigned_date") if daily else ("segment",)
+    return Reduced(
+        rows=len(classified),
+        rejections=rejection_counts(classified).to_pandas(),
+        kinds=dict(kinds) if kinds is not None else metric_kinds(table, metrics),
+        stats=sufficient_statistics(table, metrics, by),
+        segmented=segmented,
     )
 
 
 __all__ = [
-    "LAKE_METRICS",
+    "BOOLEAN_TOKENS",
     "MISSING_ASSIGNED_AT",
     "NO_SEGMENT",
-    "PRE_PERIOD_DAYS",
+    "NUMERIC_SHARE",
     "PRE_PREFIX",
     "REJECT_REASONS",
     "RESERVED_COLUMNS",
+    "SAMPLE_ROWS",
+    "STAT_COLUMNS",
     "Breakdown",
     "ExperimentSchemaError",
+        "Reduced",
     "RejectReason",
     "accepted_rows",
+    "check_columns",
     "classify_experiment",
+    "covariate_columns",
+    "default_metrics",
+    "looks_numeric",
     "metric_columns",
     "metric_kinds",
+    "parse_number",
+    "read_experiment",
+    "reduce_classified",
     "rejection_counts",
     "require_assignment_time",
     "sufficient_statistics",
-    "window_metrics",
 ]

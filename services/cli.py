@@ -49,19 +49,28 @@ def _say(as_json: bool) -> Callable[[str], None]:
     return (lambda _m: None) if as_json else (lambda m: typer.echo(m, err=True))
 
 
-def _spark_stage(stage: str, lake: str | None, as_json: bool, work: Callable[..., dict]) -> dict:
-    """Run ``work(spark, lake, settings)`` as one timed stage with progress lines; push its metrics."""
+def _lake_stage(stage: str, lake: str | None, work: Callable[..., dict]) -> dict:
+    """Run ``work(lake, settings)`` as one timed stage without Spark; push its metrics."""
     from services.core.metrics import push_run_metrics, time_stage
     from services.core.runtime import open_lake
-    from services.core.spark import get_spark, progress_lines
 
     settings = get_settings()
-    the_lake = open_lake(settings, lake)
-    spark = get_spark(settings, f"shoplens-{stage}")
-    with progress_lines(spark, stage, emit=_say(as_json)), time_stage(stage):
-        result = work(spark, the_lake, settings)
+    with time_stage(stage):
+        result = work(open_lake(settings, lake), settings)
     push_run_metrics(f"shoplens-{stage}")
     return result
+
+
+def _spark_stage(stage: str, lake: str | None, as_json: bool, work: Callable[..., dict]) -> dict:
+    """Run ``work(spark, lake, settings)`` as one timed stage with progress lines; push its metrics."""
+    from services.core.spark import get_spark, progress_lines
+
+    def with_spark(the_lake, settings) -> dict:
+        spark = get_spark(settings, f"shoplens-{stage}")
+        with progress_lines(spark, stage, emit=_say(as_json)):
+            return work(spark, the_lake, settings)
+
+    return _lake_stage(stage, lake, with_spark)
 
 
 @app.callback()
@@ -504,7 +513,7 @@ def abtest_analyze(
 ) -> None:
     """Analyze an A/B test: SRM check, lifts with intervals, p-values, chance to beat control, segments.
 
-    Raw user ids are pseudonymized on read. Published as experiments/<version>/ in the lake.
+    Raw user ids are dropped on read (no raw id is kept). Published as experiments/<version>/ in the lake.
     """
     from services.jobs.abtest import AnalyzeOptions, analyze_report, run_analyze
 
@@ -512,10 +521,14 @@ def abtest_analyze(
                                 alternative=alternative, margin=margin, correction=correction,
                                 sequential=sequential, cuped=not no_cuped, name=name)  # fmt: skip
 
-    def work(spark, the_lake, settings) -> dict:
-        return run_analyze(spark, the_lake, file, settings.key_bytes, opts, from_lake=from_lake, window=window, out_dir=out)
+    def on_spark(spark, the_lake, settings) -> dict:
+        return run_analyze(the_lake, file, settings.key_bytes, opts, from_lake=True, window=window, out_dir=out, spark=spark)
 
-    result = _spark_stage("abtest", lake, as_json, work)
+    def on_file(the_lake, settings) -> dict:
+        return run_analyze(the_lake, file, settings.key_bytes, opts, window=window, out_dir=out)
+
+    # a file alone needs no JVM; metrics from the lake's events do
+    result = _spark_stage("abtest", lake, as_json, on_spark) if from_lake else _lake_stage("abtest", lake, on_file)
     _emit(result, as_json, analyze_report(result))
 
 

@@ -1,6 +1,6 @@
 """From reduced rows to the published analysis: one function both the batch job and the dashboard call.
 
-The reductions (``etl.experiments`` on Spark, ``etl.local_experiments`` with pandas) return one row
+The reduction (``etl.experiments``, on polars) returns one row
 of sufficient statistics per (segment, variant, metric), and per assignment day for a sequential
 analysis. Because the statistics add up, the whole experiment is the sum over segments, each
 segment the sum over days, and a day's look the sum over the days before it; :func:`analyze_statistics`

@@ -1,19 +1,19 @@
 """``shoplens abtest``: analyze an experiment, plan the next one, simulate a promotion on real users.
 
-- ``analyze``: an experiment file (CSV or Parquet, one row per user) is read with Spark, validated and
-  pseudonymized on read (``etl.experiments.classify_experiment``), reduced to sufficient statistics per
-  segment and variant (and assignment day for ``--sequential``), and analyzed by
-  ``model.experiments.analyze_statistics``. With ``--from-lake`` the file only assigns users
-  (``user_id, variant, assigned_at``) and each user's metrics come from the lake's committed events
-  (``etl.experiments.window_metrics``). Every analysis is published as ``experiments/<version>/``
+- ``analyze``: an experiment file (CSV or Parquet, one row per user) is read and validated with polars
+  (``etl.experiments.classify_experiment``), reduced to sufficient statistics per segment and variant
+  (and assignment day for ``--sequential``), and analyzed by ``model.experiments.analyze_statistics``;
+  no Spark session is started. With ``--from-lake`` the file only assigns users (``user_id, variant,
+  assigned_at``), pseudonymized on read so that they meet the lake's keys, and Spark computes each
+  user's metrics from the lake's committed events (``etl.experiment_metrics.window_metrics``). Every analysis is published as ``experiments/<version>/``
   (``result.json``, ``report.md``, ``report.html``; docs/outputs.md).
 - ``plan``: users per arm and days for a minimum detectable effect; the baseline and the daily traffic
   may come from the lake, for one segment.
 - ``simulate``: promotion scenarios drawn from each real user's own baseline (published features and
   segments, no Spark), analyzed like a real experiment, repeated.
 
-Raw user ids are pseudonymized as the file is read and exist nowhere else: not in the lake, the logs,
-the reports or the returned documents.
+Raw user ids are dropped as the rules finish (replaced by ordinals for a file, by their HMAC for the lake
+path) and exist nowhere else: not in the lake, the logs, the reports or the returned documents.
 """
 
 from __future__ import annotations
@@ -32,25 +32,22 @@ from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
-from pyspark import StorageLevel
+import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
+from etl.experiment_metrics import LAKE_METRICS, PRE_PERIOD_DAYS, window_metrics
 from etl.experiments import (
-    LAKE_METRICS,
     NO_SEGMENT,
-    PRE_PERIOD_DAYS,
+    Reduced,
     accepted_rows,
     classify_experiment,
-    metric_columns,
-    metric_kinds,
-    rejection_counts,
+    default_metrics,
+    read_experiment,
+    reduce_classified,
     require_assignment_time,
     sufficient_statistics,
-    window_metrics,
 )
-from etl.local_experiments import looks_numeric
 from model.experiments import (
     AnalysisSettings,
     MdeKind,
@@ -75,8 +72,6 @@ from services.reports.abtest import render_html, render_json, render_markdown
 log = logging.getLogger("shoplens.abtest")
 
 REPORT_FILES = ("result.json", "report.md", "report.html")
-#: Rows read to decide which columns of a CSV are numeric (the default metrics).
-SAMPLE_ROWS = 1_000
 #: Label of users the segmentation model could not place yet (``segments.segment_name``).
 UNSCORED = "(not in segments)"
 
@@ -128,107 +123,7 @@ class AnalyzeOptions:
         return cls(control, tuple(metrics), planned_split, settings, name)
 
 
-# -- reading ------------------------------------------------------------------------------------------
-def _is_parquet(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() in (".parquet", ".pq")
-
-
-def read_experiment(spark: SparkSession, path: Path) -> DataFrame:
-    """The file's rows with ``line_number``: CSV cells as text (header row required), Parquet typed.
-
-    ``line_number`` orders the rows as in the file (Spark keeps a single file's splits in offset order),
-    which decides the default control and which copy of a repeated row stays; it is not the physical
-    line of the file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such experiment file")
-    if _is_parquet(path):
-        rows = spark.read.parquet(str(path))
-    else:
-        rows = spark.read.option("header", True).option("inferSchema", False).option("mode", "PERMISSIVE").csv(str(path))
-    return rows.withColumn("line_number", F.monotonically_increasing_id() + F.lit(2))
-
-
-def _csv_sample(path: Path) -> pd.DataFrame:
-    """The first rows of a CSV as text, read by pyarrow in milliseconds (no Spark job)."""
-    import pyarrow.csv as pacsv
-
-    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20),
-                            convert_options=pacsv.ConvertOptions(strings_can_be_null=False))  # fmt: skip
-    batch = reader.read_next_batch()
-    return batch.to_pandas().head(SAMPLE_ROWS).astype(str)
-
-
-def default_metrics(rows: DataFrame, path: Path | None = None) -> list[str]:
-    """Every non-reserved, non-covariate column that is numeric or boolean (text: judged on a sample).
-
-    A CSV's sample is its first rows, read with pyarrow when ``path`` is given (else a Spark ``limit``).
-    """
-    candidates = metric_columns([c for c in rows.columns if c != "line_number"])
-    types = dict(rows.dtypes)
-    numeric = {c for c in candidates if isinstance(rows.schema[c].dataType, T.NumericType | T.BooleanType)}
-    text = [c for c in candidates if types[c] == "string"]
-    if text:
-        if path is not None and not _is_parquet(path):
-            sample = _csv_sample(path)
-        else:
-            sample = rows.select(*text).limit(SAMPLE_ROWS).toPandas()
-        numeric |= {c for c in text if c in sample and looks_numeric(sample[c])}
-    return [c for c in candidates if c in numeric]
-
-
-# -- the reduction ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reduced:
-    """Everything the analysis needs from the rows: small enough to print."""
-
-    rows: int
-    rejections: pd.DataFrame  # reason, rows, users
-    kinds: dict[str, MetricKind]
-    stats: pd.DataFrame  # segment, [assigned_date], variant, metric, n, sum, ... first_line
-    segmented: bool
-
-
-def _collect(df: DataFrame) -> pd.DataFrame:
-    return pd.DataFrame([r.asDict() for r in df.collect()], columns=df.columns)
-
-
-def reduce_classified(
-    classified: DataFrame,
-    metrics: Sequence[str],
-    *,
-    segmented: bool,
-    daily: bool,
-    kinds: Mapping[str, MetricKind] | None = None,
-    accepted: DataFrame | None = None,
-) -> Reduced:
-    """Rejections, metric kinds and sufficient statistics of classified rows (each a small collect).
-
-    The classified rows are persisted once, so the file is read, hashed and checked once; the small
-    aggregations that follow scan that copy. ``accepted`` replaces the accepted rows (the lake path
-    computes their metrics); ``kinds`` fixes the metric kinds instead of inferring them.
-    """
-    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        rejections = _collect(rejection_counts(classified))
-        rows = classified.count()
-        table = accepted if accepted is not None else accepted_rows(classified)
-        if kinds is None:
-            kinds = {r.metric: r.kind for r in metric_kinds(table, metrics).collect()} if metrics else {}
-        by = ("segment", "assigned_date") if daily else ("segment",)
-        stats = _collect(sufficient_statistics(table, metrics, by)) if metrics else pd.DataFrame()
-    finally:
-        classified.unpersist()
-    return Reduced(
-        rows=int(rows),
-        rejections=rejections,
-        kinds={m: kinds[m] for m in metrics},
-        stats=stats,
-        segmented=segmented,
-    )
-
-
+# -- analyze: a file, or assignments with metrics from the lake ---------------------------------------
 def analyze_reduced(reduced: Reduced, opts: AnalyzeOptions) -> dict[str, Any]:
     """The analysis document of reduced rows: SRM, rejections, every metric, segments, sequential looks."""
     return analysis_document(
@@ -237,39 +132,45 @@ def analyze_reduced(reduced: Reduced, opts: AnalyzeOptions) -> dict[str, Any]:
     )  # fmt: skip
 
 
-# -- analyze: a file, or assignments with metrics from the lake ---------------------------------------
-def analyze_rows(
-    spark: SparkSession, rows: DataFrame, key: bytes, opts: AnalyzeOptions, path: Path | None = None
-) -> dict[str, Any]:
-    """Classify, reduce and analyze an experiment table (``read_experiment``'s columns)."""
-    metrics = list(opts.metrics) or default_metrics(rows, path)
+def analyze_rows(rows: pl.DataFrame, opts: AnalyzeOptions) -> dict[str, Any]:
+    """Classify, reduce and analyze an experiment table (``read_experiment``'s columns), without Spark.
+
+    Users are keyed by ordinals: the analysis joins them to nothing, so no pseudonym is needed, and the
+    raw ids are dropped as the rules finish.
+    """
+    metrics = list(opts.metrics) or default_metrics(rows)
     if not metrics:
         raise ValueError(f"no metric column found: the file has {[c for c in rows.columns if c != 'line_number']}")
     if opts.settings.sequential and "assigned_at" not in rows.columns:
         raise ValueError("--sequential needs an assigned_at column (the time each user was assigned)")
-    classified = classify_experiment(rows, metrics, key)
-    reduced = reduce_classified(
-        classified, metrics, segmented="segment" in rows.columns, daily=opts.settings.sequential
-    )
+    classified = classify_experiment(rows, metrics, key=None)
+    reduced = reduce_classified(classified, metrics, segmented="segment" in rows.columns, daily=opts.settings.sequential)
     return analyze_reduced(reduced, opts)
 
 
-def _with_segments(spark: SparkSession, lake: Lake, assigned: DataFrame) -> tuple[DataFrame, bool]:
+def _with_segments(lake: Lake, assigned: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
     """Attach each user's published segment name when the file has no segment column."""
-    version = lake.current_version(SEGMENTS)
-    path = lake.spark_path(f"{SEGMENTS}/{version}") if version else None
-    if path is None:
+    segments = read_segments(lake)
+    if segments is None:
         return assigned, False
-    names = spark.read.parquet(path).select("user_key", F.col("segment_name").alias("_segment"))
-    joined = assigned.join(names, on="user_key", how="left")
-    segment = F.coalesce(F.col("_segment"), F.lit(UNSCORED))
-    return joined.withColumn("segment", segment).drop("_segment"), True
+    names = pl.from_pandas(segments[["user_key", "segment_name"]].astype({"segment_name": str}))
+    joined = assigned.drop("segment").join(names, on="user_key", how="left", maintain_order="left")
+    return joined.with_columns(pl.col("segment_name").fill_null(UNSCORED).alias("segment")).drop("segment_name"), True
+
+
+def _to_spark(spark: SparkSession, frame: pl.DataFrame) -> DataFrame:
+    """A small polars table as a Spark DataFrame, through Arrow."""
+    return spark.createDataFrame(frame.to_arrow())
 
 
 def analyze_lake_rows(
-    spark: SparkSession, lake: Lake, rows: DataFrame, key: bytes, opts: AnalyzeOptions, window_seconds: int
+    spark: SparkSession, lake: Lake, rows: pl.DataFrame, key: bytes, opts: AnalyzeOptions, window_seconds: int
 ) -> dict[str, Any]:
-    """Assignments (``user_id, variant, assigned_at`` [, ``segment``]) with metrics from committed events."""
+    """Assignments (``user_id, variant, assigned_at`` [, ``segment``]) with metrics from committed events.
+
+    The assignments are checked and pseudonymized with the file rules (their HMAC keys meet the lake's);
+    Spark joins the accepted users to the events; the per-user metrics come back for the reduction.
+    """
     unknown = sorted(set(opts.metrics) - set(LAKE_METRICS))
     if unknown:
         raise ValueError(f"--from-lake computes the metrics {list(LAKE_METRICS)}; unknown: {unknown}")
@@ -279,26 +180,22 @@ def analyze_lake_rows(
     if events is None:
         raise FileNotFoundError(f"{lake.store.uri}: no committed events in the lake (run `shoplens ingest` first)")
     metrics = list(opts.metrics) or list(LAKE_METRICS)
-    classified = require_assignment_time(classify_experiment(rows.select(*[c for c in rows.columns if c in
-                                         ("user_id", "variant", "segment", "assigned_at", "line_number")]), [], key))  # fmt: skip
-    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    assignment_columns = [c for c in rows.columns if c in ("user_id", "variant", "segment", "assigned_at", "line_number")]
+    classified = require_assignment_time(classify_experiment(rows.select(assignment_columns), [], key))
     assigned = accepted_rows(classified)
     segmented = "segment" in rows.columns
     if not segmented:
-        assigned, segmented = _with_segments(spark, lake, assigned)
-    first, last = assigned.agg(F.min("assigned_at"), F.max("assigned_at")).first()
+        assigned, segmented = _with_segments(lake, assigned)
+    first, last = assigned["assigned_at"].min(), assigned["assigned_at"].max()
     if first is not None:
         lo = (first - timedelta(days=PRE_PERIOD_DAYS + 1)).date()
         hi = (last + timedelta(seconds=window_seconds, days=1)).date()
         events = events.where(F.col("event_date").between(F.lit(lo), F.lit(hi)))
-    table = window_metrics(assigned, events, window_seconds)
-    kinds: dict[str, MetricKind] = {m: "conversion" if m == "purchased" else "continuous" for m in metrics}
-    try:
-        reduced = reduce_classified(
-            classified, metrics, segmented=segmented, daily=opts.settings.sequential, kinds=kinds, accepted=table
-        )
-    finally:
-        classified.unpersist()
+    table = pl.from_arrow(window_metrics(_to_spark(spark, assigned), events, window_seconds).toArrow())
+    kinds = {m: "conversion" if m == "purchased" else "continuous" for m in metrics}
+    reduced = reduce_classified(
+        classified, metrics, segmented=segmented, daily=opts.settings.sequential, kinds=kinds, accepted=table
+    )
     doc = analyze_reduced(reduced, opts)
     window_end = (last + timedelta(seconds=window_seconds)).isoformat() if last is not None else None
     doc["window"] = {"seconds": window_seconds, "pre_period_days": PRE_PERIOD_DAYS,
@@ -334,7 +231,6 @@ def publish_analysis(lake: Lake, doc: dict[str, Any], out_dir: Path | None = Non
 
 
 def run_analyze(
-    spark: SparkSession,
     lake: Lake,
     path: Path,
     key: bytes,
@@ -343,19 +239,25 @@ def run_analyze(
     from_lake: bool = False,
     window: str | None = None,
     out_dir: Path | None = None,
+    spark: SparkSession | None = None,
 ) -> dict[str, Any]:
-    """What ``shoplens abtest analyze`` does: read, analyze, publish; returns the published document."""
+    """What ``shoplens abtest analyze`` does: read, analyze, publish; returns the published document.
+
+    ``spark`` is needed by the lake path only: a file alone is analyzed without a session.
+    """
     t0 = time.monotonic()
     path = Path(path)
     if from_lake and window is None:
         window = "14d"
     if window is not None and not from_lake:
         raise ValueError("--window applies to --from-lake (metrics counted from the lake's events)")
-    rows = read_experiment(spark, path)
+    rows = read_experiment(path)
     if from_lake:
+        if spark is None:
+            raise ValueError("--from-lake needs a Spark session")
         doc = analyze_lake_rows(spark, lake, rows, key, opts, parse_window(window or "14d"))
     else:
-        doc = analyze_rows(spark, rows, key, opts, path)
+        doc = analyze_rows(rows, opts)
     doc = {
         "srm": doc.pop("srm"),  # first in every output: a mismatch invalidates everything below it
         "experiment": opts.name or path.name.split(".")[0],
@@ -466,8 +368,8 @@ def lake_baseline(spark: SparkSession, lake: Lake, segment: str | None, window_s
         "user_key", F.lit("all").alias("variant"), F.lit(NO_SEGMENT).alias("segment"),
         F.lit(start).cast("timestamp").alias("assigned_at"), F.lit(0).cast("long").alias("line_number"),
     )  # fmt: skip
-    table = window_metrics(assigned, recent, window_seconds)
-    rows = _collect(sufficient_statistics(table, list(LAKE_METRICS)))
+    table = pl.from_arrow(window_metrics(assigned, recent, window_seconds).toArrow())
+    rows = sufficient_statistics(table, list(LAKE_METRICS))
     days = window_seconds / 86_400
     out: dict[str, Any] = {"segment": segment, "window_days": days, "window_start": start.isoformat(),
                            "window_end": latest.isoformat(), "users": 0, "daily_users": 0.0}  # fmt: skip

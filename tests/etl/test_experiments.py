@@ -1,9 +1,10 @@
-"""Experiment tables on real Spark: rejection reasons, pseudonymization, and the reduction vs pandas."""
+"""Experiment tables: rejection reasons, pseudonymization, cell parsing, and the reduction vs pandas."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 
 from etl.experiments import (
@@ -12,19 +13,18 @@ from etl.experiments import (
     ExperimentSchemaError,
     accepted_rows,
     classify_experiment,
+    looks_numeric,
     metric_columns,
     metric_kinds,
+    parse_number,
+    read_experiment,
     rejection_counts,
     sufficient_statistics,
 )
 from etl.pseudonymize import pseudonymize
 from model.experiments import MeanStats, ProportionStats, analyze, metric_inputs_from_records
 
-pytestmark = pytest.mark.spark
-
-SCHEMA = (
-    "line_number long, user_id string, variant string, purchased string, revenue string, assigned_at string"
-)
+COLUMNS = ["line_number", "user_id", "variant", "purchased", "revenue", "assigned_at"]
 
 #: One hand-built file: each bad row breaks exactly one rule (line numbers as the reader would add them).
 ROWS = [
@@ -52,10 +52,13 @@ EXPECTED_REASONS = {
 }
 
 
+def _rows() -> pl.DataFrame:
+    return pl.DataFrame(ROWS, schema=COLUMNS, orient="row")
+
+
 @pytest.fixture(scope="module")
-def classified(spark, key):
-    rows = spark.createDataFrame(ROWS, SCHEMA)
-    return classify_experiment(rows, ["purchased", "revenue"], key).cache()
+def classified(key) -> pl.DataFrame:
+    return classify_experiment(_rows(), ["purchased", "revenue"], key)
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +69,14 @@ def key() -> bytes:
 
 
 def test_every_bad_row_gets_its_reason_and_the_rest_are_accepted(classified):
-    got = {r.line_number: r.reason for r in classified.collect()}
+    got = dict(classified.select("line_number", "reason").iter_rows())
     assert {line: reason for line, reason in got.items() if reason} == EXPECTED_REASONS
     assert sorted(line for line, reason in got.items() if reason is None) == [2, 3, 12]
     assert set(EXPECTED_REASONS.values()) == set(REJECT_REASONS)
 
 
 def test_rejection_counts_count_rows_and_users_per_reason(classified):
-    counts = {r.reason: (r.rows, r.users) for r in rejection_counts(classified).collect()}
+    counts = {r: (rows, users) for r, rows, users in rejection_counts(classified).iter_rows()}
     assert counts == {
         "conflicting_variant": (2, 1),
         "duplicate_user": (1, 1),
@@ -84,23 +87,78 @@ def test_rejection_counts_count_rows_and_users_per_reason(classified):
 
 
 def test_user_ids_are_pseudonymized_and_the_first_copy_of_a_repeat_is_kept(classified, key):
-    accepted = {r.line_number: r for r in accepted_rows(classified).collect()}
-    assert accepted[3].user_key == pseudonymize("u2", key)
+    accepted = {r["line_number"]: r for r in accepted_rows(classified).iter_rows(named=True)}
+    assert accepted[3]["user_key"] == pseudonymize("u2", key)
     assert "user_id" not in classified.columns
-    assert not any(v == "u2" for r in classified.collect() for v in r.asDict().values())
-    assert accepted[12].purchased == 1.0 and accepted[12].revenue == 7.25
-    assert accepted[2].assigned_at is not None and accepted[3].segment == NO_SEGMENT
+    assert not any(v == "u2" for r in classified.iter_rows() for v in r)
+    assert accepted[12]["purchased"] == 1.0 and accepted[12]["revenue"] == 7.25
+    assert accepted[2]["assigned_at"] == pd.Timestamp("2024-03-01T10:00:00Z")
+    assert accepted[12]["assigned_at"] == pd.Timestamp("2024-03-02T09:30:00Z")  # naive is UTC
+    assert accepted[3]["segment"] == NO_SEGMENT
+
+
+def test_without_a_key_users_are_known_by_their_first_line_and_no_raw_id_survives(key):
+    got = classify_experiment(_rows(), ["purchased", "revenue"], None)
+    assert got["reason"].to_list() == classify_experiment(_rows(), ["purchased", "revenue"], key)["reason"].to_list()
+    raw = {r[1] for r in ROWS if r[1]}
+    assert not any(v in raw for r in got.iter_rows() for v in r)
+    keys = dict(got.select("line_number", "user_key").iter_rows())
+    assert keys[6] == keys[3] == "3" and keys[4] == keys[5] == "4"  # u2 and u3 by their first lines
+    assert keys[9] is None  # a blank id stays missing
+
+
+def test_rejection_counts_agree_with_a_pandas_count_of_the_same_reasons(key):
+    from tests.services.jobs.abtest_data import experiment_frame, with_bad_rows
+
+    frame, bad = with_bad_rows(experiment_frame(3_000, seed=5, variants=("control", "promo", "banner")))
+    rows = pl.from_pandas(frame).with_row_index("line_number", offset=2)
+    got = classify_experiment(rows, ["purchased", "revenue"], key)
+    assert dict(rejection_counts(got).select("reason", "rows").iter_rows()) == bad
+    assert got.height == len(frame) and accepted_rows(got).height == len(frame) - sum(bad.values())
+    assert accepted_rows(got)["user_key"].n_unique() == accepted_rows(got).height  # one row per user
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (pl.Series(["1", " 0 ", "TRUE", "false", "2.5", "1e3"]), [1.0, 0.0, 1.0, 0.0, 2.5, 1000.0]),
+        (pl.Series(["", "abc", "inf", "NaN", None]), [None] * 5),
+        (pl.Series([True, False]), [1.0, 0.0]),
+        (pl.Series([1.5, float("inf"), None]), [1.5, None, None]),
+    ],
+)
+def test_cells_parse_as_finite_numbers_or_true_false(values, expected):
+    assert parse_number(values).to_list() == expected
+
+
+def test_a_column_is_numeric_when_nearly_every_non_blank_value_parses():
+    assert looks_numeric(pl.Series(["1", "", "0.5", "true"]))
+    assert not looks_numeric(pl.Series(["1", "fr"]))
+    assert not looks_numeric(pl.Series(["", ""]))
+
+
+def test_a_csv_reads_as_text_with_line_numbers_and_ragged_rows_kept(tmp_path):
+    path = tmp_path / "e.csv"
+    path.write_bytes(b'user_id,variant,revenue\nu1,control,"1,5"\nu2,promo\nu3,promo,2,extra\nu4,\xff,3\n')
+    rows = read_experiment(path)
+    assert rows["line_number"].to_list() == [2, 3, 4, 5]
+    assert rows["revenue"].to_list() == ["1,5", None, "2", "3"]  # quoted comma kept; short row padded
+    got = classify_experiment(rows, ["revenue"], None)
+    assert got["reason"].to_list() == ["unparseable_value", "unparseable_value", None, None]
+    assert got["variant"][3] == "\ufffd"  # bytes that are not UTF-8 are replaced, not fatal
+    empty = tmp_path / "none.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        read_experiment(empty)
 
 
 def test_conversion_kind_is_inferred_from_zero_one_or_boolean_values(classified):
-    kinds = {
-        r.metric: r.kind for r in metric_kinds(accepted_rows(classified), ["purchased", "revenue"]).collect()
-    }
+    kinds = metric_kinds(accepted_rows(classified), ["purchased", "revenue"])
     assert kinds == {"purchased": "conversion", "revenue": "continuous"}
 
 
-def test_missing_columns_raise_a_named_error_listing_both_sides(spark, key):
-    rows = spark.createDataFrame([(2, "u1", "1")], "line_number long, user_id string, purchased string")
+def test_missing_columns_raise_a_named_error_listing_both_sides(key):
+    rows = pl.DataFrame({"line_number": [2], "user_id": ["u1"], "purchased": ["1"]})
     with pytest.raises(ExperimentSchemaError, match=r"missing columns \['variant'\].*'user_id'"):
         classify_experiment(rows, ["purchased"], key)
 
@@ -160,15 +218,14 @@ def _pandas_stats(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def accepted(spark, key, experiment):
-    frame = spark.createDataFrame(experiment)
-    return accepted_rows(classify_experiment(frame, ["purchased", "revenue"], key)).cache()
+def accepted(key, experiment):
+    return accepted_rows(classify_experiment(pl.from_pandas(experiment), ["purchased", "revenue"], key))
 
 
 @pytest.mark.parametrize("by", [(), ("segment",)])
 def test_sufficient_statistics_equal_a_pandas_groupby(accepted, experiment, by):
     keys = [*by, "variant"]
-    got = sufficient_statistics(accepted, ["purchased", "revenue"], by).toPandas()
+    got = sufficient_statistics(accepted, ["purchased", "revenue"], by)
     expected = _pandas_stats(experiment, keys)
     revenue = got[got.metric == "revenue"].set_index(keys).sort_index()
     purchased = got[got.metric == "purchased"].set_index(keys).sort_index()
@@ -181,8 +238,8 @@ def test_sufficient_statistics_equal_a_pandas_groupby(accepted, experiment, by):
 
 
 def test_daily_statistics_add_up_to_the_whole_experiment(accepted):
-    daily = sufficient_statistics(accepted, ["revenue"], ("assigned_date",)).toPandas()
-    whole = sufficient_statistics(accepted, ["revenue"]).toPandas().set_index("variant")
+    daily = sufficient_statistics(accepted, ["revenue"], ("assigned_date",))
+    whole = sufficient_statistics(accepted, ["revenue"]).set_index("variant")
     assert daily.assigned_date.nunique() == 5
     summed = daily.groupby("variant")[["n", "sum", "sum_squares", "sum_products"]].sum()
     np.testing.assert_allclose(
@@ -190,10 +247,11 @@ def test_daily_statistics_add_up_to_the_whole_experiment(accepted):
     )
 
 
-def test_spark_statistics_feed_analyze_with_the_same_result_as_pandas_statistics(accepted, experiment):
-    rows = sufficient_statistics(accepted, ["purchased", "revenue"]).collect()
+def test_the_statistics_feed_analyze_with_the_same_result_as_pandas_statistics(accepted, experiment):
+    rows = sufficient_statistics(accepted, ["purchased", "revenue"])
     purchased, revenue = metric_inputs_from_records(
-        [r.asDict() for r in rows], {"purchased": "conversion", "revenue": "continuous"}
+        [{k: None if pd.isna(v) else v for k, v in r.items()} for r in rows.to_dict("records")],
+        {"purchased": "conversion", "revenue": "continuous"},
     )
     assert list(purchased.variants) == list(dict.fromkeys(experiment.variant))  # file order: first is control
     expected = _pandas_stats(experiment, ["variant"])

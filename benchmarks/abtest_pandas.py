@@ -1,95 +1,28 @@
-"""Experiment tables without Spark: the rules every row is checked against, and their pandas twin.
+"""The pandas peer of ``benchmarks/abtest_bench.py``: the experiment rules of ``etl.experiments`` in pandas.
 
-The definitions here (the rejection reasons and their order, the reserved columns, how a cell becomes
-a number, what a covariate is called) are the one statement of the rules: ``etl.experiments`` applies
-them on Spark for files of any size, :func:`classify_experiment_local` and
-:func:`sufficient_statistics_local` apply them with pandas to a small upload (the dashboard, which
-never starts a JVM). tests/etl/test_local_experiments.py checks both give the same reasons, rows and
-statistics on the same input.
-
-The order of :data:`REJECT_REASONS` is the order the rules are checked in; a row gets the first that
-applies:
-
-1. ``missing_user_id``: the user id is blank.
-2. ``missing_variant``: the variant is blank.
-3. ``conflicting_variant``: the user appears in two variants (all their rows go).
-4. ``unparseable_value``: a metric or covariate cell is not a finite number (``true``/``false`` read as
-   1/0; a blank one is unparseable), or a non-blank ``assigned_at`` is not an ISO time.
-5. ``duplicate_user``: a repeat of the user's accepted row in the same variant (the first valid row in
-   file order stays).
-
-This module imports neither pyspark nor ``etl.experiments``.
+This was shoplens's own pandas implementation (the dashboard's, until the rules moved to polars); it
+stays here as the pandas baseline the benchmark compares against: the same reasons, HMAC keys and
+sufficient statistics, checked by the harness against the other tools' counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
-from etl.pseudonymize import pseudonymize
-
-RejectReason = Literal[
-    "missing_user_id",
-    "missing_variant",
-    "conflicting_variant",
-    "unparseable_value",
-    "duplicate_user",
-]
-REJECT_REASONS: Final[tuple[str, ...]] = get_args(RejectReason)
-
-#: Grouping keys the reductions can add to the variant.
-Breakdown = Literal["segment", "assigned_date"]
-
-#: Segment label of users whose ``segment`` is blank or absent.
-NO_SEGMENT: Final[str] = "(none)"
-#: Columns that are never metrics.
-RESERVED_COLUMNS: Final[tuple[str, ...]] = ("user_id", "variant", "segment", "assigned_at", "line_number")
-PRE_PREFIX: Final[str] = "pre_"
-#: Text cells read as numbers besides the numerals (compared after trimming and lower-casing).
-BOOLEAN_TOKENS: Final[dict[str, float]] = {"true": 1.0, "false": 0.0}
-#: The statistics columns of one (keys..., metric) row, in output order.
-STAT_COLUMNS: Final[tuple[str, ...]] = (
-    "n",
-    "sum",
-    "sum_squares",
-    "pre_sum",
-    "pre_sum_squares",
-    "sum_products",
-    "first_line",
+from etl.experiments import (
+    BOOLEAN_TOKENS,
+    NO_SEGMENT,
+    PRE_PREFIX,
+    REJECT_REASONS,
+    STAT_COLUMNS,
+    Breakdown,
+    check_columns,
+    covariate_columns,
 )
-
-
-class ExperimentSchemaError(ValueError):
-    """The experiment table lacks required columns; the message lists what is missing and present."""
-
-    def __init__(self, missing: Sequence[str], present: Sequence[str]) -> None:
-        super().__init__(f"experiment table is missing columns {list(missing)}; it has {list(present)}")
-        self.missing, self.present = tuple(missing), tuple(present)
-
-
-def metric_columns(columns: Sequence[str]) -> list[str]:
-    """The default metrics: every column that is neither reserved nor a ``pre_<metric>`` covariate."""
-    names = set(columns)
-    return [
-        c
-        for c in columns
-        if c not in RESERVED_COLUMNS and not (c.startswith(PRE_PREFIX) and c[len(PRE_PREFIX) :] in names)
-    ]
-
-
-def covariate_columns(columns: Sequence[str], metrics: Sequence[str]) -> list[str]:
-    """The ``pre_<metric>`` covariates present for ``metrics``."""
-    return [f"{PRE_PREFIX}{m}" for m in metrics if f"{PRE_PREFIX}{m}" in columns]
-
-
-def check_columns(columns: Sequence[str], metrics: Sequence[str]) -> None:
-    """Raise :class:`ExperimentSchemaError` unless ``user_id``, ``variant``, ``line_number`` and the metrics exist."""
-    missing = [c for c in ("user_id", "variant", "line_number", *metrics) if c not in columns]
-    if missing:
-        raise ExperimentSchemaError(missing, list(columns))
+from etl.pseudonymize import pseudonymize
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -116,17 +49,6 @@ def parse_time(values: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         return pd.to_datetime(values, utc=True)
     return pd.to_datetime(_text(values), utc=True, errors="coerce", format="ISO8601")
-
-
-#: Share of a column's non-blank values that must parse for it to count as a metric by default (a
-#: numeric column with a few bad cells is a metric whose bad rows are rejected, not a text column).
-NUMERIC_SHARE: Final[float] = 0.95
-
-
-def looks_numeric(values: pd.Series, min_share: float = NUMERIC_SHARE) -> bool:
-    """Whether a column could be a metric: at least ``min_share`` of its non-blank values parse."""
-    present = values[_text(values).notna()] if not pd.api.types.is_numeric_dtype(values) else values
-    return bool(len(present)) and float(parse_number(present).notna().mean()) >= min_share
 
 
 def classify_experiment_local(rows: pd.DataFrame, metrics: Sequence[str], key: bytes | None) -> pd.DataFrame:
@@ -189,15 +111,6 @@ def rejection_counts_local(classified: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def metric_kinds_local(accepted: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """``metric, kind``: a conversion when every value is 0 or 1 (and there is one), otherwise continuous."""
-    kinds = [
-        "conversion" if len(accepted) and bool(accepted[m].isin((0.0, 1.0)).all()) else "continuous"
-        for m in metrics
-    ]
-    return pd.DataFrame({"metric": list(metrics), "kind": kinds})
-
-
 def sufficient_statistics_local(
     accepted: pd.DataFrame, metrics: Sequence[str], by: Sequence[Breakdown] = ()
 ) -> pd.DataFrame:
@@ -231,28 +144,3 @@ def sufficient_statistics_local(
         frames.append(stats.reset_index())
     columns = [*keys, "metric", *STAT_COLUMNS]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-
-
-__all__ = [
-    "BOOLEAN_TOKENS",
-    "NO_SEGMENT",
-    "NUMERIC_SHARE",
-    "PRE_PREFIX",
-    "REJECT_REASONS",
-    "RESERVED_COLUMNS",
-    "STAT_COLUMNS",
-    "Breakdown",
-    "ExperimentSchemaError",
-    "RejectReason",
-    "accepted_rows_local",
-    "check_columns",
-    "classify_experiment_local",
-    "covariate_columns",
-    "looks_numeric",
-    "metric_columns",
-    "metric_kinds_local",
-    "parse_number",
-    "parse_time",
-    "rejection_counts_local",
-    "sufficient_statistics_local",
-]
