@@ -3,15 +3,18 @@
 Spark schedules the chunks over its executors (``local[*]`` or a standalone cluster) with
 ``mapInArrow``. Each task reads its chunk from the lake's store and writes its output files to the
 store itself (local disk or S3, through :class:`~services.core.storage.Store`), so the driver and the
-executors share no directory. What a task hands back to Spark is small:
+executors share no directory. What a task hands back to Spark is small: its counts per outcome and
+reason.
 
-- its accepted events per user and day, for the bot flag;
-- its counts per outcome and reason, and the event dates it wrote.
+What needs all chunks at once goes through the store in buckets instead of through a Spark shuffle
+(turning one row per line or per user-day into JVM rows and back cost more than the parsing itself):
 
-Copies across chunks and files (copies inside a chunk are found in the task) are found from a 128-bit
-row hash per accepted line, which each task writes to the store in hash buckets; one task per bucket
-then reduces them (:func:`find_copies`). So each chunk is read once; only the few chunks holding a
-copy of a line first seen in another chunk have their files patched (:func:`resolve_cross_chunk_duplicates`).
+- Copies across chunks and files (copies inside a chunk are found in the task) are found from a
+  128-bit row hash per accepted line, which each task writes in hash buckets; one task per bucket then
+  reduces them (:func:`find_copies`). So each chunk is read once; only the few chunks holding a copy
+  of a line first seen in another chunk have their files patched (:func:`resolve_cross_chunk_duplicates`).
+- The bot flag needs each user's events per day over the whole run: each task writes its user-day
+  counts bucketed by user, and one task per bucket applies :func:`suspicious_users` (:func:`flag_suspicious`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from etl.contract import BOT_EVENTS_PER_DAY
@@ -44,25 +45,30 @@ from etl.lines import (
 )
 
 __all__ = [
-    "ACCEPTED", "DUPLICATE", "QUARANTINED", "Chunk", "ChunkRun", "LocalChunk", "bucket_count", "find_copies",
-    "flag_suspicious_users", "resolve_cross_chunk_duplicates", "run_chunks",
+    "ACCEPTED", "DUPLICATE", "QUARANTINED", "SUSPICIOUS_SCHEMA", "Chunk", "LocalChunk", "bucket_count",
+    "find_copies", "flag_suspicious", "resolve_cross_chunk_duplicates", "run_chunks", "suspicious_users",
 ]  # fmt: skip
 
-USER_DAY, COUNT = 1, 2
-#: What a chunk task returns to Spark; ``kind`` says which columns a row fills.
+#: What a chunk task returns to Spark: its lines per outcome and reason.
 TASK_SCHEMA = T.StructType([
-    T.StructField("kind", T.ByteType(), False), T.StructField("chunk", T.IntegerType(), False),
-    T.StructField("user_key", T.StringType()), T.StructField("event_date", T.DateType()),
-    T.StructField("outcome", T.StringType()), T.StructField("reason", T.StringType()),
-    T.StructField("n", T.LongType()),
+    T.StructField("chunk", T.IntegerType(), False), T.StructField("outcome", T.StringType(), False),
+    T.StructField("reason", T.StringType()), T.StructField("n", T.LongType(), False),
 ])  # fmt: skip
-_TASK_ARROW = pa.schema([
-    ("kind", pa.int8()), ("chunk", pa.int32()), ("user_key", pa.string()), ("event_date", pa.date32()),
-    ("outcome", pa.string()), ("reason", pa.string()), ("n", pa.int64()),
+_TASK_ARROW = pa.schema([("chunk", pa.int32()), ("outcome", pa.string()), ("reason", pa.string()), ("n", pa.int64())])
+#: The suspicious-users dataset (docs/outputs.md), as the bot-flag tasks return it.
+SUSPICIOUS_SCHEMA = pa.schema([
+    ("user_key", pa.string()), ("max_events_per_day", pa.int64()), ("days_over_limit", pa.int64()),
+    ("first_day_over_limit", pa.date32()), ("reason", pa.string()),
+])  # fmt: skip
+_SUSPICIOUS_SPARK = T.StructType([
+    T.StructField("user_key", T.StringType()), T.StructField("max_events_per_day", T.LongType()),
+    T.StructField("days_over_limit", T.LongType()), T.StructField("first_day_over_limit", T.DateType()),
+    T.StructField("reason", T.StringType()),
 ])  # fmt: skip
 #: A line first seen by more than one chunk: what the copy-finding tasks return.
 COPY_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in ("h1", "h2", "chunk", "line")])
 _HASHES = pa.schema([("h1", pa.int64()), ("h2", pa.int64()), ("line", pa.int64())])
+_USER_DAYS = pa.schema([("user_key", pa.string()), ("event_date", pa.date32()), ("events", pa.int64())])
 
 
 @dataclass
@@ -98,11 +104,13 @@ def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
 
 
 def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int) -> pa.Table:
-    """Classify one chunk, write its files under ``prefix`` in ``store``, and return its task rows.
+    """Classify one chunk, write its files under ``prefix`` in ``store``, and return its counts.
 
     Files: ``events/event_date=D/part-C.parquet`` per event date, ``quarantine/part-C.parquet`` and
-    ``duplicates/part-C.parquet`` when not empty, and the row hash of each accepted line in
-    ``hashes/bucket=B/part-C.parquet`` (B = first hash mod ``buckets``), for :func:`find_copies`.
+    ``duplicates/part-C.parquet`` when not empty, the row hash of each accepted line in
+    ``hashes/bucket=B/part-C.parquet`` (B = first hash mod ``buckets``) for :func:`find_copies`, and
+    the accepted events per user and day in ``user_days/bucket=B/part-C.parquet`` (B =
+    :func:`user_bucket`) for :func:`flag_suspicious`.
     Deterministic names, so a retried task overwrites.
     """
     out = classify_batch(store.read_bytes(chunk.key), key, chunk.source_file, chunk.first_line)
@@ -126,22 +134,32 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int)
                           parquet_bytes(table, compression="none"))  # hashes do not compress
 
     per_day = events.group_by(["user_key", "event_date"], use_threads=False).aggregate([("user_key", "count")])
+    users = per_day["user_key"].combine_chunks().cast(pa.string())
+    by_user = pa.table([users, per_day["event_date"], per_day["user_key_count"]], schema=_USER_DAYS)
+    bucket = user_bucket(users, buckets)
+    for b in np.unique(bucket):
+        store.write_bytes(f"{prefix}/user_days/bucket={b:04d}/{part_name(chunk.index)}",
+                          parquet_bytes(by_user.take(np.flatnonzero(bucket == b))))
+
     counts = [(ACCEPTED, None, events.num_rows), (DUPLICATE, None, out.duplicates.num_rows)]
     if out.quarantine.num_rows:
         by_reason = out.quarantine.group_by("reason", use_threads=False).aggregate([("reason", "count")])
         counts += list(zip([QUARANTINED] * by_reason.num_rows, by_reason["reason"].to_pylist(),
                            by_reason["reason_count"].to_pylist(), strict=True))  # fmt: skip
-    n_days = per_day.num_rows
     return pa.table({
-        "kind": np.concatenate([np.full(n_days, USER_DAY), np.full(len(counts), COUNT)]).astype(np.int8),
-        "chunk": np.full(n_days + len(counts), chunk.index, np.int32),
-        "user_key": pa.concat_arrays([per_day["user_key"].combine_chunks().cast(pa.string()),
-                                      pa.nulls(len(counts), pa.string())]),
-        "event_date": pa.concat_arrays([per_day["event_date"].combine_chunks(), pa.nulls(len(counts), pa.date32())]),
-        "outcome": pa.array([None] * n_days + [c[0] for c in counts], pa.string()),
-        "reason": pa.array([None] * n_days + [c[1] for c in counts], pa.string()),
-        "n": pa.concat_arrays([per_day["user_key_count"].combine_chunks(), pa.array([c[2] for c in counts], pa.int64())]),
+        "chunk": np.full(len(counts), chunk.index, np.int32),
+        "outcome": [c[0] for c in counts], "reason": [c[1] for c in counts], "n": [c[2] for c in counts],
     }, schema=_TASK_ARROW)  # fmt: skip
+
+
+def user_bucket(user_keys: pa.Array, buckets: int) -> np.ndarray:
+    """The bucket of each pseudonymized user: its HMAC's first 15 hex digits mod ``buckets`` (uniform)."""
+    prefix = pl.Series(user_keys).str.slice(0, 15).str.to_integer(base=16)
+    return (prefix.to_numpy() % buckets).astype(np.int64)
+
+
+def _read_parts(store: Any, keys: list[str]) -> list[tuple[str, pa.Table]]:
+    return [(k, pq.read_table(io.BytesIO(store.read_bytes(k)))) for k in keys]
 
 
 def copies_in_bucket(store: Any, prefix: str, bucket: int) -> pa.Table:
@@ -149,10 +167,9 @@ def copies_in_bucket(store: Any, prefix: str, bucket: int) -> pa.Table:
     parts = store.list(f"{prefix}/hashes/bucket={bucket:04d}")
     if not parts:
         return pa.table({c: pa.array([], pa.int64()) for c in ("h1", "h2", "chunk", "line")})
-    tables = [pq.read_table(io.BytesIO(store.read_bytes(k))) for k in parts]
     frame = pl.concat([
         pl.from_arrow(t).with_columns(chunk=pl.lit(int(k.rsplit("part-", 1)[1].split(".")[0]), pl.Int64))
-        for k, t in zip(parts, tables, strict=True)
+        for k, t in _read_parts(store, parts)
     ])  # fmt: skip
     repeated = frame.group_by("h1", "h2").len().filter(pl.col("len") > 1).select("h1", "h2")
     return frame.join(repeated, on=["h1", "h2"]).select("h1", "h2", "chunk", "line").to_arrow()
@@ -169,54 +186,73 @@ def _per_row(fn: Callable[..., pa.Table]) -> Callable[[Iterator[pa.RecordBatch]]
     return run
 
 
-@dataclass
-class ChunkRun:
-    """What the tasks of some chunks reported (before copies across chunks are resolved)."""
-
-    counts: dict[tuple[int, str, str | None], int]  # (chunk, outcome, reason) -> lines
-    rows: DataFrame  # the task rows, cached: unpersist when done
-
-    @property
-    def user_days(self) -> DataFrame:
-        """``(chunk, user_key, event_date, events)``: accepted events per user and day, per chunk."""
-        return self.rows.where(F.col("kind") == USER_DAY).select(
-            "chunk", "user_key", "event_date", F.col("n").alias("events"))
-
-
 def bucket_count(spark: SparkSession) -> int:
     """How many hash buckets a run uses (fixed for the run: every chunk task must use the same)."""
     return 4 * spark.sparkContext.defaultParallelism
 
 
 def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes,
-               buckets: int) -> ChunkRun:  # fmt: skip
-    """Run one task per chunk (see :func:`write_chunk`); return their counts and cached rows."""
+               buckets: int) -> dict[tuple[int, str, str | None], int]:  # fmt: skip
+    """Run one task per chunk (see :func:`write_chunk`); return ``(chunk, outcome, reason) -> lines``."""
     sc = spark.sparkContext
     plan = spark.createDataFrame(  # one partition, so one task, per chunk
         sc.parallelize([(c.key, c.source_file, c.first_line, c.index) for c in chunks], len(chunks)),
         "key string, source_file string, first_line long, index int",
     )
     task = _per_row(lambda **c: write_chunk(store, prefix, Chunk(**c), key, buckets))
-    rows = plan.mapInArrow(task, TASK_SCHEMA).persist(
-        StorageLevel.MEMORY_AND_DISK)
-    counts = {
-        (r["chunk"], r["outcome"], r["reason"]): r["n"]
-        for r in rows.where(F.col("kind") == COUNT).select("chunk", "outcome", "reason", "n").collect()
-    }
-    return ChunkRun(counts, rows)
+    return {(r["chunk"], r["outcome"], r["reason"]): r["n"] for r in plan.mapInArrow(task, TASK_SCHEMA).collect()}
+
+
+def _per_bucket(spark: SparkSession, buckets: int, fn: Callable[[int], pa.Table], schema: T.StructType) -> list:
+    """Rows of ``fn(bucket)`` for every bucket, one Spark task each (the store holds the buckets' files)."""
+    by_bucket = spark.createDataFrame(spark.sparkContext.parallelize([(b,) for b in range(buckets)], buckets),
+                                      "bucket int")  # fmt: skip
+    return by_bucket.mapInArrow(_per_row(lambda bucket: fn(bucket)), schema).collect()
 
 
 def find_copies(spark: SparkSession, store: Any, prefix: str, buckets: int) -> list[tuple[int, int, int, int]]:
     """``(h1, h2, chunk, line)`` of the lines that more than one chunk accepted: one task per bucket.
 
-    Why the hashes go through the store in buckets rather than through a Spark shuffle: turning one
-    row per accepted line into JVM rows and back cost more than all the parsing and validating; a
-    bucket's files are read by one task and reduced with polars, which is the same shuffle, vectorized.
+    A bucket's files are read by one task and reduced with polars: the shuffle of the row hashes,
+    vectorized.
     """
-    sc = spark.sparkContext
-    by_bucket = spark.createDataFrame(sc.parallelize([(b,) for b in range(buckets)], buckets), "bucket int")
-    task = _per_row(lambda bucket: copies_in_bucket(store, prefix, bucket))
-    return [tuple(r) for r in by_bucket.mapInArrow(task, COPY_SCHEMA).collect()]
+    return [tuple(r) for r in _per_bucket(spark, buckets, lambda b: copies_in_bucket(store, prefix, b), COPY_SCHEMA)]
+
+
+def suspicious_users(per_day: pl.DataFrame, max_events_per_day: int = BOT_EVENTS_PER_DAY) -> pa.Table:
+    """Users with bot-like volume: more than ``max_events_per_day`` events on some day.
+
+    ``per_day``: ``user_key, event_date, events``, where a user-day may come in several parts (one per
+    chunk); they are summed. Users are flagged, not dropped: later stages decide whether to exclude
+    them. Sorted by user key, in :data:`SUSPICIOUS_SCHEMA`.
+    """
+    over = (
+        per_day.group_by("user_key", "event_date")
+        .agg(pl.col("events").sum())
+        .filter(pl.col("events") > max_events_per_day)
+    )
+    flags = over.group_by("user_key").agg(
+        pl.col("events").max().alias("max_events_per_day"),
+        pl.len().alias("days_over_limit"),
+        pl.col("event_date").min().alias("first_day_over_limit"),
+    )
+    reason = pl.lit(f"more than {max_events_per_day} events in a day")
+    return flags.with_columns(reason.alias("reason")).sort("user_key").to_arrow().cast(SUSPICIOUS_SCHEMA)
+
+
+def flag_suspicious(spark: SparkSession, store: Any, prefix: str, buckets: int,
+                    max_events_per_day: int = BOT_EVENTS_PER_DAY) -> pa.Table:  # fmt: skip
+    """:func:`suspicious_users` of the run, from the user-day counts the chunk tasks wrote: one task per
+    bucket (every day of a user is in the user's bucket)."""
+
+    def in_bucket(bucket: int) -> pa.Table:
+        parts = store.list(f"{prefix}/user_days/bucket={bucket:04d}")
+        if not parts:
+            return SUSPICIOUS_SCHEMA.empty_table()
+        return suspicious_users(pl.concat([pl.from_arrow(t) for _, t in _read_parts(store, parts)]), max_events_per_day)
+
+    rows = _per_bucket(spark, buckets, in_bucket, _SUSPICIOUS_SPARK)
+    return pa.Table.from_pylist([r.asDict() for r in rows], SUSPICIOUS_SCHEMA).sort_by("user_key")
 
 
 def resolve_cross_chunk_duplicates(
@@ -270,23 +306,3 @@ def empty_file(name: str) -> bytes:
     """An empty Parquet file of a run-scoped dataset, so a run with no rejects still has its schema."""
     schema = {"quarantine": QUARANTINE_FILE_SCHEMA, "duplicates": DUPLICATE_FILE_SCHEMA}[name]
     return parquet_bytes(schema.empty_table())
-
-
-def flag_suspicious_users(events: DataFrame, max_events_per_day: int = BOT_EVENTS_PER_DAY) -> DataFrame:
-    """Users with bot-like volume: more than ``max_events_per_day`` events on some day.
-
-    ``events`` has one row per event, or per (user, day) part with its count in ``events``. They are
-    flagged, not dropped: later stages decide whether to exclude them.
-    """
-    n = F.sum("events") if "events" in events.columns else F.count(F.lit(1))
-    per_day = events.groupBy("user_key", "event_date").agg(n.alias("events"))
-    return (
-        per_day.where(F.col("events") > max_events_per_day)
-        .groupBy("user_key")
-        .agg(
-            F.max("events").alias("max_events_per_day"),
-            F.count(F.lit(1)).alias("days_over_limit"),
-            F.min("event_date").alias("first_day_over_limit"),
-        )
-        .withColumn("reason", F.lit(f"more than {max_events_per_day} events in a day"))
-    )

@@ -37,7 +37,7 @@ from etl.ingest import (
     bucket_count,
     empty_file,
     find_copies,
-    flag_suspicious_users,
+    flag_suspicious,
     parquet_bytes,
     resolve_cross_chunk_duplicates,
     run_chunks,
@@ -266,7 +266,7 @@ def _process(
     with timings.phase("cross_chunk_duplicates"):
         moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
     counts: dict[tuple[str, str, str | None], int] = {}
-    for (index, kind, reason), n in outcome.counts.items():
+    for (index, kind, reason), n in outcome.items():
         k = (chunks[index].source_file, kind, reason)
         counts[k] = counts.get(k, 0) + n
     for index, n in moved.items():
@@ -275,9 +275,8 @@ def _process(
         counts[(source, DUPLICATE, None)] = counts.get((source, DUPLICATE, None), 0) + n
 
     with timings.phase("side_tables"):
-        flags = flag_suspicious_users(outcome.user_days).toArrow()
+        flags = flag_suspicious(spark, store, prefix, buckets)
         store.write_bytes(f"{prefix}/suspicious/part-00000.parquet", parquet_bytes(flags))
-        outcome.rows.unpersist()
         # the tasks wrote one directory per event date: the run's date range is in their names
         days = sorted({k.split("event_date=", 1)[1].split("/", 1)[0] for k in store.list(f"{prefix}/events")})
         dates = {"lo": days[0], "hi": days[-1]} if days else None

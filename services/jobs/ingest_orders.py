@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.ingest import ACCEPTED, DUPLICATE, LocalChunk, flag_suspicious_users
+from etl.ingest import ACCEPTED, DUPLICATE, LocalChunk, parquet_bytes, suspicious_users
 from etl.online_retail import (
     classify_orders,
     find_duplicates,
@@ -60,10 +61,11 @@ def process_orders(
                 "category_l1", "category_l2", "category_l3", "brand", "price", "user_key", "session_key",
                 "source_file", "line_number", "event_date")  # fmt: skip
             events.write.partitionBy("event_date").parquet(str(staging / "events"))
-            flags = flag_suspicious_users(events).cache()
-            flags.coalesce(1).write.parquet(str(staging / "suspicious"))
-            suspicious = flags.count()
-            flags.unpersist()
+            per_day = events.groupBy("user_key", "event_date").agg(F.count(F.lit(1)).alias("events"))
+            flags = suspicious_users(pl.from_arrow(per_day.toArrow()))
+            (staging / "suspicious").mkdir()
+            (staging / "suspicious" / "part-00000.parquet").write_bytes(parquet_bytes(flags))
+            suspicious = flags.num_rows
             dates = events.agg(F.min("event_date").alias("lo"), F.max("event_date").alias("hi")).first()
         _rewrite(order_quarantine_view(written, key), staging / "quarantine")
         kept = written.where(F.col("outcome") == ACCEPTED).select("source_file", "line_number")

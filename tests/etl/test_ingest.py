@@ -3,13 +3,22 @@ code every Spark task runs), and the Spark side of a run (etl.ingest) on real Sp
 
 from __future__ import annotations
 
+from datetime import date
 from types import SimpleNamespace
 
 import pandas as pd
+import polars as pl
 import pytest
 
 from etl.contract import QUARANTINE_REASONS
-from etl.ingest import Chunk, find_copies, flag_suspicious_users, resolve_cross_chunk_duplicates, run_chunks
+from etl.ingest import (
+    Chunk,
+    find_copies,
+    flag_suspicious,
+    resolve_cross_chunk_duplicates,
+    run_chunks,
+    suspicious_users,
+)
 from etl.lines import classify_batch
 from etl.pseudonymize import pseudonymize
 from services.core.storage import LocalStore
@@ -121,11 +130,12 @@ def test_duplicates_span_files_in_one_batch(spark, key, tmp_path):
     store.write_bytes("c/b", _data([other, GOOD, GOOD]))
     store.write_bytes("c/a", _data([GOOD]))
     chunks = [Chunk("c/b", "b.csv", 2, 0), Chunk("c/a", "a.csv", 10, 1)]
-    run = run_chunks(spark, store, "out", chunks, key, buckets=3)
+    counts = run_chunks(spark, store, "out", chunks, key, buckets=3)
+    assert counts == {(0, "accepted", None): 2, (0, "duplicate", None): 1, (1, "accepted", None): 1,
+                      (1, "duplicate", None): 0}  # fmt: skip
     copies = find_copies(spark, store, "out", buckets=3)
     assert sorted(c[2:] for c in copies) == [(0, 3), (1, 10)]
     assert resolve_cross_chunk_duplicates(store, "out", chunks, copies) == {0: 1}
-    run.rows.unpersist()
     events = pd.concat(pd.read_parquet(tmp_path / k) for k in store.list("out/events"))
     assert sorted(zip(events.source_file, events.line_number, strict=True)) == [("a.csv", 10), ("b.csv", 2)]
     dups = pd.read_parquet(tmp_path / "out/duplicates/part-00000.parquet")
@@ -143,11 +153,26 @@ def test_quarantined_lines_carry_no_raw_ids(spark, key):
     assert pseudonymize("519107250", key) in parsed.raw_line
 
 
+def test_bot_like_users_are_flagged_not_dropped():
+    per_day = pl.DataFrame({
+        "user_key": ["bot"] * 3 + ["human", "bot"],
+        "event_date": [date(2019, 10, 1)] * 3 + [date(2019, 10, 1), date(2019, 10, 2)],
+        "events": [2, 3, 1, 2, 4],  # one user-day in parts (one per chunk) is summed
+    })  # fmt: skip
+    flagged = suspicious_users(per_day, max_events_per_day=3).to_pylist()
+    assert flagged == [{"user_key": "bot", "max_events_per_day": 6, "days_over_limit": 2,
+                        "first_day_over_limit": date(2019, 10, 1), "reason": "more than 3 events in a day"}]  # fmt: skip
+
+
 @pytest.mark.spark
-def test_bot_like_users_are_flagged_not_dropped(spark):
-    events = spark.createDataFrame(
-        [("bot", "2019-10-01")] * 5 + [("human", "2019-10-01")] * 2 + [("bot", "2019-10-02")],
-        "user_key string, event_date string",
-    )
-    flagged = flag_suspicious_users(events, max_events_per_day=3).collect()
-    assert [(f.user_key, f.max_events_per_day, f.days_over_limit) for f in flagged] == [("bot", 5, 1)]
+def test_the_bot_flag_counts_a_users_day_across_chunks(spark, key, tmp_path):
+    """Each chunk task writes its user-day counts bucketed by user; the bucket tasks sum them."""
+    store = LocalStore(tmp_path)
+    busy = [GOOD.replace("2019-10-01 00:00:01", f"2019-10-01 00:00:{s:02d}") for s in range(6)]
+    store.write_bytes("c/a", _data(busy[:3]))
+    store.write_bytes("c/b", _data([*busy[3:], GOOD.replace("519107250", "519107251")]))
+    chunks = [Chunk("c/a", "a.csv", 2, 0), Chunk("c/b", "a.csv", 5, 1)]
+    run_chunks(spark, store, "out", chunks, key, buckets=3)
+    flags = flag_suspicious(spark, store, "out", buckets=3, max_events_per_day=5).to_pylist()
+    assert [(f["user_key"], f["max_events_per_day"], f["days_over_limit"]) for f in flags] == [
+        (pseudonymize("519107250", key), 6, 1)]
