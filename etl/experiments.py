@@ -140,51 +140,63 @@ def check_columns(columns: Sequence[str], metrics: Sequence[str]) -> None:
 
 
 # -- cells --------------------------------------------------------------------------------------------
-def _text(column: str | pl.Expr) -> pl.Expr:
+def _text(values: pl.Series) -> pl.Series:
     """Cells as text trimmed of spaces, blank as null."""
-    text = (pl.col(column) if isinstance(column, str) else column).cast(pl.String).str.strip_chars(" ")
-    return pl.when(text != "").then(text)
-
-
-def _number(column: str, dtype: pl.DataType) -> pl.Expr:
-    """A column as Float64: ``true``/``false`` as 1/0, else the parsed number; null when not finite."""
-    if dtype == pl.Boolean or dtype.is_numeric():
-        parsed = pl.col(column).cast(pl.Float64)
-    else:
-        text = pl.col(column).cast(pl.String).str.strip_chars(" ")
-        token = text.str.to_lowercase().replace_strict(BOOLEAN_TOKENS, default=None, return_dtype=pl.Float64)
-        parsed = pl.coalesce(text.cast(pl.Float64, strict=False), token)
-    return pl.when(parsed.is_finite()).then(parsed)
+    text = values.cast(pl.String).str.strip_chars(" ")
+    return text.set(text == "", None) if (text == "").any() else text  # type: ignore[arg-type]
 
 
 def parse_number(values: pl.Series) -> pl.Series:
-    """:func:`_number` of one series (nulls where a cell does not parse)."""
-    return pl.DataFrame({"v": values}).select(_number("v", values.dtype)).to_series()
+    """A column as Float64: ``true``/``false`` as 1/0, else the parsed number; null when not finite.
+
+    Text is cast as a whole; only the cells that do not cast are compared with the boolean tokens, so
+    a numeric column of 10 million cells costs one cast, not a lower-casing of every cell.
+    """
+    if values.dtype == pl.Boolean or values.dtype.is_numeric():
+        parsed = values.cast(pl.Float64)
+    else:
+        text = values.cast(pl.String).str.strip_chars(" ")
+        parsed = text.cast(pl.Float64, strict=False)
+        todo = (parsed.is_null() & text.is_not_null()).arg_true()
+        if len(todo):
+            tokens = text.gather(todo).str.to_lowercase()
+            parsed = parsed.scatter(todo, tokens.replace_strict(BOOLEAN_TOKENS, default=None, return_dtype=pl.Float64))
+    return parsed.set(~parsed.is_finite().fill_null(False), None)  # type: ignore[arg-type]
+
+
+#: Spellings parsed natively (fast); any other ISO 8601 spelling goes through pandas' parser.
+_TIME_FORMATS: Final[tuple[str, ...]] = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S")
 
 
 def _times(values: pl.Series) -> pl.Series:
     """ISO times as UTC timestamps (naive = UTC); null when blank or not a time.
 
-    Text is parsed once per distinct value (assignment times repeat) by pandas' ISO 8601 parser, which
-    takes every ISO spelling (``T`` or space, ``Z`` or an offset, fractions) row by row.
+    The usual spellings are parsed by polars; the other cells by pandas' ISO 8601 parser, which takes
+    every ISO spelling (``T`` or space, ``Z`` or an offset, fractions).
     """
     if values.dtype == pl.Datetime or values.dtype == pl.Date:
         typed = values.cast(pl.Datetime("us"))
         zone = getattr(values.dtype, "time_zone", None)
         return typed.dt.replace_time_zone(zone or "UTC").dt.convert_time_zone("UTC")
-    text = pl.DataFrame({"t": values}).select(_text("t")).to_series()
-    distinct = text.drop_nulls().unique()
-    parsed = pd.to_datetime(distinct.to_pandas(), utc=True, errors="coerce", format="ISO8601")
-    lookup = pl.DataFrame({"t": distinct, "at": pl.from_pandas(parsed.dt.tz_localize(None))})
-    at = pl.DataFrame({"t": text}).join(lookup, on="t", how="left", maintain_order="left")["at"]
-    return at.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    text = _text(values)
+    at = text.str.strptime(pl.Datetime("us"), _TIME_FORMATS[0], strict=False)
+    for spelling in (*_TIME_FORMATS[1:], None):  # each on the cells the ones before left
+        todo = (at.is_null() & text.is_not_null()).arg_true()
+        if not len(todo):
+            break
+        if spelling is not None:
+            at = at.scatter(todo, text.gather(todo).str.strptime(pl.Datetime("us"), spelling, strict=False))
+            continue
+        parsed = pd.to_datetime(text.gather(todo).to_pandas(), utc=True, errors="coerce", format="ISO8601")
+        at = at.scatter(todo, pl.from_pandas(parsed.dt.tz_localize(None)).cast(pl.Datetime("us")))
+    return at.dt.replace_time_zone("UTC")
 
 
 def looks_numeric(values: pl.Series, min_share: float = NUMERIC_SHARE) -> bool:
     """Whether a column could be a metric: at least ``min_share`` of its non-blank values parse."""
     if values.dtype == pl.Boolean or values.dtype.is_numeric():
         return len(values) > 0
-    present = pl.DataFrame({"v": values}).select(_text("v")).to_series().drop_nulls()
+    present = _text(values).drop_nulls()
     return len(present) > 0 and parse_number(present).is_not_null().mean() >= min_share  # type: ignore[operator]
 
 
@@ -196,12 +208,16 @@ def default_metrics(rows: pl.DataFrame) -> list[str]:
 
 # -- the rules ----------------------------------------------------------------------------------------
 def _repeated_users(uid: pl.Series) -> np.ndarray:
-    """Row positions whose user id occurs more than once (a superset found on a 64-bit hash of the id:
-    integer hashing is several times cheaper than string grouping, and the rules then group these
-    few rows by the id itself, so a hash collision only adds a candidate, never merges two users)."""
-    hashed = uid.hash(seed=0)
-    candidates = (hashed.is_duplicated() & uid.is_not_null()).arg_true()
-    return candidates.to_numpy()
+    """Row positions whose user id occurs more than once.
+
+    A superset found on a 64-bit hash of the id, by sorting (integer sorting is several times cheaper
+    than grouping strings); the rules then group these few rows by the id itself, so a hash collision
+    only adds a candidate, never merges two users.
+    """
+    hashed = uid.hash(seed=0).set(uid.is_null(), None)  # type: ignore[arg-type]
+    ordered = hashed.drop_nulls().sort()
+    repeated = ordered.filter(ordered == ordered.shift(1)).unique()
+    return hashed.is_in(repeated.implode()).fill_null(False).arg_true().to_numpy()
 
 
 def classify_experiment(rows: pl.DataFrame, metrics: Sequence[str], key: bytes | None) -> pl.DataFrame:
@@ -209,68 +225,56 @@ def classify_experiment(rows: pl.DataFrame, metrics: Sequence[str], key: bytes |
 
     Output columns: ``user_key, variant, segment, assigned_at, line_number``, the metrics and their
     present covariates as Float64, and ``reason``. ``user_key`` is the HMAC of the id under ``key``, or
-    without a key the line number of the user's first row (as text). Every metric and covariate cell
+    without a key the line number of the user's first row (an integer). Every metric and covariate cell
     must hold a number; a blank ``assigned_at`` is allowed (null), a non-ISO one is not.
     """
     check_columns(rows.columns, metrics)
     values = [*metrics, *covariate_columns(rows.columns, metrics)]
-    has_time = "assigned_at" in rows.columns
-    parsed = rows.select(
-        _text("user_id").alias("_uid"),
-        _text("variant").alias("variant"),
-        (_text("segment").fill_null(NO_SEGMENT) if "segment" in rows.columns else pl.lit(NO_SEGMENT)).alias("segment"),
-        pl.col("line_number").cast(pl.Int64),
-        *[_number(c, rows.schema[c]).alias(c) for c in values],
-    )
-    if has_time:
+    n = rows.height
+    uid, variant = _text(rows["user_id"]), _text(rows["variant"]).alias("variant")
+    segment = _text(rows["segment"]).fill_null(NO_SEGMENT) if "segment" in rows.columns else pl.repeat(NO_SEGMENT, n, eager=True)
+    numbers = [parse_number(rows[c]).alias(c) for c in values]
+    if "assigned_at" in rows.columns:
         assigned = _times(rows["assigned_at"])
-        blank = rows.select(_text("assigned_at").is_null()).to_series() if rows.schema["assigned_at"] == pl.String else assigned.is_null()
-        bad_time = assigned.is_null() & ~blank
+        given = _text(rows["assigned_at"]).is_not_null() if rows.schema["assigned_at"] == pl.String else assigned.is_not_null()
+        unparseable = assigned.is_null() & given
     else:
-        assigned = pl.Series(values=[None] * len(rows), dtype=pl.Datetime("us", "UTC"))
-        bad_time = pl.Series(values=np.zeros(len(rows), bool))
-    parsed = parsed.with_columns(assigned.alias("assigned_at"))
-
-    unparseable = bad_time.to_numpy().copy()
-    for c in values:
-        unparseable |= parsed[c].is_null().to_numpy()
-    no_user = parsed["_uid"].is_null().to_numpy()
-    no_variant = parsed["variant"].is_null().to_numpy()
+        assigned = pl.Series([None] * n, dtype=pl.Datetime("us", "UTC"))
+        unparseable = pl.repeat(False, n, eager=True)
+    for number in numbers:
+        unparseable = unparseable | number.is_null()
+    line = rows["line_number"].cast(pl.Int64)
 
     # users with several rows: the only ones a conflict or a repeat can concern
-    repeated = _repeated_users(parsed["_uid"])
-    conflict = np.zeros(len(rows), bool)
-    repeat = np.zeros(len(rows), bool)
-    first_line = parsed["line_number"].to_numpy().copy()
+    conflict, repeat = np.zeros(n, bool), np.zeros(n, bool)
+    first_line = line.to_numpy().copy()
+    repeated = _repeated_users(uid)
     if len(repeated):
-        sub = parsed[repeated].select("_uid", "variant", "line_number").with_columns(
-            _pos=pl.Series(repeated),
-            _conflict=pl.col("variant").min().over("_uid") != pl.col("variant").max().over("_uid"),
-            _first=pl.col("line_number").min().over("_uid"),
+        sub = pl.DataFrame({"uid": uid.gather(repeated), "variant": variant.gather(repeated),
+                            "line": line.gather(repeated), "pos": repeated})  # fmt: skip
+        sub = sub.with_columns(
+            conflict=(pl.col("variant").min().over("uid") != pl.col("variant").max().over("uid")).fill_null(False),
+            first=pl.col("line").min().over("uid"),
         )
-        conflict[repeated] = sub["_conflict"].fill_null(False).to_numpy()
-        first_line[repeated] = sub["_first"].to_numpy()
-        ok = ~(no_user[repeated] | no_variant[repeated] | conflict[repeated] | unparseable[repeated])
+        conflict[repeated] = sub["conflict"].to_numpy()
+        first_line[repeated] = sub["first"].to_numpy()
+        ok = ~(uid.is_null() | variant.is_null() | unparseable).gather(repeated).to_numpy() & ~conflict[repeated]
         # accepted rows of a user share one variant (else they conflict): the first in file order stays
-        kept = sub.filter(pl.Series(ok)).sort("line_number")
-        repeat[kept.filter(~pl.col("_uid").is_first_distinct())["_pos"].to_numpy()] = True
+        kept = sub.filter(pl.Series(ok)).sort("line")
+        repeat[kept.filter(~pl.col("uid").is_first_distinct())["pos"].to_numpy()] = True
 
-    reason = np.select(
-        [no_user, no_variant, conflict, unparseable, repeat], list(REJECT_REASONS), default=""
-    )
     if key is not None:
-        user_key = pl.Series("user_key", pseudonymize_array(parsed["_uid"].to_arrow(), key))
+        user_key = pl.Series(pseudonymize_array(uid.to_arrow(), key)).cast(pl.String)
     else:
-        user_key = pl.Series("user_key", first_line).cast(pl.String)
-    return parsed.with_columns(user_key).select(
-        pl.when(pl.col("_uid").is_not_null()).then(pl.col("user_key")).alias("user_key"),
-        "variant",
-        "segment",
-        "assigned_at",
-        "line_number",
-        *values,
-        pl.Series(reason).replace("", None).alias("reason"),
-    )
+        user_key = pl.Series(first_line).set(uid.is_null(), None)  # type: ignore[arg-type]
+    rule = {"missing_user_id": uid.is_null(), "missing_variant": variant.is_null(), "conflicting_variant":
+            pl.Series(conflict), "unparseable_value": unparseable, "duplicate_user": pl.Series(repeat)}  # fmt: skip
+    reason = pl.when(rule[REJECT_REASONS[0]]).then(pl.lit(REJECT_REASONS[0]))
+    for name in REJECT_REASONS[1:]:
+        reason = reason.when(rule[name]).then(pl.lit(name))
+    return pl.DataFrame([user_key.alias("user_key"), variant, segment.alias("segment"),
+                         assigned.alias("assigned_at"), line.alias("line_number"), *numbers]).with_columns(
+        reason.otherwise(None).alias("reason"))  # fmt: skip
 
 
 def require_assignment_time(classified: pl.DataFrame) -> pl.DataFrame:
@@ -299,38 +303,43 @@ def rejection_counts(classified: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- the reduction ------------------------------------------------------------------------------------
-def metric_kinds(accepted: pl.DataFrame, metrics: Sequence[str]) -> dict[str, str]:
+def metric_kinds(accepted: pl.DataFrame | pl.LazyFrame, metrics: Sequence[str]) -> dict[str, str]:
     """Each metric's kind: a conversion when every value is 0 or 1 (and there is one), otherwise continuous."""
-    if not len(accepted) or not metrics:
-        return {m: "continuous" for m in metrics}
-    binary = accepted.select([pl.col(m).is_in([0.0, 1.0]).all().alias(m) for m in metrics]).row(0, named=True)
-    return {m: "conversion" if binary[m] else "continuous" for m in metrics}
+    if not metrics:
+        return {}
+    checks = [(pl.len() > 0).alias("_any"), *[pl.col(m).is_in([0.0, 1.0]).all().alias(m) for m in metrics]]
+    binary = accepted.lazy().select(checks).collect().row(0, named=True)
+    return {m: "conversion" if binary["_any"] and binary[m] else "continuous" for m in metrics}
 
 
 def sufficient_statistics(
-    accepted: pl.DataFrame, metrics: Sequence[str], by: Sequence[Breakdown] = ()
+    accepted: pl.DataFrame | pl.LazyFrame, metrics: Sequence[str], by: Sequence[Breakdown] = ()
 ) -> pd.DataFrame:
     """Per variant (and ``by`` keys) and metric: ``n, sum, sum_squares, pre_sum, pre_sum_squares,
     sum_products`` (covariate sums null without ``pre_<metric>``) and ``first_line``, the variant's first
     line in the file, which orders variants and so picks the default control. A small pandas table:
-    the input of :func:`model.experiments.metric_inputs_from_records`.
+    the input of :func:`model.experiments.metric_inputs_from_records`. A lazy ``accepted`` (the filter
+    of the classified rows) is reduced without materializing the accepted rows.
     """
     keys = [*by, "variant"]
     columns = [*keys, "metric", *STAT_COLUMNS]
-    if not metrics or not len(accepted):
+    if not metrics:
         return pd.DataFrame(columns=columns)
-    source = accepted
+    source = accepted.lazy()
+    names = source.collect_schema().names()
     if "assigned_date" in by:
-        source = accepted.with_columns(pl.col("assigned_at").dt.date().alias("assigned_date"))
+        source = source.with_columns(pl.col("assigned_at").dt.date().alias("assigned_date"))
     aggregates = [pl.len().cast(pl.Int64).alias("n"), pl.col("line_number").min().cast(pl.Int64).alias("first_line")]
     for i, m in enumerate(metrics):
         y = pl.col(m)
         aggregates += [y.sum().alias(f"_y{i}"), (y * y).sum().alias(f"_yy{i}")]
         pre = f"{PRE_PREFIX}{m}"
-        if pre in accepted.columns:
+        if pre in names:
             x = pl.col(pre)
             aggregates += [x.sum().alias(f"_x{i}"), (x * x).sum().alias(f"_xx{i}"), (x * y).sum().alias(f"_xy{i}")]
-    grouped = source.group_by(keys, maintain_order=True).agg(aggregates)
+    grouped = source.group_by(keys, maintain_order=True).agg(aggregates).collect()
+    if not grouped.height:
+        return pd.DataFrame(columns=columns)
     none = pl.lit(None, pl.Float64)
     long = pl.concat(
         [
@@ -380,7 +389,7 @@ def reduce_classified(
     ``accepted`` replaces the accepted rows (the lake path computes their metrics); ``kinds`` fixes the
     metric kinds instead of inferring them.
     """
-    table = accepted if accepted is not None else accepted_rows(classified)
+    table = accepted.lazy() if accepted is not None else classified.lazy().filter(pl.col("reason").is_null())
     by: tuple[Breakdown, ...] = ("segment", "assigned_date") if daily else ("segment",)
     return Reduced(
         rows=len(classified),
