@@ -35,6 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ _NUMBER = f"^{NUMBER_PATTERN}$"
 _LONG_MAX = str(2**63 - 1)
 _N = len(RAW_COLUMNS)
 _BOM = "\ufeff".encode()
+#: Rows up to which :func:`first_copies` groups with numpy (same result; polars pays off on chunks).
+_SMALL_BATCH = 2_000
 _STRINGS = pa.schema([(c, pa.string()) for c in RAW_COLUMNS])
 #: Unquoted runs of 6+ digits and UUID-like tokens: what may be an id in a line that did not split into
 #: the nine fields (so its ids cannot be found by position).
@@ -152,6 +155,8 @@ def _parse_unquoted(data: bytes, n_lines: int) -> Parsed:
 
 def _all_null(table: pa.Table) -> np.ndarray:
     mask = np.ones(table.num_rows, bool)
+    if any(column.null_count == 0 for column in table.columns):  # the usual case: no null row at all
+        return ~mask
     for column in table.columns:
         mask &= column.is_null().to_numpy(zero_copy_only=False)
     return mask
@@ -194,7 +199,7 @@ def _split(text: str) -> list[str] | None:
 
 
 def _np(mask: pa.ChunkedArray | pa.Array, null: bool = False) -> np.ndarray:
-    return pc.fill_null(mask, null).to_numpy(zero_copy_only=False)
+    return (pc.fill_null(mask, null) if mask.null_count else mask).to_numpy(zero_copy_only=False)
 
 
 def _blank(values: pa.ChunkedArray) -> np.ndarray:
@@ -254,6 +259,14 @@ def _row_hashes(fields: pa.Table) -> np.ndarray:
 
 def first_copies(hashes: np.ndarray) -> np.ndarray:
     """For each row, the position of the first row with the same hash (itself if it is the first)."""
+    # one history (predict, the API): numpy, without polars' per-call cost
+    if 0 < len(hashes) <= _SMALL_BATCH:
+        order = np.lexsort((hashes[:, 1], hashes[:, 0]))  # stable: copies stay in position order
+        ordered = hashes[order]
+        starts = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
+        first = np.empty(len(hashes), np.int64)
+        first[order] = order[starts][np.cumsum(starts) - 1]
+        return first
     frame = pl.DataFrame({"a": hashes[:, 0], "b": hashes[:, 1], "i": np.arange(len(hashes))})
     return frame.with_columns(first=pl.col("i").min().over("a", "b"))["first"].to_numpy()
 
@@ -394,10 +407,15 @@ def _ids(kept: pa.Table) -> dict[str, pa.ChunkedArray]:
 class History:
     """The valid rows of an event file plus what was left out and why."""
 
-    rows: pd.DataFrame  # RAW_COLUMNS typed: event_time UTC, ids int, price float; text not yet normalized
+    table: pa.Table  # RAW_COLUMNS typed: event_time UTC, ids int, price float; text not yet normalized
     rows_read: int = 0
     invalid: dict[str, int] = field(default_factory=dict)  # quarantine reason -> lines
     duplicates: int = 0
+
+    @cached_property
+    def rows(self) -> pd.DataFrame:
+        """``table`` as pandas, converted on first use (one small history scored from Arrow never needs it)."""
+        return self.table.to_pandas()
 
     @property
     def rows_invalid(self) -> int:
@@ -406,7 +424,7 @@ class History:
     def summary(self) -> dict[str, Any]:
         return {
             "rows_read": self.rows_read,
-            "rows_accepted": len(self.rows),
+            "rows_accepted": self.table.num_rows,
             "rows_invalid": self.rows_invalid,
             "invalid_by_reason": dict(self.invalid),
             "duplicates_removed": self.duplicates,
@@ -434,16 +452,16 @@ def parse_data(data: bytes) -> History:
     if c.parsed.malformed:
         invalid[MALFORMED] += len(c.parsed.malformed)
     kept = c.parsed.fields.take(c.kept)
-    rows = pa.table({
+    table = pa.table({
         "event_time": c.when.take(c.kept).cast(pa.timestamp("ns", tz="UTC")),
         "event_type": kept["event_type"],
         **_ids(kept),
         "category_code": kept["category_code"], "brand": kept["brand"],
         "price": c.price.take(c.kept),
         "user_id": kept["user_id"], "user_session": kept["user_session"],
-    }).to_pandas()  # fmt: skip
+    })  # fmt: skip
     ordered = {r: invalid[r] for r in QUARANTINE_REASONS if invalid[r]}
-    return History(rows=rows, rows_read=c.parsed.n_lines, invalid=ordered, duplicates=int(c.is_dup.sum()))
+    return History(table=table, rows_read=c.parsed.n_lines, invalid=ordered, duplicates=int(c.is_dup.sum()))
 
 
 def parse_lines(lines: Iterable[str]) -> History:

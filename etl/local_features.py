@@ -16,11 +16,14 @@ tests/model/test_local_features.py.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
 
@@ -29,13 +32,14 @@ __all__ = [
     "FEATURE_DTYPES",
     "HOUR_BANDS",
     "compute_features_local",
+    "raw_feature_columns",
     "raw_to_events",
     "reference_means",
 ]
 
 US_PER_HOUR = 3_600_000_000
 US_PER_DAY = 86_400_000_000
-_BUCKET_INDEX = pd.Index(CATEGORY_BUCKETS)
+_BUCKET_POS = {b: i for i, b in enumerate(CATEGORY_BUCKETS)}
 
 #: Column -> dtype of the features table, in the order of etl.features.FEATURES.
 FEATURE_DTYPES: dict[str, str] = {
@@ -87,8 +91,7 @@ def raw_to_events(raw: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
     ``user_key`` / ``session_key`` are the raw ids unless ``key`` is given, in which case they are the
     lake's HMAC pseudonyms (etl.pseudonymize), so a history can be matched with the lake.
     """
-    codes = [_clean_lower(v) for v in raw["category_code"].tolist()]
-    levels = [c.split(".") if c is not None else () for c in codes]
+    codes, levels, brands = _normalized_text(raw["category_code"].tolist(), raw["brand"].tolist())
     users = raw["user_id"].astype(str).tolist()
     sessions = raw["user_session"].astype(str).tolist()
     if key is not None:
@@ -102,20 +105,34 @@ def raw_to_events(raw: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
             "event_type": raw["event_type"].to_numpy(dtype=object),
             "product_id": pd.to_numeric(raw["product_id"]).astype("int64").to_numpy(),
             "category_id": pd.array(raw["category_id"], dtype="Int64"),
-            "category_code": np.array(codes, dtype=object),
-            **{
-                f"category_l{i}": np.array(
-                    [lv[i - 1] if len(lv) >= i else None for lv in levels], dtype=object
-                )
-                for i in (1, 2, 3)
-            },
-            "brand": np.array([_clean_lower(v) for v in raw["brand"].tolist()], dtype=object),
+            "category_code": codes,
+            **{f"category_l{i}": level for i, level in enumerate(levels, start=1)},
+            "brand": brands,
             "price": pd.to_numeric(raw["price"]).astype(float).to_numpy(),
             "user_key": np.array(users, dtype=object),
             "session_key": np.array(sessions, dtype=object),
         },
         index=raw.index,
     )
+
+
+def _normalized_text(codes: list, brands: list) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """(category_code, [category_l1, l2, l3], brand) as object arrays, normalized as etl.ingest does."""
+    clean = _clean_all(codes)
+    parts = {c: (*c.split(".", 3)[:3], None, None)[:3] for c in set(clean) if c is not None}
+    parts[None] = (None, None, None)
+    rows = [parts[c] for c in clean]
+    return (
+        np.array(clean, dtype=object),
+        [np.array([r[i] for r in rows], dtype=object) for i in range(3)],
+        np.array(_clean_all(brands), dtype=object),
+    )
+
+
+def _clean_all(values: list) -> list[str | None]:
+    """:func:`_clean_lower` of each value, computed once per distinct string (a history repeats a few)."""
+    memo = {v: _clean_lower(v) for v in {v for v in values if isinstance(v, str)}}
+    return [memo[v] if isinstance(v, str) else _clean_lower(v) for v in values]
 
 
 def _clean_lower(v: Any) -> str | None:
@@ -203,7 +220,58 @@ def compute_features_local(
     reference are left out of ``price_level`` (inner join); a user with none gets null.
     ``suspicious_users`` are keys flagged ``is_suspicious``. Rows are sorted by user_key.
     """
-    ev = events
+    arrays = _event_arrays(events)
+    if arrays is None:
+        return _empty_frame()
+    return _features_frame(_feature_columns(arrays, as_of, category_reference, suspicious_users))
+
+
+def raw_feature_columns(
+    raw: pa.Table, as_of: AsOfLocal = None, category_reference: Any = None
+) -> dict[str, np.ndarray]:
+    """``compute_features_local(raw_to_events(raw.to_pandas()), as_of, category_reference)`` as columns.
+
+    ``raw``: typed REES46 rows in Arrow, as :class:`etl.lines.History` holds them (event_time a UTC
+    timestamp, ids int64, price float64, the rows validated). The same normalization and arithmetic,
+    without building the two frames, which costs more than the arithmetic on one small history (the
+    scoring API scores one user per request). Timestamps are epoch microseconds (``last_purchase_time``
+    is the int64 minimum without a purchase) and ``recency_days`` is a float with NaN for null.
+    """
+    if raw.num_rows == 0:
+        return {c: _empty_frame()[c].to_numpy() for c in FEATURE_DTYPES}
+    _, levels, brands = _normalized_text(raw["category_code"].to_pylist(), raw["brand"].to_pylist())
+    category = raw["category_id"]
+    arrays = _Events(
+        user=raw["user_id"].cast(pa.string()).to_numpy(zero_copy_only=False),
+        session=raw["user_session"].cast(pa.string()).to_numpy(zero_copy_only=False),
+        us=pc.cast(raw["event_time"], pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64()).to_numpy(),
+        event_type=raw["event_type"].to_numpy(zero_copy_only=False),
+        price=raw["price"].cast(pa.float64()).to_numpy(zero_copy_only=False),
+        l1=levels[0],
+        brand=brands,
+        category_id=pc.fill_null(category, 0).cast(pa.int64()).to_numpy(),
+        has_category=category.is_valid().to_numpy(zero_copy_only=False),
+    )
+    return _feature_columns(arrays, as_of, category_reference, None)
+
+
+@dataclass(frozen=True)
+class _Events:
+    """The event columns the features read, as numpy arrays in input order."""
+
+    user: np.ndarray  # object: user key (str)
+    session: np.ndarray  # object: session key
+    us: np.ndarray  # int64: event time, epoch microseconds UTC
+    event_type: np.ndarray  # object
+    price: np.ndarray  # float64
+    l1: np.ndarray  # object: top category level, None without a category code
+    brand: np.ndarray  # object: normalized brand, None without one
+    category_id: np.ndarray  # int64 (0 where null)
+    has_category: np.ndarray  # bool: category_id is not null
+
+
+def _event_arrays(ev: pd.DataFrame) -> _Events | None:
+    """The arrays of an events frame (see :func:`compute_features_local`); None if it has no rows."""
     user_col = "user_key" if "user_key" in ev.columns else "user_id"
     session_col = "session_key" if "session_key" in ev.columns else "user_session"
     if "category_l1" in ev.columns:
@@ -211,17 +279,50 @@ def compute_features_local(
     else:
         l1 = ev["category_code"].astype(object).str.split(".", regex=False).str.get(0)
     if len(ev) == 0:
-        return _empty_frame()
+        return None
+    # category ids reach 19 digits: keep them int64 (a float64 round trip would merge categories)
+    category = pd.array(ev["category_id"], dtype="Int64")
+    return _Events(
+        user=ev[user_col].astype(str).to_numpy(dtype=object),
+        session=ev[session_col].to_numpy(dtype=object),
+        us=pd.to_datetime(ev["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy(),
+        event_type=ev["event_type"].to_numpy(dtype=object),
+        price=ev["price"].to_numpy(dtype=float),
+        l1=l1.to_numpy(dtype=object),
+        brand=ev["brand"].to_numpy(dtype=object),
+        category_id=category.to_numpy(dtype=np.int64, na_value=0),
+        has_category=~np.asarray(category.isna()),
+    )
 
+
+_NO_BUY = np.iinfo(np.int64).min
+_TIMESTAMPS = ("first_event_time", "last_event_time", "as_of")
+
+
+def _features_frame(cols: dict[str, Any]) -> pd.DataFrame:
+    """The features table of :func:`_feature_columns`: timestamps as UTC datetimes, nullable ints."""
+    last_buy = cols["last_purchase_time"]
+    return pd.DataFrame({
+        **cols,
+        "recency_days": _nullable_int(cols["recency_days"]),
+        **{c: pd.to_datetime(cols[c], unit="us", utc=True) for c in _TIMESTAMPS},
+        "last_purchase_time": pd.to_datetime(last_buy, unit="us", utc=True).where(last_buy != _NO_BUY),
+    })  # fmt: skip
+
+
+def _feature_columns(
+    e: _Events, as_of: AsOfLocal, category_reference: Any, suspicious_users: Iterable[str] | None
+) -> dict[str, Any]:
+    """The features of :func:`compute_features_local` as numpy columns (see :func:`raw_feature_columns`)."""
     # -- event level (sorted by user, then time, so each user's events are contiguous)
-    u_all, users = pd.factorize(ev[user_col].astype(str).to_numpy(dtype=object), sort=True)
-    us_all = pd.to_datetime(ev["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
+    u_all, users = pd.factorize(e.user, sort=True)
+    us_all = e.us
     order = np.lexsort((us_all, u_all))
     u = u_all[order]
     us = us_all[order]
     nu = len(users)
-    etype = ev["event_type"].to_numpy(dtype=object)[order]
-    price = ev["price"].to_numpy(dtype=float)[order]
+    etype = e.event_type[order]
+    price = e.price[order]
     is_view, is_cart = etype == "view", etype == "cart"
     is_removal, is_purchase = etype == "remove_from_cart", etype == "purchase"
 
@@ -236,18 +337,17 @@ def compute_features_local(
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
     ends = np.r_[starts[1:], len(u)] - 1
     first_us, last_us = us[starts], us[ends]
-    no_buy = np.iinfo(np.int64).min
-    last_buy_us = np.maximum.reduceat(np.where(is_purchase, us, no_buy), starts)
-    has_buy = last_buy_us != no_buy
+    last_buy_us = np.maximum.reduceat(np.where(is_purchase, us, _NO_BUY), starts)
+    has_buy = last_buy_us != _NO_BUY
 
     # -- category buckets (l1 in CATEGORY_L1, else "other")
     nb = len(CATEGORY_BUCKETS)
-    bucket = _BUCKET_INDEX.get_indexer(l1.to_numpy(dtype=object)[order])
-    bucket = np.where(bucket < 0, nb - 1, bucket)
+    l1_code, l1_names = pd.factorize(e.l1[order])  # null -> -1: "other", like an unknown l1
+    bucket = np.array([_BUCKET_POS.get(v, nb - 1) for v in l1_names] + [nb - 1], dtype=np.intp)[l1_code]
     n_cat = np.bincount(u * nb + bucket, minlength=nu * nb).reshape(nu, nb).astype(np.int64)
 
     # -- sessions: (user, session) pairs
-    s_local, s_names = pd.factorize(ev[session_col].to_numpy(dtype=object)[order])
+    s_local, s_names = pd.factorize(e.session[order])
     s_pairs, s_code = np.unique(u * len(s_names) + s_local, return_inverse=True)
     ns = len(s_pairs)
     s_user = s_pairs // len(s_names)
@@ -269,7 +369,7 @@ def compute_features_local(
     first_day, last_day = day[starts], day[ends]
 
     # -- brands (events with a brand): Herfindahl index of the user's brand counts
-    b_local, b_names = pd.factorize(ev["brand"].to_numpy(dtype=object)[order])  # null -> -1
+    b_local, b_names = pd.factorize(e.brand[order])  # null -> -1
     branded = b_local >= 0
     brand_conc = np.full(nu, np.nan)
     if branded.any():
@@ -280,12 +380,10 @@ def compute_features_local(
         np.divide(square, total**2, out=brand_conc, where=total > 0)
 
     # -- price level: per (user, category) sums, joined to the category means (an inner join)
-    # category ids reach 19 digits: keep them int64 (a float64 round trip would merge categories)
-    cat_ids = pd.array(ev["category_id"], dtype="Int64")[order]
-    priced = ~np.asarray(cat_ids.isna()) & (price > 0)
+    priced = e.has_category[order] & (price > 0)
     price_level = np.full(nu, np.nan)
     if priced.any():
-        cats, c_local = np.unique(cat_ids[priced].to_numpy(dtype=np.int64), return_inverse=True)
+        cats, c_local = np.unique(e.category_id[order][priced], return_inverse=True)
         pairs, p_code = np.unique(u[priced] * len(cats) + c_local, return_inverse=True)
         n_priced = np.bincount(p_code).astype(float)
         sum_log_price = np.bincount(p_code, weights=np.log(price[priced]))
@@ -294,7 +392,9 @@ def compute_features_local(
             mean = np.bincount(pair_cat, weights=sum_log_price) / np.bincount(pair_cat, weights=n_priced)
         else:
             ref = reference_means(category_reference)
-            mean = ref.reindex(cats).to_numpy(dtype=float)
+            at = ref.index.get_indexer(cats)  # the index's hash table is built once per reference
+            mean = np.full(len(cats), np.nan)
+            mean[at >= 0] = ref.to_numpy(dtype=float)[at[at >= 0]]
         m = mean[pair_cat]
         known = ~np.isnan(m)
         dev = sum_log_price[known] - n_priced[known] * m[known]
@@ -332,7 +432,7 @@ def compute_features_local(
         "mean_days_between_visits": _ratio(last_day - first_day, active_days - 1),
         "frequency": frequency,
         "monetary": np.bincount(u, weights=np.where(is_purchase, price, 0.0), minlength=nu),
-        "recency_days": _nullable_int(recency),
+        "recency_days": recency,
         "tenure_days": tenure.astype(np.int32),
         "n_views": n_views,
         "n_carts": n_carts,
@@ -350,14 +450,14 @@ def compute_features_local(
         "weekend_share": _ratio(count(weekday >= 5), n_events),
         **{f"{band}_share": _ratio(hours[band], n_events) for band in HOUR_BANDS},
         "holiday_share": _ratio(count(day >= _holiday_start(day)), n_events),
-        "first_event_time": pd.to_datetime(first_us, unit="us", utc=True),
-        "last_event_time": pd.to_datetime(last_us, unit="us", utc=True),
-        "last_purchase_time": pd.to_datetime(last_buy_us, unit="us", utc=True).where(has_buy),
-        "as_of": pd.to_datetime(as_of_us, unit="us", utc=True),
+        "first_event_time": first_us,
+        "last_event_time": last_us,
+        "last_purchase_time": last_buy_us,
+        "as_of": as_of_us,
         "is_suspicious": np.array([k in flagged for k in keys], dtype=bool),
     }
     assert tuple(cols) == tuple(FEATURE_DTYPES), "local_features: columns and FEATURE_DTYPES out of sync"
-    return pd.DataFrame(cols)
+    return cols
 
 
 def _group_median(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

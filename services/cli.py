@@ -451,6 +451,9 @@ def api(
     port: Annotated[int, typer.Option("--port", help="Port of the HTTP server.")] = 8000,
     host: Annotated[str, typer.Option("--host", help="Interface to bind (0.0.0.0 inside a container).")] = "127.0.0.1",
     lake: LakeOption = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes (default SHOPLENS_API_WORKERS, 1).")
+    ] = None,
 ) -> None:
     """Serve the scoring API (POST /v1/score, GET /v1/customers/{user_id}, /healthz, /metrics, /docs).
 
@@ -459,8 +462,9 @@ def api(
     """
     from services.jobs.api import serve
 
+    settings = get_settings()
     typer.echo(f"shoplens api: http://{host}:{port} (OpenAPI docs at /docs)", err=True)
-    serve(get_settings(), lake, host, port)
+    serve(settings, lake, host, port, workers or settings.api_workers)
 
 
 @app.command()

@@ -55,14 +55,20 @@ class ApiProcess:
         stop_processes(self.processes)
 
 
-def start_api(env: dict[str, str], lake: str, port: int | None = None, timeout: float = 60) -> ApiProcess:
-    """``python -m services api`` with ``env`` added to a scrubbed environment; waits for /healthz."""
+def start_api(env: dict[str, str], lake: str, port: int | None = None, timeout: float = 60,
+              workers: int = 1) -> ApiProcess:  # fmt: skip
+    """``python -m services api`` with ``env`` added to a scrubbed environment; waits for /healthz.
+
+    With ``workers`` > 1 the first process is uvicorn's supervisor; the workers are its children (in
+    its process group, so :meth:`ApiProcess.stop` stops them too).
+    """
     port = port or free_port()
     log = Path(env.get("SHOPLENS_WORK_DIR", "/tmp")) / f"api-{port}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services", "api", "--host", "127.0.0.1", "--port", str(port), "--lake", lake],
+        [sys.executable, "-m", "services", "api", "--host", "127.0.0.1", "--port", str(port), "--lake", lake,
+         "--workers", str(workers)],
         env={**base, **env}, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     api = ApiProcess(port, log, [proc])

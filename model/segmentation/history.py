@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from etl.local_features import compute_features_local, raw_to_events, reference_means
+from etl.local_features import compute_features_local, raw_feature_columns, raw_to_events, reference_means
 from model.segmentation.lifecycle import lifecycle_action, lifecycle_label, lifecycle_stage
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY, LightScorer
 
@@ -70,6 +71,14 @@ def history_features(rows: pd.DataFrame, model: LoadedModel, as_of: datetime | s
     return compute_features_local(raw_to_events(rows), as_of=as_of, category_reference=model.category_means)
 
 
+def history_feature_columns(
+    rows: pa.Table, model: LoadedModel, as_of: datetime | str | None = None
+) -> dict[str, np.ndarray]:
+    """:func:`history_features` of typed REES46 rows in Arrow (``etl.lines.History.table``), as numpy
+    columns (:func:`etl.local_features.raw_feature_columns`): one small history without pandas frames."""
+    return raw_feature_columns(rows, as_of=as_of, category_reference=model.category_means)
+
+
 def score_features(features: pd.DataFrame, model: LoadedModel) -> list[dict[str, Any]]:
     """One result per row of ``features``: segment, confidence, trust, lifecycle stage, status and why."""
     scorer = model.scorer
@@ -114,6 +123,7 @@ __all__ = [
     "STATUS_NOT_ENOUGH",
     "STATUS_SCORED",
     "LoadedModel",
+    "history_feature_columns",
     "history_features",
     "model_from_artifact",
     "not_enough_reason",

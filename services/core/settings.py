@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     warehouse_url: str = Field(
         "sqlite:///./data/shoplens.db", description="SQLAlchemy URL of the SQL warehouse results are published to"
     )
+    api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `shoplens api` (one core each)")
     api_key: SecretStr | None = Field(
         None, description="Bearer token the scoring API requires (no default: `shoplens api` refuses to start "
         "without one outside demo mode)",

@@ -10,6 +10,11 @@
 - ``/healthz``, ``/metrics`` (Prometheus: requests and latency by route template and status),
   ``/docs`` (OpenAPI).
 
+``shoplens api --workers N`` (``SHOPLENS_API_WORKERS``) serves with N uvicorn processes; each holds its
+own model and refresh thread, and /metrics sums all of them (prometheus_client's multiprocess mode).
+Per request the work is CPU only (validation, features, scorer on numpy), so the handler and the auth
+check run on the event loop, without a thread hand-off.
+
 Auth: ``Authorization: Bearer <SHOPLENS_API_KEY>`` on the ``/v1`` routes, one dependency shared by
 both; in demo mode without a key they are open. The model and the segments version are re-read
 from their lake pointers every ``check_seconds`` by a background thread, so a newly published
@@ -26,7 +31,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import operator
+import os
+import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -36,24 +46,28 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, ConfigDict, Field
 
 from etl.contract import ID_PATTERN, RAW_COLUMNS
 from etl.lines import line_reasons, parse_lines
 from etl.pseudonymize import pseudonymize
-from model.segmentation.history import LoadedModel, history_features, not_enough_reason
+from model.segmentation.history import LoadedModel, history_feature_columns, not_enough_reason
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
 from services.core.catalog import SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
+from services.core.logs import configure_logging
 from services.core.readers import load_model, one_row, parquet_dataset
 from services.core.runtime import open_lake
-from services.core.settings import ConfigError, Settings
+from services.core.settings import ConfigError, Settings, get_settings
 
 log = logging.getLogger("shoplens.api")
 access = logging.getLogger("shoplens.api.access")
@@ -76,6 +90,7 @@ LATENCY = Histogram(
     ["route", "method", "status"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
 )  # fmt: skip
 UNMATCHED = "unmatched"  # any path no route matches: one label value, not the path
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set: several workers, whose samples /metrics sums
 
 
 class Observe:
@@ -250,17 +265,26 @@ class ApiState:
 
 
 # ------------------------------------------------------------------------------------ the work
-def _field(value: Any) -> str:
-    return "" if value is None else str(value)
+_EVENT_FIELDS = operator.attrgetter(*RAW_COLUMNS)
+_QUOTED = re.compile('["\r]')  # with commas and newlines (counted): what the CSV writer quotes
 
 
 def render_lines(events: list[Event] | list[dict[str, Any]]) -> list[str]:
-    """The REES46 CSV data lines the events stand for (quoted as a CSV writer quotes them)."""
+    """The REES46 CSV data lines the events stand for (quoted as a CSV writer quotes them; None = empty)."""
+    rows = [[d.get(c) for c in RAW_COLUMNS] if isinstance(d, dict) else _EVENT_FIELDS(d) for d in events]
+    # Fields without a comma, quote or line break are written as they are: then joining them is what the
+    # CSV writer writes (a third of its time); the writer is needed only for fields it has to quote.
+    lines = [",".join(["" if v is None else str(v) for v in row]) for row in rows]
+    text = "\n".join(lines)
+    n = len(lines)
+    if (
+        text.count(",") == (len(RAW_COLUMNS) - 1) * n
+        and text.count("\n") == max(n - 1, 0)
+        and not _QUOTED.search(text)
+    ):
+        return lines
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for e in events:
-        d = e if isinstance(e, dict) else e.model_dump()
-        writer.writerow([_field(d.get(c)) for c in RAW_COLUMNS])
+    csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue().split("\n")[:-1]
 
 
@@ -281,25 +305,28 @@ def score_events(events: list[Event] | list[dict[str, Any]], model: LoadedModel,
     if history.rows_invalid:
         raise InvalidEvents(f"{history.rows_invalid} of {len(lines)} events break the data contract",
                             row_problems(lines))  # fmt: skip
-    users = history.rows["user_id"].astype(str)
-    if users.nunique() > 1:
-        first = users.iloc[0]
-        rows = [{"row": i, "reason": "another user_id than row 0"} for i, u in enumerate(users) if u != first]
-        raise InvalidEvents("the events of one user at a time: several user_id values", rows)
-    rows = history.rows.assign(user_id="u")  # the raw id is not needed to score
-    return _score_one(history_features(rows, model, as_of), model)
+    rows = history.table
+    users = rows["user_id"]
+    if pc.count_distinct(users).as_py() > 1:
+        ids = users.to_pylist()
+        others = [
+            {"row": i, "reason": "another user_id than row 0"} for i, u in enumerate(ids) if u != ids[0]
+        ]
+        raise InvalidEvents("the events of one user at a time: several user_id values", others)
+    # the raw id is not needed to score
+    rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id", pa.array(["u"] * rows.num_rows))
+    return _score_one(history_feature_columns(rows, model, as_of), model)
 
 
-def _score_one(feats: pd.DataFrame, model: LoadedModel) -> dict[str, Any]:
-    """The light scorer on a one-row features table: the arithmetic of ``score_features``, without its
-    per-column ``to_numeric`` (the twin's columns are numeric already), which costs milliseconds."""
+def _score_one(feats: dict[str, np.ndarray], model: LoadedModel) -> dict[str, Any]:
+    """The light scorer on one user's feature columns: the arithmetic of ``score_features``, on numpy
+    columns instead of a one-row frame (whose per-column conversions cost more than the scoring)."""
     scorer = model.scorer
-    matrix = feats[list(scorer.input_features)].to_numpy(dtype=float, na_value=np.nan)
-    n_events = int(feats["n_events"].iloc[0])
+    matrix = np.column_stack([np.asarray(feats[c], dtype=float) for c in scorer.input_features])
+    n_events = int(feats["n_events"][0])
     seg, conf = scorer.predict_array(matrix, np.array([float(n_events)]))
     segment_id = int(seg[0])
     scored = segment_id != NOT_ENOUGH_ACTIVITY
-    when = feats["as_of"].iloc[0]
     return {
         "segment_id": segment_id if scored else None,
         "segment_name": scorer.names_of(seg)[0] if scored else None,
@@ -308,7 +335,7 @@ def _score_one(feats: pd.DataFrame, model: LoadedModel) -> dict[str, Any]:
         "n_events": n_events,
         "status": "scored" if scored else "not_enough_activity",
         "reason": None if scored else not_enough_reason(n_events, model.min_events),
-        "as_of": pd.Timestamp(when).isoformat(),
+        "as_of": pd.Timestamp(int(feats["as_of"][0]), unit="us", tz="UTC").isoformat(),
     }
 
 
@@ -344,7 +371,9 @@ def auth_dependency(settings: Settings):
     if expected is None:
         log.warning("DEMO MODE: the scoring API accepts requests without a key")
 
-    def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # a closure: no Annotated
+    async def check(  # a closure: no Annotated; async: no thread hand-off per request
+        creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+    ) -> None:
         if expected is None:
             return
         if creds is None or not secrets.compare_digest(creds.credentials.encode(), expected):
@@ -387,7 +416,7 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
 
     @app.post("/v1/score", response_model=ScoreResponse, dependencies=v1, responses=problems,
               summary="Segment one user's recent events")  # fmt: skip
-    def score(body: ScoreRequest) -> dict[str, Any]:
+    async def score(body: ScoreRequest) -> dict[str, Any]:  # CPU only: no thread hand-off
         if body.as_of not in (None, "last_event"):
             try:
                 pd.Timestamp(body.as_of)
@@ -398,7 +427,9 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
     @app.get("/v1/customers/{user_id}", response_model=CustomerResponse, dependencies=v1,
              responses={**problems, 404: {"description": "no such customer in the published segments"}},
              summary="The published segment of a customer (raw user id, hashed on the server)")  # fmt: skip
-    def customer(user_id: Annotated[str, PathParam(pattern=f"^{ID_PATTERN}$", description="raw user id")]) -> dict:
+    def customer(
+        user_id: Annotated[str, PathParam(pattern=f"^{ID_PATTERN}$", description="raw user id")],
+    ) -> dict:
         found = lookup_customer(state, user_id)
         if found is None:
             raise HTTPException(404, "no such customer in the published segments")
@@ -412,17 +443,69 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
 
-def serve(settings: Settings, lake_uri: str | None, host: str, port: int) -> None:
-    """Run the API with uvicorn until interrupted (its access log off: it prints raw paths)."""
+class _AllWorkers:
+    """The API's families summed over the worker processes' files (prometheus_client's multiprocess mode)."""
+
+    def __init__(self, path: str) -> None:
+        self._files = MultiProcessCollector(None, path)
+
+    def collect(self):
+        own = {m.name for m in REGISTRY.collect()}  # not the families other imported modules define
+        return [m for m in self._files.collect() if m.name in own]
+
+
+def metrics_text() -> bytes:
+    """The /metrics page: this process's families, or with several workers their sum over all of them."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    registry.register(_AllWorkers(path))
+    return generate_latest(registry)
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several uvicorn worker processes (:func:`serve`): settings from the environment.
+
+    Each worker loads the model itself and follows the lake pointers with its own refresh thread, so a
+    newly published model reaches every worker within ``check_seconds``.
+    """
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format, settings.log_stream)
+    return create_app(settings, open_lake(settings))
+
+
+def serve(settings: Settings, lake_uri: str | None, host: str, port: int, workers: int = 1) -> None:
+    """Run the API with uvicorn until interrupted (its access log off: it prints raw paths).
+
+    ``workers`` > 1 runs that many processes on one socket (Python scores on one core per process). They
+    get the settings through the environment (``SHOPLENS_LAKE`` set to ``lake_uri``), and /metrics counts
+    the requests of all of them through ``PROMETHEUS_MULTIPROC_DIR``: the operator's if set (wipe it
+    between runs, as prometheus_client says), else a fresh directory removed at exit.
+    """
     import uvicorn
 
-    app = create_app(settings, open_lake(settings, lake_uri))
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None, server_header=False)
+    options: dict[str, Any] = {"host": host, "port": port, "access_log": False, "log_config": None,
+                               "server_header": False}  # fmt: skip
+    if workers <= 1:
+        uvicorn.run(create_app(settings, open_lake(settings, lake_uri)), **options)
+        return
+    auth_dependency(settings), settings.key_bytes  # no key: one ConfigError here, not one per worker
+    os.environ["SHOPLENS_LAKE"] = lake_uri or settings.lake
+    own_dir = MULTIPROC_ENV not in os.environ
+    if own_dir:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="shoplens-api-metrics-")
+    log.info("serving with %d worker processes", workers, extra={"workers": workers})
+    try:
+        uvicorn.run("services.jobs.api:worker_app", factory=True, workers=workers, **options)
+    finally:
+        if own_dir:
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
 
 
 __all__ = [
@@ -434,8 +517,10 @@ __all__ = [
     "ScoreRequest",
     "create_app",
     "lookup_customer",
+    "metrics_text",
     "render_lines",
     "row_problems",
     "score_events",
     "serve",
+    "worker_app",
 ]

@@ -248,3 +248,51 @@ def test_a_real_uvicorn_server(source, history, tmp_path):
     assert "/v1/customers/{user_id}" in log and "Uvicorn running" in log
     for secret in (raw, source.raw_ids["unknown"], history[0][0]["user_id"], TOKEN):
         assert secret not in log, secret
+
+
+@pytest.mark.slow
+def test_several_workers_count_every_request_check_keys_and_swap_models(source, history, tmp_path):
+    root = tmp_path / "lake"
+    shutil.copytree(source.root, root)
+    lake = Lake(LocalStore(root), tmp_path / "work")
+    old = lake.current_version(SEGMENTATION_MODEL)
+    env = {"SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_API_KEY": TOKEN, "SHOPLENS_WORK_DIR": str(tmp_path / "w"),
+           "SHOPLENS_LOG_FORMAT": "json", "SHOPLENS_LOG_LEVEL": "INFO"}  # fmt: skip
+    api = start_api(env, str(root), workers=2)
+    body = {"events": history[0]}
+    try:
+        assert api.request("POST", "/v1/score", body)[0] == 401
+        assert api.request("POST", "/v1/score", body, token="wrong-token")[0] == 401
+        first = [api.request("POST", "/v1/score", body, token=TOKEN) for _ in range(12)]
+        assert all(s == 200 and b["model_version"] == old for s, b in first)
+
+        new = "20200101T000000Z-mlwrks"
+        staged = tmp_path / "model"
+        shutil.copytree(root / SEGMENTATION_MODEL / old, staged)
+        art = json.loads((staged / "artifact.json").read_text())
+        art["model_version"] = new
+        (staged / "artifact.json").write_text(json.dumps(art))
+        lake.publish_version(staged, SEGMENTATION_MODEL, new)
+        sent, deadline = len(first), time.monotonic() + 30
+        while api.request("POST", "/v1/score", body, token=TOKEN)[1]["model_version"] != new:
+            sent += 1
+            assert time.monotonic() < deadline, "no worker picked up the new model"
+            time.sleep(0.2)
+        time.sleep(6)  # every worker re-reads the pointer every 5 s
+        after = [api.request("POST", "/v1/score", body, token=TOKEN) for _ in range(10)]
+        assert all(s == 200 and b["model_version"] == new for s, b in after)
+        sent += 1 + len(after)
+
+        status, text = api.request("GET", "/metrics")
+    finally:
+        api.stop()
+    assert status == 200
+    counts = {line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("shoplens_api_requests_total{") and 'route="/v1/score"' in line}  # fmt: skip
+    assert counts == {'method="POST",route="/v1/score",status="200"': sent,
+                      'method="POST",route="/v1/score",status="401"': 2}  # fmt: skip
+    histogram = 'shoplens_api_request_duration_seconds_count{method="POST",route="/v1/score",status="200"}'
+    assert f"{histogram} {sent}" in text
+    started = {json.loads(line)["message"] for line in api.log.read_text().splitlines()
+               if line.startswith("{") and "Started server process" in line}  # fmt: skip
+    assert len(started) == 2, started  # two worker processes, each with its own pid
