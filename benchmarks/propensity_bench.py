@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -40,44 +41,68 @@ from model.propensity import (
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def synthetic_examples(users: int, cutoffs: int, seed: int = 0) -> pd.DataFrame:
+def _cutoff_frame(users: int, cutoffs: list[pd.Timestamp], rng: np.random.Generator) -> pd.DataFrame:
+    """``users x len(cutoffs)`` rows: float32 feature columns (one contiguous array each, no concat)."""
+    n = users * len(cutoffs)
+    values = np.empty((len(MODEL_FEATURES), n), dtype=np.float32)
+    for j in range(len(MODEL_FEATURES)):
+        values[j] = rng.gamma(2.0, 2.0, n)
+    df = pd.DataFrame(values.T, columns=list(MODEL_FEATURES), copy=False)  # columns stay views of `values`
+    col = {c: values[j] for j, c in enumerate(MODEL_FEATURES)}
+    logit = -3.0 + 0.35 * col["carts_7d"] + 0.15 * col["sessions_28d"] - 0.05 * col["days_since_last_event"]
+    df["label"] = (rng.random(n, dtype=np.float32) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    df["cutoff"] = pd.DatetimeIndex(cutoffs).repeat(users)
+    return df
+
+
+def synthetic_examples(users: int, cutoffs: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows: ``users`` x ``cutoffs`` weekly cutoffs, validation rows: ``users`` at the next one).
+
+    Feature columns are float32, what :func:`services.jobs.propensity.build_examples` hands to the
+    models (it narrows the Spark output to float32 too), built in place: the two frames are all the
+    memory the input takes (3M users: 2.8 + 0.7 GB).
+    """
     rng = np.random.default_rng(seed)
-    parts = []
-    days = pd.date_range("2019-10-05", periods=cutoffs + 1, freq="7D", tz="UTC")
-    for c in days:
-        df = pd.DataFrame({f: rng.gamma(2.0, 2.0, users).astype(np.float64) for f in MODEL_FEATURES})
-        logit = -3.0 + 0.35 * df["carts_7d"] + 0.15 * df["sessions_28d"] - 0.05 * df["days_since_last_event"]
-        df["label"] = (rng.random(users) < 1 / (1 + np.exp(-logit))).astype(np.int8)
-        df["cutoff"] = c
-        parts.append(df)
-    return pd.concat(parts, ignore_index=True)
+    days = list(pd.date_range("2019-10-05", periods=cutoffs + 1, freq="7D", tz="UTC"))
+    return _cutoff_frame(users, days[:-1], rng), _cutoff_frame(users, days[-1:], rng)
+
+
+def _rss_gib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)  # Linux: KiB
 
 
 def model_side(users: int, cutoffs: int, max_train_rows: int) -> dict:
     t = time.monotonic()
-    ex = synthetic_examples(users, cutoffs)
+    train, val = synthetic_examples(users, cutoffs)
     build = time.monotonic() - t
-    last = ex["cutoff"].max()
-    train, val = ex.loc[ex["cutoff"] < last], ex.loc[ex["cutoff"] == last]
+    rss_input = _rss_gib()
     t = time.monotonic()
     params = {k: {"max_train_rows": max_train_rows} for k in ("logistic", "boosted")}
     comp = compare_models(train, val, params=params)
     fit = time.monotonic() - t
+    rss_train = _rss_gib()
     model = comp.best.model
     scorer = LightPropensityScorer(export_artifact(model, "bench"))
-    A = design_matrix(val, model.features_)
     t = time.monotonic()
     p_light = scorer.predict_proba(val)
     light = time.monotonic() - t
+    A = design_matrix(val, model.features_)
     t = time.monotonic()
     p_sk = model.predict_proba(A)[:, 1]
     sk = time.monotonic() - t
+    reports = comp.reports
     return {
-        "users": users, "cutoffs_train": cutoffs, "rows_total": len(ex), "max_train_rows": max_train_rows,
+        "users": users, "cutoffs_train": cutoffs, "rows_total": len(train) + len(val), "max_train_rows": max_train_rows,
         "synthetic_matrix_seconds": round(build, 2), "train_compare_seconds": round(fit, 2),
-        "shipped": comp.shipped, "roc_auc": {k: r.metrics["roc_auc"] for k, r in comp.reports.items()},
+        "shipped": comp.shipped, "roc_auc": {k: r.metrics["roc_auc"] for k, r in reports.items()},
+        "ece": {k: r.metrics["ece"] for k, r in reports.items()},
+        "calibration": {k: r.metrics["calibration"] for k, r in reports.items()},
+        "n_train": {k: r.metrics["n_train"] for k, r in reports.items()},
+        "validation_rows": {k: r.metrics["users"] for k, r in reports.items()},
+        "boosted_iterations": int(reports["boosted"].model.base_.n_iter_) if "boosted" in reports else None,
         "score_light_seconds": round(light, 2), "score_sklearn_seconds": round(sk, 2),
         "light_vs_sklearn_max_abs_diff": float(np.max(np.abs(p_light - p_sk))),
+        "peak_rss_gib": {"input_frames": rss_input, "after_training": rss_train, "after_scoring": _rss_gib()},
     }  # fmt: skip
 
 
@@ -88,6 +113,7 @@ def label_building(lake_users: int) -> dict:
     from etl.labels import cutoff_table, training_examples, weekly_cutoffs
     from etl.lines import read_history
     from etl.local_features import raw_to_events
+    from services.jobs.propensity import examples_frame
 
     tmp = Path(tempfile.mkdtemp(prefix="propbench-"))
     generate(tmp, users=lake_users, months=2, seed=4)
@@ -104,7 +130,8 @@ def label_building(lake_users: int) -> dict:
     events = spark.read.parquet(str(pq_dir))
     cuts = weekly_cutoffs(ev["event_time"].min().to_pydatetime(), ev["event_time"].max().to_pydatetime(), n_train=4)
     t = time.monotonic()
-    got = training_examples(events, cutoff_table(spark, cuts.all)).toPandas()
+    # what `propensity train` runs: features narrowed to float32 in Spark, an Arrow collect
+    got = examples_frame(training_examples(events, cutoff_table(spark, cuts.all)))
     spark_s = time.monotonic() - t
     # peer: the labels alone with pandas (a merge_asof-free interval test per cutoff)
     t = time.monotonic()
@@ -118,10 +145,20 @@ def label_building(lake_users: int) -> dict:
         pandas_rows += len(labels)
     pandas_s = time.monotonic() - t
     spark.stop()
+    # the models on these real examples (the generator's personas): the issue's quality floors
+    from services.jobs.propensity import split_examples
+
+    t = time.monotonic()
+    comp = compare_models(*split_examples(got, cuts.validation))
+    quality = {k: {"roc_auc": round(r.metrics["roc_auc"], 4), "ece": round(r.metrics["ece"], 4),
+                   "calibration": r.metrics["calibration"], "validation_users": r.metrics["users"]}
+               for k, r in comp.reports.items()}  # fmt: skip
+    quality_s = time.monotonic() - t
     return {
         "lake_users": lake_users, "events": len(ev), "cutoffs": len(cuts.all), "examples": len(got),
         "spark_examples_seconds": round(spark_s, 2), "pandas_labels_only_seconds": round(pandas_s, 2),
         "pandas_rows": pandas_rows, "note": "Spark builds every feature + window + label; the pandas peer only the labels",
+        "generator_models": quality, "generator_shipped": comp.shipped, "generator_train_compare_seconds": round(quality_s, 2),
     }  # fmt: skip
 
 
@@ -153,6 +190,12 @@ def main() -> None:
         f"- Scoring {m['users']:,} users with the light JSON scorer: **{m['score_light_seconds']} s** "
         f"(peer: scikit-learn predict_proba {m['score_sklearn_seconds']} s; max |diff| {m['light_vs_sklearn_max_abs_diff']:.1e}; "
         "goal <= 60 s).",
+        f"- Validation ROC AUC {', '.join(f'{k} {v:.3f}' for k, v in m['roc_auc'].items())}; ECE "
+        f"{', '.join(f'{k} {v:.4f}' for k, v in m['ece'].items())}; boosted iterations {m['boosted_iterations']} "
+        "(synthetic labels: a logistic rule of three columns, not the generator's personas).",
+        f"- Peak RSS of the Python process: {m['peak_rss_gib']['input_frames']} GiB after building the input "
+        f"frames, {m['peak_rss_gib']['after_training']} GiB after training, "
+        f"{m['peak_rss_gib']['after_scoring']} GiB after scoring.",
     ]  # fmt: skip
     if "label_building" in res:
         lb = res["label_building"]
@@ -160,6 +203,12 @@ def main() -> None:
                      f"{lb['lake_users']:,} users / {lb['events']:,} events: **{lb['spark_examples_seconds']} s** for "
                      f"{lb['examples']:,} examples with every feature; pandas peer (labels only): "
                      f"{lb['pandas_labels_only_seconds']} s.")  # fmt: skip
+        q = lb["generator_models"]
+        lines.append("- Both models trained on those examples (the generator's personas; issue floors: boosted "
+                     "ROC AUC >= 0.80 and above logistic, ECE <= 0.03): "
+                     + "; ".join(f"{k} ROC AUC {v['roc_auc']:.3f}, ECE {v['ece']:.4f} ({v['calibration'] or 'uncalibrated'})"
+                                 for k, v in q.items())
+                     + f" on {next(iter(q.values()))['validation_users']:,} validation users; shipped {lb['generator_shipped']}.")  # fmt: skip
     (OUT / "propensity.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

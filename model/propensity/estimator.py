@@ -11,8 +11,17 @@ earlier cutoffs, the boosted model's early stopping watches the held-out cutoff,
 decided and fitted there. Calibration rule (``calibration="auto"``): measure the held-out ECE of
 the uncalibrated scores; above ``ece_tolerance`` calibrate, with isotonic regression when the
 held-out cutoff has at least ``isotonic_min_positives`` buyers (flexible, needs data) and Platt's
-sigmoid otherwise (two parameters, safe on few positives), via ``CalibratedClassifierCV`` on the
-frozen base model. The evaluation cutoff (validation) is never seen by ``fit``.
+sigmoid otherwise (two parameters, safe on few positives), fitted on the frozen base model's raw
+scores (decision function) of the held-out cutoff, which is what ``CalibratedClassifierCV`` with a
+``FrozenEstimator`` fits (same calibrator classes, same inputs), computed once instead of per fold.
+The evaluation cutoff (validation) is never seen by ``fit``.
+
+Memory and time at scale (3M users x 5 cutoffs): the design matrices hold float32 values
+(:data:`model.propensity.features.MATRIX_DTYPE`) and are built only for the rows used: the at most
+``max_train_rows`` sampled rows of the earlier cutoffs and the held-out cutoff, never the whole
+training frame. Scoring runs in chunks of :data:`SCORE_CHUNK` rows, so scikit-learn's float64 copy
+of the input stays small, and the base model's raw scores on the held-out cutoff are computed once
+for the ECE before, the calibrator fit and the ECE after.
 """
 
 from __future__ import annotations
@@ -22,20 +31,24 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
-from sklearn.calibration import CalibratedClassifierCV
+from sklearn.calibration import _SigmoidCalibration
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.frozen import FrozenEstimator
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from model.propensity.evaluation import expected_calibration_error
-from model.propensity.features import LOG_FEATURES, MODEL_FEATURES, design_matrix
+from model.propensity.features import LOG_FEATURES, MATRIX_DTYPE, MODEL_FEATURES, design_matrix
 
 Kind = Literal["logistic", "boosted"]
 Calibration = Literal["auto", "none", "sigmoid", "isotonic"]
+
+#: Rows per scoring chunk (bounds the float64 copies scikit-learn and the log1p prep make).
+SCORE_CHUNK = 1 << 18
 
 
 class PropensityWarning(UserWarning):
@@ -49,26 +62,45 @@ class LogPrep(TransformerMixin, BaseEstimator):
         self.log_columns = log_columns
 
     def fit(self, A: np.ndarray, y: Any = None) -> LogPrep:
-        A = np.asarray(A, dtype=float)
+        A = np.asarray(A)
+        med = np.empty(A.shape[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> nan, replaced below
-            med = np.nanmedian(A, axis=0)
+            for j in range(A.shape[1]):  # column by column: one float64 column at a time, not a copy of A
+                med[j] = np.nanmedian(A[:, j].astype(np.float64))
         self.medians_ = np.where(np.isnan(med), 0.0, med)
-        self.missing_columns_ = np.flatnonzero(np.isnan(A).any(axis=0))
+        self.missing_columns_ = np.flatnonzero([np.isnan(A[:, j]).any() for j in range(A.shape[1])])
         self.log_mask_ = np.isin(np.arange(A.shape[1]), np.asarray(self.log_columns, dtype=int))
         return self
 
     def transform(self, A: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "medians_")
-        return prep_transform(np.asarray(A, dtype=float), self.medians_, self.missing_columns_, self.log_mask_)
+        return prep_transform(np.asarray(A), self.medians_, self.missing_columns_, self.log_mask_)
 
 
 def prep_transform(A: np.ndarray, medians: np.ndarray, missing_columns: np.ndarray, log_mask: np.ndarray) -> np.ndarray:
-    """The arithmetic of :class:`LogPrep` (shared with the light scorer)."""
+    """The arithmetic of :class:`LogPrep` (shared with the light scorer): a new float64 (n, p + k) array.
+
+    Written into one output array (no hstack of copies): imputed values, sign(x) log1p(|x|) of the
+    log columns, then the 0/1 missing flags.
+    """
+    if A.dtype.kind != "f":
+        A = A.astype(np.float64)
+    n, p = A.shape
     nan = np.isnan(A)
-    X = np.where(nan, medians, A)
-    X[:, log_mask] = np.sign(X[:, log_mask]) * np.log1p(np.abs(X[:, log_mask]))
-    return np.hstack([X, nan[:, missing_columns].astype(float)])
+    out = np.empty((n, p + len(missing_columns)), dtype=np.float64)
+    X = out[:, :p]
+    X[...] = A
+    np.copyto(X, medians, where=nan)
+    if log_mask.any():
+        L = X[:, log_mask]
+        sign = np.sign(L)
+        np.abs(L, out=L)
+        np.log1p(L, out=L)
+        L *= sign
+        X[:, log_mask] = L
+    out[:, p:] = nan[:, missing_columns]
+    return out
 
 
 class PropensityModel(ClassifierMixin, BaseEstimator):
@@ -155,7 +187,8 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
     def _base(self, has_holdout: bool) -> Any:
         if self.kind == "logistic":
             logs = tuple(j for j, c in enumerate(self.features_) if c in LOG_FEATURES)
-            return Pipeline([("prep", LogPrep(logs)), ("scale", StandardScaler()),
+            # copy=False: the scaler standardizes LogPrep's fresh output in place (one n x p array fewer)
+            return Pipeline([("prep", LogPrep(logs)), ("scale", StandardScaler(copy=False)),
                              ("lr", LogisticRegression(C=self.C, max_iter=2000))])  # fmt: skip
         return HistGradientBoostingClassifier(
             learning_rate=self.learning_rate, max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes,
@@ -167,16 +200,16 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
         """Fit on the rows of ``X`` (feature columns), labels ``y`` (0/1) and their cutoff ``groups``."""
         self._check_params()
         y = np.asarray(y, dtype=int)
-        groups = np.asarray(groups)
         if len(y) != len(X) or len(groups) != len(X):
             raise ValueError("PropensityModel.fit: X, y and groups must have the same length")
         if not np.isin(y, (0, 1)).all() or y.max(initial=0) == 0:
             raise ValueError("PropensityModel.fit: no positive labels (no purchase after any training cutoff)")
         self.features_ = tuple(MODEL_FEATURES)
-        A = design_matrix(X, self.features_)
-        cuts = np.unique(groups)
+        codes, cuts = pd.factorize(groups, sort=True)  # integer codes: no object array of Timestamps
+        if (codes < 0).any():
+            raise ValueError("PropensityModel.fit: groups (the cutoff of each row) has missing values")
         holdout = cuts[-1] if len(cuts) > 1 else None
-        is_hold = groups == holdout if holdout is not None else np.zeros(len(y), dtype=bool)
+        is_hold = codes == len(cuts) - 1 if holdout is not None else np.zeros(len(y), dtype=bool)
         fit_rows = np.flatnonzero(~is_hold)
         if holdout is None:
             warnings.warn("one training cutoff only: no held-out cutoff for early stopping or calibration",
@@ -187,38 +220,61 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
             rng = np.random.default_rng(self.random_state)
             fit_rows = np.sort(rng.choice(fit_rows, size=self.max_train_rows, replace=False))
         base = self._base(holdout is not None)
+        # float32 values either way; float64 storage for the boosted model, which would widen a copy itself
+        dtype = np.float64 if self.kind == "boosted" else MATRIX_DTYPE
+        A_fit = design_matrix(X, self.features_, rows=fit_rows, dtype=dtype)
+        hold_rows = np.flatnonzero(is_hold)
+        A_hold = None
         if self.kind == "boosted" and holdout is not None:
-            base.fit(A[fit_rows], y[fit_rows], X_val=A[is_hold], y_val=y[is_hold])
+            A_hold = design_matrix(X, self.features_, rows=hold_rows, dtype=dtype)
+            base.fit(A_fit, y[fit_rows], X_val=A_hold, y_val=y[hold_rows])
         else:
-            base.fit(A[fit_rows], y[fit_rows])
+            base.fit(A_fit, y[fit_rows])
+        del A_fit
         self.base_ = base
         self.n_train_ = len(fit_rows)
         self.classes_ = np.array([0, 1])
         self.calibrator_, self.calibration_, self.holdout_ = None, None, None
         if holdout is not None:
-            self._calibrate(A[is_hold], y[is_hold], holdout)
+            if A_hold is None:  # built after the fit when the fit does not watch it (less at once in memory)
+                A_hold = design_matrix(X, self.features_, rows=hold_rows, dtype=dtype)
+            self._calibrate(A_hold, y[hold_rows], holdout)
         return self
 
     def _calibrate(self, A: np.ndarray, y: np.ndarray, holdout: Any) -> None:
-        before = expected_calibration_error(y, base_proba(self.base_, A))
+        raw = self._decision(A)  # once: the ECE before, the calibrator's input and the ECE after
+        before = expected_calibration_error(y, expit(raw))
         method = self.calibration
         if method == "auto":
             method = "none" if before <= self.ece_tolerance else (
                 "isotonic" if y.sum() >= self.isotonic_min_positives else "sigmoid")  # fmt: skip
         if method != "none" and 0 < y.sum() < len(y):
-            cal = CalibratedClassifierCV(FrozenEstimator(self.base_), method=method).fit(A, y)
-            self.calibrator_ = cal.calibrated_classifiers_[0].calibrators[0]
+            cal = IsotonicRegression(out_of_bounds="clip") if method == "isotonic" else _SigmoidCalibration()
+            self.calibrator_ = cal.fit(raw, y)
             self.calibration_ = method
-        after = expected_calibration_error(y, self._proba(A))
+        after = expected_calibration_error(y, self._from_raw(raw))
         self.holdout_ = {"cutoff": str(holdout), "rows": len(y), "buyers": int(y.sum()),
                          "ece_uncalibrated": before, "ece_calibrated": after}  # fmt: skip
 
     # ------------------------------------------------------------------ scoring
+    def _decision(self, A: np.ndarray) -> np.ndarray:
+        """The base model's raw score (log-odds) per row of a design matrix, in chunks of SCORE_CHUNK rows."""
+        if len(A) <= SCORE_CHUNK:
+            return self.base_.decision_function(A)
+        out = np.empty(len(A), dtype=np.float64)
+        for i in range(0, len(A), SCORE_CHUNK):
+            out[i : i + SCORE_CHUNK] = self.base_.decision_function(A[i : i + SCORE_CHUNK])
+        return out
+
+    def _from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """P(buy) from the raw score: the calibrator's, or the base model's own (the logistic link)."""
+        if self.calibrator_ is None:
+            return expit(raw)
+        return np.clip(self.calibrator_.predict(raw), 0.0, 1.0)
+
     def _proba(self, A: np.ndarray) -> np.ndarray:
         """Guts of predict_proba on a design matrix (no validation): P(buy) per row."""
-        if self.calibrator_ is None:
-            return base_proba(self.base_, A)
-        return np.clip(self.calibrator_.predict(self.base_.decision_function(A)), 0.0, 1.0)
+        return self._from_raw(self._decision(A))
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """(n, 2) probabilities; ``X`` is a frame with the feature columns or a design matrix."""
@@ -246,4 +302,4 @@ def base_proba(base: Any, A: np.ndarray) -> np.ndarray:
     return base.predict_proba(A)[:, 1]
 
 
-__all__ = ["LogPrep", "PropensityModel", "PropensityWarning", "base_proba", "prep_transform"]
+__all__ = ["SCORE_CHUNK", "LogPrep", "PropensityModel", "PropensityWarning", "base_proba", "prep_transform"]

@@ -13,6 +13,17 @@ No pickle anywhere: the artifact holds numbers, and loading it runs no code from
 * ``deciles``: the 9 cut points of the batch scores' deciles (added by the scoring job), so a single
   user gets the decile the batch would give them: decile = 1 + #(cut points < p).
 
+Scoring is chunked (:data:`CHUNK` rows of the frame at a time, so memory stays bounded whatever the
+number of users). Trees with at most 64 leaves (the default model has 31) are applied without walking
+them row by row, with the bit-vector rule of QuickScorer (Lucchese et al., SIGIR 2015): number the
+leaves left to right; every internal node whose test sends a row right rules out the leaves of its
+left subtree; the leaf reached is the leftmost one not ruled out. Each node is then a vectorized
+comparison of one contiguous column over a block of rows and an OR of the bits it rules out (three
+SIMD passes, about 0.6 ns per node and row), instead of gathers per row and level.
+The comparison is exact: a float32 ``x`` satisfies ``x <= t`` (t float64, as scikit-learn compares
+after widening) iff ``x <= t32`` with ``t32`` the largest float32 not above ``t``. Larger trees are
+walked level by level.
+
 JSON floats round-trip exactly, so :meth:`LightPropensityScorer.predict_proba` equals
 ``PropensityModel.predict_proba`` (tests/model/test_propensity.py).
 """
@@ -31,6 +42,10 @@ from model.propensity.features import design_matrix
 
 ARTIFACT_KIND = "shoplens.propensity.light"
 SCHEMA_VERSION = 1
+#: Rows of the frame turned into a design matrix at a time; trees are applied to BLOCK rows at a time
+#: (column-major, so a node's column is contiguous and a block's work stays in cache).
+CHUNK = 1 << 18
+BLOCK = 1 << 15
 
 
 def _calibrator_dict(model: PropensityModel) -> dict[str, Any] | None:
@@ -61,6 +76,71 @@ def _trees(model: PropensityModel) -> list[dict[str, list]]:
             "value": nodes["value"].astype(float).tolist(),
         })  # fmt: skip
     return out
+
+
+def _floor32(t: np.ndarray) -> np.ndarray:
+    """The largest float32 not above each float64 ``t`` (so float32 ``x <= t`` iff ``x <= _floor32(t)``)."""
+    with np.errstate(over="ignore"):
+        t32 = t.astype(np.float32)
+    up = t32.astype(np.float64) > t
+    t32[up] = np.nextafter(t32[up], np.float32(-np.inf))
+    return t32
+
+
+def _leaf_spans(leaf: np.ndarray, left: np.ndarray, right: np.ndarray) -> tuple[list[int], dict[int, tuple]]:
+    """(the leaves left to right, node -> (first, last + 1) of the leaf numbers under it)."""
+    order: list[int] = []
+    span: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[int, bool]] = [(0, False)]
+    while stack:  # iterative depth-first walk, left child first: (node, children done)
+        node, done = stack.pop()
+        if leaf[node]:
+            span[node] = (len(order), len(order) + 1)
+            order.append(node)
+        elif done:
+            span[node] = (span[int(left[node])][0], span[int(right[node])][1])
+        else:
+            stack += [(node, True), (int(right[node]), False), (int(left[node]), False)]
+    return order, span
+
+
+class _BitTree:
+    """One tree compiled for the QuickScorer rule (module docstring): internal nodes and leaf values."""
+
+    def __init__(self, t: Mapping[str, np.ndarray]) -> None:
+        order, span = _leaf_spans(t["leaf"], t["left"], t["right"])
+        self.n_leaves = len(order)
+        word = np.uint32 if self.n_leaves <= 32 else np.uint64
+        inner = np.flatnonzero(~t["leaf"])
+        self.feature = t["feature"][inner].astype(np.int64)
+        self.threshold = t["threshold"][inner].astype(np.float64)
+        self.threshold32 = _floor32(self.threshold)
+        self.missing_left = t["missing_left"][inner].astype(bool)
+        # a row sent right by node n cannot end in n's left subtree: those bits (a contiguous range) are cleared
+        lo_hi = [span[int(t["left"][n])] for n in inner]
+        self.clear = np.array([((1 << (hi - lo)) - 1) << lo for lo, hi in lo_hi], dtype=word)
+        self.word = word
+        self.values = t["value"][np.asarray(order, dtype=np.int64)].astype(np.float64)
+
+    def add_raw(self, cols: np.ndarray, nan: np.ndarray | None, out: np.ndarray) -> None:
+        """Add this tree's leaf value to ``out`` for a column-major block ``cols`` (p, b).
+
+        ``nan``: ``isnan(cols)`` as 0/1 of the bit-vector dtype, or None when the block has no NaN.
+        """
+        thr = self.threshold32 if cols.dtype == np.float32 else self.threshold
+        cleared = np.zeros(cols.shape[1], dtype=self.word)
+        right = np.empty(cols.shape[1], dtype=self.word)
+        nodes = zip(self.feature.tolist(), thr, self.missing_left.tolist(), self.clear, strict=True)
+        for f, tv, ml, bits in nodes:
+            np.greater(cols[f], tv, out=right, casting="unsafe")  # 0/1; NaN compares False, so goes left ...
+            if nan is not None and not ml:
+                np.bitwise_or(right, nan[f], out=right)  # ... unless missing values go right at this node
+            np.multiply(right, bits, out=right)
+            np.bitwise_or(cleared, right, out=cleared)
+        # the leftmost surviving leaf is the lowest set bit of ~cleared: popcount(lowest bit - 1)
+        alive = ~cleared
+        low = alive & (~alive + self.word(1))
+        out += self.values[np.bitwise_count(low - self.word(1))]
 
 
 def export_artifact(model: PropensityModel, model_version: str, metadata: Mapping[str, Any] | None = None) -> dict:
@@ -111,6 +191,8 @@ class LightPropensityScorer:
                  for k, v in t.items()}
                 for t in bt["trees"]
             ]  # fmt: skip
+            self._bit_trees = [_BitTree(t) for t in self._trees] if all(
+                int((~t["leaf"]).sum()) < 64 for t in self._trees) else None  # fmt: skip
 
     @classmethod
     def from_dict(cls, artifact: Mapping[str, Any]) -> LightPropensityScorer:
@@ -121,9 +203,29 @@ class LightPropensityScorer:
 
     def decision(self, A: np.ndarray) -> np.ndarray:
         """The raw score (log-odds before calibration) of each row of a design matrix."""
+        if len(A) > CHUNK:
+            return np.concatenate([self.decision(A[i : i + CHUNK]) for i in range(0, len(A), CHUNK)])
         if self.kind == "logistic":
             Z = (prep_transform(A, self._medians, self._missing, self._log_mask) - self._mean) / self._scale
             return Z @ self._coef + self._intercept
+        if self._bit_trees is not None:
+            return self._decision_bits(A)
+        return self._decision_walk(A)
+
+    def _decision_bits(self, A: np.ndarray) -> np.ndarray:
+        raw = np.full(len(A), self._baseline)
+        if A.dtype not in (np.float32, np.float64):
+            A = A.astype(np.float64)
+        for i in range(0, len(A), BLOCK):
+            cols = np.ascontiguousarray(A[i : i + BLOCK].T)  # (p, b): one feature's block is contiguous
+            nan = np.isnan(cols)
+            nans = {w: nan.astype(w) for w in {t.word for t in self._bit_trees}} if nan.any() else None
+            out = raw[i : i + BLOCK]
+            for tree in self._bit_trees:
+                tree.add_raw(cols, None if nans is None else nans[tree.word], out)
+        return raw
+
+    def _decision_walk(self, A: np.ndarray) -> np.ndarray:
         raw = np.full(len(A), self._baseline)
         rows = np.arange(len(A))
         for t in self._trees:
@@ -149,8 +251,14 @@ class LightPropensityScorer:
         return expit(-(cal["a"] * f + cal["b"]))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(buy) of each row of a frame with the feature columns (a 1-d array)."""
-        return self.proba_matrix(design_matrix(frame, self.features))
+        """P(buy) of each row of a frame with the feature columns (a 1-d array), CHUNK rows at a time."""
+        if len(frame) <= CHUNK:
+            return self.proba_matrix(design_matrix(frame, self.features))
+        out = np.empty(len(frame), dtype=np.float64)
+        for i in range(0, len(frame), CHUNK):
+            rows = slice(i, i + CHUNK)
+            out[rows] = self.proba_matrix(design_matrix(frame, self.features, rows=rows))
+        return out
 
     def deciles_of(self, p: np.ndarray) -> np.ndarray:
         """Decile 1..10 (10 = best) from the batch cut points; needs :meth:`with_deciles` or an artifact with them."""

@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 from etl.labels import CUTOFF, LABEL, activity_features, cutoff_table, training_examples, weekly_cutoffs
 from model.propensity import (
     DEFAULT_CAPACITY,
+    MODEL_FEATURES,
     Comparison,
     LightPropensityScorer,
     compare_models,
@@ -78,9 +79,28 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig) -> tu
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
     first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
-    examples = training_examples(events, cutoff_table(spark, cuts.all), cfg.horizon_days).toPandas()
-    examples[CUTOFF] = pd.to_datetime(examples[CUTOFF], utc=True)
+    examples = examples_frame(training_examples(events, cutoff_table(spark, cuts.all), cfg.horizon_days))
     return examples, cuts
+
+
+def examples_frame(df: Any) -> pd.DataFrame:
+    """The stacked examples as pandas: model features narrowed to float32 in Spark, collected through Arrow.
+
+    The models read float32 values anyway (:data:`model.propensity.features.MATRIX_DTYPE`: Spark's
+    casts round to nearest like numpy's, so the matrices are the same), and a columnar Arrow collect
+    of float32 takes about half the memory of float64, and far less than Row objects (3M users x 5
+    cutoffs: about 3.5 GB instead of 7 GB plus the rows).
+    """
+    cols = [F.col(c).cast("float").alias(c) if c in MODEL_FEATURES else F.col(c) for c in df.columns]
+    conf, key = df.sparkSession.conf, "spark.sql.execution.arrow.pyspark.enabled"
+    before = conf.get(key, "false")
+    conf.set(key, "true")
+    try:
+        examples = df.select(*cols).toPandas()
+    finally:
+        conf.set(key, before)
+    examples[CUTOFF] = pd.to_datetime(examples[CUTOFF], utc=True)
+    return examples
 
 
 def split_examples(examples: pd.DataFrame, validation: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -328,6 +348,7 @@ __all__ = [
     "build_examples",
     "by_segment",
     "current_artifact",
+    "examples_frame",
     "score",
     "score_due",
     "score_features",

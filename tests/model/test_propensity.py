@@ -138,3 +138,37 @@ def test_decile_cut_points_reproduce_rank_deciles_for_distinct_scores():
 def test_design_matrix_names_a_missing_column():
     with pytest.raises(ValueError, match="lacks feature column"):
         design_matrix(pd.DataFrame({"n_events": [1]}))
+
+
+# 32-bit and 64-bit leaf vectors, and the level-by-level walk beyond 64 leaves
+@pytest.mark.parametrize("leaves", [31, 50, 90])
+def test_light_scorer_tree_paths_equal_sklearn_with_missing_values_in_chunks(frame, leaves, monkeypatch):
+    import model.propensity.scorer as scorer_module
+
+    train, val = _split(frame)
+    with threadpool_limits(1):
+        m = PropensityModel(kind="boosted", calibration="none", max_iter=15, max_leaf_nodes=leaves,
+                            min_samples_leaf=5)  # fmt: skip
+        m.fit(train, train["label"], train["cutoff"])
+    trees = export_artifact(m, "v1")["boosted"]["trees"]
+    split_nan_left = [ml for t in trees for ml, lf in zip(t["missing_left"], t["leaf"], strict=True)
+                      if not lf]  # fmt: skip
+    assert any(split_nan_left) and not all(split_nan_left)  # both NaN routes are exercised
+    scorer = LightPropensityScorer(export_artifact(m, "v1"))
+    assert (scorer._bit_trees is not None) == (leaves <= 64)
+    monkeypatch.setattr(scorer_module, "CHUNK", 256)  # several frame chunks and tree blocks
+    monkeypatch.setattr(scorer_module, "BLOCK", 100)
+    want = m.base_.decision_function(design_matrix(val))
+    np.testing.assert_array_equal(scorer.decision(design_matrix(val)), want)
+    np.testing.assert_array_equal(scorer.decision(design_matrix(val, dtype=np.float64)), want)
+    np.testing.assert_allclose(scorer.predict_proba(val), m.predict_proba(val)[:, 1], rtol=1e-12, atol=1e-12)
+
+
+def test_design_matrix_rounds_to_float32_whatever_the_container_and_row_selection(frame):
+    rows = np.array([5, 0, 17])
+    a32 = design_matrix(frame, rows=rows)
+    a64 = design_matrix(frame, rows=rows, dtype=np.float64)
+    assert a32.dtype == np.float32 and a64.dtype == np.float64
+    np.testing.assert_array_equal(a32.astype(np.float64), a64)
+    want = frame.iloc[rows][list(MODEL_FEATURES)].to_numpy(dtype=np.float64).astype(np.float32)
+    np.testing.assert_array_equal(a32, want)
