@@ -60,12 +60,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from etl.contract import ID_PATTERN, RAW_COLUMNS
 from etl.lines import line_reasons, parse_lines
 from etl.pseudonymize import pseudonymize
+from model.propensity import LoadedPropensity, score_history
 from model.segmentation.history import LoadedModel, history_feature_columns, not_enough_reason
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
-from services.core.catalog import SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.logs import configure_logging
-from services.core.readers import load_model, one_row, parquet_dataset
+from services.core.readers import load_model, load_propensity, one_row, parquet_dataset
 from services.core.runtime import open_lake
 from services.core.settings import ConfigError, Settings, get_settings
 
@@ -162,6 +163,10 @@ class ScoreResponse(BaseModel):
     status: str = Field(description="scored or not_enough_activity")
     reason: str | None = None
     as_of: str
+    propensity: float | None = Field(None, description=(
+        "chance of a purchase within the propensity model's horizon (absent before a propensity model exists)"))
+    propensity_decile: int | None = Field(None, description="decile of the propensity among the latest batch scores")
+    propensity_model_version: str | None = None
 
 
 class CustomerResponse(BaseModel):
@@ -200,11 +205,13 @@ class NotReady(RuntimeError):
 # ------------------------------------------------------------------------------------ state
 @dataclass
 class Published:
-    """What the API answers from: the current model and segments (swapped whole, never mutated)."""
+    """What the API answers from: the current models and segments (swapped whole, never mutated)."""
 
     model: LoadedModel | None = None
     segments_version: str | None = None
     segments: ds.Dataset | None = None
+    propensity: LoadedPropensity | None = None
+    propensity_versions: tuple[str | None, str | None] = (None, None)  # (model, scores): the deciles' source
 
 
 class ApiState:
@@ -231,9 +238,15 @@ class ApiState:
             if seg_version != cur.segments_version:
                 segments = parquet_dataset(self.lake, f"{SEGMENTS}/{seg_version}") if seg_version else None
                 log.info("segments %s opened", seg_version, extra={"segments_version": seg_version})
-            changed = model is not cur.model or seg_version != cur.segments_version
+            propensity, prop_versions = cur.propensity, (
+                self.lake.current_version(PROPENSITY_MODEL), self.lake.current_version(PROPENSITY))
+            if prop_versions != cur.propensity_versions:
+                propensity = load_propensity(self.lake)
+                log.info("propensity model %s loaded", prop_versions[0], extra={"model_version": prop_versions[0]})
+            changed = (model is not cur.model or seg_version != cur.segments_version
+                       or prop_versions != cur.propensity_versions)  # fmt: skip
             if changed:
-                self.current = Published(model, seg_version, segments)
+                self.current = Published(model, seg_version, segments, propensity, prop_versions)
             return changed
 
     def _watch(self) -> None:
@@ -294,8 +307,9 @@ def row_problems(lines: list[str]) -> list[dict[str, Any]]:
 
 
 def score_events(events: list[Event] | list[dict[str, Any]], model: LoadedModel,
-                 as_of: datetime | str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Segment one user's events as ``shoplens predict`` would segment them in a file.
+                 as_of: datetime | str | None = None, propensity: LoadedPropensity | None = None) -> dict[str, Any]:  # fmt: skip
+    """Segment one user's events as ``shoplens predict`` would segment them in a file (and, with a
+    ``propensity`` model, give their propensity as ``shoplens predict`` does).
 
     Raises :class:`InvalidEvents` when a row breaks the contract (every bad row listed) or the rows
     belong to more than one user.
@@ -315,7 +329,10 @@ def score_events(events: list[Event] | list[dict[str, Any]], model: LoadedModel,
         raise InvalidEvents("the events of one user at a time: several user_id values", others)
     # the raw id is not needed to score
     rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id", pa.array(["u"] * rows.num_rows))
-    return _score_one(history_feature_columns(rows, model, as_of), model)
+    result = _score_one(history_feature_columns(rows, model, as_of), model)
+    if propensity is not None:
+        result |= score_history(rows.to_pandas(), propensity, as_of=as_of).get("u", {})
+    return result
 
 
 def _score_one(feats: dict[str, np.ndarray], model: LoadedModel) -> dict[str, Any]:
@@ -422,7 +439,7 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
                 pd.Timestamp(body.as_of)
             except ValueError as err:
                 raise HTTPException(422, f"as_of is not a time: {err}") from None
-        return score_events(body.events, state.model(), body.as_of)
+        return score_events(body.events, state.model(), body.as_of, state.current.propensity)
 
     @app.get("/v1/customers/{user_id}", response_model=CustomerResponse, dependencies=v1,
              responses={**problems, 404: {"description": "no such customer in the published segments"}},

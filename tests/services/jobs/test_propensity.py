@@ -115,3 +115,36 @@ def test_too_little_history_is_a_clear_error_and_a_pipeline_skip(spark, feed, tm
 def test_no_model_means_nothing_to_score(tmp_path):
     empty = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
     assert score_due(empty) == (False, "no propensity model yet")
+
+
+def test_the_scoring_api_gives_the_propensity_shoplens_predict_gives(spark, lake, trained, feed, tmp_path):
+    import csv
+    import gzip
+    from collections import Counter
+
+    from services.core.readers import load_model
+    from services.jobs.api import score_events
+    from services.jobs.predict import predict
+    from services.jobs.segmentation import train as train_segments
+
+    train_segments(spark, lake)
+    rows: list[dict[str, str]] = []
+    for path in sorted(feed.glob("*.csv.gz")):
+        with gzip.open(path, "rt", newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    user = next(u for u, n in Counter(r["user_id"] for r in rows).most_common() if n <= 200)
+    events = [r for r in rows if r["user_id"] == user]
+    file = tmp_path / "one-user.csv"
+    with open(file, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(events[0]))
+        writer.writeheader()
+        writer.writerows(events)
+    as_of = lake.pointer(PROPENSITY)["as_of"]
+    model, propensity = load_model(lake), load_propensity(lake)
+    want = predict(file, model, as_of=as_of, propensity=propensity).users[0]
+    got = score_events(events, model, as_of, propensity)
+    assert got["propensity"] == pytest.approx(want["propensity"], rel=1e-12)
+    assert got["propensity_decile"] == want["propensity_decile"]
+    assert got["propensity_model_version"] == lake.current_version(PROPENSITY_MODEL)
+    assert (got["segment_id"], got["model_version"]) == (want["segment_id"], want["model_version"])
+    assert "propensity" not in score_events(events, model, as_of)  # no propensity model: no field
