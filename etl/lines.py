@@ -246,8 +246,9 @@ def reasons(fields: pa.Table) -> tuple[np.ndarray, pa.ChunkedArray, pa.ChunkedAr
     """(first failed rule or None per row, event time, price) of parsed rows."""
     when, price, failed = _typed(fields)
     rules = [r for r in QUARANTINE_REASONS if r != MALFORMED]
-    reason = np.select([failed[r] for r in rules], rules, default="")
-    return np.where(reason == "", None, reason), when, price
+    # rule numbers, then names: string choices would make numpy build a full text array per rule
+    code = np.select([failed[r] for r in rules], range(1, len(rules) + 1), default=0)
+    return np.array([None, *rules], dtype=object)[code], when, price
 
 
 def _row_hashes(fields: pa.Table) -> np.ndarray:
