@@ -93,7 +93,7 @@ def examples_frame(df: Any) -> pd.DataFrame:
     """
     cols = [F.col(c).cast("float").alias(c) if c in MODEL_FEATURES else F.col(c) for c in df.columns]
     conf, key = df.sparkSession.conf, "spark.sql.execution.arrow.pyspark.enabled"
-    before = conf.get(key, "false")
+    before = conf.get(key)  # the effective value (Spark's default when unset), restored below
     conf.set(key, "true")
     try:
         examples = df.select(*cols).toPandas()

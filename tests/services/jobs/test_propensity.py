@@ -148,3 +148,14 @@ def test_the_scoring_api_gives_the_propensity_shoplens_predict_gives(spark, lake
     assert got["propensity_model_version"] == lake.current_version(PROPENSITY_MODEL)
     assert (got["segment_id"], got["model_version"]) == (want["segment_id"], want["model_version"])
     assert "propensity" not in score_events(events, model, as_of)  # no propensity model: no field
+
+
+def test_collecting_the_examples_leaves_the_sessions_arrow_setting_as_it_was(spark):
+    from datetime import datetime
+
+    from services.jobs.propensity import examples_frame
+
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = spark.conf.get(key)  # Spark 4's default is true: a later createDataFrame relies on it
+    frame = examples_frame(spark.createDataFrame([(datetime(2019, 10, 8), 1.0)], "cutoff timestamp, carts_7d double"))
+    assert frame["carts_7d"].dtype == "float32" and spark.conf.get(key) == before
