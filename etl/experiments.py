@@ -168,8 +168,8 @@ def parse_number(values: pl.Series) -> pl.Series:
 _TIME_FORMATS: Final[tuple[str, ...]] = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M:%S")
 
 
-def _times(values: pl.Series) -> pl.Series:
-    """ISO times as UTC timestamps (naive = UTC); null when blank or not a time.
+def _times(values: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(ISO times as UTC timestamps, naive = UTC, null when blank or not a time; whether a cell was given).
 
     The usual spellings are parsed by polars; the other cells by pandas' ISO 8601 parser, which takes
     every ISO spelling (``T`` or space, ``Z`` or an offset, fractions).
@@ -177,7 +177,8 @@ def _times(values: pl.Series) -> pl.Series:
     if values.dtype == pl.Datetime or values.dtype == pl.Date:
         typed = values.cast(pl.Datetime("us"))
         zone = getattr(values.dtype, "time_zone", None)
-        return typed.dt.replace_time_zone(zone or "UTC").dt.convert_time_zone("UTC")
+        at = typed.dt.replace_time_zone(zone or "UTC").dt.convert_time_zone("UTC")
+        return at, at.is_not_null()
     text = _text(values)
     at = text.str.strptime(pl.Datetime("us"), _TIME_FORMATS[0], strict=False)
     for spelling in (*_TIME_FORMATS[1:], None):  # each on the cells the ones before left
@@ -189,7 +190,8 @@ def _times(values: pl.Series) -> pl.Series:
             continue
         parsed = pd.to_datetime(text.gather(todo).to_pandas(), utc=True, errors="coerce", format="ISO8601")
         at = at.scatter(todo, pl.from_pandas(parsed.dt.tz_localize(None)).cast(pl.Datetime("us")))
-    return at.dt.replace_time_zone("UTC")
+    at = at.dt.replace_time_zone("UTC")
+    return at, text.is_not_null() if values.dtype == pl.String else at.is_not_null()
 
 
 def looks_numeric(values: pl.Series, min_share: float = NUMERIC_SHARE) -> bool:
@@ -235,8 +237,7 @@ def classify_experiment(rows: pl.DataFrame, metrics: Sequence[str], key: bytes |
     segment = _text(rows["segment"]).fill_null(NO_SEGMENT) if "segment" in rows.columns else pl.repeat(NO_SEGMENT, n, eager=True)
     numbers = [parse_number(rows[c]).alias(c) for c in values]
     if "assigned_at" in rows.columns:
-        assigned = _times(rows["assigned_at"])
-        given = _text(rows["assigned_at"]).is_not_null() if rows.schema["assigned_at"] == pl.String else assigned.is_not_null()
+        assigned, given = _times(rows["assigned_at"])
         unparseable = assigned.is_null() & given
     else:
         assigned = pl.Series([None] * n, dtype=pl.Datetime("us", "UTC"))
