@@ -526,10 +526,11 @@ def abtest_analyze(
                                 sequential=sequential, cuped=not no_cuped, name=name)  # fmt: skip
 
     def on_spark(spark, the_lake, settings) -> dict:
-        return run_analyze(the_lake, file, settings.key_bytes, opts, from_lake=True, window=window, out_dir=out, spark=spark)
+        return run_analyze(the_lake, file, opts, from_lake=True, window=window, out_dir=out, spark=spark,
+                           key=settings.key_bytes)  # fmt: skip
 
-    def on_file(the_lake, settings) -> dict:
-        return run_analyze(the_lake, file, settings.key_bytes, opts, window=window, out_dir=out)
+    def on_file(the_lake, _settings) -> dict:  # no key: a file's users are keyed by ordinals
+        return run_analyze(the_lake, file, opts, window=window, out_dir=out)
 
     # a file alone needs no JVM; metrics from the lake's events do
     result = _spark_stage("abtest", lake, as_json, on_spark) if from_lake else _lake_stage("abtest", lake, on_file)

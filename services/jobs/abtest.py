@@ -233,17 +233,18 @@ def publish_analysis(lake: Lake, doc: dict[str, Any], out_dir: Path | None = Non
 def run_analyze(
     lake: Lake,
     path: Path,
-    key: bytes,
     opts: AnalyzeOptions,
     *,
     from_lake: bool = False,
     window: str | None = None,
     out_dir: Path | None = None,
     spark: SparkSession | None = None,
+    key: bytes | None = None,
 ) -> dict[str, Any]:
     """What ``shoplens abtest analyze`` does: read, analyze, publish; returns the published document.
 
-    ``spark`` is needed by the lake path only: a file alone is analyzed without a session.
+    ``spark`` and the pseudonymization ``key`` are needed by the lake path only: a file alone is
+    analyzed without a session and keys its users by ordinals.
     """
     t0 = time.monotonic()
     path = Path(path)
@@ -253,8 +254,8 @@ def run_analyze(
         raise ValueError("--window applies to --from-lake (metrics counted from the lake's events)")
     rows = read_experiment(path)
     if from_lake:
-        if spark is None:
-            raise ValueError("--from-lake needs a Spark session")
+        if spark is None or key is None:
+            raise ValueError("--from-lake needs a Spark session and the pseudonymization key")
         doc = analyze_lake_rows(spark, lake, rows, key, opts, parse_window(window or "14d"))
     else:
         doc = analyze_rows(rows, opts)
