@@ -33,11 +33,12 @@ category_l1, brand, price).
 
 How it is computed, and why it is exact
 ---------------------------------------
-Matching events are reduced to one row per unit: its distinct event times ("groups"), sorted, each
-holding the counts of its events per *mask* (the set of steps an event matches, as bits) and its
-*covers*: for each entry step a, how many steps a, a+1, ... the group's distinct events can fill
-(bit arithmetic when every event matches one step, a small matching otherwise; computed once per
-group). Spark higher-order functions then walk that array (no Python UDF):
+A unit's matching events become its distinct event times ("groups"), sorted, each holding the counts
+of its events per *mask* (the set of steps an event matches, as bits) and its *covers*: for each entry
+step a, how many steps a, a+1, ... the group's distinct events can fill (bit arithmetic when every
+event matches one step, a small matching otherwise; computed once per group). A compiled walk
+(:mod:`etl.funnel_walk`) then goes over the groups, inside Spark tasks that each hold whole users
+(:func:`funnel_units` says how they get there):
 
 * ordered: one pass over the groups keeps, for every step s, the latest first-step time of a chain
   reaching s that ended before the current group (the latest start dominates: every later event is
@@ -58,18 +59,26 @@ refused (a view of x and one of y would compete for step 1), ``view,view[brand=x
 from __future__ import annotations
 
 import functools
+import io
 import math
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
-from pyspark.sql import Column, DataFrame, Window
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
+from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
 
 Unit = Literal["user", "session", "user_product"]
 Order = Literal["ordered", "any"]
@@ -136,14 +145,14 @@ class Condition:
         value = _number_text(self.value) if isinstance(self.value, float | int) else self.value
         return f"{self.column}{self.op}{value}"
 
-    def matches(self) -> Column:
+    def matches(self) -> pl.Expr:
         """A null value matches ``!=`` (an unbranded event is "not brand x") and nothing else."""
-        c, v = F.col(self.column), F.lit(self.value)
+        c, v = pl.col(self.column), pl.lit(self.value)
         if self.op == "=":
-            return c == v
+            return (c == v).fill_null(False)
         if self.op == "!=":
-            return ~c.eqNullSafe(v)
-        return c >= v if self.op == ">=" else c < v
+            return c.ne_missing(v)
+        return (c >= v if self.op == ">=" else c < v).fill_null(False)
 
 
 @dataclass(frozen=True)
@@ -163,9 +172,9 @@ class Step:
             return self.event_type
         return f"{self.event_type}[{','.join(c.text for c in self.conditions)}]"
 
-    def matches(self) -> Column:
-        conditions = [F.col("event_type") == self.event_type, *(c.matches() for c in self.conditions)]
-        return F.coalesce(functools.reduce(operator.and_, conditions), F.lit(False))
+    def matches(self) -> pl.Expr:
+        conditions = [pl.col("event_type") == self.event_type, *(c.matches() for c in self.conditions)]
+        return functools.reduce(operator.and_, conditions).fill_null(False)
 
 
 def _contradictory(conditions: set[Condition]) -> bool:
@@ -316,303 +325,222 @@ def _check_step(spec: FunnelSpec, step: int, last: int, what: str) -> None:
         )
 
 
-# -- the matching core: Spark higher-order functions over one unit's time groups
+# -- the matching core: Arrow tasks on Spark, the walk compiled (etl.funnel_walk)
+
+#: The per-unit frame's columns besides the step times (see :func:`funnel_units`).
+_UNIT_ARROW: Final[list[tuple[str, pa.DataType]]] = [
+    ("unit_key", pa.string()), ("user_key", pa.string()), ("level", pa.int32()),
+]  # fmt: skip
+_FIRST_ARROW: Final[list[tuple[str, pa.DataType]]] = [
+    ("first_week", pa.date32()), ("first_category_l1", pa.string()), ("first_brand", pa.string()),
+    ("first_product_id", pa.int64()), ("first_price", pa.float64()),
+    ("first_seen", pa.timestamp("us", tz="UTC")),
+]  # fmt: skip
+#: What the file tasks of :func:`funnel_units` hand to Spark: one row per (file, user bucket), the rows as Arrow IPC.
+_BLOBS: Final[T.StructType] = T.StructType(
+    [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.BinaryType(), False)]
+)
+#: Lake event files per user bucket (~370k events each in a generated month): a few million events
+#: per walk task, and several tasks per core.
+_FILES_PER_BUCKET: Final[int] = 8
 
 
-def _let(value: Column, body: Callable[[Column], Column]) -> Column:
-    """Evaluate ``value`` once and use it in ``body`` (lambda bodies have no common-subexpression reuse)."""
-    return F.get(F.transform(F.array(value), body), 0)
+def _unit_columns(unit: Unit) -> list[str]:
+    return {"user": ["user_key"], "session": ["session_key"], "user_product": ["user_key", "product_id"]}[unit]
 
 
-def _within(elapsed_us: Column, window_us: int | None) -> Column:
-    return F.lit(True) if window_us is None else elapsed_us <= F.lit(window_us)
+def units_schema(spec: FunnelSpec) -> pa.Schema:
+    """The Arrow schema of :func:`funnel_units`' rows."""
+    times = [(step_time_column(i + 1), pa.timestamp("us", tz="UTC")) for i in range(spec.n_steps)]
+    return pa.schema([*_UNIT_ARROW, *times, *_FIRST_ARROW])
 
 
-def _cover(cells: Column, entry: Column, n_steps: int) -> Column:
-    """How many consecutive steps from ``entry`` (0-based) distinct events of ``cells`` can fill.
-
-    ``cells`` is an array of (mask, n): n events matching the steps whose bits are set in mask. Each
-    step takes the available event matching the fewest later steps (exact under the spec's rule).
-    """
-
-    def fill(acc: Column, step: Column) -> Column:
-        candidates = F.filter(
-            F.transform(
-                cells,
-                lambda c, i: F.struct(
-                    F.bit_count(c["mask"].bitwiseAND(step["later"])).alias("later"),
-                    i.alias("i"),
-                    c["mask"].alias("mask"),
-                ),
-            ),
-            lambda x: (x["mask"].bitwiseAND(step["bit"]) != 0) & (F.get(acc["left"], x["i"]) > 0),
-        )
-
-        def take(best: Column) -> Column:
-            found = best.isNotNull()
-            left = F.transform(acc["left"], lambda n, j: F.when(found & (j == best), n - 1).otherwise(n))
-            return F.struct(
-                left.alias("left"), (acc["cover"] + found.cast("int")).alias("cover"), found.alias("open")
-            )
-
-        return F.when(acc["open"] & (step["s"] >= entry), _let(F.array_min(candidates)["i"], take)).otherwise(
-            acc
-        )
-
-    all_bits = (1 << n_steps) - 1
-    steps = F.array(
-        *[
-            F.struct(
-                F.lit(s).alias("s"),
-                F.lit(1 << s).alias("bit"),
-                F.lit(all_bits ^ ((2 << s) - 1)).alias("later"),
-            )
-            for s in range(n_steps)
-        ]
-    )
-    start = F.struct(
-        F.transform(cells, lambda c: c["n"]).alias("left"), F.lit(0).alias("cover"), F.lit(True).alias("open")
-    )
-    return F.aggregate(steps, start, fill, lambda acc: acc["cover"])
+def event_columns(spec: FunnelSpec) -> list[str]:
+    """The lake's event columns the funnel reads."""
+    narrowed = {c.column for step in spec.steps for c in step.conditions}
+    base = ["user_key", "event_time", "event_type", "product_id", "category_l1", "brand", "price"]
+    if spec.unit == "session":
+        base.append("session_key")
+    return base + sorted(narrowed - set(base))
 
 
-def _distinct_cover(union: Column, entry: int, n_steps: int) -> Column:
-    """:func:`_cover` when every event matches one step: the run of set bits of ``union`` from ``entry``."""
-    runs = [((1 << (j + 1)) - 1) ^ ((1 << entry) - 1) for j in range(entry, n_steps)]
-    return functools.reduce(operator.add, [(union.bitwiseAND(r) == r).cast("int") for r in runs])
-
-
-def _nulls(n: int) -> Column:
-    return F.array_repeat(F.lit(None).cast("long"), n)
-
-
-def _ordered_state(groups: Column, n_steps: int, window_us: int | None) -> Column:
-    """struct(best, first): per step the latest start of a chain reaching it, and that start when first reached."""
-
-    def merge(acc: Column, g: Column) -> Column:
-        t = g["t"]
-        entries = []
-        for a in range(n_steps):
-            if a == 0:
-                entry = t
-            else:
-                before = F.get(acc["best"], a - 1)
-                entry = F.when(before.isNotNull() & _within(t - before, window_us), before)
-            cover = F.when(entry.isNotNull(), F.get(g["covers"], a)).otherwise(0)
-            entries.append(F.struct(entry.alias("start"), cover.alias("cover")))
-
-        def update(e: Column) -> Column:
-            best = F.array(
-                *[
-                    F.greatest(
-                        F.get(acc["best"], s),
-                        *[F.when(F.get(e, a)["cover"] > s - a, F.get(e, a)["start"]) for a in range(s + 1)],
-                    )
-                    for s in range(n_steps)
-                ]
-            )
-            return _let(
-                best,
-                lambda b: F.struct(
-                    b.alias("best"),
-                    F.transform(acc["first"], lambda f, i: F.coalesce(f, F.get(b, i))).alias("first"),
-                ),
-            )
-
-        return _let(F.array(*entries), update)
-
-    start = F.struct(_nulls(n_steps).alias("best"), _nulls(n_steps).alias("first"))
-    return F.aggregate(groups, start, merge)
-
-
-def _ordered_times(
-    groups: Column, start: Column, level: Column, n_steps: int, window_us: int | None
-) -> Column:
-    """Step times (micros) of the greedy earliest chain that starts at ``start`` and reaches ``level``."""
-
-    def merge(acc: Column, g: Column) -> Column:
-        t, nxt = g["t"], acc["next"]
-        starts_here = (nxt == 0) & (t == start)
-        goes_on = (nxt > 0) & (nxt < level) & (t > start) & _within(t - start, window_us)
-
-        def advance(cover: Column) -> Column:
-            times = F.transform(
-                acc["times"], lambda x, i: F.when((i >= nxt) & (i < nxt + cover), t).otherwise(x)
-            )
-            return F.struct((nxt + cover).alias("next"), times.alias("times"))
-
-        return F.when(starts_here | goes_on, _let(F.get(g["covers"], nxt), advance)).otherwise(acc)
-
-    init = F.struct(F.lit(0).alias("next"), _nulls(n_steps).alias("times"))
-    return F.aggregate(groups, init, merge, lambda acc: acc["times"])
-
-
-def _in_window(groups: Column, t0: Column, window_us: int | None) -> Column:
-    return F.filter(groups, lambda g: (g["t"] >= t0) & _within(g["t"] - t0, window_us))
-
-
-def _window_cells(groups: Column) -> Column:
-    return F.flatten(F.transform(groups, lambda g: g["cells"]))
-
-
-def _any_anchor(groups: Column, n_steps: int, window_us: int | None) -> Column:
-    """struct(cover, t): the largest cover of a window [t, t + window] over group times, earliest t first."""
-    covers = F.transform(
-        groups,
-        lambda g0: F.struct(
-            (-_cover(_window_cells(_in_window(groups, g0["t"], window_us)), F.lit(0), n_steps)).alias(
-                "neg_cover"
-            ),
-            g0["t"].alias("t"),
-        ),
-    )
-    return _let(F.array_min(covers), lambda m: F.struct((-m["neg_cover"]).alias("cover"), m["t"].alias("t")))
-
-
-def _first_time_covering(prefix_covers: Column, step: int) -> Column:
-    return F.array_min(F.transform(F.filter(prefix_covers, lambda x: x["cover"] > step), lambda x: x["t"]))
-
-
-def _any_times(groups: Column, anchor: Column, n_steps: int, window_us: int | None) -> Column:
-    """Per step k, the earliest group time by which [anchor, that time] holds a chain for k steps."""
-
-    def body(window: Column) -> Column:
-        prefix = F.transform(
-            window,
-            lambda g, i: F.struct(
-                _cover(_window_cells(F.slice(window, 1, i + 1)), F.lit(0), n_steps).alias("cover"),
-                g["t"].alias("t"),
-            ),
-        )
-        return _let(prefix, lambda p: F.array(*[_first_time_covering(p, s) for s in range(n_steps)]))
-
-    return _let(_in_window(groups, anchor, window_us), body)
-
-
-def _unit_key(unit: Unit) -> Column:
-    if unit == "user":
-        return F.col("user_key")
-    if unit == "session":
-        return F.col("session_key")
-    return F.concat_ws(":", F.col("user_key"), F.col("product_id").cast("string"))
-
-
-def unit_groups(events: DataFrame, spec: FunnelSpec) -> DataFrame:
-    """One row per unit with a step-1 event: ``unit_key, user_key, groups`` (time-sorted).
-
-    ``groups`` is array<struct(t: micros, covers: per entry step a, how many steps from a the group's
-    events fill, cells: array<struct(mask, n)>, first: the smallest (product_id, category_l1, brand,
-    price) among its step-1 events)>.
-    """
+def mark_steps(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
+    """``user_key, session_key, t`` (micros), ``mask`` (the steps each event matches, as bits) and the
+    first-step attributes. Events that match no step are reduced to one row per user (mask 0) that
+    keeps their earliest time, for the user's first-seen time."""
     mask = functools.reduce(
         operator.add,
-        [F.when(step.matches(), F.lit(1 << i)).otherwise(F.lit(0)) for i, step in enumerate(spec.steps)],
+        [pl.when(step.matches()).then(pl.lit(1 << i)).otherwise(pl.lit(0)) for i, step in enumerate(spec.steps)],
+    ).cast(pl.Int32)
+    marked = events.select(
+        "user_key",
+        (pl.col("session_key") if spec.unit == "session" else pl.lit(None, pl.String)).alias("session_key"),
+        pl.col("event_time").dt.epoch("us").alias("t"),
+        mask.alias("mask"),
+        "product_id",
+        "category_l1",
+        "brand",
+        pl.col("price").cast(pl.Float64),
     )
-    is_first_step = F.col("mask").bitwiseAND(F.lit(1)) != 0
-    first_attributes = F.struct("product_id", "category_l1", "brand", "price")
-    matched = (
-        events.select(
-            _unit_key(spec.unit).alias("unit_key"),
-            F.col("user_key"),
-            F.unix_micros("event_time").alias("t"),
-            mask.alias("mask"),
-            first_attributes.alias("attributes"),
+    other = marked.filter(pl.col("mask") == 0).group_by("user_key").agg(pl.col("t").min())
+    return pl.concat([marked.filter(pl.col("mask") != 0), other], how="diagonal_relaxed").with_columns(
+        pl.col("mask").fill_null(0)
+    )
+
+
+def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
+    """The per-unit rows of a set of users, from all their marked events (:func:`mark_steps`).
+
+    Sorted by unit, time and then the first-step order of the module docstring, events become time
+    groups and each group's cells (a count per mask); :mod:`etl.funnel_walk` walks them.
+    """
+    schema = units_schema(spec)
+    seen = events.group_by("user_key").agg(first_seen=pl.col("t").min())
+    df = events.filter(pl.col("mask") != 0)
+    if df.height == 0:
+        return schema.empty_table()
+    order, unit_change = _unit_order(df, _unit_columns(spec.unit))
+    t = df["t"].to_numpy()[order]
+    group_change = unit_change | np.r_[True, t[1:] != t[:-1]]
+    heads = np.flatnonzero(group_change)  # each group's first row
+    group_of_row = np.cumsum(group_change) - 1
+    group_unit = (np.cumsum(unit_change) - 1)[heads]
+    unit_start = np.searchsorted(group_unit, np.arange(int(group_unit[-1]) + 2))
+    mask = df["mask"].to_numpy()[order]
+    masks, mask_code = np.unique(mask, return_inverse=True)
+    cell_key, cell_n = np.unique(group_of_row * len(masks) + mask_code, return_counts=True)
+    cell_start = np.searchsorted(cell_key // len(masks), np.arange(len(heads) + 1))
+    cell_code = cell_key % len(masks)
+    window = NO_WINDOW if spec.window_us is None else spec.window_us
+    if spec.order == "ordered":
+        covers = group_covers(cell_start, masks[cell_code].astype(np.int64), cell_n, spec.n_steps)
+        level, times, step_1_group = ordered_walk(unit_start, t[heads], covers, window)
+    else:
+        level, times, step_1_group = any_walk(
+            unit_start, t[heads], cell_start, cell_code, cell_n, masks.astype(np.int64), spec.n_steps, window
         )
-        .where(F.col("mask") != 0)
-        .repartition("unit_key")  # both aggregations below then share this one shuffle
+    entered = np.flatnonzero(level > 0)
+    first_rows = order[_first_step_rows(df, order, mask, group_of_row)[step_1_group[entered]]]
+    reached = times[entered]
+    unit_key = (
+        pl.concat_str(pl.col("user_key"), pl.col("product_id").cast(pl.String), separator=":")
+        if spec.unit == "user_product"
+        else pl.col(_unit_columns(spec.unit)[0])
     )
-    masks = F.col("masks")
-    groups = matched.groupBy("unit_key", "user_key", "t").agg(
-        F.collect_list("mask").alias("masks"),
-        F.bit_or("mask").alias("union"),
-        (F.max(F.bit_count("mask")) > 1).alias("shared"),
-        F.min(F.when(is_first_step, F.col("attributes"))).alias("first"),
-    )
-    cells = F.transform(
-        F.array_distinct(masks),
-        lambda m: F.struct(m.alias("mask"), F.size(F.filter(masks, lambda x: x == m)).alias("n")),
-    )
-    groups = groups.select("unit_key", "user_key", "t", cells.alias("cells"), "union", "shared", "first")
-    # A group's covers do not depend on the chain entering it, so they are computed once per group.
-    covers = F.array(
+    step_1 = pl.Series(reached[:, 0]).cast(pl.Datetime("us", "UTC"))
+    out = df[first_rows].select(
+        unit_key.alias("unit_key"),
+        pl.col("user_key"),
+        pl.Series("level", level[entered].astype(np.int32)),
         *[
-            F.when(F.col("shared"), _cover(F.col("cells"), F.lit(a), spec.n_steps)).otherwise(
-                _distinct_cover(F.col("union"), a, spec.n_steps)
-            )
-            for a in range(spec.n_steps)
-        ]
+            pl.from_arrow(pa.array(reached[:, i], pa.int64(), mask=reached[:, i] == NULL))
+            .cast(pl.Datetime("us", "UTC"))
+            .alias(step_time_column(i + 1))
+            for i in range(spec.n_steps)
+        ],
+        step_1.dt.truncate("1w").dt.date().alias("first_week"),
+        pl.col("category_l1").alias("first_category_l1"),
+        pl.col("brand").alias("first_brand"),
+        pl.col("product_id").alias("first_product_id"),
+        pl.col("price").alias("first_price"),
     )
-    groups = groups.select("unit_key", "user_key", "t", "cells", covers.alias("covers"), "first")
-    has_first_step = F.max(F.col("first").isNotNull())
-    return (
-        groups.groupBy("unit_key", "user_key")
-        .agg(
-            F.sort_array(F.collect_list(F.struct("t", "covers", "cells", "first"))).alias("groups"),
-            has_first_step.alias("entered"),
+    out = out.join(seen, on="user_key", how="left", maintain_order="left").with_columns(
+        pl.col("first_seen").cast(pl.Datetime("us", "UTC"))
+    )
+    return out.to_arrow().cast(schema)
+
+
+_UNIT_SEED: Final[int] = 7
+
+
+def _unit_order(df: pl.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The row order that sorts ``df`` by unit then time, and where each unit starts in that order.
+
+    Sorting two integer columns (a 64-bit hash of the unit key, the time) is several times cheaper than
+    sorting the 64-character keys. When two units share a hash (fewer distinct hashes than keys) the
+    keys themselves are sorted instead, so a collision can never merge two units.
+    """
+    key = pl.struct(keys) if len(keys) > 1 else pl.col(keys[0])
+    h = df.select(key.hash(seed=_UNIT_SEED)).to_series().to_numpy()
+    t = df["t"].to_numpy()
+    if len(np.unique(h)) == df.select(key.n_unique()).item():
+        order = np.lexsort((t, h))
+        h = h[order]
+        return order, np.r_[True, h[1:] != h[:-1]]
+    order = df.with_row_index("row").sort([*keys, "t"], maintain_order=True)["row"].to_numpy()
+    changed = df[order].select(pl.any_horizontal([pl.col(c).ne_missing(pl.col(c).shift(1)) for c in keys]))
+    return order, changed.to_series().fill_null(True).to_numpy()
+
+
+def _first_step_rows(df: pl.DataFrame, order: np.ndarray, mask: np.ndarray, group_of_row: np.ndarray) -> np.ndarray:
+    """Per group, the position (in ``order``) of its step-1 event with the smallest (product_id,
+    category_l1, brand, price); -1 for a group without one. Only groups with several step-1 events need
+    the comparison."""
+    rows = np.full(int(group_of_row[-1]) + 1, -1, np.int64)
+    step_1 = np.flatnonzero(mask & 1)
+    groups = group_of_row[step_1]
+    rows[groups[::-1]] = step_1[::-1]  # the first step-1 row of each group
+    tied = np.flatnonzero(np.bincount(groups, minlength=len(rows)) > 1)
+    if len(tied):
+        candidates = step_1[np.isin(groups, tied)]
+        ranked = (
+            df[order[candidates]]
+            .with_columns(position=pl.Series(candidates), group=pl.Series(group_of_row[candidates]))
+            .sort(["group", "product_id", "category_l1", "brand", "price"], nulls_last=False, maintain_order=True)
+            .unique("group", keep="first", maintain_order=True)
         )
-        .where(F.col("entered"))  # level 0 (no step-1 event): not in the funnel, and cheaper to drop here
-        .select("unit_key", "user_key", "groups")
-    )
+        rows[ranked["group"].to_numpy()] = ranked["position"].to_numpy()
+    return rows
 
 
-def funnel_units(events: DataFrame, spec: FunnelSpec) -> DataFrame:
+def funnel_units(spark: SparkSession, store: Any, keys: Sequence[str], spec: FunnelSpec) -> DataFrame:
     """Per unit that entered the funnel: its level, step times and first-step attributes.
 
-    ``events`` has the lake's event columns. Output: ``unit_key, user_key, level, step_1_time ..
-    step_<n>_time`` (null past the level), ``first_week`` (Monday of step 1's week), ``first_category_l1,
-    first_brand, first_product_id, first_price``. Every breakdown, time to convert, audience and driver
-    derives from this frame: cache it when several are needed (a filter on ``level`` straight on the
-    uncached frame makes Spark evaluate the matching twice).
+    ``keys``: the lake's event files in ``store`` (Parquet with the lake's event columns). Output:
+    ``unit_key, user_key, level, step_1_time .. step_<n>_time`` (null past the level), ``first_week``
+    (Monday of step 1's week), ``first_category_l1, first_brand, first_product_id, first_price``, and
+    ``first_seen`` (the user's earliest event in ``keys``, for cohorts). Every breakdown, time to
+    convert, audience and driver derives from this frame: cache it when several are needed.
+
+    Two stages of Arrow tasks, and no event ever becomes a JVM row (Spark's Parquet-to-Arrow path cost
+    more than the funnel itself): one task per file reads it from the store, marks each event's steps
+    and cuts the events by user bucket, handing Spark one Arrow IPC blob per bucket; Spark shuffles
+    the blobs by bucket (every unit lies within one user), and one task per bucket runs
+    :func:`partition_units`.
     """
-    _check_columns(
-        events, ["event_time", "event_type", "user_key", "session_key", "product_id", "price"], "events"
-    )
-    k, window_us = spec.n_steps, spec.window_us
-    groups, level = F.col("groups"), F.col("level")
-    keys = ("unit_key", "user_key", "groups")
-    # Each stage is its own select so that an expensive column is computed once and then only read.
-    if spec.order == "ordered":
-        state = unit_groups(events, spec).select(*keys, _ordered_state(groups, k, window_us).alias("state"))
-        reached = state.select(
-            *keys,
-            F.size(F.filter(F.col("state")["best"], lambda x: x.isNotNull())).alias("level"),
-            F.col("state")["first"].alias("first"),
-        )
-        start = F.get(F.col("first"), level - 1)
-        times = reached.select(
-            *keys, "level", _ordered_times(groups, start, level, k, window_us).alias("times")
-        )
-    else:
-        anchored = unit_groups(events, spec).select(*keys, _any_anchor(groups, k, window_us).alias("anchor"))
-        times = anchored.select(
-            *keys,
-            F.col("anchor")["cover"].alias("level"),
-            _any_times(groups, F.col("anchor")["t"], k, window_us).alias("times"),
-        )
-    step_1_us = F.get(F.col("times"), 0)
-    with_first = times.select(
-        "unit_key",
-        "user_key",
-        "level",
-        "times",
-        F.get(F.filter(groups, lambda g: g["t"] == step_1_us), 0)["first"].alias("first"),
-    )
-    first = F.col("first")
-    step_times = [
-        F.when(level > i, F.timestamp_micros(F.get(F.col("times"), i))).alias(step_time_column(i + 1))
-        for i in range(k)
-    ]
-    return with_first.select(
-        "unit_key",
-        "user_key",
-        level.cast("int").alias("level"),
-        *step_times,
-        F.to_date(F.date_trunc("week", F.timestamp_micros(step_1_us))).alias("first_week"),
-        first["category_l1"].alias("first_category_l1"),
-        first["brand"].alias("first_brand"),
-        first["product_id"].alias("first_product_id"),
-        first["price"].alias("first_price"),
-    )
+    buckets = max(int(spark.conf.get("spark.sql.shuffle.partitions")), math.ceil(len(keys) / _FILES_PER_BUCKET))
+    columns = event_columns(spec)
+
+    def cut(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for key in batch.column(0).to_pylist():
+                table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=columns)
+                yield from _blobs(mark_steps(pl.from_arrow(table), spec), buckets)
+
+    def walk(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        by_bucket: dict[int, list[pl.DataFrame]] = {}
+        for batch in batches:
+            for bucket, blob in zip(batch.column(0).to_pylist(), batch.column(1), strict=True):
+                by_bucket.setdefault(bucket, []).append(pl.read_ipc_stream(io.BytesIO(blob.as_buffer())))
+        for parts in by_bucket.values():
+            yield from partition_units(pl.concat(parts), spec).to_batches()
+
+    files = spark.createDataFrame(spark.sparkContext.parallelize([(k,) for k in keys], max(len(keys), 1)), "key string")
+    blobs = files.mapInArrow(cut, _BLOBS).repartition(buckets, "bucket")
+    return blobs.mapInArrow(walk, from_arrow_schema(units_schema(spec)))
+
+
+def _blobs(marked: pl.DataFrame, buckets: int) -> Iterator[pa.RecordBatch]:
+    bucket = (pl.col("user_key").hash(seed=_BUCKET_SEED) % buckets).cast(pl.Int32).alias("bucket")
+    for (b,), part in marked.with_columns(bucket).partition_by("bucket", include_key=False, as_dict=True).items():
+        sink = io.BytesIO()
+        part.write_ipc_stream(sink, compression="uncompressed")  # Spark's shuffle compresses
+        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([sink.getvalue()])], schema=_BLOBS_ARROW)
+
+
+#: Users are cut into buckets by a seeded polars hash of their key (the same in every task of a run).
+_BUCKET_SEED: Final[int] = 11
+_BLOBS_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("rows", pa.binary(), False)])
 
 
 # -- what the report shows, all from the per-unit frame
@@ -660,22 +588,17 @@ def funnel_steps(units: DataFrame, spec: FunnelSpec, by: Sequence[str] = ()) -> 
     )
 
 
-def first_seen(events: DataFrame) -> DataFrame:
-    """``user_key, first_seen``: each user's first event time (pass the whole lake for true cohorts)."""
-    return events.groupBy("user_key").agg(F.min("event_time").alias("first_seen"))
-
-
 def with_breakdowns(
     units: DataFrame,
     top_brands: int = 10,
     segments: DataFrame | None = None,
-    first_seen_times: DataFrame | None = None,
+    cohort: bool = False,
 ) -> DataFrame:
-    """Add the breakdown columns ``week, category_l1, brand`` and, when given, ``segment, cohort``.
+    """Add the breakdown columns ``week, category_l1, brand`` and, when asked, ``segment, cohort``.
 
     ``brand`` keeps the ``top_brands`` brands with the most units ("other" for the rest,
-    ``(no brand)`` for none); ``segments`` has ``user_key, segment``; ``first_seen_times`` has
-    ``user_key, first_seen`` (see :func:`first_seen`) and ``cohort`` is its month, ``yyyy-MM``.
+    ``(no brand)`` for none); ``segments`` has ``user_key, segment``; ``cohort`` is the month of the
+    user's ``first_seen``, ``yyyy-MM``.
     """
     brand = F.col("first_brand")
     ranked = (
@@ -701,10 +624,8 @@ def with_breakdowns(
         out = out.join(seg, on="user_key", how="left").select(
             *out.columns, F.coalesce(F.col("segment"), F.lit(NO_SEGMENT)).alias("segment")
         )
-    if first_seen_times is not None:
-        _check_columns(first_seen_times, ["user_key", "first_seen"], "the first-seen frame")
-        cohorts = first_seen_times.select("user_key", F.date_format("first_seen", "yyyy-MM").alias("cohort"))
-        out = out.join(cohorts, on="user_key", how="left")
+    if cohort:
+        out = out.withColumn("cohort", F.date_format("first_seen", "yyyy-MM"))
     return out
 
 

@@ -66,6 +66,12 @@ class Lake:
     def committed_run_ids(self) -> list[str]:
         return [r["run_id"] for r in self.runs() if r.get("status") == "committed"]
 
+    def committed_files(self, dataset: str) -> list[str]:
+        """Store keys of a run-scoped dataset's Parquet files, from committed runs only."""
+        committed = set(self.committed_run_ids())
+        return sorted(k for k in self.store.list(dataset)
+                      if k.endswith(".parquet") and "/run_id=" in k and _run_of(k) in committed)  # fmt: skip
+
     def ledger(self) -> dict[str, dict[str, Any]]:
         """Content hash -> file record, for every file ingested by a committed run."""
         seen: dict[str, dict[str, Any]] = {}

@@ -34,7 +34,6 @@ from etl.funnel import (
     FunnelSpec,
     driver_counts,
     dropoff_audience,
-    first_seen,
     funnel_steps,
     funnel_units,
     time_to_convert,
@@ -46,7 +45,6 @@ from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
 from services.core.lake import Lake, due_for_new_runs, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import parquet_dataset
-from services.core.spark import read_run_dataset
 from services.reports.funnel import semantics, write_funnel_report
 
 log = logging.getLogger("shoplens.funnel")
@@ -137,17 +135,18 @@ class FunnelTables:
 
 
 def compute_tables(
-    events: DataFrame, cfg: FunnelConfig, segments: DataFrame | None = None
+    spark: SparkSession, lake: Lake, cfg: FunnelConfig, segments: DataFrame | None = None
 ) -> tuple[FunnelTables, list[DataFrame]]:
-    """Every table of the funnel from the events (and segments); returns them and the cached frames.
+    """Every table of the funnel from the lake's committed events (and segments); returns them and the
+    cached frames.
 
     The caller unpersists the cached frames once the drop-off audiences are written.
     """
     spec = cfg.spec
     # cached before anything derives from it: the brand ranking and the joins below would otherwise
     # each re-run (and the optimizer may inline) the matching walk
-    matched = funnel_units(events, spec).cache()
-    cohorts = first_seen(events) if "cohort" in cfg.by else None
+    matched = funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).cache()
+    cohorts = "cohort" in cfg.by
     segs = segments.select("user_key", "segment") if segments is not None else None
     units = with_breakdowns(matched, cfg.top_brands, segs, cohorts)
     if segs is None:
@@ -173,7 +172,7 @@ def compute_tables(
     ttc_df["units"] = ttc_df["units"].fillna(0).astype("int64")
     hist_df = pd.concat(hist, ignore_index=True)
     hist_df["units"] = hist_df["units"].fillna(0).astype("int64")
-    traits = _traits(units, segments, cohorts is not None)
+    traits = _traits(units, segments, cohorts)
     per_unit = units.select("unit_key", "user_key", "level", "first_category_l1", "first_brand", "first_price")
     counts = _pandas(driver_counts(per_unit, spec, traits))
     drivers = conversion_drivers(counts, cfg.min_units, cfg.confidence)
@@ -250,12 +249,11 @@ def run_funnel(spark: SparkSession, lake: Lake, cfg: FunnelConfig | None = None)
     """Compute the funnel from the lake's committed events and publish ``funnel/<version>/``."""
     cfg = cfg or FunnelConfig()
     t0 = time.monotonic()
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
+    if not lake.committed_files(EVENTS):
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
     run_ids = sorted(lake.committed_run_ids())
     segments, segments_version = _segments_frame(spark, lake)
-    tables, cached = compute_tables(events, cfg, segments)
+    tables, cached = compute_tables(spark, lake, cfg, segments)
     meta = {"run_ids": run_ids, "segments_version": segments_version, **cfg.spec.to_dict(),
             "breakdowns": list(cfg.by)}  # fmt: skip
     try:

@@ -1,19 +1,24 @@
 """etl.funnel against a brute-force pandas/Python reference on generated events, plus hand-worked cases.
 
 The reference enumerates every chain of distinct events (ordered) or solves the step-to-event matching
-by augmenting paths (any order): a different method from the greedy Spark walk it checks.
+by augmenting paths (any order): a different method from the greedy compiled walk it checks.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from etl.contract import EVENT_SCHEMA
 from etl.describe import NO_BRAND, NO_CATEGORY
@@ -24,7 +29,6 @@ from etl.funnel import (
     FunnelSpec,
     driver_counts,
     dropoff_audience,
-    first_seen,
     funnel_steps,
     funnel_units,
     step_time_column,
@@ -32,6 +36,7 @@ from etl.funnel import (
     time_to_convert_histogram,
     with_breakdowns,
 )
+from services.core.storage import LocalStore
 
 START = dt.datetime(2019, 10, 1)
 US = 1_000_000
@@ -299,16 +304,26 @@ def events_pd(events_rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(events_rows)
 
 
+def _write_events(directory: Path, records: list[dict], files: int = 3) -> tuple[LocalStore, list[str]]:
+    """``records`` as lake event files in a store; rows dealt round-robin, so users span files."""
+    schema = to_arrow_schema(EVENT_SCHEMA, timezone="UTC")
+    keys = []
+    for i in range(files):
+        key = f"events/part-{i}.parquet"
+        pq.write_table(pa.Table.from_pylist(records[i::files], schema=schema), directory / f"part-{i}.parquet")
+        keys.append(key)
+    return LocalStore(directory.parent), keys
+
+
 @pytest.fixture(scope="module")
-def events_df(spark, events_rows: list[dict]):
-    df = spark.createDataFrame(events_rows, schema=EVENT_SCHEMA).cache()
-    df.count()
-    yield df
-    df.unpersist()
+def event_files(tmp_path_factory, events_rows: list[dict]) -> tuple[LocalStore, list[str]]:
+    directory = tmp_path_factory.mktemp("funnel") / "events"
+    directory.mkdir()
+    return _write_events(directory, events_rows)
 
 
-def _spark_units(events_df, spec: FunnelSpec) -> tuple[object, pd.DataFrame]:
-    units = funnel_units(events_df, spec).cache()
+def _spark_units(spark, event_files, spec: FunnelSpec) -> tuple[object, pd.DataFrame]:
+    units = funnel_units(spark, *event_files, spec).cache()
     got = units.toPandas().sort_values("unit_key").reset_index(drop=True)
     return units, got
 
@@ -333,11 +348,14 @@ CASES = [
 
 @pytest.mark.spark
 @pytest.mark.parametrize(("steps", "unit", "order", "window"), CASES)
-def test_units_match_the_brute_force_reference(events_df, events_pd, steps, unit, order, window) -> None:
+def test_units_match_the_brute_force_reference(spark, event_files, events_pd, steps, unit, order, window) -> None:
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=window)
-    units, got = _spark_units(events_df, spec)
+    units, got = _spark_units(spark, event_files, spec)
     expected = reference_units(events_pd, steps, unit, order, window)
     try:
+        seen = events_pd.groupby("user_key")["event_time"].min()  # over all events, matched or not
+        assert (got["first_seen"].dt.tz_localize(None) == got["user_key"].map(seen)).all()
+        got = got.drop(columns="first_seen")
         pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
         # The funnel itself: counts, conversions and drop-off from the reference levels.
         steps_got = funnel_steps(units, spec).toPandas().sort_values("step")
@@ -364,10 +382,10 @@ def _exact_quartiles(seconds: pd.Series) -> list[float]:
 
 @pytest.mark.spark
 @pytest.mark.parametrize(("unit", "order"), [("user", "ordered"), ("user_product", "any")])
-def test_time_to_convert_breakdowns_and_drivers_match_pandas(events_df, events_pd, unit, order) -> None:
+def test_time_to_convert_breakdowns_and_drivers_match_pandas(spark, event_files, events_pd, unit, order) -> None:
     steps = "view,cart,purchase"
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=3)
-    units, _ = _spark_units(events_df, spec)
+    units, _ = _spark_units(spark, event_files, spec)
     expected = reference_units(events_pd, steps, unit, order, 3)
     try:
         for a, b in [(1, 2), (2, 3), (1, 3)]:
@@ -388,12 +406,11 @@ def test_time_to_convert_breakdowns_and_drivers_match_pandas(events_df, events_p
             events_pd[["user_key"]].drop_duplicates().assign(segment=lambda d: "s" + d["user_key"].str[-1])
         )
         seen = events_pd.groupby("user_key", as_index=False)["event_time"].min()
-        spark = events_df.sparkSession
         enriched = with_breakdowns(
             units,
             top_brands=1,
             segments=spark.createDataFrame(segments.iloc[::2]),  # half the users have no segment
-            first_seen_times=first_seen(events_df),
+            cohort=True,
         )
         by = ["brand", "week", "segment", "cohort"]
         got = funnel_steps(enriched, spec, by=by).toPandas()
@@ -452,7 +469,7 @@ def test_time_to_convert_breakdowns_and_drivers_match_pandas(events_df, events_p
 # -- hand-worked cases
 
 
-def _events(spark, rows: list[tuple]) -> object:
+def _events(rows: list[tuple]) -> tuple[LocalStore, list[str]]:
     """rows: (user, minutes after START, event_type, session, product, brand)."""
     records = []
     for user, minutes, event_type, session, product, brand in rows:
@@ -476,11 +493,13 @@ def _events(spark, rows: list[tuple]) -> object:
                 "event_date": when.date(),
             }
         )
-    return spark.createDataFrame(records, schema=EVENT_SCHEMA)
+    directory = Path(tempfile.mkdtemp(prefix="shoplens-funnel-")) / "events"
+    directory.mkdir()
+    return _write_events(directory, records, files=2)
 
 
 def _levels(spark, rows: list[tuple], **spec: object) -> dict[str, int]:
-    units = funnel_units(_events(spark, rows), FunnelSpec.parse(**spec)).toPandas()
+    units = funnel_units(spark, *_events(rows), FunnelSpec.parse(**spec)).toPandas()
     return dict(zip(units["unit_key"], units["level"], strict=True))
 
 
@@ -522,7 +541,7 @@ def test_second_step_time_comes_from_the_latest_start(spark) -> None:
         ("e", 6 * 1440, "view", "e1", 1, "x"),
         ("e", 8 * 1440, "cart", "e1", 1, "x"),
     ]
-    units = funnel_units(_events(spark, rows), FunnelSpec.parse()).toPandas()
+    units = funnel_units(spark, *_events(rows), FunnelSpec.parse()).toPandas()
     assert units["step_1_time"].iloc[0] == pd.Timestamp(START + dt.timedelta(days=6))
     assert units["step_2_time"].iloc[0] == pd.Timestamp(START + dt.timedelta(days=8))
 
@@ -553,7 +572,7 @@ def test_user_product_units_need_the_same_product(spark) -> None:
 @pytest.mark.spark
 def test_step_arguments_are_checked(spark) -> None:
     spec = FunnelSpec.parse()
-    units = funnel_units(_events(spark, [("a", 0, "view", "s", 1, "x")]), spec)
+    units = funnel_units(spark, *_events([("a", 0, "view", "s", 1, "x")]), spec)
     with pytest.raises(ValueError, match="the drop-off step must be a step from 1 to 2"):
         dropoff_audience(units, spec, 3)
     with pytest.raises(ValueError, match="must come after"):
