@@ -183,7 +183,12 @@ PARAMETER_CONSTRAINTS: dict[str, str] = {
     "clip": "float > 0 or None",
     "n_threads": "int >= 1 or None",
     "feature_set": "'rates' (DEFAULT_FEATURES) or 'legacy' (LEGACY_FEATURES); used when features is None",
+    "noise_power": "float >= 0",
 }
+
+#: Truncation noise below this share of the median feature's noise counts as that share, so that a
+#: feature short histories happen to get exactly right cannot take an unbounded weight.
+NOISE_FLOOR_SHARE = 0.05
 
 
 class SegmentationModel:
@@ -228,6 +233,11 @@ class SegmentationModel:
         default. On a shared host set 1: spin-waiting threads made a 6k-user fit 6x slower.
     tree_depth : int, default 4
         Depth of the surrogate decision tree explaining the segments.
+    noise_power : float, default 0.5
+        With ``fit(..., truncated=...)``: each scaled feature is weighted by its truncation noise to
+        the power ``-noise_power`` (weights normalised to a root mean square of 1) before PCA and
+        K-Means, so the features that a short history estimates poorly move a user's segment less
+        (``feature_weights_``). 0, or no ``truncated`` frame, weighs every feature alike.
 
     Attributes
     ----------
@@ -251,7 +261,16 @@ class SegmentationModel:
     log_features_ : list of str
         Features that are log1p-transformed (non-negative, skewness > ``skew_threshold``).
     scaler_ : RobustScaler
+    truncation_noise_ : ndarray (n_features,) or None
+        Root mean square, per feature, of the scaled difference between a user's first-n-events value
+        and their full-history value, over the ``truncated`` rows given to ``fit`` (None without them).
+    feature_weights_ : ndarray (n_features,)
+        Weight of each scaled feature in the PCA + K-Means metric (all 1 without ``truncated``).
     pca_ : PCA
+        Fitted on the weighted scaled features.
+    projection_mean_, projection_ : ndarray (n_features,), (n_components_, n_features)
+        The PCA with the weights folded in: coordinates are ``(z - projection_mean_) @ projection_.T``
+        for scaled features ``z``; the light scorer applies the same two arrays.
     explained_variance_ratio_ : ndarray (n_components_,)
     n_components_ : int
     selection_ : KSelection
@@ -302,6 +321,7 @@ class SegmentationModel:
         n_threads: int | None = None,
         tree_depth: int = 4,
         feature_set: str = "rates",
+        noise_power: float = 0.5,
     ) -> None:
         self.k_range = k_range
         self.features = features
@@ -319,6 +339,7 @@ class SegmentationModel:
         self.n_threads = n_threads
         self.tree_depth = tree_depth
         self.feature_set = feature_set
+        self.noise_power = noise_power
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
@@ -353,6 +374,8 @@ class SegmentationModel:
             "n_threads": self.n_threads is None
             or (isinstance(self.n_threads, Integral) and self.n_threads >= 1),
             "feature_set": self.feature_set in ("rates", "legacy"),
+            "noise_power": isinstance(self.noise_power, Real) and not isinstance(self.noise_power, bool)
+            and self.noise_power >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -452,14 +475,21 @@ class SegmentationModel:
         self.dropped_features_ = dropped
 
     # ------------------------------------------------------------------ fit / apply
-    def fit(self, features_df: pd.DataFrame, y: None = None) -> SegmentationModel:
-        """Learn the pipeline and the segments from a per-user features table; returns ``self``."""
+    def fit(
+        self, features_df: pd.DataFrame, y: None = None, truncated: pd.DataFrame | None = None
+    ) -> SegmentationModel:
+        """Learn the pipeline and the segments from a per-user features table; returns ``self``.
+
+        ``truncated``: features of the same users computed from only their first events (the
+        threshold study's truncations; any number of rows per user, matched on ``user_key``). It
+        sets the feature weights (``noise_power``); users absent from ``features_df`` are ignored.
+        """
         self._validate_params()
         limits = nullcontext() if self.n_threads is None else threadpool_limits(limits=self.n_threads)
         with limits:
-            return self._fit(features_df)
+            return self._fit(features_df, truncated)
 
-    def _fit(self, features_df: pd.DataFrame) -> SegmentationModel:
+    def _fit(self, features_df: pd.DataFrame, truncated: pd.DataFrame | None) -> SegmentationModel:
         if not isinstance(features_df, pd.DataFrame):
             raise TypeError(f"features_df must be a pandas DataFrame, got {type(features_df).__name__}")
         def available(c: str) -> bool:
@@ -509,6 +539,8 @@ class SegmentationModel:
         Xs = Xm[sample]
 
         self.scaler_ = RobustScaler().fit(Xs)
+        self.truncation_noise_ = None if truncated is None else self._truncation_noise(train, truncated)
+        self.feature_weights_ = self._weights(self.truncation_noise_)
         Zs = self._scale(Xs)
         n_comp = self.n_components
         if isinstance(n_comp, Integral) and n_comp > Zs.shape[1]:
@@ -518,10 +550,14 @@ class SegmentationModel:
                 stacklevel=3,
             )
             n_comp = Zs.shape[1]
-        self.pca_ = PCA(n_components=n_comp, svd_solver="full", random_state=self.seed).fit(Zs)
+        w = self.feature_weights_
+        self.pca_ = PCA(n_components=n_comp, svd_solver="full", random_state=self.seed).fit(Zs * w)
         self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_
         self.n_components_ = int(self.pca_.n_components_)
-        Ps = self.pca_.transform(Zs)
+        # (z * w - mean) @ C.T == (z - mean / w) @ (C * w).T: the weights live in the projection.
+        self.projection_mean_ = self.pca_.mean_ / w
+        self.projection_ = self.pca_.components_ * w
+        Ps = self._project(Zs)
 
         self.selection_: KSelection = select_k(
             Ps,
@@ -541,7 +577,7 @@ class SegmentationModel:
         self.kmeans_ = km
         self.k_ = int(k)
         self.cluster_centers_ = km.cluster_centers_
-        centers_model = self.scaler_.inverse_transform(self.pca_.inverse_transform(self.cluster_centers_))
+        centers_model = self.scaler_.inverse_transform(self.pca_.inverse_transform(self.cluster_centers_) / w)
         self.feature_centroids_ = pd.DataFrame(centers_model, columns=self.features_)
 
         P_all = self._pca_from_model_space(Xm)
@@ -557,7 +593,33 @@ class SegmentationModel:
         return self
 
     def _pca_from_model_space(self, Xm: np.ndarray) -> np.ndarray:
-        return self.pca_.transform(self._scale(Xm))
+        return self._project(self._scale(Xm))
+
+    def _project(self, Z: np.ndarray) -> np.ndarray:
+        """PCA coordinates of scaled features, with the arithmetic of the light scorer."""
+        return (Z - self.projection_mean_) @ self.projection_.T
+
+    def _truncation_noise(self, train: pd.DataFrame, truncated: pd.DataFrame) -> np.ndarray:
+        """Per feature: RMS of (first-n value - full-history value) in scaled units, over ``truncated``."""
+        if "user_key" not in truncated.columns or "user_key" not in train.columns:
+            raise KeyError("truncated and features_df both need a user_key column to be matched")
+        part = truncated.loc[truncated["user_key"].isin(train["user_key"])]
+        if part.empty:
+            raise ValueError("no row of truncated belongs to a training user; cannot weigh the features")
+        full = train.set_index("user_key").loc[part["user_key"]].reset_index()
+        Zt = self._scale(self._to_model_space(self._engineer(part, fit=False)))
+        Zf = self._scale(self._to_model_space(self._engineer(full, fit=False)))
+        return np.sqrt(np.mean((Zt - Zf) ** 2, axis=0))
+
+    def _weights(self, noise: np.ndarray | None) -> np.ndarray:
+        """``noise ** -noise_power`` (noise floored at ``NOISE_FLOOR_SHARE`` of its median), RMS 1."""
+        if noise is None or self.noise_power == 0:
+            return np.ones(len(self.features_))
+        floor = NOISE_FLOOR_SHARE * float(np.median(noise))
+        if floor <= 0:
+            raise ValueError("the truncated histories equal the full ones for most features; nothing to weigh by")
+        w = np.maximum(noise, floor) ** -float(self.noise_power)
+        return w / np.sqrt(np.mean(w**2))
 
     def _scale(self, Xm: np.ndarray) -> np.ndarray:
         """Robust scaling, then winsorizing at +-``clip`` (in IQR units around the median)."""
@@ -623,6 +685,9 @@ class SegmentationModel:
             "priors": dict(self.priors_),
             "imputation_values": dict(self.imputation_values_),
             "n_components": self.n_components_,
+            "feature_weights": dict(zip(self.features_, self.feature_weights_.tolist(), strict=True)),
+            "truncation_noise": None if self.truncation_noise_ is None
+            else dict(zip(self.features_, self.truncation_noise_.tolist(), strict=True)),
             "explained_variance_ratio": [float(v) for v in self.explained_variance_ratio_],
             "selection": self.selection_.to_dict(),
             "feature_importance": self.feature_importance_.to_dict(),
@@ -638,5 +703,6 @@ class SegmentationModel:
                 "min_events": self.min_events,
                 "clip": self.clip,
                 "feature_set": self.feature_set,
+                "noise_power": self.noise_power,
             },
         }

@@ -21,8 +21,8 @@ Artifact schema (``schema_version`` 2; version 1, without ``derived`` and ``trus
       "log_features": [str],                 # subset of features, log1p(max(x, 0))
       "scaler": {"center": [float], "scale": [float],           # clip((x - center) / scale,
                  "clip": float | null},                         #      -clip, clip)
-      "pca": {"mean": [float], "components": [[float]],         # (z - mean) @ components.T
-              "explained_variance_ratio": [float]},
+      "pca": {"mean": [float], "components": [[float]],         # (z - mean) @ components.T, the
+              "explained_variance_ratio": [float]},             #   feature weights folded in
       "centroids": [[float]],                # (k, n_components), row i <-> segment_ids[i]
       "segment_ids": [int], "segment_names": [str],
       "feature_centroids": {"columns": [str], "values": [[float]]},  # for matching on retrain
@@ -115,8 +115,8 @@ def export_artifact(
             "clip": None if model.clip is None else float(model.clip),
         },
         "pca": {
-            "mean": model.pca_.mean_.tolist(),
-            "components": model.pca_.components_.tolist(),
+            "mean": model.projection_mean_.tolist(),
+            "components": model.projection_.tolist(),
             "explained_variance_ratio": model.explained_variance_ratio_.tolist(),
         },
         "centroids": model.cluster_centers_.tolist(),

@@ -123,33 +123,27 @@ def _study_users(features: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     return long.loc[order.sort_values(kind="stable").index[: cfg.study_users]]
 
 
-def run_threshold_study(
-    spark: SparkSession,
-    events: DataFrame,
-    category_prices: DataFrame,
-    model: SegmentationModel,
-    features: pd.DataFrame,
-    cfg: TrainConfig,
-) -> tuple[ThresholdStudy, pd.DataFrame]:
-    """Segment of each long-history user from their first n events vs from all their events.
+def truncated_features(
+    spark: SparkSession, events: DataFrame, category_prices: DataFrame, features: pd.DataFrame, cfg: TrainConfig
+) -> pd.DataFrame:
+    """Features of each study user from their first n events, for every n of the grid they qualify for.
 
-    Both segments come from the same fitted ``model`` (no event threshold applied), so labels are
-    comparable. First-n features use ``as_of="last_event"`` and the whole lake's category prices.
-    Returns the study and its rows (``n``, ``confidence`` of the first-n assignment, ``agree``), the
-    data the trust model is fitted on.
+    A user enters n when they have at least ``long_factor * n`` events (so "all events" is a real
+    extension of the first n); an n with fewer than ``min_study_users`` such users is left out.
+    First-n features use ``as_of="last_event"`` and the whole lake's category prices. Columns: the
+    features table's, plus ``n``. These rows weigh the model's features (``SegmentationModel.fit``)
+    and measure its threshold (:func:`run_threshold_study`).
     """
-    rows = pd.DataFrame({"n": pd.Series(dtype="int64"), "confidence": pd.Series(dtype=float),
-                         "agree": pd.Series(dtype=bool)})  # fmt: skip
     users = _study_users(features, cfg)
-    if users.empty:
-        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric), rows
-    label_all = pd.Series(model.predict(users), index=users["user_key"].to_numpy())
     n_events = users.set_index("user_key")["n_events"]
+    grid = [n for n in sorted(int(n) for n in cfg.threshold_grid)
+            if (n_events >= cfg.long_factor * n).sum() >= cfg.min_study_users]  # fmt: skip
+    if users.empty or not grid:
+        return pd.DataFrame(columns=[*features.columns, "n"])
     keys = spark.createDataFrame(pd.DataFrame({"user_key": users["user_key"].to_numpy()}))
     subset = events.join(F.broadcast(keys), on="user_key", how="left_semi").cache()  # read by every n
     # One Spark job for every n: the first-n events of each n under a composite key "<user_key>#<n>",
     # unioned, so a single compute_features call builds every truncation.
-    grid = sorted(int(n) for n in cfg.threshold_grid)
     parts = [
         first_n_events(subset, n).withColumn("user_key", F.concat_ws("#", "user_key", F.lit(str(n))))
         for n in grid
@@ -160,23 +154,29 @@ def run_threshold_study(
     finally:
         subset.unpersist()
     split = feats["user_key"].str.rsplit("#", n=1, expand=True)
-    feats["user_key"], feats["_n"] = split[0], split[1].astype(int)
-    ns, first, full, conf = [], [], [], []
-    for n in grid:
-        eligible = set(n_events.index[n_events >= cfg.long_factor * n])
-        if len(eligible) < cfg.min_study_users:
-            continue
-        part = feats.loc[(feats["_n"] == n) & feats["user_key"].isin(eligible)]
-        ns.append(np.full(len(part), n))
-        labels, confidence = model.predict_with_confidence(part)
-        first.append(labels)
-        conf.append(confidence)
-        full.append(label_all.loc[part["user_key"]].to_numpy())
-    if not ns:
+    feats["user_key"], feats["n"] = split[0], split[1].astype(int)
+    eligible = n_events.loc[feats["user_key"]].to_numpy() >= cfg.long_factor * feats["n"].to_numpy()
+    return feats.loc[eligible].sort_values(["n", "user_key"], ignore_index=True)
+
+
+def run_threshold_study(
+    model: SegmentationModel, features: pd.DataFrame, truncated: pd.DataFrame, cfg: TrainConfig
+) -> tuple[ThresholdStudy, pd.DataFrame]:
+    """Segment of each study user from their first n events vs from all their events.
+
+    Both segments come from the same fitted ``model`` (no event threshold applied), so labels are
+    comparable; ``truncated`` is :func:`truncated_features`. Returns the study and its rows (``n``,
+    ``confidence`` of the first-n assignment, ``agree``), the data the trust model is fitted on.
+    """
+    if truncated.empty:
+        rows = pd.DataFrame({"n": pd.Series(dtype="int64"), "confidence": pd.Series(dtype=float),
+                             "agree": pd.Series(dtype=bool)})  # fmt: skip
         return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric), rows
-    a, b = np.concatenate(first), np.concatenate(full)
-    rows = pd.DataFrame({"n": np.concatenate(ns), "confidence": np.concatenate(conf), "agree": a == b})
-    study = threshold_study(rows["n"], a, b, target=cfg.threshold_target, metric=cfg.threshold_metric)
+    full = features.set_index("user_key").loc[truncated["user_key"]].reset_index()
+    first, confidence = model.predict_with_confidence(truncated)
+    whole = model.predict(full)
+    rows = pd.DataFrame({"n": truncated["n"].to_numpy(), "confidence": confidence, "agree": first == whole})
+    study = threshold_study(rows["n"], first, whole, target=cfg.threshold_target, metric=cfg.threshold_metric)
     return study, rows
 
 
@@ -275,8 +275,9 @@ def train(
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = _model(cfg, cfg.min_events_floor).fit(features)
-        study, study_rows = run_threshold_study(spark, events, cat_prices, model, features, cfg)
+        truncated = truncated_features(spark, events, cat_prices, features, cfg)
+        model = _model(cfg, cfg.min_events_floor).fit(features, truncated=truncated if len(truncated) else None)
+        study, study_rows = run_threshold_study(model, features, truncated, cfg)
         min_events = _chosen_threshold(study, cfg)
         trust = fit_trust(study_rows["n"], study_rows["confidence"], study_rows["agree"], seed=cfg.seed)
     fit_warnings = sorted({str(w.message) for w in caught})
@@ -345,6 +346,10 @@ def train(
         "k_rule": summary["selection"]["rule"],
         "explained_variance_ratio": summary["explained_variance_ratio"],
         "features": summary["features"],
+        "feature_weights": [
+            {"feature": f, "weight": w, "truncation_noise": (summary["truncation_noise"] or {}).get(f)}
+            for f, w in summary["feature_weights"].items()
+        ],
         "log_features": summary["log_features"],
         "dropped_features": [{"name": n, "reason": r} for n, r in summary["dropped_features"].items()],
         "feature_importance": summary["feature_importance"]["ranked"],
@@ -592,6 +597,7 @@ __all__ = [
     "staleness",
     "train",
     "train_report",
+    "truncated_features",
     "truth_ari",
     "truth_ari_bands",
 ]

@@ -88,6 +88,10 @@ def render_markdown(model: Mapping[str, Any], profiles: Sequence[Mapping[str, An
         "",
         "Model inputs: " + ", ".join(f"`{f}`" for f in model["features"]) + ".",
         "",
+        WEIGHTS_TEXT,
+        "",
+        md_table(WEIGHTS_HEADER, _weight_rows(model)),
+        "",
     ]
     if model["dropped_features"]:
         lines += ["Dropped: " + "; ".join(f"`{x['name']}` ({x['reason']})" for x in model["dropped_features"]), ""]
@@ -105,6 +109,20 @@ def render_markdown(model: Mapping[str, Any], profiles: Sequence[Mapping[str, An
         "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+WEIGHTS_TEXT = (
+    "Each scaled feature counts in the segment metric with a weight of (its truncation noise)^-p, "
+    "normalised to a root mean square of 1: the noise is the root mean square difference between a study "
+    "user's value from their first n events and from all of them, so features that short histories "
+    "estimate poorly move a segment less."
+)
+WEIGHTS_HEADER = ["feature", "truncation noise (scaled units)", "weight"]
+
+
+def _weight_rows(model: Mapping[str, Any]) -> list[list[str]]:
+    return [[f"`{w['feature']}`", fmt_float(w["truncation_noise"]), fmt_float(w["weight"])]
+            for w in model.get("feature_weights") or []]  # fmt: skip
 
 
 def floors(model: Mapping[str, Any]) -> list[list[str]]:
@@ -273,7 +291,8 @@ Davies-Bouldin {fmt_float(m['davies_bouldin'])} · stability {fmt_float(m['stabi
 <h3>Quality floors</h3>{html_table(["figure", "floor", "this model", "met"], floors(model))}
 {_lifecycle_html(model)}</section>
 <section id=features><h2>Features</h2><p>Inputs: {html.escape(', '.join(model['features']))}. Dropped:
-{html.escape(dropped)}.</p>{chart('importance')}
+{html.escape(dropped)}.</p><p>{html.escape(WEIGHTS_TEXT)}</p>{html_table(WEIGHTS_HEADER, _weight_rows(model))}
+{chart('importance')}
 <h3>Rules a marketer can read (fidelity {fmt_float(model.get('tree_fidelity'))})</h3><pre>{html.escape(model['tree_rules'])}</pre></section>
 """
     return page(f"shoplens · segmentation model {model['version']}", body)

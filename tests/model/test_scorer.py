@@ -145,3 +145,17 @@ def test_derived_rates_and_trust_are_applied_by_the_scorer_like_the_model(model,
     n = fresh_df["n_events"].to_numpy(dtype=float)
     want = 1 / (1 + np.exp(-(-2.0 + 0.7 * np.log(np.maximum(n, 1)) + 3.0 * conf)))
     np.testing.assert_allclose(scorer.trust(n, conf), want)
+
+
+def test_scorer_applies_the_feature_weights_exactly_like_the_model(train_df, fresh_df):
+    """The weights are folded into the artifact's PCA; assignments and confidences stay the model's."""
+    truncated = personas(n_per=120, seed=4)  # another draw of the same users' personas: a noisy history
+    assert (truncated["user_key"] == train_df["user_key"]).all()
+    weighted = SegmentationModel(k_range=(5, 9), **FAST).fit(train_df, truncated=truncated)
+    assert not np.allclose(weighted.feature_weights_, 1.0)
+    scorer = LightScorer.from_json(json.dumps(export_artifact(weighted, "w")))
+    for df in (train_df, fresh_df):
+        seg, conf = scorer.predict(df)
+        np.testing.assert_array_equal(seg, weighted.predict(df))
+        np.testing.assert_allclose(conf, weighted.confidence(df), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(scorer.transform(scorer.input_matrix(df)), weighted.transform(df), rtol=1e-12)

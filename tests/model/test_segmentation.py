@@ -177,3 +177,41 @@ def test_summary_is_strict_json_with_the_selection_curves(persona_model):
     assert [row["k"] for row in summary["selection"]["scores"]] == list(range(5, 10))
     assert summary["explained_variance_ratio"] == pytest.approx(list(persona_model.explained_variance_ratio_))
     assert set(summary["dropped_features"]) == set(persona_model.dropped_features_)
+
+
+def test_truncation_noise_weighs_the_features_as_a_hand_computation():
+    """Weights = RMS(scaled first-n value - scaled full value) ** -p per feature, RMS-normalised."""
+    rng = np.random.default_rng(5)
+    full = blobs(k=3, n_per=100, dim=3, seed=5)
+    cols = ["n_events", "monetary", "price_level"]
+    truncated = pd.concat([full, full]).reset_index(drop=True)  # two truncations per user
+    for col, sd in zip(cols, (0.5, 4.0, 16.0), strict=True):
+        truncated[col] = truncated[col] + rng.normal(0, sd, len(truncated))
+    m = SegmentationModel(k_range=(2, 4), features=cols, skew_threshold=100.0, **FAST).fit(full, truncated=truncated)
+    assert m.features_ == cols and not m.log_features_
+
+    def scaled(df: pd.DataFrame) -> np.ndarray:
+        x = df[cols].to_numpy(float)
+        q1, med, q3 = np.percentile(full[cols].to_numpy(float), [25, 50, 75], axis=0)
+        return np.clip((x - med) / (q3 - q1), -3, 3)
+
+    lookup = full.set_index("user_key").loc[truncated["user_key"]].reset_index()
+    noise = np.sqrt(((scaled(truncated) - scaled(lookup)) ** 2).mean(axis=0))
+    np.testing.assert_allclose(m.truncation_noise_, noise, rtol=1e-9)
+    w = noise**-0.5
+    np.testing.assert_allclose(m.feature_weights_, w / np.sqrt((w**2).mean()), rtol=1e-9)
+    assert m.feature_weights_[0] > m.feature_weights_[1] > m.feature_weights_[2]
+    # the weights act on the metric: coordinates are the PCA of the weighted scaled features
+    Z = scaled(full) * m.feature_weights_
+    np.testing.assert_allclose(m.transform(full), m.pca_.transform(Z), rtol=1e-9, atol=1e-9)
+    plain = SegmentationModel(k_range=(2, 4), features=cols, skew_threshold=100.0, **FAST).fit(full)
+    assert (plain.feature_weights_ == 1).all() and plain.truncation_noise_ is None
+    off = SegmentationModel(k_range=(2, 4), features=cols, skew_threshold=100.0, noise_power=0, **FAST)
+    assert (off.fit(full, truncated=truncated).feature_weights_ == 1).all()
+
+
+def test_truncated_rows_must_belong_to_training_users():
+    full = blobs(k=2, n_per=60, dim=2)
+    stranger = full.assign(user_key=[f"x{i}" for i in range(len(full))])
+    with pytest.raises(ValueError, match="no row of truncated belongs to a training user"):
+        SegmentationModel(k_range=(2, 3), **FAST).fit(full, truncated=stranger)

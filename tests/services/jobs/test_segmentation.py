@@ -13,7 +13,7 @@ import pytest
 
 from model.segmentation import NOT_ENOUGH_NAME
 from model.segmentation.scorer import LightScorer
-from services.core.catalog import OVERVIEW_VIEWS, SEGMENT_VIEWS
+from services.core.catalog import EVENTS, OVERVIEW_VIEWS, SEGMENT_VIEWS
 from services.core.catalog import SEGMENTATION_MODEL as MODEL_DATASET
 from services.core.readers import read_features as read_features_pandas
 from services.core.readers import read_segments
@@ -181,3 +181,31 @@ def test_score_after_new_ingest_includes_new_users_without_retraining(built, spa
     expected = {pseudonymize(u, built["settings"].key_bytes) for u in truth["user_id"]}
     assert expected <= set(after["user_key"])
     assert json.loads(json.dumps(result))["users"] == len(after)
+
+
+def test_truncations_weigh_the_model_features(built, spark):
+    """The study's first-n features: n events each, only users with >= long_factor x n events; their
+    noise sets the weights published in model.json (RMS 1, noisier features lighter)."""
+    from services.core.spark import read_run_dataset
+    from services.jobs.features import read_aggregates
+    from services.jobs.segmentation import truncated_features
+
+    lake = built["lake"]
+    features, ptr = read_features_pandas(lake)
+    events = read_run_dataset(spark, lake, EVENTS)
+    prices = read_aggregates(spark, lake, ptr["aggregates_version"]).prices
+    cut = truncated_features(spark, events, prices, features, FAST)
+    assert set(cut["n"]) <= set(FAST.threshold_grid) and len(cut)
+    assert (cut["n_events"] == cut["n"]).all()
+    full_n = features.set_index("user_key").loc[cut["user_key"], "n_events"].to_numpy()
+    assert (full_n >= FAST.long_factor * cut["n"].to_numpy()).all()
+    assert not cut.duplicated(["user_key", "n"]).any()
+
+    doc = _doc(lake, built["second"]["version"], "model.json")
+    weights = {w["feature"]: w for w in doc["feature_weights"]}
+    assert list(weights) == doc["features"]
+    w = np.array([v["weight"] for v in weights.values()])
+    noise = np.array([v["truncation_noise"] for v in weights.values()])
+    assert np.sqrt(np.mean(w**2)) == pytest.approx(1.0) and (noise > 0).all()
+    assert np.corrcoef(np.log(w), np.log(noise))[0, 1] < -0.99
+    assert "truncation noise" in lake.store.read_bytes(f"{MODEL_DATASET}/{built['second']['version']}/report.md").decode()
