@@ -285,10 +285,12 @@ def threshold_curve(curve: Sequence[Mapping[str, Any]], chosen: int | None, targ
     """Agreement of early-history segments with full-history ones, by number of events."""
     df = pd.DataFrame(curve)
     fig = go.Figure()
-    for col, name, color in (("agreement", "Same segment as with all events", ACCENT),
-                             ("ari", "Adjusted Rand index", "#F58518")):  # fmt: skip
-        if col in df:
-            fig.add_scatter(x=df["n"], y=df[col], mode="lines+markers", name=name, line=dict(color=color, width=2.5),
+    for col, name, color, dash in (("agreement", "Same segment as with all events", ACCENT, None),
+                                   ("ari", "Adjusted Rand index", "#F58518", None),
+                                   ("lower", "Lower confidence bound (what the threshold reads)", "#777", "dot")):  # fmt: skip
+        if col in df and df[col].notna().any():
+            fig.add_scatter(x=df["n"], y=df[col], mode="lines+markers", name=name,
+                            line=dict(color=color, width=2.5, dash=dash),
                             hovertemplate="first %{x} events: %{y:.1%}<extra>" + name + "</extra>")  # fmt: skip
     if target is not None:
         fig.add_hline(y=target, line_dash="dot", line_color="#777", annotation_text=f"target {target:.0%}")

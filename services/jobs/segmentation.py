@@ -79,8 +79,10 @@ class TrainConfig:
     ``min_study_users`` users are dropped. ``min_events_floor`` is the training floor: the model trains
     on users with at least that many events (its features are rates that converge quickly, so short
     histories are signal, not noise) and the study measures that same model; users below the chosen
-    threshold are scored as "not enough activity yet". If the target is never reached the largest n
-    studied is used (and reported).
+    threshold are scored as "not enough activity yet". The threshold is where the metric's one-sided
+    lower bound at ``threshold_confidence`` stays at or above the target (None: the estimate itself;
+    ``model.segmentation.threshold``). If the target is never reached the largest n studied is used
+    (and reported).
     """
 
     k_range: tuple[int, int] = (3, 10)
@@ -91,6 +93,7 @@ class TrainConfig:
     threshold_grid: tuple[int, ...] = (5, 10, 15, 20, 30, 40, 80)
     threshold_target: float = 0.8
     threshold_metric: str = "agreement"
+    threshold_confidence: float | None = 0.95
     long_factor: float = 2.0
     study_users: int = 5_000
     min_study_users: int = 30
@@ -171,13 +174,18 @@ def run_threshold_study(
     if truncated.empty:
         rows = pd.DataFrame({"n": pd.Series(dtype="int64"), "confidence": pd.Series(dtype=float),
                              "agree": pd.Series(dtype=bool)})  # fmt: skip
-        return threshold_study([], [], [], target=cfg.threshold_target, metric=cfg.threshold_metric), rows
+        return _study([], [], [], cfg), rows
     full = features.set_index("user_key").loc[truncated["user_key"]].reset_index()
     first, confidence = model.predict_with_confidence(truncated)
     whole = model.predict(full)
     rows = pd.DataFrame({"n": truncated["n"].to_numpy(), "confidence": confidence, "agree": first == whole})
-    study = threshold_study(rows["n"], first, whole, target=cfg.threshold_target, metric=cfg.threshold_metric)
+    study = _study(rows["n"], first, whole, cfg)
     return study, rows
+
+
+def _study(n: Any, first: Any, whole: Any, cfg: TrainConfig) -> ThresholdStudy:
+    return threshold_study(n, first, whole, target=cfg.threshold_target, metric=cfg.threshold_metric,
+                           confidence=cfg.threshold_confidence, seed=cfg.seed)  # fmt: skip
 
 
 def _chosen_threshold(study: ThresholdStudy, cfg: TrainConfig) -> int:
@@ -359,11 +367,12 @@ def train(
             "chosen_min_events": min_events,
             "target": cfg.threshold_target,
             "metric": cfg.threshold_metric,
+            "confidence": cfg.threshold_confidence,
             "study_threshold": study.threshold,
             "error": study.error,
             "long_factor": cfg.long_factor,
             "curve": [
-                {"n": p["n"], "agreement": p["agreement"], "ari": p["ari"], "users": p["n_users"]}
+                {"n": p["n"], "agreement": p["agreement"], "ari": p["ari"], "lower": p["lower"], "users": p["n_users"]}
                 for p in study.to_dict()["curve"]
             ],
             "trust": {

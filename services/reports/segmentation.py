@@ -76,12 +76,12 @@ def render_markdown(model: Mapping[str, Any], profiles: Sequence[Mapping[str, An
         "",
         f"For users with at least {t.get('long_factor', 2):g} x n events, the segment from their first n "
         "events is compared with the segment from all of them (same model). "
-        f"Target: {t.get('metric', 'agreement')} >= {t['target']} for every larger n studied. "
-        f"Chosen threshold: **{t['chosen_min_events']} events**"
+        f"Target: {t.get('metric', 'agreement')} >= {t['target']} for every larger n studied"
+        + (f", read off its one-sided {t['confidence']:.0%} lower confidence bound. " if t.get("confidence") else ". ")
+        + f"Chosen threshold: **{t['chosen_min_events']} events**"
         + (f" (target not reached: {t['error']}; the largest n studied is used)." if t.get("error") else "."),
         "",
-        md_table(["n", "users", "agreement", "ARI"],
-                  [[str(c["n"]), f"{c['users']:,}", fmt_float(c["agreement"]), fmt_float(c["ari"])] for c in t["curve"]]),
+        md_table(CURVE_HEADER, _curve_rows(t)),
         "",
         *_trust_md(model),
         "## Features",
@@ -109,6 +109,14 @@ def render_markdown(model: Mapping[str, Any], profiles: Sequence[Mapping[str, An
         "",
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+CURVE_HEADER = ["n", "users", "agreement", "ARI", "lower bound"]
+
+
+def _curve_rows(t: Mapping[str, Any]) -> list[list[str]]:
+    return [[str(c["n"]), f"{c['users']:,}", fmt_float(c["agreement"]), fmt_float(c["ari"]), fmt_float(c.get("lower"))]
+            for c in t["curve"]]  # fmt: skip
 
 
 WEIGHTS_TEXT = (
@@ -273,8 +281,7 @@ def render_html(
         for p in profiles
     )  # fmt: skip
     ari = (f" · ARI vs personas {fmt_float(model['ari_vs_truth'])}" if model.get("ari_vs_truth") is not None else "")
-    curve = html_table(["n", "users", "agreement", "ARI"],
-                       [[c["n"], f"{c['users']:,}", fmt_float(c["agreement"]), fmt_float(c["ari"])] for c in t["curve"]])
+    curve = html_table(CURVE_HEADER, _curve_rows(t))
     dropped = "; ".join(f"{x['name']} ({x['reason']})" for x in model["dropped_features"]) or "none"
     body = f"""
 <h1>Segmentation model {html.escape(model['version'])}</h1>
