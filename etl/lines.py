@@ -33,7 +33,7 @@ import csv
 import gzip
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -182,6 +182,34 @@ def _parse_per_line(data: bytes, n_lines: int) -> Parsed:
             index.append(i)
     columns = {c: pa.array([r[j] or None for r in rows], pa.string()) for j, c in enumerate(RAW_COLUMNS)}
     return Parsed(pa.table(columns, schema=_STRINGS), np.array(index, np.int64), bad, n_lines)
+
+
+def parse_fields(columns: Mapping[str, Sequence[Any]]) -> Parsed:
+    """Rows given field by field (the scoring API's JSON events), as :func:`parse` splits the CSV lines
+    they stand for: the same fields, without writing those lines only to split them again.
+
+    ``columns`` maps each of the nine raw columns to its values; a value stands for its text
+    (``str(value)``), None and "" for the empty field (null). A line cannot hold a line break inside a
+    field (module docstring), so a row with ``\\r`` or ``\\n`` in a field is malformed (its "raw text" is
+    its fields joined by commas); every other row is well formed, nine fields as given.
+    """
+    n = len(columns[RAW_COLUMNS[0]])
+    flat = [v for c in RAW_COLUMNS for v in columns[c]]  # one array for the nine columns: one kernel call each
+    try:
+        values = pa.array(flat, pa.string())
+    except (pa.ArrowTypeError, pa.ArrowInvalid, UnicodeEncodeError):  # numbers, or text that is not UTF-8
+        # as _joined encodes the text of lines (a lone surrogate becomes "?")
+        values = pa.array([None if v is None else str(v).encode("utf-8", "replace").decode() for v in flat],
+                          pa.string())  # fmt: skip
+    values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    broken = _np(pc.match_substring_regex(values, r"[\r\n]")).reshape(_N, n).any(axis=0)
+    fields = pa.table([values.slice(j * n, n) for j in range(_N)], schema=_STRINGS)
+    if not broken.any():
+        return Parsed(fields, np.arange(n, dtype=np.int64), {}, n)
+    bad = np.flatnonzero(broken)
+    texts = fields.take(bad).to_pylist()
+    malformed = {int(i): ",".join(t[c] or "" for c in RAW_COLUMNS) for i, t in zip(bad, texts, strict=True)}
+    return Parsed(fields.filter(pa.array(~broken)), np.flatnonzero(~broken), malformed, n)
 
 
 def _split(text: str) -> list[str] | None:
@@ -434,7 +462,11 @@ class History:
 
 def line_reasons(lines: list[str]) -> list[str | None]:
     """The first failed rule of each data line (None when valid), by the same code as ingestion."""
-    parsed = parse(_joined(lines))
+    return row_reasons(parse(_joined(lines)))
+
+
+def row_reasons(parsed: Parsed) -> list[str | None]:
+    """The first failed rule of each parsed line or row (None when valid)."""
     out: list[str | None] = [MALFORMED] * parsed.n_lines
     reason, _, _ = reasons(parsed.fields)
     for i, r in zip(parsed.line_index, reason, strict=True):
@@ -448,7 +480,12 @@ def _joined(lines: Iterable[str]) -> bytes:
 
 def parse_data(data: bytes) -> History:
     """Validate a batch of data lines (no header); invalid ones are counted, copies of a valid one dropped."""
-    c = _check(parse(data))
+    return history_of(parse(data))
+
+
+def history_of(parsed: Parsed) -> History:
+    """The :class:`History` of parsed lines (:func:`parse`) or rows (:func:`parse_fields`)."""
+    c = _check(parsed)
     invalid = Counter(r for r in c.reason if r is not None)
     if c.parsed.malformed:
         invalid[MALFORMED] += len(c.parsed.malformed)
@@ -495,6 +532,6 @@ def read_history(path: str | Path) -> History:
 
 
 __all__ = [
-    "Classified", "History", "classify_batch", "count_lines", "line_reasons", "parse", "parse_data",
-    "parse_lines", "read_history", "validate_line",
+    "Classified", "History", "Parsed", "classify_batch", "count_lines", "history_of", "line_reasons", "parse",
+    "parse_data", "parse_fields", "parse_lines", "read_history", "row_reasons", "validate_line",
 ]  # fmt: skip

@@ -15,7 +15,7 @@ tests/model/test_local_features.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -137,10 +137,28 @@ def _clean_all(values: list) -> list[str | None]:
 
 def _clean_lower(v: Any) -> str | None:
     """lower(trim(v)) with blank -> None: the ingest's nullif(lower(trim(x)), '') (trim = spaces)."""
+    if isinstance(v, str):  # the usual case first
+        return v.strip(" ").lower() or None
     if v is None or v is pd.NA or (isinstance(v, float) and v != v):
         return None
-    text = str(v).strip(" ").lower()
-    return text or None
+    return str(v).strip(" ").lower() or None
+
+
+def _top_level(v: Any) -> str | None:
+    """category_l1 of a raw category code: the first dot-separated level of :func:`_clean_lower`."""
+    code = _clean_lower(v)
+    return None if code is None else code.split(".", 1)[0]
+
+
+def _per_distinct(values: pa.ChunkedArray | pa.Array, fn: Callable[[Any], str | None]) -> np.ndarray:
+    """``fn`` of each value (None for null) as an object array, called once per distinct value: Arrow's
+    dictionary encoding instead of a Python list of every value (a history repeats a few brands)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    encoded = pc.dictionary_encode(values)
+    out = np.empty(len(encoded.dictionary) + 1, dtype=object)
+    out[:] = [*map(fn, encoded.dictionary.to_pylist()), fn(None)]
+    return out[pc.fill_null(encoded.indices, -1).to_numpy()]  # a null's index -1: fn(None)
 
 
 # ------------------------------------------------------------------------ category reference
@@ -239,7 +257,6 @@ def raw_feature_columns(
     """
     if raw.num_rows == 0:
         return {c: _empty_frame()[c].to_numpy() for c in FEATURE_DTYPES}
-    _, levels, brands = _normalized_text(raw["category_code"].to_pylist(), raw["brand"].to_pylist())
     category = raw["category_id"]
     arrays = _Events(
         user=raw["user_id"].cast(pa.string()).to_numpy(zero_copy_only=False),
@@ -247,8 +264,8 @@ def raw_feature_columns(
         us=pc.cast(raw["event_time"], pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64()).to_numpy(),
         event_type=raw["event_type"].to_numpy(zero_copy_only=False),
         price=raw["price"].cast(pa.float64()).to_numpy(zero_copy_only=False),
-        l1=levels[0],
-        brand=brands,
+        l1=_per_distinct(raw["category_code"], _top_level),
+        brand=_per_distinct(raw["brand"], _clean_lower),
         category_id=pc.fill_null(category, 0).cast(pa.int64()).to_numpy(),
         has_category=category.is_valid().to_numpy(zero_copy_only=False),
     )

@@ -6,9 +6,22 @@ path for the rest) wherever the input allows both, and they must agree.
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 
-from etl.lines import classify_batch, count_lines, line_reasons, parse, parse_data
+from etl.contract import RAW_COLUMNS
+from etl.lines import (
+    classify_batch,
+    count_lines,
+    history_of,
+    line_reasons,
+    parse,
+    parse_data,
+    parse_fields,
+    row_reasons,
+)
 
 GOOD = "2019-10-01 00:00:01 UTC,view,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,s-1"
 KEY = b"k" * 32
@@ -100,3 +113,44 @@ def test_history_counts_reconcile():
     h = parse_data(f"{GOOD}\n{GOOD}\nbad\n{GOOD.replace('543.10', '-2')}\n".encode())
     assert (h.rows_read, len(h.rows), h.duplicates, h.invalid) == (
         4, 1, 1, {"malformed_line": 1, "negative_price": 1})
+
+
+# -- rows given field by field (the scoring API) -----------------------------------------------------
+FIELDS = next(csv.reader([GOOD]))
+
+
+def _row(**changes) -> list:
+    return [changes.get(c, v) for c, v in zip(RAW_COLUMNS, FIELDS, strict=True)]
+
+
+def _columns(rows: list[list]) -> dict[str, tuple]:
+    return dict(zip(RAW_COLUMNS, zip(*rows, strict=True), strict=True))
+
+
+def _written(rows: list[list]) -> bytes:
+    """The CSV text a writer makes of the rows (None = empty field), encoded as etl.lines encodes lines."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue().encode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("rows", [
+    [FIELDS, _row(product_id=17200506, price=543.1, user_id=519107250), _row(brand=""), [None] * 9,
+     _row(price="cheap"), FIELDS, _row(brand=" "), _row(event_type="hover"), _row(user_session=None)],
+    [FIELDS, _row(category_code="sofa, large"), _row(brand='a "b"'), _row(event_time="\ufeff" + FIELDS[0]),
+     FIELDS, _row(brand="s\ud800")],  # quoted fields (the per-line parser), a lone surrogate
+])  # fmt: skip
+def test_fields_are_validated_as_the_csv_lines_they_stand_for(rows):
+    by_fields, by_lines = parse_fields(_columns(rows)), parse(_written(rows))
+    assert by_fields.fields.equals(by_lines.fields)
+    assert list(by_fields.line_index) == list(by_lines.line_index) and by_fields.n_lines == by_lines.n_lines
+    assert row_reasons(by_fields) == row_reasons(by_lines)
+    a, b = history_of(by_fields), history_of(by_lines)
+    assert a.table.equals(b.table) and (a.invalid, a.duplicates, a.rows_read) == (b.invalid, b.duplicates, b.rows_read)
+
+
+def test_a_field_with_a_line_break_makes_its_row_malformed():
+    parsed = parse_fields(_columns([FIELDS, _row(brand="a\nb"), _row(brand="a\rb"), FIELDS]))
+    assert row_reasons(parsed) == [None, "malformed_line", "malformed_line", None]
+    history = history_of(parsed)
+    assert (history.invalid, history.duplicates, history.table.num_rows) == ({"malformed_line": 2}, 1, 1)
