@@ -5,7 +5,10 @@ One generated month is ingested into a fresh lake (not timed). Then, on the same
 * ``spark_job``: :func:`services.jobs.funnel.run_funnel` as the pipeline stage runs it: view -> cart ->
   purchase per user, ordered, 7-day window, every breakdown (week, category, brand, segment, cohort),
   time to convert, drivers, drop-off audiences, report, published as a version (warm SparkSession).
+  Spark builds the per-unit frame; it is collected once and every table is counted from it in polars.
 * ``spark_counts``: only the three step counts from :func:`etl.funnel.funnel_units` (the core alone).
+  The job minus this is the collection, the polars tables, the report and the publish, plus what the
+  job pays as the session's first Arrow work: starting the Python workers and loading the walk.
 * ``duckdb``: the same user-level ordered funnel in SQL on the lake's Parquet files (2 threads):
   an ASOF join gives each cart the latest view at or before it, a second ASOF join gives each
   purchase the latest cart at or before it; a user reaches cart when some cart has a view no more
@@ -125,6 +128,7 @@ def main() -> None:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "events": events, "users": args.users,
         "units": job_counts[0], "steps": job_counts, "spark_job_seconds": round(job_s, 1),
         "spark_counts_seconds": round(core_s, 1), "duckdb_seconds": round(duck_s, 1),
+        "job_minus_counts_seconds": round(job_s - core_s, 1),
         "job_vs_duckdb": round(job_s / duck_s, 2), "counts_vs_duckdb": round(core_s / duck_s, 2),
         "load_average_before": [round(x, 1) for x in load_before], "load_average_after": [round(x, 1) for x in load_after],
         "cpus": os.cpu_count(), "machine": platform.machine(), "spark_master": "local[2]", "duckdb_threads": 2,
@@ -141,26 +145,37 @@ def write_results(row: dict, results: Path) -> None:
             f"{row['load_average_before'][0]} before and {row['load_average_after'][0]} after the run on "
             f"{row['cpus']} cores (other engineers' jobs), so these wall times are pessimistic and noisy."
             if contended else "Measured on a quiet machine.")  # fmt: skip
+    full_size = abs(row["events"] - TARGET_EVENTS) <= 0.02 * TARGET_EVENTS
+    claimed = full_size and row["spark_job_seconds"] <= TARGET_SECONDS
     doc = {"note": note, "target": {"events": TARGET_EVENTS, "seconds": TARGET_SECONDS, "cores": 2,
-                                    "claimed": False}, "rows": [row]}  # fmt: skip
+                                    "claimed": claimed}, "rows": [row]}  # fmt: skip
+    if full_size:
+        size = (f"Size: **{row['events']:,} events** ({row['users']:,} generated users, one month), the issue's "
+                f"size: the target (at most {TARGET_SECONDS} s on 2 cores) is **{'met' if claimed else 'not met'}** "
+                "by this run.")  # fmt: skip
+        scale = ""
+    else:
+        size = (f"Size: **{row['events']:,} events** ({row['users']:,} generated users, one month), not the issue's "
+                f"{TARGET_EVENTS:,}-event month: the target (at most {TARGET_SECONDS} s on 2 cores) is **not claimed** "
+                "by this run.")  # fmt: skip
+        scale = (f"A linear extrapolation of the job to {TARGET_EVENTS:,} events would be "
+                 f"~{row['extrapolated_job_seconds_at_target']:.0f} s under the same load; it is an extrapolation, "
+                 "not a measurement. ")  # fmt: skip
     (results / "funnel.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         "# Funnel benchmark", "",
         f"{note}", "",
-        f"Size: **{row['events']:,} events** ({row['users']:,} generated users, one month), not the issue's "
-        f"{TARGET_EVENTS:,}-event month: the target (at most {TARGET_SECONDS} s on 2 cores) is **not claimed** "
-        "by this run.", "",
+        size, "",
         "| what | seconds |", "|---|---:|",
         f"| `shoplens funnel` job: default user funnel + 5 breakdowns, trend, time to convert, drivers, audiences, report, publish | {row['spark_job_seconds']} |",
         f"| Spark core only: the three step counts from `funnel_units` | {row['spark_counts_seconds']} |",
         f"| DuckDB: the same user-level ordered 7-day funnel (two ASOF joins), 2 threads | {row['duckdb_seconds']} |",
         "", f"Ratios: job / DuckDB = **{row['job_vs_duckdb']}x**, Spark counts / DuckDB = **{row['counts_vs_duckdb']}x**. "
         f"Step counts (identical in all three): {', '.join(f'{c:,}' for c in row['steps'])}.", "",
-        f"A linear extrapolation of the job to {TARGET_EVENTS:,} events would be ~{row['extrapolated_job_seconds_at_target']:.0f} s "
-        "under the same contention; it is an extrapolation, not a measurement. At this size and load the job is far "
-        "from the issue's target: the matching walk alone (Spark counts) is ~15x DuckDB's two ASOF joins, and the job "
-        "adds about twenty further Spark actions on the cached per-unit frame (breakdowns, quartiles, histograms, "
-        "drivers, audiences). Not yet optimized; re-measure on a quiet machine at full size before judging.", "",
+        f"{scale}The job minus the Spark counts ({row['job_minus_counts_seconds']} s) is collecting the per-unit "
+        "frame (one row per unit) into polars, every table counted from it there (breakdowns, trend, quartiles, "
+        "histograms, drivers, audiences), the report and the publish, plus the start of Spark's Python workers "
+        "and the compiled walk, which the job pays because it runs first; Spark does only the per-event part.", "",
         f"Spark `{row['spark_master']}` (warm session; JVM start not counted), measured {row['measured_at']}. "
         "Reproduce: `python benchmarks/funnel_bench.py --users N`.",
     ]  # fmt: skip

@@ -54,6 +54,16 @@ exchange argument) whenever two candidates' sets of later steps are nested. :cla
 guarantees it: for each step s and two later steps of the same event type, the conditions of s plus
 each of theirs must include one another or contradict. ``view,view[brand=x],view[brand=y]`` is
 refused (a view of x and one of y would compete for step 1), ``view,view[brand=x],purchase`` is fine.
+
+What the report shows: polars on the collected units
+----------------------------------------------------
+Spark does the part that grows with the events: reading the lake and walking every unit
+(:func:`funnel_units`). Everything after it (:func:`funnel_steps` per breakdown, the trend,
+:func:`time_to_convert` and its histogram, :func:`driver_counts`, the drop-off audiences) takes the
+per-unit frame collected once into polars. It has one row per unit (1.74 million for a generated
+43.8-million-event month, a few hundred MB), which fits in the driver's memory with room to spare,
+and on Spark those tables were about twenty jobs over the cached frame whose scheduling, planning and
+scans cost far more than the counting itself; polars does the same counts in a few seconds.
 """
 
 from __future__ import annotations
@@ -71,8 +81,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import Column, DataFrame, SparkSession, Window
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -312,7 +321,7 @@ def step_time_column(step: int) -> str:
     return f"step_{step}_time"
 
 
-def _check_columns(df: DataFrame, required: Sequence[str], what: str) -> None:
+def _check_columns(df: pl.DataFrame, required: Sequence[str], what: str) -> None:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(f"{what} lacks column(s) {', '.join(missing)}; it has {', '.join(df.columns)}")
@@ -500,7 +509,8 @@ def funnel_units(spark: SparkSession, store: Any, keys: Sequence[str], spec: Fun
     ``unit_key, user_key, level, step_1_time .. step_<n>_time`` (null past the level), ``first_week``
     (Monday of step 1's week), ``first_category_l1, first_brand, first_product_id, first_price``, and
     ``first_seen`` (the user's earliest event in ``keys``, for cohorts). Every breakdown, time to
-    convert, audience and driver derives from this frame: cache it when several are needed.
+    convert, audience and driver derives from this frame, collected once into polars:
+    ``pl.from_arrow(funnel_units(...).toArrow())``.
 
     Two stages of Arrow tasks, and no event ever becomes a JVM row (Spark's Parquet-to-Arrow path cost
     more than the funnel itself): one task per file reads it from the store, marks each event's steps
@@ -543,125 +553,132 @@ _BUCKET_SEED: Final[int] = 11
 _BLOBS_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("rows", pa.binary(), False)])
 
 
-# -- what the report shows, all from the per-unit frame
+# -- what the report shows, all from the per-unit frame (collected: polars, see the module docstring)
 
 
-def funnel_steps(units: DataFrame, spec: FunnelSpec, by: Sequence[str] = ()) -> DataFrame:
+def _aggregate(df: pl.DataFrame, by: Sequence[str], aggs: Sequence[pl.Expr]) -> pl.DataFrame:
+    """``aggs`` per value of ``by``, sorted by it; without ``by``, one row (even for an empty frame)."""
+    return df.group_by(by).agg(aggs).sort(by) if by else df.select(aggs)
+
+
+def _long(
+    wide: pl.DataFrame, by: Sequence[str], rows: Sequence[Sequence[pl.Expr]], order: str
+) -> pl.DataFrame:
+    """A row per row of ``wide`` and entry of ``rows`` (expressions over it), sorted by ``by``, ``order``."""
+    return pl.concat([wide.select(*by, *row) for row in rows]).sort([*by, order], maintain_order=True)
+
+
+def _rate(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
+    return pl.when(denominator > 0).then(numerator / denominator)
+
+
+def funnel_steps(units: pl.DataFrame, spec: FunnelSpec, by: Sequence[str] = ()) -> pl.DataFrame:
     """Per step (and per breakdown value of ``by``): counts, conversions and drop-off.
 
     Output: ``*by, step, label, count, conversion_from_previous, conversion_from_first, dropoff,
-    dropoff_rate``; ``dropoff`` is the units lost since the previous step (0 at step 1), rates are
-    null when their denominator is 0.
+    dropoff_rate``, sorted by ``by`` then step; ``dropoff`` is the units lost since the previous step
+    (0 at step 1), rates are null when their denominator is 0.
     """
     _check_columns(units, ["level", *by], "the per-unit frame")
-    level = F.col("level")
-    reached = [
-        F.coalesce(F.sum(F.when(level >= k, 1).otherwise(0)), F.lit(0)).cast("long").alias(f"n{k}")
-        for k in range(1, spec.n_steps + 1)
-    ]
-    rows = F.array(
-        *[
-            F.struct(
-                F.lit(k).alias("step"),
-                F.lit(label).alias("label"),
-                F.col(f"n{k}").alias("count"),
-                F.col(f"n{max(k - 1, 1)}").alias("previous"),
-            )
-            for k, label in enumerate(spec.labels, start=1)
+    reached = [(pl.col("level") >= k).sum().cast(pl.Int64).alias(f"n{k}") for k in range(1, spec.n_steps + 1)]
+    rows = [
+        [
+            pl.lit(k, pl.Int32).alias("step"),
+            pl.lit(label).alias("label"),
+            pl.col(f"n{k}").alias("count"),
+            pl.col(f"n{max(k - 1, 1)}").alias("previous"),
+            pl.col("n1").alias("first"),
         ]
-    )
-    per_step = units.groupBy(*by).agg(*reached).select(*by, F.col("n1"), F.inline(rows))
-
-    def rate(numerator: Column, denominator: Column) -> Column:
-        return F.when(denominator > 0, numerator / denominator)
-
-    count, previous = F.col("count"), F.col("previous")
-    return per_step.select(
+        for k, label in enumerate(spec.labels, start=1)
+    ]
+    count, previous = pl.col("count"), pl.col("previous")
+    return _long(_aggregate(units, by, reached), by, rows, "step").select(
         *by,
         "step",
         "label",
         "count",
-        rate(count, previous).alias("conversion_from_previous"),
-        rate(count, F.col("n1")).alias("conversion_from_first"),
+        _rate(count, previous).alias("conversion_from_previous"),
+        _rate(count, pl.col("first")).alias("conversion_from_first"),
         (previous - count).alias("dropoff"),
-        rate(previous - count, previous).alias("dropoff_rate"),
+        _rate(previous - count, previous).alias("dropoff_rate"),
     )
 
 
 def with_breakdowns(
-    units: DataFrame,
+    units: pl.DataFrame,
     top_brands: int = 10,
-    segments: DataFrame | None = None,
+    segments: pl.DataFrame | None = None,
     cohort: bool = False,
-) -> DataFrame:
+) -> pl.DataFrame:
     """Add the breakdown columns ``week, category_l1, brand`` and, when asked, ``segment, cohort``.
 
-    ``brand`` keeps the ``top_brands`` brands with the most units ("other" for the rest,
-    ``(no brand)`` for none); ``segments`` has ``user_key, segment``; ``cohort`` is the month of the
-    user's ``first_seen``, ``yyyy-MM``.
+    ``brand`` keeps the ``top_brands`` brands with the most units (ties: alphabetical), "other" for
+    the rest, ``(no brand)`` for none; ``segments`` has ``user_key, segment`` (units without one get
+    "(unsegmented)"); ``cohort`` is the month of the user's ``first_seen``, ``yyyy-MM``.
     """
-    brand = F.col("first_brand")
-    ranked = (
-        units.where(brand.isNotNull())
-        .groupBy(brand.alias("top_brand"))
-        .agg(F.count(F.lit(1)).alias("units"))
-        .withColumn("rank", F.row_number().over(Window.orderBy(F.desc("units"), F.asc("top_brand"))))
-        .where(F.col("rank") <= top_brands)
-        .select("top_brand")
+    brand = pl.col("first_brand")
+    top = (
+        units.filter(brand.is_not_null())
+        .group_by("first_brand")
+        .agg(pl.len().alias("units"))
+        .sort(["units", "first_brand"], descending=[True, False])
+        .head(top_brands)
+        .get_column("first_brand")
     )
-    out = units.join(F.broadcast(ranked), on=brand == F.col("top_brand"), how="left").select(
-        *units.columns,
-        F.col("first_week").alias("week"),
-        F.coalesce(F.col("first_category_l1"), F.lit(NO_CATEGORY)).alias("category_l1"),
-        F.when(brand.isNull(), F.lit(NO_BRAND))
-        .when(F.col("top_brand").isNotNull(), brand)
-        .otherwise(F.lit(OTHER_BRANDS))
-        .alias("brand"),
+    out = units.with_columns(
+        week=pl.col("first_week"),
+        category_l1=pl.col("first_category_l1").fill_null(NO_CATEGORY),
+        brand=pl.when(brand.is_null())
+        .then(pl.lit(NO_BRAND))
+        .when(brand.is_in(top.implode()))
+        .then(brand)
+        .otherwise(pl.lit(OTHER_BRANDS)),
     )
     if segments is not None:
         _check_columns(segments, ["user_key", "segment"], "the segments frame")
-        seg = segments.select("user_key", F.col("segment").cast("string").alias("segment"))
-        out = out.join(seg, on="user_key", how="left").select(
-            *out.columns, F.coalesce(F.col("segment"), F.lit(NO_SEGMENT)).alias("segment")
+        seg = segments.select("user_key", pl.col("segment").cast(pl.String))
+        out = out.join(seg, on="user_key", how="left", maintain_order="left").with_columns(
+            pl.col("segment").fill_null(NO_SEGMENT)
         )
     if cohort:
-        out = out.withColumn("cohort", F.date_format("first_seen", "yyyy-MM"))
+        out = out.with_columns(cohort=pl.col("first_seen").dt.strftime("%Y-%m"))
     return out
 
 
-def _seconds_between(units: DataFrame, spec: FunnelSpec, from_step: int, to_step: int) -> DataFrame:
+def _seconds_between(units: pl.DataFrame, spec: FunnelSpec, from_step: int, to_step: int) -> pl.DataFrame:
     _check_step(spec, from_step, spec.n_steps - 1, "from_step")
     _check_step(spec, to_step, spec.n_steps, "to_step")
     if to_step <= from_step:
         raise ValueError(f"to_step ({to_step}) must come after from_step ({from_step})")
-    elapsed_us = F.unix_micros(F.col(step_time_column(to_step))) - F.unix_micros(
-        F.col(step_time_column(from_step))
+    elapsed = pl.col(step_time_column(to_step)) - pl.col(step_time_column(from_step))
+    return units.filter(pl.col("level") >= to_step).with_columns(
+        seconds=elapsed.dt.total_microseconds() / 1e6
     )
-    return units.where(F.col("level") >= to_step).withColumn("seconds", elapsed_us / 1e6)
 
 
 def time_to_convert(
-    units: DataFrame, spec: FunnelSpec, from_step: int = 1, to_step: int | None = None, by: Sequence[str] = ()
-) -> DataFrame:
+    units: pl.DataFrame,
+    spec: FunnelSpec,
+    from_step: int = 1,
+    to_step: int | None = None,
+    by: Sequence[str] = (),
+) -> pl.DataFrame:
     """Exact quartiles of the time from ``from_step`` to ``to_step`` (default: the last) over units that got there.
 
-    Spark's ``percentile`` is exact (linear interpolation, numpy's default); it counts distinct values,
-    and durations in whole seconds within a window have at most window-in-seconds of them.
-    Output: ``*by, units, p25_seconds, median_seconds, p75_seconds, mean_seconds``.
+    Linear interpolation between the two nearest values (numpy's default). Output: ``*by, units,
+    p25_seconds, median_seconds, p75_seconds, mean_seconds``; without ``by``, one row (``units`` 0
+    and null times when no unit got there).
     """
-    seconds = _seconds_between(units, spec, from_step, to_step or spec.n_steps)
-    q = F.percentile(F.col("seconds"), [0.25, 0.5, 0.75])
-    return (
-        seconds.groupBy(*by)
-        .agg(F.count(F.lit(1)).alias("units"), q.alias("q"), F.avg("seconds").alias("mean"))
-        .select(
-            *by,
-            "units",
-            F.get(F.col("q"), 0).alias("p25_seconds"),
-            F.get(F.col("q"), 1).alias("median_seconds"),
-            F.get(F.col("q"), 2).alias("p75_seconds"),
-            F.col("mean").alias("mean_seconds"),
-        )
+    seconds = pl.col("seconds")
+    quartiles = {"p25_seconds": 0.25, "median_seconds": 0.5, "p75_seconds": 0.75}
+    return _aggregate(
+        _seconds_between(units, spec, from_step, to_step or spec.n_steps),
+        by,
+        [
+            pl.len().cast(pl.Int64).alias("units"),
+            *[seconds.quantile(q, interpolation="linear").alias(name) for name, q in quartiles.items()],
+            seconds.mean().alias("mean_seconds"),
+        ],
     )
 
 
@@ -673,13 +690,13 @@ def _duration_text(seconds: int) -> str:
 
 
 def time_to_convert_histogram(
-    units: DataFrame,
+    units: pl.DataFrame,
     spec: FunnelSpec,
     from_step: int = 1,
     to_step: int | None = None,
     edges: Sequence[int] = TTC_BIN_EDGES,
     by: Sequence[str] = (),
-) -> DataFrame:
+) -> pl.DataFrame:
     """Units per time-to-convert bin, empty bins included: ``*by, bin, label, lower_seconds, upper_seconds, units``.
 
     Bin i holds ``edges[i] <= seconds < edges[i+1]``; the last is open (``upper_seconds`` null).
@@ -687,110 +704,94 @@ def time_to_convert_histogram(
     if list(edges) != sorted(set(edges)) or edges[0] != 0:
         raise ValueError(f"edges must increase from 0, got {list(edges)}")
     seconds = _seconds_between(units, spec, from_step, to_step or spec.n_steps)
-    bin_index = functools.reduce(operator.add, [(F.col("seconds") >= e).cast("int") for e in edges]) - 1
-    counts = seconds.groupBy(*by).agg(
-        *[F.sum((bin_index == i).cast("long")).alias(f"b{i}") for i in range(len(edges))]
+    bin_index = functools.reduce(operator.add, [(pl.col("seconds") >= e).cast(pl.Int32) for e in edges]) - 1
+    counts = _aggregate(
+        seconds, by, [(bin_index == i).sum().cast(pl.Int64).alias(f"b{i}") for i in range(len(edges))]
     )
-    bins = F.array(
-        *[
-            F.struct(
-                F.lit(i).alias("bin"),
-                F.lit(
-                    f"{_duration_text(lo)}+" if hi is None else f"{_duration_text(lo)}-{_duration_text(hi)}"
-                ).alias("label"),
-                F.lit(lo).alias("lower_seconds"),
-                F.lit(hi).cast("int").alias("upper_seconds"),
-                F.col(f"b{i}").alias("units"),
-            )
-            for i, (lo, hi) in enumerate(zip(edges, [*edges[1:], None], strict=True))
+    bins = [
+        [
+            pl.lit(i, pl.Int32).alias("bin"),
+            pl.lit(
+                f"{_duration_text(lo)}+" if hi is None else f"{_duration_text(lo)}-{_duration_text(hi)}"
+            ).alias("label"),
+            pl.lit(lo, pl.Int32).alias("lower_seconds"),
+            pl.lit(hi, pl.Int32).alias("upper_seconds"),
+            pl.col(f"b{i}").alias("units"),
         ]
-    )
-    return counts.select(*by, F.inline(bins))
+        for i, (lo, hi) in enumerate(zip(edges, [*edges[1:], None], strict=True))
+    ]
+    return _long(counts, by, bins, "bin")
 
 
-def dropoff_audience(units: DataFrame, spec: FunnelSpec, step: int) -> DataFrame:
+def dropoff_audience(units: pl.DataFrame, spec: FunnelSpec, step: int) -> pl.DataFrame:
     """Units that reached ``step`` but not the next: ``unit_key, user_key, reached_at``.
 
     For user-product units a user appears once per product they stalled on.
     """
     _check_step(spec, step, spec.n_steps - 1, "the drop-off step")
-    return units.where(F.col("level") == step).select(
-        "unit_key", "user_key", F.col(step_time_column(step)).alias("reached_at")
+    return units.filter(pl.col("level") == step).select(
+        "unit_key", "user_key", pl.col(step_time_column(step)).alias("reached_at")
     )
 
 
-def _price_band(price: Column, bands: Sequence[float]) -> Column:
+def _price_band(price: pl.Expr, bands: Sequence[float]) -> pl.Expr:
+    """The highest band whose lower bound ``price`` reaches; ``(none)`` for null or below the first."""
     labels = [
         f"{_number_text(lo)}+" if hi is None else f"{_number_text(lo)}-{_number_text(hi)}"
         for lo, hi in zip(bands, [*bands[1:], None], strict=True)
     ]
-    band = F.when(price.isNull(), F.lit(NO_VALUE))
-    for lo, label in reversed(list(zip(bands, labels, strict=True))):
-        band = band.when(price >= lo, F.lit(label))
-    return band.otherwise(F.lit(NO_VALUE))
+    highest_first = reversed(list(zip(bands, labels, strict=True)))
+    return pl.coalesce(
+        [*(pl.when(price >= lo).then(pl.lit(label)) for lo, label in highest_first), pl.lit(NO_VALUE)]
+    )
 
 
 def driver_counts(
-    units: DataFrame,
+    units: pl.DataFrame,
     spec: FunnelSpec,
-    traits: DataFrame | None = None,
+    traits: pl.DataFrame | None = None,
     price_bands: Sequence[float] = PRICE_BANDS,
-) -> DataFrame:
+) -> pl.DataFrame:
     """The 2x2 counts of :func:`model.funnel.conversion_drivers`: per step k < n and attribute value,
     the units at step k that went on to k+1 and those that dropped.
 
     Attributes: the first-step event's ``category_l1``, ``brand`` and ``price_band``, plus every column of
-    ``traits`` (``user_key`` and one column per behaviour trait, e.g. a segment or a repeat-buyer flag).
-    Output: ``step, attribute, value, went_on, dropped, step_went_on, step_dropped``.
+    ``traits`` (``user_key`` and one column per behaviour trait, e.g. a segment or a repeat-buyer flag;
+    as text, ``(none)`` when missing). Output: ``step, attribute, value, went_on, dropped, step_went_on,
+    step_dropped``, sorted by step, attribute and value.
     """
     trait_columns: list[str] = []
     if traits is not None:
         _check_columns(traits, ["user_key"], "the traits frame")
         trait_columns = [c for c in traits.columns if c != "user_key"]
         units = units.join(traits, on="user_key", how="left")
-    attributes = F.array(
-        F.struct(
-            F.lit("category_l1").alias("attribute"),
-            F.coalesce("first_category_l1", F.lit(NO_CATEGORY)).alias("value"),
-        ),
-        F.struct(
-            F.lit("brand").alias("attribute"), F.coalesce("first_brand", F.lit(NO_BRAND)).alias("value")
-        ),
-        F.struct(
-            F.lit("price_band").alias("attribute"),
-            _price_band(F.col("first_price"), price_bands).alias("value"),
-        ),
-        *[
-            F.struct(
-                F.lit(c).alias("attribute"),
-                F.coalesce(F.col(c).cast("string"), F.lit(NO_VALUE)).alias("value"),
-            )
-            for c in trait_columns
-        ],
-    )
-    at_step = units.select(
-        F.col("level"),
-        attributes.alias("attributes"),
-        F.explode(F.sequence(F.lit(1), F.least(F.col("level"), F.lit(spec.n_steps - 1)))).alias("step"),
-    )
-    went_on = F.col("level") > F.col("step")
+    attributes = {
+        "category_l1": pl.col("first_category_l1").fill_null(NO_CATEGORY),
+        "brand": pl.col("first_brand").fill_null(NO_BRAND),
+        "price_band": _price_band(pl.col("first_price"), price_bands),
+        **{c: pl.col(c).cast(pl.String).fill_null(NO_VALUE) for c in trait_columns},
+    }
+    # units per (attribute value, level): a few hundred rows, from which every step's 2x2 counts follow
+    per_level = pl.concat(
+        [
+            units.lazy()
+            .group_by(value.alias("value"), "level")
+            .agg(pl.len().cast(pl.Int64).alias("units"))
+            .select(pl.lit(name).alias("attribute"), "value", "level", "units")
+            for name, value in attributes.items()
+        ]
+    ).collect()
+    level, step, n = pl.col("level"), pl.col("step"), pl.col("units")
+    steps = pl.DataFrame({"step": range(1, spec.n_steps)}, schema={"step": pl.Int32})
     counted = (
-        at_step.select("step", went_on.alias("went_on"), F.inline("attributes"))
-        .groupBy("step", "attribute", "value")
-        .agg(
-            F.sum(F.col("went_on").cast("long")).alias("went_on"),
-            F.sum((~F.col("went_on")).cast("long")).alias("dropped"),
-        )
+        per_level.join(steps, how="cross")
+        .filter(level >= step)
+        .group_by("step", "attribute", "value")
+        .agg(went_on=n.filter(level > step).sum(), dropped=n.filter(level == step).sum())
+        .sort("step", "attribute", "value")
     )
-    per_attribute = Window.partitionBy("step", "attribute").rowsBetween(
-        Window.unboundedPreceding, Window.unboundedFollowing
-    )
-    return counted.select(
-        "step",
-        "attribute",
-        "value",
-        "went_on",
-        "dropped",
-        F.sum("went_on").over(per_attribute).alias("step_went_on"),
-        F.sum("dropped").over(per_attribute).alias("step_dropped"),
+    per_attribute = ["step", "attribute"]
+    return counted.with_columns(
+        step_went_on=pl.col("went_on").sum().over(per_attribute),
+        step_dropped=pl.col("dropped").sum().over(per_attribute),
     )

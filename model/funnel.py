@@ -1,7 +1,7 @@
 """What drives conversion: odds ratios of going on to the next funnel step, per attribute value.
 
-Input: the 2x2 sufficient statistics of :func:`etl.funnel.driver_counts` (Spark reduces the units to
-them; the maths here is small and pure). For a value v at step k, among the units that reached k::
+Input: the 2x2 sufficient statistics of :func:`etl.funnel.driver_counts` (polars reduces the per-unit
+frame to them; the maths here is small and pure). For a value v at step k, among the units that reached k::
 
                  went on   dropped
     with v          a         b

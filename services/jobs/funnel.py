@@ -1,11 +1,11 @@
 """``shoplens funnel``: where customers drop out, who dropped, and what goes with going on.
 
 Reads the committed events and the current segments, computes the funnel with :mod:`etl.funnel`
-(the per-unit frame once, cached; every table derives from it) and the conversion drivers with
-:mod:`model.funnel`, and publishes::
+(the per-unit frame once on Spark, collected into polars; every table derives from it there) and the
+conversion drivers with :mod:`model.funnel`, and publishes::
 
     funnel/<version>/{steps, breakdowns, trend, time_to_convert, histogram, drivers}.parquet
-    funnel/<version>/dropoffs/            (Spark Parquet parts: step, label, unit_key, user_key, segment, reached_at)
+    funnel/<version>/dropoffs/            (Parquet: step, label, unit_key, user_key, segment, reached_at)
     funnel/<version>/{result.json, report.md, report.html}
     funnel/_current.json                  (the commit point; carries run_ids and segments_version)
 
@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
+import polars as pl
+import pyarrow as pa
 import pyarrow.dataset as ds
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
 
 from etl.funnel import (
     DEFAULT_STEPS,
@@ -52,6 +54,10 @@ log = logging.getLogger("shoplens.funnel")
 BREAKDOWNS: Final[tuple[str, ...]] = ("week", "category_l1", "brand", "segment", "cohort")
 TABLES: Final[tuple[str, ...]] = ("steps", "breakdowns", "trend", "time_to_convert", "histogram", "drivers")
 DROPOFFS: Final[str] = "dropoffs"
+_DROPOFFS_SCHEMA: Final[pa.Schema] = pa.schema([
+    ("step", pa.int32(), False), ("label", pa.string(), False), ("unit_key", pa.string()), ("user_key", pa.string()),
+    ("segment", pa.string()), ("reached_at", pa.timestamp("us", tz="UTC")),
+])  # fmt: skip
 RESULT_FILE: Final[str] = "result.json"
 
 
@@ -95,21 +101,19 @@ def funnel_due(lake: Lake) -> tuple[bool, str]:
     return False, "up to date"
 
 # ------------------------------------------------------------------------------------ compute
-def _segments_frame(spark: SparkSession, lake: Lake) -> tuple[DataFrame | None, str | None]:
-    """(user_key, segment[, lifecycle_stage]) of the current segments as Spark, and their version."""
+def _segments_frame(lake: Lake) -> tuple[pl.DataFrame | None, str | None]:
+    """(user_key, segment[, lifecycle_stage]) of the current segments, and their version."""
     version = lake.current_version(SEGMENTS)
-    path = lake.spark_path(f"{SEGMENTS}/{version}") if version else None
-    if path is None:
+    dataset = parquet_dataset(lake, f"{SEGMENTS}/{version}") if version else None
+    if dataset is None:
         return None, None
-    seg = spark.read.parquet(path)
-    columns = [F.col("user_key"), F.col("segment_name").alias("segment")]
-    if "lifecycle_stage" in seg.columns:
-        columns.append(F.col("lifecycle_stage"))
-    return seg.select(*columns), version
+    lifecycle = ["lifecycle_stage"] if "lifecycle_stage" in dataset.schema.names else []
+    seg = pl.from_arrow(dataset.to_table(columns=["user_key", "segment_name", *lifecycle]))
+    return seg.rename({"segment_name": "segment"}), version
 
 
-def _pandas(df: DataFrame) -> pd.DataFrame:
-    return df.toPandas()
+def _pandas(df: pl.DataFrame) -> pd.DataFrame:
+    return df.to_pandas(date_as_object=True)  # dates stay dates (week), as in the published tables
 
 
 def _pairs(n_steps: int) -> list[tuple[int, int]]:
@@ -120,7 +124,7 @@ def _pairs(n_steps: int) -> list[tuple[int, int]]:
 
 @dataclass
 class FunnelTables:
-    """What one funnel publishes (pandas; the drop-off audiences stay a Spark frame until written)."""
+    """What one funnel publishes (pandas; the drop-off audiences stay a polars frame until written)."""
 
     steps: pd.DataFrame
     breakdowns: pd.DataFrame
@@ -128,40 +132,39 @@ class FunnelTables:
     time_to_convert: pd.DataFrame
     histogram: pd.DataFrame
     drivers: pd.DataFrame
-    dropoffs: DataFrame
+    dropoffs: pl.DataFrame
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {name: getattr(self, name) for name in TABLES}
 
 
 def compute_tables(
-    spark: SparkSession, lake: Lake, cfg: FunnelConfig, segments: DataFrame | None = None
-) -> tuple[FunnelTables, list[DataFrame]]:
-    """Every table of the funnel from the lake's committed events (and segments); returns them and the
-    cached frames.
+    spark: SparkSession, lake: Lake, cfg: FunnelConfig, segments: pl.DataFrame | None = None
+) -> FunnelTables:
+    """Every table of the funnel from the lake's committed events (and segments).
 
-    The caller unpersists the cached frames once the drop-off audiences are written.
+    Spark walks the events into the per-unit frame; it is collected once and every table is counted
+    from it with polars (why: :mod:`etl.funnel`).
     """
     spec = cfg.spec
-    # cached before anything derives from it: the brand ranking and the joins below would otherwise
-    # each re-run (and the optimizer may inline) the matching walk
-    matched = funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).cache()
+    t0 = time.monotonic()
+    matched = pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
+    log.info("funnel units collected", extra={"stage": "funnel", "units": matched.height,
+             "duration_seconds": round(time.monotonic() - t0, 3)})  # fmt: skip
     cohorts = "cohort" in cfg.by
     segs = segments.select("user_key", "segment") if segments is not None else None
     units = with_breakdowns(matched, cfg.top_brands, segs, cohorts)
     if segs is None:
-        units = units.withColumn("segment", F.lit(NO_SEGMENT))
-    units = units.cache()
+        units = units.with_columns(segment=pl.lit(NO_SEGMENT))
     steps = _pandas(funnel_steps(units, spec))
-    parts = []
-    for dim in cfg.by:
-        per = funnel_steps(units, spec, by=[dim]).select(
-            F.lit(dim).alias("breakdown"), F.col(dim).cast("string").alias("value"), "*"
-        ).drop(dim)
-        parts.append(_pandas(per))
+    parts = [
+        _pandas(funnel_steps(units, spec, by=[dim]).select(
+            pl.lit(dim).alias("breakdown"), pl.col(dim).cast(pl.String).alias("value"), pl.exclude(dim)))
+        for dim in cfg.by
+    ]  # fmt: skip
     breakdowns = pd.concat(parts, ignore_index=True) if parts else steps.iloc[:0].assign(breakdown="", value="")
     breakdowns = breakdowns.sort_values(["breakdown", "value", "step"], kind="stable", ignore_index=True)
-    trend = _pandas(funnel_steps(units, spec, by=["week"])).sort_values(["week", "step"], ignore_index=True)
+    trend = _pandas(funnel_steps(units, spec, by=["week"]))
     ttc, hist = [], []
     for a, b in _pairs(spec.n_steps):
         ttc.append(_pandas(time_to_convert(units, spec, a, b)).assign(from_step=a, to_step=b))
@@ -169,43 +172,46 @@ def compute_tables(
     labels = dict(enumerate(spec.labels, start=1))
     ttc_df = pd.concat(ttc, ignore_index=True)
     ttc_df = ttc_df.assign(from_label=ttc_df["from_step"].map(labels), to_label=ttc_df["to_step"].map(labels))
-    ttc_df["units"] = ttc_df["units"].fillna(0).astype("int64")
     hist_df = pd.concat(hist, ignore_index=True)
-    hist_df["units"] = hist_df["units"].fillna(0).astype("int64")
     traits = _traits(units, segments, cohorts)
     per_unit = units.select("unit_key", "user_key", "level", "first_category_l1", "first_brand", "first_price")
     counts = _pandas(driver_counts(per_unit, spec, traits))
     drivers = conversion_drivers(counts, cfg.min_units, cfg.confidence)
     drivers.insert(1, "label", drivers["step"].map(labels))
     drivers.insert(2, "next_label", drivers["step"].map(lambda k: labels.get(k + 1)))
-    tables = FunnelTables(steps, breakdowns, trend, ttc_df, hist_df, drivers, _dropoffs(units, spec))
-    return tables, [units, matched]
+    return FunnelTables(steps, breakdowns, trend, ttc_df, hist_df, drivers, _dropoffs(units, spec))
 
 
-def _traits(units: DataFrame, segments: DataFrame | None, cohort: bool) -> DataFrame | None:
-    """Behaviour traits per user for the drivers: segment, lifecycle stage (when scored), cohort."""
-    columns = ["segment", *(["cohort"] if cohort else [])]
+def _traits(units: pl.DataFrame, segments: pl.DataFrame | None, cohort: bool) -> pl.DataFrame:
+    """Behaviour traits per user for the drivers: segment, cohort (if asked), lifecycle stage (if scored)."""
+    base = units.select("user_key", "segment", *(["cohort"] if cohort else [])).unique("user_key", keep="any")
     if segments is not None and "lifecycle_stage" in segments.columns:
-        life = segments.select("user_key", "lifecycle_stage")
-        base = units.select("user_key", *columns).dropDuplicates(["user_key"])
-        return base.join(life, on="user_key", how="left")
-    return units.select("user_key", *columns).dropDuplicates(["user_key"])
+        return base.join(segments.select("user_key", "lifecycle_stage"), on="user_key", how="left")
+    return base
 
 
-def _dropoffs(units: DataFrame, spec: FunnelSpec) -> DataFrame:
+def _dropoffs(units: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
     """Every drop-off audience in one frame: ``step, label, unit_key, user_key, segment, reached_at``."""
-    segment = units.select("unit_key", "segment")
-    frames = [
-        dropoff_audience(units, spec, k)
-        .join(segment, on="unit_key", how="left")
-        .select(F.lit(k).alias("step"), F.lit(spec.labels[k - 1]).alias("label"), "unit_key", "user_key",
-                "segment", "reached_at")
+    audiences = pl.concat([
+        dropoff_audience(units, spec, k).select(pl.lit(k, pl.Int32).alias("step"),
+                                                pl.lit(spec.labels[k - 1]).alias("label"), pl.all())
         for k in range(1, spec.n_steps)
-    ]
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.unionByName(f)
-    return out
+    ])  # fmt: skip
+    segment = units.select("unit_key", "segment")
+    return audiences.join(segment, on="unit_key", how="left", maintain_order="left").select(
+        "step", "label", "unit_key", "user_key", "segment", "reached_at"
+    )
+
+
+def _write_dropoffs(dropoffs: pl.DataFrame, path: Path) -> None:
+    """The audiences as one Parquet part under ``path`` (a directory, as readers expect)."""
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(dropoffs.to_arrow().cast(_DROPOFFS_SCHEMA), path / "part-00000.parquet", compression="zstd")
+
+
+def _dropoff_counts(dropoffs: pl.DataFrame, n_steps: int) -> dict[int, int]:
+    counts = dict(dropoffs.group_by("step").len().iter_rows())
+    return {k: int(counts.get(k, 0)) for k in range(1, n_steps)}
 
 
 # ------------------------------------------------------------------------------------ documents
@@ -252,23 +258,19 @@ def run_funnel(spark: SparkSession, lake: Lake, cfg: FunnelConfig | None = None)
     if not lake.committed_files(EVENTS):
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
     run_ids = sorted(lake.committed_run_ids())
-    segments, segments_version = _segments_frame(spark, lake)
-    tables, cached = compute_tables(spark, lake, cfg, segments)
+    segments, segments_version = _segments_frame(lake)
+    tables = compute_tables(spark, lake, cfg, segments)
     meta = {"run_ids": run_ids, "segments_version": segments_version, **cfg.spec.to_dict(),
             "breakdowns": list(cfg.by)}  # fmt: skip
-    try:
-        with new_version(lake, FUNNEL, **meta) as staged:
-            for name, df in tables.tables().items():
-                staged.write_table(name, df)
-            tables.dropoffs.coalesce(1).write.mode("overwrite").parquet(str(staged.dir / DROPOFFS))
-            dropoff_counts = _dropoff_counts(staged.dir / DROPOFFS, cfg.spec.n_steps)
-            doc = result_document(cfg, tables, staged.version, meta, dropoff_counts)
-            staged.write_json(RESULT_FILE, doc)
-            write_funnel_report(staged.dir, doc, tables.tables())
-            staged.meta["units"] = doc["units"]
-    finally:
-        for frame in cached:
-            frame.unpersist()
+    with new_version(lake, FUNNEL, **meta) as staged:
+        for name, df in tables.tables().items():
+            staged.write_table(name, df)
+        _write_dropoffs(tables.dropoffs, staged.dir / DROPOFFS)
+        dropoff_counts = _dropoff_counts(tables.dropoffs, cfg.spec.n_steps)
+        doc = result_document(cfg, tables, staged.version, meta, dropoff_counts)
+        staged.write_json(RESULT_FILE, doc)
+        write_funnel_report(staged.dir, doc, tables.tables())
+        staged.meta["units"] = doc["units"]
     summary = {"status": "published", **{k: doc[k] for k in ("version", "unit", "order", "window_days", "steps",
                                                               "units", "breakdowns", "segments_version")},
                "time_to_convert": doc["time_to_convert"], "dropoff_audiences": doc["dropoff_audiences"],
@@ -276,13 +278,6 @@ def run_funnel(spark: SparkSession, lake: Lake, cfg: FunnelConfig | None = None)
     log.info("funnel %s published", staged.version, extra={"stage": "funnel", "version": staged.version,
              "units": doc["units"], "duration_seconds": summary["duration_seconds"]})  # fmt: skip
     return summary
-
-
-def _dropoff_counts(path: Path, n_steps: int) -> dict[int, int]:
-    files = sorted(str(p) for p in path.rglob("*.parquet") if not p.name.startswith((".", "_")))
-    steps = ds.dataset(files, format="parquet").to_table(columns=["step"]).column(0).to_pandas() if files else []
-    counts = pd.Series(steps, dtype="int64").value_counts()
-    return {k: int(counts.get(k, 0)) for k in range(1, n_steps)}
 
 
 # ------------------------------------------------------------------------------------ export

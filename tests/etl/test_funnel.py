@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -322,10 +323,16 @@ def event_files(tmp_path_factory, events_rows: list[dict]) -> tuple[LocalStore, 
     return _write_events(directory, events_rows)
 
 
-def _spark_units(spark, event_files, spec: FunnelSpec) -> tuple[object, pd.DataFrame]:
-    units = funnel_units(spark, *event_files, spec).cache()
-    got = units.toPandas().sort_values("unit_key").reset_index(drop=True)
-    return units, got
+def _pandas(df: pl.DataFrame) -> pd.DataFrame:
+    """``df`` as pandas with the reference's types: dates as dates, times as naive UTC nanoseconds."""
+    times = pl.col(pl.Datetime).dt.replace_time_zone(None).dt.cast_time_unit("ns")
+    return df.with_columns(times).to_pandas(date_as_object=True)
+
+
+def _collected_units(spark, event_files, spec: FunnelSpec) -> tuple[pl.DataFrame, pd.DataFrame]:
+    """The per-unit frame collected into polars, as the job does, and as pandas sorted by unit."""
+    units = pl.from_arrow(funnel_units(spark, *event_files, spec).toArrow())
+    return units, _pandas(units).sort_values("unit_key").reset_index(drop=True)
 
 
 CASES = [
@@ -350,30 +357,27 @@ CASES = [
 @pytest.mark.parametrize(("steps", "unit", "order", "window"), CASES)
 def test_units_match_the_brute_force_reference(spark, event_files, events_pd, steps, unit, order, window) -> None:
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=window)
-    units, got = _spark_units(spark, event_files, spec)
+    units, got = _collected_units(spark, event_files, spec)
     expected = reference_units(events_pd, steps, unit, order, window)
-    try:
-        seen = events_pd.groupby("user_key")["event_time"].min()  # over all events, matched or not
-        assert (got["first_seen"].dt.tz_localize(None) == got["user_key"].map(seen)).all()
-        got = got.drop(columns="first_seen")
-        pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
-        # The funnel itself: counts, conversions and drop-off from the reference levels.
-        steps_got = funnel_steps(units, spec).toPandas().sort_values("step")
-        counts = [int((expected["level"] >= k).sum()) for k in range(1, spec.n_steps + 1)]
-        assert steps_got["count"].tolist() == counts
-        previous = [counts[0], *counts[:-1]]
-        np.testing.assert_allclose(steps_got["conversion_from_previous"], np.divide(counts, previous))
-        np.testing.assert_allclose(steps_got["conversion_from_first"], np.divide(counts, counts[0]))
-        assert steps_got["dropoff"].tolist() == [p - c for p, c in zip(previous, counts, strict=True)]
-        np.testing.assert_allclose(steps_got["dropoff_rate"], 1 - np.divide(counts, previous))
-        # Drop-off audience: reached the second-to-last step, not the last.
-        k = spec.n_steps - 1
-        audience = dropoff_audience(units, spec, k).toPandas()
-        assert sorted(audience["unit_key"]) == sorted(expected.loc[expected["level"] == k, "unit_key"])
-        reached = expected.set_index("unit_key").loc[audience["unit_key"], step_time_column(k)]
-        assert audience["reached_at"].tolist() == reached.tolist()
-    finally:
-        units.unpersist()
+    seen = events_pd.groupby("user_key")["event_time"].min()  # over all events, matched or not
+    assert (got["first_seen"] == got["user_key"].map(seen)).all()
+    got = got.drop(columns="first_seen")
+    pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
+    # The funnel itself: counts, conversions and drop-off from the reference levels.
+    steps_got = funnel_steps(units, spec).to_pandas().sort_values("step")
+    counts = [int((expected["level"] >= k).sum()) for k in range(1, spec.n_steps + 1)]
+    assert steps_got["count"].tolist() == counts
+    previous = [counts[0], *counts[:-1]]
+    np.testing.assert_allclose(steps_got["conversion_from_previous"], np.divide(counts, previous))
+    np.testing.assert_allclose(steps_got["conversion_from_first"], np.divide(counts, counts[0]))
+    assert steps_got["dropoff"].tolist() == [p - c for p, c in zip(previous, counts, strict=True)]
+    np.testing.assert_allclose(steps_got["dropoff_rate"], 1 - np.divide(counts, previous))
+    # Drop-off audience: reached the second-to-last step, not the last.
+    k = spec.n_steps - 1
+    audience = _pandas(dropoff_audience(units, spec, k))
+    assert sorted(audience["unit_key"]) == sorted(expected.loc[expected["level"] == k, "unit_key"])
+    reached = expected.set_index("unit_key").loc[audience["unit_key"], step_time_column(k)]
+    assert audience["reached_at"].tolist() == reached.tolist()
 
 
 def _exact_quartiles(seconds: pd.Series) -> list[float]:
@@ -385,85 +389,70 @@ def _exact_quartiles(seconds: pd.Series) -> list[float]:
 def test_time_to_convert_breakdowns_and_drivers_match_pandas(spark, event_files, events_pd, unit, order) -> None:
     steps = "view,cart,purchase"
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=3)
-    units, _ = _spark_units(spark, event_files, spec)
+    units, _ = _collected_units(spark, event_files, spec)
     expected = reference_units(events_pd, steps, unit, order, 3)
-    try:
-        for a, b in [(1, 2), (2, 3), (1, 3)]:
-            reached = expected[expected["level"] >= b]
-            seconds = (reached[step_time_column(b)] - reached[step_time_column(a)]).dt.total_seconds()
-            ttc = time_to_convert(units, spec, a, b).toPandas().iloc[0]
-            assert ttc["units"] == len(seconds)
-            np.testing.assert_allclose(
-                [ttc["p25_seconds"], ttc["median_seconds"], ttc["p75_seconds"]], _exact_quartiles(seconds)
-            )
-            np.testing.assert_allclose(ttc["mean_seconds"], seconds.mean())
-            hist = time_to_convert_histogram(units, spec, a, b).toPandas().sort_values("bin")
-            bins = pd.cut(seconds, [*TTC_BIN_EDGES, np.inf], right=False, labels=False)
-            assert hist["units"].tolist() == np.bincount(bins, minlength=len(TTC_BIN_EDGES)).tolist()
+    for a, b in [(1, 2), (2, 3), (1, 3)]:
+        reached = expected[expected["level"] >= b]
+        seconds = (reached[step_time_column(b)] - reached[step_time_column(a)]).dt.total_seconds()
+        ttc = time_to_convert(units, spec, a, b).to_pandas().iloc[0]
+        assert ttc["units"] == len(seconds)
+        np.testing.assert_allclose(
+            [ttc["p25_seconds"], ttc["median_seconds"], ttc["p75_seconds"]], _exact_quartiles(seconds)
+        )
+        np.testing.assert_allclose(ttc["mean_seconds"], seconds.mean())
+        hist = time_to_convert_histogram(units, spec, a, b).to_pandas().sort_values("bin")
+        bins = pd.cut(seconds, [*TTC_BIN_EDGES, np.inf], right=False, labels=False)
+        assert hist["units"].tolist() == np.bincount(bins, minlength=len(TTC_BIN_EDGES)).tolist()
 
-        # Breakdowns, several at once: brand (top 1 + other), week, segment and cohort.
-        segments = (
-            events_pd[["user_key"]].drop_duplicates().assign(segment=lambda d: "s" + d["user_key"].str[-1])
+    # Breakdowns, several at once: brand (top 1 + other), week, segment and cohort.
+    segments = events_pd[["user_key"]].drop_duplicates().assign(segment=lambda d: "s" + d["user_key"].str[-1])
+    seen = events_pd.groupby("user_key", as_index=False)["event_time"].min()
+    enriched = with_breakdowns(
+        units,
+        top_brands=1,
+        segments=pl.from_pandas(segments.iloc[::2]),  # half the users have no segment
+        cohort=True,
+    )
+    by = ["brand", "week", "segment", "cohort"]
+    got = _pandas(funnel_steps(enriched, spec, by=by))
+    ref = expected.merge(segments.iloc[::2], on="user_key", how="left").merge(seen, on="user_key", how="left")
+    top = ref["first_brand"].value_counts().sort_index().sort_values(ascending=False, kind="stable").index[0]
+    ref["brand"] = np.where(
+        ref["first_brand"].isna(), NO_BRAND, np.where(ref["first_brand"] == top, top, OTHER_BRANDS)
+    )
+    ref["week"] = ref["first_week"]
+    ref["segment"] = ref["segment"].fillna("(unsegmented)")
+    ref["cohort"] = ref["event_time"].dt.strftime("%Y-%m")
+    for k in (1, 2, 3):
+        want = ref[ref["level"] >= k].groupby(by).size()
+        have = got[(got["step"] == k) & (got["count"] > 0)].set_index(by)["count"]
+        pd.testing.assert_series_equal(
+            have.sort_index(), want.sort_index(), check_names=False, check_dtype=False
         )
-        seen = events_pd.groupby("user_key", as_index=False)["event_time"].min()
-        enriched = with_breakdowns(
-            units,
-            top_brands=1,
-            segments=spark.createDataFrame(segments.iloc[::2]),  # half the users have no segment
-            cohort=True,
-        )
-        by = ["brand", "week", "segment", "cohort"]
-        got = funnel_steps(enriched, spec, by=by).toPandas()
-        ref = expected.merge(segments.iloc[::2], on="user_key", how="left").merge(
-            seen, on="user_key", how="left"
-        )
-        top = (
-            ref["first_brand"]
-            .value_counts()
-            .sort_index()
-            .sort_values(ascending=False, kind="stable")
-            .index[0]
-        )
-        ref["brand"] = np.where(
-            ref["first_brand"].isna(), NO_BRAND, np.where(ref["first_brand"] == top, top, OTHER_BRANDS)
-        )
-        ref["week"] = ref["first_week"]
-        ref["segment"] = ref["segment"].fillna("(unsegmented)")
-        ref["cohort"] = ref["event_time"].dt.strftime("%Y-%m")
-        for k in (1, 2, 3):
-            want = ref[ref["level"] >= k].groupby(by).size()
-            have = got[(got["step"] == k) & (got["count"] > 0)].set_index(by)["count"]
-            pd.testing.assert_series_equal(
-                have.sort_index(), want.sort_index(), check_names=False, check_dtype=False
-            )
 
-        # The 2x2 counts behind the drivers, with a behaviour trait.
-        traits = spark.createDataFrame(
-            segments.assign(heavy=segments["user_key"].str[-1].isin(["1", "2"]))[["user_key", "heavy"]]
-        )
-        drivers = driver_counts(units, spec, traits=traits).toPandas()
-        ref["category_l1"] = ref["first_category_l1"].fillna(NO_CATEGORY)
-        ref["brand"] = ref["first_brand"].fillna(NO_BRAND)
-        ref["price_band"] = pd.cut(
-            ref["first_price"],
-            [*PRICE_BANDS, np.inf],
-            right=False,
-            labels=["0-10", "10-25", "25-50", "50-100", "100-250", "250-500", "500-1000", "1000+"],
-        ).astype(str)
-        ref["heavy"] = ref["user_key"].str[-1].isin(["1", "2"]).map({True: "true", False: "false"})
-        for k in (1, 2):
-            at = ref[ref["level"] >= k].copy()
-            at["went_on"], at["dropped"] = at["level"] > k, at["level"] == k
-            for attribute in ("category_l1", "brand", "price_band", "heavy"):
-                want = at.groupby(attribute)[["went_on", "dropped"]].sum()
-                have = drivers[(drivers["step"] == k) & (drivers["attribute"] == attribute)].set_index(
-                    "value"
-                )
-                assert have[["went_on", "dropped"]].sort_index().to_dict() == want.sort_index().to_dict()
-                assert set(have["step_went_on"]) == {int((at["level"] > k).sum())}
-                assert set(have["step_dropped"]) == {int((at["level"] == k).sum())}
-    finally:
-        units.unpersist()
+    # The 2x2 counts behind the drivers, with a behaviour trait.
+    traits = pl.from_pandas(
+        segments.assign(heavy=segments["user_key"].str[-1].isin(["1", "2"]))[["user_key", "heavy"]]
+    )
+    drivers = driver_counts(units, spec, traits=traits).to_pandas()
+    ref["category_l1"] = ref["first_category_l1"].fillna(NO_CATEGORY)
+    ref["brand"] = ref["first_brand"].fillna(NO_BRAND)
+    ref["price_band"] = pd.cut(
+        ref["first_price"],
+        [*PRICE_BANDS, np.inf],
+        right=False,
+        labels=["0-10", "10-25", "25-50", "50-100", "100-250", "250-500", "500-1000", "1000+"],
+    ).astype(str)
+    ref["heavy"] = ref["user_key"].str[-1].isin(["1", "2"]).map({True: "true", False: "false"})
+    for k in (1, 2):
+        at = ref[ref["level"] >= k].copy()
+        at["went_on"], at["dropped"] = at["level"] > k, at["level"] == k
+        for attribute in ("category_l1", "brand", "price_band", "heavy"):
+            want = at.groupby(attribute)[["went_on", "dropped"]].sum()
+            have = drivers[(drivers["step"] == k) & (drivers["attribute"] == attribute)].set_index("value")
+            assert have[["went_on", "dropped"]].sort_index().to_dict() == want.sort_index().to_dict()
+            assert set(have["step_went_on"]) == {int((at["level"] > k).sum())}
+            assert set(have["step_dropped"]) == {int((at["level"] == k).sum())}
 
 
 # -- hand-worked cases
@@ -572,7 +561,7 @@ def test_user_product_units_need_the_same_product(spark) -> None:
 @pytest.mark.spark
 def test_step_arguments_are_checked(spark) -> None:
     spec = FunnelSpec.parse()
-    units = funnel_units(spark, *_events([("a", 0, "view", "s", 1, "x")]), spec)
+    units = pl.from_arrow(funnel_units(spark, *_events([("a", 0, "view", "s", 1, "x")]), spec).toArrow())
     with pytest.raises(ValueError, match="the drop-off step must be a step from 1 to 2"):
         dropoff_audience(units, spec, 3)
     with pytest.raises(ValueError, match="must come after"):
