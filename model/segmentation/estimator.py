@@ -539,7 +539,7 @@ class SegmentationModel:
         Xs = Xm[sample]
 
         self.scaler_ = RobustScaler().fit(Xs)
-        self.truncation_noise_ = None if truncated is None else self._truncation_noise(train, truncated)
+        self.truncation_noise_ = None if truncated is None else self._truncation_noise(train, Xm, truncated)
         self.feature_weights_ = self._weights(self.truncation_noise_)
         Zs = self._scale(Xs)
         n_comp = self.n_components
@@ -599,16 +599,19 @@ class SegmentationModel:
         """PCA coordinates of scaled features, with the arithmetic of the light scorer."""
         return (Z - self.projection_mean_) @ self.projection_.T
 
-    def _truncation_noise(self, train: pd.DataFrame, truncated: pd.DataFrame) -> np.ndarray:
-        """Per feature: RMS of (first-n value - full-history value) in scaled units, over ``truncated``."""
+    def _truncation_noise(self, train: pd.DataFrame, Xm: np.ndarray, truncated: pd.DataFrame) -> np.ndarray:
+        """Per feature: RMS of (first-n value - full-history value) in scaled units, over ``truncated``.
+
+        ``Xm`` is the training rows in model space, so the full-history side is not engineered again.
+        """
         if "user_key" not in truncated.columns or "user_key" not in train.columns:
             raise KeyError("truncated and features_df both need a user_key column to be matched")
-        part = truncated.loc[truncated["user_key"].isin(train["user_key"])]
+        rows = pd.Index(train["user_key"]).get_indexer(truncated["user_key"])
+        part = truncated.loc[rows >= 0]
         if part.empty:
             raise ValueError("no row of truncated belongs to a training user; cannot weigh the features")
-        full = train.set_index("user_key").loc[part["user_key"]].reset_index()
         Zt = self._scale(self._to_model_space(self._engineer(part, fit=False)))
-        Zf = self._scale(self._to_model_space(self._engineer(full, fit=False)))
+        Zf = self._scale(Xm[rows[rows >= 0]])
         return np.sqrt(np.mean((Zt - Zf) ** 2, axis=0))
 
     def _weights(self, noise: np.ndarray | None) -> np.ndarray:
