@@ -31,11 +31,15 @@ class Staged:
     dir: Path
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def write_table(self, name: str, df: pd.DataFrame, schema: pa.Schema | None = None) -> Path:
-        """Write ``df`` as ``<name>.parquet`` (``name`` may hold folders)."""
+    def write_table(self, name: str, df: pd.DataFrame | pa.Table, schema: pa.Schema | None = None) -> Path:
+        """Write ``df`` (pandas, or Arrow as it is) as ``<name>.parquet`` (``name`` may hold folders)."""
         path = self.dir / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
+        if isinstance(df, pa.Table):
+            table = df if schema is None else df.cast(schema)
+        else:
+            table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+        pq.write_table(table, path)
         return path
 
     def write_json(self, name: str, obj: Any) -> Path:

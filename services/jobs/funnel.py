@@ -20,14 +20,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from etl.funnel import (
@@ -203,12 +201,6 @@ def _dropoffs(units: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
     )
 
 
-def _write_dropoffs(dropoffs: pl.DataFrame, path: Path) -> None:
-    """The audiences as one Parquet part under ``path`` (a directory, as readers expect)."""
-    path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(dropoffs.to_arrow().cast(_DROPOFFS_SCHEMA), path / "part-00000.parquet", compression="zstd")
-
-
 def _dropoff_counts(dropoffs: pl.DataFrame, n_steps: int) -> dict[int, int]:
     counts = dict(dropoffs.group_by("step").len().iter_rows())
     return {k: int(counts.get(k, 0)) for k in range(1, n_steps)}
@@ -265,7 +257,7 @@ def run_funnel(spark: SparkSession, lake: Lake, cfg: FunnelConfig | None = None)
     with new_version(lake, FUNNEL, **meta) as staged:
         for name, df in tables.tables().items():
             staged.write_table(name, df)
-        _write_dropoffs(tables.dropoffs, staged.dir / DROPOFFS)
+        staged.write_table(f"{DROPOFFS}/part-00000", tables.dropoffs.to_arrow(), _DROPOFFS_SCHEMA)
         dropoff_counts = _dropoff_counts(tables.dropoffs, cfg.spec.n_steps)
         doc = result_document(cfg, tables, staged.version, meta, dropoff_counts)
         staged.write_json(RESULT_FILE, doc)
