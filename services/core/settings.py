@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     spark_master: str = Field("local[*]", description="Spark master URL")
     spark_driver_memory: str = Field("4g", description="Spark driver memory")
     spark_executor_memory: str = Field("2g", description="Spark executor memory (cluster mode)")
+    jvm_archive: Path | None = Field(None, description="The driver JVM's class-data-sharing archive (default: "
+                                     "beside pyspark in this Python environment; services/core/jvm_archive.py)")
     spark_s3a: bool = Field(False, description="Configure Spark's s3a:// connector for the S3 endpoint (needs the jars)")
 
     s3_endpoint: str | None = Field(None, description="host:port of the S3/MinIO server")

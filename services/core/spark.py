@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 
 from etl.contract import EVENT_COLUMNS
 from services.core.catalog import EVENTS
+from services.core.jvm_archive import default_archive, sharing_option
 from services.core.lake import Lake
 from services.core.settings import Settings
 
@@ -24,6 +25,8 @@ def get_spark(settings: Settings, app_name: str = "shoplens") -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    # Spark's classes mapped from an archive when one was recorded (services/core/jvm_archive.py)
+    shared_classes = sharing_option(settings.jvm_archive or default_archive())
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -34,7 +37,7 @@ def get_spark(settings: Settings, app_name: str = "shoplens") -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.parquet.compression.codec", "zstd")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.driver.extraJavaOptions", f"-Duser.timezone=UTC {shared_classes}".strip())
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     )
     if settings.spark_s3a and settings.s3_endpoint:

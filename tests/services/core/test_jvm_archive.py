@@ -1,0 +1,60 @@
+"""The driver JVM's class-data-sharing archive, recorded and mapped by a real JVM.
+
+Whether a JVM mapped the archive is read from the JVM itself: ``-Xlog:class+load`` names the source of
+every class, and classes from a dynamic archive come from "shared objects file (top)".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.core.jvm_archive import build, default_archive, sharing_option, usable
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+SESSION = (
+    "import sys; from services.core.settings import Settings; from services.core.spark import get_spark; "
+    "s = get_spark(Settings(jvm_archive=sys.argv[1], work_dir=sys.argv[2], spark_master='local[1]')); "
+    "print(s.range(5).count())"
+)
+
+
+def classes_from_the_archive(archive: Path, tmp: Path) -> int:
+    """Start a shoplens SparkSession with ``archive`` configured; count the classes it mapped from it."""
+    logs = tmp / "class-logs"
+    logs.mkdir(parents=True)
+    env = {**os.environ, "JAVA_TOOL_OPTIONS": f"-Xlog:class+load=info:file={logs}/jvm-%p.log"}
+    done = subprocess.run([sys.executable, "-c", SESSION, str(archive), str(tmp / "work")], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "5"
+    return sum(f.read_text().count("source: shared objects file (top)") for f in logs.iterdir())
+
+
+def test_a_recorded_archive_is_mapped_and_a_damaged_one_only_costs_speed(tmp_path):
+    archive = build(tmp_path / "spark.jsa")
+    assert archive == tmp_path / "spark.jsa" and archive.stat().st_size > 10_000_000
+    assert [p.name for p in tmp_path.iterdir()] == ["spark.jsa"]  # no temporary file left behind
+    recorded = archive.stat().st_mtime_ns
+    assert build(archive) == archive and archive.stat().st_mtime_ns == recorded  # recorded once
+
+    assert classes_from_the_archive(archive, tmp_path / "mapped") > 2_000
+
+    damaged = tmp_path / "damaged.jsa"
+    damaged.write_bytes(archive.read_bytes()[:1_000_000])  # a JVM mapping this one crashes
+    assert usable(archive) and not usable(damaged)
+    assert classes_from_the_archive(damaged, tmp_path / "damaged") == 0
+
+
+def test_no_option_without_an_archive(tmp_path):
+    assert sharing_option(None) == ""
+    assert sharing_option(tmp_path / "absent.jsa") == ""
+    assert not usable(tmp_path / "absent.jsa")
+    default = default_archive()
+    assert default is not None and default.is_relative_to(sys.prefix) and default.suffix == ".jsa"
