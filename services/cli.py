@@ -100,18 +100,20 @@ def ingest(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from services.core.metrics import push_run_metrics, record_ingest
-    from services.core.runtime import open_lake
     from services.core.spark import get_spark, progress_lines
-    from services.jobs.ingest import ingest_files
 
     settings = get_settings()
     key = settings.key_bytes
-    the_lake = open_lake(settings, lake)
-    say = _say(as_json)
-    # The JVM starts in the background while Python hashes and chunks the input files.
+    # The JVM starts in the background, first thing, while Python imports the job and then hashes and
+    # chunks the input files.
     with ThreadPoolExecutor(max_workers=1) as pool:
         spark = pool.submit(get_spark, settings, "shoplens-ingest")
+        from services.core.metrics import push_run_metrics, record_ingest
+        from services.core.runtime import open_lake
+        from services.jobs.ingest import ingest_files
+
+        the_lake = open_lake(settings, lake)
+        say = _say(as_json)
         with progress_lines(spark.result, "ingest", emit=say):
             summary = ingest_files(spark.result, the_lake, paths, key, on_progress=say, input_format=input_format)
     record_ingest(summary)
