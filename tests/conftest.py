@@ -22,13 +22,14 @@ def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    from services.core.jvm_archive import default_archive, sharing_option
+    from services.core.jvm_archive import default_archive
+    from services.core.spark import driver_java_options
 
     session = (
         SparkSession.builder.master("local[2]")
         .appName("shoplens-tests")
         .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.driver.extraJavaOptions", f"-Duser.timezone=UTC {sharing_option(default_archive())}".strip())
+        .config("spark.driver.extraJavaOptions", driver_java_options(default_archive()))
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

@@ -89,9 +89,7 @@ def build(archive: Path | None = None, force: bool = False) -> Path | None:
     if archive is None or (archive.is_file() and not force):
         return archive
     archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{archive.name}.", suffix=".tmp", dir=archive.parent)
-    os.close(fd)
-    os.unlink(tmp)  # the JVM creates it at exit
+    tmp = str(archive.with_name(f".{archive.name}.{os.getpid()}.tmp"))  # the recorder's JVM creates it at exit
     try:
         done = subprocess.run([sys.executable, "-m", "services.core.jvm_archive", "--record", tmp],
                               capture_output=True, text=True, timeout=RECORD_TIMEOUT_S)  # fmt: skip

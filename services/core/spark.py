@@ -20,13 +20,17 @@ from services.core.lake import Lake
 from services.core.settings import Settings
 
 
+def driver_java_options(archive: Path | None) -> str:
+    """The driver JVM's options: UTC, and Spark's classes mapped from ``archive`` when it is usable
+    (services/core/jvm_archive.py)."""
+    return f"-Duser.timezone=UTC {sharing_option(archive)}".strip()
+
+
 def get_spark(settings: Settings, app_name: str = "shoplens") -> SparkSession:
     """A SparkSession for ``settings.spark_master`` (``local[*]`` by default, or a standalone cluster)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    # Spark's classes mapped from an archive when one was recorded (services/core/jvm_archive.py)
-    shared_classes = sharing_option(settings.jvm_archive or default_archive())
     builder = (
         SparkSession.builder.appName(app_name)
         .master(settings.spark_master)
@@ -37,7 +41,7 @@ def get_spark(settings: Settings, app_name: str = "shoplens") -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(max(4, 2 * (os.cpu_count() or 2))))
         .config("spark.sql.adaptive.enabled", "true")
         .config("spark.sql.parquet.compression.codec", "zstd")
-        .config("spark.driver.extraJavaOptions", f"-Duser.timezone=UTC {shared_classes}".strip())
+        .config("spark.driver.extraJavaOptions", driver_java_options(settings.jvm_archive or default_archive()))
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     )
     if settings.spark_s3a and settings.s3_endpoint:
