@@ -105,9 +105,9 @@ def ingest(
     settings = get_settings()
     key = settings.key_bytes
     # The JVM starts in the background, first thing, while Python imports the job and then hashes and
-    # chunks the input files.
+    # chunks the input files; its only work is scheduling the Arrow tasks, hence the quick start.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        spark = pool.submit(get_spark, settings, "shoplens-ingest")
+        spark = pool.submit(get_spark, settings, "shoplens-ingest", quick_start=True)
         from services.core.metrics import push_run_metrics, record_ingest
         from services.core.runtime import open_lake
         from services.jobs.ingest import ingest_files

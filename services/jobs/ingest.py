@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,21 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
             raise ContractError(f"{source_file}: unreadable ({err})") from err
         check_header(header, source_file, columns)
 
-        def flush(data: bytes, end: int) -> None:
+        def flush(head: bytes, data: bytes, end: int) -> None:
+            """One chunk: the line left unfinished by the previous block (``head``, no newline in it), then
+            ``data[:end]``."""
             nonlocal next_line
-            if end == 0:
+            size = len(head) + end
+            if size == 0:
                 return
-            lines = data.count(b"\n", 0, end) + (0 if data[end - 1 : end] == b"\n" else 1)
+            last = data[end - 1 : end] if end else head[-1:]
+            lines = data.count(b"\n", 0, end) + (0 if last == b"\n" else 1)
             # Spark reports chunk names URL-encoded, so the chunk's own name keeps to safe characters
             # (a file called "Online Retail.csv" must still match its chunks); source_file is unchanged.
             safe = re.sub(r"[^A-Za-z0-9._-]", "_", source_file)
             chunk = out_dir / f"{len(split.chunks):05d}-{safe}.txt"
             with open(chunk, "wb") as out:
+                out.write(head)
                 out.write(memoryview(data)[:end])
             split.chunks.append(LocalChunk(chunk, source_file, next_line))
             split.rows += lines
@@ -117,16 +123,18 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
 
         carry = b""
         try:
-            # One read per chunk and one cut at its last newline: every byte is copied a bounded
-            # number of times, whatever the chunk size.
+            # One read per chunk, cut at its last newline; the cut-off tail starts the next chunk. The
+            # tail and the block are written one after the other, never joined (a 64 MB copy per chunk).
             while block := fh.read(chunk_bytes):
-                data = carry + block if carry else block
-                cut = data.rfind(b"\n") + 1
-                flush(data, cut)
-                carry = data[cut:]
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:  # no line ends in this block: it all belongs to the line being carried
+                    carry += block
+                    continue
+                flush(carry, block, cut)
+                carry = block[cut:]
         except (OSError, EOFError) as err:  # a bad gzip stream is an OSError
             raise ContractError(f"{source_file}: truncated or corrupt file ({err})") from err
-        flush(carry, len(carry))
+        flush(carry, b"", 0)
     return split
 
 
@@ -263,8 +271,14 @@ def _process(
     buckets = bucket_count(spark)
     with timings.phase("classify_and_write"):
         outcome = run_chunks(spark, store, prefix, chunks, key, buckets)
-    with timings.phase("cross_chunk_duplicates"):
-        moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
+    # The bot flag reads only what the chunk tasks wrote, so its job runs beside the copy search: its
+    # tasks fill the cores while the driver patches the chunks that hold copies.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        flagging = pool.submit(flag_suspicious, spark, store, prefix, buckets)
+        with timings.phase("cross_chunk_duplicates"):
+            moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
+        with timings.phase("suspicious_users"):
+            flags = flagging.result()
     counts: dict[tuple[str, str, str | None], int] = {}
     for (index, kind, reason), n in outcome.items():
         k = (chunks[index].source_file, kind, reason)
@@ -275,7 +289,6 @@ def _process(
         counts[(source, DUPLICATE, None)] = counts.get((source, DUPLICATE, None), 0) + n
 
     with timings.phase("side_tables"):
-        flags = flag_suspicious(spark, store, prefix, buckets)
         store.write_bytes(f"{prefix}/suspicious/part-00000.parquet", parquet_bytes(flags))
         # the tasks wrote one directory per event date: the run's date range is in their names
         days = sorted({k.split("event_date=", 1)[1].split("/", 1)[0] for k in store.list(f"{prefix}/events")})

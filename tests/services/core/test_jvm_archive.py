@@ -20,20 +20,27 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[3]
 SESSION = (
     "import sys; from services.core.settings import Settings; from services.core.spark import get_spark; "
-    "s = get_spark(Settings(jvm_archive=sys.argv[1], work_dir=sys.argv[2], spark_master='local[1]')); "
-    "print(s.range(5).count())"
+    "s = get_spark(Settings(jvm_archive=sys.argv[1], work_dir=sys.argv[2], spark_master='local[1]'), "
+    "quick_start=sys.argv[3] == 'quick'); "
+    "print(s.range(5).count()); "
+    "print(s.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())"
 )
 
 
-def classes_from_the_archive(archive: Path, tmp: Path) -> int:
-    """Start a shoplens SparkSession with ``archive`` configured; count the classes it mapped from it."""
+def classes_from_the_archive(archive: Path, tmp: Path, start: str = "full") -> int:
+    """Start a shoplens SparkSession with ``archive`` configured; count the classes it mapped from it.
+
+    ``start="quick"`` asks for the quick-start session, whose JVM must run with the client compiler only.
+    """
     logs = tmp / "class-logs"
     logs.mkdir(parents=True)
     env = {**os.environ, "JAVA_TOOL_OPTIONS": f"-Xlog:class+load=info:file={logs}/jvm-%p.log"}
-    done = subprocess.run([sys.executable, "-c", SESSION, str(archive), str(tmp / "work")], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", SESSION, str(archive), str(tmp / "work"), start], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "5"
+    count, jvm_args = done.stdout.strip().splitlines()[-2:]
+    assert count == "5"
+    assert ("-XX:TieredStopAtLevel=1" in jvm_args) == (start == "quick"), jvm_args
     return sum(f.read_text().count("source: shared objects file (top)") for f in logs.iterdir())
 
 
@@ -45,6 +52,7 @@ def test_a_recorded_archive_is_mapped_and_a_damaged_one_only_costs_speed(tmp_pat
     assert build(archive) == archive and archive.stat().st_mtime_ns == recorded  # recorded once
 
     assert classes_from_the_archive(archive, tmp_path / "mapped") > 2_000
+    assert classes_from_the_archive(archive, tmp_path / "quick", start="quick") > 2_000  # C1 only maps it too
 
     damaged = tmp_path / "damaged.jsa"
     damaged.write_bytes(archive.read_bytes()[:1_000_000])  # a JVM mapping this one crashes

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from etl.contract import RAW_COLUMNS
 from etl.pseudonymize import pseudonymize
 from services.core.spark import read_run_dataset
 from services.jobs.ingest import ingest_files, split_into_chunks
@@ -97,6 +98,23 @@ def test_chunks_cover_every_line_once(tmp_path, rees46_sample):
     starts = [c.first_line for c in split.chunks]
     sizes = [c.path.read_bytes().count(b"\n") for c in split.chunks]
     assert starts == [2 + sum(sizes[:i]) for i in range(len(sizes))]
+
+
+@pytest.mark.parametrize("final_newline", [True, False])
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 30, 1_000])
+def test_chunks_keep_lines_longer_than_a_chunk_and_a_missing_final_newline(tmp_path, chunk_bytes, final_newline):
+    header = ",".join(RAW_COLUMNS)
+    lines = ["a", "b" * 75, "", "c,d", "e" * 12, "f"]  # a line 10x a chunk, an empty line, short ones
+    src = tmp_path / "in.csv"
+    src.write_text(header + "\n" + "\n".join(lines) + ("\n" if final_newline else ""))
+    (tmp_path / "out").mkdir()
+    split = split_into_chunks(src, "in.csv", tmp_path / "out", chunk_bytes=chunk_bytes)
+    pieces = [c.path.read_bytes() for c in split.chunks]
+    assert b"".join(pieces).decode() == "\n".join(lines) + ("\n" if final_newline else "")
+    assert all(p.endswith(b"\n") for p in pieces[:-1])  # chunks are cut between lines only
+    assert split.rows == len(lines)
+    counts = [p.count(b"\n") + (not p.endswith(b"\n")) for p in pieces]
+    assert [c.first_line for c in split.chunks] == [2 + sum(counts[:i]) for i in range(len(pieces))]
 
 
 def test_reingesting_the_same_file_is_a_noop_that_says_so(spark, local_lake, key, rees46_sample, tmp_path):
