@@ -9,8 +9,9 @@ What is measured (``python benchmarks/propensity_bench.py [--users 3000000] [--l
    calibration on the latest training cutoff, full evaluation and permutation importance on the
    validation cutoff = 3M users) and scoring 3M users with the light JSON scorer (numpy). Peer:
    scikit-learn's own ``predict_proba`` of the same fitted model on the same matrix.
-2. **Label building** (Spark, one job for every cutoff) on a generated lake of ``--lake-users``, vs
-   a pandas peer computing the same labels from the same events.
+2. **Training examples** as ``propensity train`` builds them (:func:`services.jobs.propensity.build_examples`)
+   on a lake of ``--lake-users`` generated users (two months, ingested once and kept under ``--data-dir``), vs
+   a peer computing the same examples with the same functions in one pandas process, without Spark.
 
 Results go to benchmarks/results/propensity.{json,md}. The machine is shared: the load average at
 start and end is recorded next to the figures.
@@ -22,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,48 +106,50 @@ def model_side(users: int, cutoffs: int, max_train_rows: int) -> dict:
     }  # fmt: skip
 
 
-def label_building(lake_users: int) -> dict:
-    from pyspark.sql import SparkSession
+KEY = "propensity-bench-key-0123456789abcdef0123456789abcdef"
 
+
+def _lake(spark, root: Path, users: int):
+    """A lake of two generated months for ``users`` users, ingested once (cached under ``root``)."""
     from etl.generate import generate
-    from etl.labels import cutoff_table, training_examples, weekly_cutoffs
-    from etl.lines import read_history
-    from etl.local_features import raw_to_events
-    from services.jobs.propensity import examples_frame
+    from services.core.runtime import open_lake
+    from services.core.settings import Settings
+    from services.jobs.ingest import ingest_files
 
-    tmp = Path(tempfile.mkdtemp(prefix="propbench-"))
-    generate(tmp, users=lake_users, months=2, seed=4)
-    rows = pd.concat([read_history(p).rows for p in sorted(tmp.glob("*.csv.gz"))], ignore_index=True)
-    ev = raw_to_events(rows)
-    ev["category_id"] = ev["category_id"].astype("float").astype("Int64")
-    spark = (SparkSession.builder.master("local[2]").config("spark.sql.session.timeZone", "UTC")
-             .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false").getOrCreate())  # fmt: skip
-    spark.sparkContext.setLogLevel("ERROR")
-    frame = ev.assign(event_time=ev["event_time"].dt.tz_convert(None))
-    frame["category_id"] = frame["category_id"].astype(object).where(frame["category_id"].notna(), None)
-    pq_dir = tmp / "events.parquet"
-    spark.createDataFrame(frame).write.parquet(str(pq_dir))
-    events = spark.read.parquet(str(pq_dir))
-    cuts = weekly_cutoffs(ev["event_time"].min().to_pydatetime(), ev["event_time"].max().to_pydatetime(), n_train=4)
+    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=KEY)
+    lake = open_lake(settings)
+    if not lake.committed_run_ids():
+        generate(root / "raw", users=users, months=2, seed=4)
+        ingest_files(spark, lake, sorted((root / "raw").glob("*.csv.gz")), settings.key_bytes)
+    return lake
+
+
+def label_building(lake_users: int, data_dir: Path) -> dict:
+    import polars as pl
+
+    from etl.labels import EVENT_COLUMNS, examples_of_users
+    from services.core.catalog import EVENTS
+    from services.core.settings import Settings
+    from services.core.spark import get_spark
+    from services.jobs.propensity import PropensityConfig, build_examples, split_examples
+
+    spark = get_spark(Settings(spark_master="local[2]", spark_driver_memory="4g"), "propensity-bench")
+    lake = _lake(spark, data_dir / f"users-{lake_users}", lake_users)
+    load_before = os.getloadavg()
     t = time.monotonic()
-    # what `propensity train` runs: features narrowed to float32 in Spark, an Arrow collect
-    got = examples_frame(training_examples(events, cutoff_table(spark, cuts.all)))
+    # what `propensity train` runs before fitting: cutoffs, price references, examples, float32 collect
+    got, cuts = build_examples(spark, lake, PropensityConfig())
     spark_s = time.monotonic() - t
-    # peer: the labels alone with pandas (a merge_asof-free interval test per cutoff)
-    t = time.monotonic()
-    buys = ev.loc[ev["event_type"] == "purchase", ["user_key", "event_time"]]
-    pandas_rows = 0
-    for c in cuts.all:
-        c = pd.Timestamp(c)
-        seen = ev.loc[ev["event_time"] <= c, "user_key"].unique()
-        hit = buys.loc[(buys["event_time"] > c) & (buys["event_time"] <= c + pd.Timedelta(days=7)), "user_key"].unique()
-        labels = pd.DataFrame({"user_key": seen, "label": np.isin(seen, hit)})
-        pandas_rows += len(labels)
-    pandas_s = time.monotonic() - t
     spark.stop()
-    # the models on these real examples (the generator's personas): the issue's quality floors
-    from services.jobs.propensity import split_examples
+    # peer: the same per-cutoff computation (the same twins) in one pandas process on the same files
+    from etl.activity import as_of_micros
 
+    t = time.monotonic()
+    keys = lake.committed_files(EVENTS)
+    events = pl.concat([pl.read_parquet(lake.store.read_bytes(k), columns=list(EVENT_COLUMNS)) for k in keys])
+    prices = _pandas_prices(events, [as_of_micros(c) for c in cuts.all])
+    peer = examples_of_users(events, [as_of_micros(c) for c in cuts.all], 7, prices)
+    pandas_s = time.monotonic() - t
     t = time.monotonic()
     comp = compare_models(*split_examples(got, cuts.validation))
     quality = {k: {"roc_auc": round(r.metrics["roc_auc"], 4), "ece": round(r.metrics["ece"], 4),
@@ -155,11 +157,27 @@ def label_building(lake_users: int) -> dict:
                for k, r in comp.reports.items()}  # fmt: skip
     quality_s = time.monotonic() - t
     return {
-        "lake_users": lake_users, "events": len(ev), "cutoffs": len(cuts.all), "examples": len(got),
-        "spark_examples_seconds": round(spark_s, 2), "pandas_labels_only_seconds": round(pandas_s, 2),
-        "pandas_rows": pandas_rows, "note": "Spark builds every feature + window + label; the pandas peer only the labels",
+        "lake_users": lake_users, "events": len(events), "cutoffs": len(cuts.all), "examples": len(got),
+        "spark_examples_seconds": round(spark_s, 2), "pandas_examples_seconds": round(pandas_s, 2),
+        "pandas_rows": peer.num_rows, "load_average_before": load_before,
+        "note": "both build every feature, window and label of every cutoff; the peer in one process, no Spark",
         "generator_models": quality, "generator_shipped": comp.shipped, "generator_train_compare_seconds": round(quality_s, 2),
     }  # fmt: skip
+
+
+def _pandas_prices(events, cuts: list[int]) -> dict[int, pd.Series]:
+    """The category means of etl.labels.cutoff_prices, in pandas (the peer has no Spark)."""
+    from etl.local_features import reference_means
+
+    ev = events.select("event_time", "price", "category_id").to_pandas()
+    us = ev["event_time"].dt.as_unit("us").astype("int64").to_numpy()
+    priced = ev.loc[(ev["price"] > 0) & ev["category_id"].notna()]
+    priced = priced.assign(mean_log_price=np.log(priced["price"]))
+    out = {}
+    for c in cuts:
+        means = priced.loc[us[priced.index] <= c].groupby("category_id")["mean_log_price"].mean()
+        out[c] = reference_means(means.rename_axis("category_id").reset_index())
+    return out
 
 
 def main() -> None:
@@ -168,13 +186,14 @@ def main() -> None:
     ap.add_argument("--cutoffs", type=int, default=4)
     ap.add_argument("--max-train-rows", type=int, default=1_000_000)
     ap.add_argument("--lake-users", type=int, default=20_000)
+    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/shoplens-bench/propensity"))
     ap.add_argument("--skip-spark", action="store_true")
     a = ap.parse_args()
     load0 = os.getloadavg()
     res = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
            "load_average_start": load0, "model_side": model_side(a.users, a.cutoffs, a.max_train_rows)}  # fmt: skip
     if not a.skip_spark:
-        res["label_building"] = label_building(a.lake_users)
+        res["label_building"] = label_building(a.lake_users, a.data_dir)
     res["load_average_end"] = os.getloadavg()
     OUT.mkdir(exist_ok=True)
     (OUT / "propensity.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
@@ -199,10 +218,11 @@ def main() -> None:
     ]  # fmt: skip
     if "label_building" in res:
         lb = res["label_building"]
-        lines.append(f"- Label building (Spark, one job for {lb['cutoffs']} cutoffs) on a generated lake of "
-                     f"{lb['lake_users']:,} users / {lb['events']:,} events: **{lb['spark_examples_seconds']} s** for "
-                     f"{lb['examples']:,} examples with every feature; pandas peer (labels only): "
-                     f"{lb['pandas_labels_only_seconds']} s.")  # fmt: skip
+        lines.append(f"- Training examples (what `propensity train` builds before fitting: cutoffs, category price "
+                     f"references, every feature, window and label of {lb['cutoffs']} cutoffs, collected as float32) "
+                     f"on an ingested lake of {lb['lake_users']:,} generated users / {lb['events']:,} events: "
+                     f"**{lb['spark_examples_seconds']} s** on Spark for {lb['examples']:,} examples; peer, the same "
+                     f"computation in one pandas process on the same files: {lb['pandas_examples_seconds']} s.")  # fmt: skip
         q = lb["generator_models"]
         lines.append("- Both models trained on those examples (the generator's personas; issue floors: boosted "
                      "ROC AUC >= 0.80 and above logistic, ECE <= 0.03): "

@@ -3,12 +3,9 @@
 The purchase-propensity model (``shoplens propensity``) adds these to the per-user features of
 :mod:`etl.features`: how much a user did in the last 1, 7 and 28 days before a reference time
 ``as_of``, and how long ago their last event, cart and purchase were. :data:`ACTIVITY` declares each
-column once as data (what it counts, over which window); both computations read that declaration:
-
-* :func:`etl.labels.activity_features` (Spark, every cutoff in one job), and
-* :func:`compute_activity_local` (numpy/pandas, for ``shoplens predict`` and the dashboard),
-
-so the two cannot drift apart (tests/etl/test_labels.py compares them on the same events).
+column once as data (what it counts, over which window), and :func:`compute_activity_local`
+(numpy/pandas) is its one computation: in the Spark tasks that build the training examples and the
+batch scores (:mod:`etl.labels`, per user bucket), in ``shoplens predict`` and in the dashboard.
 
 Conventions: a window of ``w`` days is ``(as_of - w days, as_of]`` (an event exactly at ``as_of``
 counts, one exactly ``w`` days before does not); only events at or before ``as_of`` are ever read;

@@ -69,25 +69,22 @@ scans cost far more than the counting itself; polars does the same counts in a f
 from __future__ import annotations
 
 import functools
-import io
 import math
 import operator
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
-from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
+from etl.user_buckets import per_user_bucket
 
 Unit = Literal["user", "session", "user_product"]
 Order = Literal["ordered", "any"]
@@ -345,13 +342,6 @@ _FIRST_ARROW: Final[list[tuple[str, pa.DataType]]] = [
     ("first_product_id", pa.int64()), ("first_price", pa.float64()),
     ("first_seen", pa.timestamp("us", tz="UTC")),
 ]  # fmt: skip
-#: What the file tasks of :func:`funnel_units` hand to Spark: one row per (file, user bucket), the rows as Arrow IPC.
-_BLOBS: Final[T.StructType] = T.StructType(
-    [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.BinaryType(), False)]
-)
-#: Lake event files per user bucket (~370k events each in a generated month): a few million events
-#: per walk task, and several tasks per core.
-_FILES_PER_BUCKET: Final[int] = 8
 
 
 def _unit_columns(unit: Unit) -> list[str]:
@@ -512,45 +502,12 @@ def funnel_units(spark: SparkSession, store: Any, keys: Sequence[str], spec: Fun
     convert, audience and driver derives from this frame, collected once into polars:
     ``pl.from_arrow(funnel_units(...).toArrow())``.
 
-    Two stages of Arrow tasks, and no event ever becomes a JVM row (Spark's Parquet-to-Arrow path cost
-    more than the funnel itself): one task per file reads it from the store, marks each event's steps
-    and cuts the events by user bucket, handing Spark one Arrow IPC blob per bucket; Spark shuffles
-    the blobs by bucket (every unit lies within one user), and one task per bucket runs
-    :func:`partition_units`.
+    :func:`etl.user_buckets.per_user_bucket`'s two stages of Arrow tasks: one task per file reads it
+    from the store, marks each event's steps and cuts the events by user bucket; one task per bucket
+    (every unit lies within one user) runs :func:`partition_units`.
     """
-    buckets = max(int(spark.conf.get("spark.sql.shuffle.partitions")), math.ceil(len(keys) / _FILES_PER_BUCKET))
-    columns = event_columns(spec)
-
-    def cut(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for key in batch.column(0).to_pylist():
-                table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=columns)
-                yield from _blobs(mark_steps(pl.from_arrow(table), spec), buckets)
-
-    def walk(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        by_bucket: dict[int, list[pl.DataFrame]] = {}
-        for batch in batches:
-            for bucket, blob in zip(batch.column(0).to_pylist(), batch.column(1), strict=True):
-                by_bucket.setdefault(bucket, []).append(pl.read_ipc_stream(io.BytesIO(blob.as_buffer())))
-        for parts in by_bucket.values():
-            yield from partition_units(pl.concat(parts), spec).to_batches()
-
-    files = spark.createDataFrame(spark.sparkContext.parallelize([(k,) for k in keys], max(len(keys), 1)), "key string")
-    blobs = files.mapInArrow(cut, _BLOBS).repartition(buckets, "bucket")
-    return blobs.mapInArrow(walk, from_arrow_schema(units_schema(spec)))
-
-
-def _blobs(marked: pl.DataFrame, buckets: int) -> Iterator[pa.RecordBatch]:
-    bucket = (pl.col("user_key").hash(seed=_BUCKET_SEED) % buckets).cast(pl.Int32).alias("bucket")
-    for (b,), part in marked.with_columns(bucket).partition_by("bucket", include_key=False, as_dict=True).items():
-        sink = io.BytesIO()
-        part.write_ipc_stream(sink, compression="uncompressed")  # Spark's shuffle compresses
-        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([sink.getvalue()])], schema=_BLOBS_ARROW)
-
-
-#: Users are cut into buckets by a seeded polars hash of their key (the same in every task of a run).
-_BUCKET_SEED: Final[int] = 11
-_BLOBS_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("rows", pa.binary(), False)])
+    return per_user_bucket(spark, store, keys, event_columns(spec), lambda units: partition_units(units, spec),
+                           units_schema(spec), prepare=lambda events: mark_steps(events, spec))  # fmt: skip
 
 
 # -- what the report shows, all from the per-unit frame (collected: polars, see the module docstring)

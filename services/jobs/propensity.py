@@ -1,6 +1,6 @@
 """``shoplens propensity train|score``: purchase propensity wired to the lake.
 
-Train builds the stacked examples of every weekly cutoff in one Spark job (:mod:`etl.labels`),
+Train builds the stacked examples of every weekly cutoff in one pass over the events (:mod:`etl.labels`),
 fits the logistic baseline and the boosted model on the training cutoffs, evaluates both on the
 validation cutoff (the most recent one whose label window is complete), ships the one with the best
 validation ROC AUC and publishes::
@@ -32,7 +32,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
-from etl.labels import CUTOFF, LABEL, activity_features, cutoff_table, training_examples, weekly_cutoffs
+from etl.labels import CUTOFF, LABEL, activity_features, cutoff_prices, training_examples, weekly_cutoffs
 from model.propensity import (
     DEFAULT_CAPACITY,
     MODEL_FEATURES,
@@ -79,8 +79,9 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig) -> tu
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
     first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
-    examples = examples_frame(training_examples(events, cutoff_table(spark, cuts.all), cfg.horizon_days))
-    return examples, cuts
+    prices = cutoff_prices(events, cuts.all)
+    rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices, cfg.horizon_days)
+    return examples_frame(rows), cuts
 
 
 def examples_frame(df: Any) -> pd.DataFrame:
@@ -247,10 +248,10 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     if features.empty:
         raise ValueError("the features table is empty: ingest events and run `shoplens features`")
     as_of = pd.to_datetime(features["as_of"], utc=True).max().to_pydatetime()
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
+    keys = lake.committed_files(EVENTS)
+    if not keys:
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    activity = activity_features(events, cutoff_table(spark, [as_of])).drop(CUTOFF).toPandas()
+    activity = activity_features(spark, lake.store, keys, as_of).drop(CUTOFF).toArrow().to_pandas()
     scorer = LightPropensityScorer(artifact)
     scores, cuts = score_features(features, activity, scorer)
     segments = read_segments(lake)

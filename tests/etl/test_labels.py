@@ -7,21 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from etl.activity import ACTIVITY_NAMES, compute_activity_local
+from etl.features import FEATURE_NAMES
 from etl.generate import generate
 from etl.labels import (
+    LABEL,
     NotEnoughData,
     activity_features,
-    cutoff_features,
-    cutoff_table,
-    purchase_labels,
+    cutoff_prices,
     training_examples,
     weekly_cutoffs,
 )
 from etl.lines import read_history
 from etl.local_features import raw_to_events
+from services.core.storage import LocalStore
 
 pytestmark = pytest.mark.spark
 CUTS = [datetime(2019, 10, 20, tzinfo=UTC), datetime(2019, 10, 27, tzinfo=UTC), datetime(2019, 11, 3, 12, tzinfo=UTC)]
@@ -37,67 +40,87 @@ def events_pd(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return ev
 
 
-@pytest.fixture(scope="module")
-def events(spark, events_pd):
-    frame = events_pd.assign(event_time=events_pd["event_time"].dt.tz_convert(None))
+def _lake_files(ev: pd.DataFrame, root: Path) -> tuple[LocalStore, list[str]]:
+    """``ev`` as event files of the lake's layout, cut by row (a user's events span several files)."""
+    store, keys = LocalStore(root), []
+    shuffled = ev.sample(frac=1.0, random_state=1)
+    for i, rows in enumerate(np.array_split(np.arange(len(shuffled)), 5)):
+        part = shuffled.iloc[rows]
+        key = f"events/run_id=t/part-{i}.parquet"
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        buf = pa.BufferOutputStream()
+        pq.write_table(table.cast(table.schema.set(table.schema.get_field_index("event_time"),
+                                                   pa.field("event_time", pa.timestamp("us", tz="UTC")))), buf)  # fmt: skip
+        store.write_bytes(key, buf.getvalue().to_pybytes())
+        keys.append(key)
+    return store, keys
+
+
+def _spark_events(spark, ev: pd.DataFrame):
+    frame = ev.assign(event_time=ev["event_time"].dt.tz_convert(None))
     frame["category_id"] = frame["category_id"].astype(object).where(frame["category_id"].notna(), None)
-    return spark.createDataFrame(frame).cache()
+    return spark.createDataFrame(frame)
 
 
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.sort_values(["cutoff", "user_key"], ignore_index=True)
+def _examples(spark, ev: pd.DataFrame, root: Path, cuts: list[datetime], horizon_days: int = 7) -> pd.DataFrame:
+    """training_examples of ``ev`` as the job runs it: prices from Spark, rows from the event files."""
+    store, keys = _lake_files(ev, root)
+    prices = cutoff_prices(_spark_events(spark, ev), cuts)
+    got = training_examples(spark, store, keys, cuts, prices, horizon_days).toPandas()
+    return got.sort_values(["cutoff", "user_key"], ignore_index=True)
 
 
-def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(spark, events):
-    from pyspark.sql import functions as F
+@pytest.fixture(scope="module")
+def examples(spark, events_pd, tmp_path_factory) -> pd.DataFrame:
+    return _examples(spark, events_pd, tmp_path_factory.mktemp("lake"), CUTS)
 
-    full = _sorted(cutoff_features(events, cutoff_table(spark, CUTS)).toPandas())
-    for cut in CUTS:
-        truncated = events.where(F.col("event_time") <= F.lit(cut))
-        alone = _sorted(cutoff_features(truncated, cutoff_table(spark, [cut])).toPandas())
-        stacked = full.loc[full["cutoff"] == pd.Timestamp(cut).tz_convert(None)].reset_index(drop=True)
+
+def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(spark, events_pd, examples, tmp_path):
+    columns = ["cutoff", *FEATURE_NAMES, *ACTIVITY_NAMES]
+    for i, cut in enumerate(CUTS):
+        truncated = events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut)]
+        alone = _examples(spark, truncated, tmp_path / str(i), [cut])[columns]
+        stacked = examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None), columns]
         assert len(alone) > 50
-        pd.testing.assert_frame_equal(stacked, alone, check_exact=False, rtol=1e-12, atol=1e-12)
+        pd.testing.assert_frame_equal(stacked.reset_index(drop=True), alone, check_exact=False, rtol=1e-12, atol=1e-12)
 
 
-def test_base_features_at_a_cutoff_are_compute_features_of_the_truncated_events(spark, events):
+def test_base_features_at_a_cutoff_are_compute_features_of_the_truncated_events(spark, events_pd, examples):
     from pyspark.sql import functions as F
 
-    from etl.features import FEATURE_NAMES, compute_features
+    from etl.features import compute_features
 
-    cut = CUTS[1]
-    got = cutoff_features(events, cutoff_table(spark, [cut])).toPandas().sort_values("user_key", ignore_index=True)
-    want = compute_features(events.where(F.col("event_time") <= F.lit(cut)), as_of=cut).toPandas()
-    want = want.sort_values("user_key", ignore_index=True)
-    pd.testing.assert_frame_equal(got[list(FEATURE_NAMES)], want[list(FEATURE_NAMES)], check_exact=False, rtol=1e-12)
+    for cut in CUTS:
+        got = examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None)].reset_index(drop=True)
+        events = _spark_events(spark, events_pd)
+        want = compute_features(events.where(F.col("event_time") <= F.lit(cut)), as_of=cut).toPandas()
+        want = want.sort_values("user_key", ignore_index=True)
+        pd.testing.assert_frame_equal(got[list(FEATURE_NAMES)], want[list(FEATURE_NAMES)], check_exact=False,
+                                      rtol=1e-12, check_dtype=False)  # fmt: skip
 
 
-def test_population_is_users_with_an_event_at_or_before_the_cutoff(spark, events, events_pd):
-    got = cutoff_features(events, cutoff_table(spark, CUTS)).toPandas()
+def test_population_is_users_with_an_event_at_or_before_the_cutoff(events_pd, examples):
     for cut in CUTS:
         seen = set(events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut), "user_key"])
-        assert set(got.loc[got["cutoff"] == pd.Timestamp(cut).tz_convert(None), "user_key"]) == seen
+        assert set(examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None), "user_key"]) == seen
 
 
-def test_labels_match_an_independent_pandas_computation(spark, events, events_pd):
-    got = training_examples(events, cutoff_table(spark, CUTS), horizon_days=7).toPandas()
+def test_labels_match_an_independent_pandas_computation(events_pd, examples):
     buys = events_pd.loc[events_pd["event_type"] == "purchase"]
     for cut in CUTS:
         c = pd.Timestamp(cut)
         window = buys.loc[(buys["event_time"] > c) & (buys["event_time"] <= c + pd.Timedelta(days=7))]
         seen = set(events_pd.loc[events_pd["event_time"] <= c, "user_key"])
         want = {u: int(u in set(window["user_key"])) for u in seen}
-        part = got.loc[got["cutoff"] == c.tz_convert(None)]
-        assert dict(zip(part["user_key"], part["label"], strict=True)) == want
+        part = examples.loc[examples["cutoff"] == c.tz_convert(None)]
+        assert dict(zip(part["user_key"], part[LABEL], strict=True)) == want
         assert sum(want.values()) > 0
-    # purchase_labels alone also lists buyers first seen after the cutoff (the join drops them)
-    labels = purchase_labels(events, cutoff_table(spark, CUTS[:1]), 7).toPandas()
-    assert set(labels["label"]) == {1}
 
 
-def test_activity_windows_spark_equal_the_pandas_twin(spark, events, events_pd):
+def test_activity_for_scoring_is_the_pandas_twin_on_every_event(spark, events_pd, tmp_path):
+    store, keys = _lake_files(events_pd, tmp_path)
     for cut in CUTS[1:]:
-        got = activity_features(events, cutoff_table(spark, [cut])).toPandas().drop(columns="cutoff")
+        got = activity_features(spark, store, keys, cut).toPandas().drop(columns="cutoff")
         got = got.sort_values("user_key", ignore_index=True)
         want = compute_activity_local(events_pd, as_of=cut)
         pd.testing.assert_frame_equal(got[["user_key", *ACTIVITY_NAMES]], want, check_exact=False, rtol=1e-9,
