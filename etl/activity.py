@@ -23,6 +23,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from etl.local_features import key_array
+
 US_PER_DAY = 86_400_000_000
 #: Window lengths in days.
 WINDOWS: tuple[int, ...] = (1, 7, 28)
@@ -94,11 +96,12 @@ def compute_activity_local(events: pd.DataFrame, as_of: datetime | str | None = 
     keep = us <= cut
     ev = events.loc[keep]
     us = us[keep]
-    codes, users = pd.factorize(ev[user_col].astype(str).to_numpy(dtype=object), sort=True)
+    codes, users = pd.factorize(key_array(ev[user_col]), sort=True)
     nu = len(users)
     etype = ev["event_type"].to_numpy(dtype=object)
     price = ev["price"].to_numpy(dtype=float)
-    cols: dict[str, np.ndarray] = {"user_key": np.asarray(users, dtype=object)}
+    cols: dict[str, np.ndarray] = {"user_key": np.asarray(users)}
+    sessions = pd.factorize(key_array(ev[session_col]))[0] if any(a.kind == "sessions" for a in ACTIVITY) else None
     for a in ACTIVITY:
         of_type = np.ones(len(ev), dtype=bool) if a.event_type is None else etype == a.event_type
         if a.kind == "days_since":
@@ -112,9 +115,9 @@ def compute_activity_local(events: pd.DataFrame, as_of: datetime | str | None = 
         elif a.kind == "spend":
             cols[a.name] = np.bincount(codes[inside], weights=price[inside], minlength=nu)
         else:  # sessions: distinct (user, session) pairs with an event in the window
-            s_codes = pd.factorize(ev[session_col].astype(str).to_numpy(dtype=object))[0]
-            pairs = np.unique(codes[inside].astype(np.int64) * (s_codes.max() + 1) + s_codes[inside])
-            cols[a.name] = np.bincount(pairs // (s_codes.max() + 1), minlength=nu).astype(np.int64)
+            n_sessions = int(sessions.max()) + 1
+            pairs = np.unique(codes[inside].astype(np.int64) * n_sessions + sessions[inside])
+            cols[a.name] = np.bincount(pairs // n_sessions, minlength=nu).astype(np.int64)
     return pd.DataFrame(cols)
 
 

@@ -507,7 +507,7 @@ def funnel_units(spark: SparkSession, store: Any, keys: Sequence[str], spec: Fun
     (every unit lies within one user) runs :func:`partition_units`.
     """
     return per_user_bucket(spark, store, keys, event_columns(spec), lambda units: partition_units(units, spec),
-                           units_schema(spec), prepare=lambda events: mark_steps(events, spec))  # fmt: skip
+                           units_schema(spec), prepare=lambda table: mark_steps(pl.from_arrow(table), spec))  # fmt: skip
 
 
 # -- what the report shows, all from the per-unit frame (collected: polars, see the module docstring)

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -45,6 +47,8 @@ from etl.user_buckets import per_user_bucket
 DEFAULT_HORIZON_DAYS = 7
 LABEL = "label"
 CUTOFF = "cutoff"
+#: The examples' user column: :func:`key_codes` of the pseudonymized key.
+USER_CODE = "user_code"
 
 
 class NotEnoughData(ValueError):
@@ -112,13 +116,33 @@ _ARROW_TYPES = {
 }  # fmt: skip
 
 
-def examples_schema(*, base: bool = True, label: bool = True) -> pa.Schema:
-    """``cutoff, user_key``, the features of etl.features (``base``), the activity columns, ``label``."""
-    features = [(n, _ARROW_TYPES[t]) for n, t in FEATURE_DTYPES.items() if base or n == "user_key"]
+def examples_schema(*, base: bool = True, label: bool = True, narrow: Collection[str] = ()) -> pa.Schema:
+    """``cutoff, user_code``, the features of etl.features but the key (``base``), the activity
+    columns, ``label``; the ``narrow`` columns as float32."""
+    types = {n: _ARROW_TYPES[t] for n, t in {**FEATURE_DTYPES, **ACTIVITY_DTYPES}.items()}
+    types |= {n: pa.float32() for n in narrow}
+    features = [n for n in FEATURE_DTYPES if base and n != "user_key"]
     return pa.schema([
-        (CUTOFF, _ARROW_TYPES["timestamp"]), *features, *((n, _ARROW_TYPES[t]) for n, t in ACTIVITY_DTYPES.items()),
-        *([(LABEL, pa.int32())] if label else []),
+        (CUTOFF, _ARROW_TYPES["timestamp"]), (USER_CODE, pa.int64()), *((n, types[n]) for n in features),
+        *((n, types[n]) for n in ACTIVITY_DTYPES), *([(LABEL, pa.int32())] if label else []),
     ])  # fmt: skip
+
+
+def key_codes(keys: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The int64 code of each pseudonymized key: the bits of its first 16 hex digits.
+
+    Why: the examples carry every event of a user through a shuffle, and 64-character keys made up
+    most of its bytes; a code is 8 bytes and factorizes far faster. HMAC digests are uniform, so two
+    of N users share a code with probability about N^2 / 2^65 (2.4e-7 for 3 million users); scoring
+    checks its whole population for that (:func:`services.jobs.propensity.score`). A dictionary
+    array is coded once per distinct key. A key that is not hex raises.
+    """
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks() if keys.num_chunks else pa.array([], pa.string())
+    values = keys.dictionary if isinstance(keys, pa.DictionaryArray) else keys
+    codes = pl.Series(values).str.slice(0, 16).str.to_integer(base=16, dtype=pl.UInt64).reinterpret(signed=True)
+    out = codes.to_arrow()
+    return out.take(keys.indices) if isinstance(keys, pa.DictionaryArray) else out
 
 
 def _micros(cutoffs: Sequence[datetime]) -> list[int]:
@@ -150,15 +174,18 @@ def examples_of_users(
     cutoffs_us: Sequence[int],
     horizon_days: int | None = DEFAULT_HORIZON_DAYS,
     prices: Mapping[int, pd.Series] | None = None,
+    narrow: Collection[str] = (),
 ) -> pa.Table:
-    """Every cutoff's rows for the users of ``events`` (all of each user's events, any order).
+    """Every cutoff's rows for the users of ``events`` (all of each user's events, any order; user and
+    session keys as :func:`key_codes`).
 
     At each cutoff ``c`` (epoch microseconds): the users with an event at or before ``c``, their
     features as of ``c`` with ``prices[c]`` as the category reference (left out when ``prices`` is
     None: the activity windows only), their activity windows, and their label for ``(c, c +
-    horizon_days]`` (left out when ``horizon_days`` is None). In :func:`examples_schema`'s columns.
+    horizon_days]`` (left out when ``horizon_days`` is None). In :func:`examples_schema`'s columns, the
+    ``narrow`` ones rounded to float32 (to nearest, as numpy does).
     """
-    schema = examples_schema(base=prices is not None, label=horizon_days is not None)
+    schema = examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow)
     ev = events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # 19-digit category ids
     us = ev["event_time"].dt.as_unit("us").astype("int64").to_numpy()
     buys = ev["event_type"].to_numpy(dtype=object) == "purchase"
@@ -176,19 +203,30 @@ def examples_of_users(
             inside = buys & (us > c) & (us <= c + horizon_days * US_PER_DAY)
             frame[LABEL] = frame["user_key"].isin(ev.loc[inside, "user_key"]).astype("int32")
         frame.insert(0, CUTOFF, pd.Timestamp(c, unit="us", tz="UTC"))
+        frame = frame.rename(columns={"user_key": USER_CODE})
+        for column in narrow:  # nullable integers too: a missing value becomes NaN
+            frame[column] = frame[column].to_numpy(dtype=np.float32, na_value=np.nan)
         parts.append(pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False))
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Sequence[datetime],
-              horizon_days: int | None, prices: Mapping[int, pd.Series] | None) -> DataFrame:  # fmt: skip
+              horizon_days: int | None, prices: Mapping[int, pd.Series] | None,
+              narrow: Collection[str] = ()) -> DataFrame:  # fmt: skip
     cuts = _micros(cutoffs)
     # events after the last window that is read are never needed: dropped before the shuffle
-    last = pd.Timestamp(cuts[-1] + (horizon_days or 0) * US_PER_DAY, unit="us", tz="UTC").to_pydatetime()
+    last = pa.scalar(cuts[-1] + (horizon_days or 0) * US_PER_DAY, pa.timestamp("us", tz="UTC"))
+
+    def coded(table: pa.Table) -> pl.DataFrame:
+        table = table.filter(pc.less_equal(table["event_time"], last))
+        rest = pl.from_arrow(table.drop_columns(["user_key", "session_key"])).with_columns(pl.col(pl.Categorical).cast(pl.String))
+        return rest.with_columns(user_key=pl.Series(key_codes(table["user_key"])),
+                                 session_key=pl.Series(key_codes(table["session_key"])))  # fmt: skip
+
     return per_user_bucket(
-        spark, store, keys, EVENT_COLUMNS, lambda ev: examples_of_users(ev, cuts, horizon_days, prices),
-        examples_schema(base=prices is not None, label=horizon_days is not None),
-        prepare=lambda rows: rows.filter(pl.col("event_time") <= last),
+        spark, store, keys, EVENT_COLUMNS, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
+        examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow),
+        prepare=coded, read_dictionary=("user_key", "session_key"),
     )  # fmt: skip
 
 
@@ -199,17 +237,21 @@ def training_examples(
     cutoffs: Sequence[datetime],
     prices: Mapping[int, pd.Series],
     horizon_days: int = DEFAULT_HORIZON_DAYS,
+    narrow: Collection[str] = (),
 ) -> DataFrame:
-    """The stacked examples of every cutoff: ``cutoff``, every etl.features column, the activity columns
-    and ``label`` (0/1), one row per (cutoff, user with an event at or before it).
+    """The stacked examples of every cutoff: ``cutoff``, ``user_code`` (:func:`key_codes`), every other
+    etl.features column, the activity columns and ``label`` (0/1), one row per (cutoff, user with an
+    event at or before it).
 
-    ``keys``: the lake's event files in ``store``; ``prices``: :func:`cutoff_prices` of the same events.
+    ``keys``: the lake's event files in ``store``; ``prices``: :func:`cutoff_prices` of the same events;
+    ``narrow``: columns rounded to float32 in the tasks (what a model reads anyway: half the memory
+    when the examples are collected, e.g. with ``toArrow``).
     """
-    return _per_user(spark, store, keys, cutoffs, horizon_days, prices)
+    return _per_user(spark, store, keys, cutoffs, horizon_days, prices, narrow)
 
 
 def activity_features(spark: SparkSession, store: Any, keys: Sequence[str], as_of: datetime) -> DataFrame:
-    """``cutoff, user_key`` + the activity columns at ``as_of``, for every user with an event by then."""
+    """``cutoff, user_code`` + the activity columns at ``as_of``, for every user with an event by then."""
     return _per_user(spark, store, keys, [as_of], None, None)
 
 
@@ -218,12 +260,14 @@ __all__ = [
     "DEFAULT_HORIZON_DAYS",
     "EVENT_COLUMNS",
     "LABEL",
+    "USER_CODE",
     "Cutoffs",
     "NotEnoughData",
     "activity_features",
     "cutoff_prices",
     "examples_of_users",
     "examples_schema",
+    "key_codes",
     "training_examples",
     "weekly_cutoffs",
 ]

@@ -46,22 +46,24 @@ def per_user_bucket(
     columns: Sequence[str],
     work: Callable[[pl.DataFrame], pa.Table],
     schema: pa.Schema,
-    prepare: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
+    prepare: Callable[[pa.Table], pl.DataFrame] = pl.from_arrow,
+    read_dictionary: Sequence[str] = (),
 ) -> DataFrame:
     """The rows of ``work(events of one user bucket)`` over every bucket, as one DataFrame of ``schema``.
 
-    ``keys``: Parquet event files in ``store`` with at least ``columns`` (``user_key`` among them).
-    ``prepare`` runs on each file's rows before they are cut (it must keep ``user_key``); ``work``
-    gets whole users, in no particular row order, and returns a table of ``schema``.
+    ``keys``: Parquet event files in ``store`` with at least ``columns``. ``prepare`` turns each file's
+    rows (``read_dictionary`` columns as Arrow dictionaries, the rest plain) into the polars frame that
+    is cut by its ``user_key`` column; ``work`` gets whole users, in no particular row order, and
+    returns a table of ``schema``.
     """
     buckets = max(int(spark.conf.get("spark.sql.shuffle.partitions")), math.ceil(len(keys) / FILES_PER_BUCKET))
-    columns = list(columns)
+    columns, dictionary = list(columns), list(read_dictionary) or None
 
     def cut(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for key in batch.column(0).to_pylist():
-                rows = pl.from_arrow(pq.read_table(io.BytesIO(store.read_bytes(key)), columns=columns))
-                yield from _blobs(prepare(rows) if prepare else rows, buckets)
+                table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=columns, read_dictionary=dictionary)
+                yield from _blobs(prepare(table), buckets)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         by_bucket: dict[int, list[pl.DataFrame]] = {}

@@ -32,7 +32,16 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
-from etl.labels import CUTOFF, LABEL, activity_features, cutoff_prices, training_examples, weekly_cutoffs
+from etl.labels import (
+    CUTOFF,
+    LABEL,
+    USER_CODE,
+    activity_features,
+    cutoff_prices,
+    key_codes,
+    training_examples,
+    weekly_cutoffs,
+)
 from model.propensity import (
     DEFAULT_CAPACITY,
     MODEL_FEATURES,
@@ -80,28 +89,11 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig) -> tu
     first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
     prices = cutoff_prices(events, cuts.all)
-    rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices, cfg.horizon_days)
-    return examples_frame(rows), cuts
-
-
-def examples_frame(df: Any) -> pd.DataFrame:
-    """The stacked examples as pandas: model features narrowed to float32 in Spark, collected through Arrow.
-
-    The models read float32 values anyway (:data:`model.propensity.features.MATRIX_DTYPE`: Spark's
-    casts round to nearest like numpy's, so the matrices are the same), and a columnar Arrow collect
-    of float32 takes about half the memory of float64, and far less than Row objects (3M users x 5
-    cutoffs: about 3.5 GB instead of 7 GB plus the rows).
-    """
-    cols = [F.col(c).cast("float").alias(c) if c in MODEL_FEATURES else F.col(c) for c in df.columns]
-    conf, key = df.sparkSession.conf, "spark.sql.execution.arrow.pyspark.enabled"
-    before = conf.get(key)  # the effective value (Spark's default when unset), restored below
-    conf.set(key, "true")
-    try:
-        examples = df.select(*cols).toPandas()
-    finally:
-        conf.set(key, before)
-    examples[CUTOFF] = pd.to_datetime(examples[CUTOFF], utc=True)
-    return examples
+    # the model features come back as float32, what the models read (MATRIX_DTYPE; the tasks round to
+    # nearest as numpy does), collected as Arrow: 3M users x 5 cutoffs take about 3.5 GB instead of 7 GB
+    rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices, cfg.horizon_days,
+                             narrow=MODEL_FEATURES)  # fmt: skip
+    return rows.toArrow().to_pandas(), cuts
 
 
 def split_examples(examples: pd.DataFrame, validation: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -216,8 +208,16 @@ def current_artifact(lake: Lake) -> tuple[str, dict[str, Any]] | None:
 def score_features(
     features: pd.DataFrame, activity: pd.DataFrame, scorer: LightPropensityScorer
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """(per-user scores with the contract columns, decile cut points) of features + activity at one time."""
-    frame = features.merge(activity, on="user_key", how="left", validate="one_to_one")
+    """(per-user scores with the contract columns, decile cut points) of features + activity at one time.
+
+    ``activity`` is keyed by ``user_code`` (:func:`etl.labels.key_codes`); the features' keys are coded
+    the same way, and two users sharing a code (about 2.4e-7 for 3 million users) is an error rather
+    than a silent merge.
+    """
+    codes = key_codes(pa.array(features["user_key"].to_numpy(dtype=object), pa.string())).to_numpy()
+    if len(np.unique(codes)) != len(codes):
+        raise ValueError("two users share the 64-bit code of their key: propensity scores cannot tell them apart")
+    frame = features.assign(**{USER_CODE: codes}).merge(activity, on=USER_CODE, how="left", validate="one_to_one")
     p = scorer.predict_proba(frame)
     cuts = decile_cuts(p) if len(p) else np.zeros(9)
     deciles = scorer.with_deciles(cuts).deciles_of(p)
@@ -349,7 +349,6 @@ __all__ = [
     "build_examples",
     "by_segment",
     "current_artifact",
-    "examples_frame",
     "score",
     "score_due",
     "score_features",

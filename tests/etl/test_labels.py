@@ -7,18 +7,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.activity import ACTIVITY_NAMES, compute_activity_local
+from etl.activity import ACTIVITY_NAMES, as_of_micros, compute_activity_local
 from etl.features import FEATURE_NAMES
 from etl.generate import generate
 from etl.labels import (
+    EVENT_COLUMNS,
     LABEL,
     NotEnoughData,
     activity_features,
     cutoff_prices,
+    examples_of_users,
+    key_codes,
     training_examples,
     weekly_cutoffs,
 )
@@ -27,6 +31,7 @@ from etl.local_features import raw_to_events
 from services.core.storage import LocalStore
 
 pytestmark = pytest.mark.spark
+FEATURES_BUT_KEY = [c for c in FEATURE_NAMES if c != "user_key"]
 CUTS = [datetime(2019, 10, 20, tzinfo=UTC), datetime(2019, 10, 27, tzinfo=UTC), datetime(2019, 11, 3, 12, tzinfo=UTC)]
 
 
@@ -35,9 +40,15 @@ def events_pd(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("gen")
     generate(out, users=250, months=2, seed=5)
     rows = pd.concat([read_history(p).rows for p in sorted(Path(out).glob("*.csv.gz"))], ignore_index=True)
-    ev = raw_to_events(rows)
+    ev = raw_to_events(rows, key=b"labels-test-key")  # 64-hex-digit keys, as in the lake
     ev["category_id"] = ev["category_id"].astype("float").astype("Int64")
     return ev
+
+
+def _coded(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the ``user_code`` of its ``user_key``, sorted by it (the examples' order)."""
+    codes = key_codes(pa.array(frame["user_key"].to_numpy(dtype=object), pa.string())).to_numpy()
+    return frame.assign(user_code=codes).sort_values("user_code", ignore_index=True)
 
 
 def _lake_files(ev: pd.DataFrame, root: Path) -> tuple[LocalStore, list[str]]:
@@ -67,7 +78,7 @@ def _examples(spark, ev: pd.DataFrame, root: Path, cuts: list[datetime], horizon
     store, keys = _lake_files(ev, root)
     prices = cutoff_prices(_spark_events(spark, ev), cuts)
     got = training_examples(spark, store, keys, cuts, prices, horizon_days).toPandas()
-    return got.sort_values(["cutoff", "user_key"], ignore_index=True)
+    return got.sort_values(["cutoff", "user_code"], ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +87,7 @@ def examples(spark, events_pd, tmp_path_factory) -> pd.DataFrame:
 
 
 def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(spark, events_pd, examples, tmp_path):
-    columns = ["cutoff", *FEATURE_NAMES, *ACTIVITY_NAMES]
+    columns = ["cutoff", "user_code", *FEATURES_BUT_KEY, *ACTIVITY_NAMES]
     for i, cut in enumerate(CUTS):
         truncated = events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut)]
         alone = _examples(spark, truncated, tmp_path / str(i), [cut])[columns]
@@ -93,38 +104,62 @@ def test_base_features_at_a_cutoff_are_compute_features_of_the_truncated_events(
     for cut in CUTS:
         got = examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None)].reset_index(drop=True)
         events = _spark_events(spark, events_pd)
-        want = compute_features(events.where(F.col("event_time") <= F.lit(cut)), as_of=cut).toPandas()
-        want = want.sort_values("user_key", ignore_index=True)
-        pd.testing.assert_frame_equal(got[list(FEATURE_NAMES)], want[list(FEATURE_NAMES)], check_exact=False,
-                                      rtol=1e-12, check_dtype=False)  # fmt: skip
+        want = _coded(compute_features(events.where(F.col("event_time") <= F.lit(cut)), as_of=cut).toPandas())
+        columns = ["user_code", *FEATURES_BUT_KEY]
+        pd.testing.assert_frame_equal(got[columns], want[columns], check_exact=False, rtol=1e-12, check_dtype=False)
 
 
 def test_population_is_users_with_an_event_at_or_before_the_cutoff(events_pd, examples):
     for cut in CUTS:
-        seen = set(events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut), "user_key"])
-        assert set(examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None), "user_key"]) == seen
+        seen = set(_coded(events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut)])["user_code"])
+        assert set(examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None), "user_code"]) == seen
 
 
 def test_labels_match_an_independent_pandas_computation(events_pd, examples):
-    buys = events_pd.loc[events_pd["event_type"] == "purchase"]
+    coded = _coded(events_pd)
+    buys = coded.loc[coded["event_type"] == "purchase"]
     for cut in CUTS:
         c = pd.Timestamp(cut)
         window = buys.loc[(buys["event_time"] > c) & (buys["event_time"] <= c + pd.Timedelta(days=7))]
-        seen = set(events_pd.loc[events_pd["event_time"] <= c, "user_key"])
-        want = {u: int(u in set(window["user_key"])) for u in seen}
+        seen = set(coded.loc[coded["event_time"] <= c, "user_code"])
+        want = {u: int(u in set(window["user_code"])) for u in seen}
         part = examples.loc[examples["cutoff"] == c.tz_convert(None)]
-        assert dict(zip(part["user_key"], part[LABEL], strict=True)) == want
+        assert dict(zip(part["user_code"], part[LABEL], strict=True)) == want
         assert sum(want.values()) > 0
 
 
 def test_activity_for_scoring_is_the_pandas_twin_on_every_event(spark, events_pd, tmp_path):
     store, keys = _lake_files(events_pd, tmp_path)
     for cut in CUTS[1:]:
-        got = activity_features(spark, store, keys, cut).toPandas().drop(columns="cutoff")
-        got = got.sort_values("user_key", ignore_index=True)
-        want = compute_activity_local(events_pd, as_of=cut)
-        pd.testing.assert_frame_equal(got[["user_key", *ACTIVITY_NAMES]], want, check_exact=False, rtol=1e-9,
-                                      check_dtype=False)  # fmt: skip
+        got = activity_features(spark, store, keys, cut).toPandas().sort_values("user_code", ignore_index=True)
+        want = _coded(compute_activity_local(events_pd, as_of=cut))
+        columns = ["user_code", *ACTIVITY_NAMES]
+        pd.testing.assert_frame_equal(got[columns], want[columns], check_exact=False, rtol=1e-9, check_dtype=False)
+
+
+def test_narrowed_columns_are_the_float64_values_rounded_to_float32(events_pd):
+    rows = pl.from_pandas(events_pd[list(EVENT_COLUMNS)]).with_columns(
+        user_key=pl.Series(key_codes(pa.array(events_pd["user_key"].to_numpy(dtype=object), pa.string()))),
+        session_key=pl.Series(key_codes(pa.array(events_pd["session_key"].to_numpy(dtype=object), pa.string()))),
+    )
+    cuts = [as_of_micros(c) for c in CUTS]
+    prices = {c: pd.Series(dtype=float) for c in cuts}  # no category reference: price_level null
+    wide = examples_of_users(rows, cuts, 7, prices).to_pandas()
+    narrow = ["recency_days", "monetary", "days_since_last_cart", "events_7d"]  # int with nulls, doubles, a count
+    thin = examples_of_users(rows, cuts, 7, prices, narrow=narrow).to_pandas()
+    assert all(thin[c].dtype == np.float32 for c in narrow) and wide["recency_days"].isna().any()
+    for c in narrow:
+        want = wide[c].to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
+        np.testing.assert_array_equal(thin[c].to_numpy(), want)
+    pd.testing.assert_frame_equal(thin.drop(columns=narrow), wide.drop(columns=narrow))
+
+
+def test_key_codes_are_the_first_16_hex_digits_as_a_signed_64_bit_integer():
+    keys = ["0" * 15 + "1" + "a" * 48, "f" * 64, "8" + "0" * 63, "0" * 15 + "1" + "b" * 48]
+    assert key_codes(pa.array(keys)).to_pylist() == [1, -1, -(2**63), 1]  # the tail is not read
+    assert key_codes(pa.array(keys).dictionary_encode()).to_pylist() == [1, -1, -(2**63), 1]
+    with pytest.raises(pl.exceptions.ComputeError, match="invalid digit"):
+        key_codes(pa.array(["not-a-hex-digest-at-all"]))
 
 
 def test_activity_windows_by_hand():

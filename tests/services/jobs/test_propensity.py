@@ -150,12 +150,11 @@ def test_the_scoring_api_gives_the_propensity_shoplens_predict_gives(spark, lake
     assert "propensity" not in score_events(events, model, as_of)  # no propensity model: no field
 
 
-def test_collecting_the_examples_leaves_the_sessions_arrow_setting_as_it_was(spark):
-    from datetime import datetime
+def test_two_users_sharing_a_key_code_stop_the_scoring_instead_of_merging():
+    from services.jobs.propensity import score_features
 
-    from services.jobs.propensity import examples_frame
+    twins = ["0123456789abcdef" + "a" * 48, "0123456789abcdef" + "b" * 48]  # same first 16 hex digits
+    features = pd.DataFrame({"user_key": twins, "as_of": pd.Timestamp("2019-11-01", tz="UTC")})
+    with pytest.raises(ValueError, match="share the 64-bit code"):
+        score_features(features, pd.DataFrame({"user_code": [81985529216486895]}), scorer=None)
 
-    key = "spark.sql.execution.arrow.pyspark.enabled"
-    before = spark.conf.get(key)  # Spark 4's default is true: a later createDataFrame relies on it
-    frame = examples_frame(spark.createDataFrame([(datetime(2019, 10, 8), 1.0)], "cutoff timestamp, carts_7d double"))
-    assert frame["carts_7d"].dtype == "float32" and spark.conf.get(key) == before
