@@ -124,8 +124,13 @@ def _lake(spark, root: Path, users: int):
     return lake
 
 
+#: Above this many events the one-process peer is skipped: its frames alone would take most of the memory.
+PEER_MAX_EVENTS = 15_000_000
+
+
 def label_building(lake_users: int, data_dir: Path) -> dict:
     import polars as pl
+    import pyarrow.parquet as pq
 
     from etl.labels import EVENT_COLUMNS, examples_of_users
     from services.core.catalog import EVENTS
@@ -141,15 +146,22 @@ def label_building(lake_users: int, data_dir: Path) -> dict:
     got, cuts = build_examples(spark, lake, PropensityConfig())
     spark_s = time.monotonic() - t
     spark.stop()
-    # peer: the same per-cutoff computation (the same twins) in one pandas process on the same files
-    from etl.activity import as_of_micros
-
-    t = time.monotonic()
     keys = lake.committed_files(EVENTS)
-    events = pl.concat([pl.read_parquet(lake.store.read_bytes(k), columns=list(EVENT_COLUMNS)) for k in keys])
-    prices = _pandas_prices(events, [as_of_micros(c) for c in cuts.all])
-    peer = examples_of_users(events, [as_of_micros(c) for c in cuts.all], 7, prices)
-    pandas_s = time.monotonic() - t
+    n_events = sum(pq.read_metadata(lake.store.local_path(k)).num_rows for k in keys)
+    pandas_s = peer_rows = None
+    if n_events <= PEER_MAX_EVENTS:
+        # peer: the same per-cutoff computation (the same twins) in one pandas process on the same files
+        from etl.activity import as_of_micros
+        from etl.labels import key_codes
+
+        t = time.monotonic()
+        events = pl.concat([pl.read_parquet(lake.store.read_bytes(k), columns=list(EVENT_COLUMNS)) for k in keys])
+        events = events.with_columns(user_key=pl.Series(key_codes(events["user_key"].to_arrow())),
+                                     session_key=pl.Series(key_codes(events["session_key"].to_arrow())))  # fmt: skip
+        cut_us = [as_of_micros(c) for c in cuts.all]
+        peer_rows = examples_of_users(events, cut_us, 7, _pandas_prices(events, cut_us)).num_rows
+        pandas_s = round(time.monotonic() - t, 2)
+        del events
     t = time.monotonic()
     comp = compare_models(*split_examples(got, cuts.validation))
     quality = {k: {"roc_auc": round(r.metrics["roc_auc"], 4), "ece": round(r.metrics["ece"], 4),
@@ -157,9 +169,9 @@ def label_building(lake_users: int, data_dir: Path) -> dict:
                for k, r in comp.reports.items()}  # fmt: skip
     quality_s = time.monotonic() - t
     return {
-        "lake_users": lake_users, "events": len(events), "cutoffs": len(cuts.all), "examples": len(got),
-        "spark_examples_seconds": round(spark_s, 2), "pandas_examples_seconds": round(pandas_s, 2),
-        "pandas_rows": peer.num_rows, "load_average_before": load_before,
+        "lake_users": lake_users, "events": n_events, "cutoffs": len(cuts.all), "examples": len(got),
+        "spark_examples_seconds": round(spark_s, 2), "pandas_examples_seconds": pandas_s,
+        "pandas_rows": peer_rows, "load_average_before": load_before,
         "note": "both build every feature, window and label of every cutoff; the peer in one process, no Spark",
         "generator_models": quality, "generator_shipped": comp.shipped, "generator_train_compare_seconds": round(quality_s, 2),
     }  # fmt: skip
@@ -185,7 +197,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=3_000_000)
     ap.add_argument("--cutoffs", type=int, default=4)
     ap.add_argument("--max-train-rows", type=int, default=1_000_000)
-    ap.add_argument("--lake-users", type=int, default=20_000)
+    ap.add_argument("--lake-users", type=int, nargs="+", default=[20_000])
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/shoplens-bench/propensity"))
     ap.add_argument("--skip-spark", action="store_true")
     a = ap.parse_args()
@@ -193,7 +205,7 @@ def main() -> None:
     res = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
            "load_average_start": load0, "model_side": model_side(a.users, a.cutoffs, a.max_train_rows)}  # fmt: skip
     if not a.skip_spark:
-        res["label_building"] = label_building(a.lake_users, a.data_dir)
+        res["label_building"] = [label_building(n, a.data_dir) for n in a.lake_users]
     res["load_average_end"] = os.getloadavg()
     OUT.mkdir(exist_ok=True)
     (OUT / "propensity.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
@@ -216,19 +228,27 @@ def main() -> None:
         f"frames, {m['peak_rss_gib']['after_training']} GiB after training, "
         f"{m['peak_rss_gib']['after_scoring']} GiB after scoring.",
     ]  # fmt: skip
-    if "label_building" in res:
-        lb = res["label_building"]
+    for lb in res.get("label_building", []):
+        peer = (f"peer, the same computation in one pandas process on the same files: {lb['pandas_examples_seconds']} s"
+                if lb["pandas_examples_seconds"] is not None else
+                f"no peer (above {PEER_MAX_EVENTS:,} events one pandas process would hold every event)")  # fmt: skip
         lines.append(f"- Training examples (what `propensity train` builds before fitting: cutoffs, category price "
                      f"references, every feature, window and label of {lb['cutoffs']} cutoffs, collected as float32) "
                      f"on an ingested lake of {lb['lake_users']:,} generated users / {lb['events']:,} events: "
-                     f"**{lb['spark_examples_seconds']} s** on Spark for {lb['examples']:,} examples; peer, the same "
-                     f"computation in one pandas process on the same files: {lb['pandas_examples_seconds']} s.")  # fmt: skip
+                     f"**{lb['spark_examples_seconds']} s** on Spark for {lb['examples']:,} examples; {peer}.")  # fmt: skip
         q = lb["generator_models"]
-        lines.append("- Both models trained on those examples (the generator's personas; issue floors: boosted "
+        lines.append("  Both models trained on those examples (the generator's personas; issue floors: boosted "
                      "ROC AUC >= 0.80 and above logistic, ECE <= 0.03): "
                      + "; ".join(f"{k} ROC AUC {v['roc_auc']:.3f}, ECE {v['ece']:.4f} ({v['calibration'] or 'uncalibrated'})"
                                  for k, v in q.items())
                      + f" on {next(iter(q.values()))['validation_users']:,} validation users; shipped {lb['generator_shipped']}.")  # fmt: skip
+    if res.get("label_building"):
+        big = max(res["label_building"], key=lambda lb: lb["events"])
+        per_user = big["spark_examples_seconds"] / big["lake_users"]
+        total = per_user * m["users"] + m["train_compare_seconds"]
+        lines.append(f"- Extrapolated, not measured: examples for {m['users']:,} users at the largest lake's rate "
+                     f"({per_user * 1e6:.1f} s per million users) take {per_user * m['users']:.0f} s; with the model "
+                     f"side above, training takes about {total:.0f} s (goal <= 300 s).")  # fmt: skip
     (OUT / "propensity.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
