@@ -101,7 +101,7 @@ def compute_activity_local(events: pd.DataFrame, as_of: datetime | str | None = 
     etype = ev["event_type"].to_numpy(dtype=object)
     price = ev["price"].to_numpy(dtype=float)
     cols: dict[str, np.ndarray] = {"user_key": np.asarray(users)}
-    sessions = pd.factorize(key_array(ev[session_col]))[0] if any(a.kind == "sessions" for a in ACTIVITY) else None
+    sessions = pd.factorize(key_array(ev[session_col]))[0]
     for a in ACTIVITY:
         of_type = np.ones(len(ev), dtype=bool) if a.event_type is None else etype == a.event_type
         if a.kind == "days_since":

@@ -20,7 +20,7 @@ What needs all chunks at once goes through the store in buckets instead of throu
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from etl.lines import (
     QUARANTINED,
     classify_batch,
 )
+from etl.spark_tasks import one_task_each
 
 __all__ = [
     "ACCEPTED", "DUPLICATE", "QUARANTINED", "SUSPICIOUS_SCHEMA", "Chunk", "LocalChunk", "bucket_count",
@@ -181,19 +182,8 @@ def bucket_count(spark: SparkSession) -> int:
 
 
 def _one_task_each(spark: SparkSession, n: int, fn: Callable[[int], pa.Table], schema: T.StructType) -> list:
-    """The rows of ``fn(i)`` for i in 0..n-1 (a chunk, a bucket), each call in a Spark task of its own.
-
-    The tasks are driven by ``spark.range`` with one row per partition, not by a DataFrame made from a
-    Python RDD: no Python worker has to turn pickled rows into each task's input first (that saved
-    about 0.8 s on a run's first job and 0.1 s on each later one, on 2 cores).
-    """
-
-    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for i in batch.column(0).to_pylist():
-                yield from fn(i).to_batches(max_chunksize=1 << 20)
-
-    return spark.range(0, n, 1, max(n, 1)).mapInArrow(run, schema).collect()
+    """The rows of ``fn(i)`` for i in 0..n-1 (a chunk, a bucket), each call in a Spark task of its own."""
+    return one_task_each(spark, n, lambda i: fn(i).to_batches(max_chunksize=1 << 20), schema).collect()
 
 
 def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes,

@@ -26,6 +26,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from etl.spark_tasks import one_task_each
+
 __all__ = ["per_user_bucket"]
 
 #: Lake event files per user bucket (~370k events each in a generated month): a few million events
@@ -57,13 +59,11 @@ def per_user_bucket(
     returns a table of ``schema``.
     """
     buckets = max(int(spark.conf.get("spark.sql.shuffle.partitions")), math.ceil(len(keys) / FILES_PER_BUCKET))
-    columns, dictionary = list(columns), list(read_dictionary) or None
+    keys, columns, dictionary = list(keys), list(columns), list(read_dictionary) or None
 
-    def cut(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for key in batch.column(0).to_pylist():
-                table = pq.read_table(io.BytesIO(store.read_bytes(key)), columns=columns, read_dictionary=dictionary)
-                yield from _blobs(prepare(table), buckets)
+    def cut(i: int) -> Iterator[pa.RecordBatch]:
+        table = pq.read_table(io.BytesIO(store.read_bytes(keys[i])), columns=columns, read_dictionary=dictionary)
+        yield from _blobs(prepare(table), buckets)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         by_bucket: dict[int, list[pl.DataFrame]] = {}
@@ -73,8 +73,7 @@ def per_user_bucket(
         for parts in by_bucket.values():
             yield from work(pl.concat(parts)).to_batches()
 
-    files = spark.createDataFrame(spark.sparkContext.parallelize([(k,) for k in keys], max(len(keys), 1)), "key string")
-    blobs = files.mapInArrow(cut, _BLOBS).repartition(buckets, "bucket")
+    blobs = one_task_each(spark, len(keys), cut, _BLOBS).repartition(buckets, "bucket")
     return blobs.mapInArrow(run, from_arrow_schema(schema))
 
 

@@ -1,6 +1,6 @@
 """``shoplens propensity train|score``: purchase propensity wired to the lake.
 
-Train builds the stacked examples of every weekly cutoff in one pass over the events (:mod:`etl.labels`),
+Train builds the stacked examples of every weekly cutoff, all cutoffs of a user in one task (:mod:`etl.labels`),
 fits the logistic baseline and the boosted model on the training cutoffs, evaluates both on the
 validation cutoff (the most recent one whose label window is complete), ships the one with the best
 validation ROC AUC and publishes::
