@@ -23,6 +23,8 @@ from minio import Minio
 
 DEFAULT_ACCESS_KEY = "shoplens-test-access"
 DEFAULT_SECRET_KEY = "shoplens-test-secret-0123456789"
+#: Volumes the test server may create (see start_server): far more than a test run's buckets need.
+MAX_VOLUMES = 2000
 
 
 class S3ServerError(RuntimeError):
@@ -131,6 +133,10 @@ def start_server(
         f"-admin.port.grpc={adming}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
+        # Every bucket is a collection with volumes of its own, and by default the number of volumes is
+        # free disk / volume size: a run's later buckets got "no writable volumes" (HTTP 500) on a host
+        # with 55 GB free. Volume files grow as written, so a high cap reserves nothing.
+        f"-volume.max={MAX_VOLUMES}",
     ]
     # TMPDIR keeps the gRPC sockets SeaweedFS creates in the temp dir inside our own directory.
     env = {
