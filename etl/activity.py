@@ -3,14 +3,19 @@
 The purchase-propensity model (``shoplens propensity``) adds these to the per-user features of
 :mod:`etl.features`: how much a user did in the last 1, 7 and 28 days before a reference time
 ``as_of``, and how long ago their last event, cart and purchase were. :data:`ACTIVITY` declares each
-column once as data (what it counts, over which window), and :func:`compute_activity_local`
-(numpy/pandas) is its one computation: in the Spark tasks that build the training examples and the
-batch scores (:mod:`etl.labels`, per user bucket), in ``shoplens predict`` and in the dashboard.
+column once as data (what it counts, over which window), and :func:`activity_frame` is its one
+computation: in the Spark tasks that build the training examples and the batch scores
+(:mod:`etl.labels`, per user bucket), in ``shoplens predict`` and in the dashboard
+(:func:`compute_activity_local`). Why polars: one group-by with a filtered aggregation per column
+reads the events once, multi-threaded, where the numpy version masked every column separately and
+took 13 s for 10.7M events against polars' 2.7 s.
 
 Conventions: a window of ``w`` days is ``(as_of - w days, as_of]`` (an event exactly at ``as_of``
 counts, one exactly ``w`` days before does not); only events at or before ``as_of`` are ever read;
 ``days_since_*`` are fractional days ``(as_of - time of the last such event) / 1 day``, null when
-there is none. All arithmetic is on epoch microseconds (UTC), like :mod:`etl.aggregates`. This module
+there is none in the last :data:`LOOKBACK_DAYS` (28) days. So every column reads only the last 28
+days: a user with nothing there has :data:`ABSENT` values, and the batch scores read only the event
+files of those days (the per-user features cover longer: ``recency_days``, ``tenure_days``, ...). All arithmetic is on epoch microseconds (UTC), like :mod:`etl.aggregates`. This module
 imports no pyspark.
 """
 
@@ -20,14 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import numpy as np
 import pandas as pd
+import polars as pl
 
 from etl.local_features import key_array
 
 US_PER_DAY = 86_400_000_000
 #: Window lengths in days.
 WINDOWS: tuple[int, ...] = (1, 7, 28)
+#: How far back any activity column looks: the longest window.
+LOOKBACK_DAYS: int = max(WINDOWS)
+#: Event columns the activity reads (lake names).
+ACTIVITY_EVENT_COLUMNS: tuple[str, ...] = ("user_key", "session_key", "event_time", "event_type", "price")
 
 Kind = Literal["count", "sessions", "spend", "days_since"]
 
@@ -60,15 +69,18 @@ ACTIVITY: tuple[Activity, ...] = (
     ),
     Activity("spend_28d", "spend", "purchase", 28, f"Sum of price over purchase events {_window_text(28)}."),
     Activity("days_since_last_event", "days_since", None, None,
-             "(as_of - time of the last event) in fractional days."),
+             f"(as_of - time of the last event) in fractional days; null without one in the last {LOOKBACK_DAYS} days."),
     Activity("days_since_last_cart", "days_since", "cart", None,
-             "(as_of - time of the last cart event) in fractional days; null without one."),
+             f"(as_of - time of the last cart event) in fractional days; null without one in the last {LOOKBACK_DAYS} days."),
     Activity("days_since_last_purchase", "days_since", "purchase", None,
-             "(as_of - time of the last purchase event) in fractional days; null without one."),
+             f"(as_of - time of the last purchase event) in fractional days; null without one in the last "
+             f"{LOOKBACK_DAYS} days."),
 )  # fmt: skip
 ACTIVITY_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIVITY)
 #: Column -> dtype, in the order of :data:`ACTIVITY` (counts are long, the rest double).
 ACTIVITY_DTYPES: dict[str, str] = {a.name: "long" if a.kind in ("count", "sessions") else "double" for a in ACTIVITY}
+#: The columns of a user with no event in the last :data:`LOOKBACK_DAYS` days (counts and spend 0).
+ABSENT: dict[str, float] = {a.name: float("nan") if a.kind == "days_since" else 0.0 for a in ACTIVITY}
 
 
 def as_of_micros(as_of: datetime | str) -> int:
@@ -79,55 +91,73 @@ def as_of_micros(as_of: datetime | str) -> int:
     return round(when.timestamp() * 1_000_000)
 
 
-def compute_activity_local(events: pd.DataFrame, as_of: datetime | str | None = None) -> pd.DataFrame:
+_POLARS_DTYPES: dict[str, type[pl.DataType]] = {n: pl.Int64 if t == "long" else pl.Float64 for n, t in ACTIVITY_DTYPES.items()}
+
+
+def compute_activity_local(events: pd.DataFrame | pl.DataFrame, as_of: datetime | str | int | None = None) -> pd.DataFrame:
     """``user_key`` + every :data:`ACTIVITY` column, one row per user with an event at or before ``as_of``.
 
-    ``events`` has ``user_key`` (or ``user_id``), ``session_key`` (or ``user_session``), ``event_time``
-    (naive = UTC), ``event_type`` and ``price``. ``as_of`` None = the latest event of ``events``.
-    Rows are sorted by user_key (like :func:`etl.local_features.compute_features_local`).
+    ``events`` (pandas or polars) has ``user_key`` (or ``user_id``), ``session_key`` (or
+    ``user_session``), ``event_time`` (naive = UTC), ``event_type`` and ``price``. ``as_of``: a time,
+    epoch microseconds, or None for the latest event of ``events``. Rows are sorted by user_key (like
+    :func:`etl.local_features.compute_features_local`).
     """
-    user_col = "user_key" if "user_key" in events.columns else "user_id"
-    session_col = "session_key" if "session_key" in events.columns else "user_session"
-    us = pd.to_datetime(events["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy()
-    if len(events) == 0:
-        return pd.DataFrame({"user_key": pd.Series(dtype=object),
-                             **{n: pd.Series(dtype="int64" if t == "long" else float) for n, t in ACTIVITY_DTYPES.items()}})  # fmt: skip
-    cut = int(us.max()) if as_of is None else as_of_micros(as_of)
-    keep = us <= cut
-    ev = events.loc[keep]
-    us = us[keep]
-    codes, users = pd.factorize(key_array(ev[user_col]), sort=True)
-    nu = len(users)
-    etype = ev["event_type"].to_numpy(dtype=object)
-    price = ev["price"].to_numpy(dtype=float)
-    cols: dict[str, np.ndarray] = {"user_key": np.asarray(users)}
-    sessions = pd.factorize(key_array(ev[session_col]))[0]
+    return activity_frame(activity_columns(events), as_of).rename({"user": "user_key"}).to_pandas()
+
+
+def activity_frame(columns: pl.DataFrame, as_of: datetime | str | int | None = None) -> pl.DataFrame:
+    """The activity columns of :func:`activity_columns`-shaped events (``user, session, us, etype,
+    price``), keyed by ``user``: one polars group-by with a filtered aggregation per column."""
+    if columns.height == 0:
+        return pl.DataFrame(schema={"user": columns.schema["user"], **_POLARS_DTYPES})
+    cut = int(columns["us"].max()) if as_of is None else as_of if isinstance(as_of, int) else as_of_micros(as_of)
+    us, etype = pl.col("us"), pl.col("etype")
+    aggs: list[pl.Expr] = []
     for a in ACTIVITY:
-        of_type = np.ones(len(ev), dtype=bool) if a.event_type is None else etype == a.event_type
+        of_type = pl.lit(True) if a.event_type is None else etype == a.event_type
         if a.kind == "days_since":
-            last = np.full(nu, np.iinfo(np.int64).min)
-            np.maximum.at(last, codes[of_type], us[of_type])
-            cols[a.name] = np.where(last == np.iinfo(np.int64).min, np.nan, (cut - last) / US_PER_DAY)
+            recent = of_type & (us > cut - LOOKBACK_DAYS * US_PER_DAY)
+            aggs.append(((cut - us.filter(recent).max()) / US_PER_DAY).alias(a.name))
             continue
         inside = of_type & (us > cut - a.days * US_PER_DAY)
         if a.kind == "count":
-            cols[a.name] = np.bincount(codes[inside], minlength=nu).astype(np.int64)
+            expr = inside.sum().cast(pl.Int64)
         elif a.kind == "spend":
-            cols[a.name] = np.bincount(codes[inside], weights=price[inside], minlength=nu)
-        else:  # sessions: distinct (user, session) pairs with an event in the window
-            n_sessions = int(sessions.max()) + 1
-            pairs = np.unique(codes[inside].astype(np.int64) * n_sessions + sessions[inside])
-            cols[a.name] = np.bincount(pairs // n_sessions, minlength=nu).astype(np.int64)
-    return pd.DataFrame(cols)
+            expr = pl.col("price").filter(inside).sum().cast(pl.Float64)
+        else:  # sessions: distinct sessions of the user with an event in the window
+            expr = pl.col("session").filter(inside).n_unique().cast(pl.Int64)
+        aggs.append(expr.alias(a.name))
+    return columns.filter(us <= cut).group_by("user").agg(aggs).sort("user")
+
+
+def activity_columns(events: pd.DataFrame | pl.DataFrame) -> pl.DataFrame:
+    """``user, session, us`` (epoch microseconds, UTC), ``etype, price`` of pandas or polars events."""
+    user_col = "user_key" if "user_key" in events.columns else "user_id"
+    session_col = "session_key" if "session_key" in events.columns else "user_session"
+    if isinstance(events, pl.DataFrame):
+        return events.select(
+            user=pl.col(user_col), session=pl.col(session_col), us=pl.col("event_time").dt.epoch("us"),
+            etype=pl.col("event_type").cast(pl.String), price=pl.col("price").cast(pl.Float64),
+        )  # fmt: skip
+    return pl.DataFrame({
+        "user": key_array(events[user_col]), "session": key_array(events[session_col]),
+        "us": pd.to_datetime(events["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy(),
+        "etype": events["event_type"].astype(object).to_numpy(), "price": events["price"].to_numpy(dtype=float),
+    })  # fmt: skip
 
 
 __all__ = [
+    "ABSENT",
     "ACTIVITY",
     "ACTIVITY_DTYPES",
+    "ACTIVITY_EVENT_COLUMNS",
     "ACTIVITY_NAMES",
+    "LOOKBACK_DAYS",
     "US_PER_DAY",
     "WINDOWS",
     "Activity",
+    "activity_columns",
+    "activity_frame",
     "as_of_micros",
     "compute_activity_local",
 ]

@@ -40,7 +40,14 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from etl.activity import ACTIVITY_DTYPES, US_PER_DAY, as_of_micros, compute_activity_local
+from etl.activity import (
+    ACTIVITY_DTYPES,
+    ACTIVITY_EVENT_COLUMNS,
+    US_PER_DAY,
+    activity_columns,
+    activity_frame,
+    as_of_micros,
+)
 from etl.local_features import FEATURE_DTYPES, compute_features_local, reference_means
 from etl.user_buckets import per_user_bucket
 
@@ -186,22 +193,23 @@ def examples_of_users(
     ``narrow`` ones rounded to float32 (to nearest, as numpy does).
     """
     schema = examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow)
-    ev = events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # 19-digit category ids
-    us = ev["event_time"].dt.as_unit("us").astype("int64").to_numpy()
-    buys = ev["event_type"].to_numpy(dtype=object) == "purchase"
+    events = events.sort("user_key", "event_time")  # once: every cutoff's subset is then in the twins' order
+    columns = activity_columns(events)
+    us = columns["us"].to_numpy()
+    # the base features' twin reads pandas: converted once, only when they are wanted
+    ev = None if prices is None else events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # 19-digit category ids
     parts = []
     for c in cutoffs_us:
-        before = ev.loc[us <= c]
-        if before.empty:
+        frame = activity_frame(columns, c).rename({"user": "user_key"}).to_pandas()
+        if frame.empty:
             continue
         when = pd.Timestamp(c, unit="us", tz="UTC").to_pydatetime()
-        frame = compute_activity_local(before, as_of=when)
-        if prices is not None:
-            base = compute_features_local(before, as_of=when, category_reference=prices[c])
+        if ev is not None and prices is not None:
+            base = compute_features_local(ev.loc[us <= c], as_of=when, category_reference=prices[c])
             frame = base.merge(frame, on="user_key", how="inner", validate="one_to_one")
         if horizon_days is not None:
-            inside = buys & (us > c) & (us <= c + horizon_days * US_PER_DAY)
-            frame[LABEL] = frame["user_key"].isin(ev.loc[inside, "user_key"]).astype("int32")
+            inside = (us > c) & (us <= c + horizon_days * US_PER_DAY) & (columns["etype"] == "purchase").to_numpy()
+            frame[LABEL] = frame["user_key"].isin(columns["user"].to_numpy()[inside]).astype("int32")
         frame.insert(0, CUTOFF, pd.Timestamp(c, unit="us", tz="UTC"))
         frame = frame.rename(columns={"user_key": USER_CODE})
         for column in narrow:  # nullable integers too: a missing value becomes NaN
@@ -212,7 +220,7 @@ def examples_of_users(
 
 def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Sequence[datetime],
               horizon_days: int | None, prices: Mapping[int, pd.Series] | None,
-              narrow: Collection[str] = ()) -> DataFrame:  # fmt: skip
+              narrow: Collection[str] = (), columns: Sequence[str] = EVENT_COLUMNS) -> DataFrame:  # fmt: skip
     cuts = _micros(cutoffs)
     # events after the last window that is read are never needed: dropped before the shuffle
     last = pa.scalar(cuts[-1] + (horizon_days or 0) * US_PER_DAY, pa.timestamp("us", tz="UTC"))
@@ -224,7 +232,7 @@ def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Seq
                                  session_key=pl.Series(key_codes(table["session_key"])))  # fmt: skip
 
     return per_user_bucket(
-        spark, store, keys, EVENT_COLUMNS, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
+        spark, store, keys, columns, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
         examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow),
         prepare=coded, read_dictionary=("user_key", "session_key"),
     )  # fmt: skip
@@ -251,8 +259,10 @@ def training_examples(
 
 
 def activity_features(spark: SparkSession, store: Any, keys: Sequence[str], as_of: datetime) -> DataFrame:
-    """``cutoff, user_code`` + the activity columns at ``as_of``, for every user with an event by then."""
-    return _per_user(spark, store, keys, [as_of], None, None)
+    """``cutoff, user_code`` + the activity columns at ``as_of``, for every user with an event by then in
+    the files ``keys``. The columns read only the last :data:`etl.activity.LOOKBACK_DAYS` days, so the
+    files of those days are enough: a user with no event in them has :data:`etl.activity.ABSENT`."""
+    return _per_user(spark, store, keys, [as_of], None, None, columns=ACTIVITY_EVENT_COLUMNS)
 
 
 __all__ = [

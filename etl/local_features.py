@@ -212,6 +212,28 @@ def _holiday_start(day: np.ndarray) -> np.ndarray:
     return nov1 + 18 + np.mod(3 - np.mod(nov1 + 3, 7), 7)
 
 
+def _in_holiday_peak(day: np.ndarray) -> np.ndarray:
+    """``day >= _holiday_start(day)``, the calendar worked out once per day of the events' span."""
+    first = int(day.min())
+    span = np.arange(first, int(day.max()) + 1)
+    return (span >= _holiday_start(span))[day - first]
+
+
+def _user_time_order(u: np.ndarray, us: np.ndarray) -> np.ndarray | slice:
+    """The permutation sorting events by (user code, time); a no-op slice when they already are (the
+    training examples sort each bucket once for all its cutoffs)."""
+    du, dt = np.diff(u), np.diff(us)
+    if bool(np.all((du > 0) | ((du == 0) & (dt >= 0)))):
+        return slice(None)
+    return np.lexsort((us, u))
+
+
+def _position(names: Any, name: str) -> int:
+    """Index of ``name`` among factorized ``names``; -1 (matches no code) when absent."""
+    hits = np.flatnonzero(np.asarray(names, dtype=object) == name)
+    return int(hits[0]) if len(hits) else -1
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den as float, NaN (null) when den is 0."""
     num = np.asarray(num, dtype=float)
@@ -344,14 +366,15 @@ def _feature_columns(
     # -- event level (sorted by user, then time, so each user's events are contiguous)
     u_all, users = pd.factorize(e.user, sort=True)
     us_all = e.us
-    order = np.lexsort((us_all, u_all))
+    order = _user_time_order(u_all, us_all)
     u = u_all[order]
     us = us_all[order]
     nu = len(users)
-    etype = e.event_type[order]
+    t_code, t_names = pd.factorize(e.event_type[order])  # compare small codes, not Python strings
     price = e.price[order]
-    is_view, is_cart = etype == "view", etype == "cart"
-    is_removal, is_purchase = etype == "remove_from_cart", etype == "purchase"
+    is_view, is_cart, is_removal, is_purchase = (
+        t_code == _position(t_names, t) for t in ("view", "cart", "remove_from_cart", "purchase")
+    )
 
     day = np.floor_divide(us, US_PER_DAY)
     hour = np.floor_divide(np.mod(us, US_PER_DAY), US_PER_HOUR)
@@ -375,7 +398,7 @@ def _feature_columns(
 
     # -- sessions: (user, session) pairs
     s_local, s_names = pd.factorize(e.session[order])
-    s_pairs, s_code = np.unique(u * len(s_names) + s_local, return_inverse=True)
+    s_code, s_pairs = pd.factorize(u * len(s_names) + s_local)  # hashed: every use below is order-free
     ns = len(s_pairs)
     s_user = s_pairs // len(s_names)
     s_first = np.full(ns, np.iinfo(np.int64).max)
@@ -400,7 +423,8 @@ def _feature_columns(
     branded = b_local >= 0
     brand_conc = np.full(nu, np.nan)
     if branded.any():
-        b_pairs, b_count = np.unique(u[branded] * len(b_names) + b_local[branded], return_counts=True)
+        b_code, b_pairs = pd.factorize(u[branded] * len(b_names) + b_local[branded])
+        b_count = np.bincount(b_code)
         b_user = b_pairs // len(b_names)
         square = np.bincount(b_user, weights=(b_count * b_count).astype(float), minlength=nu)
         total = np.bincount(b_user, weights=b_count.astype(float), minlength=nu)
@@ -410,8 +434,8 @@ def _feature_columns(
     priced = e.has_category[order] & (price > 0)
     price_level = np.full(nu, np.nan)
     if priced.any():
-        cats, c_local = np.unique(e.category_id[order][priced], return_inverse=True)
-        pairs, p_code = np.unique(u[priced] * len(cats) + c_local, return_inverse=True)
+        c_local, cats = pd.factorize(e.category_id[order][priced])
+        p_code, pairs = pd.factorize(u[priced] * len(cats) + c_local)
         n_priced = np.bincount(p_code).astype(float)
         sum_log_price = np.bincount(p_code, weights=np.log(price[priced]))
         pair_user, pair_cat = pairs // len(cats), pairs % len(cats)
@@ -476,7 +500,7 @@ def _feature_columns(
         "price_level": price_level,
         "weekend_share": _ratio(count(weekday >= 5), n_events),
         **{f"{band}_share": _ratio(hours[band], n_events) for band in HOUR_BANDS},
-        "holiday_share": _ratio(count(day >= _holiday_start(day)), n_events),
+        "holiday_share": _ratio(count(_in_holiday_peak(day)), n_events),
         "first_event_time": first_us,
         "last_event_time": last_us,
         "last_purchase_time": last_buy_us,

@@ -22,7 +22,7 @@ import json
 import secrets
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,13 @@ class Lake:
     def committed_run_ids(self) -> list[str]:
         return [r["run_id"] for r in self.runs() if r.get("status") == "committed"]
 
-    def committed_files(self, dataset: str) -> list[str]:
-        """Store keys of a run-scoped dataset's Parquet files, from committed runs only."""
+    def committed_files(self, dataset: str, since: date | None = None) -> list[str]:
+        """Store keys of a run-scoped dataset's Parquet files, from committed runs only; with ``since``,
+        only the ``event_date`` partitions from that day on (files of no such partition are kept)."""
         committed = set(self.committed_run_ids())
         return sorted(k for k in self.store.list(dataset)
-                      if k.endswith(".parquet") and "/run_id=" in k and _run_of(k) in committed)  # fmt: skip
+                      if k.endswith(".parquet") and "/run_id=" in k and _run_of(k) in committed
+                      and (since is None or _event_date(k) is None or _event_date(k) >= since))  # fmt: skip
 
     def ledger(self) -> dict[str, dict[str, Any]]:
         """Content hash -> file record, for every file ingested by a committed run."""
@@ -226,6 +228,12 @@ def runs_table(runs: list[dict[str, Any]], keep: int = 50) -> pd.DataFrame:
         for r in sorted(runs, key=lambda r: r.get("run_id") or "", reverse=True)[:keep]
     ]
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+
+
+def _event_date(key: str) -> date | None:
+    """The day of a key's ``event_date=YYYY-MM-DD`` partition, None without one."""
+    _, found, rest = key.partition("event_date=")
+    return date.fromisoformat(rest[:10]) if found else None
 
 
 def _run_of(key: str) -> str:

@@ -10,7 +10,8 @@ validation ROC AUC and publishes::
     models/propensity/_current.json                                  (the commit point)
 
 Score applies the shipped light artifact (numpy, no refit) to every user of the current features
-(as of the lake's latest event) joined with the recent-activity windows computed at that time, and
+(as of the lake's latest event) joined with the recent-activity windows computed at that time (from
+the event files of the last 28 days only: nothing older enters a window, :mod:`etl.activity`), and
 publishes ``propensity/<version>/`` (user_key, propensity, decile, model_version, as_of); the pointer
 carries the decile cut points and the mean propensity per segment (small, for the dashboard).
 Layout and columns: docs/outputs.md.
@@ -22,7 +23,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
+from etl.activity import ABSENT, LOOKBACK_DAYS
 from etl.labels import (
     CUTOFF,
     LABEL,
@@ -212,12 +214,14 @@ def score_features(
 
     ``activity`` is keyed by ``user_code`` (:func:`etl.labels.key_codes`); the features' keys are coded
     the same way, and two users sharing a code (about 2.4e-7 for 3 million users) is an error rather
-    than a silent merge.
+    than a silent merge. A user missing from ``activity`` (no event in its lookback) has
+    :data:`etl.activity.ABSENT`.
     """
     codes = key_codes(pa.array(features["user_key"].to_numpy(dtype=object), pa.string())).to_numpy()
     if len(np.unique(codes)) != len(codes):
         raise ValueError("two users share the 64-bit code of their key: propensity scores cannot tell them apart")
     frame = features.assign(**{USER_CODE: codes}).merge(activity, on=USER_CODE, how="left", validate="one_to_one")
+    frame = frame.fillna(ABSENT)  # counts and spend 0; days_since stay null
     p = scorer.predict_proba(frame)
     cuts = decile_cuts(p) if len(p) else np.zeros(9)
     deciles = scorer.with_deciles(cuts).deciles_of(p)
@@ -248,7 +252,7 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     if features.empty:
         raise ValueError("the features table is empty: ingest events and run `shoplens features`")
     as_of = pd.to_datetime(features["as_of"], utc=True).max().to_pydatetime()
-    keys = lake.committed_files(EVENTS)
+    keys = lake.committed_files(EVENTS, since=(as_of - timedelta(days=LOOKBACK_DAYS)).date())
     if not keys:
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
     activity = activity_features(spark, lake.store, keys, as_of).drop(CUTOFF).toArrow().to_pandas()

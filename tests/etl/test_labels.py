@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl.activity import ACTIVITY_NAMES, as_of_micros, compute_activity_local
+from etl.activity import ABSENT, ACTIVITY_NAMES, as_of_micros, compute_activity_local
 from etl.features import FEATURE_NAMES
 from etl.generate import generate
 from etl.labels import (
@@ -181,6 +181,10 @@ def test_activity_windows_by_hand():
     assert a.loc["a", "days_since_last_purchase"] == pytest.approx(27 + 23 / 24)
     assert a.loc["b", "events_28d"] == 0  # exactly 28 days before: outside (as_of - 28 days, as_of]
     assert np.isnan(a.loc["b", "days_since_last_cart"])
+    # b exists at as_of but has nothing in the 28-day lookback: ABSENT, nothing older is read
+    assert np.isnan(a.loc["b", "days_since_last_event"])
+    pd.testing.assert_series_equal(a.loc["b", list(ABSENT)].astype(float), pd.Series(ABSENT), check_names=False)
+    assert a.loc["a", "days_since_last_event"] == 0.0
 
 
 def test_weekly_cutoffs_end_at_the_last_complete_label_window():

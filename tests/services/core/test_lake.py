@@ -82,6 +82,18 @@ def test_publish_run_dataset_layout_moves_files(lake: Lake, tmp_path: Path) -> N
     assert lake.publish_run_dataset(tmp_path / "missing", QUARANTINE, "R1") == 0
 
 
+def test_committed_files_since_a_day_keep_that_day_on(lake: Lake, tmp_path: Path) -> None:
+    days = ["2019-10-01", "2019-10-28", "2019-10-29", "2019-11-30"]
+    lake.publish_run_dataset(_files(tmp_path / "ev", [f"event_date={d}/part-{i}.parquet" for i, d in enumerate(days)]),
+                             EVENTS, "r1")  # fmt: skip
+    lake.publish_run_dataset(_files(tmp_path / "q", ["part-0.parquet"]), QUARANTINE, "r1")
+    lake.write_run(_run("r1", "committed"))
+    since = [k.split("/")[1] for k in lake.committed_files(EVENTS, since=dt.date(2019, 10, 28))]
+    assert since == ["event_date=2019-10-28", "event_date=2019-10-29", "event_date=2019-11-30"]
+    assert len(lake.committed_files(EVENTS)) == 4
+    assert lake.committed_files(QUARANTINE, since=dt.date(2030, 1, 1)) == ["quarantine/run_id=r1/part-0.parquet"]
+
+
 def test_vacuum_removes_only_uncommitted_run_dirs(lake: Lake, tmp_path: Path) -> None:
     for run_id in ("r1", "r10", "r2"):
         stage = _files(tmp_path / run_id / "ev", ["event_date=2019-10-01/part-0.parquet"])

@@ -77,9 +77,12 @@ def test_scores_cover_every_user_with_deciles(lake, trained):
 
 def test_predict_agrees_with_the_batch_scores(lake, trained, feed):
     rows = pd.concat([read_history(p).rows for p in sorted(feed.glob("*.csv.gz"))], ignore_index=True)
-    users = rows["user_id"].drop_duplicates().sample(25, random_state=1).astype(str).tolist()
-    history = rows.loc[rows["user_id"].astype(str).isin(users)]
     as_of = lake.pointer(PROPENSITY)["as_of"]
+    # the batch reads only the last 28 days of event files, predict every event: users on both sides
+    last = pd.to_datetime(rows["event_time"], utc=True).groupby(rows["user_id"].astype(str)).max()
+    recent = last > pd.Timestamp(as_of) - pd.Timedelta(days=28)
+    users = [*last[recent].sample(15, random_state=1).index, *last[~recent].sample(10, random_state=1).index]
+    history = rows.loc[rows["user_id"].astype(str).isin(users)]
     got = score_history(history, load_propensity(lake), as_of=as_of)
     batch = read_propensity(lake).set_index("user_key")
     for u in users:
