@@ -193,11 +193,13 @@ def examples_of_users(
     ``narrow`` ones rounded to float32 (to nearest, as numpy does).
     """
     schema = examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow)
-    events = events.sort("user_key", "event_time")  # once: every cutoff's subset is then in the twins' order
+    ev = None
+    if prices is not None:  # the base features' twin reads pandas: converted once, sorted as it sorts
+        events = events.sort("user_key", "event_time")  # so every cutoff's subset needs no sort of its own
+        ev = events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # 19-digit category ids
     columns = activity_columns(events)
     us = columns["us"].to_numpy()
-    # the base features' twin reads pandas: converted once, only when they are wanted
-    ev = None if prices is None else events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # 19-digit category ids
+    buys = (columns["etype"] == "purchase").to_numpy()
     parts = []
     for c in cutoffs_us:
         frame = activity_frame(columns, c).rename({"user": "user_key"}).to_pandas()
@@ -208,7 +210,7 @@ def examples_of_users(
             base = compute_features_local(ev.loc[us <= c], as_of=when, category_reference=prices[c])
             frame = base.merge(frame, on="user_key", how="inner", validate="one_to_one")
         if horizon_days is not None:
-            inside = (us > c) & (us <= c + horizon_days * US_PER_DAY) & (columns["etype"] == "purchase").to_numpy()
+            inside = buys & (us > c) & (us <= c + horizon_days * US_PER_DAY)
             frame[LABEL] = frame["user_key"].isin(columns["user"].to_numpy()[inside]).astype("int32")
         frame.insert(0, CUTOFF, pd.Timestamp(c, unit="us", tz="UTC"))
         frame = frame.rename(columns={"user_key": USER_CODE})
