@@ -220,6 +220,11 @@ def examples_of_users(
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
+#: String columns read as Parquet dictionaries: each distinct value decoded once per file (the keys
+#: are then coded once per distinct key; the rest become plain strings after the read, still cheaper).
+_DICTIONARY_COLUMNS = frozenset({"user_key", "session_key", "event_type", "category_l1", "brand"})
+
+
 def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Sequence[datetime],
               horizon_days: int | None, prices: Mapping[int, pd.Series] | None,
               narrow: Collection[str] = (), columns: Sequence[str] = EVENT_COLUMNS) -> DataFrame:  # fmt: skip
@@ -236,7 +241,7 @@ def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Seq
     return per_user_bucket(
         spark, store, keys, columns, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
         examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow),
-        prepare=coded, read_dictionary=("user_key", "session_key"),
+        prepare=coded, read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS],
     )  # fmt: skip
 
 
