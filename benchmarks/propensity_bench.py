@@ -12,6 +12,10 @@ What is measured (``python benchmarks/propensity_bench.py [--users 3000000] [--l
 2. **Training examples** as ``propensity train`` builds them (:func:`services.jobs.propensity.build_examples`)
    on a lake of ``--lake-users`` generated users (two months, ingested once and kept under ``--data-dir``), vs
    a peer computing the same examples with the same functions in one pandas process, without Spark.
+3. **The two commands end to end** (``--job-users``, e.g. 3000000): on such a lake, ``propensity
+   train`` (examples, both models, report, publish) and then ``propensity score`` (features table +
+   recent activity -> scores for every user -> publish) exactly as the CLI runs them. The features
+   job runs once before scoring (setup, cached with the lake, not timed).
 
 Results go to benchmarks/results/propensity.{json,md}. The machine is shared: the load average at
 start and end is recorded next to the figures.
@@ -177,6 +181,39 @@ def label_building(lake_users: int, data_dir: Path) -> dict:
     }  # fmt: skip
 
 
+def jobs(users: int, data_dir: Path) -> dict:
+    """``propensity train`` then ``propensity score`` on the cached lake of ``users`` users, timed."""
+    from services.core.catalog import EVENTS, FEATURES
+    from services.core.settings import Settings
+    from services.core.spark import get_spark
+    from services.jobs.features import run_features
+    from services.jobs.propensity import PropensityConfig, score, train
+
+    spark = get_spark(Settings(spark_master="local[2]", spark_driver_memory="4g"), "propensity-bench")
+    lake = _lake(spark, data_dir / f"users-{users}", users)
+    if lake.pointer(FEATURES) is None:
+        run_features(spark, lake)
+    load_before = os.getloadavg()
+    t = time.monotonic()
+    trained = train(spark, lake, PropensityConfig())
+    train_s = time.monotonic() - t
+    t = time.monotonic()
+    scored = score(spark, lake)
+    score_s = time.monotonic() - t
+    spark.stop()
+    import pyarrow.parquet as pq
+
+    events = sum(pq.read_metadata(lake.store.local_path(k)).num_rows for k in lake.committed_files(EVENTS))
+    return {
+        "lake_users": users, "events": events, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "train_seconds": round(train_s, 1), "examples_seconds": trained["examples_seconds"],
+        "fit_seconds": trained["fit_seconds"], "examples": trained["examples"], "shipped": trained["shipped"],
+        "models": {k: {"roc_auc": round(m["roc_auc"], 4), "ece": round(m["ece"], 4), "calibration": m["calibration"]}
+                   for k, m in trained["models"].items()},
+        "score_seconds": round(score_s, 1), "scored_users": scored["users"],
+    }  # fmt: skip
+
+
 def _pandas_prices(events, cuts: list[int]) -> dict[int, pd.Series]:
     """The category means of etl.labels.cutoff_prices, in pandas (the peer has no Spark)."""
     from etl.local_features import reference_means
@@ -200,12 +237,15 @@ def main() -> None:
     ap.add_argument("--lake-users", type=int, nargs="+", default=[20_000])
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/shoplens-bench/propensity"))
     ap.add_argument("--skip-spark", action="store_true")
+    ap.add_argument("--job-users", type=int, nargs="*", default=[],
+                    help="lake sizes on which to time `propensity train` and `propensity score` end to end")
     a = ap.parse_args()
     load0 = os.getloadavg()
     res = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
            "load_average_start": load0, "model_side": model_side(a.users, a.cutoffs, a.max_train_rows)}  # fmt: skip
     if not a.skip_spark:
         res["label_building"] = [label_building(n, a.data_dir) for n in a.lake_users]
+        res["jobs"] = [jobs(n, a.data_dir) for n in a.job_users]
     res["load_average_end"] = os.getloadavg()
     OUT.mkdir(exist_ok=True)
     (OUT / "propensity.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
@@ -242,7 +282,15 @@ def main() -> None:
                      + "; ".join(f"{k} ROC AUC {v['roc_auc']:.3f}, ECE {v['ece']:.4f} ({v['calibration'] or 'uncalibrated'})"
                                  for k, v in q.items())
                      + f" on {next(iter(q.values()))['validation_users']:,} validation users; shipped {lb['generator_shipped']}.")  # fmt: skip
-    if res.get("label_building"):
+    for j in res.get("jobs", []):
+        lines.append(f"- **`propensity train` on {j['lake_users']:,} users / {j['events']:,} events: {j['train_seconds']} s** "
+                     f"(goal <= 300 s): examples {j['examples_seconds']:.1f} s for {j['examples']:,} rows, both models "
+                     f"{j['fit_seconds']:.1f} s; " + "; ".join(f"{k} ROC AUC {v['roc_auc']:.3f}, ECE {v['ece']:.4f}"
+                                                           for k, v in j["models"].items())
+                     + f"; shipped {j['shipped']}. **`propensity score`: {j['score_seconds']} s** for "
+                     f"{j['scored_users']:,} users (goal <= 60 s). Load average {j['load_average_before'][0]:.1f} "
+                     f"before, {j['load_average_after'][0]:.1f} after.")  # fmt: skip
+    if res.get("label_building") and not res.get("jobs"):
         big = max(res["label_building"], key=lambda lb: lb["events"])
         per_user = big["spark_examples_seconds"] / big["lake_users"]
         total = per_user * m["users"] + m["train_compare_seconds"]

@@ -227,7 +227,8 @@ _DICTIONARY_COLUMNS = frozenset({"user_key", "session_key", "event_type", "categ
 
 def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Sequence[datetime],
               horizon_days: int | None, prices: Mapping[int, pd.Series] | None,
-              narrow: Collection[str] = (), columns: Sequence[str] = EVENT_COLUMNS) -> DataFrame:  # fmt: skip
+              narrow: Collection[str] = (), columns: Sequence[str] = EVENT_COLUMNS,
+              to_store: str | None = None) -> DataFrame:  # fmt: skip
     cuts = _micros(cutoffs)
     # events after the last window that is read are never needed: dropped before the shuffle
     last = pa.scalar(cuts[-1] + (horizon_days or 0) * US_PER_DAY, pa.timestamp("us", tz="UTC"))
@@ -241,7 +242,7 @@ def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Seq
     return per_user_bucket(
         spark, store, keys, columns, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
         examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow),
-        prepare=coded, read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS],
+        prepare=coded, read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS], to_store=to_store,
     )  # fmt: skip
 
 
@@ -253,6 +254,7 @@ def training_examples(
     prices: Mapping[int, pd.Series],
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     narrow: Collection[str] = (),
+    to_store: str | None = None,
 ) -> DataFrame:
     """The stacked examples of every cutoff: ``cutoff``, ``user_code`` (:func:`key_codes`), every other
     etl.features column, the activity columns and ``label`` (0/1), one row per (cutoff, user with an
@@ -260,9 +262,10 @@ def training_examples(
 
     ``keys``: the lake's event files in ``store``; ``prices``: :func:`cutoff_prices` of the same events;
     ``narrow``: columns rounded to float32 in the tasks (what a model reads anyway: half the memory
-    when the examples are collected, e.g. with ``toArrow``).
+    when the examples are collected, e.g. with ``toArrow``); ``to_store``: a prefix in ``store`` where the
+    tasks write the examples instead (see :func:`etl.user_buckets.read_stored`).
     """
-    return _per_user(spark, store, keys, cutoffs, horizon_days, prices, narrow)
+    return _per_user(spark, store, keys, cutoffs, horizon_days, prices, narrow, to_store=to_store)
 
 
 def activity_features(spark: SparkSession, store: Any, keys: Sequence[str], as_of: datetime) -> DataFrame:

@@ -10,25 +10,31 @@ path cost more than the per-user work itself):
    concatenates its blobs and runs ``work`` on them.
 
 Buckets are a seeded polars hash of ``user_key`` (the same in every task of a run).
+
+A result too big to collect through the driver (the propensity examples of 3M users: several GB,
+past ``spark.driver.maxResultSize`` and a compose driver's 1.5 GB heap) can instead be written by
+the bucket tasks to the store as Arrow IPC files (``to_store``) and read back with :func:`read_stored`:
+the rows never pass through the JVM.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import ipc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.spark_tasks import one_task_each
 
-__all__ = ["per_user_bucket"]
+__all__ = ["STORED", "per_user_bucket", "read_stored"]
 
 #: Lake event files per user bucket (~370k events each in a generated month): a few million events
 #: per bucket task, and several tasks per core.
@@ -39,6 +45,8 @@ _BLOBS: Final[T.StructType] = T.StructType(
     [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.BinaryType(), False)]
 )
 _BLOBS_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("rows", pa.binary(), False)])
+#: What the bucket tasks return with ``to_store``: one row per file written.
+STORED: Final[pa.Schema] = pa.schema([("key", pa.string(), False), ("rows", pa.int64(), False)])
 
 
 def per_user_bucket(
@@ -50,13 +58,16 @@ def per_user_bucket(
     schema: pa.Schema,
     prepare: Callable[[pa.Table], pl.DataFrame] = pl.from_arrow,
     read_dictionary: Sequence[str] = (),
+    to_store: str | None = None,
 ) -> DataFrame:
     """The rows of ``work(events of one user bucket)`` over every bucket, as one DataFrame of ``schema``.
 
     ``keys``: Parquet event files in ``store`` with at least ``columns``. ``prepare`` turns each file's
     rows (``read_dictionary`` columns as Arrow dictionaries, the rest plain) into the polars frame that
     is cut by its ``user_key`` column; ``work`` gets whole users, in no particular row order, and
-    returns a table of ``schema``.
+    returns a table of ``schema``. With ``to_store`` (a prefix in ``store``), each bucket's table is
+    written to ``<to_store>/bucket-<n>.arrow`` (a retried task rewrites the same file) and the
+    DataFrame has :data:`STORED` rows instead.
     """
     buckets = max(int(spark.conf.get("spark.sql.shuffle.partitions")), math.ceil(len(keys) / FILES_PER_BUCKET))
     keys, columns, dictionary = list(keys), list(columns), list(read_dictionary) or None
@@ -70,11 +81,33 @@ def per_user_bucket(
         for batch in batches:
             for bucket, blob in zip(batch.column(0).to_pylist(), batch.column(1), strict=True):
                 by_bucket.setdefault(bucket, []).append(pl.read_ipc_stream(io.BytesIO(blob.as_buffer())))
-        for parts in by_bucket.values():
-            yield from work(pl.concat(parts)).to_batches()
+        for bucket, parts in by_bucket.items():
+            table = work(pl.concat(parts))
+            if to_store is None:
+                yield from table.to_batches()
+                continue
+            key, sink = f"{to_store}/bucket-{bucket:05d}.arrow", pa.BufferOutputStream()
+            with ipc.new_file(sink, schema) as writer:
+                writer.write_table(table)
+            store.write_bytes(key, sink.getvalue().to_pybytes())
+            yield pa.RecordBatch.from_arrays([pa.array([key]), pa.array([table.num_rows], pa.int64())], schema=STORED)
 
     blobs = one_task_each(spark, len(keys), cut, _BLOBS).repartition(buckets, "bucket")
-    return blobs.mapInArrow(run, from_arrow_schema(schema))
+    return blobs.mapInArrow(run, from_arrow_schema(STORED if to_store is not None else schema))
+
+
+def read_stored(store: Any, written: Iterable[tuple[str, int]], schema: pa.Schema) -> pa.Table:
+    """The tables of ``schema`` a ``to_store`` run of :func:`per_user_bucket` wrote, as one table.
+
+    ``written``: the run's collected :data:`STORED` rows, (key, rows) each; a file that does not hold
+    the rows its task reported is an error.
+    """
+    files = sorted((str(key), int(rows)) for key, rows in written)
+    tables = [ipc.open_file(pa.BufferReader(store.read_bytes(key))).read_all() for key, _ in files]
+    for (key, rows), table in zip(files, tables, strict=True):
+        if table.num_rows != rows:
+            raise RuntimeError(f"{key}: {table.num_rows} rows where its task wrote {rows}")
+    return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _blobs(rows: pl.DataFrame, buckets: int) -> Iterator[pa.RecordBatch]:

@@ -40,10 +40,12 @@ from etl.labels import (
     USER_CODE,
     activity_features,
     cutoff_prices,
+    examples_schema,
     key_codes,
     training_examples,
     weekly_cutoffs,
 )
+from etl.user_buckets import read_stored
 from model.propensity import (
     DEFAULT_CAPACITY,
     MODEL_FEATURES,
@@ -53,7 +55,7 @@ from model.propensity import (
     decile_cuts,
     export_artifact,
 )
-from services.core.catalog import EVENTS, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTS
+from services.core.catalog import EVENTS, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTS, STAGING
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
@@ -92,10 +94,16 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig) -> tu
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
     prices = cutoff_prices(events, cuts.all)
     # the model features come back as float32, what the models read (MATRIX_DTYPE; the tasks round to
-    # nearest as numpy does), collected as Arrow: 3M users x 5 cutoffs take about 3.5 GB instead of 7 GB
-    rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices, cfg.horizon_days,
-                             narrow=MODEL_FEATURES)  # fmt: skip
-    return rows.toArrow().to_pandas(), cuts
+    # nearest as numpy does): 3M users x 5 cutoffs take about 3.5 GB instead of 7 GB. The tasks write them
+    # to the store and this process reads them there: past the driver's result limit and heap otherwise
+    prefix = f"{STAGING}/{new_run_id()}/propensity-examples"
+    try:
+        rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices, cfg.horizon_days,
+                                 narrow=MODEL_FEATURES, to_store=prefix)  # fmt: skip
+        table = read_stored(lake.store, rows.collect(), examples_schema(base=True, label=True, narrow=MODEL_FEATURES))
+    finally:
+        lake.store.delete_prefix(prefix)
+    return table.to_pandas(), cuts
 
 
 def split_examples(examples: pd.DataFrame, validation: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:

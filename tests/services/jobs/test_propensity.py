@@ -61,6 +61,7 @@ def test_train_publishes_both_models_and_ships_the_better_one(lake, trained):
     for name in ("artifact.json", "artifacts/logistic.json", "artifacts/boosted.json", "report.md", "report.html",
                  "views/roc.parquet", "views/grid.parquet", "views/calibration.parquet", "views/deciles.parquet"):  # fmt: skip
         assert lake.store.exists(f"{PROPENSITY_MODEL}/{version}/{name}"), name
+    assert not [k for k in lake.store.list("_staging") if "propensity-examples" in k], "the examples' files stay"
     report = lake.store.read_bytes(f"{PROPENSITY_MODEL}/{version}/report.md").decode()
     assert "ROC AUC" in report and "Confusion matrix" in report and "predicted buyer" in report
 
