@@ -208,9 +208,10 @@ def jobs(users: int, data_dir: Path) -> dict:
         "lake_users": users, "events": events, "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "train_seconds": round(train_s, 1), "examples_seconds": trained["examples_seconds"],
         "fit_seconds": trained["fit_seconds"], "examples": trained["examples"], "shipped": trained["shipped"],
+        "examples_phases": trained["examples_phase_seconds"],
         "models": {k: {"roc_auc": round(m["roc_auc"], 4), "ece": round(m["ece"], 4), "calibration": m["calibration"]}
                    for k, m in trained["models"].items()},
-        "score_seconds": round(score_s, 1), "scored_users": scored["users"],
+        "score_seconds": round(score_s, 1), "scored_users": scored["users"], "score_phases": scored["phase_seconds"],
     }  # fmt: skip
 
 
@@ -284,11 +285,13 @@ def main() -> None:
                      + f" on {next(iter(q.values()))['validation_users']:,} validation users; shipped {lb['generator_shipped']}.")  # fmt: skip
     for j in res.get("jobs", []):
         lines.append(f"- **`propensity train` on {j['lake_users']:,} users / {j['events']:,} events: {j['train_seconds']} s** "
-                     f"(goal <= 300 s): examples {j['examples_seconds']:.1f} s for {j['examples']:,} rows, both models "
+                     f"(goal <= 300 s): examples {j['examples_seconds']:.1f} s for {j['examples']:,} rows ("
+                     + ", ".join(f"{k} {v:.1f} s" for k, v in j["examples_phases"].items()) + "), both models "
                      f"{j['fit_seconds']:.1f} s; " + "; ".join(f"{k} ROC AUC {v['roc_auc']:.3f}, ECE {v['ece']:.4f}"
                                                            for k, v in j["models"].items())
                      + f"; shipped {j['shipped']}. **`propensity score`: {j['score_seconds']} s** for "
-                     f"{j['scored_users']:,} users (goal <= 60 s). Load average {j['load_average_before'][0]:.1f} "
+                     f"{j['scored_users']:,} users (goal <= 60 s; phases "
+                     + ", ".join(f"{k} {v:.1f} s" for k, v in j["score_phases"].items()) + "). Load average {j['load_average_before'][0]:.1f} "
                      f"before, {j['load_average_after'][0]:.1f} after.")  # fmt: skip
     if res.get("label_building") and not res.get("jobs"):
         big = max(res["label_building"], key=lambda lb: lb["events"])

@@ -45,7 +45,8 @@ from etl.ingest import (
 )
 from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id, utc_now_iso
-from services.jobs.ingest_summary import FileResult, Timings, reconciled
+from services.core.timings import Timings
+from services.jobs.ingest_summary import FileResult, reconciled
 
 log = logging.getLogger("shoplens.ingest")
 

@@ -24,7 +24,8 @@ from etl.online_retail import (
 )
 from services.core.catalog import DUPLICATES, EVENTS, ORDER_LINES, QUARANTINE, SUSPICIOUS_USERS
 from services.core.lake import Lake
-from services.jobs.ingest_summary import FileResult, Timings, reconciled
+from services.core.timings import Timings
+from services.jobs.ingest_summary import FileResult, reconciled
 
 
 def process_orders(

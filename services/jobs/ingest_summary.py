@@ -5,9 +5,6 @@ Shared by the REES46 path (services/jobs/ingest.py) and the order-export path (i
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,18 +30,6 @@ class FileResult:
     rows_quarantined: int = 0
     duplicates_removed: int = 0
     previous_run_id: str | None = None
-
-
-class Timings(dict):
-    """Seconds spent per phase of a run, reported in the run summary."""
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        t0 = time.monotonic()
-        try:
-            yield
-        finally:
-            self[name] = round(self.get(name, 0.0) + time.monotonic() - t0, 3)
 
 
 def reconciled(counts: dict[tuple[str, str, str | None], int], results: list[FileResult], suspicious: int,

@@ -60,6 +60,7 @@ from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
 from services.core.spark import read_run_dataset
+from services.core.timings import Timings
 from services.jobs.segmentation import category_reference
 from services.reports.propensity import write_propensity_report
 
@@ -85,25 +86,32 @@ class PropensityConfig:
 
 
 # ------------------------------------------------------------------------------------ examples
-def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig) -> tuple[pd.DataFrame, Any]:
+def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
+                   timings: Timings | None = None) -> tuple[pd.DataFrame, Any]:  # fmt: skip
     """(stacked examples of every cutoff as pandas, the Cutoffs); NotEnoughData if too little history."""
+    timings = Timings() if timings is None else timings
     events = read_run_dataset(spark, lake, EVENTS)
     if events is None:
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
+    with timings.phase("event_span"):
+        first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
-    prices = cutoff_prices(events, cuts.all)
+    with timings.phase("category_prices"):
+        prices = cutoff_prices(events, cuts.all)
     # the model features come back as float32, what the models read (MATRIX_DTYPE; the tasks round to
     # nearest as numpy does): 3M users x 5 cutoffs take about 3.5 GB instead of 7 GB. The tasks write them
     # to the store and this process reads them there: past the driver's result limit and heap otherwise
     prefix = f"{STAGING}/{new_run_id()}/propensity-examples"
     try:
-        rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices, cfg.horizon_days,
-                                 narrow=MODEL_FEATURES, to_store=prefix)  # fmt: skip
-        table = read_stored(lake.store, rows.collect(), examples_schema(base=True, label=True, narrow=MODEL_FEATURES))
+        with timings.phase("examples_tasks"):
+            rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices,
+                                     cfg.horizon_days, narrow=MODEL_FEATURES, to_store=prefix).collect()  # fmt: skip
+        with timings.phase("read_examples"):
+            table = read_stored(lake.store, rows, examples_schema(base=True, label=True, narrow=MODEL_FEATURES))
     finally:
         lake.store.delete_prefix(prefix)
-    return table.to_pandas(), cuts
+    with timings.phase("to_pandas"):
+        return table.to_pandas(), cuts
 
 
 def split_examples(examples: pd.DataFrame, validation: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -156,8 +164,8 @@ def metrics_document(comp: Comparison, cuts: Any, version: str, examples: pd.Dat
 def train(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) -> dict[str, Any]:
     """Build examples, fit and compare both models, publish the model version; returns a summary."""
     cfg = cfg or PropensityConfig()
-    t0 = time.monotonic()
-    examples, cuts = build_examples(spark, lake, cfg)
+    t0, timings = time.monotonic(), Timings()
+    examples, cuts = build_examples(spark, lake, cfg, timings)
     t_examples = time.monotonic() - t0
     train_rows, validation = split_examples(examples, cuts.validation)
     _check_labels(train_rows, validation)
@@ -189,7 +197,8 @@ def train(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) 
         "examples": len(examples), "models": {k: {m: r.metrics[m] for m in ("roc_auc", "pr_auc", "base_rate", "ece",
                                                                           "log_loss", "brier", "calibration")}
                                               for k, r in comp.reports.items()},
-        "examples_seconds": round(t_examples, 3), "fit_seconds": round(t_fit, 3), "train_seconds": duration,
+        "examples_seconds": round(t_examples, 3), "examples_phase_seconds": dict(timings),
+        "fit_seconds": round(t_fit, 3), "train_seconds": duration,
     }  # fmt: skip
     log.info("propensity model %s published", version, extra={"stage": "propensity_train", "version": version,
              "shipped": comp.shipped, "duration_seconds": duration})  # fmt: skip
@@ -251,32 +260,36 @@ def by_segment(scores: pd.DataFrame, segments: pd.DataFrame | None) -> list[dict
 
 def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     """Score every user of the current features with the shipped model; publish ``propensity/``."""
-    t0 = time.monotonic()
+    t0, timings = time.monotonic(), Timings()
     current = current_artifact(lake)
     if current is None:
         raise FileNotFoundError("no propensity model yet: run `shoplens propensity train`")
     model_version, artifact = current
-    features, feat_ptr = read_features(lake)
+    with timings.phase("read_features"):
+        features, feat_ptr = read_features(lake)
     if features.empty:
         raise ValueError("the features table is empty: ingest events and run `shoplens features`")
     as_of = pd.to_datetime(features["as_of"], utc=True).max().to_pydatetime()
     keys = lake.committed_files(EVENTS, since=(as_of - timedelta(days=LOOKBACK_DAYS)).date())
     if not keys:
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    activity = activity_features(spark, lake.store, keys, as_of).drop(CUTOFF).toArrow().to_pandas()
-    scorer = LightPropensityScorer(artifact)
-    scores, cuts = score_features(features, activity, scorer)
-    segments = read_segments(lake)
-    seg_means = by_segment(scores, segments)
-    with new_version(lake, PROPENSITY, model_version=model_version, features_version=feat_ptr["version"],
-                     as_of=as_of.astimezone(UTC).isoformat(), n_users=len(scores), decile_cuts=[float(c) for c in cuts],
-                     segments_version=lake.current_version(SEGMENTS), by_segment=seg_means) as staged:  # fmt: skip
+    with timings.phase("activity_windows"):
+        activity = activity_features(spark, lake.store, keys, as_of).drop(CUTOFF).toArrow().to_pandas()
+    with timings.phase("score"):
+        scores, cuts = score_features(features, activity, LightPropensityScorer(artifact))
+    with timings.phase("by_segment"):
+        seg_means = by_segment(scores, read_segments(lake))
+    with timings.phase("publish"), new_version(
+        lake, PROPENSITY, model_version=model_version, features_version=feat_ptr["version"],
+        as_of=as_of.astimezone(UTC).isoformat(), n_users=len(scores), decile_cuts=[float(c) for c in cuts],
+        segments_version=lake.current_version(SEGMENTS), by_segment=seg_means,
+    ) as staged:  # fmt: skip
         staged.write_table("part-00000", scores, SCORES_SCHEMA)
     summary = {
         "status": "published", "version": staged.version, "model_version": model_version,
         "features_version": feat_ptr["version"], "as_of": as_of.isoformat(), "users": len(scores),
         "mean_propensity": float(scores["propensity"].mean()), "by_segment": seg_means,
-        "duration_seconds": round(time.monotonic() - t0, 3),
+        "event_files": len(keys), "phase_seconds": dict(timings), "duration_seconds": round(time.monotonic() - t0, 3),
     }  # fmt: skip
     log.info("propensity scores %s published", staged.version, extra={"stage": "propensity_score",
              "version": staged.version, "users": len(scores)})  # fmt: skip
