@@ -235,16 +235,23 @@ def score_features(
     :data:`etl.activity.ABSENT`.
     """
     codes = key_codes(pa.array(features["user_key"].to_numpy(dtype=object), pa.string())).to_numpy()
-    if len(np.unique(codes)) != len(codes):
+    if not pd.Index(codes).is_unique:
         raise ValueError("two users share the 64-bit code of their key: propensity scores cannot tell them apart")
-    frame = features.assign(**{USER_CODE: codes}).merge(activity, on=USER_CODE, how="left", validate="one_to_one")
-    frame = frame.fillna(ABSENT)  # counts and spend 0; days_since stay null
+    # the activity rows aligned to the features' order (-1: no event in the lookback), only the columns the
+    # model reads: a merge of the whole features table copied 3M x 60 values twice over (10 s at 3M users)
+    at = pd.Index(activity[USER_CODE].to_numpy()).get_indexer(codes)
+    found = at >= 0
+    aligned = {}
+    for name, absent in ABSENT.items():
+        aligned[name] = np.full(len(codes), absent)
+        aligned[name][found] = activity[name].to_numpy(dtype=float)[at[found]]
+    frame = pd.DataFrame({c: aligned[c] if c in aligned else features[c].array for c in scorer.features})
     p = scorer.predict_proba(frame)
     cuts = decile_cuts(p) if len(p) else np.zeros(9)
     deciles = scorer.with_deciles(cuts).deciles_of(p)
     return pd.DataFrame({
-        "user_key": frame["user_key"].to_numpy(), "propensity": p, "decile": deciles.astype("int64"),
-        "model_version": scorer.model_version, "as_of": pd.to_datetime(frame["as_of"], utc=True),
+        "user_key": features["user_key"].to_numpy(), "propensity": p, "decile": deciles.astype("int64"),
+        "model_version": scorer.model_version, "as_of": pd.to_datetime(features["as_of"], utc=True).array,
     }), cuts  # fmt: skip
 
 
