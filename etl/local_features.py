@@ -228,12 +228,6 @@ def _user_time_order(u: np.ndarray, us: np.ndarray) -> np.ndarray | slice:
     return np.lexsort((us, u))
 
 
-def _position(names: Any, name: str) -> int:
-    """Index of ``name`` among factorized ``names``; -1 (matches no code) when absent."""
-    hits = np.flatnonzero(np.asarray(names, dtype=object) == name)
-    return int(hits[0]) if len(hits) else -1
-
-
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """num / den as float, NaN (null) when den is 0."""
     num = np.asarray(num, dtype=float)
@@ -373,7 +367,7 @@ def _feature_columns(
     t_code, t_names = pd.factorize(e.event_type[order])  # compare small codes, not Python strings
     price = e.price[order]
     is_view, is_cart, is_removal, is_purchase = (
-        t_code == _position(t_names, t) for t in ("view", "cart", "remove_from_cart", "purchase")
+        t_code == at for at in pd.Index(t_names).get_indexer(["view", "cart", "remove_from_cart", "purchase"])
     )
 
     day = np.floor_divide(us, US_PER_DAY)
