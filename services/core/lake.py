@@ -72,7 +72,7 @@ class Lake:
         committed = set(self.committed_run_ids())
         return sorted(k for k in self.store.list(dataset)
                       if k.endswith(".parquet") and "/run_id=" in k and _run_of(k) in committed
-                      and (since is None or _event_date(k) is None or _event_date(k) >= since))  # fmt: skip
+                      and (since is None or (day := _event_date(k)) is None or day >= since))  # fmt: skip
 
     def ledger(self) -> dict[str, dict[str, Any]]:
         """Content hash -> file record, for every file ingested by a committed run."""
