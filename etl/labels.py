@@ -13,8 +13,9 @@ For a cutoff time ``c`` and a horizon ``h`` (default 7 days):
 How: every cutoff needs all of a user's events, so the lake's event files go through
 :func:`etl.user_buckets.per_user_bucket` (file tasks cut the events by user bucket, one task per bucket);
 each bucket task computes every cutoff's rows of its users with the Spark-free twins
-(:func:`etl.local_features.compute_features_local`, :func:`etl.activity.compute_activity_local`: numpy
-on whole users, the same definitions the scoring paths use). Why not Spark SQL: its version replicated
+(:class:`etl.local_features.CutoffFeatures`, which codes a bucket's events once for all its cutoffs,
+and :func:`etl.activity.activity_frame`: numpy and polars on whole users, the same definitions the
+scoring paths use). Why not Spark SQL: its version replicated
 every event once per cutoff under a string key ``"<cutoff>:<user>"`` and aggregated those, which took
 31 s for 20,000 users (hours for millions); the bucket tasks read each event once and keep the
 per-cutoff work in vectorized numpy. The category price means per cutoff are lake-wide, so they come
@@ -48,7 +49,7 @@ from etl.activity import (
     activity_frame,
     as_of_micros,
 )
-from etl.local_features import FEATURE_DTYPES, compute_features_local, reference_means
+from etl.local_features import FEATURE_DTYPES, CutoffFeatures, reference_means
 from etl.user_buckets import per_user_bucket
 
 DEFAULT_HORIZON_DAYS = 7
@@ -193,10 +194,9 @@ def examples_of_users(
     ``narrow`` ones rounded to float32 (to nearest, as numpy does).
     """
     schema = examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow)
-    ev = None
-    if prices is not None:  # the base features' twin reads pandas: converted once, sorted as it sorts
-        events = events.sort("user_key", "event_time")  # so every cutoff's subset needs no sort of its own
-        ev = events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # 19-digit category ids
+    base = None
+    if prices is not None:  # the base features' twin reads pandas, and codes the events once for every cutoff
+        base = CutoffFeatures(events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))  # 19-digit category ids
     columns = activity_columns(events)
     us = columns["us"].to_numpy()
     buys = (columns["etype"] == "purchase").to_numpy()
@@ -205,10 +205,8 @@ def examples_of_users(
         frame = activity_frame(columns, c).rename({"user": "user_key"}).to_pandas()
         if frame.empty:
             continue
-        when = pd.Timestamp(c, unit="us", tz="UTC").to_pydatetime()
-        if ev is not None and prices is not None:
-            base = compute_features_local(ev.loc[us <= c], as_of=when, category_reference=prices[c])
-            frame = base.merge(frame, on="user_key", how="inner", validate="one_to_one")
+        if base is not None and prices is not None:
+            frame = base.at(c, prices[c]).merge(frame, on="user_key", how="inner", validate="one_to_one")
         if horizon_days is not None:
             inside = buys & (us > c) & (us <= c + horizon_days * US_PER_DAY)
             frame[LABEL] = frame["user_key"].isin(columns["user"].to_numpy()[inside]).astype("int32")

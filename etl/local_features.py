@@ -31,6 +31,7 @@ __all__ = [
     "CATEGORY_BUCKETS",
     "FEATURE_DTYPES",
     "HOUR_BANDS",
+    "CutoffFeatures",
     "compute_features_local",
     "key_array",
     "raw_feature_columns",
@@ -195,10 +196,13 @@ def reference_means(obj: Any) -> pd.Series:
 
 
 # ----------------------------------------------------------------------------- the features
-def _as_of_micros(as_of: AsOfLocal) -> int | None:
-    """Epoch microseconds of a fixed as-of time (naive = UTC), as etl.features._as_of_column."""
+def _as_of_micros(as_of: AsOfLocal | int) -> int | None:
+    """Epoch microseconds of a fixed as-of time (naive = UTC; an int is already them), as
+    etl.features._as_of_column."""
     if as_of is None or as_of == "last_event":
         return None
+    if isinstance(as_of, int):
+        return as_of
     when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -357,22 +361,130 @@ def _feature_columns(
     e: _Events, as_of: AsOfLocal, category_reference: Any, suspicious_users: Iterable[str] | None
 ) -> dict[str, Any]:
     """The features of :func:`compute_features_local` as numpy columns (see :func:`raw_feature_columns`)."""
-    # -- event level (sorted by user, then time, so each user's events are contiguous)
+    return _coded_columns(_code(e), as_of, category_reference, suspicious_users)
+
+
+class CutoffFeatures:
+    """The features of one event history at several cutoffs, the events sorted and coded once.
+
+    ``CutoffFeatures(events).at(c, reference)`` equals ``compute_features_local(events[event_time <=
+    c], as_of=c, category_reference=reference)``: the training examples take five cutoffs of the same
+    users, and coding each cutoff's subset again (hashing users, sessions, brands and categories) was
+    a third of their time.
+    """
+
+    def __init__(self, events: pd.DataFrame) -> None:
+        arrays = _event_arrays(events)
+        self._coded = None if arrays is None else _code(arrays)
+
+    def at(self, cut: int, category_reference: Any = None) -> pd.DataFrame:
+        """The features as of ``cut`` (epoch microseconds) of the users with an event at or before it."""
+        coded = None if self._coded is None else self._coded.until(cut)
+        if coded is None or len(coded.u) == 0:
+            return _empty_frame()
+        return _features_frame(_coded_columns(coded, cut, category_reference, None))
+
+
+@dataclass(frozen=True)
+class _Coded:
+    """Events sorted by (user, time) with every grouping the features need coded once.
+
+    Codes are dense (0..n-1; -1: the event is in no such group). :meth:`until` keeps the events at or
+    before a time and renumbers the codes present, with no hashing.
+    """
+
+    users: np.ndarray  # the key of each user code
+    u: np.ndarray  # user code per event, non-decreasing
+    us: np.ndarray  # event time, epoch microseconds UTC; non-decreasing within a user
+    is_view: np.ndarray
+    is_cart: np.ndarray
+    is_removal: np.ndarray
+    is_purchase: np.ndarray
+    price: np.ndarray
+    bucket: np.ndarray  # category bucket position per event
+    day: np.ndarray  # days since epoch
+    session: np.ndarray  # (user, session) code per event
+    session_user: np.ndarray  # user code of each (user, session)
+    brand: np.ndarray  # (user, brand) code per event, -1 without a brand
+    brand_user: np.ndarray
+    pair: np.ndarray  # (user, category) code per priced event (price > 0 and a category), -1 otherwise
+    pair_user: np.ndarray
+    pair_cat: np.ndarray  # position in ``cats`` of each (user, category)
+    cats: np.ndarray  # category ids
+    log_price: np.ndarray  # ln(price) of a priced event, 0 otherwise
+
+    def until(self, cut: int) -> _Coded:
+        """The events at or before ``cut`` (epoch microseconds), the codes renumbered over those present."""
+        keep = self.us <= cut
+        u, users = _recode(self.u[keep], len(self.users))
+        session, sessions = _recode(self.session[keep], len(self.session_user))
+        brand, brands = _recode(self.brand[keep], len(self.brand_user))
+        pair, pairs = _recode(self.pair[keep], len(self.pair_user))
+        return _Coded(
+            users=self.users[users], u=u, us=self.us[keep], is_view=self.is_view[keep], is_cart=self.is_cart[keep],
+            is_removal=self.is_removal[keep], is_purchase=self.is_purchase[keep], price=self.price[keep],
+            bucket=self.bucket[keep], day=self.day[keep],
+            session=session, session_user=np.searchsorted(users, self.session_user[sessions]),
+            brand=brand, brand_user=np.searchsorted(users, self.brand_user[brands]),
+            pair=pair, pair_user=np.searchsorted(users, self.pair_user[pairs]), pair_cat=self.pair_cat[pairs],
+            cats=self.cats, log_price=self.log_price[keep],
+        )  # fmt: skip
+
+
+def _recode(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..n-1 (-1: none) renumbered densely over those present: (new codes, old code of each new one)."""
+    present = np.zeros(n, dtype=bool)
+    present[codes[codes >= 0]] = True
+    renumber = np.cumsum(present) - 1
+    return np.where(codes >= 0, renumber[codes], -1), np.flatnonzero(present)
+
+
+def _pairs(u: np.ndarray, local: np.ndarray, n_local: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, value) pairs coded by hashing (every use is order-free): the pair code per event (-1
+    where ``local`` is -1), and the user code and value code of each pair."""
+    has = local >= 0
+    code = np.full(len(u), -1, dtype=np.int64)
+    code[has], pairs = pd.factorize(u[has] * n_local + local[has])
+    return code, pairs // max(n_local, 1), pairs % max(n_local, 1)
+
+
+def _code(e: _Events) -> _Coded:
+    """Sort the events by (user, time) and code users, event types, sessions, brands and categories."""
     u_all, users = pd.factorize(e.user, sort=True)
-    us_all = e.us
-    order = _user_time_order(u_all, us_all)
-    u = u_all[order]
-    us = us_all[order]
-    nu = len(users)
+    order = _user_time_order(u_all, e.us)
+    u, us = u_all[order], e.us[order]
     t_code, t_names = pd.factorize(e.event_type[order])  # compare small codes, not Python strings
-    price = e.price[order]
     is_view, is_cart, is_removal, is_purchase = (
         t_code == at for at in pd.Index(t_names).get_indexer(["view", "cart", "remove_from_cart", "purchase"])
     )
+    nb = len(CATEGORY_BUCKETS)
+    l1_code, l1_names = pd.factorize(e.l1[order])  # null -> -1: "other", like an unknown l1
+    s_local, s_names = pd.factorize(e.session[order])
+    session, session_user, _ = _pairs(u, s_local, len(s_names))
+    b_local, b_names = pd.factorize(e.brand[order])  # null -> -1
+    brand, brand_user, _ = _pairs(u, b_local, len(b_names))
+    price = e.price[order]
+    priced = e.has_category[order] & (price > 0)
+    c_local = np.full(len(u), -1, dtype=np.int64)
+    c_local[priced], cats = pd.factorize(e.category_id[order][priced])
+    pair, pair_user, pair_cat = _pairs(u, c_local, len(cats))
+    return _Coded(
+        users=np.asarray(users), u=u, us=us, is_view=is_view, is_cart=is_cart, is_removal=is_removal,
+        is_purchase=is_purchase, price=price,
+        bucket=np.array([_BUCKET_POS.get(v, nb - 1) for v in l1_names] + [nb - 1], dtype=np.intp)[l1_code],
+        day=np.floor_divide(us, US_PER_DAY), session=session, session_user=session_user, brand=brand,
+        brand_user=brand_user, pair=pair, pair_user=pair_user, pair_cat=pair_cat, cats=np.asarray(cats),
+        log_price=np.log(price, out=np.zeros(len(u)), where=priced),
+    )  # fmt: skip
 
-    day = np.floor_divide(us, US_PER_DAY)
+
+def _coded_columns(
+    c: _Coded, as_of: AsOfLocal | int, category_reference: Any, suspicious_users: Iterable[str] | None
+) -> dict[str, Any]:
+    """The arithmetic of :func:`_feature_columns` on coded events."""
+    u, us, nu = c.u, c.us, len(c.users)
     hour = np.floor_divide(np.mod(us, US_PER_DAY), US_PER_HOUR)
-    weekday = np.mod(day + 3, 7)  # Monday = 0; 1970-01-01 was a Thursday
+    weekday = np.mod(c.day + 3, 7)  # Monday = 0; 1970-01-01 was a Thursday
 
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(u[mask], minlength=nu).astype(np.int64)
@@ -381,70 +493,62 @@ def _feature_columns(
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
     ends = np.r_[starts[1:], len(u)] - 1
     first_us, last_us = us[starts], us[ends]
-    last_buy_us = np.maximum.reduceat(np.where(is_purchase, us, _NO_BUY), starts)
+    last_buy_us = np.maximum.reduceat(np.where(c.is_purchase, us, _NO_BUY), starts)
     has_buy = last_buy_us != _NO_BUY
 
     # -- category buckets (l1 in CATEGORY_L1, else "other")
     nb = len(CATEGORY_BUCKETS)
-    l1_code, l1_names = pd.factorize(e.l1[order])  # null -> -1: "other", like an unknown l1
-    bucket = np.array([_BUCKET_POS.get(v, nb - 1) for v in l1_names] + [nb - 1], dtype=np.intp)[l1_code]
-    n_cat = np.bincount(u * nb + bucket, minlength=nu * nb).reshape(nu, nb).astype(np.int64)
+    n_cat = np.bincount(u * nb + c.bucket, minlength=nu * nb).reshape(nu, nb).astype(np.int64)
 
     # -- sessions: (user, session) pairs
-    s_local, s_names = pd.factorize(e.session[order])
-    s_code, s_pairs = pd.factorize(u * len(s_names) + s_local)  # hashed: every use below is order-free
-    ns = len(s_pairs)
-    s_user = s_pairs // len(s_names)
+    ns, s_code, s_user = len(c.session_user), c.session, c.session_user
     s_first = np.full(ns, np.iinfo(np.int64).max)
     s_last = np.full(ns, np.iinfo(np.int64).min)
     np.minimum.at(s_first, s_code, us)
     np.maximum.at(s_last, s_code, us)
-    s_carts = np.bincount(s_code[is_cart], minlength=ns)
-    s_buys = np.bincount(s_code[is_purchase], minlength=ns)
+    s_carts = np.bincount(s_code[c.is_cart], minlength=ns)
+    s_buys = np.bincount(s_code[c.is_purchase], minlength=ns)
     n_sessions = np.bincount(s_user, minlength=nu).astype(np.int64)
     frequency = np.bincount(s_user[s_buys > 0], minlength=nu).astype(np.int64)
     cart_sessions = np.bincount(s_user[s_carts > 0], minlength=nu)
     abandoned = np.bincount(s_user[(s_carts > 0) & (s_buys == 0)], minlength=nu)
     median_duration = _group_median(s_user, (s_last - s_first) / 1_000_000.0, nu)
 
-    # -- active days (day is non-decreasing within a user after the sort)
+    # -- active days (day is non-decreasing within a user)
+    day = c.day
     new_day = np.r_[True, (u[1:] != u[:-1]) | (day[1:] != day[:-1])]
     active_days = np.bincount(u[new_day], minlength=nu).astype(np.int64)
     first_day, last_day = day[starts], day[ends]
 
     # -- brands (events with a brand): Herfindahl index of the user's brand counts
-    b_local, b_names = pd.factorize(e.brand[order])  # null -> -1
-    branded = b_local >= 0
     brand_conc = np.full(nu, np.nan)
+    branded = c.brand >= 0
     if branded.any():
-        b_code, b_pairs = pd.factorize(u[branded] * len(b_names) + b_local[branded])
-        b_count = np.bincount(b_code)
-        b_user = b_pairs // len(b_names)
-        square = np.bincount(b_user, weights=(b_count * b_count).astype(float), minlength=nu)
-        total = np.bincount(b_user, weights=b_count.astype(float), minlength=nu)
+        b_count = np.bincount(c.brand[branded], minlength=len(c.brand_user))
+        square = np.bincount(c.brand_user, weights=(b_count * b_count).astype(float), minlength=nu)
+        total = np.bincount(c.brand_user, weights=b_count.astype(float), minlength=nu)
         np.divide(square, total**2, out=brand_conc, where=total > 0)
 
     # -- price level: per (user, category) sums, joined to the category means (an inner join)
-    priced = e.has_category[order] & (price > 0)
     price_level = np.full(nu, np.nan)
+    priced = c.pair >= 0
     if priced.any():
-        c_local, cats = pd.factorize(e.category_id[order][priced])
-        p_code, pairs = pd.factorize(u[priced] * len(cats) + c_local)
-        n_priced = np.bincount(p_code).astype(float)
-        sum_log_price = np.bincount(p_code, weights=np.log(price[priced]))
-        pair_user, pair_cat = pairs // len(cats), pairs % len(cats)
+        npairs = len(c.pair_user)
+        n_priced = np.bincount(c.pair[priced], minlength=npairs).astype(float)
+        sum_log_price = np.bincount(c.pair[priced], weights=c.log_price[priced], minlength=npairs)
+        mean = np.full(len(c.cats), np.nan)
         if category_reference is None:  # the events' own prices, like the Spark default
-            mean = np.bincount(pair_cat, weights=sum_log_price) / np.bincount(pair_cat, weights=n_priced)
+            den = np.bincount(c.pair_cat, weights=n_priced, minlength=len(c.cats))
+            np.divide(np.bincount(c.pair_cat, weights=sum_log_price, minlength=len(c.cats)), den, out=mean, where=den > 0)
         else:
             ref = reference_means(category_reference)
-            at = ref.index.get_indexer(cats)  # the index's hash table is built once per reference
-            mean = np.full(len(cats), np.nan)
+            at = ref.index.get_indexer(c.cats)  # the index's hash table is built once per reference
             mean[at >= 0] = ref.to_numpy(dtype=float)[at[at >= 0]]
-        m = mean[pair_cat]
+        m = mean[c.pair_cat]
         known = ~np.isnan(m)
         dev = sum_log_price[known] - n_priced[known] * m[known]
-        num = np.bincount(pair_user[known], weights=dev, minlength=nu)
-        den = np.bincount(pair_user[known], weights=n_priced[known], minlength=nu)
+        num = np.bincount(c.pair_user[known], weights=dev, minlength=nu)
+        den = np.bincount(c.pair_user[known], weights=n_priced[known], minlength=nu)
         np.divide(num, den, out=price_level, where=den > 0)
 
     # -- as of, recency, tenure
@@ -462,11 +566,11 @@ def _feature_columns(
     shares = n_cat / n_events[:, None].astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(n_cat > 0, -shares * np.log(shares), 0.0)
-    n_views, n_carts = count(is_view), count(is_cart)
-    n_removals, n_purchases = count(is_removal), count(is_purchase)
+    n_views, n_carts = count(c.is_view), count(c.is_cart)
+    n_removals, n_purchases = count(c.is_removal), count(c.is_purchase)
     hours = {band: count((hour >= lo) & (hour < hi)) for band, (lo, hi) in HOUR_BANDS.items()}
     flagged = set(suspicious_users or ())
-    keys = np.asarray(users)
+    keys = c.users
     cols: dict[str, Any] = {
         "user_key": keys,
         "n_events": n_events,
@@ -476,7 +580,7 @@ def _feature_columns(
         "median_session_duration_s": median_duration,
         "mean_days_between_visits": _ratio(last_day - first_day, active_days - 1),
         "frequency": frequency,
-        "monetary": np.bincount(u, weights=np.where(is_purchase, price, 0.0), minlength=nu),
+        "monetary": np.bincount(u, weights=np.where(c.is_purchase, c.price, 0.0), minlength=nu),
         "recency_days": recency,
         "tenure_days": tenure.astype(np.int32),
         "n_views": n_views,

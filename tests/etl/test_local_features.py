@@ -20,6 +20,7 @@ from etl.local_features import (
     CATEGORY_BUCKETS,
     FEATURE_DTYPES,
     HOUR_BANDS,
+    CutoffFeatures,
     compute_features_local,
     raw_to_events,
     reference_means,
@@ -218,6 +219,26 @@ def test_lake_wide_reference_with_categories_unknown_to_it(both):
     # some users have priced events only in categories the reference lacks -> null, as in Spark
     own = spark_to_pandas(compute_features(events))
     assert (want["price_level"].isna() & own["price_level"].notna()).any()
+
+
+def test_cutoff_features_equal_the_twin_on_the_events_up_to_each_cutoff(both):
+    """One coding for several cutoffs (the training examples) = coding each cutoff's events anew."""
+    _, _, local, _ = both
+    ref = reference_means(local.assign(n_priced=1, sum_log_price=np.log(local["price"].where(local["price"] > 0)))
+                          .dropna(subset=["sum_log_price", "category_id"]).iloc[::2])  # fmt: skip
+    micros = local["event_time"].astype("datetime64[us, UTC]").astype("int64")
+    history = CutoffFeatures(local.sample(frac=1.0, random_state=3))  # any input order
+    first = int(micros.min())
+    for cut in [first - 1, first, *np.quantile(micros, [0.3, 0.7, 1.0]).astype(int).tolist()]:
+        got = history.at(cut, ref)
+        inside = local.loc[micros <= cut]
+        if inside.empty:
+            assert got.empty and list(got.columns) == list(FEATURE_DTYPES)
+            continue
+        when = pd.Timestamp(cut, unit="us", tz="UTC").to_pydatetime()
+        want = compute_features_local(inside, as_of=when, category_reference=ref)
+        assert_same_features(local_to_comparable(got), local_to_comparable(want))
+        assert len(got) == inside["user_key"].nunique()
 
 
 # -- the scorer on both ----------------------------------------------------------------------------------
