@@ -144,6 +144,7 @@ def test_design_matrix_names_a_missing_column():
 @pytest.mark.parametrize("leaves", [31, 50, 90])
 def test_light_scorer_tree_paths_equal_sklearn_with_missing_values_in_chunks(frame, leaves, monkeypatch):
     import model.propensity.scorer as scorer_module
+    import model.propensity.trees as trees_module
 
     train, val = _split(frame)
     with threadpool_limits(1):
@@ -155,12 +156,15 @@ def test_light_scorer_tree_paths_equal_sklearn_with_missing_values_in_chunks(fra
                       if not lf]  # fmt: skip
     assert any(split_nan_left) and not all(split_nan_left)  # both NaN routes are exercised
     scorer = LightPropensityScorer(export_artifact(m, "v1"))
-    assert (scorer._bit_trees is not None) == (leaves <= 64)
+    assert (scorer._ensemble.bit_trees is not None) == (leaves <= 64)
     monkeypatch.setattr(scorer_module, "CHUNK", 256)  # several frame chunks and tree blocks
-    monkeypatch.setattr(scorer_module, "BLOCK", 100)
+    monkeypatch.setattr(trees_module, "BLOCK", 100)
     want = m.base_.decision_function(design_matrix(val))
     np.testing.assert_array_equal(scorer.decision(design_matrix(val)), want)
     np.testing.assert_array_equal(scorer.decision(design_matrix(val, dtype=np.float64)), want)
+    # the estimator's own path (calibration's raw scores): the rows split across threads, ragged blocks
+    assert len(val) > 3 * 100
+    np.testing.assert_array_equal(trees_module.TreeEnsemble.of(m.base_).decision(design_matrix(val), threads=3), want)
     np.testing.assert_allclose(scorer.predict_proba(val), m.predict_proba(val)[:, 1], rtol=1e-12, atol=1e-12)
 
 
