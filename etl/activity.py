@@ -137,7 +137,7 @@ def activity_columns(events: pd.DataFrame | pl.DataFrame) -> pl.DataFrame:
     if isinstance(events, pl.DataFrame):
         return events.select(
             user=pl.col(user_col), session=pl.col(session_col), us=pl.col("event_time").dt.epoch("us"),
-            etype=pl.col("event_type").cast(pl.String), price=pl.col("price").cast(pl.Float64),
+            etype=pl.col("event_type").cast(pl.Categorical), price=pl.col("price").cast(pl.Float64),
         )  # fmt: skip
     return pl.DataFrame({
         "user": key_array(events[user_col]), "session": key_array(events[session_col]),

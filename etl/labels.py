@@ -233,7 +233,7 @@ def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Seq
 
     def coded(table: pa.Table) -> pl.DataFrame:
         table = table.filter(pc.less_equal(table["event_time"], last))
-        rest = pl.from_arrow(table.drop_columns(["user_key", "session_key"])).with_columns(pl.col(pl.Categorical).cast(pl.String))
+        rest = pl.from_arrow(table.drop_columns(["user_key", "session_key"]))  # strings stay dictionary-coded
         return rest.with_columns(user_key=pl.Series(key_codes(table["user_key"])),
                                  session_key=pl.Series(key_codes(table["session_key"])))  # fmt: skip
 

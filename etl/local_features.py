@@ -300,10 +300,10 @@ class _Events:
     user: np.ndarray  # object: user key (str), or int64 codes (key_array)
     session: np.ndarray  # object: session key, or int64 codes
     us: np.ndarray  # int64: event time, epoch microseconds UTC
-    event_type: np.ndarray  # object
+    event_type: np.ndarray | pd.Categorical  # object or categorical
     price: np.ndarray  # float64
-    l1: np.ndarray  # object: top category level, None without a category code
-    brand: np.ndarray  # object: normalized brand, None without one
+    l1: np.ndarray | pd.Categorical  # top category level, null without a category code
+    brand: np.ndarray | pd.Categorical  # normalized brand, null without one
     category_id: np.ndarray  # int64 (0 where null)
     has_category: np.ndarray  # bool: category_id is not null
 
@@ -315,6 +315,14 @@ def key_array(keys: pd.Series) -> np.ndarray:
     if pd.api.types.is_integer_dtype(keys.dtype):
         return keys.to_numpy(dtype=np.int64)
     return keys.astype(str).to_numpy(dtype=object)
+
+
+def _labels(values: pd.Series) -> np.ndarray | pd.Categorical:
+    """A text column to factorize: a categorical as it is (its codes are factorized, not its strings:
+    the training examples read the lake's strings as dictionaries), anything else as Python objects."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.array
+    return values.to_numpy(dtype=object)
 
 
 def _event_arrays(ev: pd.DataFrame) -> _Events | None:
@@ -333,10 +341,10 @@ def _event_arrays(ev: pd.DataFrame) -> _Events | None:
         user=key_array(ev[user_col]),
         session=key_array(ev[session_col]),
         us=pd.to_datetime(ev["event_time"], utc=True).dt.as_unit("us").astype("int64").to_numpy(),
-        event_type=ev["event_type"].to_numpy(dtype=object),
+        event_type=_labels(ev["event_type"]),
         price=ev["price"].to_numpy(dtype=float),
-        l1=l1.to_numpy(dtype=object),
-        brand=ev["brand"].to_numpy(dtype=object),
+        l1=_labels(l1),
+        brand=_labels(ev["brand"]),
         category_id=category.to_numpy(dtype=np.int64, na_value=0),
         has_category=~np.asarray(category.isna()),
     )
