@@ -6,9 +6,12 @@ The purchase-propensity model (``shoplens propensity``) adds these to the per-us
 column once as data (what it counts, over which window), and :func:`activity_frame` is its one
 computation: in the Spark tasks that build the training examples and the batch scores
 (:mod:`etl.labels`, per user bucket), in ``shoplens predict`` and in the dashboard
-(:func:`compute_activity_local`). Why polars: one group-by with a filtered aggregation per column
-reads the events once, multi-threaded, where the numpy version masked every column separately and
-took 13 s for 10.7M events against polars' 2.7 s.
+(:func:`compute_activity_local`). It runs in two steps: :func:`activity_parts` per (user, session),
+which parts from several event files merge into, then :func:`activity_from_parts` per user; the
+batch scores run the first step in each file's task, so the shuffle carries session rows, not events.
+Why polars: group-bys with a filtered aggregation per column read the events once, multi-threaded,
+where the numpy version masked every column separately and took 13 s for 10.7M events against
+polars' 2.7 s.
 
 Conventions: a window of ``w`` days is ``(as_of - w days, as_of]`` (an event exactly at ``as_of``
 counts, one exactly ``w`` days before does not); only events at or before ``as_of`` are ever read;
@@ -107,27 +110,57 @@ def compute_activity_local(events: pd.DataFrame | pl.DataFrame, as_of: datetime 
 
 def activity_frame(columns: pl.DataFrame, as_of: datetime | str | int | None = None) -> pl.DataFrame:
     """The activity columns of :func:`activity_columns`-shaped events (``user, session, us, etype,
-    price``), keyed by ``user``: one polars group-by with a filtered aggregation per column."""
-    if columns.height == 0:
-        return pl.DataFrame(schema={"user": columns.schema["user"], **_POLARS_DTYPES})
-    cut = int(columns["us"].max()) if as_of is None else as_of if isinstance(as_of, int) else as_of_micros(as_of)
+    price``), keyed by ``user``: :func:`activity_from_parts` of their :func:`activity_parts`."""
+    if as_of is None:
+        cut = int(columns["us"].max()) if columns.height else 0
+    else:
+        cut = as_of if isinstance(as_of, int) else as_of_micros(as_of)
+    return activity_from_parts(activity_parts(columns, cut), cut, whole=True)
+
+
+def activity_parts(columns: pl.DataFrame, cut: int) -> pl.DataFrame:
+    """Per (user, session) of events at or before ``cut``: one column per :data:`ACTIVITY` entry that
+    parts of the same pair from several event files merge into (counts and spend add up, times take
+    their maximum): the batch scores aggregate each file first and shuffle these, about 8 events to
+    a row, instead of the events.
+
+    A count or spend is the pair's filtered sum; ``days_since`` the pair's last such event in the
+    lookback; ``sessions`` the pair's last event in the window (null when it has none there), so the
+    user's count is the pairs with one.
+    """
     us, etype = pl.col("us"), pl.col("etype")
     aggs: list[pl.Expr] = []
     for a in ACTIVITY:
         of_type = pl.lit(True) if a.event_type is None else etype == a.event_type
-        if a.kind == "days_since":
-            recent = of_type & (us > cut - LOOKBACK_DAYS * US_PER_DAY)
-            aggs.append(((cut - us.filter(recent).max()) / US_PER_DAY).alias(a.name))
-            continue
-        inside = of_type & (us > cut - a.days * US_PER_DAY)
+        days = LOOKBACK_DAYS if a.days is None else a.days
+        inside = of_type & (us > cut - days * US_PER_DAY)
         if a.kind == "count":
-            expr = inside.sum().cast(pl.Int64)
+            aggs.append(inside.sum().cast(pl.Int64).alias(a.name))
         elif a.kind == "spend":
-            expr = pl.col("price").filter(inside).sum().cast(pl.Float64)
-        else:  # sessions: distinct sessions of the user with an event in the window
-            expr = pl.col("session").filter(inside).n_unique().cast(pl.Int64)
-        aggs.append(expr.alias(a.name))
-    return columns.filter(us <= cut).group_by("user").agg(aggs).sort("user")
+            aggs.append(pl.col("price").filter(inside).sum().cast(pl.Float64).alias(a.name))
+        else:  # days_since, sessions: the last time inside
+            aggs.append(us.filter(inside).max().alias(a.name))
+    return columns.filter(us <= cut).group_by("user", "session").agg(aggs)
+
+
+def activity_from_parts(parts: pl.DataFrame, cut: int, whole: bool = False) -> pl.DataFrame:
+    """The activity columns per ``user`` (sorted) from :func:`activity_parts` at the same ``cut``;
+    ``whole``: each (user, session) has one row already (the parts of one pass over all its events)."""
+    if parts.height == 0:
+        return pl.DataFrame(schema={"user": parts.schema["user"], **_POLARS_DTYPES})
+    if not whole:  # a pair's parts from several files
+        merge = [pl.col(a.name).sum() if a.kind in ("count", "spend") else pl.col(a.name).max() for a in ACTIVITY]
+        parts = parts.group_by("user", "session").agg(merge)
+    aggs: list[pl.Expr] = []
+    for a in ACTIVITY:
+        col = pl.col(a.name)
+        if a.kind in ("count", "spend"):
+            aggs.append(col.sum().cast(_POLARS_DTYPES[a.name]).alias(a.name))
+        elif a.kind == "sessions":
+            aggs.append(col.is_not_null().sum().cast(pl.Int64).alias(a.name))
+        else:
+            aggs.append(((cut - col.max()) / US_PER_DAY).alias(a.name))
+    return parts.group_by("user").agg(aggs).sort("user")
 
 
 def activity_columns(events: pd.DataFrame | pl.DataFrame) -> pl.DataFrame:
@@ -158,6 +191,8 @@ __all__ = [
     "Activity",
     "activity_columns",
     "activity_frame",
+    "activity_from_parts",
+    "activity_parts",
     "as_of_micros",
     "compute_activity_local",
 ]

@@ -44,9 +44,12 @@ from pyspark.sql import functions as F
 from etl.activity import (
     ACTIVITY_DTYPES,
     ACTIVITY_EVENT_COLUMNS,
+    ACTIVITY_NAMES,
     US_PER_DAY,
     activity_columns,
     activity_frame,
+    activity_from_parts,
+    activity_parts,
     as_of_micros,
 )
 from etl.local_features import FEATURE_DTYPES, CutoffFeatures, reference_means
@@ -180,23 +183,21 @@ def cutoff_prices(events: DataFrame, cutoffs: Sequence[datetime]) -> dict[int, p
 def examples_of_users(
     events: pl.DataFrame,
     cutoffs_us: Sequence[int],
-    horizon_days: int | None = DEFAULT_HORIZON_DAYS,
-    prices: Mapping[int, pd.Series] | None = None,
+    horizon_days: int,
+    prices: Mapping[int, pd.Series],
     narrow: Collection[str] = (),
 ) -> pa.Table:
     """Every cutoff's rows for the users of ``events`` (all of each user's events, any order; user and
     session keys as :func:`key_codes`).
 
     At each cutoff ``c`` (epoch microseconds): the users with an event at or before ``c``, their
-    features as of ``c`` with ``prices[c]`` as the category reference (left out when ``prices`` is
-    None: the activity windows only), their activity windows, and their label for ``(c, c +
-    horizon_days]`` (left out when ``horizon_days`` is None). In :func:`examples_schema`'s columns, the
-    ``narrow`` ones rounded to float32 (to nearest, as numpy does).
+    features as of ``c`` with ``prices[c]`` as the category reference, their activity windows, and
+    their label for ``(c, c + horizon_days]``. In :func:`examples_schema`'s columns, the ``narrow``
+    ones rounded to float32 (to nearest, as numpy does).
     """
-    schema = examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow)
-    base = None
-    if prices is not None:  # the base features' twin reads pandas, and codes the events once for every cutoff
-        base = CutoffFeatures(events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))  # 19-digit category ids
+    schema = examples_schema(narrow=narrow)
+    # the base features' twin reads pandas (19-digit category ids as Int64), and codes the events once
+    base = CutoffFeatures(events.to_arrow().to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get))
     columns = activity_columns(events)
     us = columns["us"].to_numpy()
     buys = (columns["etype"] == "purchase").to_numpy()
@@ -205,11 +206,9 @@ def examples_of_users(
         frame = activity_frame(columns, c).rename({"user": "user_key"}).to_pandas()
         if frame.empty:
             continue
-        if base is not None and prices is not None:
-            frame = base.at(c, prices[c]).merge(frame, on="user_key", how="inner", validate="one_to_one")
-        if horizon_days is not None:
-            inside = buys & (us > c) & (us <= c + horizon_days * US_PER_DAY)
-            frame[LABEL] = frame["user_key"].isin(columns["user"].to_numpy()[inside]).astype("int32")
+        frame = base.at(c, prices[c]).merge(frame, on="user_key", how="inner", validate="one_to_one")
+        inside = buys & (us > c) & (us <= c + horizon_days * US_PER_DAY)
+        frame[LABEL] = frame["user_key"].isin(columns["user"].to_numpy()[inside]).astype("int32")
         frame.insert(0, CUTOFF, pd.Timestamp(c, unit="us", tz="UTC"))
         frame = frame.rename(columns={"user_key": USER_CODE})
         for column in narrow:  # nullable integers too: a missing value becomes NaN
@@ -219,29 +218,17 @@ def examples_of_users(
 
 
 #: String columns read as Parquet dictionaries: each distinct value decoded once per file (the keys
-#: are then coded once per distinct key; the rest become plain strings after the read, still cheaper).
+#: are then coded once per distinct key; the rest stay dictionary-coded through the shuffle).
 _DICTIONARY_COLUMNS = frozenset({"user_key", "session_key", "event_type", "category_l1", "brand"})
 
 
-def _per_user(spark: SparkSession, store: Any, keys: Sequence[str], cutoffs: Sequence[datetime],
-              horizon_days: int | None, prices: Mapping[int, pd.Series] | None,
-              narrow: Collection[str] = (), columns: Sequence[str] = EVENT_COLUMNS,
-              to_store: str | None = None) -> DataFrame:  # fmt: skip
-    cuts = _micros(cutoffs)
-    # events after the last window that is read are never needed: dropped before the shuffle
-    last = pa.scalar(cuts[-1] + (horizon_days or 0) * US_PER_DAY, pa.timestamp("us", tz="UTC"))
-
-    def coded(table: pa.Table) -> pl.DataFrame:
-        table = table.filter(pc.less_equal(table["event_time"], last))
-        rest = pl.from_arrow(table.drop_columns(["user_key", "session_key"]))  # strings stay dictionary-coded
-        return rest.with_columns(user_key=pl.Series(key_codes(table["user_key"])),
-                                 session_key=pl.Series(key_codes(table["session_key"])))  # fmt: skip
-
-    return per_user_bucket(
-        spark, store, keys, columns, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
-        examples_schema(base=prices is not None, label=horizon_days is not None, narrow=narrow),
-        prepare=coded, read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS], to_store=to_store,
-    )  # fmt: skip
+def _coded(table: pa.Table, last: int) -> pl.DataFrame:
+    """An event file's rows up to ``last`` (epoch microseconds) with the user and session keys as
+    :func:`key_codes` (text columns stay dictionary-coded)."""
+    table = table.filter(pc.less_equal(table["event_time"], pa.scalar(last, pa.timestamp("us", tz="UTC"))))
+    rest = pl.from_arrow(table.drop_columns(["user_key", "session_key"]))
+    return rest.with_columns(user_key=pl.Series(key_codes(table["user_key"])),
+                             session_key=pl.Series(key_codes(table["session_key"])))  # fmt: skip
 
 
 def training_examples(
@@ -263,14 +250,38 @@ def training_examples(
     when the examples are collected, e.g. with ``toArrow``); ``to_store``: a prefix in ``store`` where the
     tasks write the examples instead (see :func:`etl.user_buckets.read_stored`).
     """
-    return _per_user(spark, store, keys, cutoffs, horizon_days, prices, narrow, to_store=to_store)
+    cuts = _micros(cutoffs)
+    columns = list(EVENT_COLUMNS)
+    last = cuts[-1] + horizon_days * US_PER_DAY  # events after the last label window are never needed
+    return per_user_bucket(
+        spark, store, keys, columns, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
+        examples_schema(narrow=narrow), prepare=lambda table: _coded(table, last),
+        read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS], to_store=to_store,
+    )  # fmt: skip
 
 
 def activity_features(spark: SparkSession, store: Any, keys: Sequence[str], as_of: datetime) -> DataFrame:
     """``cutoff, user_code`` + the activity columns at ``as_of``, for every user with an event by then in
     the files ``keys``. The columns read only the last :data:`etl.activity.LOOKBACK_DAYS` days, so the
-    files of those days are enough: a user with no event in them has :data:`etl.activity.ABSENT`."""
-    return _per_user(spark, store, keys, [as_of], None, None, columns=ACTIVITY_EVENT_COLUMNS)
+    files of those days are enough: a user with no event in them has :data:`etl.activity.ABSENT`.
+
+    Each file's task reduces its events to :func:`etl.activity.activity_parts` (one row per user and
+    session, about 8 events each), and the bucket tasks merge those: the shuffle carries the parts.
+    """
+    cut = as_of_micros(as_of)
+    schema = examples_schema(base=False, label=False)
+
+    def parts(table: pa.Table) -> pl.DataFrame:
+        return activity_parts(activity_columns(_coded(table, cut)), cut).rename({"user": "user_key"})
+
+    def windows(rows: pl.DataFrame) -> pa.Table:
+        frame = activity_from_parts(rows.rename({"user_key": "user"}), cut)
+        stamp = pl.lit(cut).cast(pl.Datetime("us", "UTC")).alias(CUTOFF)
+        return frame.select(stamp, pl.col("user").alias(USER_CODE), *ACTIVITY_NAMES).to_arrow().cast(schema)
+
+    columns = list(ACTIVITY_EVENT_COLUMNS)
+    return per_user_bucket(spark, store, keys, columns, windows, schema, prepare=parts,
+                           read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS])  # fmt: skip
 
 
 __all__ = [
