@@ -502,8 +502,8 @@ def funnel_units(spark: SparkSession, store: Any, keys: Sequence[str], spec: Fun
     convert, audience and driver derives from this frame, collected once into polars:
     ``pl.from_arrow(funnel_units(...).toArrow())``.
 
-    :func:`etl.user_buckets.per_user_bucket`'s two stages of Arrow tasks: one task per file reads it
-    from the store, marks each event's steps and cuts the events by user bucket; one task per bucket
+    :func:`etl.user_buckets.per_user_bucket`'s two stages of Arrow tasks: each task of the first reads
+    a few files from the store, marks each event's steps and cuts the events by user bucket; one task per bucket
     (every unit lies within one user) runs :func:`partition_units`.
     """
     return per_user_bucket(spark, store, keys, event_columns(spec), lambda units: partition_units(units, spec),
