@@ -15,10 +15,9 @@ How: every cutoff needs all of a user's events, so the lake's event files go thr
 each bucket task computes every cutoff's rows of its users with the Spark-free twins
 (:class:`etl.local_features.CutoffFeatures`, which codes a bucket's events once for all its cutoffs,
 and :func:`etl.activity.activity_frame`: numpy and polars on whole users, the same definitions the
-scoring paths use). Why not Spark SQL: its version replicated
-every event once per cutoff under a string key ``"<cutoff>:<user>"`` and aggregated those, which took
-31 s for 20,000 users (hours for millions); the bucket tasks read each event once and keep the
-per-cutoff work in vectorized numpy. The category price means per cutoff are lake-wide, so they come
+scoring paths use). Why not Spark SQL: its version replicated every event once per cutoff under a
+string key ``"<cutoff>:<user>"`` and aggregated those, which took 31 s for 20,000 users (hours for
+millions); the bucket tasks read each event once and keep the per-cutoff work vectorized. The category price means per cutoff are lake-wide, so they come
 from one small Spark aggregation before (:func:`cutoff_prices`). Cutoffs are chosen by
 :func:`weekly_cutoffs` (pure Python): the validation cutoff is the most recent one whose label window
 is complete, training cutoffs are the weeks before it. Pure transforms: no settings or logging here.
