@@ -21,7 +21,7 @@ Memory and time at scale (3M users x 5 cutoffs): the design matrices hold float3
 (:data:`model.propensity.features.MATRIX_DTYPE`) and are built only for the rows used: the at most
 ``max_train_rows`` sampled rows of the earlier cutoffs and the held-out cutoff, never the whole
 training frame. The boosted raw scores come from :class:`model.propensity.trees.TreeEnsemble` (the
-same trees, about 3x faster than scikit-learn's predict on the 3M rows of a held-out cutoff); the
+same trees, several times faster than scikit-learn's predict on the 3M rows of a held-out cutoff); the
 logistic pipeline runs in chunks of :data:`SCORE_CHUNK` rows, so its float64 copies stay small. The
 raw scores of the held-out cutoff are computed once for the ECE before, the calibrator fit and the
 ECE after.
@@ -124,8 +124,8 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
     isotonic_min_positives : int
     learning_rate, max_iter, max_leaf_nodes, min_samples_leaf, l2_regularization : boosted model knobs.
         ``learning_rate`` is scikit-learn's default, 0.1: on the generator's 1M-user lake it reached
-        the validation ROC AUC of 0.06 (0.8976 against 0.8977) with 158 trees instead of 295, and
-        every tree is paid again by each score (benchmarks/results/propensity.md).
+        the same validation ROC AUC as 0.06 did (0.8976 against 0.8977) with 158 trees instead of
+        295, and every tree is paid again by each score.
     C : float
         Inverse L2 strength of the logistic regression.
     max_train_rows : int
@@ -276,7 +276,7 @@ class PropensityModel(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ scoring
     def _decision(self, A: np.ndarray) -> np.ndarray:
         """The base model's raw score (log-odds) per row of a design matrix: the boosted trees applied
-        by :class:`TreeEnsemble` on one thread per core (equal to scikit-learn's, about 3x faster), the
+        by :class:`TreeEnsemble` on one thread per core (equal to scikit-learn's, several times faster), the
         logistic pipeline in chunks of SCORE_CHUNK rows."""
         if self.kind == "boosted":
             return TreeEnsemble.of(self.base_).decision(A, threads=os.cpu_count() or 1)

@@ -82,13 +82,14 @@ def report_for(
     seeded sample of at most 20,000 users (see :func:`permutation_importance_auc`). The probabilities
     and the importance's 3 x p re-scorings come from the light scorer of the same model
     (:class:`LightPropensityScorer`: what ``propensity score`` applies, equal to
-    ``model.predict_proba`` to rounding, tests/model/test_propensity.py): about 3x faster than
-    scikit-learn's predict on millions of rows, and no OpenMP threads to wait for.
+    ``model.predict_proba`` to rounding, tests/model/test_propensity.py): the figures are those of the
+    artifact that ships (the boosted trees in numpy, :mod:`model.propensity.trees`, several times faster
+    than scikit-learn's predict).
     """
     y = validation[label_col].to_numpy(dtype=int)
     A = design_matrix(validation, model.features_) if A is None else A
     light = LightPropensityScorer(export_artifact(model, "validation"))
-    p = light.proba_matrix(A)  # what the shipped artifact scores, and about 3x faster than scikit-learn's
+    p = light.proba_matrix(A)  # what the shipped artifact scores
     c = curves(y, p)
     importance = permutation_importance_auc(light.proba_matrix, A, y, model.features_, seed=seed)
     metrics = {**evaluate(y, p, capacity), "calibration": model.calibration_, "holdout": model.holdout_,

@@ -2,8 +2,9 @@
 
 Both the light scorer (:mod:`model.propensity.scorer`, what ``propensity score`` and the API apply)
 and the estimator's own calibration pass (:mod:`model.propensity.estimator`: the raw scores of the
-held-out cutoff, 3M rows at 3M users) use it: about 3x faster than scikit-learn's
-``decision_function`` on millions of rows, and equal to it bit for bit (tests/model/test_propensity.py).
+held-out cutoff, 3M rows at 3M users) use it: 3.8 s against scikit-learn's ``decision_function``
+19.5 s for 3M rows (benchmarks/results/propensity.md), and equal to it bit for bit
+(tests/model/test_propensity.py).
 
 A tree is ``feature, threshold, missing_left, left, right, leaf, value`` per node; the raw score is
 the baseline + the sum of the leaves reached, with scikit-learn's rule (``x <= threshold`` goes
