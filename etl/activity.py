@@ -24,13 +24,13 @@ imports no pyspark.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 import pandas as pd
 import polars as pl
 
-from etl.local_features import key_array
+from etl.local_features import as_of_micros, key_array
 
 US_PER_DAY = 86_400_000_000
 #: Window lengths in days.
@@ -85,14 +85,6 @@ ACTIVITY_DTYPES: dict[str, str] = {a.name: "long" if a.kind in ("count", "sessio
 ABSENT: dict[str, float] = {a.name: float("nan") if a.kind == "days_since" else 0.0 for a in ACTIVITY}
 
 
-def as_of_micros(as_of: datetime | str) -> int:
-    """Epoch microseconds of a reference time (naive = UTC), as etl.features does."""
-    when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return round(when.timestamp() * 1_000_000)
-
-
 _POLARS_DTYPES: dict[str, type[pl.DataType]] = {n: pl.Int64 if t == "long" else pl.Float64 for n, t in ACTIVITY_DTYPES.items()}
 
 
@@ -114,7 +106,7 @@ def activity_frame(columns: pl.DataFrame, as_of: datetime | str | int | None = N
     the same columns: tests/etl/test_labels.py)."""
     if columns.height == 0:
         return pl.DataFrame(schema={"user": columns.schema["user"], **_POLARS_DTYPES})
-    cut = int(columns["us"].max()) if as_of is None else as_of if isinstance(as_of, int) else as_of_micros(as_of)
+    cut = int(columns["us"].max()) if as_of is None else as_of_micros(as_of)
     aggs = [_aggregation(a, cut, part=False) for a in ACTIVITY]
     return columns.filter(pl.col("us") <= cut).group_by("user").agg(aggs).sort("user")
 

@@ -32,6 +32,7 @@ __all__ = [
     "FEATURE_DTYPES",
     "HOUR_BANDS",
     "CutoffFeatures",
+    "as_of_micros",
     "compute_features_local",
     "key_array",
     "raw_feature_columns",
@@ -196,17 +197,20 @@ def reference_means(obj: Any) -> pd.Series:
 
 
 # ----------------------------------------------------------------------------- the features
-def _as_of_micros(as_of: AsOfLocal | int) -> int | None:
-    """Epoch microseconds of a fixed as-of time (naive = UTC; an int is already them), as
-    etl.features._as_of_column."""
-    if as_of is None or as_of == "last_event":
-        return None
+def as_of_micros(as_of: datetime | str | int) -> int:
+    """Epoch microseconds of a reference time (naive = UTC; an int is already them), as
+    etl.features._as_of_column does."""
     if isinstance(as_of, int):
         return as_of
     when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return round(when.timestamp() * 1_000_000)
+
+
+def _as_of_micros(as_of: AsOfLocal | int) -> int | None:
+    """:func:`as_of_micros` of a fixed as-of time; None for None and ``"last_event"``."""
+    return None if as_of is None or as_of == "last_event" else as_of_micros(as_of)
 
 
 def _holiday_start(day: np.ndarray) -> np.ndarray:
