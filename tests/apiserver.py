@@ -83,3 +83,45 @@ def start_api(env: dict[str, str], lake: str, port: int | None = None, timeout: 
             time.sleep(0.2)
     api.stop()
     raise TimeoutError(f"shoplens api not ready in {timeout}s: {log.read_text()[-2000:]}")
+
+
+def raw_post(port: int, path: str, chunks, headers: dict[str, str], timeout: float = 30) -> tuple[int, bytes, int]:
+    """(status, body, bytes sent) of a POST whose body is streamed from ``chunks`` over a plain socket.
+
+    Stops sending as soon as the server answers (a server that refuses a body early closes the
+    connection while the client is still sending), so the answer is read, not lost to a reset.
+    """
+    import select
+    import socket
+
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall("\r\n".join(head).encode())
+        try:
+            for chunk in chunks:
+                if select.select([sock], [], [], 0)[0]:
+                    break  # the server has answered
+                sock.sendall(chunk)
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        raw = b""
+        try:
+            while b"\r\n\r\n" not in raw or len(raw.split(b"\r\n\r\n", 1)[1]) < _content_length(raw):
+                part = sock.recv(65536)
+                if not part:
+                    break
+                raw += part
+        except ConnectionResetError:
+            pass
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.split(b"\r\n\r\n", 1)[-1], sent
+
+
+def _content_length(raw: bytes) -> int:
+    for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return 0

@@ -63,8 +63,12 @@ class Settings(BaseSettings):
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `shoplens api` (one core each)")
     api_key: SecretStr | None = Field(
         None, description="Bearer token the scoring API requires (no default: `shoplens api` refuses to start "
-        "without one outside demo mode)",
+        "without one, also in demo mode)",
     )  # fmt: skip
+    api_max_body_bytes: int = Field(5_000_000, ge=1024, description="Largest request body the scoring API reads "
+                                    "(bigger ones get 413 while they stream, before any decoding)")  # fmt: skip
+    s3_timeout_seconds: float = Field(10.0, gt=0, description="Connect and read timeout of one S3 request")
+    s3_retry_seconds: float = Field(30.0, gt=0, description="Longest time one S3 call keeps retrying before it fails")
 
     @property
     def key_bytes(self) -> bytes:

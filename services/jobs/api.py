@@ -5,9 +5,11 @@
   they stand for would be (:func:`etl.lines.parse_fields`), then scored by the Spark-free path
   ``shoplens predict`` uses (:mod:`model.segmentation.history`), so the API and ``predict`` give the
   same answer.
-- ``GET /v1/customers/{user_id}``: the published segment of a raw user id, hashed here with the
-  platform key; the lookup reads one row group of the current ``segments`` version
-  (:func:`services.core.readers.one_row`, shared with the dashboard).
+- ``POST /v1/customers/lookup`` (``{"user_id": ...}``): the published segment of a raw user id, hashed
+  here with the platform key; the lookup reads one row group of the current ``segments`` version
+  (:func:`services.core.readers.one_row`, shared with the dashboard). ``GET /v1/customers/{user_id}``
+  answers the same, but puts the raw id into the URL, which proxies and load balancers log: for
+  trusted networks only.
 - ``/healthz``, ``/metrics`` (Prometheus: requests and latency by route template and status),
   ``/docs`` (OpenAPI).
 
@@ -16,8 +18,12 @@ own model and refresh thread, and /metrics sums all of them (prometheus_client's
 Per request the work is CPU only (validation, features, scorer on numpy), so the handler and the auth
 check run on the event loop, without a thread hand-off.
 
-Auth: ``Authorization: Bearer <SHOPLENS_API_KEY>`` on the ``/v1`` routes, one dependency shared by
-both; in demo mode without a key they are open. The model and the segments version are re-read
+Auth: ``Authorization: Bearer <SHOPLENS_API_KEY>`` on the ``/v1`` routes (also in demo mode: no key, no
+API). Before FastAPI reads or decodes anything, starlette's body limit refuses a body over
+``SHOPLENS_API_MAX_BODY_BYTES`` (413, while it streams) and :class:`Guard` checks the token and bounds
+what the JSON may decode into; the route dependency documents the scheme in OpenAPI and checks the
+same token. Every string field has a length bound, and a 422 never
+echoes the input (pydantic's default puts it in the answer). The model and the segments version are re-read
 from their lake pointers every ``check_seconds`` by a background thread, so a newly published
 model is used without a restart (a failed check keeps the previous one and says so in the log).
 
@@ -29,6 +35,7 @@ functions (:func:`score_events`, :func:`lookup_customer`) that tests call direct
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -47,13 +54,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.routing import BaseRoute, Match
 from typing_extensions import TypedDict
 
 from etl.contract import ID_PATTERN, RAW_COLUMNS
@@ -73,6 +83,8 @@ log = logging.getLogger("shoplens.api")
 access = logging.getLogger("shoplens.api.access")
 
 MAX_EVENTS = 10_000
+#: Length bounds of the string fields: a REES46 value is far shorter (category codes ~40 characters).
+SHORT_TEXT, LONG_TEXT = 64, 512
 CHECK_SECONDS = 5.0
 API_VERSION = "1"
 
@@ -136,22 +148,22 @@ class Event(TypedDict, total=False):
         "category_id": 2103807459595387724, "category_code": None, "brand": "shiseido", "price": 35.79,
         "user_id": 541312140, "user_session": "72d76fde-8bb3-4e00-8c23-a032dfed738c"}})  # fmt: skip
 
-    event_time: Annotated[str | None, Field(description="YYYY-MM-DD HH:MM:SS UTC")]
-    event_type: Annotated[str | None, Field(description="view, cart, remove_from_cart or purchase")]
-    product_id: int | str | None
-    category_id: int | str | None
-    category_code: str | None
-    brand: str | None
-    price: float | str | None
-    user_id: int | str | None
-    user_session: str | None
+    event_time: Annotated[str | None, Field(max_length=SHORT_TEXT, description="YYYY-MM-DD HH:MM:SS UTC")]
+    event_type: Annotated[str | None, Field(max_length=SHORT_TEXT, description="view, cart, remove_from_cart or purchase")]
+    product_id: int | Annotated[str, Field(max_length=SHORT_TEXT)] | None
+    category_id: int | Annotated[str, Field(max_length=SHORT_TEXT)] | None
+    category_code: Annotated[str | None, Field(max_length=LONG_TEXT)]
+    brand: Annotated[str | None, Field(max_length=LONG_TEXT)]
+    price: float | Annotated[str, Field(max_length=SHORT_TEXT)] | None
+    user_id: int | Annotated[str, Field(max_length=SHORT_TEXT)] | None
+    user_session: Annotated[str | None, Field(max_length=SHORT_TEXT)]
 
 
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[Event] = Field(..., min_length=1, max_length=MAX_EVENTS, description="one user's events")
-    as_of: str | None = Field(None, description=(
+    as_of: str | None = Field(None, max_length=SHORT_TEXT, description=(
         "Reference time of recency/tenure (ISO; naive = UTC) or 'last_event'; default: the latest event"))  # fmt: skip
 
 
@@ -168,6 +180,12 @@ class ScoreResponse(BaseModel):
         "chance of a purchase within the propensity model's horizon (absent before a propensity model exists)"))
     propensity_decile: int | None = Field(None, description="decile of the propensity among the latest batch scores")
     propensity_model_version: str | None = None
+
+
+class CustomerLookup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(..., pattern=f"^{ID_PATTERN}$", description="raw user id (hashed on the server, never logged)")
 
 
 class CustomerResponse(BaseModel):
@@ -359,33 +377,117 @@ def lookup_customer(state: ApiState, user_id: str) -> dict[str, Any] | None:
 
 
 # ------------------------------------------------------------------------------------ the app
-def auth_dependency(settings: Settings):
-    """The one auth check of every /v1 route: a Bearer token equal to SHOPLENS_API_KEY."""
-    bearer = HTTPBearer(auto_error=False, description="SHOPLENS_API_KEY")
-    expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
-    if expected is None and not settings.demo:
-        raise ConfigError(
-            "SHOPLENS_API_KEY is not set: set a long random secret "
-            "(python -c 'import secrets;print(secrets.token_urlsafe(32))'), or SHOPLENS_DEMO=1 for an open demo API"
-        )
-    if expected is None:
-        log.warning("DEMO MODE: the scoring API accepts requests without a key")
+class TokenCheck:
+    """The one rule of who may call /v1: a Bearer token equal to SHOPLENS_API_KEY (compared in constant time).
 
-    async def check(  # a closure: no Annotated; async: no thread hand-off per request
+    There is no open mode, also not in demo mode: a demo API on a shared network would hand out every
+    customer's segment to anyone.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.api_key is None:
+            raise ConfigError(
+                "SHOPLENS_API_KEY is not set (also in demo mode): set a long random secret "
+                "(python -c 'import secrets;print(secrets.token_urlsafe(32))')"
+            )
+        self._expected = settings.api_key.get_secret_value().encode()
+
+    def __call__(self, token: bytes | None) -> bool:
+        return token is not None and secrets.compare_digest(token, self._expected)
+
+    def of_header(self, authorization: bytes | None) -> bool:
+        """Whether an ``Authorization`` header value carries the token."""
+        scheme, _, token = (authorization or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and self(token.strip())
+
+
+def auth_dependency(check: TokenCheck):
+    """The /v1 routes' dependency: documents the Bearer scheme in OpenAPI and applies :class:`TokenCheck`."""
+    bearer = HTTPBearer(auto_error=False, description="SHOPLENS_API_KEY")
+
+    async def authorized(  # a closure: no Annotated; async: no thread hand-off per request
         creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> None:
-        if expected is None:
-            return
-        if creds is None or not secrets.compare_digest(creds.credentials.encode(), expected):
+        if creds is None or not check(creds.credentials.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    return check
+    return authorized
+
+
+def json_values_bound(body: bytes) -> int:
+    """An upper bound of the containers and values ``body``'s JSON decodes into (brackets and commas,
+    counted in C, also inside strings), so that the decoder's memory is bounded before it runs."""
+    return body.count(b"[") + body.count(b"{") + body.count(b",")
+
+
+async def _reply(send: Any, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware in front of FastAPI: what must hold before a byte of the body is decoded.
+
+    1. /v1 requests without the right bearer token get 401 before their body is read.
+    2. The body's size is bounded by starlette's ``RequestBodyLimitMiddleware`` around this one (413 at
+       once for a declared ``Content-Length`` over the limit, else as soon as the stream passes it).
+    3. A body whose JSON would decode into more than ``max_values`` containers and values gets 413:
+       5 MB of ``[],`` decode into ~1.7 million Python lists (~200 MB), and the schema's length bounds
+       are checked only after decoding. Nesting is bounded by the same count (and Python's decoder
+       refuses nesting past its recursion limit with a 400).
+
+    Why here and not in a route: FastAPI reads and decodes the whole body before any dependency runs.
+    """
+
+    def __init__(self, app: Any, check: TokenCheck, max_values: int, routes: Sequence[BaseRoute]) -> None:
+        self.app, self.check, self.max_values, self.routes = app, check, max_values, routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # the route template, for :class:`Observe`'s labels also of what is refused before routing
+        scope["route"] = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        if scope["path"].startswith("/v1/") and not self.check.of_header(dict(scope["headers"]).get(b"authorization")):
+            await _reply(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        del chunks
+        if json_values_bound(body) > self.max_values:
+            await _reply(send, 413, f"request body holds more than {self.max_values} JSON values")
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+#: The most JSON containers and values a request may hold: the largest score body (MAX_EVENTS events of
+#: nine fields) with room to spare.
+MAX_JSON_VALUES = 2 * MAX_EVENTS * (len(RAW_COLUMNS) + 1) + 64
 
 
 def create_app(settings: Settings, lake: Lake | None = None, check_seconds: float = CHECK_SECONDS) -> FastAPI:
     """The FastAPI app on ``lake`` (default: ``SHOPLENS_LAKE``); refuses to build without auth or key."""
+    check = TokenCheck(settings)
     state = ApiState(lake or open_lake(settings), settings.key_bytes, check_seconds)
-    authorized = auth_dependency(settings)
+    authorized = auth_dependency(check)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -400,11 +502,20 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
         description="Behavioural segments for one user's events, and the published segment of a customer.",
     )  # fmt: skip
     app.state.shoplens = state
-    app.add_middleware(Observe)
+    app.add_middleware(Guard, check=check, max_values=MAX_JSON_VALUES, routes=app.router.routes)
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=settings.api_max_body_bytes)
+    app.add_middleware(Observe)  # outermost: the guards' 401s and 413s are counted too
     v1 = [Depends(authorized)]
     problems = {422: {"description": "events that break the data contract, with the reason per row"},
                 401: {"description": "missing or wrong bearer token"},
-                503: {"description": "nothing published yet"}}  # fmt: skip
+                503: {"description": "nothing published yet"},
+                413: {"description": "request body larger than SHOPLENS_API_MAX_BODY_BYTES"}}  # fmt: skip
+
+    @app.exception_handler(RequestValidationError)
+    async def _unprocessable(_request: Request, err: RequestValidationError) -> JSONResponse:
+        """FastAPI's answer without the ``input`` and ``ctx`` it would echo (a raw id, a megabyte string)."""
+        return JSONResponse(status_code=422, content={"detail": [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in err.errors()]})
 
     @app.exception_handler(InvalidEvents)
     async def _invalid(_request, err: InvalidEvents) -> JSONResponse:
@@ -420,20 +531,30 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
         if body.as_of not in (None, "last_event"):
             try:
                 pd.Timestamp(body.as_of)
-            except ValueError as err:
-                raise HTTPException(422, f"as_of is not a time: {err}") from None
+            except ValueError:
+                raise HTTPException(422, "as_of is not a time (ISO 8601 or 'last_event')") from None
         return score_events(body.events, state.model(), body.as_of, state.current.propensity)
 
-    @app.get("/v1/customers/{user_id}", response_model=CustomerResponse, dependencies=v1,
-             responses={**problems, 404: {"description": "no such customer in the published segments"}},
-             summary="The published segment of a customer (raw user id, hashed on the server)")  # fmt: skip
-    def customer(
-        user_id: Annotated[str, PathParam(pattern=f"^{ID_PATTERN}$", description="raw user id")],
-    ) -> dict:
+    def customer(user_id: str) -> dict:
         found = lookup_customer(state, user_id)
         if found is None:
             raise HTTPException(404, "no such customer in the published segments")
         return found
+
+    not_found = {**problems, 404: {"description": "no such customer in the published segments"}}
+
+    @app.post("/v1/customers/lookup", response_model=CustomerResponse, dependencies=v1, responses=not_found,
+              summary="The published segment of a customer (raw user id in the body, hashed on the server)")  # fmt: skip
+    def customer_lookup(body: CustomerLookup) -> dict:
+        return customer(body.user_id)
+
+    @app.get("/v1/customers/{user_id}", response_model=CustomerResponse, dependencies=v1, responses=not_found,
+             summary="As POST /v1/customers/lookup, for trusted networks only: the raw id is in the URL, "
+             "which proxies log")  # fmt: skip
+    def customer_by_path(
+        user_id: Annotated[str, PathParam(pattern=f"^{ID_PATTERN}$", description="raw user id")],
+    ) -> dict:
+        return customer(user_id)
 
     @app.get("/healthz", response_model=Health, summary="Liveness (200 also before the first model)")
     def healthz() -> dict[str, Any]:
@@ -495,7 +616,7 @@ def serve(settings: Settings, lake_uri: str | None, host: str, port: int, worker
     if workers <= 1:
         uvicorn.run(create_app(settings, open_lake(settings, lake_uri)), **options)
         return
-    auth_dependency(settings), settings.key_bytes  # no key: one ConfigError here, not one per worker
+    TokenCheck(settings), settings.key_bytes  # no key: one ConfigError here, not one per worker
     os.environ["SHOPLENS_LAKE"] = lake_uri or settings.lake
     own_dir = MULTIPROC_ENV not in os.environ
     if own_dir:
@@ -511,12 +632,16 @@ def serve(settings: Settings, lake_uri: str | None, host: str, port: int, worker
 __all__ = [
     "REGISTRY",
     "ApiState",
+    "CustomerLookup",
     "Event",
+    "Guard",
     "InvalidEvents",
     "NotReady",
     "ScoreRequest",
+    "TokenCheck",
     "create_app",
     "event_columns",
+    "json_values_bound",
     "lookup_customer",
     "metrics_text",
     "row_problems",

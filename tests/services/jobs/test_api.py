@@ -78,12 +78,10 @@ def test_v1_routes_need_the_bearer_token(client, history):
         assert client.get(open_path).status_code == 200, open_path
 
 
-def test_no_key_outside_demo_mode_refuses_to_start_and_demo_mode_is_open(source, tmp_path, history):
-    with pytest.raises(ConfigError, match="SHOPLENS_API_KEY"):
-        create_app(settings_for(source.root, tmp_path, api_key=None))
-    app = create_app(settings_for(source.root, tmp_path, api_key=None, demo=True))
-    with TestClient(app) as c:
-        assert c.post("/v1/score", json={"events": history[0]}).status_code == 200
+def test_no_key_refuses_to_start_also_in_demo_mode(source, tmp_path):
+    for demo in (False, True):
+        with pytest.raises(ConfigError, match="SHOPLENS_API_KEY"):
+            create_app(settings_for(source.root, tmp_path, api_key=None, demo=demo))
 
 
 def test_openapi_documents_the_routes(client):
