@@ -17,8 +17,9 @@ def open_location(settings: Settings, uri: str) -> Store:
             settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else "",
             secure=settings.s3_secure,
             region=settings.s3_region,
+            timeout=settings.s3_timeout_seconds,
         )
-    return open_store(uri, client)
+    return open_store(uri, client, settings.s3_retry_seconds)
 
 
 def open_lake(settings: Settings, lake_uri: str | None = None) -> Lake:

@@ -9,6 +9,7 @@ move whole trees between those and the store); ingestion's Arrow tasks use a sto
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -16,17 +17,19 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlparse
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.commonconfig import CopySource
 from minio.error import S3Error
 from tenacity import (
-    retry,
+    Retrying,
     retry_if_exception_type,
     retry_if_not_exception_type,
-    stop_after_attempt,
+    stop_before_delay,
     wait_exponential,
 )
 
@@ -197,14 +200,36 @@ class LocalStore:
         return self._path(key)
 
 
-_transient = retry(
-    # FileNotFoundError is an OSError too, but a missing key is an answer, not a transient failure.
-    retry=retry_if_exception_type((ConnectionError, TimeoutError, OSError))
-    & retry_if_not_exception_type(FileNotFoundError),
-    stop=stop_after_attempt(4),
-    wait=wait_exponential(multiplier=0.2, max=3),
-    reraise=True,
-)
+#: Failures worth another attempt: the network's (urllib3's own errors are not OSErrors). A missing key
+#: (FileNotFoundError, an OSError too) is an answer, and an S3 error code is the server's answer.
+_NETWORK = (OSError, urllib3.exceptions.HTTPError)
+_F = TypeVar("_F")
+
+
+def _transient(call: _F) -> _F:
+    """Retry one S3Store call on network failures for at most its store's ``retry_seconds`` (each
+    attempt bounded by the client's timeouts), then fail with a StorageError naming the store and call."""
+
+    @functools.wraps(call)  # type: ignore[arg-type]
+    def bounded(self: S3Store, *args: Any, **kwargs: Any) -> Any:
+        retrying = Retrying(
+            retry=retry_if_exception_type(_NETWORK) & retry_if_not_exception_type(FileNotFoundError),
+            stop=stop_before_delay(self.retry_seconds),
+            wait=wait_exponential(multiplier=0.2, max=3),
+            reraise=True,
+        )
+        try:
+            return retrying(call, self, *args, **kwargs)  # type: ignore[operator]
+        except FileNotFoundError:
+            raise
+        except _NETWORK as err:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            raise StorageError(
+                f"{self.uri}: {call.__name__.lstrip('_')} failed after {attempts} attempt(s) in at most "
+                f"{self.retry_seconds:g} s: {type(err).__name__}"
+            ) from err
+
+    return bounded  # type: ignore[return-value]
 
 
 @dataclass
@@ -214,6 +239,8 @@ class S3Store:
     client: Minio
     bucket: str
     prefix: str = ""
+    #: The longest one call keeps retrying network failures (the client's timeouts bound each attempt).
+    retry_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         self.prefix = self.prefix.strip("/")
@@ -223,13 +250,17 @@ class S3Store:
         """What a Spark task needs to reach the same bucket from another host (a Minio client holds
         locks and connections, which do not pickle): the endpoint and credentials it was made with."""
         base, creds = self.client._base_url, self.client._provider.retrieve()  # minio 7.2
+        timeout = self.client._http.connection_pool_kw.get("timeout")  # urllib3.PoolManager
         return {"bucket": self.bucket, "prefix": self.prefix, "endpoint": base.host, "secure": base.is_https,
-                "region": base.region, "access_key": creds.access_key, "secret_key": creds.secret_key}  # fmt: skip
+                "region": base.region, "access_key": creds.access_key, "secret_key": creds.secret_key,
+                "timeout": timeout.read_timeout if isinstance(timeout, urllib3.Timeout) else None,
+                "retry_seconds": self.retry_seconds}  # fmt: skip
 
     def __setstate__(self, state: dict) -> None:
         client = make_minio_client(state["endpoint"], state["access_key"], state["secret_key"],
-                                   secure=state["secure"], region=state["region"])  # fmt: skip
-        self.__init__(client, state["bucket"], state["prefix"])  # type: ignore[misc]
+                                   secure=state["secure"], region=state["region"],
+                                   timeout=state.get("timeout") or DEFAULT_TIMEOUT)  # fmt: skip
+        self.__init__(client, state["bucket"], state["prefix"], state["retry_seconds"])  # type: ignore[misc]
 
     def _key(self, key: str) -> str:
         key = _clean(key)
@@ -366,21 +397,37 @@ class S3Store:
         return None
 
 
+DEFAULT_TIMEOUT = 10.0
+
+
 def make_minio_client(
-    endpoint: str, access_key: str, secret_key: str, *, secure: bool = False, region: str | None = None
-) -> Minio:
-    """A ``Minio`` client; ``endpoint`` may be ``host:port`` or an ``http(s)://`` URL."""
+    endpoint: str, access_key: str, secret_key: str, *, secure: bool = False, region: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Minio:  # fmt: skip
+    """A ``Minio`` client; ``endpoint`` may be ``host:port`` or an ``http(s)://`` URL.
+
+    Its connect and read timeouts are ``timeout`` (the SDK's default is 300 s each) and it does not
+    retry network failures itself (the SDK's default is 5 urllib3 retries, under the 4 attempts of
+    :class:`S3Store`): S3Store retries within a time budget instead, so one call's worst case is known.
+    """
     if "://" in endpoint:
         parsed = urlparse(endpoint)
         endpoint, secure = parsed.netloc, parsed.scheme == "https"
-    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+    http = urllib3.PoolManager(  # the SDK's own pool, but with these timeouts and retries
+        timeout=urllib3.Timeout(connect=timeout, read=timeout), maxsize=10, cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        # a 5xx answer comes quickly: retried here a few times; network failures are S3Store's to retry
+        retries=urllib3.Retry(total=3, connect=0, read=0, other=0, status=3, backoff_factor=0.2,
+                              status_forcelist=[500, 502, 503, 504], raise_on_status=False),
+    )  # fmt: skip
+    return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region, http_client=http)
 
 
-def open_store(uri: str, client: Minio | None = None) -> Store:
+def open_store(uri: str, client: Minio | None = None, retry_seconds: float = 30.0) -> Store:
     """The store for ``uri``: ``s3://bucket/prefix`` needs a client, anything else is a local path."""
     if uri.startswith("s3://"):
         if client is None:
             raise StorageError(f"{uri}: an S3 lake needs SHOPLENS_S3_ENDPOINT and credentials")
         parsed = urlparse(uri)
-        return S3Store(client, parsed.netloc, parsed.path)
+        return S3Store(client, parsed.netloc, parsed.path, retry_seconds)
     return LocalStore(Path(uri))
