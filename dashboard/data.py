@@ -132,6 +132,9 @@ def pointers(uri: str) -> Pointers:
     lake = _lake(uri)
     docs = {d: doc for d in POINTED if (doc := lake.pointer(d)) is not None}
     runs = sum(1 for k in lake.store.list(RUNS) if k.endswith(".json"))
+    if lake.prune_cache():  # the S3 mirror of replaced versions; their open datasets go with them
+        for opened in (_segments_dataset, _features_dataset, _propensity_dataset, _funnel_dropoffs):
+            opened.clear()
     return Pointers(docs=docs, runs=runs)
 
 

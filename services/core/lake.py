@@ -169,12 +169,13 @@ class Lake:
             return None
         return str(cache)
 
-    def prune_cache(self) -> int:
-        """Drop mirrored versions that are no longer current; returns the directories removed.
+    def prune_cache(self, keep: frozenset[str] = frozenset()) -> int:
+        """Drop mirrored versions that are no longer current (nor in ``keep``); returns the directories removed.
 
         Why: a long-running watcher publishes new feature, segment and view versions on every file,
-        and without this the S3 mirror under ``work_dir/cache`` would grow by a copy of each. An old
-        version read again later is simply mirrored again.
+        and without this the S3 mirror under ``work_dir/cache`` would grow by a copy of each; the API
+        and the dashboard mirror each version they read. An old version read again later is simply
+        mirrored again. ``keep``: versions a reader may still be reading (the one it just replaced).
         """
         removed = 0
         for dataset in VERSIONED:
@@ -183,7 +184,7 @@ class Lake:
                 continue
             current = self.current_version(dataset)
             for version_dir in cached.iterdir():
-                if version_dir.is_dir() and version_dir.name != current:
+                if version_dir.is_dir() and version_dir.name != current and version_dir.name not in keep:
                     shutil.rmtree(version_dir, ignore_errors=True)
                     removed += 1
         return removed

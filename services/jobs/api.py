@@ -266,6 +266,8 @@ class ApiState:
                        or prop_versions != cur.propensity_versions)  # fmt: skip
             if changed:
                 self.current = Published(model, seg_version, segments, propensity, prop_versions)
+            if seg_version != cur.segments_version:  # requests in flight may still read the replaced one
+                self.lake.prune_cache(keep=frozenset({cur.segments_version} - {None}))
             return changed
 
     def _watch(self) -> None:
