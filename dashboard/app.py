@@ -11,6 +11,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.access import require_login
+
 HERE = Path(__file__).resolve().parent
 PAGES = HERE / "app_pages"
 
@@ -44,4 +46,5 @@ SECTIONS: dict[str, list[st.Page]] = {
 }
 
 st.logo(str(HERE / "theme" / "logo.svg"), size="large")
+require_login()  # with OIDC configured in the secrets' [auth]: nothing below for a visitor not signed in
 st.navigation(SECTIONS, position="sidebar", expanded=True).run()

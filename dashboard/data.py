@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import streamlit as st
 
+from dashboard import uploads
 from etl.contract import ContractError, check_header
 from etl.lines import parse_lines
 from model.segmentation.history import history_features, score_features
@@ -343,7 +344,6 @@ def dumps(obj: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------ upload
-MAX_UPLOAD_BYTES = 20_000_000
 MAX_UPLOAD_USERS = 20
 
 
@@ -368,13 +368,11 @@ def predict_upload(uri: str, model_version: str, payload: bytes) -> UploadResult
     Lines are validated with the contract's rules (etl.lines); user ids are replaced by ordinals
     before features are computed, so no raw id leaves this function.
     """
-    import gzip
-
-    if len(payload) > MAX_UPLOAD_BYTES:
-        return UploadResult([], f"The file is too large for the dashboard ({len(payload):,} bytes; at most "
-                                f"{MAX_UPLOAD_BYTES:,}). Use `shoplens predict <file>` for big files.")  # fmt: skip
-    if payload[:2] == b"\x1f\x8b":
-        payload = gzip.decompress(payload)
+    try:
+        uploads.check_size(payload, uploads.LOOKUP_MAX_MB, "shoplens predict <file>")
+        payload = uploads.expanded(payload)
+    except uploads.UploadRefused as err:
+        return UploadResult([], str(err))
     try:
         lines = payload.decode("utf-8").splitlines()
         if not lines:

@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import polars as pl
 
+from dashboard import uploads
 from dashboard.charts import ACCENT, _layout
 from etl.experiments import (
     ExperimentSchemaError,
@@ -34,7 +35,6 @@ from model.experiments import (
     power_proportions,
 )
 
-MAX_UPLOAD_BYTES = 60_000_000
 MAX_UPLOAD_ROWS = 500_000
 #: Multiples of the needed users per arm at which the planning page shows the power.
 CURVE_FACTORS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
@@ -57,11 +57,18 @@ def analyze_upload(
     planned_split: str | None = None,
 ) -> UploadAnalysis:
     """The analysis document of an uploaded file (the shape of ``experiments/<v>/result.json``)."""
-    if len(payload) > MAX_UPLOAD_BYTES:
-        return UploadAnalysis(None, f"The file is too large for the dashboard ({len(payload):,} bytes; at most "
-                                    f"{MAX_UPLOAD_BYTES:,}). Use `shoplens abtest analyze <file>`.")  # fmt: skip
+    parquet = name.lower().endswith((".parquet", ".pq"))
     try:
-        rows = read_experiment(payload, parquet=name.lower().endswith((".parquet", ".pq")))
+        uploads.check_size(payload, uploads.EXPERIMENT_MAX_MB, "shoplens abtest analyze <file>")
+        if parquet:
+            uploads.check_parquet(payload, MAX_UPLOAD_ROWS)  # rows and decoded size from the footer, first
+        else:
+            payload = uploads.expanded(payload)
+    except uploads.UploadRefused as err:
+        return UploadAnalysis(None, str(err) if err.reason != "too_many_rows" else
+                              f"{err} Use `shoplens abtest analyze <file>`, then pick it under Published analyses.")  # fmt: skip
+    try:
+        rows = read_experiment(payload, parquet=parquet)
     except (pl.exceptions.PolarsError, OSError, ValueError) as err:
         return UploadAnalysis(None, f"This file cannot be read as CSV or Parquet: {err}")
     if len(rows) > MAX_UPLOAD_ROWS:

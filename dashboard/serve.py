@@ -13,6 +13,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from dashboard.uploads import LARGEST_UPLOAD_MB
+
 DASHBOARD_DIR = Path(__file__).resolve().parent
 APP = DASHBOARD_DIR / "app.py"
 DEFAULT_PORT = 8501
@@ -22,7 +24,7 @@ def command(port: int = DEFAULT_PORT, address: str = "127.0.0.1") -> list[str]:
     return [
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--server.maxUploadSize", str(LARGEST_UPLOAD_MB),
     ]  # fmt: skip
 
 

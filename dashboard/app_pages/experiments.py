@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, ui
+from dashboard import data, ui, uploads
 from dashboard import experiments as ex
 from model.experiments import AnalysisSettings, srm_verdict
 from services.core.catalog import EXPERIMENTS
@@ -80,7 +80,8 @@ with tab_upload:
     st.write(f"Upload an experiment file (CSV or Parquet, one row per user: `user_id`, `variant`, metrics; "
              f"optional `segment`, `assigned_at`, `pre_<metric>`; at most {ex.MAX_UPLOAD_ROWS:,} rows). "
              "It is analyzed here with the same rules as the command and not stored; user ids are not kept.")  # fmt: skip
-    upload = st.file_uploader("Experiment file", type=["csv", "parquet"], key="experiment_upload")
+    upload = st.file_uploader("Experiment file", type=["csv", "parquet"], key="experiment_upload",
+                              max_upload_size=uploads.EXPERIMENT_MAX_MB)  # fmt: skip
     c = st.columns(4)
     control = c[0].text_input("Control", value="", placeholder="first variant in the file", key="experiment_control")
     alpha = c[1].number_input("Alpha", 0.001, 0.2, 0.05, 0.005, format="%.3f", key="experiment_alpha")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, explain, ui
+from dashboard import charts, data, explain, ui, uploads
+from dashboard.access import LOOKUPS
 from etl.pseudonymize import pseudonymize
 from model.segmentation import lifecycle_action, lifecycle_label
 from services.core.catalog import PROPENSITY
@@ -88,12 +89,17 @@ with tab_id:
                                 help="The id from the shop's system. It is hashed with the platform key on the "
                                 "server, then forgotten; it is never shown, logged or stored.")  # fmt: skip
             submitted = st.form_submit_button("Look up", type="primary")
-        if submitted and raw.strip():
+        if submitted and raw.strip() and not LOOKUPS.allow(st.session_state, "lookup_times"):
+            st.session_state.pop("lookup_user_key", None)
+            st.warning(f"**Too many lookups.** At most {LOOKUPS.limit} per {LOOKUPS.window_s:.0f} s in one session; "
+                       f"try again in {LOOKUPS.wait_s(st.session_state, 'lookup_times'):.0f} s.",
+                       icon=":material/speed:")  # fmt: skip
+        elif submitted and raw.strip():
             try:
                 st.session_state["lookup_user_key"] = pseudonymize(raw.strip(), get_settings().key_bytes)
             except ConfigError as err:
                 st.warning(f"Lookups need the platform's pseudonymization key: {err}", icon=":material/key:")
-            del raw
+        del raw
         user_key = st.session_state.get("lookup_user_key")
         if user_key:
             with ui.guarded(ctx), st.spinner("Looking up…"):
@@ -109,7 +115,8 @@ with tab_id:
 with tab_upload:
     st.write("Upload a small event history in the REES46 format (one customer's clicks, CSV) to see which "
              "segment it would fall into with the current model. Nothing is stored.")  # fmt: skip
-    upload = st.file_uploader("Event history (CSV)", type=["csv"], key="lookup_upload")
+    upload = st.file_uploader("Event history (CSV)", type=["csv", "gz"], key="lookup_upload",
+                              max_upload_size=uploads.LOOKUP_MAX_MB)  # fmt: skip
     if upload is not None:
         with ui.guarded(ctx), st.spinner("Scoring…"):
             result = data.predict_upload(ctx.uri, ctx.ptr.model, upload.getvalue())
