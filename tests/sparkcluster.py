@@ -59,9 +59,10 @@ class SparkCluster:
 
 
 def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0, workers: int = 1,
-                  hide: list[Path] | None = None) -> SparkCluster:  # fmt: skip
+                  hide: list[Path] | None = None, env: dict[str, str] | None = None) -> SparkCluster:  # fmt: skip
     """Start a master and ``workers`` workers and wait until they are ALIVE at the master.
 
+    ``env``: added to the daemons' environment (``SPARK_MASTER_OPTS``, ``_SPARK_AUTH_SECRET``...).
     ``hide``: directories each worker (and every executor and Python worker it starts) must not see: the
     worker runs in a mount namespace of its own (``unshare -m``) with an empty tmpfs over each, so a
     task that reached for the driver's files would fail as it would on another host.
@@ -72,7 +73,7 @@ def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0, wor
     workdir = Path(tempfile.mkdtemp(prefix="shoplens-spark-"))
     cluster = SparkCluster(workdir, free_port(), free_port())
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_CONF_DIR": str(REPO / "infra" / "spark"),
-           "SPARK_LOG_DIR": str(workdir), "SPARK_WORKER_DIR": str(workdir / "work")}  # fmt: skip
+           "SPARK_LOG_DIR": str(workdir), "SPARK_WORKER_DIR": str(workdir / "work"), **(env or {})}  # fmt: skip
     commands = {
         "master": [str(binary), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                    "--port", str(cluster.master_port), "--webui-port", str(cluster.webui_port)],

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     spark_executor_memory: str = Field("2g", description="Spark executor memory (cluster mode)")
     jvm_archive: Path | None = Field(None, description="The driver JVM's class-data-sharing archive (default: "
                                      "beside pyspark in this Python environment; services/core/jvm_archive.py)")
+    spark_auth_secret: SecretStr | None = Field(None, description="Shared secret of a standalone cluster's "
+                                                "RPC authentication (spark.authenticate), with RPC encryption")
     spark_s3a: bool = Field(False, description="Configure Spark's s3a:// connector for the S3 endpoint (needs the jars)")
 
     s3_endpoint: str | None = Field(None, description="host:port of the S3/MinIO server")

@@ -60,6 +60,12 @@ def get_spark(settings: Settings, app_name: str = "shoplens", *, quick_start: bo
         )
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
     )
+    if settings.spark_auth_secret is not None:  # the cluster's daemons get the same secret (_SPARK_AUTH_SECRET)
+        builder = (
+            builder.config("spark.authenticate", "true")
+            .config("spark.authenticate.secret", settings.spark_auth_secret.get_secret_value())
+            .config("spark.network.crypto.enabled", "true")  # AES-based RPC encryption, keyed by the secret
+        )
     if settings.spark_s3a and settings.s3_endpoint:
         scheme = "https" if settings.s3_secure else "http"
         builder = (
