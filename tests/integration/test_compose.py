@@ -329,8 +329,8 @@ def test_warehouse_is_the_shoplens_services_sql_target(config, test_env_file):
         f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
         f"@warehouse:5432/{env['POSTGRES_DB']}"
     )
+    assert services["shoplens-watcher"]["environment"]["SHOPLENS_WAREHOUSE_URL"] == expected
     for name in ("shoplens-watcher", "dashboard"):
-        assert services[name]["environment"]["SHOPLENS_WAREHOUSE_URL"] == expected, name
         assert services[name]["depends_on"]["warehouse"]["condition"] == "service_healthy", name
     for var in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         assert wh["environment"][var] == env[var]
@@ -345,8 +345,9 @@ def test_scoring_api_serves_the_published_results_with_a_key_from_env(config, te
     assert "localhost:8000/healthz" in " ".join(api["healthcheck"]["test"])
     env = dict(line.split("=", 1) for line in test_env_file.read_text().splitlines())
     assert api["environment"]["SHOPLENS_API_KEY"] == env["SHOPLENS_API_KEY"] != ""
-    # the same lake, key and storage as the watcher, so it reads what the watcher publishes
-    for var in ("SHOPLENS_LAKE", "SHOPLENS_PSEUDONYM_KEY", "SHOPLENS_S3_ENDPOINT", "SHOPLENS_S3_ACCESS_KEY"):
+    # the same lake, key and storage as the watcher, so it reads what the watcher publishes (with the
+    # read-only S3 user: test_readers_hold_read_only_credentials_and_only_the_watcher_writes)
+    for var in ("SHOPLENS_LAKE", "SHOPLENS_PSEUDONYM_KEY", "SHOPLENS_S3_ENDPOINT"):
         assert api["environment"][var] == watcher["environment"][var], var
     assert "SHOPLENS_API_KEY" not in watcher["environment"]  # only the service that checks it holds it
     from services.core.settings import Settings
@@ -359,3 +360,59 @@ def test_scoring_api_serves_the_published_results_with_a_key_from_env(config, te
     assert jobs["shoplens-scoring-api"] == ["scoring-api:8000"]  # /metrics on the API's own port
     alerts = (REPO / "monitoring/prometheus/alerts.yml").read_text()
     assert 'job=~"pushgateway|shoplens-.*"' in alerts  # ShoplensServiceDown covers shoplens-scoring-api
+
+
+# ------------------------------------------------------------------------------------ least privilege
+READERS = ("dashboard", "scoring-api")
+
+
+def test_readers_hold_read_only_credentials_and_only_the_watcher_writes(config, test_env_file):
+    services = config["services"]
+    env = dict(line.split("=", 1) for line in test_env_file.read_text().splitlines())
+    writer_secrets = {env[v] for v in ("SHOPLENS_S3_SECRET_KEY", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD")}
+    reader_url = (f"postgresql+psycopg://{env['WAREHOUSE_READER_USER']}:{env['WAREHOUSE_READER_PASSWORD']}"
+                  f"@warehouse:5432/{env['POSTGRES_DB']}")  # fmt: skip
+    for name in READERS:
+        got = services[name]["environment"]
+        assert got["SHOPLENS_S3_ACCESS_KEY"] == env["SHOPLENS_S3_READER_ACCESS_KEY"], name
+        assert got["SHOPLENS_S3_SECRET_KEY"] == env["SHOPLENS_S3_READER_SECRET_KEY"], name
+        assert got["SHOPLENS_WAREHOUSE_URL"] == reader_url, name
+        leaked = [k for k, v in got.items() if any(s in str(v) for s in writer_secrets)]
+        assert not leaked, f"{name} holds a writer's secret in {leaked}"
+    watcher = services["shoplens-watcher"]["environment"]
+    assert watcher["SHOPLENS_S3_ACCESS_KEY"] == env["SHOPLENS_S3_ACCESS_KEY"]
+    assert env["POSTGRES_PASSWORD"] in watcher["SHOPLENS_WAREHOUSE_URL"]
+    # minio-init makes the reader with a policy that lists and gets objects of the lake bucket, nothing else
+    init = services["minio-init"]["environment"]
+    assert init["SHOPLENS_S3_READER_ACCESS_KEY"] == env["SHOPLENS_S3_READER_ACCESS_KEY"]
+    script = (REPO / "infra/minio/init.sh").read_text()
+    policy = json.loads(re.search(r"<<'POLICY'\n(.*?)\nPOLICY", script, re.S)[1])
+    granted = {(a, r) for st in policy["Statement"] for a in st["Action"] for r in st["Resource"]}
+    assert all(st["Effect"] == "Allow" for st in policy["Statement"])
+    assert granted == {("s3:GetBucketLocation", "arn:aws:s3:::lake"), ("s3:ListBucket", "arn:aws:s3:::lake"),
+                       ("s3:GetObject", "arn:aws:s3:::lake/*")}  # fmt: skip
+    assert 'policy attach local shoplens-lake-read --user "$SHOPLENS_S3_READER_ACCESS_KEY"' in script
+    # the warehouse makes the read-only role on its first start (tests/integration/test_warehouse_roles.py
+    # runs the script against a real PostgreSQL)
+    wh = services["warehouse"]
+    mounts = {(v["source"].removeprefix(str(REPO) + "/"), v["target"]) for v in wh["volumes"] if v["type"] == "bind"}
+    assert ("infra/warehouse/init-readonly.sh", "/docker-entrypoint-initdb.d/10-readonly.sh") in mounts
+    assert wh["environment"]["WAREHOUSE_READER_USER"] == env["WAREHOUSE_READER_USER"]
+
+
+def test_spark_rpc_is_authenticated_and_encrypted_with_a_secret_from_env(config, test_env_file):
+    services = config["services"]
+    env = dict(line.split("=", 1) for line in test_env_file.read_text().splitlines())
+    for name, opts in (("spark-master", "SPARK_MASTER_OPTS"), ("spark-worker", "SPARK_WORKER_OPTS")):
+        got = services[name]["environment"]
+        assert {"-Dspark.authenticate=true", "-Dspark.network.crypto.enabled=true"} <= set(got[opts].split()), name
+        assert got["_SPARK_AUTH_SECRET"] == env["SPARK_AUTH_SECRET"] != "", name
+        assert env["SPARK_AUTH_SECRET"] not in got[opts]  # never on a command line (ps shows those)
+    assert services["shoplens-watcher"]["environment"]["SHOPLENS_SPARK_AUTH_SECRET"] == env["SPARK_AUTH_SECRET"]
+    holders = {n for n, s in services.items() if env["SPARK_AUTH_SECRET"] in json.dumps(s.get("environment") or {})}
+    assert holders == {"spark-master", "spark-worker", "shoplens-watcher"}
+    # the driver side: the watcher's settings turn it into Spark's configuration (tests/integration/
+    # test_spark_auth.py runs a real cluster configured like this)
+    from services.core.settings import Settings
+
+    assert Settings(spark_auth_secret=env["SPARK_AUTH_SECRET"]).spark_auth_secret.get_secret_value() == env["SPARK_AUTH_SECRET"]
