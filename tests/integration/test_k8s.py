@@ -43,6 +43,7 @@ CONFIG_COPIES = {
     "config/grafana/provisioning/dashboards/shoplens.yml": "monitoring/grafana/provisioning/dashboards/shoplens.yml",
     "config/grafana/dashboards/shoplens-pipeline.json": "monitoring/grafana/dashboards/shoplens-pipeline.json",
     "config/minio/init.sh": "infra/minio/init.sh",
+    "config/warehouse/init-readonly.sh": "infra/warehouse/init-readonly.sh",
     "config/elasticsearch/init.sh": "monitoring/elasticsearch/init.sh",
     "config/elasticsearch/ilm-policy.json": "monitoring/elasticsearch/ilm-policy.json",
     "config/elasticsearch/index-template.json": "monitoring/elasticsearch/index-template.json",
