@@ -499,3 +499,96 @@ def test_rendered_kustomization_validates_and_resolves_every_reference(tmp_path)
                 if "valueFrom" in var:
                     ref = var["valueFrom"]["secretKeyRef"]
                     assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["data"], ref
+
+
+# ---- least privilege ---------------------------------------------------------------------------------
+
+#: Containers whose image writes below its own root at start (so no read-only root file system), and why.
+WRITABLE_ROOT = {
+    "elasticsearch": "writes its keystore and JVM options under /usr/share/elasticsearch/config at start",
+    "kibana": "writes under /usr/share/kibana at start",
+    "grafana": "writes plugins and its sqlite journal beside the image's files",
+}
+ROOT_POD = "log-shipper"  # reads the node's /var/log (hostPath) as root: the one exception
+
+
+def test_every_pod_but_the_log_shipper_meets_the_restricted_profile(workloads):
+    for name, wl in workloads.items():
+        spec = pod_spec(wl)
+        pod_ctx = spec.get("securityContext", {})
+        assert pod_ctx.get("seccompProfile") == {"type": "RuntimeDefault"}, name
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")), name
+        scratch = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        if name != ROOT_POD:
+            assert pod_ctx.get("runAsNonRoot") is True, name
+            assert not [v for v in spec.get("volumes", []) if "hostPath" in v], name
+        for c in all_containers(wl):
+            where = f"{name}/{c['name']}"
+            ctx = c.get("securityContext", {})
+            assert ctx.get("allowPrivilegeEscalation") is False, where
+            assert ctx.get("capabilities") == {"drop": ["ALL"]}, where
+            assert not ctx.get("privileged"), where
+            assert not [p for p in c.get("ports", []) if "hostPort" in p], where
+            if name != ROOT_POD:
+                assert ctx.get("runAsNonRoot") is True and ctx.get("runAsUser", 0) > 0, where
+            writable = c["name"] in WRITABLE_ROOT
+            assert ctx.get("readOnlyRootFilesystem") is (not writable), where
+            if not writable:  # scratch space on an emptyDir
+                tmp = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+                assert tmp and tmp[0]["name"] in scratch, f"{where}: no emptyDir at /tmp"
+    shoplens = [c for wl in workloads.values() for c in all_containers(wl) if c["image"].startswith("shoplens/")]
+    assert shoplens and all(c["securityContext"]["runAsUser"] == 1000 for c in shoplens)  # the images' user
+
+
+def test_the_namespace_warns_and_audits_restricted_and_says_why_it_enforces_less(objects, workloads):
+    ns = next(o for o in objects if o["kind"] == "Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+    # enforce is relaxed only for the pod that needs a hostPath: take it away and restricted holds
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    host_paths = {n for n, wl in workloads.items() if any("hostPath" in v for v in pod_spec(wl).get("volumes", []))}
+    assert host_paths == {ROOT_POD}
+    assert "log-shipper" in (K8S / "namespace.yaml").read_text()
+
+
+def _allowed(policy: dict, port: int) -> set[str]:
+    """The app names a NetworkPolicy lets in on ``port`` (pod selectors by app.kubernetes.io/name only)."""
+    names: set[str] = set()
+    for rule in policy["spec"].get("ingress", []):
+        ports = {p["port"] for p in rule.get("ports", [])}
+        if ports and port not in ports:
+            continue
+        for peer in rule.get("from", []):
+            assert set(peer) == {"podSelector"}, f"only pod selectors in this namespace: {peer}"
+            sel = peer["podSelector"]
+            names |= {sel["matchLabels"]["app.kubernetes.io/name"]} if "matchLabels" in sel else set()
+            for expr in sel.get("matchExpressions", []):
+                assert expr["key"] == "app.kubernetes.io/name" and expr["operator"] == "In", expr
+                names |= set(expr["values"])
+    return names
+
+
+def test_only_the_pipeline_reaches_the_spark_master(objects, workloads):
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    for name in ("spark-master", "spark-worker", "shoplens-watcher"):
+        pol = policies[name]
+        assert pol["spec"]["policyTypes"] == ["Ingress"]
+        assert pol["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+        assert name in workloads
+    assert _allowed(policies["spark-master"], 7077) == {"shoplens-watcher", "spark-worker"}
+    assert _allowed(policies["spark-master"], 8080) == {"shoplens-watcher", "spark-worker", "prometheus"}
+    assert _allowed(policies["spark-worker"], 40000) == {"shoplens-watcher", "spark-master", "spark-worker"}
+    assert _allowed(policies["shoplens-watcher"], 40000) == {"spark-worker"}
+    assert _allowed(policies["shoplens-watcher"], 9108) == {"spark-worker", "prometheus"}
+    for outsider in ("dashboard", "scoring-api", "minio", "warehouse"):
+        assert all(outsider not in _allowed(p, port) for p in policies.values() for port in (7077, 8080, 40000))
+
+
+def test_readers_hold_read_only_credentials_in_kubernetes_too(objects, workloads):
+    """As in compose: the dashboard's and the API's pods (init containers included) hold no writer secret."""
+    writer_keys = {"SHOPLENS_S3_SECRET_KEY", "POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "SPARK_AUTH_SECRET"}
+    for name in ("dashboard", "scoring-api"):
+        keys = {v["valueFrom"]["secretKeyRef"]["key"] for c in all_containers(workloads[name])
+                for v in c.get("env", []) if "valueFrom" in v}  # fmt: skip
+        assert not keys & writer_keys, (name, keys & writer_keys)
+        assert {"SHOPLENS_S3_READER_SECRET_KEY", "WAREHOUSE_READER_PASSWORD"} <= keys, name
