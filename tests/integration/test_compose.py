@@ -416,3 +416,10 @@ def test_spark_rpc_is_authenticated_and_encrypted_with_a_secret_from_env(config,
     from services.core.settings import Settings
 
     assert Settings(spark_auth_secret=env["SPARK_AUTH_SECRET"]).spark_auth_secret.get_secret_value() == env["SPARK_AUTH_SECRET"]
+
+
+def test_the_dashboard_server_takes_no_bigger_upload_than_its_pages_read(config):
+    from dashboard.uploads import LARGEST_UPLOAD_MB
+
+    env = config["services"]["dashboard"]["environment"]
+    assert env["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"] == str(LARGEST_UPLOAD_MB)

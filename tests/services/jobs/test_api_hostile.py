@@ -98,6 +98,8 @@ def test_a_streamed_oversized_body_gets_413_as_it_passes_the_limit(api):
     assert status == 413, body
     assert rss["peak"] - rss["before"] < RSS_BOUND, rss
     assert sent < 64 * MB
+    metrics = api.request("GET", "/metrics")[1]  # refused before routing, still counted by route template
+    assert 'method="POST",route="/v1/score",status="413"' in metrics
 
 
 def test_an_unauthenticated_body_is_refused_before_it_is_read(api):
@@ -105,6 +107,7 @@ def test_an_unauthenticated_body_is_refused_before_it_is_read(api):
     status, body, sent = raw_post(api.port, "/v1/score", _chunks(4 * MB), headers)
     assert status == 401 and json.loads(body)["detail"] == "missing or wrong bearer token"
     assert sent < 4 * MB  # answered without waiting for the body
+    assert 'method="POST",route="/v1/score",status="401"' in api.request("GET", "/metrics")[1]
 
 
 @pytest.mark.parametrize(("name", "payload"), [
