@@ -44,25 +44,31 @@ def check_size(payload: bytes, max_mb: int, cli: str) -> None:
 def expanded(payload: bytes, limit: int = MAX_EXPANDED_BYTES) -> bytes:
     """``payload`` itself, or if gzipped its content, decompressed to at most ``limit`` bytes.
 
-    Decompression stops as soon as the output passes the limit (zlib's ``max_length``), so a bomb costs
-    ``limit`` bytes, not its expanded size. Every gzip member is read, as ``gzip.decompress`` would.
+    Inflated one megabyte at a time (zlib's ``max_length``) and refused as soon as the total passes the
+    limit, so a bomb costs about ``limit`` bytes, not its expanded size (one call with ``max_length =
+    limit`` would cost twice that: zlib grows its output buffer by copying). Every gzip member is read,
+    as ``gzip.decompress`` would.
     """
     if not payload.startswith(GZIP_MAGIC):
         return payload
-    parts, total, rest = [], 0, payload
+    parts: list[bytes] = []
+    total, rest = 0, payload
     while rest.startswith(GZIP_MAGIC):
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            part = inflater.decompress(rest, limit - total + 1)
-        except zlib.error as err:
-            raise UploadRefused("corrupt_gzip", f"The file is not a readable gzip file ({err}).") from None
-        total += len(part)
-        if total > limit or inflater.unconsumed_tail:
-            raise UploadRefused("decompression_bomb", f"The file expands to more than {limit // MB} MB when "
-                                "decompressed (a decompression bomb, or far more than the dashboard reads).")  # fmt: skip
-        if not inflater.eof:
-            raise UploadRefused("corrupt_gzip", "The gzip file is cut short (truncated upload?).")
-        parts.append(part)
+        pending = rest
+        while not inflater.eof:
+            try:
+                part = inflater.decompress(pending, MB)
+            except zlib.error as err:
+                raise UploadRefused("corrupt_gzip", f"The file is not a readable gzip file ({err}).") from None
+            total += len(part)
+            if total > limit:
+                raise UploadRefused("decompression_bomb", f"The file expands to more than {limit // MB} MB when "
+                                    "decompressed (a decompression bomb, or far more than the dashboard reads).")  # fmt: skip
+            pending = inflater.unconsumed_tail
+            if not part and not pending and not inflater.eof:  # no input left, no output, no end
+                raise UploadRefused("corrupt_gzip", "The gzip file is cut short (truncated upload?).")
+            parts.append(part)
         rest = inflater.unused_data
     return b"".join(parts)
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 import tomllib
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -27,6 +31,7 @@ from tests.dashboard.fixtures import APP
 from tests.dashboard.test_pages import _user_history
 
 MB = 2**20
+REPO = Path(__file__).resolve().parents[2]
 
 
 def gzip_bomb(expanded_mb: int) -> bytes:
@@ -74,6 +79,28 @@ def test_expanded_reads_every_member_like_gzip_and_names_each_refusal():
     with pytest.raises(uploads.UploadRefused) as big:
         uploads.check_size(bytes(3 * MB), 2, "shoplens predict <file>")
     assert big.value.reason == "too_large" and "shoplens predict" in str(big.value)
+
+
+BOMB_PEAK = """
+import resource, sys
+from dashboard import uploads
+from tests.dashboard.test_hostile_uploads import gzip_bomb
+bomb = gzip_bomb(1024)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    uploads.expanded(bomb)
+except uploads.UploadRefused as err:
+    print(err.reason, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_a_bomb_costs_about_the_limit_not_its_expanded_size():
+    """In a fresh process (its peak RSS is a high-water mark): 1 GB of zeros stops at the 160 MB limit."""
+    done = subprocess.run([sys.executable, "-c", BOMB_PEAK], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    reason, grown = done.stdout.split()
+    assert reason == "decompression_bomb", done.stderr
+    assert int(grown) < uploads.MAX_EXPANDED_BYTES * 1.15, f"peak grew by {int(grown) / MB:.0f} MB"
 
 
 def test_a_decompression_bomb_upload_on_the_lookup_page_is_refused_in_bounded_memory(app):
