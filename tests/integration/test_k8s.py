@@ -32,6 +32,8 @@ ENV_EXAMPLE = REPO / ".env.example"
 #: The oldest Kubernetes still in upstream support when this was written; manifests must not need newer.
 K8S_VERSION = "1.31.0"
 SECRET = "shoplens-secrets"
+NODE_LOGS = "shoplens-node-logs"  # the log shipper's own namespace (hostPath: more than `restricted` allows)
+SHIPPER_SECRET = "log-shipper-elastic"  # its one secret there, copied from SECRET by kustomize
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 ONE_SHOT = {"minio-init", "es-init"}  # exit 0 in compose; Jobs here
 SHOPLENS_SERVICES = ("shoplens-watcher", "dashboard", "scoring-api")
@@ -184,7 +186,8 @@ def resolved_env(container: dict, objects: list[dict]) -> dict[str, str]:
             )
         else:
             ref = var["valueFrom"]["secretKeyRef"]
-            assert ref["name"] == SECRET, f"{container['name']}: {var['name']} from an unknown Secret"
+            assert ref["name"] == SECRET or (ref["name"], ref["key"]) == (SHIPPER_SECRET, "ELASTIC_PASSWORD"), (
+                f"{container['name']}: {var['name']} from an unknown Secret")  # fmt: skip
             env[var["name"]] = sentinel(ref["key"])
     return env
 
@@ -218,13 +221,24 @@ def test_strict_validation_rejects_an_unknown_field():
 
 def test_kustomization_lists_every_manifest_and_generates_the_secrets():
     kz = kustomization()
-    assert kz["namespace"] == "shoplens"
+    # everything into namespace shoplens, except what names its own namespace (the log shipper's)
+    (transformer,) = [yaml.safe_load(t) for t in kz["transformers"]]
+    assert transformer["kind"] == "NamespaceTransformer" and transformer["metadata"]["namespace"] == "shoplens"
+    assert transformer["unsetOnly"] is True
     assert sorted(kz["resources"]) == sorted(p.name for p in manifest_files())
     for gen in kz["configMapGenerator"]:
         for entry in gen["files"]:
             assert (K8S / entry.split("=", 1)[-1]).is_file(), (gen["name"], entry)
     # The Secret comes from a copy of .env that git ignores; no secret value is committed anywhere.
-    assert kz["secretGenerator"] == [{"name": SECRET, "envs": ["secrets.env"]}]
+    gens = {g["name"]: g for g in kz["secretGenerator"]}
+    assert set(gens) == {SECRET, SHIPPER_SECRET} and gens[SECRET] == {"name": SECRET, "envs": ["secrets.env"]}
+    # the log shipper's Secret holds a placeholder that kustomize overwrites with ELASTIC_PASSWORD alone
+    assert gens[SHIPPER_SECRET]["namespace"] == NODE_LOGS
+    assert gens[SHIPPER_SECRET]["literals"] == ["ELASTIC_PASSWORD=copied-from-shoplens-secrets"]
+    assert kz["replacements"] == [{
+        "source": {"kind": "Secret", "name": SECRET, "fieldPath": "data.ELASTIC_PASSWORD"},
+        "targets": [{"select": {"kind": "Secret", "name": SHIPPER_SECRET}, "fieldPaths": ["data.ELASTIC_PASSWORD"]}],
+    }]  # fmt: skip
     assert "secrets.env" in (K8S / ".gitignore").read_text().split()
     tracked = subprocess.run(
         ["git", "ls-files", "infra/k8s/secrets.env"], capture_output=True, text=True, cwd=REPO, timeout=30
@@ -479,12 +493,17 @@ def test_rendered_kustomization_validates_and_resolves_every_reference(tmp_path)
     done = subprocess.run([*_kustomize_command(), str(tree)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     rendered = [d for d in yaml.safe_load_all(done.stdout) if d]
+    shipper = {"log-shipper", "fluent-bit-config", SHIPPER_SECRET}
     for doc in rendered:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         if doc["kind"] != "Namespace" and doc["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
-            assert doc["metadata"]["namespace"] == "shoplens", doc["metadata"]["name"]
+            name = doc["metadata"]["name"]
+            own = name in shipper or name.rsplit("-", 1)[0] in shipper  # generated names end in a hash
+            assert doc["metadata"]["namespace"] == (NODE_LOGS if own else "shoplens"), name
     names = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
     secret = next(d for (kind, n), d in names.items() if kind == "Secret" and n.startswith(f"{SECRET}-"))
+    copied = next(d for (kind, n), d in names.items() if kind == "Secret" and n.startswith(f"{SHIPPER_SECRET}-"))
+    assert copied["data"] == {"ELASTIC_PASSWORD": secret["data"]["ELASTIC_PASSWORD"]}  # that one value only
     for doc in rendered:
         if doc["kind"] not in WORKLOAD_KINDS:
             continue
@@ -498,7 +517,8 @@ def test_rendered_kustomization_validates_and_resolves_every_reference(tmp_path)
             for var in c.get("env", []):
                 if "valueFrom" in var:
                     ref = var["valueFrom"]["secretKeyRef"]
-                    assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["data"], ref
+                    holder = copied if doc["metadata"]["name"] == "log-shipper" else secret
+                    assert ref["name"] == holder["metadata"]["name"] and ref["key"] in holder["data"], ref
 
 
 # ---- least privilege ---------------------------------------------------------------------------------
@@ -540,15 +560,18 @@ def test_every_pod_but_the_log_shipper_meets_the_restricted_profile(workloads):
     assert shoplens and all(c["securityContext"]["runAsUser"] == 1000 for c in shoplens)  # the images' user
 
 
-def test_the_namespace_warns_and_audits_restricted_and_says_why_it_enforces_less(objects, workloads):
-    ns = next(o for o in objects if o["kind"] == "Namespace")
-    labels = ns["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
-    # enforce is relaxed only for the pod that needs a hostPath: take it away and restricted holds
-    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+def test_the_stack_namespace_enforces_restricted_and_only_the_log_shipper_lives_elsewhere(objects, workloads):
+    namespaces = {o["metadata"]["name"]: o["metadata"]["labels"] for o in objects if o["kind"] == "Namespace"}
+    assert set(namespaces) == {"shoplens", NODE_LOGS}
+    for mode in ("enforce", "warn", "audit"):
+        assert namespaces["shoplens"][f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert namespaces[NODE_LOGS]["pod-security.kubernetes.io/enforce"] == "privileged"
+    elsewhere = {n for n, wl in workloads.items() if wl["metadata"].get("namespace", "shoplens") != "shoplens"}
+    assert elsewhere == {ROOT_POD} and workloads[ROOT_POD]["metadata"]["namespace"] == NODE_LOGS
     host_paths = {n for n, wl in workloads.items() if any("hostPath" in v for v in pod_spec(wl).get("volumes", []))}
     assert host_paths == {ROOT_POD}
-    assert "log-shipper" in (K8S / "namespace.yaml").read_text()
+    binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "log-shipper", "namespace": NODE_LOGS}]
 
 
 def _allowed(policy: dict, port: int) -> set[str]:
