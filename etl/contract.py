@@ -196,8 +196,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: Why a whole input file is refused (its run summary's ``reason_code``, the watcher's ``.error.json``).
+FileRejection = Literal[
+    "bad_header",  # the first line is not the expected header (a headerless ``split -l`` part, say)
+    "not_text",  # the header is not UTF-8 text (binary noise)
+    "corrupt_file",  # a gzip stream that is truncated or damaged
+    "line_too_long",  # a line longer than the configured cap
+    "too_large",  # more decompressed bytes than the configured cap
+    "decompression_bomb",  # decompresses to more than the configured multiple of its size
+]
+FILE_REJECTIONS: Final[tuple[str, ...]] = get_args(FileRejection)
+
+
 class ContractError(ValueError):
-    """An input violates the data contract as a whole (for example a wrong header)."""
+    """An input violates the data contract as a whole (for example a wrong header); ``code`` names why."""
+
+    def __init__(self, message: str, code: FileRejection = "bad_header") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def check_header(header_line: str, source: str, columns: tuple[str, ...] = RAW_COLUMNS) -> None:

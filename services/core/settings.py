@@ -48,6 +48,10 @@ class Settings(BaseSettings):
                                 "otherwise it goes to <work_dir>/logs/spark.log")
     pushgateway_url: str | None = Field(None, description="host:port of the Prometheus Pushgateway")
 
+    ingest_max_line_bytes: int = Field(1 << 20, ge=1024, description="A longer line refuses its input file")
+    ingest_max_decompressed_bytes: int = Field(64 << 30, ge=1, description="More decompressed data refuses the file")
+    ingest_max_expansion: float = Field(100.0, gt=1, description="A gzip expanding more than this many times its "
+                                        "size (beyond 256 MiB) is refused as a decompression bomb")
     incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")
     quarantine_files: str | None = Field(
         None, description="Where the watcher moves rejected files (default: <incoming>/_failed/)"
