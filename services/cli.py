@@ -317,6 +317,7 @@ def watch(
     )
     key = settings.key_bytes
     the_lake = open_lake(settings, lake)
+    the_lake.bind_key(key)  # a wrong key stops the watcher here, not at every file
     start_metrics_server(settings.metrics_port)
     spark = get_spark(settings, "shoplens-watch")
     stop = threading.Event()

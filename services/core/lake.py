@@ -18,6 +18,8 @@ orphans. The ledger of processed files is derived from committed summaries (cont
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import shutil
@@ -28,8 +30,15 @@ from typing import Any
 
 import pandas as pd
 
-from services.core.catalog import CURRENT_POINTER, RUN_SCOPED, RUNS, STAGING, VERSIONED
+from services.core.catalog import CURRENT_POINTER, KEY_FINGERPRINT, RUN_SCOPED, RUNS, STAGING, VERSIONED
+from services.core.settings import DEMO_PSEUDONYM_KEY, ConfigError
 from services.core.storage import Store
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A one-way fingerprint of a pseudonymization key: an HMAC of a fixed text under the key, so the
+    fingerprint says nothing about the key and cannot be used to pseudonymize."""
+    return hmac.new(key, b"shoplens key fingerprint v1", hashlib.sha256).hexdigest()[:32]
 
 
 def new_run_id() -> str:
@@ -88,6 +97,23 @@ class Lake:
     def write_run(self, summary: dict[str, Any]) -> None:
         """Write a run summary; with status "committed" this is the commit point of the run."""
         self.write_json(f"{RUNS}/{summary['run_id']}.json", summary)
+
+    def bind_key(self, key: bytes) -> None:
+        """Record the key's fingerprint on first write; refuse a key other than the one recorded.
+
+        Why: user keys written under two keys cannot be joined, and nothing would say so. A lake from
+        before fingerprints adopts the key of its next writer.
+        """
+        doc = {"fingerprint": key_fingerprint(key), "demo_key": key == DEMO_PSEUDONYM_KEY.encode()}
+        try:
+            recorded = self.read_json(KEY_FINGERPRINT)
+        except FileNotFoundError:
+            self.write_json(KEY_FINGERPRINT, {**doc, "recorded_at": utc_now_iso()})
+            return
+        if recorded["fingerprint"] != doc["fingerprint"]:
+            which = "the public demo key" if recorded.get("demo_key") else f"key fingerprint {recorded['fingerprint']}"
+            raise ConfigError(f"{self.store.uri} was written with another pseudonymization key ({which}); "
+                              "use that key, or another lake")
 
     # -- staging and publishing --------------------------------------------------------------------
     def staging_dir(self, run_id: str) -> Path:

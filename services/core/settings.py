@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Used only in demo mode, so that a first run works without set-up; never for real data.
 DEMO_PSEUDONYM_KEY = "shoplens-demo-key-do-not-use-for-real-data"
+#: A shorter pseudonymization key is refused: HMAC-SHA256 is only as strong as a key's entropy.
+MIN_KEY_BYTES = 32
+DEMO_WARNING = "DEMO MODE: pseudonymizing with the public demo key; user keys are NOT protected"
+_KEY_HINT = "(python -c 'import secrets;print(secrets.token_hex(32))')"
+
+log = logging.getLogger("shoplens.settings")
 
 
 class ConfigError(RuntimeError):
@@ -72,19 +79,39 @@ class Settings(BaseSettings):
 
     @property
     def key_bytes(self) -> bytes:
-        """The pseudonymization key; in demo mode without a key, the public demo key (with a warning)."""
+        """The pseudonymization key; in demo mode without a key, the public demo key (with a warning).
+
+        Refused: no key outside demo mode, the public demo key outside demo mode, a key under
+        MIN_KEY_BYTES. Which key a lake was written with is checked by Lake.bind_key.
+        """
         if self.pseudonym_key is not None:
-            return self.pseudonym_key.get_secret_value().encode("utf-8")
+            key = self.pseudonym_key.get_secret_value().encode("utf-8")
+            if key == DEMO_PSEUDONYM_KEY.encode("utf-8"):
+                if not self.demo:
+                    raise ConfigError("SHOPLENS_PSEUDONYM_KEY is the public demo key: set a secret of your own "
+                                      f"{_KEY_HINT}, or SHOPLENS_DEMO=1 for a demo")
+                _warn_demo()
+            elif len(key) < MIN_KEY_BYTES:
+                raise ConfigError(f"SHOPLENS_PSEUDONYM_KEY is {len(key)} bytes; use at least {MIN_KEY_BYTES} "
+                                  f"random bytes {_KEY_HINT}")
+            return key
         if not self.demo:
-            raise ConfigError(
-                "SHOPLENS_PSEUDONYM_KEY is not set: set a long random secret "
-                "(python -c 'import secrets;print(secrets.token_hex(32))'), or SHOPLENS_DEMO=1 to try shoplens"
-            )
-        warnings.warn(
-            "DEMO MODE: pseudonymizing with the public demo key; user keys are NOT protected",
-            stacklevel=2,
-        )
+            raise ConfigError(f"SHOPLENS_PSEUDONYM_KEY is not set: set a long random secret {_KEY_HINT}, "
+                              "or SHOPLENS_DEMO=1 to try shoplens")
+        _warn_demo()
         return DEMO_PSEUDONYM_KEY.encode("utf-8")
+
+
+_demo_warned: list[bool] = []
+
+
+def _warn_demo() -> None:
+    """Say once per process, in the log (which may go to ELK) and on the console, that keys are public."""
+    if _demo_warned:
+        return
+    _demo_warned.append(True)
+    log.warning(DEMO_WARNING, extra={"demo": True})
+    print(f"shoplens: warning: {DEMO_WARNING}", file=sys.stderr)
 
 
 @lru_cache(maxsize=1)

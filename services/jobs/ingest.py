@@ -158,6 +158,7 @@ def ingest_files(
     columns, process = FORMATS[input_format]
     run_id = run_id or new_run_id()
     started, t0 = utc_now_iso(), time.monotonic()
+    lake.bind_key(key)
     lake.vacuum()
     staging = lake.staging_dir(run_id)
     chunk_dir = staging / "chunks"

@@ -20,8 +20,8 @@ Why attempts are counted in the store, before each attempt: a file that kills th
 memory, say) would otherwise be retried by every restart, forever, with a count that dies with the
 process. The count lives in ``_attempts/<digest of the key>.json`` beside the file; after
 ``max_attempts`` the file is set aside (``too_many_attempts``). An error of our own (``OSError``: a
-full disk, a store that is down) is not the file's fault: it is not counted, the pass fails and the
-file is retried.
+full disk, a store that is down) or a wrong key (``ConfigError``) is not the file's fault: it is not
+counted, the pass fails and the file is retried.
 
 Keys whose name or folder starts with ``_`` or ``.`` are not input (the Hadoop convention): that is
 where the archive lives, and where upload tools keep their partial files.
@@ -45,6 +45,7 @@ from pyspark.sql import SparkSession
 from services.core.bounded_read import IngestLimits
 from services.core.lake import Lake, utc_now_iso
 from services.core.metrics import mark_alive, record_ingest, record_stage
+from services.core.settings import ConfigError
 from services.core.storage import ObjectInfo, StorageError, Store
 from services.jobs.ingest import ingest_files
 from services.jobs.segmentation import TrainConfig
@@ -164,10 +165,11 @@ class Watcher:
             log.info("file %s disappeared before it was read", info.key, extra=ctx)
             self._clear_attempts(info)
             return {"key": info.key, "status": "gone"}
-        except (OSError, StorageError) as err:  # ours (a full disk, the store): not counted against the file
-            self._set_attempts(info, attempts, last_error)
-            log.exception("file %s: I/O error, will retry: %s", info.key, err, extra={**ctx, "reason_code": "io_error"})
-            return {"key": info.key, "status": "retry", "reason_code": "io_error", "reason": str(err), "error": True}
+        except (OSError, StorageError, ConfigError) as err:  # ours (a full disk, the store, a wrong key)
+            self._set_attempts(info, attempts, last_error)  # not counted against the file
+            code = "config_error" if isinstance(err, ConfigError) else "io_error"
+            log.exception("file %s: %s, will retry: %s", info.key, code, err, extra={**ctx, "reason_code": code})
+            return {"key": info.key, "status": "retry", "reason_code": code, "reason": str(err), "error": True}
         except Exception as err:  # a crash is retried; a file that keeps crashing is set aside
             error = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
             self._set_attempts(info, attempts + 1, error)
