@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     ingest_max_decompressed_bytes: int = Field(64 << 30, ge=1, description="More decompressed data refuses the file")
     ingest_max_expansion: float = Field(100.0, gt=1, description="A gzip expanding more than this many times its "
                                         "size (beyond 256 MiB) is refused as a decompression bomb")
+    writer_lease_seconds: float = Field(60.0, gt=0, description="A writer's lease on the lake expires this long "
+                                        "after its holder stops renewing it (it died)")
+    writer_wait_seconds: float = Field(0.0, ge=0, description="How long a second writer waits for the lease "
+                                       "before refusing (the watcher retries on its next pass)")
     incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")
     quarantine_files: str | None = Field(
         None, description="Where the watcher moves rejected files (default: <incoming>/_failed/)"

@@ -45,6 +45,7 @@ from etl.ingest import (
 from services.core.bounded_read import IngestLimits, last_line_end, open_input, read_blocks, read_header
 from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.lease import WriterLease
 from services.core.timings import Timings
 from services.jobs.ingest_summary import FileResult, reconciled
 
@@ -151,21 +152,28 @@ def ingest_files(
     """Ingest ``paths`` as one run and return its summary (also written to ``runs/<run_id>.json``).
 
     ``spark`` may be a callable returning the session, so that the JVM starts while Python hashes
-    and chunks the files (see the CLI).
+    and chunks the files (see the CLI). The run holds the lake's writer lease throughout (LeaseHeld if
+    another writer has it) and refuses a key other than the one the lake was written with.
     """
     if input_format not in FORMATS:
         raise ValueError(f"unknown input format {input_format!r}; choose from {', '.join(FORMATS)}")
+    with lake.writer_lease("ingest") as lease:
+        lake.bind_key(key)
+        return _ingest_held(spark, lake, [Path(p) for p in paths], key, lease, run_id or new_run_id(), chunk_bytes,
+                            on_progress, input_format, limits)  # fmt: skip
+
+
+def _ingest_held(spark: SparkSession | Callable[[], SparkSession], lake: Lake, paths: list[Path], key: bytes,
+                 lease: WriterLease, run_id: str, chunk_bytes: int, on_progress: Callable[[str], None],
+                 input_format: str, limits: IngestLimits) -> dict[str, Any]:  # fmt: skip
     columns, process = FORMATS[input_format]
-    run_id = run_id or new_run_id()
     started, t0 = utc_now_iso(), time.monotonic()
-    lake.bind_key(key)
     lake.vacuum()
     staging = lake.staging_dir(run_id)
     chunk_dir = staging / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
     ctx = {"run_id": run_id, "stage": "ingest"}
 
-    paths = [Path(p) for p in paths]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"no such input file: {p}")
@@ -228,6 +236,7 @@ def ingest_files(
         duration_seconds=round(time.monotonic() - t0, 3),
         phase_seconds=dict(timings),
     )
+    lease.check()  # a writer that stalled past its lease must not commit over its successor's vacuum
     lake.write_run(summary)  # the commit point
     shutil.rmtree(staging, ignore_errors=True)
     log.info(

@@ -44,6 +44,7 @@ from pyspark.sql import SparkSession
 
 from services.core.bounded_read import IngestLimits
 from services.core.lake import Lake, utc_now_iso
+from services.core.lease import LeaseHeld
 from services.core.metrics import mark_alive, record_ingest, record_stage
 from services.core.settings import ConfigError
 from services.core.storage import ObjectInfo, StorageError, Store
@@ -167,7 +168,8 @@ class Watcher:
             return {"key": info.key, "status": "gone"}
         except (OSError, StorageError, ConfigError) as err:  # ours (a full disk, the store, a wrong key)
             self._set_attempts(info, attempts, last_error)  # not counted against the file
-            code = "config_error" if isinstance(err, ConfigError) else "io_error"
+            code = ("config_error" if isinstance(err, ConfigError)
+                    else "lake_busy" if isinstance(err, LeaseHeld) else "io_error")  # fmt: skip
             log.exception("file %s: %s, will retry: %s", info.key, code, err, extra={**ctx, "reason_code": code})
             return {"key": info.key, "status": "retry", "reason_code": code, "reason": str(err), "error": True}
         except Exception as err:  # a crash is retried; a file that keeps crashing is set aside

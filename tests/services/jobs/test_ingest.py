@@ -175,6 +175,10 @@ def test_crash_leaves_nothing_visible_and_the_next_run_completes(
     assert s["status"] == "committed" and s["files"][0]["status"] == "ingested"
     assert len(_events(spark, local_lake)) == s["rows_accepted"] == 4997
     runs_on_disk = {k.split("run_id=")[1].split("/")[0] for k in local_lake.store.list("events")}
+    assert len(runs_on_disk) == 2, "the crashed run's orphans are kept for the vacuum's grace period"
+    local_lake.vacuum_grace_seconds = 0
+    local_lake.vacuum()
+    runs_on_disk = {k.split("run_id=")[1].split("/")[0] for k in local_lake.store.list("events")}
     assert runs_on_disk == {s["run_id"]}, "vacuum removed the crashed run's orphans"
 
 
