@@ -376,6 +376,12 @@ def mask_ids(text: str, key: bytes) -> str:
         for i in _ID_FIELDS:
             parts[i] = pseudonymize(parts[i], key)
         return ",".join(parts)
+    return line_digest(text, key)
+
+
+def line_digest(text: str, key: bytes) -> str:
+    """What a quarantine keeps of a line whose ids cannot be found by position: its length and a keyed
+    digest, never the text."""
     return f"<malformed line: {len(text)} characters, digest {pseudonymize(text, key)[:16]}>"
 
 
@@ -540,6 +546,7 @@ def read_history(path: str | Path) -> History:
 
 
 __all__ = [
-    "Classified", "History", "Parsed", "classify_batch", "count_lines", "history_of", "line_reasons", "parse",
+    "Classified", "History", "Parsed", "classify_batch", "count_lines", "history_of", "line_digest", "line_reasons",
+    "mask_ids", "parse",
     "parse_data", "parse_fields", "parse_lines", "read_history", "row_reasons", "validate_line",
 ]  # fmt: skip
