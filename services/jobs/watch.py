@@ -81,8 +81,10 @@ class TickResult:
 
 
 def is_input_key(key: str) -> bool:
-    """False for the archive, quarantine reports and temporary upload files (``_x``/``.x`` anywhere)."""
-    return not any(part.startswith(("_", ".")) for part in PurePosixPath(key).parts)
+    """False for the archive, quarantine reports and temporary upload files (``_x``/``.x`` anywhere), and
+    for keys with an empty, ``.`` or ``..`` part."""
+    # split as written, not as PurePosixPath normalizes it: "a/./b" and "a//b" are not keys a store takes
+    return not any(not part or part.startswith(("_", ".")) for part in key.split("/"))
 
 
 class Watcher:

@@ -170,3 +170,12 @@ def test_our_io_errors_are_retried_and_never_set_the_file_aside(tmp_path, local_
     info = ObjectInfo("a.csv", (inbox / "a.csv").stat().st_size, (inbox / "a.csv").stat().st_mtime)
     assert w.attempts(info)[0] == 0
     assert (inbox / "a.csv").is_file() and not (tmp_path / "q" / "a.csv").exists()
+
+
+def test_keys_with_dot_dot_or_hidden_parts_are_never_input():
+    """``..`` cannot be addressed in a store (and minio refuses to write it); such keys are skipped."""
+    from services.jobs.watch import is_input_key
+
+    for key in ("x/../y.csv", "../y.csv", "..", "a/./b.csv", "a//b.csv"):
+        assert not is_input_key(key)
+    assert is_input_key("a..b.csv")
