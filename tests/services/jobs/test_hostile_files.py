@@ -16,7 +16,8 @@ import pytest
 
 import services.jobs.watch as watcher_module
 from etl.contract import ContractError
-from services.core.storage import LocalStore, ObjectInfo
+from services.core.lake import Lake
+from services.core.storage import LocalStore, ObjectInfo, S3Store, Store
 from services.jobs.ingest import CHUNK_BYTES, ingest_files, split_into_chunks
 from services.jobs.watch import ARCHIVE_PREFIX, WatchConfig, Watcher
 from tests.hostile_corpus import RAW_IDS, ROW, write_corpus
@@ -48,19 +49,32 @@ def test_each_hostile_file_gets_its_named_reason_and_the_good_file_goes_on(
     _no_raw_id(json.dumps(summary), run_doc, caplog.text)
 
 
+@pytest.fixture(params=["local", "s3"])
+def watched(request, tmp_path, local_lake) -> tuple[Lake, Store, Store]:
+    """(lake, incoming, quarantine) on local disk, or all three on the real S3 server."""
+    if request.param == "local":
+        return local_lake, LocalStore(tmp_path / "in"), LocalStore(tmp_path / "q")
+    server = request.getfixturevalue("s3_server")
+    client = server.client()
+    return (request.getfixturevalue("s3_lake"), S3Store(client, server.new_bucket("incoming")),
+            S3Store(client, server.new_bucket("quarantine-files")))  # fmt: skip
+
+
 @pytest.mark.spark
 @pytest.mark.slow
-def test_the_watcher_sets_each_hostile_file_aside_with_its_reason(
-        spark, local_lake, key, rees46_sample, tmp_path, caplog):  # fmt: skip
-    inbox, qdir = tmp_path / "in", tmp_path / "q"
-    expected = write_corpus(inbox)
-    (inbox / "evil\nname.csv").write_bytes(rees46_sample.read_bytes())
+def test_the_watcher_sets_each_hostile_file_aside_with_its_reason(spark, watched, key, rees46_sample, tmp_path,
+                                                                   caplog):  # fmt: skip
+    lake, incoming, quarantine = watched
+    expected = write_corpus(tmp_path / "corpus")
+    for name in expected:
+        incoming.put_file(tmp_path / "corpus" / name, name)
+    incoming.put_file(rees46_sample, "evil\nname.csv")
     expected["evil\nname.csv"] = "unsafe_name"
-    (inbox / "z-good.csv").write_bytes(rees46_sample.read_bytes())
+    incoming.put_file(rees46_sample, "z-good.csv")
     caplog.set_level(logging.INFO)
     clock = Clock()
-    w = Watcher(local_lake, LocalStore(inbox), LocalStore(qdir), lambda: spark, key,
-                WatchConfig(poll_seconds=0.1, settle_seconds=2.0), clock=clock)  # fmt: skip
+    w = Watcher(lake, incoming, quarantine, lambda: spark, key, WatchConfig(poll_seconds=0.1, settle_seconds=2.0),
+                clock=clock)  # fmt: skip
     w.refresh = lambda: None
     w.ready()
     clock.now += 3
@@ -69,10 +83,11 @@ def test_the_watcher_sets_each_hostile_file_aside_with_its_reason(
     reports = {}
     for name, code in expected.items():
         assert outcomes[name]["status"] == "failed" and outcomes[name]["reason_code"] == code
-        reports[name] = (qdir / f"{name}.error.json").read_text()
+        reports[name] = quarantine.read_bytes(f"{name}.error.json").decode()
         assert json.loads(reports[name])["reason_code"] == code
-        assert (qdir / name).is_file()  # kept, not lost
-    assert sorted(p.name for p in (inbox / ARCHIVE_PREFIX).rglob("*.csv")) == ["z-good.csv"]
+        assert quarantine.exists(name)  # kept, not lost
+    # the good file archived; no attempt count left behind
+    assert incoming.list("") == [f"{ARCHIVE_PREFIX}/{outcomes['z-good.csv']['run_id']}/z-good.csv"]
     _no_raw_id(*reports.values(), json.dumps(list(outcomes.values())), caplog.text)
 
 
