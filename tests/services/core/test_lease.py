@@ -108,3 +108,34 @@ def test_the_lease_is_renewed_while_its_holder_lives(tmp_path):
         lease.check()
         assert json.loads(store.read_bytes(WRITER_LEASE))["expires_at"] > time.time()
     assert not store.exists(WRITER_LEASE)
+
+
+@pytest.mark.slow
+def test_a_second_shoplens_ingest_beside_a_running_one_refuses_in_one_line(tmp_path, key, rees46_sample):
+    """Two real `shoplens ingest` processes on one lake: the second refuses while the first holds the
+    lease, and the first commits its run untouched."""
+    lake_dir = tmp_path / "lake"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SHOPLENS_LAKE": str(lake_dir), "SHOPLENS_PSEUDONYM_KEY": key.decode(),
+           "SHOPLENS_SPARK_MASTER": "local[1]", "SHOPLENS_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env.pop("SHOPLENS_DEMO", None)
+
+    def shoplens(work: str, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "services", "ingest", *args], cwd=REPO, text=True,
+                                env={**env, "SHOPLENS_WORK_DIR": str(tmp_path / work)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+    first = shoplens("w1", str(rees46_sample))
+    deadline = time.monotonic() + 120
+    while not (lake_dir / WRITER_LEASE).exists():
+        assert first.poll() is None and time.monotonic() < deadline, "the first ingest never took the lease"
+        time.sleep(0.05)
+    second = shoplens("w2", str(rees46_sample))
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 1
+    assert err.strip().splitlines()[-1].startswith("shoplens: error: ") and "Traceback" not in err
+    assert "is being written by ingest (pid" in err
+    first.communicate(timeout=600)
+    assert first.returncode == 0
+    [run] = Lake(LocalStore(lake_dir), tmp_path / "w1").runs()
+    assert run["status"] == "committed" and run["rows_read"] == 5000
+    assert not (lake_dir / WRITER_LEASE).exists()
