@@ -36,7 +36,7 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-KEY = "benchmark-key-not-secret"
+KEY = "benchmark-key-not-secret-0123456789abcdef"
 TOOLS = ("shoplens", "duckdb", "pandas")
 FORMATS = ("csv", "parquet")
 FLOOR_SECONDS = 30.0

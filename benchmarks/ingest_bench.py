@@ -27,7 +27,7 @@ import psutil
 from etl.generate import generate, users_for_events
 
 HERE = Path(__file__).resolve().parent
-KEY = "benchmark-key-not-secret"
+KEY = "benchmark-key-not-secret-0123456789abcdef"
 TOOLS = ("spark", "pandas", "duckdb")
 
 

@@ -196,26 +196,44 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: Why a whole input file is refused (its run summary's ``reason_code``, the watcher's ``.error.json``).
+FileRejection = Literal[
+    "bad_header",  # the first line is not the expected header (a headerless ``split -l`` part, say)
+    "not_text",  # the header is not UTF-8 text (binary noise)
+    "corrupt_file",  # a gzip stream that is truncated or damaged
+    "line_too_long",  # a line longer than the configured cap
+    "too_large",  # more decompressed bytes than the configured cap
+    "decompression_bomb",  # decompresses to more than the configured multiple of its size
+]
+FILE_REJECTIONS: Final[tuple[str, ...]] = get_args(FileRejection)
+
+
 class ContractError(ValueError):
-    """An input violates the data contract as a whole (for example a wrong header)."""
+    """An input violates the data contract as a whole (for example a wrong header); ``code`` names why."""
+
+    def __init__(self, message: str, code: FileRejection = "bad_header") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def check_header(header_line: str, source: str, columns: tuple[str, ...] = RAW_COLUMNS) -> None:
-    """Raise :class:`ContractError` naming the file and the difference if the header is not ``columns``."""
+    """Raise :class:`ContractError` naming the file and the difference if the header is not ``columns``.
+
+    Why the message holds counts and expected names only: a headerless file (a ``split -l`` part) has a
+    data row where the header should be, and its cells are raw user and session ids. The message goes
+    to logs, run summaries, quarantine reports and the dashboard, so no cell of the line is quoted.
+    """
     got = [c.strip() for c in header_line.rstrip("\r\n").lstrip("\ufeff").split(",")]
     if tuple(got) == columns:
         return
     missing = [c for c in columns if c not in got]
-    extra = [c for c in got if c not in columns]
-    if missing or extra:
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing {', '.join(missing)}" if missing else "",
-                f"unexpected {', '.join(extra)}" if extra else "",
-            )
-            if part
-        )
+    unknown = sum(c not in columns for c in got)
+    if not missing and not unknown:
+        detail = "columns out of order"
     else:
-        detail = f"columns out of order: got {','.join(got)}"
-    raise ContractError(f"{source}: bad header ({detail}); expected {','.join(columns)}")
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"{unknown} unexpected column{'s' if unknown != 1 else ''}" if unknown else "",
+        ) if part)  # fmt: skip
+    raise ContractError(f"{source}: bad header ({len(got)} columns, {detail}); "
+                        f"expected {len(columns)} columns: {','.join(columns)}")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from etl.contract import (
     RAW_COLUMNS,
     check_header,
 )
-from etl.pseudonymize import pseudonymize_array
+from etl.pseudonymize import pseudonymize, pseudonymize_array
 
 ACCEPTED, QUARANTINED, DUPLICATE = "accepted", "quarantined", "duplicate"
 MALFORMED = "malformed_line"
@@ -71,10 +70,8 @@ _BOM = "\ufeff".encode()
 #: Rows up to which :func:`first_copies` groups with numpy (same result; polars pays off on chunks).
 _SMALL_BATCH = 2_000
 _STRINGS = pa.schema([(c, pa.string()) for c in RAW_COLUMNS])
-#: Unquoted runs of 6+ digits and UUID-like tokens: what may be an id in a line that did not split into
-#: the nine fields (so its ids cannot be found by position).
-_BARE_ID = re.compile(r"(?<![0-9A-Za-z.])[0-9]{6,}(?![0-9A-Za-z.])")
-_BARE_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+#: Positions of the user and session id among the nine comma-separated fields of a line.
+_ID_FIELDS = (RAW_COLUMNS.index("user_id"), RAW_COLUMNS.index("user_session"))
 
 #: The lake's events table as Arrow writes it (``event_date`` is the partition, outside the file).
 EVENT_FILE_SCHEMA = pa.schema([
@@ -366,9 +363,26 @@ def _redacted(fields: pa.Table, key: bytes) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(*parts, ",")
 
 
-def mask_ids(text: str) -> str:
-    """A malformed line with every bare run of 6+ digits and every UUID-like token masked."""
-    return _BARE_UUID.sub("<redacted-session>", _BARE_ID.sub("<redacted-id>", text))
+def mask_ids(text: str, key: bytes) -> str:
+    """A malformed line as it may be kept in the quarantine: nothing in it identifies a person.
+
+    Why no guessing which tokens are ids: ids come as ``541312140.0``, as short numbers and as sessions
+    that are not dashed UUIDs, and a pattern misses some. A line that still cuts into the nine fields
+    at its commas keeps them, with both ids keyed as in the events; any other line is replaced by its
+    length and a keyed digest (the holder of the key can find it in the source file by line number).
+    """
+    parts = text.split(",")
+    if len(parts) == _N:
+        for i in _ID_FIELDS:
+            parts[i] = pseudonymize(parts[i], key)
+        return ",".join(parts)
+    return line_digest(text, key)
+
+
+def line_digest(text: str, key: bytes) -> str:
+    """What a quarantine keeps of a line whose ids cannot be found by position: its length and a keyed
+    digest, never the text."""
+    return f"<malformed line: {len(text)} characters, digest {pseudonymize(text, key)[:16]}>"
 
 
 def classify_batch(data: bytes, key: bytes, source_file: str, first_line: int) -> Classified:
@@ -391,7 +405,7 @@ def classify_batch(data: bytes, key: bytes, source_file: str, first_line: int) -
         "reason": pa.array([*reason[bad_rows], *[MALFORMED] * len(malformed)], pa.string()),
         "raw_line": pa.concat_arrays([
             _redacted(fields.take(bad_rows), key).combine_chunks().cast(pa.string()),
-            pa.array([mask_ids(parsed.malformed[i]) for i in malformed], pa.string()),
+            pa.array([mask_ids(parsed.malformed[i], key) for i in malformed], pa.string()),
         ]),
     }, schema=QUARANTINE_FILE_SCHEMA)  # fmt: skip
     duplicates = pa.table({
@@ -532,6 +546,7 @@ def read_history(path: str | Path) -> History:
 
 
 __all__ = [
-    "Classified", "History", "Parsed", "classify_batch", "count_lines", "history_of", "line_reasons", "parse",
+    "Classified", "History", "Parsed", "classify_batch", "count_lines", "history_of", "line_digest", "line_reasons",
+    "mask_ids", "parse",
     "parse_data", "parse_fields", "parse_lines", "read_history", "row_reasons", "validate_line",
 ]  # fmt: skip

@@ -23,18 +23,27 @@ duplicates as for REES46 (:func:`find_duplicates`).
 Why still Spark SQL and not the Arrow path of REES46 (:mod:`etl.lines`): order exports quote their
 descriptions (commas and all), have several date layouts and hash stock codes with Spark's xxhash64;
 the port is open work. Files are small next to clickstream (the UCI year is 541,909 lines).
+
+Why the ids are keyed in Arrow tasks (:func:`key_columns`) and not in Spark SQL: an HMAC built from SQL
+functions carries the padded key as a literal in the query plan, where ``explain()``, the Spark UI and
+error messages show it. A ``mapInArrow`` task gets the key in its pickled closure instead, as the
+REES46 chunk tasks do. A malformed quarantined line keeps only its length and a keyed digest
+(:func:`etl.lines.line_digest`), since its fields cannot be trusted to be in place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from etl.contract import MAX_PRICE, MAX_YEAR, MIN_YEAR, NUMBER_PATTERN, ORDER_COLUMNS, QUARANTINE_COLUMNS
 from etl.ingest import LocalChunk
-from etl.lines import ACCEPTED, DUPLICATE, QUARANTINED
-from etl.pseudonymize import pseudonymize_col
+from etl.lines import ACCEPTED, DUPLICATE, MALFORMED, QUARANTINED, line_digest
+from etl.pseudonymize import pseudonymize_array
 
 _LINE_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in its low 33 bits
 
@@ -149,6 +158,25 @@ def product_id(code: Column) -> Column:
     return F.when(c.rlike(r"^[0-9]{1,12}$"), c.cast("long")).otherwise(hashed)
 
 
+def key_columns(df: DataFrame, columns: tuple[str, ...], key: bytes, digests: tuple[str, ...] = ()) -> DataFrame:
+    """``df`` with ``columns`` (raw ids) replaced by their HMAC pseudonyms and ``digests`` (whole lines) by
+    :func:`etl.lines.line_digest`, in Arrow tasks; null stays null."""
+
+    def keyed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            arrays = []
+            for name, values in zip(batch.schema.names, batch.columns, strict=True):
+                if name in columns:
+                    values = pseudonymize_array(values, key)
+                elif name in digests:
+                    values = pa.array([None if v is None else line_digest(v, key) for v in values.to_pylist()],
+                                      pa.string())  # fmt: skip
+                arrays.append(values)
+            yield pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
+
+    return df.mapInArrow(keyed, df.schema)
+
+
 def classify_orders(lines: DataFrame, duplicates: DataFrame, key: bytes) -> DataFrame:
     """Order lines -> one row per input line: the event columns, ``outcome``, ``reason``, ``raw_line``."""
     dup_keys = duplicates.select("source_file", "line_number", "duplicate_of_line")
@@ -166,7 +194,7 @@ def classify_orders(lines: DataFrame, duplicates: DataFrame, key: bytes) -> Data
 
     ts = F.col("_ts")
     null_text = F.lit(None).cast("string")
-    return staged.select(
+    return key_columns(staged.select(
         acc(ts).alias("event_time"),
         acc(F.hour(ts)).alias("event_hour"),
         acc(F.lit("purchase")).alias("event_type"),
@@ -178,8 +206,8 @@ def classify_orders(lines: DataFrame, duplicates: DataFrame, key: bytes) -> Data
         null_text.alias("category_l3"),
         null_text.alias("brand"),
         acc(F.col("_qty") * F.col("_unit")).alias("price"),
-        acc(pseudonymize_col(F.col("_customer"), key)).alias("user_key"),
-        acc(pseudonymize_col(F.concat(F.lit("invoice:"), F.upper(r["InvoiceNo"])), key)).alias("session_key"),
+        acc(F.col("_customer")).alias("user_key"),  # raw until key_columns below
+        acc(F.concat(F.lit("invoice:"), F.upper(r["InvoiceNo"]))).alias("session_key"),
         F.col("source_file"),
         acc(F.to_date(ts)).alias("event_date"),
         F.col("line_number"),
@@ -187,20 +215,21 @@ def classify_orders(lines: DataFrame, duplicates: DataFrame, key: bytes) -> Data
         F.col("reason"),
         F.when(F.col("outcome") == QUARANTINED, F.col("value")).alias("raw_line"),
         F.when(F.col("outcome") == DUPLICATE, F.col("duplicate_of_line")).alias("duplicate_of_line"),
-    )
+    ), ("user_key", "session_key"), key)
 
 
 def order_quarantine_view(classified: DataFrame, key: bytes) -> DataFrame:
-    """Quarantined order lines with ``CustomerID`` replaced by its pseudonym (malformed lines: every
-    run of 5+ digits masked, since the fields cannot be trusted to be in place)."""
-    q = classified.where(F.col("outcome") == QUARANTINED).withColumn("value", F.col("raw_line"))
-    parsed = _parse(q)
-    r = {c: F.col(f"_r.{c}") for c in ORDER_COLUMNS}
-    customer = F.regexp_extract(F.trim(r["CustomerID"]), r"^([0-9]+)", 1)
-    fields = [F.coalesce(pseudonymize_col(F.nullif(customer, F.lit("")), key), F.lit("")).alias(c)
-              if c == "CustomerID" else F.coalesce(r[c], F.lit("")).alias(c) for c in ORDER_COLUMNS]
-    masked = F.regexp_replace(F.col("value"), r"(?<![0-9A-Za-z.])[0-9]{5,}(?![0-9A-Za-z])", "<redacted-id>")
-    redacted = F.when(F.col("reason") == "malformed_line", masked).otherwise(F.to_csv(F.struct(*fields)))
+    """Quarantined order lines with ``CustomerID`` replaced by its pseudonym; a malformed line by its
+    length and keyed digest (its fields cannot be trusted to be in place)."""
+    q = classified.where(F.col("outcome") == QUARANTINED).select(
+        "source_file", "line_number", "reason", F.col("raw_line").alias("value"))
+    customer = F.nullif(F.regexp_extract(F.trim(F.col("_r.CustomerID")), r"^([0-9]+)", 1), F.lit(""))
+    staged = _parse(q).select("source_file", "line_number", "reason", "value", customer.alias("_customer"),
+                              F.when(F.col("reason") == MALFORMED, F.col("value")).alias("_malformed"))
+    parsed = _parse(key_columns(staged, ("_customer",), key, digests=("_malformed",)))
+    fields = [F.coalesce(F.col("_customer") if c == "CustomerID" else F.col(f"_r.{c}"), F.lit("")).alias(c)
+              for c in ORDER_COLUMNS]  # fmt: skip
+    redacted = F.coalesce(F.col("_malformed"), F.to_csv(F.struct(*fields)))
     return parsed.select(*[redacted.alias(c) if c == "raw_line" else F.col(c) for c in QUARANTINE_COLUMNS])
 
 
@@ -215,4 +244,4 @@ def order_lines(lines: DataFrame) -> DataFrame:
     )
 
 
-__all__ = ["HASHED_PRODUCT_BASE", "classify_orders", "find_duplicates", "order_lines", "order_quarantine_view", "product_id", "read_lines"]
+__all__ = ["HASHED_PRODUCT_BASE", "classify_orders", "find_duplicates", "key_columns", "order_lines", "order_quarantine_view", "product_id", "read_lines"]

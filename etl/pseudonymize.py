@@ -5,22 +5,19 @@ Why a key: REES46 user ids are 9-digit numbers, so an unkeyed SHA-256 can be rev
 key (RFC 2104) makes that enumeration impossible without the key, while staying deterministic so the
 same user gets the same key in every file and run.
 
-The Arrow function (ingestion and every Spark-free path), the pure-Python one (look-ups of one id) and
-the Spark expression (the experiment and order jobs, which pseudonymize inside Spark SQL) produce the
-same lowercase hex digest.
+The Arrow function (ingestion's tasks, the order path's Arrow step and every Spark-free path) and the
+pure-Python one (look-ups of one id) produce the same lowercase hex digest. There is deliberately no
+Spark SQL twin: built from SQL functions the HMAC carries the padded key as a literal in the query
+plan, which ``explain()``, the Spark UI and error messages show.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-
-if TYPE_CHECKING:  # pyspark only for the Spark twin: the dashboard and `shoplens predict` run without it
-    from pyspark.sql import Column
 
 _BLOCK_SIZE = 64  # SHA-256 block size in bytes (RFC 2104, B)
 
@@ -37,18 +34,6 @@ def _pads(key: bytes) -> tuple[bytes, bytes]:
 def pseudonymize(value: str, key: bytes) -> str:
     """HMAC-SHA256 of ``value`` (UTF-8) under ``key``, as 64 lowercase hex characters."""
     return hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def pseudonymize_col(col: Column, key: bytes) -> Column:
-    """The same HMAC as :func:`pseudonymize`, built from Spark SQL functions (no Python UDF).
-
-    HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)); null stays null.
-    """
-    from pyspark.sql import functions as F
-
-    ipad, opad = _pads(key)
-    inner = F.unhex(F.sha2(F.concat(F.lit(ipad), F.encode(col, "UTF-8")), 256))
-    return F.sha2(F.concat(F.lit(opad), inner), 256)
 
 
 def pseudonymize_array(values: pa.Array | pa.ChunkedArray, key: bytes, *, encoded: bool = False) -> pa.Array:

@@ -108,6 +108,7 @@ def ingest(
     # chunks the input files; its only work is scheduling the Arrow tasks, hence the quick start.
     with ThreadPoolExecutor(max_workers=1) as pool:
         spark = pool.submit(get_spark, settings, "shoplens-ingest", quick_start=True)
+        from services.core.bounded_read import IngestLimits
         from services.core.metrics import push_run_metrics, record_ingest
         from services.core.runtime import open_lake
         from services.jobs.ingest import ingest_files
@@ -115,7 +116,8 @@ def ingest(
         the_lake = open_lake(settings, lake)
         say = _say(as_json)
         with progress_lines(spark.result, "ingest", emit=say):
-            summary = ingest_files(spark.result, the_lake, paths, key, on_progress=say, input_format=input_format)
+            summary = ingest_files(spark.result, the_lake, paths, key, on_progress=say, input_format=input_format,
+                                   limits=IngestLimits.from_settings(settings))
     record_ingest(summary)
     push_run_metrics("shoplens-ingest")
     failed = [f for f in summary["files"] if f["status"] == "failed"]
@@ -295,6 +297,7 @@ def watch(
     import signal
     import threading
 
+    from services.core.bounded_read import IngestLimits
     from services.core.metrics import start_metrics_server
     from services.core.runtime import open_lake, open_location
     from services.core.spark import get_spark
@@ -310,9 +313,11 @@ def watch(
         settle_seconds=settle if settle is not None else settings.settle_seconds,
         retrain_new_runs=retrain_runs if retrain_runs is not None else settings.retrain_new_runs,
         retrain_age_days=retrain_days if retrain_days is not None else settings.retrain_age_days,
+        limits=IngestLimits.from_settings(settings),
     )
     key = settings.key_bytes
     the_lake = open_lake(settings, lake)
+    the_lake.bind_key(key)  # a wrong key stops the watcher here, not at every file
     start_metrics_server(settings.metrics_port)
     spark = get_spark(settings, "shoplens-watch")
     stop = threading.Event()

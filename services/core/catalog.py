@@ -40,6 +40,11 @@ CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
 #: dataset: nothing reads it, and Lake.vacuum removes what a crashed run left there).
 STAGING = "_staging"
+#: A one-way fingerprint of the pseudonymization key the lake was written with (Lake.bind_key), so that
+#: a process with another key refuses to write user keys nobody can join.
+KEY_FINGERPRINT = "_key_fingerprint.json"
+#: The writer lease (services/core/lease.py): one process writes the lake at a time.
+WRITER_LEASE = "_writer.lease"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ orphans. The ledger of processed files is derived from committed summaries (cont
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import secrets
 import shutil
@@ -28,8 +30,16 @@ from typing import Any
 
 import pandas as pd
 
-from services.core.catalog import CURRENT_POINTER, RUN_SCOPED, RUNS, STAGING, VERSIONED
+from services.core.catalog import CURRENT_POINTER, KEY_FINGERPRINT, RUN_SCOPED, RUNS, STAGING, VERSIONED
+from services.core.lease import WriterLease
+from services.core.settings import DEMO_PSEUDONYM_KEY, ConfigError
 from services.core.storage import Store
+
+
+def key_fingerprint(key: bytes) -> str:
+    """A one-way fingerprint of a pseudonymization key: an HMAC of a fixed text under the key, so the
+    fingerprint says nothing about the key and cannot be used to pseudonymize."""
+    return hmac.new(key, b"shoplens key fingerprint v1", hashlib.sha256).hexdigest()[:32]
 
 
 def new_run_id() -> str:
@@ -47,6 +57,11 @@ class Lake:
 
     store: Store
     work_dir: Path
+    #: How long a writer's lease lasts unless renewed, and how long a second writer waits for it.
+    lease_seconds: float = 60.0
+    lease_wait_seconds: float = 0.0
+    #: Vacuum leaves uncommitted runs younger than this alone (a writer that took no lease may own them).
+    vacuum_grace_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         self.work_dir = Path(self.work_dir).resolve()
@@ -89,6 +104,27 @@ class Lake:
         """Write a run summary; with status "committed" this is the commit point of the run."""
         self.write_json(f"{RUNS}/{summary['run_id']}.json", summary)
 
+    def writer_lease(self, purpose: str) -> WriterLease:
+        """The lease every writer of run-scoped data holds (``with lake.writer_lease("ingest") as lease``)."""
+        return WriterLease(self.store, purpose, self.lease_seconds, self.lease_wait_seconds)
+
+    def bind_key(self, key: bytes) -> None:
+        """Record the key's fingerprint on first write; refuse a key other than the one recorded.
+
+        Why: user keys written under two keys cannot be joined, and nothing would say so. A lake from
+        before fingerprints adopts the key of its next writer.
+        """
+        doc = {"fingerprint": key_fingerprint(key), "demo_key": key == DEMO_PSEUDONYM_KEY.encode()}
+        try:
+            recorded = self.read_json(KEY_FINGERPRINT)
+        except FileNotFoundError:
+            self.write_json(KEY_FINGERPRINT, {**doc, "recorded_at": utc_now_iso()})
+            return
+        if recorded["fingerprint"] != doc["fingerprint"]:
+            which = "the public demo key" if recorded.get("demo_key") else f"key fingerprint {recorded['fingerprint']}"
+            raise ConfigError(f"{self.store.uri} was written with another pseudonymization key ({which}); "
+                              "use that key, or another lake")
+
     # -- staging and publishing --------------------------------------------------------------------
     def staging_dir(self, run_id: str) -> Path:
         path = self.work_dir / "staging" / run_id
@@ -118,20 +154,29 @@ class Lake:
         return len(files)
 
     def vacuum(self, keep: set[str] | None = None) -> int:
-        """Delete run-scoped files of runs that never committed (crashed or killed mid-run)."""
+        """Delete run-scoped and staged files of runs that never committed (crashed or killed mid-run)
+        and began more than ``vacuum_grace_seconds`` ago (by their run id's time)."""
         committed = set(self.committed_run_ids()) | (keep or set())
+
+        def gone(run: str) -> bool:
+            return run not in committed and _run_age(run) > self.vacuum_grace_seconds
+
         removed = 0
         for dataset in RUN_SCOPED:
             orphans = {
                 key.split("/run_id=", 1)[0] + "/run_id=" + key.split("/run_id=", 1)[1].split("/", 1)[0]
                 for key in self.store.list(dataset)
-                if "/run_id=" in key and _run_of(key) not in committed
+                if "/run_id=" in key and gone(_run_of(key))
             }
             for prefix in sorted(orphans):
                 removed += self.store.delete_prefix(prefix)
-        for run in sorted({key.split("/", 2)[1] for key in self.store.list(STAGING)} - committed):
-            removed += self.store.delete_prefix(f"{STAGING}/{run}")
-        shutil.rmtree(self.work_dir / "staging", ignore_errors=True)
+        for run in sorted({key.split("/", 2)[1] for key in self.store.list(STAGING)}):
+            if gone(run):
+                removed += self.store.delete_prefix(f"{STAGING}/{run}")
+        local = self.work_dir / "staging"
+        for run_dir in local.iterdir() if local.is_dir() else ():
+            if gone(run_dir.name):
+                shutil.rmtree(run_dir, ignore_errors=True)
         return removed
 
     # -- versioned datasets (features, segments, models, views) -----------------------------------
@@ -235,6 +280,15 @@ def _event_date(key: str) -> date | None:
     """The day of a key's ``event_date=YYYY-MM-DD`` partition, None without one."""
     _, found, rest = key.partition("event_date=")
     return date.fromisoformat(rest[:10]) if found else None
+
+
+def _run_age(run_id: str) -> float:
+    """Seconds since a run began, from its id (``new_run_id``); an id of another shape counts as old."""
+    try:
+        began = datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return float("inf")
+    return (datetime.now(UTC) - began).total_seconds()
 
 
 def _run_of(key: str) -> str:

@@ -24,4 +24,5 @@ def open_location(settings: Settings, uri: str) -> Store:
 
 def open_lake(settings: Settings, lake_uri: str | None = None) -> Lake:
     """The lake at ``lake_uri`` (or ``SHOPLENS_LAKE``), on local disk or S3."""
-    return Lake(open_location(settings, lake_uri or settings.lake), settings.work_dir)
+    return Lake(open_location(settings, lake_uri or settings.lake), settings.work_dir,
+                lease_seconds=settings.writer_lease_seconds, lease_wait_seconds=settings.writer_wait_seconds)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Used only in demo mode, so that a first run works without set-up; never for real data.
 DEMO_PSEUDONYM_KEY = "shoplens-demo-key-do-not-use-for-real-data"
+#: A shorter pseudonymization key is refused: HMAC-SHA256 is only as strong as a key's entropy.
+MIN_KEY_BYTES = 32
+DEMO_WARNING = "DEMO MODE: pseudonymizing with the public demo key; user keys are NOT protected"
+_KEY_HINT = "(python -c 'import secrets;print(secrets.token_hex(32))')"
+
+log = logging.getLogger("shoplens.settings")
 
 
 class ConfigError(RuntimeError):
@@ -50,6 +57,14 @@ class Settings(BaseSettings):
                                 "otherwise it goes to <work_dir>/logs/spark.log")
     pushgateway_url: str | None = Field(None, description="host:port of the Prometheus Pushgateway")
 
+    ingest_max_line_bytes: int = Field(1 << 20, ge=1024, description="A longer line refuses its input file")
+    ingest_max_decompressed_bytes: int = Field(64 << 30, ge=1, description="More decompressed data refuses the file")
+    ingest_max_expansion: float = Field(100.0, gt=1, description="A gzip expanding more than this many times its "
+                                        "size (beyond 256 MiB) is refused as a decompression bomb")
+    writer_lease_seconds: float = Field(60.0, gt=0, description="A writer's lease on the lake expires this long "
+                                        "after its holder stops renewing it (it died)")
+    writer_wait_seconds: float = Field(0.0, ge=0, description="How long a second writer waits for the lease "
+                                       "before refusing (the watcher retries on its next pass)")
     incoming: str | None = Field(None, description="Where new event files are dropped, e.g. s3://incoming/")
     quarantine_files: str | None = Field(
         None, description="Where the watcher moves rejected files (default: <incoming>/_failed/)"
@@ -74,19 +89,39 @@ class Settings(BaseSettings):
 
     @property
     def key_bytes(self) -> bytes:
-        """The pseudonymization key; in demo mode without a key, the public demo key (with a warning)."""
+        """The pseudonymization key; in demo mode without a key, the public demo key (with a warning).
+
+        Refused: no key outside demo mode, the public demo key outside demo mode, a key under
+        MIN_KEY_BYTES. Which key a lake was written with is checked by Lake.bind_key.
+        """
         if self.pseudonym_key is not None:
-            return self.pseudonym_key.get_secret_value().encode("utf-8")
+            key = self.pseudonym_key.get_secret_value().encode("utf-8")
+            if key == DEMO_PSEUDONYM_KEY.encode("utf-8"):
+                if not self.demo:
+                    raise ConfigError("SHOPLENS_PSEUDONYM_KEY is the public demo key: set a secret of your own "
+                                      f"{_KEY_HINT}, or SHOPLENS_DEMO=1 for a demo")
+                _warn_demo()
+            elif len(key) < MIN_KEY_BYTES:
+                raise ConfigError(f"SHOPLENS_PSEUDONYM_KEY is {len(key)} bytes; use at least {MIN_KEY_BYTES} "
+                                  f"random bytes {_KEY_HINT}")
+            return key
         if not self.demo:
-            raise ConfigError(
-                "SHOPLENS_PSEUDONYM_KEY is not set: set a long random secret "
-                "(python -c 'import secrets;print(secrets.token_hex(32))'), or SHOPLENS_DEMO=1 to try shoplens"
-            )
-        warnings.warn(
-            "DEMO MODE: pseudonymizing with the public demo key; user keys are NOT protected",
-            stacklevel=2,
-        )
+            raise ConfigError(f"SHOPLENS_PSEUDONYM_KEY is not set: set a long random secret {_KEY_HINT}, "
+                              "or SHOPLENS_DEMO=1 to try shoplens")
+        _warn_demo()
         return DEMO_PSEUDONYM_KEY.encode("utf-8")
+
+
+_demo_warned: list[bool] = []
+
+
+def _warn_demo() -> None:
+    """Say once per process, in the log (which may go to ELK) and on the console, that keys are public."""
+    if _demo_warned:
+        return
+    _demo_warned.append(True)
+    log.warning(DEMO_WARNING, extra={"demo": True})
+    print(f"shoplens: warning: {DEMO_WARNING}", file=sys.stderr)
 
 
 @lru_cache(maxsize=1)

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from isal import igzip
 from pyspark.sql import SparkSession
 
 from etl.contract import ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
@@ -43,8 +42,10 @@ from etl.ingest import (
     resolve_cross_chunk_duplicates,
     run_chunks,
 )
+from services.core.bounded_read import IngestLimits, last_line_end, open_input, read_blocks, read_header
 from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.lease import WriterLease
 from services.core.timings import Timings
 from services.jobs.ingest_summary import FileResult, reconciled
 
@@ -62,12 +63,6 @@ class _Split:
 def sha256_of(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _open_text(path: Path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    return igzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
 Process = Callable[..., dict[str, Any]]
@@ -88,19 +83,16 @@ FORMATS: dict[str, tuple[tuple[str, ...], Callable[[], Process]]] = {
 
 
 def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: int = CHUNK_BYTES,
-                      columns: tuple[str, ...] = RAW_COLUMNS) -> _Split:
+                      columns: tuple[str, ...] = RAW_COLUMNS, limits: IngestLimits = IngestLimits()) -> _Split:
     """Check the header and cut the data lines into plain chunks of about ``chunk_bytes``.
 
-    Line 1 is the header, so the first data line is line 2. Raises ContractError on a bad header.
+    Line 1 is the header, so the first data line is line 2. Raises ContractError on a bad header or a
+    file over ``limits`` (services/core/bounded_read.py); an OSError is ours (say a full disk), not the file's.
     """
     split = _Split(rows=0)
     next_line = 2
-    with _open_text(path) as fh:
-        try:
-            header = fh.readline().decode("utf-8")
-        except (UnicodeDecodeError, OSError, EOFError) as err:
-            raise ContractError(f"{source_file}: unreadable ({err})") from err
-        check_header(header, source_file, columns)
+    with open_input(path) as fh:
+        check_header(read_header(fh, source_file, limits), source_file, columns)
 
         def flush(head: bytes, data: bytes, end: int) -> None:
             """One chunk: the line left unfinished by the previous block (``head``, no newline in it), then
@@ -123,18 +115,16 @@ def split_into_chunks(path: Path, source_file: str, out_dir: Path, chunk_bytes: 
             next_line += lines
 
         carry = b""
-        try:
-            # One read per chunk, cut at its last newline; the cut-off tail starts the next chunk. The
-            # tail and the block are written one after the other, never joined (a 64 MB copy per chunk).
-            while block := fh.read(chunk_bytes):
-                cut = block.rfind(b"\n") + 1
-                if cut == 0:  # no line ends in this block: it all belongs to the line being carried
-                    carry += block
-                    continue
-                flush(carry, block, cut)
-                carry = block[cut:]
-        except (OSError, EOFError) as err:  # a bad gzip stream is an OSError
-            raise ContractError(f"{source_file}: truncated or corrupt file ({err})") from err
+        # One read per chunk, cut at its last newline; the cut-off tail starts the next chunk. The tail and
+        # the block are written one after the other, never joined (a 64 MB copy per chunk). The tail is
+        # at most max_line_bytes long (last_line_end refuses longer lines).
+        for block in read_blocks(fh, source_file, path.stat().st_size, chunk_bytes, limits):
+            cut = last_line_end(len(carry), block, source_file, limits)
+            if cut == 0:  # no line ends in this block: it all belongs to the (short) line being carried
+                carry += block
+                continue
+            flush(carry, block, cut)
+            carry = block[cut:]
         flush(carry, b"", 0)
     return split
 
@@ -157,16 +147,26 @@ def ingest_files(
     chunk_bytes: int = CHUNK_BYTES,
     on_progress: Callable[[str], None] = lambda _msg: None,
     input_format: str = "rees46",
+    limits: IngestLimits = IngestLimits(),
 ) -> dict[str, Any]:
     """Ingest ``paths`` as one run and return its summary (also written to ``runs/<run_id>.json``).
 
     ``spark`` may be a callable returning the session, so that the JVM starts while Python hashes
-    and chunks the files (see the CLI).
+    and chunks the files (see the CLI). The run holds the lake's writer lease throughout (LeaseHeld if
+    another writer has it) and refuses a key other than the one the lake was written with.
     """
     if input_format not in FORMATS:
         raise ValueError(f"unknown input format {input_format!r}; choose from {', '.join(FORMATS)}")
+    with lake.writer_lease("ingest") as lease:
+        lake.bind_key(key)
+        return _ingest_held(spark, lake, [Path(p) for p in paths], key, lease, run_id or new_run_id(), chunk_bytes,
+                            on_progress, input_format, limits)  # fmt: skip
+
+
+def _ingest_held(spark: SparkSession | Callable[[], SparkSession], lake: Lake, paths: list[Path], key: bytes,
+                 lease: WriterLease, run_id: str, chunk_bytes: int, on_progress: Callable[[str], None],
+                 input_format: str, limits: IngestLimits) -> dict[str, Any]:  # fmt: skip
     columns, process = FORMATS[input_format]
-    run_id = run_id or new_run_id()
     started, t0 = utc_now_iso(), time.monotonic()
     lake.vacuum()
     staging = lake.staging_dir(run_id)
@@ -174,7 +174,6 @@ def ingest_files(
     chunk_dir.mkdir(parents=True, exist_ok=True)
     ctx = {"run_id": run_id, "stage": "ingest"}
 
-    paths = [Path(p) for p in paths]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"no such input file: {p}")
@@ -199,9 +198,9 @@ def ingest_files(
             try:
                 on_progress(f"reading {name}")
                 with timings.phase("split_into_chunks"):
-                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes, columns)
+                    split = split_into_chunks(path, name, chunk_dir, chunk_bytes, columns, limits)
             except ContractError as err:
-                result.status, result.reason = "failed", str(err)
+                result.status, result.reason, result.reason_code = "failed", str(err), err.code
                 log.warning("file failed: %s", err, extra={**ctx, "file": name})
                 continue
             seen_now[digest] = name
@@ -237,6 +236,7 @@ def ingest_files(
         duration_seconds=round(time.monotonic() - t0, 3),
         phase_seconds=dict(timings),
     )
+    lease.check()  # a writer that stalled past its lease must not commit over its successor's vacuum
     lake.write_run(summary)  # the commit point
     shutil.rmtree(staging, ignore_errors=True)
     log.info(

@@ -25,6 +25,7 @@ class FileResult:
     size_bytes: int
     status: str  # ingested | skipped | failed
     reason: str | None = None
+    reason_code: str | None = None  # a failed file: one of etl.contract.FILE_REJECTIONS
     rows_read: int = 0
     rows_accepted: int = 0
     rows_quarantined: int = 0

@@ -12,9 +12,16 @@ the same size and modification time.
 Why exactly once holds: the ledger (hashes of committed runs) decides, not the file name. A file is
 archived under ``_processed/<run_id>/`` only after its run committed; a crash in between leaves it in
 place, and the next pass finds its hash in the ledger and only archives it. A file the contract
-rejects (bad header, corrupt gzip) is moved to the quarantine location with ``<name>.error.json``
-beside it; a file whose processing keeps crashing is moved there after ``max_attempts``. Either way
-the next file is not blocked.
+rejects (bad header, corrupt gzip, a line or a decompressed size over the limits) is moved to the
+quarantine location with ``<name>.error.json`` beside it, whose ``reason_code`` names why; so is a file
+whose name holds a control character (``unsafe_name``). Either way the next file is not blocked.
+
+Why attempts are counted in the store, before each attempt: a file that kills the watcher (out of
+memory, say) would otherwise be retried by every restart, forever, with a count that dies with the
+process. The count lives in ``_attempts/<digest of the key>.json`` beside the file; after
+``max_attempts`` the file is set aside (``too_many_attempts``). An error of our own (``OSError``: a
+full disk, a store that is down) or a wrong key (``ConfigError``) is not the file's fault: it is not
+counted, the pass fails and the file is retried.
 
 Keys whose name or folder starts with ``_`` or ``.`` are not input (the Hadoop convention): that is
 where the archive lives, and where upload tools keep their partial files.
@@ -22,8 +29,10 @@ where the archive lives, and where upload tools keep their partial files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,9 +42,12 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from services.core.bounded_read import IngestLimits
 from services.core.lake import Lake, utc_now_iso
+from services.core.lease import LeaseHeld
 from services.core.metrics import mark_alive, record_ingest, record_stage
-from services.core.storage import ObjectInfo, Store
+from services.core.settings import ConfigError
+from services.core.storage import ObjectInfo, StorageError, Store
 from services.jobs.ingest import ingest_files
 from services.jobs.segmentation import TrainConfig
 from services.jobs.stages import PipelineConfig, pending, run_pipeline
@@ -43,6 +55,8 @@ from services.jobs.stages import PipelineConfig, pending, run_pipeline
 log = logging.getLogger("shoplens.watcher")
 
 ARCHIVE_PREFIX = "_processed"
+ATTEMPTS_PREFIX = "_attempts"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class WatchConfig:
     refresh_backoff_seconds: float = 300.0
     retrain_new_runs: int = 1
     retrain_age_days: float = 7.0
+    limits: IngestLimits = field(default_factory=IngestLimits)
 
 
 @dataclass
@@ -66,8 +81,10 @@ class TickResult:
 
 
 def is_input_key(key: str) -> bool:
-    """False for the archive, quarantine reports and temporary upload files (``_x``/``.x`` anywhere)."""
-    return not any(part.startswith(("_", ".")) for part in PurePosixPath(key).parts)
+    """False for the archive, quarantine reports and temporary upload files (``_x``/``.x`` anywhere), and
+    for keys with an empty, ``.`` or ``..`` part."""
+    # split as written, not as PurePosixPath normalizes it: "a/./b" and "a//b" are not keys a store takes
+    return not any(not part or part.startswith(("_", ".")) for part in key.split("/"))
 
 
 class Watcher:
@@ -91,7 +108,6 @@ class Watcher:
         self.train_cfg = train_cfg
         self.clock = clock
         self._seen: dict[str, tuple[int, float, float]] = {}  # key -> (size, modified, first seen)
-        self._attempts: dict[tuple[str, int, float], int] = {}
         self._refresh_failed: tuple[frozenset[str], float] | None = None  # (committed runs, at)
 
     # -- which files are ready ---------------------------------------------------------------------
@@ -113,43 +129,72 @@ class Watcher:
         return ready
 
     # -- one file ----------------------------------------------------------------------------------
+    def _attempts_key(self, info: ObjectInfo) -> str:
+        return f"{ATTEMPTS_PREFIX}/{hashlib.sha256(info.key.encode()).hexdigest()[:32]}.json"
+
+    def attempts(self, info: ObjectInfo) -> tuple[int, str | None]:
+        """(attempts so far, last error) of this version of the file (a replaced file starts again)."""
+        try:
+            doc = json.loads(self.incoming.read_bytes(self._attempts_key(info)))
+        except FileNotFoundError:
+            return 0, None
+        same = (doc.get("size"), doc.get("modified")) == (info.size, info.modified)
+        return (int(doc["attempts"]), doc.get("error")) if same else (0, None)
+
+    def _set_attempts(self, info: ObjectInfo, attempts: int, error: str | None) -> None:
+        doc = {"key": info.key, "size": info.size, "modified": info.modified, "attempts": attempts,
+               "error": error, "at": utc_now_iso()}  # fmt: skip
+        self.incoming.write_bytes(self._attempts_key(info), json.dumps(doc).encode())
+
+    def _clear_attempts(self, info: ObjectInfo) -> None:
+        self.incoming.delete_prefix(self._attempts_key(info))
+
     def handle(self, info: ObjectInfo) -> dict[str, Any]:
         """Ingest one settled file as its own run, then archive it or move it aside."""
-        name = PurePosixPath(info.key).name
         ctx = {"stage": "watch", "file": info.key}
+        if _CONTROL.search(info.key):
+            return self._set_aside(info, "unsafe_name", "the file name holds a control character")
+        attempts, last_error = self.attempts(info)
+        if attempts >= self.cfg.max_attempts:
+            return self._set_aside(info, "too_many_attempts", f"processing failed {attempts} times: {last_error}")
+        self._set_attempts(info, attempts + 1, last_error)  # before the attempt: a crash that kills us counts
         local_dir = self.lake.work_dir / "incoming"  # outside staging/, which every ingest vacuums
         local_dir.mkdir(parents=True, exist_ok=True)
-        local = local_dir / name
-        attempt_key = (info.key, info.size, info.modified)
+        local = local_dir / PurePosixPath(info.key).name
         try:
             self.incoming.get_file(info.key, local)
-            summary = ingest_files(self.spark, self.lake, [local], self.key)
+            summary = ingest_files(self.spark, self.lake, [local], self.key, limits=self.cfg.limits)
         except FileNotFoundError:
             log.info("file %s disappeared before it was read", info.key, extra=ctx)
+            self._clear_attempts(info)
             return {"key": info.key, "status": "gone"}
-        except Exception as err:  # a crash is retried; a file that keeps crashing is moved aside
-            attempts = self._attempts.get(attempt_key, 0) + 1
-            self._attempts[attempt_key] = attempts
-            log.exception("file %s: attempt %d/%d failed: %s", info.key, attempts, self.cfg.max_attempts, err,
-                          extra={**ctx, "attempt": attempts})  # fmt: skip
-            if attempts < self.cfg.max_attempts:
-                return {"key": info.key, "status": "retry", "reason": str(err), "error": True}
-            self._attempts.pop(attempt_key, None)
-            reason = f"processing failed {attempts} times: {type(err).__name__}: {err}"
-            self._move_aside(info, reason, run_id=None, sha256=None)
-            return {"key": info.key, "status": "failed", "reason": reason, "moved_to": self.quarantine.uri,
+        except (OSError, StorageError, ConfigError) as err:  # ours (a full disk, the store, a wrong key)
+            self._set_attempts(info, attempts, last_error)  # not counted against the file
+            code = ("config_error" if isinstance(err, ConfigError)
+                    else "lake_busy" if isinstance(err, LeaseHeld) else "io_error")  # fmt: skip
+            log.exception("file %s: %s, will retry: %s", info.key, code, err, extra={**ctx, "reason_code": code})
+            return {"key": info.key, "status": "retry", "reason_code": code, "reason": str(err), "error": True}
+        except Exception as err:  # a crash is retried; a file that keeps crashing is set aside
+            error = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            self._set_attempts(info, attempts + 1, error)
+            log.exception("file %s: attempt %d/%d failed: %s", info.key, attempts + 1, self.cfg.max_attempts, error,
+                          extra={**ctx, "attempt": attempts + 1})  # fmt: skip
+            if attempts + 1 < self.cfg.max_attempts:
+                return {"key": info.key, "status": "retry", "reason": error, "error": True}
+            return {**self._set_aside(info, "too_many_attempts", f"processing failed {attempts + 1} times: {error}"),
                     "error": True}  # fmt: skip
         finally:
             local.unlink(missing_ok=True)
-        self._attempts.pop(attempt_key, None)
+        self._clear_attempts(info)
         record_ingest(summary)
         result = summary["files"][0]
         outcome = {"key": info.key, "status": result["status"], "reason": result["reason"],
-                   "run_id": summary["run_id"], "rows_read": summary["rows_read"],
-                   "rows_accepted": summary["rows_accepted"], "rows_quarantined": summary["rows_quarantined"],
+                   "reason_code": result["reason_code"], "run_id": summary["run_id"],
+                   "rows_read": summary["rows_read"], "rows_accepted": summary["rows_accepted"],
+                   "rows_quarantined": summary["rows_quarantined"],
                    "duplicates_removed": summary["duplicates_removed"]}  # fmt: skip
         if result["status"] == "failed":
-            self._move_aside(info, result["reason"], summary["run_id"], result["sha256"])
+            self._move_aside(info, result["reason"], result["reason_code"], summary["run_id"], result["sha256"])
             outcome["moved_to"] = self.quarantine.uri
         else:
             archived = f"{ARCHIVE_PREFIX}/{summary['run_id']}/{info.key}"
@@ -158,9 +203,17 @@ class Watcher:
         log.info("file %s: %s", info.key, result["status"], extra={**ctx, **outcome})
         return outcome
 
-    def _move_aside(self, info: ObjectInfo, reason: str, run_id: str | None, sha256: str | None) -> None:
+    def _set_aside(self, info: ObjectInfo, code: str, reason: str) -> dict[str, Any]:
+        """Move a file aside without a run (an unsafe name, too many attempts)."""
+        self._move_aside(info, reason, code, run_id=None, sha256=None)
+        self._clear_attempts(info)
+        return {"key": info.key, "status": "failed", "reason_code": code, "reason": reason,
+                "moved_to": self.quarantine.uri}  # fmt: skip
+
+    def _move_aside(self, info: ObjectInfo, reason: str, code: str | None, run_id: str | None,
+                    sha256: str | None) -> None:  # fmt: skip
         report = {"file": info.key, "size_bytes": info.size, "sha256": sha256, "run_id": run_id,
-                  "reason": reason, "failed_at": utc_now_iso()}  # fmt: skip
+                  "reason_code": code, "reason": reason, "failed_at": utc_now_iso()}  # fmt: skip
         # The report first: if the move is interrupted the file is retried, never lost without a reason.
         self.quarantine.write_bytes(f"{info.key}.error.json", json.dumps(report, indent=2).encode())
         self.incoming.move(info.key, self.quarantine, info.key)
@@ -244,4 +297,4 @@ class Watcher:
                 stop.wait(self.cfg.poll_seconds)
 
 
-__all__ = ["ARCHIVE_PREFIX", "TickResult", "WatchConfig", "Watcher", "is_input_key"]
+__all__ = ["ARCHIVE_PREFIX", "ATTEMPTS_PREFIX", "TickResult", "WatchConfig", "Watcher", "is_input_key"]

@@ -114,9 +114,23 @@ def test_vacuum_removes_only_uncommitted_run_dirs(lake: Lake, tmp_path: Path) ->
         "quarantine/run_id=r1/part-0.parquet",
         "quarantine/run_id=r2/part-0.parquet",
     ]
-    assert not (lake.work_dir / "staging").exists()
+    assert not (lake.work_dir / "staging" / "r10").exists()
     assert lake.vacuum() == 2  # now r2 goes as well; r1 stays
     assert lake.store.list(QUARANTINE) == ["quarantine/run_id=r1/part-0.parquet"]
+
+
+def test_vacuum_leaves_uncommitted_runs_younger_than_the_grace_period(lake: Lake, tmp_path: Path) -> None:
+    """A run that began a minute ago may be another writer's, in progress; one from two hours ago is not."""
+    young, old = new_run_id(), "20200101T000000Z-abcdef"
+    for run_id in (young, old):
+        lake.publish_run_dataset(_files(tmp_path / run_id, ["part-0.parquet"]), QUARANTINE, run_id)
+        lake.staging_dir(run_id)
+    lake.vacuum_grace_seconds = 3600
+    assert lake.vacuum() == 1
+    assert lake.store.list(QUARANTINE) == [f"quarantine/run_id={young}/part-0.parquet"]
+    assert (lake.work_dir / "staging" / young).exists() and not (lake.work_dir / "staging" / old).exists()
+    lake.vacuum_grace_seconds = 0
+    assert lake.vacuum() == 1 and lake.store.list(QUARANTINE) == []
 
 
 def test_publish_version_and_current_version(lake: Lake, tmp_path: Path) -> None:

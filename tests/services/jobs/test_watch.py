@@ -17,7 +17,7 @@ from services.core.metrics import REGISTRY as REG
 from services.core.readers import read_segments
 from services.core.storage import LocalStore, S3Store
 from services.jobs.segmentation import TrainConfig
-from services.jobs.watch import ARCHIVE_PREFIX, WatchConfig, Watcher, is_input_key
+from services.jobs.watch import ARCHIVE_PREFIX, ATTEMPTS_PREFIX, WatchConfig, Watcher, is_input_key
 
 FAST = TrainConfig(k_range=(3, 6), n_bootstrap=2, threshold_grid=(5, 10, 20), sample_size=10_000)
 
@@ -241,6 +241,8 @@ def test_killed_mid_ingest_the_next_watcher_ingests_the_file_once(
     assert local_lake.committed_run_ids() == [] and (inbox / "2019-Oct-head.csv").exists()
     assert local_lake.store.list("events"), "the dead run left uncommitted files behind"
 
+    # The dead run began seconds ago: in service its orphans wait out the vacuum's grace period (15 min).
+    local_lake.vacuum_grace_seconds = 0
     second = _watcher(spark, local_lake, LocalStore(inbox), LocalStore(tmp_path / "q"), key, clock)
     second.refresh = lambda: None  # too few users to train; the point is the file
     second.ready()
@@ -270,10 +272,10 @@ def test_a_file_that_keeps_crashing_is_moved_aside_and_does_not_block_the_next(
     _drop(inbox, "b-good.csv", rees46_sample)
     real_ingest = watcher_module.ingest_files
 
-    def flaky(spark_, lake, paths, key_):
+    def flaky(spark_, lake, paths, key_, **kw):
         if paths[0].name == "a-poison.csv":
             raise RuntimeError("executor lost")
-        return real_ingest(spark_, lake, paths, key_)
+        return real_ingest(spark_, lake, paths, key_, **kw)
 
     monkeypatch.setattr(watcher_module, "ingest_files", flaky)
     clock = Clock()
@@ -295,7 +297,8 @@ def test_a_file_that_keeps_crashing_is_moved_aside_and_does_not_block_the_next(
     )
     assert "executor lost" in json.loads((qdir / "a-poison.csv.error.json").read_text())["reason"]
     assert (qdir / "a-poison.csv").read_bytes() == rees46_sample.read_bytes()
-    assert sorted(p.name for p in inbox.iterdir()) == [ARCHIVE_PREFIX]
+    assert sorted(p.name for p in inbox.iterdir()) == [ATTEMPTS_PREFIX, ARCHIVE_PREFIX]
+    assert not any((inbox / ATTEMPTS_PREFIX).iterdir())  # the count went with the file
 
 
 def test_s3_incoming_moves_files_server_side(spark, s3_server, s3_lake, key, rees46_sample: Path) -> None:
