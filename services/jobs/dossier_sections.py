@@ -219,7 +219,9 @@ def comparison_section(lake: Lake) -> Section | None:
                                   xlabel="first n events", ylabel="agreement"))  # fmt: skip
     for name, why in c["skipped"].items():
         s.parts.append(f"{TITLES.get(name, name)}: not answered ({why}).")
-    s.insights = s.insights[:1] + [i for i in s.insights[1:] if "beats" in i]
+    # the news first: a challenger beating a shipped model; else that the first question's model stays
+    beats = [i for i in s.insights if "beats" in i]
+    s.insights = beats or s.insights[:1]
     return s
 
 
