@@ -14,9 +14,14 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
   echo "need root to run: $*" >&2; return 1; fi; }
 
 apt_install() {
-  # Install Debian packages only when one of the given commands is missing.
+  # Install Debian packages only when one of the given commands (or lib:<name> shared libraries) is missing.
   local missing=0 cmd
-  for cmd in $1; do command -v "$cmd" >/dev/null 2>&1 || missing=1; done
+  for cmd in $1; do
+    case $cmd in
+      lib:*) ldconfig -p 2>/dev/null | grep -q "${cmd#lib:}" || missing=1 ;;
+      *) command -v "$cmd" >/dev/null 2>&1 || missing=1 ;;
+    esac
+  done
   [ "$missing" = 0 ] && return 0
   shift
   say "installing $*"
@@ -27,6 +32,7 @@ apt_install() {
 install_python() {
   local extras=$1
   apt_install java openjdk-17-jre-headless
+  apt_install lib:libpangoft2-1.0 libpango-1.0-0 libpangoft2-1.0-0   # the dossier's PDF (WeasyPrint)
   if [ ! -x "$VENV/bin/python" ]; then
     say "creating $VENV"
     "$PY" -m venv "$VENV"
@@ -75,6 +81,8 @@ cmd_test() {
   install_python "dashboard,test,bench"
   apt_install "prometheus prometheus-pushgateway" prometheus prometheus-pushgateway
   apt_install chromium chromium
+  apt_install "pdftoppm pdftotext" poppler-utils   # the dossier's PDF is rendered and read back
+  apt_install dot graphviz   # docs/pipeline.png from docs/pipeline.dot
   apt_install "pg_ctlcluster psql" postgresql   # tests/pgserver.py runs its own server from the binaries
   say "ruff"
   ruff check .

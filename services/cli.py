@@ -375,6 +375,45 @@ def funnel(
     _emit(result, as_json, funnel_report(result))
 
 
+@app.command("compare-models")
+def compare_models(
+    truth: Annotated[Path | None, typer.Option("--truth", help=(
+        "A generator's _truth/users.csv: adds agreement with its personas (evaluation only)."))] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every sample, split and fit.")] = 42,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Weigh the shipped models against other families on the lake's own data (segmentation, assignment from
+    the first n events, purchase propensity): one table per question with the winner and why (docs/dossier.md)."""
+    from services.jobs.compare_models import CompareConfig, compare_models, comparison_text
+
+    def work(spark, the_lake, settings) -> dict:
+        return compare_models(spark, the_lake, CompareConfig(seed=seed), truth_csv=truth,
+                              key=settings.key_bytes if truth is not None else None)  # fmt: skip
+
+    result = _spark_stage("compare_models", lake, as_json, work)
+    _emit(result, as_json, comparison_text(result))
+
+
+@app.command()
+def dossier(
+    out: Annotated[Path | None, typer.Option("--out", help=(
+        "Also copy dossier.html, dossier.pdf, dossier.json and charts/ into this directory."))] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The whole approach and its results in one document (HTML and PDF), from what the lake has published:
+    each section present when its result exists (docs/dossier.md). Published under reports/dossier/<version>/."""
+    from services.jobs.dossier import dossier_text, run_dossier
+
+    def work(the_lake, settings) -> dict:
+        shown = settings.model_dump(include={"lake", "spark_master", "log_format", "retrain_new_runs", "retrain_age_days"})
+        return run_dossier(the_lake, out, shown)
+
+    result = _lake_stage("dossier", lake, work)
+    _emit(result, as_json, dossier_text(result))
+
+
 @app.command()
 def run(
     lake: LakeOption = None,

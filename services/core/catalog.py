@@ -35,6 +35,8 @@ PROPENSITY = "propensity"
 EXPERIMENTS = "experiments"
 MMM_MODEL = "mmm"
 FUNNEL = "funnel"
+MODEL_COMPARISON = "models/comparison"
+DOSSIER = "reports/dossier"
 
 CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
@@ -87,6 +89,10 @@ CATALOG: tuple[Dataset, ...] = (
             "marketing-mix model: thinned posterior draws, ROI, contributions, curves, diagnostics, report"),
     Dataset(FUNNEL, "versioned", "funnel", ("export", "dashboard", "people"),
             "the default funnel: steps, breakdowns, weekly trend, time to convert, drivers, drop-off audiences, report"),
+    Dataset(MODEL_COMPARISON, "versioned", "compare_models", ("dossier", "people"),
+            "shipped model families against others: one table per question, winner and why, report"),
+    Dataset(DOSSIER, "versioned", "dossier", ("people",),
+            "the dossier: one HTML and one PDF document of what the lake has published, every chart as a PNG"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -99,12 +105,14 @@ __all__ = [
     "CURRENT_POINTER",
     "DATASETS",
     "DESCRIBE_REPORT",
+    "DOSSIER",
     "DUPLICATES",
     "EVENTS",
     "EXPERIMENTS",
     "FEATURES",
     "FUNNEL",
     "MMM_MODEL",
+    "MODEL_COMPARISON",
     "ORDER_LINES",
     "OVERVIEW_VIEWS",
     "PROPENSITY",

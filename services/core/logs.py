@@ -1,23 +1,39 @@
-"""One logging set-up for every entrypoint: JSON lines, shipped to ELK by the stack.
+"""One logging set-up for every entrypoint: text for a person at a terminal, JSON lines for machines.
 
-Why stderr by default: a CLI's stdout carries its ``--json`` result, which scripts parse. The stack's
-services set ``SHOPLENS_LOG_STREAM=stdout``, where container log collectors expect them.
+``SHOPLENS_LOG_FORMAT`` is ``auto`` (the default), ``text`` or ``json``. ``auto`` means text when the
+log stream is a terminal and JSON lines otherwise (a pipe, a file, a container's log collector: the
+stack ships them to ELK and also sets ``json`` explicitly). Why stderr by default: a CLI's stdout
+carries its ``--json`` result, which scripts parse. The stack's services set
+``SHOPLENS_LOG_STREAM=stdout``, where container log collectors expect them.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 _CONFIGURED = False
+FORMATS = ("auto", "text", "json")
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> None:
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """``text`` or ``json``: ``auto`` is text on a terminal, JSON anywhere else."""
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"SHOPLENS_LOG_FORMAT must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt != "auto":
+        return fmt
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto", stream=None) -> None:
     """Configure the root logger once; later calls only change the level.
 
-    ``stream`` is a file object, or "stdout"/"stderr" (default stderr).
+    ``stream`` is a file object, or "stdout"/"stderr" (default stderr); ``fmt`` see :func:`resolve_format`.
     """
     global _CONFIGURED
     root = logging.getLogger()
@@ -27,7 +43,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> No
     if stream is None or isinstance(stream, str):
         stream = sys.stdout if stream == "stdout" else sys.stderr
     handler = logging.StreamHandler(stream)
-    if fmt == "json":
+    if resolve_format(fmt, stream) == "json":
         handler.setFormatter(
             JsonFormatter(
                 "{asctime}{levelname}{name}{message}",
@@ -37,7 +53,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream=None) -> No
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        # a person reads the time and the message; the logger's name is noise at a terminal
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", datefmt="%H:%M:%S"))
     root.handlers[:] = [handler]
     for noisy in ("py4j", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     s3_region: str | None = None
 
     log_level: str = "INFO"
-    log_format: str = Field("json", description="json or text")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="auto (text on a terminal, JSON lines otherwise), json or text")
     log_stream: Literal["stdout", "stderr"] = Field("stderr", description="Where logs go (stdout in the stack)")
     spark_console: bool = Field(False, description="Let Spark's own log reach the console (`--verbose`); "
                                 "otherwise it goes to <work_dir>/logs/spark.log")

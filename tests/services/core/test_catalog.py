@@ -51,8 +51,8 @@ def test_every_pipeline_stage_is_a_metrics_label_and_writes_what_the_catalog_say
     names = {s.name for s in STAGES}
     assert names <= set(STAGE_LABELS)
     writers = {d.written_by for d in CATALOG}
-    # abtest, mmm: user-triggered analyses (an MMM fit needs the marketing team's spend file)
-    assert writers <= names | {"ingest", "describe", "segmentation", "abtest", "mmm"}
+    # abtest, mmm, compare_models, dossier: user-triggered (an MMM fit needs the marketing team's spend file)
+    assert writers <= names | {"ingest", "describe", "segmentation", "abtest", "mmm", "compare_models", "dossier"}
 
 
 def test_a_failed_publish_leaves_the_previous_version_current(tmp_path: Path) -> None:
