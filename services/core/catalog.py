@@ -35,6 +35,8 @@ PROPENSITY = "propensity"
 EXPERIMENTS = "experiments"
 MMM_MODEL = "mmm"
 FUNNEL = "funnel"
+TIMELINE_RUNS = "timelines/runs"
+TIMELINES = "timelines/compacted"
 
 CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
@@ -82,6 +84,11 @@ CATALOG: tuple[Dataset, ...] = (
             "marketing-mix model: thinned posterior draws, ROI, contributions, curves, diagnostics, report"),
     Dataset(FUNNEL, "versioned", "funnel", ("export", "dashboard", "people"),
             "the default funnel: steps, breakdowns, weekly trend, time to convert, drivers, drop-off audiences, report"),
+    Dataset(TIMELINE_RUNS, "run", "ingest", ("timelines", "features"),
+            "each run's accepted events by user bucket (user key column: user_key), sorted by user and time"),
+    Dataset(TIMELINES, "versioned", "ingest", ("timelines", "features"),
+            "the compacted user timelines, one file per user bucket (user key column: user_key); the pointer "
+            "lists the folded runs"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -111,6 +118,8 @@ __all__ = [
     "SEGMENTS",
     "SEGMENT_VIEWS",
     "SUSPICIOUS_USERS",
+    "TIMELINES",
+    "TIMELINE_RUNS",
     "VERSIONED",
     "Dataset",
     "Layout",
