@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -39,7 +39,7 @@ from services.core.lake import Lake, new_run_id, utc_now_iso
 
 __all__ = [
     "BUCKETS", "COMPACT_AFTER_RUNS", "backfill_timelines", "bucket_of", "bucket_sources", "build_timelines",
-    "compact_if_due", "compact_timelines",
+    "compact_if_due", "compact_timelines", "in_tasks",
     "read_bucket", "run_on_buckets", "timelines_status", "write_parquet",
 ]  # fmt: skip
 
@@ -48,6 +48,8 @@ __all__ = [
 BUCKETS: Final[int] = 64
 #: Uncompacted runs after which an ingestion run compacts the timelines (see the module docstring).
 COMPACT_AFTER_RUNS: Final[int] = 8
+#: Tasks per core of a pass over buckets (each task takes consecutive buckets).
+TASKS_PER_CORE: Final[int] = 2
 #: Staged event files read by one task of a build's first stage.
 _FILES_PER_TASK: Final[int] = 8
 _WRITTEN: Final[T.StructType] = T.StructType(
@@ -80,6 +82,23 @@ def write_parquet(table: pa.Table) -> bytes:
     return sink.getvalue()
 
 
+def in_tasks(spark: SparkSession, items: Sequence[int], fn: Callable[[int], Iterator[pa.RecordBatch]],
+             schema: T.StructType) -> DataFrame:  # fmt: skip
+    """``fn`` on every item (a bucket), consecutive items grouped into two tasks per core.
+
+    A Spark task costs about 0.1 s of its own, and far more on a loaded machine: one task per bucket
+    (64) made an ingestion run's timeline build cost more than the rest of the run.
+    """
+    items = list(items)
+    tasks = min(len(items), TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
+
+    def run(task: int) -> Iterator[pa.RecordBatch]:
+        for i in range(task * len(items) // tasks, (task + 1) * len(items) // tasks):
+            yield from fn(items[i])
+
+    return one_task_each(spark, tasks, run, schema)
+
+
 def _bucket_key(prefix: str, bucket: int) -> str:
     return f"{prefix}/bucket={bucket:04d}/part-00000.parquet"
 
@@ -88,48 +107,57 @@ def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], 
     """The timeline of some event files (one run's): ``<out>/bucket=B/part-00000.parquet`` per bucket.
 
     Two stages of tasks through the store, no Spark shuffle (as ingestion's bot flag): file tasks cut
-    a few event files each by bucket into ``<scratch>/bucket=B/part-T.arrow``; then one task per bucket
-    sorts its parts into a timeline. Deterministic names, so a retried task overwrites. Returns bucket
-    -> events; ``scratch`` is deleted.
+    a few event files each by bucket group (two groups per core) into ``<scratch>/group=G/part-T.arrow``;
+    then one task per group splits its parts by bucket and sorts each into a timeline. Groups, not
+    buckets, in the scratch files: a file per (task, bucket) was 64 small durable writes per task.
+    Deterministic names, so a retried task overwrites. Returns bucket -> events; ``scratch`` is deleted.
     """
     keys = list(event_keys)
     if not keys:
         return {}
-    tasks = min(len(keys), max(2 * spark.sparkContext.defaultParallelism, math.ceil(len(keys) / _FILES_PER_TASK)))
+    cores = spark.sparkContext.defaultParallelism
+    tasks = min(len(keys), max(2 * cores, math.ceil(len(keys) / _FILES_PER_TASK)))
+    groups = min(BUCKETS, TASKS_PER_CORE * cores)
     columns = list(TIMELINE_SCHEMA.names)
 
     def cut(task: int) -> Iterator[pa.RecordBatch]:
         files = [pq.read_table(io.BytesIO(store.read_bytes(keys[i])), columns=columns)
                  for i in range(task * len(keys) // tasks, (task + 1) * len(keys) // tasks)]  # fmt: skip
         rows = pa.concat_tables(files, promote_options="permissive")
-        bucket = bucket_of(rows[USER_KEY])
-        for b in np.unique(bucket):
-            part = rows.take(np.flatnonzero(bucket == b))
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_file(sink, part.schema) as writer:
-                writer.write_table(part)
-            store.write_bytes(f"{scratch}/bucket={b:04d}/part-{task:05d}.arrow", sink.getvalue().to_pybytes())
-            yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([part.num_rows], pa.int64())],
+        group = bucket_of(rows[USER_KEY]) * groups // BUCKETS
+        for g in np.unique(group):
+            part = rows.take(np.flatnonzero(group == g))
+            store.write_bytes(f"{scratch}/group={g:04d}/part-{task:05d}.arrow", _ipc(part))
+            yield pa.RecordBatch.from_arrays([pa.array([g], pa.int32()), pa.array([part.num_rows], pa.int64())],
                                              schema=_WRITTEN_ARROW)  # fmt: skip
 
     cut_rows = one_task_each(spark, tasks, cut, _WRITTEN).collect()
-    buckets = sorted({r["bucket"] for r in cut_rows})
+    present = sorted({r["bucket"] for r in cut_rows})
 
     def sort(i: int) -> Iterator[pa.RecordBatch]:
-        b = buckets[i]
         parts = [pa.ipc.open_file(pa.BufferReader(store.read_bytes(k))).read_all()
-                 for k in store.list(f"{scratch}/bucket={b:04d}")]  # fmt: skip
-        timeline = to_timeline(pa.concat_tables(parts))
-        store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
-        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
-                                         schema=_WRITTEN_ARROW)  # fmt: skip
+                 for k in store.list(f"{scratch}/group={present[i]:04d}")]  # fmt: skip
+        rows = pa.concat_tables(parts)
+        bucket = bucket_of(rows[USER_KEY])
+        for b in np.unique(bucket):
+            timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
+            store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
+            yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
+                                             schema=_WRITTEN_ARROW)  # fmt: skip
 
-    written = {r["bucket"]: r["rows"] for r in one_task_each(spark, len(buckets), sort, _WRITTEN).collect()}
+    written = {r["bucket"]: r["rows"] for r in one_task_each(spark, len(present), sort, _WRITTEN).collect()}
     store.delete_prefix(scratch)
     expected = sum(r["rows"] for r in cut_rows)
     if sum(written.values()) != expected:
         raise RuntimeError(f"timelines hold {sum(written.values())} events where the files hold {expected}")
     return written
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -190,8 +218,7 @@ def run_on_buckets(
     store, cols = lake.store, None if columns is None else list(columns)
     result_schema = _WRITTEN_ARROW if out is not None else schema
 
-    def task(i: int) -> Iterator[pa.RecordBatch]:
-        b = buckets[i]
+    def task(b: int) -> Iterator[pa.RecordBatch]:
         table = fn(read_bucket(store, sources[b], cols)).cast(schema)
         if out is None:
             yield from table.to_batches()
@@ -202,7 +229,7 @@ def run_on_buckets(
 
     if not buckets:
         return result_schema.empty_table()
-    df = one_task_each(spark, len(buckets), task, from_arrow_schema(result_schema))
+    df = in_tasks(spark, buckets, task, from_arrow_schema(result_schema))
     return df.toArrow().cast(result_schema)
 
 
@@ -221,14 +248,13 @@ def compact_timelines(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     version = new_run_id()
     store, buckets = lake.store, list(sources)
 
-    def task(i: int) -> Iterator[pa.RecordBatch]:
-        b = buckets[i]
+    def task(b: int) -> Iterator[pa.RecordBatch]:
         timeline = read_bucket(store, sources[b])
         store.write_bytes(f"{TIMELINES}/{version}/bucket={b:04d}.parquet", write_parquet(timeline))
         yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
                                          schema=_WRITTEN_ARROW)  # fmt: skip
 
-    rows = one_task_each(spark, len(buckets), task, _WRITTEN).collect() if buckets else []
+    rows = in_tasks(spark, buckets, task, _WRITTEN).collect() if buckets else []
     events = sum(r["rows"] for r in rows)
     lake.write_json(f"{TIMELINES}/_current.json", {
         "version": version, "published_at": utc_now_iso(), "folded_run_ids": folded, "buckets": BUCKETS,
