@@ -29,8 +29,10 @@ from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
 
 __all__ = [
     "CATEGORY_BUCKETS",
+    "FEATURES_ARROW",
     "FEATURE_DTYPES",
     "HOUR_BANDS",
+    "PRICE_SUMS",
     "CutoffFeatures",
     "as_of_micros",
     "compute_features_local",
@@ -38,6 +40,8 @@ __all__ = [
     "raw_feature_columns",
     "raw_to_events",
     "reference_means",
+    "timeline_features",
+    "timeline_price_sums",
 ]
 
 US_PER_HOUR = 3_600_000_000
@@ -81,6 +85,13 @@ FEATURE_DTYPES: dict[str, str] = {
 }
 
 AsOfLocal = datetime | str | None
+_ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
+                "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_()}  # fmt: skip
+#: The features table in Arrow, as the features job writes it (the types Spark writes).
+FEATURES_ARROW: pa.Schema = pa.schema([(c, _ARROW_TYPES[t]) for c, t in FEATURE_DTYPES.items()])
+#: One timeline bucket's sums behind ``price_level``'s category means, and its latest event time.
+PRICE_SUMS: pa.Schema = pa.schema([("category_id", pa.int64()), ("n_priced", pa.int64()),
+                                   ("sum_log_price", pa.float64()), ("latest", pa.timestamp("us", tz="UTC"))])  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- raw rows
@@ -295,6 +306,67 @@ def raw_feature_columns(
         has_category=category.is_valid().to_numpy(zero_copy_only=False),
     )
     return _feature_columns(arrays, as_of, category_reference, None)
+
+
+def timeline_features(
+    timeline: pa.Table, as_of: AsOfLocal | int = None, category_reference: Any = None,
+    suspicious_users: Iterable[str] | None = None,
+) -> pa.Table:
+    """:func:`compute_features_local` of a timeline bucket (:mod:`etl.timeline`), Arrow in and out.
+
+    ``as_of`` (None: the bucket's latest event) and ``category_reference`` must be the whole lake's
+    for a lake's features (see services.jobs.features): a bucket sees only its own users. Rows in
+    user order, :data:`FEATURES_ARROW` (nulls where the twin has NaN).
+    """
+    if timeline.num_rows == 0:
+        return FEATURES_ARROW.empty_table()
+    category = timeline["category_id"]
+    arrays = _Events(
+        user=timeline["user_key"].to_numpy(),
+        session=timeline["session_key"].to_numpy(),
+        us=timeline["event_time"].cast(pa.int64()).to_numpy(),
+        event_type=_codes(timeline["event_type"]),
+        price=timeline["price"].to_numpy(),
+        l1=_codes(timeline["category_l1"]),
+        brand=_codes(timeline["brand"]),
+        category_id=pc.fill_null(category, 0).to_numpy(),
+        has_category=category.is_valid().to_numpy(),
+    )
+    cols = _feature_columns(arrays, as_of, category_reference, suspicious_users)
+    last_buy = cols["last_purchase_time"]
+    arrays_out = {
+        **{c: pa.array(v, from_pandas=True) for c, v in cols.items()},
+        "recency_days": pa.array(cols["recency_days"], from_pandas=True).cast(pa.int32()),
+        **{c: pa.array(cols[c]).cast(pa.timestamp("us", tz="UTC")) for c in _TIMESTAMPS},
+        "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(arrays_out).cast(FEATURES_ARROW)
+
+
+def timeline_price_sums(timeline: pa.Table) -> pa.Table:
+    """Per category_id, the priced events (price > 0) and their sum of ln(price), plus one row without
+    a category; every row carries the bucket's latest event time (:data:`PRICE_SUMS`). Summed over
+    buckets they are the lake's category reference and as-of time."""
+    category, price = timeline["category_id"], timeline["price"].to_numpy()
+    priced = category.is_valid().to_numpy() & (price > 0)
+    sums = pd.DataFrame({"category_id": pc.fill_null(category, 0).to_numpy()[priced],
+                         "log_price": np.log(price[priced])}).groupby("category_id")["log_price"].agg(["size", "sum"])  # fmt: skip
+    latest = pc.max(timeline["event_time"]).as_py() if timeline.num_rows else None
+    return pa.table({
+        "category_id": pa.array([*sums.index.tolist(), None], pa.int64()),
+        "n_priced": pa.array([*sums["size"].tolist(), 0], pa.int64()),
+        "sum_log_price": pa.array([*sums["sum"].tolist(), 0.0], pa.float64()),
+        "latest": pa.array([latest] * (len(sums) + 1), pa.timestamp("us", tz="UTC")),
+    }, schema=PRICE_SUMS)  # fmt: skip
+
+
+def _codes(values: pa.ChunkedArray) -> np.ndarray | pd.Categorical:
+    """A timeline text column to factorize: its dictionary as a categorical (no string hashing)."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not pa.types.is_dictionary(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    codes = pc.fill_null(array.indices, -1).to_numpy()
+    return pd.Categorical.from_codes(codes, categories=pd.Index(array.dictionary.to_pylist(), dtype=object))
 
 
 @dataclass(frozen=True)

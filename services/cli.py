@@ -165,6 +165,32 @@ def features(
 
 
 @app.command()
+def timelines(
+    lake: LakeOption = None,
+    compact: Annotated[bool, typer.Option("--compact", help="Fold every committed run into one file per bucket.")] = False,
+    backfill: Annotated[bool, typer.Option(
+        "--backfill", help="Build the timelines of runs ingested before timelines existed.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the user timelines (compacted version, runs merged on read, runs missing), or maintain them.
+
+    Each ingestion run writes its own; design and layout: docs/timelines.md.
+    """
+    from services.core.timelines import backfill_timelines, compact_timelines, timelines_status
+
+    def work(spark, the_lake, _settings) -> dict:
+        done = {"backfilled": backfill_timelines(spark, the_lake) if backfill else {},
+                "compacted": compact_timelines(spark, the_lake) if compact else None}  # fmt: skip
+        return {**done, **timelines_status(the_lake)}
+
+    if compact or backfill:
+        summary = _spark_stage("timelines", lake, as_json, work)
+    else:
+        summary = _lake_stage("timelines", lake, lambda the_lake, _s: timelines_status(the_lake))
+    _emit(summary, as_json, "\n".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+@app.command()
 def generate(
     users: Annotated[int, typer.Option("--users", min=1, help=(
         "Number of synthetic users. About 20 clean events per user and month (the real feed has ~14), "

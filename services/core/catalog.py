@@ -37,6 +37,8 @@ MMM_MODEL = "mmm"
 FUNNEL = "funnel"
 MODEL_COMPARISON = "models/comparison"
 DOSSIER = "reports/dossier"
+TIMELINE_RUNS = "timelines/runs"
+TIMELINES = "timelines/compacted"
 
 CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
@@ -93,6 +95,11 @@ CATALOG: tuple[Dataset, ...] = (
             "shipped model families against others: one table per question, winner and why, report"),
     Dataset(DOSSIER, "versioned", "dossier", ("people",),
             "the dossier: one HTML and one PDF document of what the lake has published, every chart as a PNG"),
+    Dataset(TIMELINE_RUNS, "run", "ingest", ("timelines", "features"),
+            "each run's accepted events by user bucket (user key column: user_key), sorted by user and time"),
+    Dataset(TIMELINES, "versioned", "ingest", ("timelines", "features"),
+            "the compacted user timelines, one file per user bucket (user key column: user_key); the pointer "
+            "lists the folded runs"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -124,6 +131,8 @@ __all__ = [
     "SEGMENTS",
     "SEGMENT_VIEWS",
     "SUSPICIOUS_USERS",
+    "TIMELINES",
+    "TIMELINE_RUNS",
     "VERSIONED",
     "Dataset",
     "Layout",

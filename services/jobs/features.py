@@ -20,15 +20,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from etl.aggregates import TABLES, Aggregates, update_aggregates
 from etl.features import finalize
+from etl.local_features import (
+    FEATURES_ARROW,
+    PRICE_SUMS,
+    as_of_micros,
+    reference_means,
+    timeline_features,
+    timeline_price_sums,
+)
 from services.core.catalog import AGGREGATES, EVENTS, FEATURES, SUSPICIOUS_USERS
 from services.core.lake import Lake, new_run_id
 from services.core.publish import new_version
 from services.core.spark import read_run_dataset
+from services.core.timelines import run_on_buckets
 
 log = logging.getLogger("shoplens.features")
 
@@ -150,6 +162,46 @@ def run_features(
         extra={**ctx, **{k: summary[k] for k in ("version", "new_events", "n_users", "duration_seconds")}},
     )
     return summary
+
+
+#: The timeline columns the features read.
+_FEATURE_INPUTS = ("user_key", "session_key", "event_time", "event_type", "price", "category_l1", "brand", "category_id")
+
+
+def features_from_timelines(
+    spark: SparkSession, lake: Lake, out: str, as_of: datetime | str | None = None
+) -> dict[str, Any]:
+    """The lake's features from its timelines: :func:`etl.local_features.timeline_features` on each
+    user bucket, each Spark task writing its bucket's rows to ``<out>/part-BBBB.parquet`` in the store.
+
+    Two passes over the buckets: the first sums each category's priced events and finds the latest
+    event (the lake-wide ``price_level`` reference and default ``as_of``, as the Spark job takes them
+    from the whole lake's aggregates); the second computes every user's features. Returns the as-of
+    time (epoch microseconds), the users and the files written.
+    """
+    sums = run_on_buckets(spark, lake, timeline_price_sums, PRICE_SUMS, columns=["event_time", "category_id", "price"])
+    if sums.num_rows == 0:
+        raise ValueError("the lake has no timelines: run `shoplens ingest` (or `shoplens timelines --backfill`)")
+    latest = int(sums["latest"].cast(pa.int64()).to_numpy().max())
+    fixed = latest if as_of is None else as_of_micros(as_of)
+    priced = sums.filter(pc.is_valid(sums["category_id"]))  # to pandas without nulls: int64 ids stay exact
+    reference = reference_means(priced.select(["category_id", "n_priced", "sum_log_price"]).to_pandas())
+    flagged = frozenset(_suspicious_keys(lake))
+
+    def features(timeline: pa.Table) -> pa.Table:
+        return timeline_features(timeline, fixed, reference, flagged)
+
+    written = run_on_buckets(spark, lake, features, FEATURES_ARROW, columns=_FEATURE_INPUTS, out=out)
+    return {"as_of_us": fixed, "n_users": int(sum(written["rows"].to_pylist())), "files": written.num_rows}
+
+
+def _suspicious_keys(lake: Lake) -> set[str]:
+    """The user keys the committed runs flagged suspicious."""
+    keys: set[str] = set()
+    for key in lake.committed_files(SUSPICIOUS_USERS):
+        table = pq.read_table(pa.BufferReader(lake.store.read_bytes(key)), columns=["user_key"])
+        keys.update(table["user_key"].to_pylist())
+    return keys
 
 
 def features_report(s: dict[str, Any]) -> str:

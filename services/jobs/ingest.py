@@ -43,9 +43,10 @@ from etl.ingest import (
     run_chunks,
 )
 from services.core.bounded_read import IngestLimits, last_line_end, open_input, read_blocks, read_header
-from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS
+from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS, TIMELINE_RUNS
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.lease import WriterLease
+from services.core.timelines import build_timelines, compact_if_due
 from services.core.timings import Timings
 from services.jobs.ingest_summary import FileResult, reconciled
 
@@ -239,6 +240,8 @@ def _ingest_held(spark: SparkSession | Callable[[], SparkSession], lake: Lake, p
     lease.check()  # a writer that stalled past its lease must not commit over its successor's vacuum
     lake.write_run(summary)  # the commit point
     shutil.rmtree(staging, ignore_errors=True)
+    if status == "committed" and input_format == "rees46":
+        compact_if_due(session, lake)
     log.info(
         "run %s %s: %d read, %d accepted, %d quarantined, %d duplicates",
         run_id,
@@ -280,6 +283,8 @@ def _process(
             moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
         with timings.phase("suspicious_users"):
             flags = flagging.result()
+    with timings.phase("timelines"):  # after the copies are dropped: the run's final events
+        build_timelines(spark, store, store.list(f"{prefix}/events"), f"{prefix}/timelines", f"{prefix}/timeline_parts")
     counts: dict[tuple[str, str, str | None], int] = {}
     for (index, kind, reason), n in outcome.items():
         k = (chunks[index].source_file, kind, reason)
@@ -299,7 +304,7 @@ def _process(
                 store.write_bytes(f"{prefix}/{name}/part-empty.parquet", empty_file(name))
     with timings.phase("publish"):
         for name, dataset in (("events", EVENTS), ("quarantine", QUARANTINE), ("duplicates", DUPLICATES),
-                              ("suspicious", SUSPICIOUS_USERS)):  # fmt: skip
+                              ("suspicious", SUSPICIOUS_USERS), ("timelines", TIMELINE_RUNS)):  # fmt: skip
             lake.publish_run_dataset(f"{prefix}/{name}", dataset, run_id)
         store.delete_prefix(prefix)
     return reconciled(counts, results, len(flags), dates)

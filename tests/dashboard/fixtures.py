@@ -187,7 +187,7 @@ def model_documents(model: SegmentationModel, features: pd.DataFrame, version: s
                         for r in rows],
         "explained_variance_ratio": s["explained_variance_ratio"], "features": s["features"],
         "dropped_features": [{"name": k, "reason": v} for k, v in s["dropped_features"].items()],
-        "feature_importance": [{"feature": f, "importance": v} for f, v in s["feature_importance"]["ranked"]],
+        "feature_importance": s["feature_importance"]["ranked"],  # the job's rows: {feature, importance}
         "tree_rules": s["feature_importance"]["tree_rules"],
         "threshold": {"chosen_min_events": MIN_EVENTS, "target": 0.8,
                       "curve": [{"n": n, "agreement": a, "ari": a - 0.15, "users": 400 - 50 * i}

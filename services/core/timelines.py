@@ -1,0 +1,316 @@
+"""The lake's user timelines: built by each ingestion run, merged on read, compacted now and then.
+
+Layout (``TIMELINE_RUNS`` is run-scoped, ``TIMELINES`` versioned; see :mod:`services.core.catalog`)::
+
+    timelines/runs/bucket=B/run_id=R/part-00000.parquet   one sorted run per bucket per ingestion run
+    timelines/compacted/<version>/bucket=B.parquet        every run folded in, one file per bucket
+    timelines/compacted/_current.json                     version, folded_run_ids
+
+A bucket's timeline is its compacted file plus the files of the committed runs not folded into it,
+merged (:func:`etl.timeline.merge_timelines`). An ingestion run writes only its own events, so the
+build costs a pass over the run's events, never the history; compaction rewrites every bucket and is
+worth it once reading many small runs costs more than one file per bucket (benchmarks/timelines_bench.py).
+
+Every Spark task here reads and writes the store itself (local disk or S3): the driver and the
+executors share no directory. :func:`run_on_buckets` is the task runner the per-user jobs use: it hands
+a Spark-free function one whole bucket as Arrow and writes (or collects) the table it returns.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from etl.spark_tasks import one_task_each
+from etl.timeline import ORDER, TIMELINE_SCHEMA, USER_KEY, merge_timelines, sort_indices, to_timeline
+from services.core.catalog import EVENTS, STAGING, TIMELINE_RUNS, TIMELINES
+from services.core.lake import Lake, new_run_id, utc_now_iso
+
+__all__ = [
+    "BUCKETS", "COMPACT_AFTER_RUNS", "backfill_timelines", "bucket_of", "bucket_sources", "build_timelines",
+    "compact_if_due", "compact_timelines", "in_tasks",
+    "read_bucket", "run_on_buckets", "timelines_status", "write_parquet",
+]  # fmt: skip
+
+#: User buckets of the lake's timelines, fixed for the lake's life (a user must stay in one bucket).
+#: 64: a generated 43.8M-event month gives ~0.7M events per bucket, a few tens of MB in memory.
+BUCKETS: Final[int] = 64
+#: Uncompacted runs after which an ingestion run compacts the timelines (see the module docstring).
+COMPACT_AFTER_RUNS: Final[int] = 8
+#: Tasks per core of a pass over buckets (each task takes consecutive buckets).
+TASKS_PER_CORE: Final[int] = 2
+#: Staged event files read by one task of a build's first stage.
+_FILES_PER_TASK: Final[int] = 8
+_WRITTEN: Final[T.StructType] = T.StructType(
+    [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.LongType(), False)]
+)
+_WRITTEN_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("rows", pa.int64(), False)])
+
+
+def bucket_of(user_keys: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
+    """Each user's bucket: the first 15 hex digits of its HMAC pseudonym mod ``buckets`` (uniform, and
+    the same in every run and every library version); a key that is not hex (hand-made test keys)
+    falls back to its CRC-32."""
+    keys = pl.Series(user_keys).cast(pl.String)
+    prefix = keys.str.slice(0, 15).str.to_integer(base=16, strict=False)
+    missing = prefix.is_null().to_numpy()
+    out = prefix.fill_null(0).to_numpy().astype(np.int64)
+    if missing.any():
+        out[missing] = [zlib.crc32(v.encode()) for v in keys.filter(pl.Series(missing)).to_list()]
+    return out % buckets
+
+
+def write_parquet(table: pa.Table) -> bytes:
+    """A timeline (or a per-bucket result) as Parquet: zstd level 1, the Arrow schema stored so the
+    dictionaries come back as dictionaries, the sort order declared."""
+    sink = io.BytesIO()
+    sorting = None
+    if set(ORDER) <= set(table.schema.names):
+        sorting = [pq.SortingColumn(table.schema.get_field_index(c)) for c in ORDER]
+    pq.write_table(table, sink, compression="zstd", compression_level=1, sorting_columns=sorting)
+    return sink.getvalue()
+
+
+def in_tasks(spark: SparkSession, items: Sequence[int], fn: Callable[[int], Iterator[pa.RecordBatch]],
+             schema: T.StructType) -> DataFrame:  # fmt: skip
+    """``fn`` on every item (a bucket), consecutive items grouped into two tasks per core.
+
+    A Spark task costs about 0.1 s of its own, and far more on a loaded machine: one task per bucket
+    (64) made an ingestion run's timeline build cost more than the rest of the run.
+    """
+    items = list(items)
+    tasks = min(len(items), TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
+
+    def run(task: int) -> Iterator[pa.RecordBatch]:
+        for i in range(task * len(items) // tasks, (task + 1) * len(items) // tasks):
+            yield from fn(items[i])
+
+    return one_task_each(spark, tasks, run, schema)
+
+
+def _bucket_key(prefix: str, bucket: int) -> str:
+    return f"{prefix}/bucket={bucket:04d}/part-00000.parquet"
+
+
+def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], out: str, scratch: str) -> dict[int, int]:
+    """The timeline of some event files (one run's): ``<out>/bucket=B/part-00000.parquet`` per bucket.
+
+    Two stages of tasks through the store, no Spark shuffle (as ingestion's bot flag): file tasks cut
+    a few event files each by bucket group (two groups per core) into ``<scratch>/group=G/part-T.arrow``;
+    then one task per group splits its parts by bucket and sorts each into a timeline. Groups, not
+    buckets, in the scratch files: a file per (task, bucket) was 64 small durable writes per task.
+    Deterministic names, so a retried task overwrites. Returns bucket -> events; ``scratch`` is deleted.
+    """
+    keys = list(event_keys)
+    if not keys:
+        return {}
+    cores = spark.sparkContext.defaultParallelism
+    tasks = min(len(keys), max(2 * cores, math.ceil(len(keys) / _FILES_PER_TASK)))
+    groups = min(BUCKETS, TASKS_PER_CORE * cores)
+    columns = list(TIMELINE_SCHEMA.names)
+
+    def cut(task: int) -> Iterator[pa.RecordBatch]:
+        files = [pq.read_table(io.BytesIO(store.read_bytes(keys[i])), columns=columns)
+                 for i in range(task * len(keys) // tasks, (task + 1) * len(keys) // tasks)]  # fmt: skip
+        rows = pa.concat_tables(files, promote_options="permissive")
+        group = bucket_of(rows[USER_KEY]) * groups // BUCKETS
+        for g in np.unique(group):
+            part = rows.take(np.flatnonzero(group == g))
+            store.write_bytes(f"{scratch}/group={g:04d}/part-{task:05d}.arrow", _ipc(part))
+            yield pa.RecordBatch.from_arrays([pa.array([g], pa.int32()), pa.array([part.num_rows], pa.int64())],
+                                             schema=_WRITTEN_ARROW)  # fmt: skip
+
+    cut_rows = one_task_each(spark, tasks, cut, _WRITTEN).collect()
+    present = sorted({r["bucket"] for r in cut_rows})
+
+    def sort(i: int) -> Iterator[pa.RecordBatch]:
+        parts = [pa.ipc.open_file(pa.BufferReader(store.read_bytes(k))).read_all()
+                 for k in store.list(f"{scratch}/group={present[i]:04d}")]  # fmt: skip
+        rows = pa.concat_tables(parts)
+        bucket = bucket_of(rows[USER_KEY])
+        for b in np.unique(bucket):
+            timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
+            store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
+            yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
+                                             schema=_WRITTEN_ARROW)  # fmt: skip
+
+    written = {r["bucket"]: r["rows"] for r in one_task_each(spark, len(present), sort, _WRITTEN).collect()}
+    store.delete_prefix(scratch)
+    expected = sum(r["rows"] for r in cut_rows)
+    if sum(written.values()) != expected:
+        raise RuntimeError(f"timelines hold {sum(written.values())} events where the files hold {expected}")
+    return written
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+# ------------------------------------------------------------------------------------- reading
+def _bucket_number(key: str) -> int:
+    return int(key.split("bucket=", 1)[1][:4])
+
+
+def bucket_sources(lake: Lake) -> dict[int, list[str]]:
+    """Bucket -> the store keys whose merge is its timeline: the compacted file, then the committed
+    runs not folded into it (runs of no committed summary never count)."""
+    ptr = lake.pointer(TIMELINES)
+    sources: dict[int, list[str]] = {}
+    folded: set[str] = set()
+    if ptr is not None:
+        folded = set(ptr.get("folded_run_ids", []))
+        for key in lake.store.list(f"{TIMELINES}/{ptr['version']}"):
+            if key.endswith(".parquet"):
+                sources.setdefault(_bucket_number(key), []).append(key)
+    for key in lake.committed_files(TIMELINE_RUNS):
+        if _run_of(key) not in folded:
+            sources.setdefault(_bucket_number(key), []).append(key)
+    return dict(sorted(sources.items()))
+
+
+def read_bucket(store: Any, keys: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+    """One bucket's timeline from its sources (:func:`bucket_sources`), sorted; with ``columns``, only
+    those (the sort columns are read too, to merge)."""
+    wanted = None if columns is None else list(dict.fromkeys([*ORDER, *columns]))
+    parts = [pq.read_table(io.BytesIO(store.read_bytes(k)), columns=wanted) for k in keys]
+    if wanted is None:
+        return merge_timelines(parts)
+    if len(parts) == 1:
+        return parts[0].select(list(columns))
+    full = [p.select(wanted) for p in parts]
+    merged = pa.concat_tables(full, promote_options="permissive").unify_dictionaries()
+    return merged.take(sort_indices(merged)).select(list(columns))
+
+
+# ----------------------------------------------------------------------------------- the runner
+def run_on_buckets(
+    spark: SparkSession,
+    lake: Lake,
+    fn: Callable[[pa.Table], pa.Table],
+    schema: pa.Schema,
+    *,
+    columns: Sequence[str] | None = None,
+    out: str | None = None,
+) -> pa.Table:
+    """``fn`` on every bucket's timeline in Spark tasks: the tasks read the buckets from the store.
+
+    ``fn`` is Spark-free: one bucket's timeline (``columns`` only, if given) in, a table of ``schema``
+    out. Without ``out`` the tables come back to the driver, concatenated (for small results: a
+    bucket's sums). With ``out`` (a prefix in the lake's store) each task writes its table to
+    ``<out>/part-BBBB.parquet`` itself, and the returned table has ``bucket, rows`` per file written.
+    """
+    sources = bucket_sources(lake)
+    buckets = list(sources)
+    store, cols = lake.store, None if columns is None else list(columns)
+    result_schema = _WRITTEN_ARROW if out is not None else schema
+
+    def task(b: int) -> Iterator[pa.RecordBatch]:
+        table = fn(read_bucket(store, sources[b], cols)).cast(schema)
+        if out is None:
+            yield from table.to_batches()
+            return
+        store.write_bytes(f"{out}/part-{b:04d}.parquet", write_parquet(table))
+        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([table.num_rows], pa.int64())],
+                                         schema=_WRITTEN_ARROW)  # fmt: skip
+
+    if not buckets:
+        return result_schema.empty_table()
+    df = in_tasks(spark, buckets, task, from_arrow_schema(result_schema))
+    return df.toArrow().cast(result_schema)
+
+
+# ----------------------------------------------------------------------------- compaction, status
+def compact_timelines(spark: SparkSession, lake: Lake) -> dict[str, Any]:
+    """Fold every committed run's timelines into one file per bucket; return what was folded.
+
+    The new version is written whole under ``timelines/compacted/<version>/`` before its pointer
+    moves; only then are the folded runs' files and the previous version deleted (a crash in between
+    leaves files a later compaction removes, never a bucket without its events).
+    """
+    previous = lake.pointer(TIMELINES)
+    sources = bucket_sources(lake)
+    runs = {_run_of(k) for keys in sources.values() for k in keys if k.startswith(f"{TIMELINE_RUNS}/")}
+    folded = sorted({*(previous or {}).get("folded_run_ids", []), *runs})
+    version = new_run_id()
+    store, buckets = lake.store, list(sources)
+
+    def task(b: int) -> Iterator[pa.RecordBatch]:
+        timeline = read_bucket(store, sources[b])
+        store.write_bytes(f"{TIMELINES}/{version}/bucket={b:04d}.parquet", write_parquet(timeline))
+        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
+                                         schema=_WRITTEN_ARROW)  # fmt: skip
+
+    rows = in_tasks(spark, buckets, task, _WRITTEN).collect() if buckets else []
+    events = sum(r["rows"] for r in rows)
+    lake.write_json(f"{TIMELINES}/_current.json", {
+        "version": version, "published_at": utc_now_iso(), "folded_run_ids": folded, "buckets": BUCKETS,
+        "n_events": events,
+    })  # fmt: skip
+    removed = 0
+    for run in folded:
+        for key in {k.rsplit("/", 1)[0] for k in store.list(TIMELINE_RUNS) if f"/run_id={run}/" in k}:
+            removed += store.delete_prefix(key)
+    if previous is not None:
+        removed += store.delete_prefix(f"{TIMELINES}/{previous['version']}")
+    return {"version": version, "folded_run_ids": folded, "n_events": events, "files_removed": removed}
+
+
+def _run_of(key: str) -> str:
+    return key.split("/run_id=", 1)[1].split("/", 1)[0]
+
+
+def _runs_with_timelines(lake: Lake) -> set[str]:
+    return {_run_of(k) for k in lake.committed_files(TIMELINE_RUNS)}
+
+
+def timelines_status(lake: Lake) -> dict[str, Any]:
+    """What the timelines hold: compacted version, runs not yet compacted, committed runs whose events
+    have no timeline (ingested before timelines existed: ``shoplens timelines --backfill``)."""
+    ptr = lake.pointer(TIMELINES)
+    folded = set((ptr or {}).get("folded_run_ids", []))
+    with_timelines = _runs_with_timelines(lake) | folded
+    with_events = {_run_of(k) for k in lake.committed_files(EVENTS)}
+    return {
+        "compacted_version": None if ptr is None else ptr["version"],
+        "uncompacted_runs": sorted(_runs_with_timelines(lake) - folded),
+        "missing_runs": sorted(with_events - with_timelines),
+    }
+
+
+def compact_if_due(spark: SparkSession, lake: Lake, after_runs: int = COMPACT_AFTER_RUNS) -> dict[str, Any] | None:
+    """:func:`compact_timelines` once ``after_runs`` committed runs are not compacted; else None."""
+    if len(timelines_status(lake)["uncompacted_runs"]) < after_runs:
+        return None
+    return compact_timelines(spark, lake)
+
+
+def backfill_timelines(spark: SparkSession, lake: Lake) -> dict[str, int]:
+    """Build the timelines of committed runs ingested before timelines existed, from their event files.
+
+    Each run's timelines are staged under ``_staging/timelines-<run>/`` and moved under
+    ``timelines/runs``; returns run -> events. (A crash while moving leaves a run partly covered:
+    ``shoplens timelines`` reports counts per run against the events' to spot it.)
+    """
+    built: dict[str, int] = {}
+    events = lake.committed_files(EVENTS)
+    for run in timelines_status(lake)["missing_runs"]:
+        prefix = f"{STAGING}/timelines-{run}"
+        keys = [k for k in events if _run_of(k) == run]
+        built[run] = sum(build_timelines(spark, lake.store, keys, f"{prefix}/out", f"{prefix}/parts").values())
+        lake.publish_run_dataset(f"{prefix}/out", TIMELINE_RUNS, run)
+        lake.store.delete_prefix(prefix)
+    return built
