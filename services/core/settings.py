@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     warehouse_url: str = Field(
         "sqlite:///./data/shoplens.db", description="SQLAlchemy URL of the SQL warehouse results are published to"
     )
+    erasure_max_age_hours: float = Field(24.0, ge=0, description="The pipeline's `erasure` stage carries out "
+                                         "pending erasure requests once the oldest has waited this long")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `shoplens api` (one core each)")
     api_key: SecretStr | None = Field(
         None, description="Bearer token the scoring API requires (no default: `shoplens api` refuses to start "

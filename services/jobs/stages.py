@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from services.core.catalog import AGGREGATES, FEATURES, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.metrics import time_stage
+from services.jobs.erasure import erasure_due, erasure_stage, targets_from
 from services.jobs.features import run_features
 from services.jobs.funnel import funnel_due, run_funnel
 from services.jobs.overview import build_overview, overview_due
@@ -40,6 +41,7 @@ class PipelineConfig:
     retrain_age_days: float = 7.0
     train: TrainConfig | None = None
     warehouse_url: str | None = None  # None: SHOPLENS_WAREHOUSE_URL
+    erasure_max_age_hours: float | None = None  # None: SHOPLENS_ERASURE_MAX_AGE_HOURS
 
 
 Due = Callable[[Lake, PipelineConfig], tuple[bool, str]]
@@ -89,7 +91,23 @@ def score_due(lake: Lake, _cfg: PipelineConfig) -> tuple[bool, str]:
     return False, "up to date"
 
 
+def _erasure_due(lake: Lake, cfg: PipelineConfig) -> tuple[bool, str]:
+    from services.core.settings import get_settings
+
+    hours = cfg.erasure_max_age_hours
+    return erasure_due(lake, get_settings().erasure_max_age_hours if hours is None else hours)
+
+
+def _erasure(spark: SparkSession | None, lake: Lake, cfg: PipelineConfig) -> dict[str, Any]:
+    from services.core.settings import get_settings
+
+    settings = get_settings()
+    return erasure_stage(spark, lake, settings.key_bytes, targets_from(settings, warehouse_url(cfg)))
+
+
 STAGES: tuple[Stage, ...] = (
+    # first: what the later stages publish must already be without the erased people
+    Stage("erasure", _erasure_due, _erasure),
     Stage("features", features_due, lambda spark, lake, _cfg: run_features(spark, lake)),
     Stage("train", train_due, lambda spark, lake, cfg: train(spark, lake, cfg.train, do_score=False)),
     Stage("score", score_due, lambda spark, lake, _cfg: score(spark, lake, refresh_features=False)),

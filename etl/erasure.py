@@ -1,0 +1,134 @@
+"""Recognizing an erased person in tables and raw lines, from one-way digests of their user keys.
+
+Why digests and not keys: the erasure ledger must remember whom to suppress at every later ingest, yet
+after erasure not even the pseudonym may remain in the lake. So the ledger keeps ``SHA-256(user_key)``
+only, and every check here hashes the keys it meets and compares digests. A user key is itself a
+256-bit HMAC, so its digest cannot be reversed; whoever holds the pseudonymization key can still
+recognize the person again by keying and hashing a raw id, which is exactly what suppression needs.
+
+Tables in, masks and tables out; no storage (the job is :mod:`services.jobs.erasure`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Set
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from etl.lines import Classified
+from etl.pseudonymize import pseudonymize
+
+#: The run-summary outcome of lines dropped at ingest because their user asked to be erased.
+ERASED = "erased_user"
+
+#: A user or session key as the lake writes it: 64 lowercase hex characters (HMAC-SHA256).
+_KEY = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+#: What may be a raw id in a raw line: a run of digits (REES46 user ids; Online Retail's ``17850.0``
+#: is the customer ``17850``), or a UUID-like token.
+_RAW_TOKEN = re.compile(r"(?<![0-9A-Za-z])([0-9]+)(?:\.0+)?(?![0-9A-Za-z])|[0-9a-fA-F-]{36}")
+
+
+def key_digest(user_key: str) -> str:
+    """The one-way digest the ledger keeps of a user key (SHA-256, 64 hex characters)."""
+    return hashlib.sha256(user_key.encode("ascii")).hexdigest()
+
+
+def _holds(value: str | None, digests: Set[str]) -> bool:
+    return value is not None and any(key_digest(k) in digests for k in _KEY.findall(value))
+
+
+def person_mask(column: pa.Array | pa.ChunkedArray, digests: Set[str]) -> np.ndarray:
+    """Per row: does the value hold a key whose digest is in ``digests``?
+
+    The value may be a key (``user_key``) or text with keys inside it (a quarantined ``raw_line``);
+    each distinct value of a chunk is checked once, so a column of a million rows and 10,000 users
+    costs 10,000 look-ups.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not digests:
+        return np.zeros(len(column), bool)
+    return np.concatenate([_chunk_mask(c, digests) for c in chunks]) if chunks else np.zeros(0, bool)
+
+
+def _chunk_mask(chunk: pa.Array, digests: Set[str]) -> np.ndarray:
+    codes = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
+    hit = np.array([_holds(v, digests) for v in codes.dictionary.to_pylist()] + [False], bool)
+    indices = pc.fill_null(codes.indices, len(hit) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return hit[indices]
+
+
+def rows_of(table: pa.Table, columns: Iterable[str], digests: Set[str]) -> np.ndarray:
+    """Per row: does any of ``columns`` (those the table has) hold an erased person's key?"""
+    mask = np.zeros(table.num_rows, bool)
+    for name in columns:
+        if name in table.column_names:
+            mask |= person_mask(table[name], digests)
+    return mask
+
+
+def linked_mask(table: pa.Table, links: tuple[tuple[str, str], ...], removed: pa.Table) -> np.ndarray:
+    """Per row: does it point at a removed event? ``links`` pairs this table's columns with the columns
+    of ``removed`` (``source_file``, ``line_number`` of the events taken out of the same run)."""
+    mask = np.zeros(table.num_rows, bool)
+    if removed.num_rows == 0 or table.num_rows == 0:
+        return mask
+    mine = [c for c, _ in links]
+    theirs = pl.from_arrow(removed.select([e for _, e in links]).rename_columns(mine)).unique()
+    rows = pl.from_arrow(table.select(mine)).with_row_index("_row").join(theirs, on=mine, how="semi")
+    mask[rows["_row"].to_numpy()] = True
+    return mask
+
+
+def suppress(out: Classified, digests: Set[str]) -> tuple[Classified, int]:
+    """A classified batch without the lines of people who asked to be erased, and how many there were.
+
+    Their events, their quarantined lines (found by the pseudonyms in ``raw_line``) and the copies of
+    their events (duplicates pointing at a removed line) all go: nothing of them is kept anywhere.
+    """
+    if not digests:
+        return out, 0
+    gone = person_mask(out.events["user_key"], digests)
+    bad = person_mask(out.quarantine["raw_line"], digests)
+    if not gone.any() and not bad.any():
+        return out, 0
+    lines = pa.array(out.events["line_number"].combine_chunks().to_numpy()[gone])
+    copies = np.asarray(pc.is_in(out.duplicates["duplicate_of_line"], lines))
+    kept = Classified(out.events.filter(pa.array(~gone)), out.quarantine.filter(pa.array(~bad)),
+                      out.duplicates.filter(pa.array(~copies)), out.hashes[~gone], out.n_lines)  # fmt: skip
+    return kept, int(gone.sum() + bad.sum() + copies.sum())
+
+
+def raw_line_digests(line: str, key: bytes, cache: dict[str, str]) -> Iterable[str]:
+    """The digests of every token of a raw line that may be a user id, keyed as ingestion keys it.
+
+    Every digit run and UUID-like token counts, wherever it stands: a malformed line has no columns to
+    trust, and a product id that happens to be keyed costs one look-up, never a wrong deletion (a
+    digest matches only an erased person's id). ``cache`` keeps the digest per token for the file.
+    """
+    for m in _RAW_TOKEN.finditer(line):
+        token = m.group(1) or m.group(0)
+        digest = cache.get(token)
+        if digest is None:
+            digest = cache[token] = key_digest(pseudonymize(token, key))
+        yield digest
+
+
+def line_holds_person(line: str, key: bytes, digests: Set[str], cache: dict[str, str]) -> bool:
+    return any(d in digests for d in raw_line_digests(line, key, cache))
+
+
+__all__ = [
+    "ERASED",
+    "key_digest",
+    "line_holds_person",
+    "linked_mask",
+    "person_mask",
+    "raw_line_digests",
+    "rows_of",
+    "suppress",
+]
