@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Set
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -28,9 +29,11 @@ ERASED = "erased_user"
 
 #: A user or session key as the lake writes it: 64 lowercase hex characters (HMAC-SHA256).
 _KEY = re.compile(r"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
-#: What may be a raw id in a raw line: a run of digits (REES46 user ids; Online Retail's ``17850.0``
-#: is the customer ``17850``), or a UUID-like token.
-_RAW_TOKEN = re.compile(r"(?<![0-9A-Za-z])([0-9]+)(?:\.0+)?(?![0-9A-Za-z])|[0-9a-fA-F-]{36}")
+#: What may be a raw user id in a raw line: a whole number (REES46 user ids; Online Retail's
+#: ``17850.0`` is the customer ``17850``); group 1 is the id as ingestion keys it.
+_RAW_ID = re.compile(rb"(?<![0-9A-Za-z.])([0-9]+)(?:\.0+)?(?![0-9A-Za-z.])")
+#: The user-id column of each raw format (etl.contract's RAW_COLUMNS and ORDER_COLUMNS).
+USER_ID_COLUMNS = ("user_id", "CustomerID")
 
 
 def key_digest(user_key: str) -> str:
@@ -103,32 +106,64 @@ def suppress(out: Classified, digests: Set[str]) -> tuple[Classified, int]:
     return kept, int(gone.sum() + bad.sum() + copies.sum())
 
 
-def raw_line_digests(line: str, key: bytes, cache: dict[str, str]) -> Iterable[str]:
-    """The digests of every token of a raw line that may be a user id, keyed as ingestion keys it.
+@dataclass
+class RawMatcher:
+    """Finds an erased person's lines in raw files (REES46 or Online Retail CSV, plain text).
 
-    Every digit run and UUID-like token counts, wherever it stands: a malformed line has no columns to
-    trust, and a product id that happens to be keyed costs one look-up, never a wrong deletion (a
-    digest matches only an erased person's id). ``cache`` keeps the digest per token for the file.
+    Raw ids in both formats are numbers (``17850.0`` is the customer ``17850``), so the candidates are
+    the digit runs of a file: :meth:`hits` keys each distinct one once and keeps those whose digest is
+    an erased person's. Most files hold none and are read once. In a file that does, a line goes when
+    its user-id field (found by the header) is such an id; a line that does not split into the header's
+    fields (malformed, or a rejected file without a known header) goes when such an id stands anywhere
+    in it, since no column can be trusted there.
     """
-    for m in _RAW_TOKEN.finditer(line):
-        token = m.group(1) or m.group(0)
-        digest = cache.get(token)
-        if digest is None:
-            digest = cache[token] = key_digest(pseudonymize(token, key))
-        yield digest
 
+    key: bytes
+    digests: Set[str]
+    _seen: dict[bytes, bool] = field(default_factory=dict)
 
-def line_holds_person(line: str, key: bytes, digests: Set[str], cache: dict[str, str]) -> bool:
-    return any(d in digests for d in raw_line_digests(line, key, cache))
+    def hits(self, block: bytes) -> set[bytes]:
+        """The ids in ``block`` (whole lines) that belong to an erased person."""
+        found = set()
+        for token in set(_RAW_ID.findall(block)):
+            hit = self._seen.get(token)
+            if hit is None:
+                hit = self._seen[token] = key_digest(pseudonymize(token.decode(), self.key)) in self.digests
+            if hit:
+                found.add(token)
+        return found
+
+    @staticmethod
+    def user_column(header: bytes) -> int | None:
+        """Position of the user-id field in a header line, None if the header is not a known one."""
+        names = [f.strip().strip('"') for f in header.decode("utf-8", "replace").rstrip("\r").split(",")]
+        return next((i for i, n in enumerate(names) if n in USER_ID_COLUMNS), None)
+
+    @staticmethod
+    def keep(lines: list[bytes], ids: set[bytes], column: int | None, width: int) -> list[bytes]:
+        """``lines`` without those of the people whose raw ``ids`` are given."""
+        if not ids:
+            return lines
+        anywhere = re.compile(rb"(?<![0-9A-Za-z])(?:" + b"|".join(re.escape(i) for i in ids) + rb")(?:\.0+)?(?![0-9A-Za-z])")
+        kept = []
+        for line in lines:
+            if anywhere.search(line) is None:
+                kept.append(line)
+                continue
+            fields = line.rstrip(b"\r").split(b",")
+            if column is not None and len(fields) == width:
+                m = _RAW_ID.fullmatch(fields[column].strip().strip(b'"'))
+                if m is None or m.group(1) not in ids:
+                    kept.append(line)
+        return kept
 
 
 __all__ = [
     "ERASED",
+    "RawMatcher",
     "key_digest",
-    "line_holds_person",
     "linked_mask",
     "person_mask",
-    "raw_line_digests",
     "rows_of",
     "suppress",
 ]

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 
-def _patterns(needles: Iterable[str]) -> list[re.Pattern[bytes]]:
+def patterns_of(needles: Iterable[str]) -> list[re.Pattern[bytes]]:
     # a raw id is a number: it must not match inside a longer number (a price, a product id)
     return [re.compile(rb"(?<![0-9A-Za-z])" + re.escape(n.encode()) + rb"(?![0-9A-Za-z])") for n in needles]
 
@@ -47,7 +47,7 @@ def scan_bytes(name: str, data: bytes, patterns: list[re.Pattern[bytes]]) -> lis
 
 def scan_tree(root: Path, needles: Iterable[str]) -> list[str]:
     """Every file under ``root`` (hidden ones too)."""
-    patterns = _patterns(needles)
+    patterns = patterns_of(needles)
     found: list[str] = []
     for path in sorted(Path(root).rglob("*")):
         if path.is_file():
@@ -57,7 +57,7 @@ def scan_tree(root: Path, needles: Iterable[str]) -> list[str]:
 
 def scan_bucket(client, bucket: str, needles: Iterable[str]) -> list[str]:
     """Every object of a bucket on an S3 server (minio client)."""
-    patterns = _patterns(needles)
+    patterns = patterns_of(needles)
     found: list[str] = []
     for obj in client.list_objects(bucket, recursive=True):
         response = client.get_object(bucket, obj.object_name)
@@ -71,7 +71,7 @@ def scan_bucket(client, bucket: str, needles: Iterable[str]) -> list[str]:
 
 def scan_warehouse(url: str, needles: Iterable[str]) -> list[str]:
     """Every value of every row of every table of the warehouse."""
-    patterns = _patterns(needles)
+    patterns = patterns_of(needles)
     engine = sa.create_engine(url)
     found = []
     try:

@@ -44,7 +44,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +54,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from isal import igzip
 
-from etl.erasure import key_digest, line_holds_person, linked_mask, rows_of
+from etl.erasure import RawMatcher, key_digest, linked_mask, rows_of
 from services.core import erasure_ledger as ledger
 from services.core.catalog import CATALOG, CURRENT_POINTER, EVENTS, FEATURES, Dataset
 from services.core.lake import Lake, utc_now_iso
@@ -327,33 +328,94 @@ def _redact_documents(lake: Lake, batch: _Batch, digests: Set[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------ raw files
-def _open_raw(data: bytes) -> tuple[bytes, bool]:
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data), True
-    return data, False
+RAW_BLOCK = 64 * 1024 * 1024
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    """The file's content (gzip undone) in blocks of whole lines, streamed: memory stays bounded."""
+    with (igzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as fh:
+        carry = b""
+        while block := fh.read(RAW_BLOCK):
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                carry += block
+                continue
+            yield carry + block[:cut]
+            carry = block[cut:]
+        if carry:
+            yield carry
+
+
+def filter_raw(path: Path, matcher: RawMatcher, out: Path | None = None) -> int:
+    """How many lines of a raw file are an erased person's; with ``out``, write the file without them
+    (gzip kept). Pass 1 finds the person's ids among the file's numbers; only a file with some is
+    read again, line by line."""
+    ids: set[bytes] = set()
+    for block in _blocks(path):
+        ids |= matcher.hits(block)
+    if not ids:
+        return 0
+    dropped, column, width, first = 0, None, 0, True
+    opener = igzip.open if _is_gzip(path) else open
+    with opener(out, "wb") if out is not None else contextlib.nullcontext() as writer:
+        for block in _blocks(path):
+            lines = block.split(b"\n")
+            head: list[bytes] = []
+            if first:
+                first = False
+                column = RawMatcher.user_column(lines[0])
+                if column is not None:  # a known header stays; an unknown one is checked like any line
+                    width, head, lines = lines[0].count(b",") + 1, lines[:1], lines[1:]
+            kept = head + RawMatcher.keep(lines, ids, column, width)
+            dropped += len(head) + len(lines) - len(kept)
+            if writer is not None:
+                writer.write(b"\n".join(kept))
+    return dropped
+
+
+@contextlib.contextmanager
+def _local_copy(store: Store, key: str) -> Iterator[Path]:
+    """The object as a local file: itself on disk, a temporary download from S3."""
+    local = store.local_path(key)
+    if local is not None:
+        yield local
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "raw"
+        store.get_file(key, path)
+        yield path
+
+
+def _raw_keys(loc: RawLocation) -> list[str]:
+    return [k for k in loc.store.list(loc.prefix) if not k.rsplit("/", 1)[-1].startswith(".")
+            and not k.endswith(".error.json")]  # fmt: skip
 
 
 def _erase_raw(lake: Lake, batch: _Batch, loc: RawLocation, key: bytes, digests: Set[str]) -> None:
-    """Rewrite each raw file holding the person without the person's lines (header kept)."""
-    keys = [k for k in loc.store.list(loc.prefix) if not k.rsplit("/", 1)[-1].startswith(".")]
+    """Rewrite each raw file holding the person without the person's lines (header kept), atomically."""
+    keys = _raw_keys(loc)
     batch.files_scanned[loc.name] = len(keys)
+    matcher = RawMatcher(key, digests)
     for k in keys:
-        data, gz = _open_raw(loc.store.read_bytes(k))
-        cache: dict[str, str] = {}
-        lines = data.split(b"\n")
-        kept = [lines[0]] + [ln for ln in lines[1:]
-                             if not line_holds_person(ln.decode("utf-8", "replace"), key, digests, cache)]  # fmt: skip
-        dropped = len(lines) - len(kept)
-        if not dropped:
-            continue
-        out = b"\n".join(kept)
-        out = gzip.compress(out, compresslevel=6, mtime=0) if gz else out
-        batch.note(loc.name, f"{loc.store.uri}/{k}", dropped)
-        _save(lake, batch)
-        with tempfile.TemporaryDirectory() as tmp:  # one atomic put of the whole file
-            local = Path(tmp) / "raw"
-            local.write_bytes(out)
-            loc.store.put_file(local, k, move=True)
+        with _local_copy(loc.store, k) as path, tempfile.TemporaryDirectory(dir=_tmp_dir(lake)) as tmp:
+            out = Path(tmp) / "rewritten"
+            dropped = filter_raw(path, matcher, out)
+            if not dropped:
+                continue
+            batch.note(loc.name, f"{loc.store.uri}/{k}", dropped)
+            _save(lake, batch)
+            loc.store.put_file(out, k, move=True)
+
+
+def _tmp_dir(lake: Lake) -> Path:
+    path = lake.work_dir / "erasure"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # ------------------------------------------------------------------------------------ warehouse
@@ -454,7 +516,8 @@ def targets_from(settings: Any, warehouse_url: str | None) -> Targets:
 def _found_in_object(name: str, data: bytes, digests: Set[str]) -> bool:
     """Any key of the people in one lake object: every string column of a Parquet file (not only the
     declared ones), every 64-hex token of anything else, gzip undone."""
-    data, _ = _open_raw(data)
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     if data[:4] == b"PAR1":
         pf = pq.ParquetFile(pa.BufferReader(data))
         strings = [f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
@@ -481,10 +544,11 @@ def verify(lake: Lake, key: bytes, targets: Targets | None = None) -> dict[str, 
         with ThreadPoolExecutor(max_workers=4) as pool:
             hits = pool.map(lambda k: (k, _found_in_object(k, lake.store.read_bytes(k), digests)), keys)
             found["lake"] = [k for k, hit in hits if hit]
+        matcher = RawMatcher(key, digests)
         for loc in targets.raw:
-            names = loc.store.list(loc.prefix)
+            names = _raw_keys(loc)
             scanned += len(names)
-            found[loc.name] = [k for k in names if _raw_holds(loc.store.read_bytes(k), key, digests)]
+            found[loc.name] = [k for k in names if _raw_holds(loc.store, k, matcher)]
         if targets.warehouse_url:
             found[WAREHOUSE] = _warehouse_holds(targets.warehouse_url, digests)
         cache = lake.work_dir / "cache"
@@ -503,10 +567,9 @@ def verify(lake: Lake, key: bytes, targets: Targets | None = None) -> dict[str, 
             "found": found, "duration_seconds": round(time.monotonic() - t0, 3)}  # fmt: skip
 
 
-def _raw_holds(data: bytes, key: bytes, digests: Set[str]) -> bool:
-    text, _ = _open_raw(data)
-    cache: dict[str, str] = {}
-    return any(line_holds_person(ln, key, digests, cache) for ln in text.decode("utf-8", "replace").split("\n"))
+def _raw_holds(store: Store, key: str, matcher: RawMatcher) -> bool:
+    with _local_copy(store, key) as path:
+        return filter_raw(path, matcher) > 0
 
 
 def _warehouse_holds(url: str, digests: Set[str]) -> list[str]:
