@@ -435,3 +435,26 @@ def test_cli_records_digests_only_and_verify_exits_1_when_someone_is_found(tmp_p
     assert found.exit_code == 1 and json.loads(found.stdout)["found"] == {"lake": ["funnel/v1/report.html"]}
     bad = runner.invoke(app, ["erase", "--key", "not-a-key"])
     assert bad.exit_code != 0 and "not-a-key" not in bad.output
+
+
+def test_api_accepts_erasure_requests_with_the_bearer_key(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from services.core.settings import Settings
+    from services.jobs.api import create_app
+
+    settings = Settings(lake=str(tmp_path / "lake"), work_dir=tmp_path / "work", pseudonym_key=TEST_KEY,
+                        api_key="erasure-test-token")  # fmt: skip
+    lake = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    k = pseudonymize("512000999", KEY)
+    with TestClient(create_app(settings, lake, check_seconds=0.2)) as client:
+        body = {"user_ids": ["512000111"], "keys": [k]}
+        assert client.post("/v1/erasure-requests", json=body).status_code == 401
+        auth = {"Authorization": "Bearer erasure-test-token"}
+        done = client.post("/v1/erasure-requests", json=body, headers=auth)
+        assert done.status_code == 202 and len(done.json()["request_ids"]) == 2
+        assert "512000111" not in done.text and k not in done.text
+        assert client.post("/v1/erasure-requests", json={"user_ids": ["x y"]}, headers=auth).status_code == 422
+        assert client.post("/v1/erasure-requests", json={}, headers=auth).status_code == 422
+    assert erasure_ledger.suppressed(lake) == {key_digest(pseudonymize("512000111", KEY)), key_digest(k)}
+    assert scan_tree(tmp_path / "lake", ["512000111", k, pseudonymize("512000111", KEY)]) == []
