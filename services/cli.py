@@ -478,6 +478,24 @@ def erase(
 
 
 @app.command()
+def retention(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what the policy would delete.")] = False,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply the retention policy ($SHOPLENS_RETENTION_*): versions kept per dataset (3), events older
+    than N days (keep all), processed and rejected raw files older than 30 days. The erasure ledger stays."""
+    from services.core.runtime import open_lake
+    from services.jobs.erasure import targets_from
+    from services.jobs.retention import Policy, apply_retention, retention_report
+
+    settings = get_settings()
+    result = apply_retention(open_lake(settings, lake), Policy.from_settings(settings),
+                             targets_from(settings, settings.warehouse_url), dry_run=dry_run)  # fmt: skip
+    _emit(result, as_json, retention_report(result))
+
+
+@app.command()
 def export(
     what: Annotated[str, typer.Argument(help="segments, features, propensity or funnel-dropoffs")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",

@@ -28,6 +28,7 @@ from services.jobs.propensity import score_due as propensity_score_due
 from services.jobs.propensity import train_due as propensity_train_due
 from services.jobs.propensity import train_stage as propensity_train
 from services.jobs.publish import publish, publish_due
+from services.jobs.retention import Policy, apply_retention, retention_due
 from services.jobs.segmentation import TrainConfig, score, staleness, train
 
 log = logging.getLogger("shoplens.pipeline")
@@ -105,6 +106,13 @@ def _erasure(spark: SparkSession | None, lake: Lake, cfg: PipelineConfig) -> dic
     return erasure_stage(spark, lake, settings.key_bytes, targets_from(settings, warehouse_url(cfg)))
 
 
+def _retention(lake: Lake, cfg: PipelineConfig) -> tuple[Policy, Any]:
+    from services.core.settings import get_settings
+
+    settings = get_settings()
+    return Policy.from_settings(settings), targets_from(settings, warehouse_url(cfg))
+
+
 STAGES: tuple[Stage, ...] = (
     # first: what the later stages publish must already be without the erased people
     Stage("erasure", _erasure_due, _erasure),
@@ -120,6 +128,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("overview", lambda lake, _cfg: overview_due(lake), lambda spark, lake, _cfg: build_overview(spark, lake)),
     Stage("publish", lambda lake, cfg: publish_due(lake, warehouse_url(cfg)),
           lambda _spark, lake, cfg: publish(lake, warehouse_url(cfg)), spark=False),
+    Stage("retention", lambda lake, cfg: retention_due(lake, *_retention(lake, cfg)),
+          lambda _spark, lake, cfg: apply_retention(lake, *_retention(lake, cfg)), spark=False),
 )
 
 
