@@ -124,6 +124,22 @@ def digests_for(user_ids: list[str], keys: list[str], key: bytes) -> list[str]:
         key_digest(k.strip().lower()) for k in keys]  # fmt: skip
 
 
+#: Files dropped under this prefix of the incoming location are erasure requests, not events.
+REQUEST_PREFIX = "erasure/"
+
+
+def take_request_file(lake: Lake, store: Store, key: str, pseudonym_key: bytes) -> dict[str, Any]:
+    """Record the requests of a file dropped under ``erasure/`` (one raw id or 64-hex key a line), then
+    delete the file: it holds raw ids. A crash in between records the same people again (harmless)."""
+    lines = [ln.strip() for ln in store.read_bytes(key).decode("utf-8", "replace").splitlines() if ln.strip()]
+    keys = [ln.lower() for ln in lines if re.fullmatch(r"[0-9a-fA-F]{64}", ln)]
+    raw = [ln for ln in lines if not re.fullmatch(r"[0-9a-fA-F]{64}", ln)]
+    sub = ledger.record(lake, digests_for(raw, keys, pseudonym_key), "folder") if lines else None
+    store.delete_prefix(key)
+    return {"key": key, "status": "erasure_requests", "requests": len(sub.requests) if sub else 0,
+            "submission_id": sub.submission_id if sub else None}  # fmt: skip
+
+
 def erasure_due(lake: Lake, max_age_hours: float) -> tuple[bool, str]:
     """Due when a batch was interrupted, or the oldest pending request has waited ``max_age_hours``."""
     if lake.store.exists(BATCH_DOC):
@@ -618,6 +634,7 @@ def verify_report(v: dict[str, Any]) -> str:
 __all__ = [
     "RAW_PROCESSED",
     "RAW_REJECTED",
+    "REQUEST_PREFIX",
     "RawLocation",
     "Targets",
     "digests_for",
@@ -626,6 +643,7 @@ __all__ = [
     "erasure_stage",
     "rebuild",
     "run_erasure",
+    "take_request_file",
     "targets_from",
     "verify",
     "verify_report",

@@ -36,6 +36,7 @@ from pyspark.sql import SparkSession
 from services.core.lake import Lake, utc_now_iso
 from services.core.metrics import mark_alive, record_ingest, record_stage
 from services.core.storage import ObjectInfo, Store
+from services.jobs.erasure import REQUEST_PREFIX, take_request_file
 from services.jobs.ingest import ingest_files
 from services.jobs.segmentation import TrainConfig
 from services.jobs.stages import PipelineConfig, pending, run_pipeline
@@ -117,6 +118,8 @@ class Watcher:
         """Ingest one settled file as its own run, then archive it or move it aside."""
         name = PurePosixPath(info.key).name
         ctx = {"stage": "watch", "file": info.key}
+        if info.key.startswith(REQUEST_PREFIX):  # erasure requests (raw ids): recorded, then deleted
+            return take_request_file(self.lake, self.incoming, info.key, self.key)
         local_dir = self.lake.work_dir / "incoming"  # outside staging/, which every ingest vacuums
         local_dir.mkdir(parents=True, exist_ok=True)
         local = local_dir / name

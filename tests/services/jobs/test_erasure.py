@@ -458,3 +458,23 @@ def test_api_accepts_erasure_requests_with_the_bearer_key(tmp_path: Path) -> Non
         assert client.post("/v1/erasure-requests", json={}, headers=auth).status_code == 422
     assert erasure_ledger.suppressed(lake) == {key_digest(pseudonymize("512000111", KEY)), key_digest(k)}
     assert scan_tree(tmp_path / "lake", ["512000111", k, pseudonymize("512000111", KEY)]) == []
+
+
+def test_the_watcher_records_files_dropped_under_erasure_and_deletes_them(tmp_path: Path) -> None:
+    from services.jobs.watch import WatchConfig, Watcher
+
+    lake = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    inbox = tmp_path / "in"
+    (inbox / "erasure").mkdir(parents=True)
+    k = pseudonymize("512000777", KEY)
+    (inbox / "erasure" / "requests.txt").write_text(f"512000666\n\n{k.upper()}\n")
+    now = [0.0]
+    w = Watcher(lake, LocalStore(inbox), LocalStore(tmp_path / "q"), lambda: None, KEY,
+                WatchConfig(poll_seconds=0.1, settle_seconds=1.0), clock=lambda: now[0])  # fmt: skip
+    assert w.tick().files == []
+    now[0] += 2
+    (outcome,) = w.tick().files
+    assert outcome["status"] == "erasure_requests" and outcome["requests"] == 2
+    assert not (inbox / "erasure" / "requests.txt").exists()
+    assert erasure_ledger.suppressed(lake) == {key_digest(pseudonymize("512000666", KEY)), key_digest(k)}
+    assert scan_tree(tmp_path, ["512000666", "512000777", k, pseudonymize("512000666", KEY)]) == []
