@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.core.catalog import ERASURE_REQUESTS
-from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.lake import Lake, new_run_id
 
 #: GDPR Art. 12(3): an answer is due within one month of the request.
 DEADLINE_DAYS = 30
@@ -96,6 +96,13 @@ def oldest_pending_age(lake: Lake, now: datetime | None = None) -> timedelta | N
     return (now or datetime.now(UTC)) - datetime.fromisoformat(min(pending))
 
 
+def period_counts(lake: Lake, since: str | None) -> dict[str, Any]:
+    """Requests completed since ``since`` (ISO time; None: ever) and pending now: what a report states."""
+    reqs = [r for s in submissions(lake) for r in s.requests]
+    done = [r for r in reqs if r.completed_at and (since is None or r.completed_at >= since)]
+    return {"since": since, "completed": len(done), "pending": sum(r.state == PENDING for r in reqs)}
+
+
 def status_rows(lake: Lake) -> list[dict[str, Any]]:
     """One row per request for ``shoplens erase --status`` and the Privacy page (digest shortened)."""
     rows = []
@@ -121,11 +128,10 @@ __all__ = [
     "PENDING",
     "ErasureRequest",
     "Submission",
-    "new_run_id",
     "oldest_pending_age",
+    "period_counts",
     "record",
     "save",
     "status_rows",
     "suppressed",
-    "utc_now_iso",
 ]

@@ -478,3 +478,22 @@ def test_the_watcher_records_files_dropped_under_erasure_and_deletes_them(tmp_pa
     assert not (inbox / "erasure" / "requests.txt").exists()
     assert erasure_ledger.suppressed(lake) == {key_digest(pseudonymize("512000666", KEY)), key_digest(k)}
     assert scan_tree(tmp_path, ["512000666", "512000777", k, pseudonymize("512000666", KEY)]) == []
+
+
+def test_the_descriptive_report_counts_requests_carried_out_in_its_period(tmp_path: Path) -> None:
+    from services.reports.describe import _quality_section
+
+    lake = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    erasure_ledger.record(lake, ["a" * 64], "key")
+    done = erasure_ledger.record(lake, ["b" * 64, "c" * 64], "key")
+    for r in done.requests:
+        r.state, r.completed_at = "completed", "2026-12-05T10:00:00+00:00"
+    erasure_ledger.save(lake, done)
+    assert erasure_ledger.period_counts(lake, None) == {"since": None, "completed": 2, "pending": 1}
+    counts = erasure_ledger.period_counts(lake, "2026-12-06T00:00:00+00:00")
+    assert counts["completed"] == 0 and counts["pending"] == 1
+    stats = {"quarantine": None, "duplicates": None, "suspicious_users": None,
+             "erasure": erasure_ledger.period_counts(lake, "2026-12-01T00:00:00+00:00")}  # fmt: skip
+    row = _quality_section(stats).rows[-1]
+    assert row[0] == "people erased on request, since the previous report (2026-12-01)" and row[2] == "1 pending"
+    assert row[1] == "2"
