@@ -470,9 +470,11 @@ def _vacuum(wh: Warehouse, tables: list[str]) -> None:
     if wh.dialect == "postgresql":
         with wh.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for name in tables:
-                conn.execute(sa.text(f'VACUUM FULL "{name}"'))
+                # ANALYZE too: the planner's statistics (pg_statistic) sample column values, keys included
+                conn.execute(sa.text(f'VACUUM (FULL, ANALYZE) "{name}"'))
             superuser = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
-            if superuser:  # the write-ahead log holds the rows until a checkpoint lets it be recycled
+            if superuser:  # the old statistics rows are dead tuples there; the WAL waits for a checkpoint
+                conn.execute(sa.text("VACUUM FULL pg_catalog.pg_statistic"))
                 conn.execute(sa.text("CHECKPOINT"))
     elif wh.sqlite_file is not None:
         # the engine's own connections always open a transaction (see make_engine); VACUUM needs none

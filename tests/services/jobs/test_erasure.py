@@ -171,6 +171,25 @@ def _segments(lake: Lake) -> pd.DataFrame:
     return found.to_table().to_pandas().set_index("user_key")
 
 
+#: Features computed against the whole lake (docs/features.md): ``price_level`` compares a user's prices
+#: with each category's mean over all events, so erasing someone who bought in the same categories
+#: moves it for everyone there (and the rebuild without the target moves it the same way).
+WHOLE_LAKE_FEATURES = ("price_level",)
+
+
+def assert_segments_are_the_rebuilds(lake: Lake, rebuilt: pd.DataFrame) -> None:
+    """Every published segment equals what the current model gives the rebuilt features."""
+    from model.segmentation.history import score_features
+    from services.core.readers import load_model
+
+    expected = pd.DataFrame(score_features(rebuilt, load_model(lake)))
+    published = _segments(lake).loc[rebuilt["user_key"]]
+    assert list(published.index) == list(rebuilt["user_key"])
+    got = published["segment_id"].astype("float").to_numpy()
+    want = expected["segment_id"].astype("float").to_numpy()
+    assert ((got == want) | (pd.isna(got) & pd.isna(want))).all()
+
+
 def _pg_files(pg, url: str) -> list[Path]:
     import sqlalchemy as sa
 
@@ -209,7 +228,7 @@ def test_verified_erasure_on_local_disk(spark, tmp_path: Path, pg_server, cli_en
     needles = [target, user_key]
     assert scan_tree(tmp_path / "lake", needles), "the scan must see the target before erasure"
     assert scan_warehouse(url, needles)
-    before_f, before_s = _features(lake).set_index("user_key"), _segments(lake)
+    before_f = _features(lake).set_index("user_key")
     assert canary_key in before_f.index and user_key in before_f.index
 
     erasure_ledger.record(lake, [key_digest(user_key)], "user_id")
@@ -235,17 +254,19 @@ def test_verified_erasure_on_local_disk(spark, tmp_path: Path, pg_server, cli_en
     (req,) = [r for s in erasure_ledger.submissions(lake) for r in s.requests]
     assert req.state == "completed" and req.verified_at and req.stores["events"]["rows_removed"] > 0
 
-    # the canary: features and segment unchanged
-    after_f, after_s = _features(lake).set_index("user_key"), _segments(lake)
-    pd.testing.assert_series_equal(after_f.loc[canary_key], before_f.loc[canary_key], check_names=False)
-    assert after_s.loc[canary_key, "segment_id"] == before_s.loc[canary_key, "segment_id"]
-
-    # everyone else: equal to a rebuild from events without the target
+    # everyone left, the canary included: features equal a rebuild from events without the target, and
+    # segments equal the Spark-free scorer's on those rebuilt features with the same model
     ref = open_lake(Settings(lake=str(tmp_path / "ref"), work_dir=tmp_path / "refwork", pseudonym_key=TEST_KEY))
     for f in without_target(files, tmp_path / "clean", target):
         ingest_files(spark, ref, [f], KEY)
     run_features(spark, ref, full=True)
-    pd.testing.assert_frame_equal(_features(lake), _features(ref), check_exact=False, rtol=1e-9)
+    rebuilt = _features(ref)
+    pd.testing.assert_frame_equal(_features(lake), rebuilt, check_exact=False, rtol=1e-9)
+    assert_segments_are_the_rebuilds(lake, rebuilt)
+    # the canary's own features are unchanged; only the whole-lake ones move with the target's events
+    after = _features(lake).set_index("user_key").loc[canary_key]
+    own = [c for c in after.index if c not in WHOLE_LAKE_FEATURES]
+    pd.testing.assert_series_equal(after[own], before_f.loc[canary_key, own], check_names=False)
 
     # re-ingesting the original files (new bytes, same lines) suppresses the target and counts it
     again = tmp_path / "again"
@@ -368,7 +389,6 @@ def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> 
     lake.spark_path(FEATURES)  # the local mirror the API and dashboard read on S3
     assert scan_bucket(client, bucket, needles) and scan_tree(tmp_path / "s3work", needles)
     before = _features(lake).set_index("user_key").loc[canary_key]
-    before_segment = _segments(lake).loc[canary_key, "segment_id"]
 
     erasure_ledger.record(lake, [key_digest(user_key)], "key")
     targets = Targets((RawLocation(RAW_PROCESSED, incoming, "_processed"),))
@@ -380,8 +400,12 @@ def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> 
     assert scan_bucket(client, raw_bucket, needles) == []
     assert scan_tree(tmp_path / "s3work", needles) == []
     assert verify(lake, KEY, targets)["clean"]
-    pd.testing.assert_series_equal(_features(lake).set_index("user_key").loc[canary_key], before, check_names=False)
-    assert _segments(lake).loc[canary_key, "segment_id"] == before_segment
+    after = _features(lake).set_index("user_key").loc[canary_key]
+    own = [c for c in after.index if c not in WHOLE_LAKE_FEATURES]
+    pd.testing.assert_series_equal(after[own], before[own], check_names=False)
+    rebuilt = _features(lake)
+    assert user_key not in set(rebuilt["user_key"]) and canary_key in set(rebuilt["user_key"])
+    assert_segments_are_the_rebuilds(lake, rebuilt)
 
 
 def test_verify_finds_a_person_left_behind(tmp_path: Path) -> None:
