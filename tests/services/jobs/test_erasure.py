@@ -205,6 +205,7 @@ FAST = dict(k_range=(3, 5), n_bootstrap=2, threshold_grid=(5, 10, 20), sample_si
 
 @pytest.mark.slow
 @pytest.mark.spark
+@pytest.mark.timeout(1800)  # two full pipeline runs, the erasure, a reference lake and a re-ingest
 def test_verified_erasure_on_local_disk(spark, tmp_path: Path, pg_server, cli_env, monkeypatch) -> None:  # noqa: F811
     from services.core.runtime import open_lake
     from services.core.settings import Settings
@@ -315,6 +316,7 @@ def _all_readable(root: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.spark
+@pytest.mark.timeout(1800)
 def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -> None:
     from services.core.runtime import open_lake
     from services.core.settings import Settings
@@ -365,6 +367,7 @@ def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.s3
+@pytest.mark.timeout(1800)
 def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> None:
     from services.core.storage import S3Store
     from services.jobs.erasure import RAW_PROCESSED, RawLocation, Targets, run_erasure, verify
