@@ -4,7 +4,9 @@ Where a person is, store by store, and what happens there:
 
 - **Lake datasets**, found by walking the catalog (:mod:`services.core.catalog`): every Parquet file of
   every dataset that declares ``user_keys`` or ``links``, in every version still kept (not only the
-  current one: a pointer rolled back must find nothing). Which files hold the person is found by
+  current one: a pointer rolled back must find nothing) and in runs not committed (yet). An ingest
+  in flight is not disturbed (no vacuum here): its staged raw chunks go when it commits, or with the
+  next ingest's vacuum if it crashed. Which files hold the person is found by
   reading only the key columns of each file (an equivalent of a per-file key index that cannot go
   stale: the column is dictionary-encoded, so this reads a few hundred kilobytes per file, and each
   distinct key is hashed once); only those files are read whole and rewritten. ``links`` rows
@@ -322,8 +324,6 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
         if d.user_keys and d.path != EVENTS and d.layout != "ledger":
             _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}), digests, {})
     _redact_documents(lake, batch, digests)
-    # what an interrupted ingest or publish left behind is not visible, but it is a copy: drop it
-    lake.vacuum()
     return {s for s, f in batch.removed.items() if any(f.values())}
 
 
