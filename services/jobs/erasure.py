@@ -485,14 +485,14 @@ def _vacuum(wh: Warehouse, tables: list[str]) -> None:
 
 # ------------------------------------------------------------------------------------ caches
 def _drop_caches(lake: Lake, batch: _Batch, changed: set[str]) -> None:
-    """Local mirrors of rewritten datasets (the API's and dashboard's reads on S3) and leftover staging."""
+    """Local mirrors of rewritten datasets (the API's and dashboard's reads on S3)."""
     dropped = 0
-    for dataset in sorted(changed):
+    documents = {d.path for k in batch.removed.get(REPORTS, {}) for d in CATALOG if k.startswith(f"{d.path}/")}
+    for dataset in sorted((changed - {REPORTS}) | documents):
         cached = lake.work_dir / "cache" / dataset
         if cached.exists():
             shutil.rmtree(cached, ignore_errors=True)
             dropped += 1
-    shutil.rmtree(lake.work_dir / "staging", ignore_errors=True)
     batch.files_scanned[CACHES] = dropped
 
 
