@@ -41,36 +41,47 @@ def key_digest(user_key: str) -> str:
     return hashlib.sha256(user_key.encode("ascii")).hexdigest()
 
 
-def _holds(value: str | None, digests: Set[str]) -> bool:
-    return value is not None and any(key_digest(k) in digests for k in _KEY.findall(value))
+def _holds(value: str | None, digests: Set[str], memo: dict[str, bool]) -> bool:
+    """Does the value (a key, or text with keys in it) hold an erased person's key? Memoized per value:
+    a batch meets each user key in many files, and hashes it once."""
+    if value is None:
+        return False
+    hit = memo.get(value)
+    if hit is None:
+        keys = [value] if len(value) == 64 and _KEY.fullmatch(value) else _KEY.findall(value)
+        hit = memo[value] = any(key_digest(k) in digests for k in keys)
+    return hit
 
 
-def person_mask(column: pa.Array | pa.ChunkedArray, digests: Set[str]) -> np.ndarray:
+def person_mask(column: pa.Array | pa.ChunkedArray, digests: Set[str],
+                memo: dict[str, bool] | None = None) -> np.ndarray:  # fmt: skip
     """Per row: does the value hold a key whose digest is in ``digests``?
 
     The value may be a key (``user_key``) or text with keys inside it (a quarantined ``raw_line``);
     each distinct value of a chunk is checked once, so a column of a million rows and 10,000 users
-    costs 10,000 look-ups.
+    costs 10,000 look-ups. ``memo`` carries the answers from file to file.
     """
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     if not digests:
         return np.zeros(len(column), bool)
-    return np.concatenate([_chunk_mask(c, digests) for c in chunks]) if chunks else np.zeros(0, bool)
+    memo = {} if memo is None else memo
+    return np.concatenate([_chunk_mask(c, digests, memo) for c in chunks]) if chunks else np.zeros(0, bool)
 
 
-def _chunk_mask(chunk: pa.Array, digests: Set[str]) -> np.ndarray:
+def _chunk_mask(chunk: pa.Array, digests: Set[str], memo: dict[str, bool]) -> np.ndarray:
     codes = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
-    hit = np.array([_holds(v, digests) for v in codes.dictionary.to_pylist()] + [False], bool)
+    hit = np.array([_holds(v, digests, memo) for v in codes.dictionary.to_pylist()] + [False], bool)
     indices = pc.fill_null(codes.indices, len(hit) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
     return hit[indices]
 
 
-def rows_of(table: pa.Table, columns: Iterable[str], digests: Set[str]) -> np.ndarray:
+def rows_of(table: pa.Table, columns: Iterable[str], digests: Set[str],
+            memo: dict[str, bool] | None = None) -> np.ndarray:  # fmt: skip
     """Per row: does any of ``columns`` (those the table has) hold an erased person's key?"""
     mask = np.zeros(table.num_rows, bool)
     for name in columns:
         if name in table.column_names:
-            mask |= person_mask(table[name], digests)
+            mask |= person_mask(table[name], digests, memo)
     return mask
 
 

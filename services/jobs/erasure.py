@@ -102,6 +102,7 @@ class _Batch:
     digests: list[str]
     removed: dict[str, dict[str, int]] = field(default_factory=dict)
     files_scanned: dict[str, int] = field(default_factory=dict)
+    memo: dict[str, bool] = field(default_factory=dict)  # value -> holds a person (each key hashed once)
 
     def note(self, store: str, file: str, rows: int) -> None:
         self.removed.setdefault(store, {})[file] = rows
@@ -246,7 +247,7 @@ def _write_parquet_like(table: pa.Table, original: pq.ParquetFile) -> bytes:
 
 
 def _person_rows(data: bytes, pf: pq.ParquetFile, d: Dataset, digests: Set[str],
-                 removed: pa.Table | None) -> np.ndarray | None:  # fmt: skip
+                 removed: pa.Table | None, memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
     """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns."""
     names = pf.schema_arrow.names
     cols = [c for c in d.user_keys if c in names]
@@ -254,7 +255,7 @@ def _person_rows(data: bytes, pf: pq.ParquetFile, d: Dataset, digests: Set[str],
     if not cols and not links:
         return None
     probe = pq.read_table(pa.BufferReader(data), columns=cols + [c for c, _ in links], read_dictionary=cols)
-    mask = rows_of(probe, cols, digests)
+    mask = rows_of(probe, cols, digests, memo)
     if links:
         mask |= linked_mask(probe, links, removed)
     return mask
@@ -272,7 +273,7 @@ def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str],
     def one(k: str) -> tuple[str, int, pa.Table | None]:
         data = lake.store.read_bytes(k)
         pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""))
+        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():
             return k, 0, None
         gone = None
@@ -290,7 +291,7 @@ def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, 
     for k, _, _ in hits:
         data = lake.store.read_bytes(k)
         pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""))
+        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():  # already rewritten by an interrupted run
             continue
         _rewrite(lake, batch, d.path, k, _write_parquet_like(pf.read().filter(pa.array(~mask)), pf), int(mask.sum()))
@@ -531,7 +532,7 @@ def targets_from(settings: Any, warehouse_url: str | None) -> Targets:
 
 
 # ------------------------------------------------------------------------------------ verification
-def _found_in_object(name: str, data: bytes, digests: Set[str]) -> bool:
+def _found_in_object(data: bytes, digests: Set[str], memo: dict[str, bool]) -> bool:
     """Any key of the people in one lake object: every string column of a Parquet file (not only the
     declared ones), every 64-hex token of anything else, gzip undone."""
     if data[:2] == b"\x1f\x8b":
@@ -540,7 +541,7 @@ def _found_in_object(name: str, data: bytes, digests: Set[str]) -> bool:
         pf = pq.ParquetFile(pa.BufferReader(data))
         strings = [f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
         table = pq.read_table(pa.BufferReader(data), columns=strings, read_dictionary=strings)
-        return bool(rows_of(table, strings, digests).any())
+        return bool(rows_of(table, strings, digests, memo).any())
     return any(key_digest(m.decode()) in digests for m in set(_KEY_BYTES.findall(data)))
 
 
@@ -560,7 +561,8 @@ def verify(lake: Lake, key: bytes, targets: Targets | None = None) -> dict[str, 
         keys = lake.store.list("")
         scanned += len(keys)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            hits = pool.map(lambda k: (k, _found_in_object(k, lake.store.read_bytes(k), digests)), keys)
+            memo: dict[str, bool] = {}
+            hits = pool.map(lambda k: (k, _found_in_object(lake.store.read_bytes(k), digests, memo)), keys)
             found["lake"] = [k for k, hit in hits if hit]
         matcher = RawMatcher(key, digests)
         for loc in targets.raw:
@@ -571,7 +573,7 @@ def verify(lake: Lake, key: bytes, targets: Targets | None = None) -> dict[str, 
             found[WAREHOUSE] = _warehouse_holds(targets.warehouse_url, digests)
         cache = lake.work_dir / "cache"
         found[CACHES] = [str(p) for p in cache.rglob("*") if p.is_file()
-                         and _found_in_object(p.name, p.read_bytes(), digests)] if cache.exists() else []  # fmt: skip
+                         and _found_in_object(p.read_bytes(), digests, {})] if cache.exists() else []  # fmt: skip
     found = {store: where for store, where in found.items() if where}
     now = utc_now_iso()
     for sub in subs:
