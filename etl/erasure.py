@@ -15,6 +15,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -22,7 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl.lines import Classified
-from etl.pseudonymize import pseudonymize
+from etl.pseudonymize import pseudonymize, pseudonymize_col
+
+if TYPE_CHECKING:  # pyspark only for the order path: the API and dashboard import this without it
+    from pyspark.sql import DataFrame
 
 #: The run-summary outcome of lines dropped at ingest because their user asked to be erased.
 ERASED = "erased_user"
@@ -117,6 +121,28 @@ def suppress(out: Classified, digests: Set[str]) -> tuple[Classified, int]:
     return kept, int(gone.sum() + bad.sum() + copies.sum())
 
 
+def suppress_orders(classified: DataFrame, digests: Set[str], key: bytes) -> DataFrame:
+    """Order lines (:func:`etl.online_retail.classify_orders`) with the erased people's lines marked
+    :data:`ERASED`: their purchases (by ``user_key``), their rejected lines (any number in the raw line
+    keyed to them: no field of a rejected line can be trusted) and the copies of their purchases."""
+    from pyspark.sql import functions as F
+
+    from etl.lines import ACCEPTED, DUPLICATE, QUARANTINED
+
+    wanted = list(digests)
+    mine = F.col("outcome") == ACCEPTED
+    mine &= F.sha2(F.col("user_key"), 256).isin(wanted)
+    tokens = F.transform(F.regexp_extract_all(F.coalesce("raw_line", F.lit("")), F.lit(r"([0-9]+)"), 1),
+                         lambda t: F.sha2(pseudonymize_col(t, key), 256))  # fmt: skip
+    rejected = (F.col("outcome") == QUARANTINED) & F.exists(tokens, lambda h: h.isin(wanted))
+    marked = classified.withColumn("outcome", F.when(mine | rejected, F.lit(ERASED)).otherwise(F.col("outcome")))
+    firsts = (marked.where(F.col("outcome") == ERASED)
+              .select("source_file", F.col("line_number").alias("duplicate_of_line"), F.lit(True).alias("_gone")))
+    copies = marked.join(firsts, ["source_file", "duplicate_of_line"], "left")
+    gone = (F.col("outcome") == DUPLICATE) & F.col("_gone").isNotNull()
+    return copies.withColumn("outcome", F.when(gone, F.lit(ERASED)).otherwise(F.col("outcome"))).drop("_gone")
+
+
 @dataclass
 class RawMatcher:
     """Finds an erased person's lines in raw files (REES46 or Online Retail CSV, plain text).
@@ -177,4 +203,5 @@ __all__ = [
     "person_mask",
     "rows_of",
     "suppress",
+    "suppress_orders",
 ]

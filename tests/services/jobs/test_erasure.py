@@ -524,3 +524,25 @@ def test_the_descriptive_report_counts_requests_carried_out_in_its_period(tmp_pa
     row = _quality_section(stats).rows[-1]
     assert row[0] == "people erased on request, since the previous report (2026-12-01)" and row[2] == "1 pending"
     assert row[1] == "2"
+
+
+@pytest.mark.spark
+def test_order_exports_suppress_the_erased_customer_too(spark, tmp_path: Path, local_lake) -> None:
+    """`--format online-retail`: the customer's purchases, rejected lines and copies are counted as
+    erased_user and kept nowhere; everyone else's lines are untouched."""
+    import csv
+
+    from services.jobs.ingest import ingest_files
+    from tests.services.jobs.test_online_retail import build_sample
+
+    path = tmp_path / "orders.csv"
+    lines = build_sample(path)
+    target = "12350"
+    mine = sum(1 for r in csv.reader(lines) if len(r) == 8 and r[6].split(".")[0] == target)
+    user_key = pseudonymize(target, KEY)
+    erasure_ledger.record(local_lake, [key_digest(user_key)], "user_id")
+    run = ingest_files(spark, local_lake, [path], KEY, input_format="online-retail")
+    assert run["status"] == "committed" and run[ERASED] == mine > 0
+    assert run["rows_read"] == run["rows_accepted"] + run["rows_quarantined"] + run["duplicates_removed"] + mine
+    assert scan_tree(Path(local_lake.store.uri), [user_key]) == []
+    assert scan_tree(local_lake.work_dir, [user_key, target]) == []
