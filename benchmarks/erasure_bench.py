@@ -57,7 +57,7 @@ def _keys(base: Path) -> list[str]:
     import duckdb
 
     files = str(base / "lake" / "events" / "**" / "*.parquet")
-    rows = duckdb.sql(f"SELECT user_key, count(*) AS n FROM read_parquet('{files}') GROUP BY 1 ORDER BY 2, 1").fetchall()
+    rows = duckdb.connect().execute(f"SELECT user_key, count(*) AS n FROM read_parquet('{files}') GROUP BY 1 ORDER BY 2, 1").fetchall()
     return [r[0] for r in rows]
 
 
@@ -132,7 +132,7 @@ def main() -> None:
     batch = [keys[i] for i in rng.choice(len(keys), size=min(args.batch, len(keys)), replace=False)]
     import duckdb
 
-    events = duckdb.sql(f"SELECT count(*) FROM read_parquet('{base}/lake/events/**/*.parquet')").fetchone()[0]
+    events = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{base}/lake/events/**/*.parquet')").fetchone()[0]
     load_before = os.getloadavg()
     results = {
         "one": erase(base, root / "one", one),

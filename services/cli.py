@@ -441,8 +441,10 @@ def erase(
         return
     targets = job.targets_from(settings, settings.warehouse_url)
     if check:
-        result = job.verify(the_lake, settings.key_bytes, targets)
-        _emit(result, as_json, job.verify_report(result))
+        from services.jobs.erasure_verify import verify, verify_report
+
+        result = verify(the_lake, settings.key_bytes, targets)
+        _emit(result, as_json, verify_report(result))
         if not result["clean"]:
             raise typer.Exit(1)
         return

@@ -30,6 +30,8 @@ reader sees the old file or the new one. Progress (rows removed per file) is kep
 ``erasure/_batch.json``; a batch killed at any point is resumed by the next call and finishes with the
 same counts. A request is marked completed only after every store is done.
 
+Raw-file I/O is in :mod:`services.jobs.erasure_raw`, ``--verify`` in :mod:`services.jobs.erasure_verify`.
+
 Afterwards :func:`rebuild` recomputes what depended on the person (the features from scratch, then
 segments, scores, funnel, views and the warehouse through the pipeline), so every remaining user's
 results equal a rebuild from events without the person.
@@ -38,7 +40,6 @@ results equal a rebuild from events without the person.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import logging
 import re
@@ -46,7 +47,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterator, Set
+from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from isal import igzip
 
 from etl.erasure import RawMatcher, key_digest, linked_mask, rows_of
 from services.core import erasure_ledger as ledger
@@ -64,6 +64,7 @@ from services.core.catalog import CATALOG, CURRENT_POINTER, EVENTS, FEATURES, Da
 from services.core.lake import Lake, utc_now_iso
 from services.core.storage import Store
 from services.core.warehouse import Warehouse
+from services.jobs.erasure_raw import RawLocation, filter_raw, local_copy, raw_keys
 
 log = logging.getLogger("shoplens.erasure")
 
@@ -71,19 +72,10 @@ BATCH_DOC = "erasure/_batch.json"
 RAW_PROCESSED, RAW_REJECTED, WAREHOUSE, REPORTS, CACHES = (
     "raw/processed", "raw/rejected", "warehouse", "reports", "caches")  # fmt: skip
 ERASED_TOKEN = b"<erased>"
-_KEY_BYTES = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+KEY_BYTES = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
 _TEXT_SUFFIXES = (".json", ".html", ".md", ".csv", ".txt")
 #: The warehouse column a person is found by (the lake's user key).
 WAREHOUSE_KEY = "user_key"
-
-
-@dataclass(frozen=True)
-class RawLocation:
-    """Raw files that may hold raw ids: a store and the prefix in it (``_processed`` of the incoming one)."""
-
-    name: str
-    store: Store
-    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -337,89 +329,20 @@ def _redact_documents(lake: Lake, batch: _Batch, digests: Set[str]) -> None:
             if not k.endswith(_TEXT_SUFFIXES):
                 continue
             data = lake.store.read_bytes(k)
-            hits = [m for m in set(_KEY_BYTES.findall(data)) if key_digest(m.decode()) in digests]
+            hits = [m for m in set(KEY_BYTES.findall(data)) if key_digest(m.decode()) in digests]
             if hits:
                 for m in hits:
                     data = data.replace(m, ERASED_TOKEN)
                 _rewrite(lake, batch, REPORTS, k, data, len(hits))
 
 
-# ------------------------------------------------------------------------------------ raw files
-RAW_BLOCK = 64 * 1024 * 1024
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def _blocks(path: Path) -> Iterator[bytes]:
-    """The file's content (gzip undone) in blocks of whole lines, streamed: memory stays bounded."""
-    with (igzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")) as fh:
-        carry = b""
-        while block := fh.read(RAW_BLOCK):
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                carry += block
-                continue
-            yield carry + block[:cut]
-            carry = block[cut:]
-        if carry:
-            yield carry
-
-
-def filter_raw(path: Path, matcher: RawMatcher, out: Path | None = None) -> int:
-    """How many lines of a raw file are an erased person's; with ``out``, write the file without them
-    (gzip kept). Pass 1 finds the person's ids among the file's numbers; only a file with some is
-    read again, line by line."""
-    ids: set[bytes] = set()
-    for block in _blocks(path):
-        ids |= matcher.hits(block)
-    if not ids:
-        return 0
-    dropped, column, width, first = 0, None, 0, True
-    opener = igzip.open if _is_gzip(path) else open
-    with opener(out, "wb") if out is not None else contextlib.nullcontext() as writer:
-        for block in _blocks(path):
-            lines = block.split(b"\n")
-            head: list[bytes] = []
-            if first:
-                first = False
-                column = RawMatcher.user_column(lines[0])
-                if column is not None:  # a known header stays; an unknown one is checked like any line
-                    width, head, lines = lines[0].count(b",") + 1, lines[:1], lines[1:]
-            kept = head + RawMatcher.keep(lines, ids, column, width)
-            dropped += len(head) + len(lines) - len(kept)
-            if writer is not None:
-                writer.write(b"\n".join(kept))
-    return dropped
-
-
-@contextlib.contextmanager
-def _local_copy(store: Store, key: str) -> Iterator[Path]:
-    """The object as a local file: itself on disk, a temporary download from S3."""
-    local = store.local_path(key)
-    if local is not None:
-        yield local
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "raw"
-        store.get_file(key, path)
-        yield path
-
-
-def _raw_keys(loc: RawLocation) -> list[str]:
-    return [k for k in loc.store.list(loc.prefix) if not k.rsplit("/", 1)[-1].startswith(".")
-            and not k.endswith(".error.json")]  # fmt: skip
-
-
 def _erase_raw(lake: Lake, batch: _Batch, loc: RawLocation, key: bytes, digests: Set[str]) -> None:
     """Rewrite each raw file holding the person without the person's lines (header kept), atomically."""
-    keys = _raw_keys(loc)
+    keys = raw_keys(loc)
     batch.files_scanned[loc.name] = len(keys)
     matcher = RawMatcher(key, digests)
     for k in keys:
-        with _local_copy(loc.store, k) as path, tempfile.TemporaryDirectory(dir=_tmp_dir(lake)) as tmp:
+        with local_copy(loc.store, k) as path, tempfile.TemporaryDirectory(dir=_tmp_dir(lake)) as tmp:
             out = Path(tmp) / "rewritten"
             dropped = filter_raw(path, matcher, out)
             if not dropped:
@@ -531,88 +454,6 @@ def targets_from(settings: Any, warehouse_url: str | None) -> Targets:
     return Targets(tuple(raw), warehouse_url)
 
 
-# ------------------------------------------------------------------------------------ verification
-def _found_in_object(data: bytes, digests: Set[str], memo: dict[str, bool]) -> bool:
-    """Any key of the people in one lake object: every string column of a Parquet file (not only the
-    declared ones), every 64-hex token of anything else, gzip undone."""
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    if data[:4] == b"PAR1":
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        strings = [f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-        table = pq.read_table(pa.BufferReader(data), columns=strings, read_dictionary=strings)
-        return bool(rows_of(table, strings, digests, memo).any())
-    return any(key_digest(m.decode()) in digests for m in set(_KEY_BYTES.findall(data)))
-
-
-def verify(lake: Lake, key: bytes, targets: Targets | None = None) -> dict[str, Any]:
-    """Re-scan every store for every completed request; record the verification in the ledger.
-
-    ``found`` maps a store to the objects where a completed request's person still is (no keys).
-    """
-    t0 = time.monotonic()
-    targets = targets or Targets()
-    subs = ledger.submissions(lake)
-    completed = [r for s in subs for r in s.requests if r.state == ledger.COMPLETED]
-    digests = frozenset(r.key_digest for r in completed)
-    found: dict[str, list[str]] = {}
-    scanned = 0
-    if digests:
-        keys = lake.store.list("")
-        scanned += len(keys)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            memo: dict[str, bool] = {}
-            hits = pool.map(lambda k: (k, _found_in_object(lake.store.read_bytes(k), digests, memo)), keys)
-            found["lake"] = [k for k, hit in hits if hit]
-        matcher = RawMatcher(key, digests)
-        for loc in targets.raw:
-            names = _raw_keys(loc)
-            scanned += len(names)
-            found[loc.name] = [k for k in names if _raw_holds(loc.store, k, matcher)]
-        if targets.warehouse_url:
-            found[WAREHOUSE] = _warehouse_holds(targets.warehouse_url, digests)
-        cache = lake.work_dir / "cache"
-        found[CACHES] = [str(p) for p in cache.rglob("*") if p.is_file()
-                         and _found_in_object(p.read_bytes(), digests, {})] if cache.exists() else []  # fmt: skip
-    found = {store: where for store, where in found.items() if where}
-    now = utc_now_iso()
-    for sub in subs:
-        touched = False
-        for r in sub.requests:
-            if r.state == ledger.COMPLETED:
-                r.verified_at, r.found_at_verification, touched = now, sorted(found), True
-        if touched:
-            ledger.save(lake, sub)
-    return {"verified_at": now, "requests": len(completed), "objects_scanned": scanned, "clean": not found,
-            "found": found, "duration_seconds": round(time.monotonic() - t0, 3)}  # fmt: skip
-
-
-def _raw_holds(store: Store, key: str, matcher: RawMatcher) -> bool:
-    with _local_copy(store, key) as path:
-        return filter_raw(path, matcher) > 0
-
-
-def _warehouse_holds(url: str, digests: Set[str]) -> list[str]:
-    """Tables where any text value holds a person's key (every text column, not only ``user_key``)."""
-    wh = Warehouse(url)
-    out = []
-    try:
-        if wh.sqlite_file is not None and not wh.sqlite_file.exists():
-            return []
-        with wh.errors("verifying"), wh.engine.connect() as conn:
-            for name in sa.inspect(conn).get_table_names():
-                for col in sa.inspect(conn).get_columns(name):
-                    if not isinstance(col["type"], sa.String | sa.Text):
-                        continue
-                    values = pa.array([v for (v,) in conn.execute(
-                        sa.select(sa.column(col["name"])).select_from(sa.table(name)).distinct())], pa.string())
-                    if rows_of(pa.table({"v": values}), ["v"], digests).any():
-                        out.append(f"{name}.{col['name']}")
-    finally:
-        wh.close()
-    return out
-
-
 def erasure_report(s: dict[str, Any]) -> str:
     """What the CLI prints (no ids, no keys)."""
     if s.get("status") == "nothing_to_do":
@@ -623,16 +464,6 @@ def erasure_report(s: dict[str, Any]) -> str:
     if s.get("rebuilt"):
         text += f"\nrebuilt: {', '.join(s['rebuilt'])}"
     return text
-
-
-def verify_report(v: dict[str, Any]) -> str:
-    if v["requests"] == 0:
-        return "no completed erasure requests to verify"
-    if v["clean"]:
-        return (f"verified {v['requests']} completed request(s): found nowhere "
-                f"({v['objects_scanned']:,} objects scanned, {v['duration_seconds']:.1f}s)")  # fmt: skip
-    where = "; ".join(f"{store}: {len(objs)} ({', '.join(objs[:3])})" for store, objs in v["found"].items())
-    return f"FOUND after erasure in {where}"
 
 
 __all__ = [
@@ -649,6 +480,4 @@ __all__ = [
     "run_erasure",
     "take_request_file",
     "targets_from",
-    "verify",
-    "verify_report",
 ]

@@ -72,7 +72,7 @@ def test_raw_files_lose_exactly_the_persons_lines(tmp_path: Path) -> None:
     """The person's valid lines (by the user-id column), their malformed lines (anywhere), nothing else:
     a line where the same number is a product id stays."""
     from etl.erasure import RawMatcher
-    from services.jobs.erasure import filter_raw
+    from services.jobs.erasure_raw import filter_raw
 
     target = "512000111"
     lines = [
@@ -209,7 +209,8 @@ FAST = dict(k_range=(3, 5), n_bootstrap=2, threshold_grid=(5, 10, 20), sample_si
 def test_verified_erasure_on_local_disk(spark, tmp_path: Path, pg_server, cli_env, monkeypatch) -> None:  # noqa: F811
     from services.core.runtime import open_lake
     from services.core.settings import Settings
-    from services.jobs.erasure import RAW_PROCESSED, RAW_REJECTED, RawLocation, Targets, verify
+    from services.jobs.erasure import RAW_PROCESSED, RAW_REJECTED, RawLocation, Targets
+    from services.jobs.erasure_verify import verify
     from services.jobs.features import run_features
     from services.jobs.ingest import ingest_files
     from services.jobs.segmentation import TrainConfig
@@ -370,7 +371,8 @@ def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -
 @pytest.mark.timeout(1800)
 def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> None:
     from services.core.storage import S3Store
-    from services.jobs.erasure import RAW_PROCESSED, RawLocation, Targets, run_erasure, verify
+    from services.jobs.erasure import RAW_PROCESSED, RawLocation, Targets, run_erasure
+    from services.jobs.erasure_verify import verify
     from services.jobs.features import run_features
     from services.jobs.ingest import ingest_files
     from services.jobs.segmentation import TrainConfig, score, train
@@ -413,7 +415,7 @@ def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> 
 
 def test_verify_finds_a_person_left_behind(tmp_path: Path) -> None:
     """--verify must be able to fail: a completed request whose key is still in a file is found."""
-    from services.jobs.erasure import verify
+    from services.jobs.erasure_verify import verify
 
     lake = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
     k = pseudonymize("512345678", KEY)
