@@ -39,6 +39,9 @@ SECTIONS: dict[str, list[st.Page]] = {
         page("marketing_mix", "Marketing mix", ":material/campaign:"),
         page("propensity", "Purchase propensity", ":material/shopping_cart_checkout:"),
     ],
+    "Privacy": [
+        page("privacy", "Erasure requests", ":material/shield_person:"),
+    ],
     # Later issues add their pages here, one section each (a script in app_pages/ + one line):
     #   "Growth": [page("funnel", "Funnel", ":material/filter_alt:"),
     #              page("experiments", "Experiments", ":material/science:"),

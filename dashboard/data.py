@@ -34,6 +34,7 @@ from dashboard import uploads
 from etl.contract import ContractError, check_header
 from etl.lines import parse_lines
 from model.segmentation.history import history_features, score_features
+from services.core import erasure_ledger
 from services.core.catalog import (
     EXPERIMENTS,
     FEATURES,
@@ -141,6 +142,19 @@ def pointers(uri: str) -> Pointers:
 
 def _read_parquet_bytes(lake: Lake, key: str) -> pd.DataFrame:
     return pq.read_table(pa.BufferReader(lake.store.read_bytes(key))).to_pandas()
+
+
+@st.cache_data(ttl=POINTER_TTL, show_spinner=False)
+@_guard
+def erasure_requests(uri: str) -> pd.DataFrame:
+    """One row per erasure request of the ledger; the person appears only as a shortened digest."""
+    rows = erasure_ledger.status_rows(_lake(uri))
+    columns = ["request_id", "person", "source", "state", "requested_at", "deadline", "completed_at",
+               "seconds_to_complete", "verified_at", "found_at_verification", "rows_removed"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=[*columns, "stores"])[columns]
+    for c in ("requested_at", "deadline", "completed_at", "verified_at"):
+        frame[c] = pd.to_datetime(frame[c], utc=True)
+    return frame
 
 
 # ------------------------------------------------------------------------------------ views

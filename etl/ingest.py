@@ -34,6 +34,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from etl.contract import BOT_EVENTS_PER_DAY
+from etl.erasure import ERASED, suppress
 from etl.lines import (
     ACCEPTED,
     DUPLICATE,
@@ -46,7 +47,7 @@ from etl.lines import (
 from etl.spark_tasks import one_task_each
 
 __all__ = [
-    "ACCEPTED", "DUPLICATE", "QUARANTINED", "SUSPICIOUS_SCHEMA", "Chunk", "LocalChunk", "bucket_count",
+    "ACCEPTED", "DUPLICATE", "ERASED", "QUARANTINED", "SUSPICIOUS_SCHEMA", "Chunk", "LocalChunk", "bucket_count",
     "find_copies", "flag_suspicious", "resolve_cross_chunk_duplicates", "run_chunks", "suspicious_users",
 ]  # fmt: skip
 
@@ -104,7 +105,8 @@ def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     return sink.getvalue()
 
 
-def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int) -> pa.Table:
+def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
+                erased: frozenset[str] = frozenset()) -> pa.Table:  # fmt: skip
     """Classify one chunk, write its files under ``prefix`` in ``store``, and return its counts.
 
     Files: ``events/event_date=D/part-C.parquet`` per event date, ``quarantine/part-C.parquet`` and
@@ -112,9 +114,11 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int)
     ``hashes/bucket=B/part-C.parquet`` (B = first hash mod ``buckets``) for :func:`find_copies`, and
     the accepted events per user and day in ``user_days/bucket=B/part-C.parquet`` (B =
     :func:`user_bucket`) for :func:`flag_suspicious`.
-    Deterministic names, so a retried task overwrites.
+    Deterministic names, so a retried task overwrites. Lines of people in ``erased`` (digests of their
+    keys, :mod:`etl.erasure`) are dropped and counted as :data:`~etl.erasure.ERASED`.
     """
-    out = classify_batch(store.read_bytes(chunk.key), key, chunk.source_file, chunk.first_line)
+    out, n_erased = suppress(classify_batch(store.read_bytes(chunk.key), key, chunk.source_file, chunk.first_line),
+                             erased)  # fmt: skip
     events = out.events
     days = pc.unique(events["event_date"]).to_pylist()
     for day in days:
@@ -142,7 +146,7 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int)
         store.write_bytes(f"{prefix}/user_days/bucket={b:04d}/{part_name(chunk.index)}",
                           parquet_bytes(by_user.take(np.flatnonzero(bucket == b))))
 
-    counts = [(ACCEPTED, None, events.num_rows), (DUPLICATE, None, out.duplicates.num_rows)]
+    counts = [(ACCEPTED, None, events.num_rows), (DUPLICATE, None, out.duplicates.num_rows), (ERASED, None, n_erased)]
     if out.quarantine.num_rows:
         by_reason = out.quarantine.group_by("reason", use_threads=False).aggregate([("reason", "count")])
         counts += list(zip([QUARANTINED] * by_reason.num_rows, by_reason["reason"].to_pylist(),
@@ -187,9 +191,9 @@ def _one_task_each(spark: SparkSession, n: int, fn: Callable[[int], pa.Table], s
 
 
 def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes,
-               buckets: int) -> dict[tuple[int, str, str | None], int]:  # fmt: skip
+               buckets: int, erased: frozenset[str] = frozenset()) -> dict[tuple[int, str, str | None], int]:  # fmt: skip
     """Run one task per chunk (see :func:`write_chunk`); return ``(chunk, outcome, reason) -> lines``."""
-    rows = _one_task_each(spark, len(chunks), lambda i: write_chunk(store, prefix, chunks[i], key, buckets),
+    rows = _one_task_each(spark, len(chunks), lambda i: write_chunk(store, prefix, chunks[i], key, buckets, erased),
                           TASK_SCHEMA)  # fmt: skip
     return {(r["chunk"], r["outcome"], r["reason"]): r["n"] for r in rows}
 

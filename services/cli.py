@@ -475,6 +475,99 @@ def run(
 
 
 @app.command()
+def erase(
+    user_id: Annotated[list[str] | None, typer.Option("--user-id", help=(
+        "A raw user id to erase (repeatable). Keyed at once with the lake's key; never stored, logged "
+        "or printed."))] = None,
+    ids_file: Annotated[Path | None, typer.Option("--file", help="A file of raw user ids, one a line.")] = None,
+    user_key: Annotated[list[str] | None, typer.Option("--key", help=(
+        "A user key (the lake's 64-hex pseudonym) to erase, for requests that arrive keyed (repeatable)."))] = None,
+    defer: Annotated[bool, typer.Option("--defer", help=(
+        "Only record the requests; the pipeline's erasure stage carries them out in one batch "
+        "(once the oldest has waited $SHOPLENS_ERASURE_MAX_AGE_HOURS, 24)."))] = False,
+    status: Annotated[bool, typer.Option("--status", help="List the requests with their state and deadline.")] = False,
+    check: Annotated[bool, typer.Option("--verify", help=(
+        "Re-scan every store for every completed request and record the verification. Exit code 1 "
+        "when anyone is found anywhere."))] = False,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Forget people on request: record each in the erasure ledger (a digest of the key, never the id)
+    and remove them from the lake (every version), raw files, warehouse and caches; then rebuild what
+    depended on them. Exit code 1 with --verify when a completed request is found anywhere.
+    """
+    from services.core import erasure_ledger
+    from services.core.runtime import open_lake
+    from services.jobs import erasure as job
+
+    settings = get_settings()
+    the_lake = open_lake(settings, lake)
+    if status:
+        rows = erasure_ledger.status_rows(the_lake)
+        _emit(rows, as_json, "\n".join(
+            f"{r['request_id']}  {r['person']}  {r['state']:<9}  deadline {r['deadline']}"
+            f"  rows removed {r['rows_removed']:,}  verified {r['verified_at'] or '-'}" for r in rows)
+            or "no erasure requests")  # fmt: skip
+        return
+    targets = job.targets_from(settings, settings.warehouse_url)
+    if check:
+        from services.jobs.erasure_verify import verify, verify_report
+
+        result = verify(the_lake, settings.key_bytes, targets)
+        _emit(result, as_json, verify_report(result))
+        if not result["clean"]:
+            raise typer.Exit(1)
+        return
+    ids = list(user_id or [])
+    if ids_file is not None:
+        ids += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not ids and not user_key:
+        raise ValueError("nothing to erase: give --user-id, --file or --key (or --status / --verify)")
+    source = "key" if user_key and not ids else ("file" if ids_file is not None else "user_id")
+    sub = erasure_ledger.record(the_lake, job.digests_for(ids, list(user_key or []), settings.key_bytes), source)
+    recorded = {"submission_id": sub.submission_id, "request_ids": [r.request_id for r in sub.requests]}
+    if defer:
+        _emit(recorded, as_json, f"recorded {len(sub.requests)} request(s), deadline {sub.requests[0].deadline}; "
+              "the pipeline's erasure stage will carry them out")  # fmt: skip
+        return
+    from services.core.metrics import push_run_metrics
+    from services.jobs.stages import PipelineConfig, run_pipeline
+
+    def spark():
+        from services.core.spark import get_spark
+
+        return get_spark(settings, "shoplens-erase")
+
+    cfg = PipelineConfig(settings.retrain_new_runs, settings.retrain_age_days, erasure_max_age_hours=0)
+    result = run_pipeline(spark, the_lake, cfg)
+    push_run_metrics("shoplens-erase")
+    if "erasure" not in result:  # not due: another process carried the batch out meanwhile
+        _emit(recorded, as_json, "recorded; nothing left to erase here (see shoplens erase --status)")
+        return
+    summary = {**recorded, **result["erasure"], "rebuilt": [
+        *result["erasure"].get("rebuilt", []), *(n for n in result["ran"] if n != "erasure")]}
+    _emit(summary, as_json, job.erasure_report(summary))
+
+
+@app.command()
+def retention(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what the policy would delete.")] = False,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply the retention policy ($SHOPLENS_RETENTION_*): versions kept per dataset (3), events older
+    than N days (keep all), processed and rejected raw files older than 30 days. The erasure ledger stays."""
+    from services.core.runtime import open_lake
+    from services.jobs.erasure import targets_from
+    from services.jobs.retention import Policy, apply_retention, retention_report
+
+    settings = get_settings()
+    result = apply_retention(open_lake(settings, lake), Policy.from_settings(settings),
+                             targets_from(settings, settings.warehouse_url), dry_run=dry_run)  # fmt: skip
+    _emit(result, as_json, retention_report(result))
+
+
+@app.command()
 def export(
     what: Annotated[str, typer.Argument(help="segments, features, propensity or funnel-dropoffs")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     warehouse_url: str = Field(
         "sqlite:///./data/shoplens.db", description="SQLAlchemy URL of the SQL warehouse results are published to"
     )
+    erasure_max_age_hours: float = Field(24.0, ge=0, description="The pipeline's `erasure` stage carries out "
+                                         "pending erasure requests once the oldest has waited this long")
+    retention_versions: int = Field(3, ge=1, description="Versions kept per versioned dataset (the current one included)")
+    retention_event_days: int | None = Field(None, ge=1, description="Delete events older than this (default: keep all)")
+    retention_processed_days: int | None = Field(30, ge=0, description="Delete processed raw files older than this")
+    retention_rejected_days: int | None = Field(30, ge=0, description="Delete rejected raw files older than this")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `shoplens api` (one core each)")
     api_key: SecretStr | None = Field(
         None, description="Bearer token the scoring API requires (no default: `shoplens api` refuses to start "

@@ -198,6 +198,21 @@ class CustomerResponse(BaseModel):
     segments_version: str
 
 
+class ErasureBody(BaseModel):
+    """People to erase: raw user ids (keyed on the server at once, never stored) and/or user keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_ids: list[Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]] = Field([], max_length=MAX_EVENTS)
+    keys: list[Annotated[str, Field(pattern="^[0-9a-f]{64}$")]] = Field([], max_length=MAX_EVENTS)
+
+
+class ErasureAccepted(BaseModel):
+    submission_id: str
+    request_ids: list[str]
+    deadline: str = Field(description="requested + 30 days (GDPR Art. 12(3))")
+
+
 class Health(BaseModel):
     status: str
     model_version: str | None
@@ -557,6 +572,18 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
         user_id: Annotated[str, PathParam(pattern=f"^{ID_PATTERN}$", description="raw user id")],
     ) -> dict:
         return customer(user_id)
+    @app.post("/v1/erasure-requests", response_model=ErasureAccepted, status_code=202, dependencies=v1,
+              responses={401: problems[401]}, summary="Ask for people to be erased (carried out by the pipeline)")
+    def erasure_requests(body: ErasureBody) -> dict[str, Any]:
+        from services.core import erasure_ledger
+        from services.jobs.erasure import digests_for
+
+        if not body.user_ids and not body.keys:
+            raise HTTPException(422, "give user_ids and/or keys")
+        digests = digests_for(body.user_ids, body.keys, state.key)
+        sub = erasure_ledger.record(state.lake, digests, "api")
+        return {"submission_id": sub.submission_id, "request_ids": [r.request_id for r in sub.requests],
+                "deadline": sub.requests[0].deadline}  # fmt: skip
 
     @app.get("/healthz", response_model=Health, summary="Liveness (200 also before the first model)")
     def healthz() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.describe import describe
+from services.core import erasure_ledger
 from services.core.catalog import DESCRIBE_REPORT, DUPLICATES, EVENTS, QUARANTINE, SUSPICIOUS_USERS
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
@@ -66,12 +67,15 @@ def compute_stats(spark: Any, lake: Lake) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{lake.store.uri}: no committed events in the lake (run `shoplens ingest` first)"
         )
-    return describe(
+    stats = describe(
         events,
         read_run_dataset(spark, lake, QUARANTINE),
         duplicates=read_run_dataset(spark, lake, DUPLICATES),
         suspicious_users=read_run_dataset(spark, lake, SUSPICIOUS_USERS),
     )
+    previous = lake.pointer(DESCRIBE_REPORT)  # the report's period: since the previous report
+    stats["erasure"] = erasure_ledger.period_counts(lake, previous.get("published_at") if previous else None)
+    return stats
 
 
 def run_describe(spark: Any, lake: Lake, out_dir: Path | None = None) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from etl.ingest import (
     resolve_cross_chunk_duplicates,
     run_chunks,
 )
+from services.core import erasure_ledger
 from services.core.bounded_read import IngestLimits, last_line_end, open_input, read_blocks, read_header
 from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS, TIMELINE_RUNS
 from services.core.lake import Lake, new_run_id, utc_now_iso
@@ -217,6 +218,7 @@ def _ingest_held(spark: SparkSession | Callable[[], SparkSession], lake: Lake, p
         "rows_accepted": 0,
         "rows_quarantined": 0,
         "duplicates_removed": 0,
+        "erased_user": 0,
         "quarantine_by_reason": {},
         "suspicious_users": 0,
         "event_date_min": None,
@@ -274,7 +276,7 @@ def _process(
             store.put_file(local.path, chunk.key, move=True)
     buckets = bucket_count(spark)
     with timings.phase("classify_and_write"):
-        outcome = run_chunks(spark, store, prefix, chunks, key, buckets)
+        outcome = run_chunks(spark, store, prefix, chunks, key, buckets, erasure_ledger.suppressed(lake))
     # The bot flag reads only what the chunk tasks wrote, so its job runs beside the copy search: its
     # tasks fill the cores while the driver patches the chunks that hold copies.
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -7,6 +7,7 @@ directory, so on a cluster the executors must share that directory. See etl/onli
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from etl.erasure import ERASED, suppress_orders
 from etl.ingest import ACCEPTED, DUPLICATE, LocalChunk, parquet_bytes, suspicious_users
 from etl.online_retail import (
     classify_orders,
@@ -22,6 +24,7 @@ from etl.online_retail import (
     order_quarantine_view,
     read_lines,
 )
+from services.core import erasure_ledger
 from services.core.catalog import DUPLICATES, EVENTS, ORDER_LINES, QUARANTINE, SUSPICIOUS_USERS
 from services.core.lake import Lake
 from services.core.timings import Timings
@@ -45,6 +48,8 @@ def process_orders(
     out = staging / "classified"
     with timings.phase("classify_and_write"):
         classified = classify_orders(lines, duplicates, key)
+        if erased := erasure_ledger.suppressed(lake):
+            classified = suppress_orders(classified, erased, key)
         classified.write.mode("overwrite").partitionBy("outcome", "event_date").parquet(str(out))
     duplicates.unpersist()
 
@@ -52,6 +57,7 @@ def process_orders(
     with timings.phase("count"):
         rows = written.groupBy("source_file", "outcome", "reason").count().collect()
     counts = {(r["source_file"], r["outcome"], r["reason"]): r["count"] for r in rows}
+    shutil.rmtree(out / f"outcome={ERASED}", ignore_errors=True)  # counted, and kept nowhere
 
     accepted_dir = out / f"outcome={ACCEPTED}"
     suspicious, dates = 0, None

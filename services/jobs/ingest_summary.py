@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.contract import ALL_QUARANTINE_REASONS
-from etl.ingest import ACCEPTED, DUPLICATE, QUARANTINED
+from etl.ingest import ACCEPTED, DUPLICATE, ERASED, QUARANTINED
 
 
 class ReconciliationError(RuntimeError):
@@ -30,6 +30,7 @@ class FileResult:
     rows_accepted: int = 0
     rows_quarantined: int = 0
     duplicates_removed: int = 0
+    rows_erased: int = 0  # lines of people who asked to be erased, dropped (etl.erasure)
     previous_run_id: str | None = None
 
 
@@ -39,24 +40,25 @@ def reconciled(counts: dict[tuple[str, str, str | None], int], results: list[Fil
     by_reason: dict[str, int] = {}
     per_file: dict[str, dict[str, int]] = {}
     for (source, kind, reason), n in counts.items():
-        f = per_file.setdefault(source, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
+        f = per_file.setdefault(source, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0, ERASED: 0})
         f[kind] += n
         if kind == QUARANTINED and reason is not None:
             by_reason[reason] = by_reason.get(reason, 0) + n
     for r in results:
         if r.status == "ingested":
-            c = per_file.get(r.name, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0})
+            c = per_file.get(r.name, {ACCEPTED: 0, QUARANTINED: 0, DUPLICATE: 0, ERASED: 0})
             r.rows_accepted, r.rows_quarantined = c[ACCEPTED], c[QUARANTINED]
-            r.duplicates_removed = c[DUPLICATE]
-            if r.rows_read != r.rows_accepted + r.rows_quarantined + r.duplicates_removed:
+            r.duplicates_removed, r.rows_erased = c[DUPLICATE], c[ERASED]
+            if r.rows_read != r.rows_accepted + r.rows_quarantined + r.duplicates_removed + r.rows_erased:
                 raise ReconciliationError(
                     f"{r.name}: {r.rows_read} lines read but {r.rows_accepted} accepted + "
-                    f"{r.rows_quarantined} quarantined + {r.duplicates_removed} duplicates"
+                    f"{r.rows_quarantined} quarantined + {r.duplicates_removed} duplicates + {r.rows_erased} erased"
                 )
     return {
         "rows_accepted": sum(f[ACCEPTED] for f in per_file.values()),
         "rows_quarantined": sum(f[QUARANTINED] for f in per_file.values()),
         "duplicates_removed": sum(f[DUPLICATE] for f in per_file.values()),
+        ERASED: sum(f[ERASED] for f in per_file.values()),
         "quarantine_by_reason": {k: by_reason[k] for k in ALL_QUARANTINE_REASONS if k in by_reason},
         "suspicious_users": suspicious,
         "event_date_min": str(dates["lo"]) if dates and dates["lo"] else None,

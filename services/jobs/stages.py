@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from services.core.catalog import AGGREGATES, FEATURES, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.metrics import time_stage
+from services.jobs.erasure import erasure_due, erasure_stage, targets_from
 from services.jobs.features import run_features
 from services.jobs.funnel import funnel_due, run_funnel
 from services.jobs.overview import build_overview, overview_due
@@ -27,6 +28,7 @@ from services.jobs.propensity import score_due as propensity_score_due
 from services.jobs.propensity import train_due as propensity_train_due
 from services.jobs.propensity import train_stage as propensity_train
 from services.jobs.publish import publish, publish_due
+from services.jobs.retention import Policy, apply_retention, retention_due
 from services.jobs.segmentation import TrainConfig, score, staleness, train
 
 log = logging.getLogger("shoplens.pipeline")
@@ -40,6 +42,7 @@ class PipelineConfig:
     retrain_age_days: float = 7.0
     train: TrainConfig | None = None
     warehouse_url: str | None = None  # None: SHOPLENS_WAREHOUSE_URL
+    erasure_max_age_hours: float | None = None  # None: SHOPLENS_ERASURE_MAX_AGE_HOURS
 
 
 Due = Callable[[Lake, PipelineConfig], tuple[bool, str]]
@@ -89,7 +92,30 @@ def score_due(lake: Lake, _cfg: PipelineConfig) -> tuple[bool, str]:
     return False, "up to date"
 
 
+def _erasure_due(lake: Lake, cfg: PipelineConfig) -> tuple[bool, str]:
+    from services.core.settings import get_settings
+
+    hours = cfg.erasure_max_age_hours
+    return erasure_due(lake, get_settings().erasure_max_age_hours if hours is None else hours)
+
+
+def _erasure(spark: SparkSession | None, lake: Lake, cfg: PipelineConfig) -> dict[str, Any]:
+    from services.core.settings import get_settings
+
+    settings = get_settings()
+    return erasure_stage(spark, lake, settings.key_bytes, targets_from(settings, warehouse_url(cfg)))
+
+
+def _retention(lake: Lake, cfg: PipelineConfig) -> tuple[Policy, Any]:
+    from services.core.settings import get_settings
+
+    settings = get_settings()
+    return Policy.from_settings(settings), targets_from(settings, warehouse_url(cfg))
+
+
 STAGES: tuple[Stage, ...] = (
+    # first: what the later stages publish must already be without the erased people
+    Stage("erasure", _erasure_due, _erasure),
     Stage("features", features_due, lambda spark, lake, _cfg: run_features(spark, lake)),
     Stage("train", train_due, lambda spark, lake, cfg: train(spark, lake, cfg.train, do_score=False)),
     Stage("score", score_due, lambda spark, lake, _cfg: score(spark, lake, refresh_features=False)),
@@ -102,6 +128,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("overview", lambda lake, _cfg: overview_due(lake), lambda spark, lake, _cfg: build_overview(spark, lake)),
     Stage("publish", lambda lake, cfg: publish_due(lake, warehouse_url(cfg)),
           lambda _spark, lake, cfg: publish(lake, warehouse_url(cfg)), spark=False),
+    Stage("retention", lambda lake, cfg: retention_due(lake, *_retention(lake, cfg)),
+          lambda _spark, lake, cfg: apply_retention(lake, *_retention(lake, cfg)), spark=False),
 )
 
 

@@ -48,6 +48,7 @@ from services.core.lease import LeaseHeld
 from services.core.metrics import mark_alive, record_ingest, record_stage
 from services.core.settings import ConfigError
 from services.core.storage import ObjectInfo, StorageError, Store
+from services.jobs.erasure import REQUEST_PREFIX, take_request_file
 from services.jobs.ingest import ingest_files
 from services.jobs.segmentation import TrainConfig
 from services.jobs.stages import PipelineConfig, pending, run_pipeline
@@ -154,6 +155,8 @@ class Watcher:
         ctx = {"stage": "watch", "file": info.key}
         if _CONTROL.search(info.key):
             return self._set_aside(info, "unsafe_name", "the file name holds a control character")
+        if info.key.startswith(REQUEST_PREFIX):  # erasure requests (raw ids): recorded, then deleted
+            return take_request_file(self.lake, self.incoming, info.key, self.key)
         attempts, last_error = self.attempts(info)
         if attempts >= self.cfg.max_attempts:
             return self._set_aside(info, "too_many_attempts", f"processing failed {attempts} times: {last_error}")

@@ -234,6 +234,10 @@ def _quality_section(stats: dict[str, Any]) -> Section:
     if sus is not None:
         rows.append(["suspicious (bot-like) users flagged", fmt_count(sus["users"]), ""])
         rows.append(["· their events (kept, flagged)", fmt_count(sus["events"]), fmt_pct(sus["share_of_events"])])
+    if (er := stats.get("erasure")) is not None:
+        since = f"since the previous report ({er['since'][:10]})" if er["since"] else "to date"
+        rows.append([f"people erased on request, {since}", fmt_count(er["completed"]),
+                     f"{fmt_count(er['pending'])} pending"])  # fmt: skip
     return Section(
         "quality",
         "Data quality",

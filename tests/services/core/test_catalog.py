@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from etl.kpis import KPI_COLUMNS
-from services.core.catalog import CATALOG, RUN_SCOPED, RUNS, VERSIONED
+from services.core.catalog import CATALOG, LEDGERS, RUN_SCOPED, RUNS, VERSIONED
 from services.core.lake import RUN_COLUMNS, Lake, runs_table
 from services.core.metrics import STAGE_LABELS
 from services.core.publish import new_version
@@ -27,7 +27,7 @@ def _sections() -> dict[str, str]:
 def test_every_dataset_has_one_section_and_every_section_a_dataset() -> None:
     assert set(_sections()) == {d.path for d in CATALOG} | {RUNS}
     assert len({d.path for d in CATALOG}) == len(CATALOG)
-    assert set(RUN_SCOPED) | set(VERSIONED) == {d.path for d in CATALOG}
+    assert set(RUN_SCOPED) | set(VERSIONED) | set(LEDGERS) == {d.path for d in CATALOG}
 
 
 def test_documented_columns_are_the_written_ones() -> None:

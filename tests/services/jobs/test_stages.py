@@ -26,9 +26,10 @@ def lake(tmp_path: Path) -> Lake:
 
 def test_the_stages_and_their_order() -> None:
     assert [s.name for s in STAGES] == [
-        "features", "train", "score", "propensity_train", "propensity_score", "funnel", "overview", "publish"]
-    assert [s.name for s in STAGES if not s.spark] == ["publish"]  # no SparkSession for the warehouse
-    assert stage_named("score") is STAGES[2]
+        "erasure", "features", "train", "score", "propensity_train", "propensity_score", "funnel", "overview", "publish",
+        "retention"]
+    assert [s.name for s in STAGES if not s.spark] == ["publish", "retention"]  # no SparkSession for the warehouse
+    assert stage_named("score") is STAGES[3]
     with pytest.raises(ValueError, match="no stage named"):
         stage_named("nope")
 
