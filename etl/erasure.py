@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl.lines import Classified
-from etl.pseudonymize import pseudonymize, pseudonymize_col
+from etl.pseudonymize import pseudonymize
 
 if TYPE_CHECKING:  # pyspark only for the order path: the API and dashboard import this without it
     from pyspark.sql import DataFrame
@@ -126,16 +126,25 @@ def suppress_orders(classified: DataFrame, digests: Set[str], key: bytes) -> Dat
     :data:`ERASED`: their purchases (by ``user_key``), their rejected lines (any number in the raw line
     keyed to them: no field of a rejected line can be trusted) and the copies of their purchases."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType, StructField, StructType
 
     from etl.lines import ACCEPTED, DUPLICATE, QUARANTINED
 
-    wanted = list(digests)
     mine = F.col("outcome") == ACCEPTED
-    mine &= F.sha2(F.col("user_key"), 256).isin(wanted)
-    tokens = F.transform(F.regexp_extract_all(F.coalesce("raw_line", F.lit("")), F.lit(r"([0-9]+)"), 1),
-                         lambda t: F.sha2(pseudonymize_col(t, key), 256))  # fmt: skip
-    rejected = (F.col("outcome") == QUARANTINED) & F.exists(tokens, lambda h: h.isin(wanted))
-    marked = classified.withColumn("outcome", F.when(mine | rejected, F.lit(ERASED)).otherwise(F.col("outcome")))
+    mine &= F.sha2(F.col("user_key"), 256).isin(list(digests))
+    # The raw line's numbers are keyed in Arrow tasks, never in Spark SQL (its plan would show the key).
+    matcher = RawMatcher(key, frozenset(digests))
+
+    def flag(batches: Iterable[pa.RecordBatch]) -> Iterable[pa.RecordBatch]:
+        for batch in batches:
+            lines = batch.column(batch.schema.get_field_index("raw_line")).to_pylist()
+            hits = [bool(line) and bool(matcher.hits(line.encode())) for line in lines]
+            yield batch.append_column("_erased_line", pa.array(hits, pa.bool_()))
+
+    flagged = classified.mapInArrow(flag, StructType([*classified.schema.fields, StructField("_erased_line", BooleanType())]))
+    rejected = (F.col("outcome") == QUARANTINED) & F.col("_erased_line")
+    marked = (flagged.withColumn("outcome", F.when(mine | rejected, F.lit(ERASED)).otherwise(F.col("outcome")))
+              .drop("_erased_line"))
     firsts = (marked.where(F.col("outcome") == ERASED)
               .select("source_file", F.col("line_number").alias("duplicate_of_line"), F.lit(True).alias("_gone")))
     copies = marked.join(firsts, ["source_file", "duplicate_of_line"], "left")

@@ -149,7 +149,16 @@ def erasure_due(lake: Lake, max_age_hours: float) -> tuple[bool, str]:
 
 # ------------------------------------------------------------------------------------ the batch
 def run_erasure(lake: Lake, key: bytes, targets: Targets | None = None) -> dict[str, Any]:
-    """Carry out every pending request (or finish an interrupted batch); returns what was removed."""
+    """Carry out every pending request (or finish an interrupted batch); returns what was removed.
+
+    Holds the lake's writer lease: an ingest running beside the rewrite could publish the person's rows
+    after the files were scanned, or have its staged files rewritten under it.
+    """
+    with lake.writer_lease("erase"):
+        return _run_erasure_held(lake, key, targets)
+
+
+def _run_erasure_held(lake: Lake, key: bytes, targets: Targets | None) -> dict[str, Any]:
     t0 = time.monotonic()
     targets = targets or Targets()
     batch = _open_batch(lake)
