@@ -406,7 +406,7 @@ def run(
 
 @app.command()
 def export(
-    what: Annotated[str, typer.Argument(help="segments, features, propensity or funnel-dropoffs")],
+    what: Annotated[str, typer.Argument(help="segments, features, propensity, funnel-dropoffs or clv")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("export.csv"),
     step: Annotated[str | None, typer.Option("--step", help=(
@@ -744,6 +744,47 @@ def mmm_optimize(
                           _channel_values(maximum, "--max"), pattern, target_roi)
     _emit(result, as_json, plan_text(result))
 
+
+
+# -- lifetime value -----------------------------------------------------------------------------------
+clv_app = typer.Typer(name="clv", no_args_is_help=True,
+                      help="Customer lifetime value: BG/NBD and Gamma-Gamma per customer, with a holdout check.")  # fmt: skip
+app.add_typer(clv_app, name="clv")
+
+
+@clv_app.command("fit")
+def clv_fit(
+    holdout_from: Annotated[str | None, typer.Option("--holdout-from", help=(
+        "YYYY-MM-DD: also fit on the days before it and report predicted vs actual repeat purchases from it on."))] = None,
+    model: Annotated[str, typer.Option("--model", help="bgnbd (BG/NBD) or pareto (Pareto/NBD).")] = "bgnbd",
+    method: Annotated[str, typer.Option("--method", help="map (fast, the default) or mcmc (full sampling).")] = "map",
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit repeat-purchase and spend models on the lake's purchases; publish each customer's p_alive,
+    expected purchases, expected value and discounted CLV to clv/ (horizon: SHOPLENS_CLV_HORIZON_MONTHS)."""
+    from datetime import date
+
+    from services.jobs.clv import clv_report, config_from_settings, run_clv
+
+    try:
+        start = date.fromisoformat(holdout_from) if holdout_from else None
+    except ValueError:
+        raise ValueError(f"--holdout-from must be a date YYYY-MM-DD, got {holdout_from!r}") from None
+    cfg = config_from_settings(holdout_from=start, model=model, method=method)
+    result = _spark_stage("clv", lake, as_json, lambda spark, the_lake, _s: run_clv(spark, the_lake, cfg))
+    _emit(result, as_json, clv_report(result))
+
+
+@clv_app.command("report")
+def clv_show(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """Print the current lifetime value fit (its report.md, or result.json with --json)."""
+    from services.core.runtime import open_lake
+    from services.jobs.clv import current_result
+    from services.reports.clv import render_markdown
+
+    doc = current_result(open_lake(get_settings(), lake))
+    _emit(doc, as_json, render_markdown(doc))
 
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""

@@ -35,6 +35,7 @@ PROPENSITY = "propensity"
 EXPERIMENTS = "experiments"
 MMM_MODEL = "mmm"
 FUNNEL = "funnel"
+CLV = "clv"
 
 CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
@@ -82,6 +83,9 @@ CATALOG: tuple[Dataset, ...] = (
             "marketing-mix model: thinned posterior draws, ROI, contributions, curves, diagnostics, report"),
     Dataset(FUNNEL, "versioned", "funnel", ("export", "dashboard", "people"),
             "the default funnel: steps, breakdowns, weekly trend, time to convert, drivers, drop-off audiences, report"),
+    Dataset(CLV, "versioned", "clv", ("export", "dashboard", "publish", "api"),
+            "lifetime value per customer (user key column: user_key): p_alive, expected purchases, spend, "
+            "discounted CLV; per segment and lifecycle stage; holdout check; report"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -91,6 +95,7 @@ VERSIONED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "versi
 __all__ = [
     "AGGREGATES",
     "CATALOG",
+    "CLV",
     "CURRENT_POINTER",
     "DATASETS",
     "DESCRIBE_REPORT",

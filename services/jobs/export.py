@@ -36,8 +36,14 @@ def export_table(lake: Lake, what: str, fmt: str, out: Path, step: str | None = 
         from services.jobs.funnel import read_dropoffs  # Spark-free, but its module imports pyspark
 
         df = read_dropoffs(lake, step)
+    elif what == "clv":
+        from services.jobs.clv import read_customers  # Spark-free, but its module imports pyspark
+
+        df = read_customers(lake)
     else:
-        raise ValueError(f"export what must be 'segments', 'features', 'propensity' or 'funnel-dropoffs', got {what!r}")
+        raise ValueError(
+            f"export what must be 'segments', 'features', 'propensity', 'funnel-dropoffs' or 'clv', got {what!r}"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
