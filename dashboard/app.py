@@ -36,6 +36,7 @@ SECTIONS: dict[str, list[st.Page]] = {
         page("experiments", "Experiments", ":material/science:"),
         page("marketing_mix", "Marketing mix", ":material/campaign:"),
         page("propensity", "Purchase propensity", ":material/shopping_cart_checkout:"),
+        page("lifetime_value", "Lifetime value", ":material/savings:"),
     ],
     # Later issues add their pages here, one section each (a script in app_pages/ + one line):
     #   "Growth": [page("funnel", "Funnel", ":material/filter_alt:"),

@@ -34,6 +34,7 @@ from etl.contract import ContractError, check_header
 from etl.lines import parse_lines
 from model.segmentation.history import history_features, score_features
 from services.core.catalog import (
+    CLV,
     EXPERIMENTS,
     FEATURES,
     FUNNEL,
@@ -90,7 +91,7 @@ def _lake(uri: str) -> Lake:
 
 #: The versioned datasets whose pointers a page may need.
 POINTED = (SEGMENTATION_MODEL, SEGMENTS, FEATURES, OVERVIEW_VIEWS, SEGMENT_VIEWS, EXPERIMENTS, MMM_MODEL,
-           PROPENSITY_MODEL, PROPENSITY, FUNNEL)
+           PROPENSITY_MODEL, PROPENSITY, FUNNEL, CLV)
 
 
 @dataclass(frozen=True)

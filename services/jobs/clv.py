@@ -54,6 +54,8 @@ NO_SEGMENT: Final[str] = "(unsegmented)"
 NO_STAGE: Final[str] = "(no stage)"
 #: The breakdowns of groups.parquet: its ``breakdown`` column names one of these customer columns.
 GROUPS: Final[tuple[str, ...]] = ("segment", "lifecycle_stage")
+#: Equal-width bins of the CLV histogram below its 99th percentile (distribution.parquet).
+DISTRIBUTION_BINS: Final[int] = 40
 #: Customers listed in result.json and the report as the top by lifetime value.
 TOP_CUSTOMERS: Final[int] = 20
 
@@ -143,6 +145,21 @@ def group_table(customers: pd.DataFrame) -> pd.DataFrame:
     return out[["breakdown", "value", *[c for c in out.columns if c not in ("breakdown", "value")]]]
 
 
+def distribution_table(customers: pd.DataFrame, bins: int = DISTRIBUTION_BINS) -> pd.DataFrame:
+    """The CLV histogram: ``bins`` equal bins from 0 to the 99th percentile, then one open bin above it.
+
+    Columns ``lower``, ``upper`` (null: open), ``customers``, ``clv_sum``; every customer in one bin.
+    """
+    clv = customers["clv"].to_numpy(float)
+    top = float(np.quantile(clv, 0.99)) if len(clv) else 0.0
+    edges = np.linspace(0.0, top, bins + 1) if top > 0 else np.array([0.0, 0.0])
+    inner = len(edges) - 1
+    index = np.where(clv >= top, inner, np.clip(np.searchsorted(edges, clv, side="right") - 1, 0, inner - 1))
+    counts = np.bincount(index, minlength=inner + 1)
+    sums = np.bincount(index, weights=clv, minlength=inner + 1)
+    return pd.DataFrame({"lower": edges, "upper": [*edges[1:], None], "customers": counts, "clv_sum": sums})
+
+
 def _holdout(tx: pl.DataFrame, cfg: CLVConfig, end: date) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fit on the days before ``cfg.holdout_from``, judge on the days from it to ``end``."""
     start = cfg.holdout_from
@@ -227,6 +244,7 @@ def run_clv(spark: SparkSession, lake: Lake, cfg: CLVConfig | None = None) -> di
     with new_version(lake, CLV, **meta) as staged:
         staged.write_table(f"{CUSTOMERS}/part-00000", tables.customers)
         staged.write_table("groups", tables.groups)
+        staged.write_table("distribution", distribution_table(tables.customers))
         if tables.holdout is not None:
             staged.write_table("holdout", tables.holdout)
         doc = {"version": staged.version, "computed_at": utc_now_iso(), "run_ids": run_ids,
@@ -287,6 +305,7 @@ __all__ = [
     "config_from_settings",
     "current_result",
     "customer_table",
+    "distribution_table",
     "group_table",
     "read_customers",
     "read_transactions",

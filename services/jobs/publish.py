@@ -241,6 +241,7 @@ def publish_report(s: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "CUSTOMER_VALUE_COLUMNS",
     "TABLES",
     "WarehouseError",
     "behind",

@@ -26,7 +26,7 @@ def lake(tmp_path: Path) -> Lake:
 
 def test_the_stages_and_their_order() -> None:
     assert [s.name for s in STAGES] == [
-        "features", "train", "score", "propensity_train", "propensity_score", "funnel", "overview", "publish"]
+        "features", "train", "score", "propensity_train", "propensity_score", "funnel", "clv", "overview", "publish"]
     assert [s.name for s in STAGES if not s.spark] == ["publish"]  # no SparkSession for the warehouse
     assert stage_named("score") is STAGES[2]
     with pytest.raises(ValueError, match="no stage named"):
