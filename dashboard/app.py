@@ -37,6 +37,7 @@ SECTIONS: dict[str, list[st.Page]] = {
         page("marketing_mix", "Marketing mix", ":material/campaign:"),
         page("propensity", "Purchase propensity", ":material/shopping_cart_checkout:"),
         page("lifetime_value", "Lifetime value", ":material/savings:"),
+        page("retention", "Retention", ":material/event_repeat:"),
     ],
     # Later issues add their pages here, one section each (a script in app_pages/ + one line):
     #   "Growth": [page("funnel", "Funnel", ":material/filter_alt:"),

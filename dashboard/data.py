@@ -42,6 +42,7 @@ from services.core.catalog import (
     OVERVIEW_VIEWS,
     PROPENSITY,
     PROPENSITY_MODEL,
+    RETENTION,
     RUNS,
     SEGMENT_VIEWS,
     SEGMENTATION_MODEL,
@@ -91,7 +92,7 @@ def _lake(uri: str) -> Lake:
 
 #: The versioned datasets whose pointers a page may need.
 POINTED = (SEGMENTATION_MODEL, SEGMENTS, FEATURES, OVERVIEW_VIEWS, SEGMENT_VIEWS, EXPERIMENTS, MMM_MODEL,
-           PROPENSITY_MODEL, PROPENSITY, FUNNEL, CLV)
+           PROPENSITY_MODEL, PROPENSITY, FUNNEL, CLV, RETENTION)
 
 
 @dataclass(frozen=True)

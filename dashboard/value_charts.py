@@ -1,5 +1,6 @@
 """Plotly figures of the Lifetime value and Retention pages (plain functions over the published tables)."""
 
+# ruff: noqa: RUF001 - user-facing text uses typographic dashes and signs
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -46,4 +47,30 @@ def holdout(by_frequency: Sequence[Mapping[str, Any]]) -> go.Figure:
     return _layout(fig, "Holdout check", height=340, barmode="group")
 
 
-__all__ = ["clv_distribution", "holdout", "value_by"]
+def triangle(cohorts: pd.DataFrame, period: str) -> go.Figure:
+    """The classic retention triangle: one row per cohort, one column per period, the rate as colour."""
+    grid = cohorts.pivot_table(index="cohort", columns="period", values="rate", aggfunc="first").sort_index()
+    sizes = cohorts.groupby("cohort")["size"].first().reindex(grid.index)
+    labels = [f"{c} ({n:,})" for c, n in zip(grid.index.astype(str), sizes, strict=True)]
+    fig = go.Figure(go.Heatmap(z=grid.to_numpy(), x=[str(n) for n in grid.columns], y=labels, colorscale="Blues",
+                               zmin=0, zmax=1, texttemplate="%{z:.0%}",
+                               hovertemplate="cohort %{y}, period %{x}: %{z:.1%}<extra></extra>"))  # fmt: skip
+    fig.update_yaxes(autorange="reversed", type="category", title="cohort (members)")
+    fig.update_xaxes(title=f"{period}s since start")
+    return _layout(fig, "Retention by cohort", height=max(320, 26 * len(labels) + 120))
+
+
+def curves(cohorts: pd.DataFrame, period: str, value: str = "rate") -> go.Figure:
+    """One line per cohort: the rate (or revenue per member) by period."""
+    fig = go.Figure()
+    for cohort, part in cohorts.sort_values(["cohort", "period"]).groupby("cohort", sort=True):
+        fig.add_trace(go.Scatter(x=part["period"], y=part[value], mode="lines+markers", name=str(cohort)))
+    if value == "rate":
+        fig.update_yaxes(tickformat=".0%", title="returning members")
+    else:
+        fig.update_yaxes(title="revenue per member")
+    fig.update_xaxes(title=f"{period}s since start")
+    return _layout(fig, "Retention curves" if value == "rate" else "Revenue retention", height=360)
+
+
+__all__ = ["clv_distribution", "curves", "holdout", "triangle", "value_by"]

@@ -371,6 +371,30 @@ def funnel(
 
 
 @app.command()
+def retention(
+    cohort: Annotated[str, typer.Option("--cohort", help="Cohorts by calendar week (Monday) or month of the start.")] = "week",
+    cohort_event: Annotated[str, typer.Option("--cohort-event", help=(
+        "any: start = first event (first seen); purchase: start = first purchase."))] = "any",
+    period: Annotated[str, typer.Option("--period", help="day, week or month.")] = "week",
+    mode: Annotated[str, typer.Option("--mode", help="n-period (returned in period n) or unbounded (in n or later).")] = "n-period",
+    event: Annotated[str, typer.Option("--event", help="What counts as returning: any event, or a purchase.")] = "any",
+    calendar: Annotated[bool, typer.Option("--calendar", help=(
+        "Calendar periods instead of rolling ones measured from each user's start."))] = False,
+    by: Annotated[str | None, typer.Option("--by", help="Breakdown in the output: segment, category or acquisition-month.")] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retention cohorts: users and revenue per cohort member in each period after their start, published
+    to retention/ with every breakdown and its report (semantics: docs/retention.md)."""
+    from etl.retention import RetentionSpec
+    from services.jobs.retention import RetentionConfig, retention_report, run_retention
+
+    spec = RetentionSpec(cohort, cohort_event, period, mode, event, calendar, by)  # type: ignore[arg-type]
+    cfg = RetentionConfig(spec=spec)  # ValueError before Spark starts
+    result = _spark_stage("retention", lake, as_json, lambda spark, the_lake, _s: run_retention(spark, the_lake, cfg))
+    _emit(result, as_json, retention_report(result))
+
+@app.command()
 def run(
     lake: LakeOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the stages that are due, and why.")] = False,

@@ -6,7 +6,7 @@ from model.clv.evaluation import (
     spend_frequency_correlation,
     thin_data_warnings,
 )
-from model.clv.fit import FittedCLV, fit_clv
+from model.clv.fit import FittedCLV, NotEnoughData, fit_clv
 from model.clv.score import PURCHASE_HORIZONS, SCORE_COLUMNS, expected_purchases, score_customers
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "SCORE_COLUMNS",
     "FittedCLV",
     "HoldoutEvaluation",
+    "NotEnoughData",
     "expected_purchases",
     "fit_clv",
     "holdout_evaluation",

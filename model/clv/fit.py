@@ -39,6 +39,10 @@ MCMC_SETTINGS: Final[dict[str, Any]] = {"draws": 500, "tune": 500, "chains": 2, 
 log = logging.getLogger("shoplens.clv")
 
 
+class NotEnoughData(ValueError):
+    """Too few customers (or repeat customers) to fit: the pipeline stage skips instead of failing."""
+
+
 @dataclass
 class FittedCLV:
     """The fitted purchase model, the fitted spend model, and their parameter estimates."""
@@ -89,15 +93,15 @@ def fit_clv(rfm: pd.DataFrame, transaction_model: str = "bgnbd", method: str = "
         raise ValueError(f"unknown fit method {method!r}; use map or mcmc")
     data = model_data(rfm)
     if len(data) == 0:
-        raise ValueError("no customers: no purchase in the observation period")
+        raise NotEnoughData("no customers: no purchase in the observation period")
     names = PURCHASE_PARAMETERS[transaction_model]
     kind = BetaGeoModel if transaction_model == "bgnbd" else ParetoNBDModel
     purchase = kind(model_config=_flat(names))
     _fit(purchase, data[["customer_id", "frequency", "recency", "T"]], method)  # type: ignore[arg-type]
     repeat = data[(data["frequency"] > 0) & (data["monetary_value"] > 0)]
     if len(repeat) < MIN_SPEND_CUSTOMERS:
-        raise ValueError(f"only {len(repeat)} customers bought again with a positive value; the spend model "
-                         f"needs at least {MIN_SPEND_CUSTOMERS}")  # fmt: skip
+        raise NotEnoughData(f"only {len(repeat)} customers bought again with a positive value; the spend model "
+                            f"needs at least {MIN_SPEND_CUSTOMERS}")  # fmt: skip
     spend = GammaGammaModel(model_config=_flat(SPEND_PARAMETERS))
     spend_data = repeat[["customer_id", "frequency", "monetary_value"]].reset_index(drop=True)
     _fit(spend, spend_data, method)  # type: ignore[arg-type]
@@ -112,6 +116,7 @@ __all__ = [
     "PURCHASE_PARAMETERS",
     "SPEND_PARAMETERS",
     "FittedCLV",
+    "NotEnoughData",
     "fit_clv",
     "model_data",
 ]

@@ -36,6 +36,7 @@ EXPERIMENTS = "experiments"
 MMM_MODEL = "mmm"
 FUNNEL = "funnel"
 CLV = "clv"
+RETENTION = "retention"
 
 CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
@@ -86,6 +87,9 @@ CATALOG: tuple[Dataset, ...] = (
     Dataset(CLV, "versioned", "clv", ("export", "dashboard", "publish", "api"),
             "lifetime value per customer (user key column: user_key): p_alive, expected purchases, spend, "
             "discounted CLV; per segment and lifecycle stage; holdout check; report"),
+    Dataset(RETENTION, "versioned", "retention", ("dashboard", "publish", "people"),
+            "retention cohorts (no user key column: counts only): users and revenue per cohort and period, "
+            "overall and per segment, first category and acquisition month; report"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -110,6 +114,7 @@ __all__ = [
     "PROPENSITY",
     "PROPENSITY_MODEL",
     "QUARANTINE",
+    "RETENTION",
     "RUNS",
     "RUN_SCOPED",
     "SEGMENTATION_MODEL",

@@ -32,6 +32,7 @@ from pyspark.sql import SparkSession
 
 from etl.clv import daily_transactions, holdout_actuals, last_event_day, rfm_summary
 from model.clv import (
+    NotEnoughData,
     expected_purchases,
     fit_clv,
     holdout_evaluation,
@@ -110,7 +111,7 @@ def read_transactions(spark: SparkSession, lake: Lake) -> tuple[pl.DataFrame, da
     end = last_event_day(events)
     tx = pl.from_arrow(daily_transactions(events).toArrow())
     if tx.height == 0 or end is None:
-        raise ValueError("the lake holds no purchase: lifetime value needs buyers")
+        raise NotEnoughData("the lake holds no purchase: lifetime value needs buyers")
     return tx, end
 
 
@@ -171,7 +172,7 @@ def _holdout(tx: pl.DataFrame, cfg: CLVConfig, end: date) -> tuple[dict[str, Any
     if start > end:
         raise ValueError(f"--holdout-from {start} is after the lake's last event day {end}")
     calibration_end = start - timedelta(days=1)
-    rfm = rfm_summary(tx, calibration_end).to_pandas()
+    rfm = rfm_summary(tx, calibration_end).to_pandas(date_as_object=True)
     actual = holdout_actuals(tx, start, end).to_pandas()
     calibration = rfm.merge(actual, on="user_key", how="left", validate="one_to_one")
     fitted = fit_clv(rfm, cfg.model, cfg.method)
@@ -202,7 +203,7 @@ def compute(spark: SparkSession, lake: Lake, cfg: CLVConfig,
     log.info("clv transactions collected", extra={"stage": "clv", "rows": tx.height,
              "duration_seconds": round(time.monotonic() - t0, 3)})  # fmt: skip
     holdout, by_frequency = _holdout(tx, cfg, end) if cfg.holdout_from else (None, None)
-    rfm = rfm_summary(tx, end).to_pandas()
+    rfm = rfm_summary(tx, end).to_pandas(date_as_object=True)
     fitted = fit_clv(rfm, cfg.model, cfg.method)
     scores = score_customers(fitted, rfm, cfg.horizon_months, cfg.monthly_discount)
     customers = customer_table(rfm, scores, segments).assign(horizon_months=cfg.horizon_months)
@@ -259,6 +260,18 @@ def run_clv(spark: SparkSession, lake: Lake, cfg: CLVConfig | None = None) -> di
     return doc
 
 
+def clv_stage(spark: SparkSession, lake: Lake) -> dict[str, Any]:
+    """The pipeline stage: the default fit, or a skip (nothing published) while there are too few buyers.
+
+    The stage stays due, so it is tried again after the next ingestion run.
+    """
+    try:
+        return run_clv(spark, lake)
+    except NotEnoughData as why:
+        log.warning("clv skipped: %s", why, extra={"stage": "clv", "reason": str(why)})
+        return {"status": "skipped", "reason": str(why)}
+
+
 # ------------------------------------------------------------------------------------ reading back
 def current_result(lake: Lake) -> dict[str, Any]:
     """result.json of the current fit."""
@@ -301,6 +314,7 @@ __all__ = [
     "CLVTables",
     "clv_due",
     "clv_report",
+    "clv_stage",
     "compute",
     "config_from_settings",
     "current_result",

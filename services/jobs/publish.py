@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from services.core.catalog import CLV, FEATURES, OVERVIEW_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import CLV, FEATURES, OVERVIEW_VIEWS, RETENTION, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.readers import parquet_dataset
 from services.core.warehouse import Col, Staged, Warehouse, WarehouseError, WarehouseTable, masked
@@ -68,6 +68,10 @@ CUSTOMER_VALUE_COLUMNS = ["user_key", "first_purchase", "frequency", "recency", 
 
 def read_customer_value(lake: Lake, version: str) -> pa.RecordBatchReader:
     return parquet_dir(lake, CLV, f"{version}/customers", CUSTOMER_VALUE_COLUMNS)
+
+
+def read_retention(lake: Lake, version: str) -> pa.RecordBatchReader:
+    return parquet_file(lake, f"{RETENTION}/{version}/cohorts.parquet")
 
 
 def _json_text(value: Any) -> str | None:
@@ -147,6 +151,17 @@ TABLES: tuple[WarehouseTable, ...] = (
          Col("horizon_months", BIGINT, False, "the CLV horizon (30-day months)"),
          Col("segment", TEXT, False), Col("lifecycle_stage", TEXT, False)),
         key=("user_key",), indexes=(("segment",),), summary="lifetime value per customer",
+    ),
+    WarehouseTable(
+        "retention", RETENTION, read_retention,
+        (Col("breakdown", TEXT, False, "overall, segment, category or acquisition-month"),
+         Col("group", TEXT, False, "the breakdown's value (all for overall)"),
+         Col("cohort", sa.Date(), False, "first day of the cohort's week (Monday) or month"),
+         Col("size", BIGINT, False, "cohort members"), Col("period", BIGINT, False, "0, 1, ... since the start"),
+         Col("users", BIGINT, False, "members returning (n-period: in the period; unbounded: in it or later)"),
+         Col("rate", DOUBLE, False, "users / size"), Col("revenue", DOUBLE, False, "revenue in the period per member"),
+         Col("complete", sa.Boolean(), False, "every member's period has ended by the last day of data")),
+        key=("breakdown", "group", "cohort", "period"), summary="retention cohorts of the current view",
     ),
 )  # fmt: skip
 
@@ -251,6 +266,7 @@ __all__ = [
     "read_customer_value",
     "read_features",
     "read_kpi_daily",
+    "read_retention",
     "read_segment_profiles",
     "read_segments",
     "table_named",

@@ -41,6 +41,7 @@ from services.core.catalog import (
     CLV,
     FEATURES,
     OVERVIEW_VIEWS,
+    RETENTION,
     RUNS,
     SEGMENT_VIEWS,
     SEGMENTATION_MODEL,
@@ -55,6 +56,7 @@ MIN_EVENTS = 5
 AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
 V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
 CLV_VERSION = "20191215T050000Z-c11111"
+RETENTION_VERSION = "20191215T050000Z-r11111"
 CATEGORIES = ("electronics", "appliances", "computers", "apparel", "furniture", "kids")
 FEATURE_COLUMNS = (
     "n_events", "n_sessions", "active_days", "events_per_session", "median_session_duration_s",
@@ -88,6 +90,8 @@ class FixtureLake:
     raw_ids: dict[str, str] = field(default_factory=dict)  # "known", "low", "unknown" -> raw user id
     clv: pd.DataFrame | None = None  # the clv customers table
     clv_doc: dict[str, Any] = field(default_factory=dict)  # its result.json
+    retention: pd.DataFrame | None = None  # the retention cohorts table
+    retention_doc: dict[str, Any] = field(default_factory=dict)  # its result.json
 
     @property
     def uri(self) -> str:
@@ -293,6 +297,38 @@ def clv_tables(
     return customers, groups, doc
 
 
+def retention_tables(features: pd.DataFrame, segments: pd.DataFrame, seed: int = 6) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A ``retention`` version counted by the production code (etl.retention) from drawn active days of
+    the fixture's users (the fixture has no events)."""
+    import polars as pl
+
+    from etl.retention import RetentionSpec, retention_table
+    from services.jobs.retention import OVERALL, RetentionConfig, result_document
+
+    rng = np.random.default_rng(seed)
+    end = AS_OF.date()
+    rows = []
+    for u, cat in zip(features["user_key"], rng.choice(CATEGORIES, len(features)), strict=True):
+        start = end - timedelta(days=int(rng.integers(0, 63)))
+        for off in sorted({0} | set(rng.integers(0, 63, int(rng.integers(0, 6))).tolist())):
+            day = start + timedelta(days=off)
+            if day <= end:
+                bought = int(rng.random() < 0.2)
+                rows.append((u, day, int(rng.integers(1, 9)), bought, float(rng.gamma(2, 40)) if bought else 0.0, cat,
+                             cat if bought else None))  # fmt: skip
+    days = pl.DataFrame(rows, orient="row", schema=["user_key", "day", "events", "purchases", "revenue", "first_category",
+                                                     "first_purchase_category"])  # fmt: skip
+    labels = pl.from_pandas(segments[["user_key", "segment_name"]].rename(columns={"segment_name": "segment"}))
+    cfg = RetentionConfig()
+    parts = [retention_table(days, cfg.spec, end).with_columns(breakdown=pl.lit(OVERALL))]
+    parts += [retention_table(days, RetentionSpec(by=by), end, labels).with_columns(breakdown=pl.lit(by))  # type: ignore[arg-type]
+              for by in cfg.breakdowns]  # fmt: skip
+    table = pl.concat(parts).select("breakdown", pl.exclude("breakdown")).to_pandas(date_as_object=True)
+    doc = {"version": RETENTION_VERSION, "computed_at": AS_OF.isoformat(), "run_ids": [], "segments_version": None,
+           **result_document(cfg, table, end)}  # fmt: skip
+    return table, doc
+
+
 def _write(path: Path, df: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
@@ -359,6 +395,11 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
     _write(cdir / "holdout.parquet", pd.DataFrame(clv_doc["holdout"]["by_frequency"]))
     (cdir / "result.json").write_text(json.dumps(clv_doc, allow_nan=False), encoding="utf-8")
     _publish(lake, cdir, CLV, CLV_VERSION, run_ids=[r["run_id"] for r in runs], segments_version=seg_version)
+    retention, retention_doc = retention_tables(features, seg)
+    rdir = stage / "retention"
+    _write(rdir / "cohorts.parquet", retention)
+    (rdir / "result.json").write_text(json.dumps(retention_doc, allow_nan=False), encoding="utf-8")
+    _publish(lake, rdir, RETENTION, RETENTION_VERSION, run_ids=[r["run_id"] for r in runs], segments_version=seg_version)
     shutil.rmtree(stage, ignore_errors=True)
 
     scored = seg["segment_id"].notna().to_numpy()
@@ -369,7 +410,7 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
         root=root, key=key, features=features, segments=seg, previous_segments=prev_seg, model_doc=doc,
         profiles=prof, kpi_daily=kpi, summary=summary, flow=flow, runs=runs, model=model,
         raw_ids={"known": str(first_id + known), "low": str(first_id + low), "unknown": "999999999"},
-        clv=clv, clv_doc=clv_doc,
+        clv=clv, clv_doc=clv_doc, retention=retention, retention_doc=retention_doc,
     )
 
 

@@ -69,5 +69,5 @@ def test_holdout_counts_only_customers_born_before_it():
 
 
 def test_missing_columns_are_named():
-    with pytest.raises(ValueError, match="lack column.*revenue"):
+    with pytest.raises(ValueError, match=r"lack column.*revenue"):
         rfm_summary(pl.DataFrame({"user_key": ["a"], "day": [START]}), START)
