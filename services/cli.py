@@ -789,12 +789,12 @@ def clv_fit(
     expected purchases, expected value and discounted CLV to clv/ (horizon: SHOPLENS_CLV_HORIZON_MONTHS)."""
     from datetime import date
 
-    from services.jobs.clv import clv_report, config_from_settings, run_clv
-
-    try:
+    try:  # before the models' imports, which log
         start = date.fromisoformat(holdout_from) if holdout_from else None
     except ValueError:
         raise ValueError(f"--holdout-from must be a date YYYY-MM-DD, got {holdout_from!r}") from None
+    from services.jobs.clv import clv_report, config_from_settings, run_clv
+
     cfg = config_from_settings(holdout_from=start, model=model, method=method)
     result = _spark_stage("clv", lake, as_json, lambda spark, the_lake, _s: run_clv(spark, the_lake, cfg))
     _emit(result, as_json, clv_report(result))

@@ -43,7 +43,7 @@ from model.clv import (
 from services.core.catalog import CLV, EVENTS, SEGMENTS
 from services.core.lake import Lake, due_for_new_runs, utc_now_iso
 from services.core.publish import new_version
-from services.core.readers import parquet_dataset, read_segments
+from services.core.readers import read_segments
 from services.core.spark import read_run_dataset
 from services.reports.clv import semantics, write_clv_report
 
@@ -281,15 +281,6 @@ def current_result(lake: Lake) -> dict[str, Any]:
     return lake.read_json(f"{CLV}/{version}/{RESULT_FILE}")
 
 
-def read_customers(lake: Lake) -> pd.DataFrame:
-    """The current per-customer values (what ``shoplens export clv`` writes)."""
-    version = lake.current_version(CLV)
-    dataset = parquet_dataset(lake, f"{CLV}/{version}/{CUSTOMERS}") if version else None
-    if dataset is None:
-        raise FileNotFoundError("no lifetime values yet: run `shoplens clv fit`")
-    return dataset.to_table().to_pandas()
-
-
 def clv_report(doc: dict[str, Any]) -> str:
     """The console summary of a fit."""
     p = doc["parameters"]
@@ -321,7 +312,6 @@ __all__ = [
     "customer_table",
     "distribution_table",
     "group_table",
-    "read_customers",
     "read_transactions",
     "run_clv",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Final
 
@@ -85,10 +85,10 @@ def compute(spark: SparkSession, lake: Lake, cfg: RetentionConfig,
     days = pl.from_arrow(user_days(events).toArrow())
     log.info("retention user days collected", extra={"stage": "retention", "rows": days.height,
              "duration_seconds": round(time.monotonic() - t0, 3)})  # fmt: skip
-    parts = [retention_table(days, cfg.spec, end).with_columns(breakdown=pl.lit(OVERALL))]
-    for by in cfg.breakdowns:
-        spec = RetentionSpec(**{**cfg.spec.__dict__, "by": by})
-        parts.append(retention_table(days, spec, end, segments).with_columns(breakdown=pl.lit(by)))
+    parts = []
+    for by in (None, *cfg.breakdowns):
+        spec = replace(cfg.spec, by=by)
+        parts.append(retention_table(days, spec, end, segments).with_columns(breakdown=pl.lit(by or OVERALL)))
     table = pl.concat(parts).select("breakdown", pl.exclude("breakdown"))
     return table.to_pandas(date_as_object=True), end  # cohorts stay dates
 

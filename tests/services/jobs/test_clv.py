@@ -225,6 +225,14 @@ def test_stage_export_report_and_warehouse(built, tmp_path):
     csv_rows = pd.read_csv(out)
     assert set(csv_rows["user_key"]) == set(_customers(built)["user_key"])
     assert not csv_rows["user_key"].isin(built["raw"]["user_id"]).any()  # pseudonymized keys only
+    seg_out = tmp_path / "segments.csv"
+    _invoke(built["root"], "export", "segments", "--out", str(seg_out))
+    segs = pd.read_csv(seg_out).set_index("user_key")
+    values = _customers(built).set_index("user_key")
+    both = segs.index.intersection(values.index)
+    assert len(both) == len(built["segments"])  # every segmented user here is a customer
+    np.testing.assert_allclose(segs.loc[both, "clv"], values.loc[both, "clv"], rtol=1e-12)
+    assert (segs["clv_horizon_months"] == 12).all()
     report = _invoke(built["root"], "clv", "report", as_json=False)
     assert "## Holdout check" in report and "## By segment" in report
     again = _invoke(built["root"], "clv", "report")

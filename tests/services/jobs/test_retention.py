@@ -66,7 +66,7 @@ def pandas_retention(raw: pd.DataFrame, cohort: str, cohort_event: str, calendar
     ev = raw.assign(day=pd.to_datetime(raw["event_time"].str[:10]), t=raw["event_time"])
     end = ev["day"].max()
     kind = ev if cohort_event == "any" else ev[ev["event_type"] == "purchase"]
-    first = kind.sort_values(["t"], kind="stable").groupby("user_id").first()
+    first = kind.sort_values(["t"], kind="stable").drop_duplicates("user_id").set_index("user_id")  # the first event
     starts = first["day"]
     cohorts = starts - pd.to_timedelta(starts.dt.weekday, "D") if cohort == "week" else starts.dt.to_period("M").dt.start_time
     group = first["category_code"].str.split(".").str[0].fillna("(none)") if by_category else pd.Series("all", starts.index)
@@ -81,7 +81,7 @@ def pandas_retention(raw: pd.DataFrame, cohort: str, cohort_event: str, calendar
     out: dict = {}
     size = pd.DataFrame({"cohort": cohorts, "group": group}).value_counts()
     revenue = ev[ev["event_type"] == "purchase"].groupby(["user_id", "period"])["price"].sum()
-    for (g, c), n in size.items():
+    for (c, g), n in size.items():
         members = cohorts.index[(cohorts == c) & (group == g)]
         cm = c - pd.Timedelta(days=c.weekday())
         last = ((end - pd.Timedelta(days=end.weekday()) - cm).days // 7) if calendar else (end - c).days // 7
