@@ -19,6 +19,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 import xarray
+from pymc_marketing.clv.utils import customer_lifetime_value
 
 from model.clv.fit import FittedCLV, model_data
 
@@ -44,26 +45,35 @@ def expected_purchases(fitted: FittedCLV, rfm: pd.DataFrame, days: float) -> np.
 def score_customers(
     fitted: FittedCLV, rfm: pd.DataFrame, horizon_months: int, monthly_discount: float
 ) -> pd.DataFrame:
-    """The columns of :data:`SCORE_COLUMNS`, one row per row of ``rfm`` (same order)."""
+    """The columns of :data:`SCORE_COLUMNS`, one row per row of ``rfm`` (same order).
+
+    The purchase model's figures depend on (frequency, recency, T) alone, and whole days make those
+    triples repeat (a few tens of thousands among millions of customers), so they are computed once
+    per distinct triple; CLV is linear in the value per transaction, so it is the triple's discounted
+    expected purchases (PyMC-Marketing's ``customer_lifetime_value`` at a value of 1) times each
+    customer's ``expected_value``.
+    """
     if horizon_months < 1:
         raise ValueError(f"the lifetime value horizon must be at least 1 month, got {horizon_months}")
     if not 0 <= monthly_discount < 1:
         raise ValueError(f"the monthly discount rate must be in [0, 1), got {monthly_discount}")
     data = model_data(rfm)
-    purchase_data = data[["customer_id", "frequency", "recency", "T"]]
+    triples, inverse = np.unique(data[["frequency", "recency", "T"]].to_numpy(), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    distinct = pd.DataFrame(triples, columns=["frequency", "recency", "T"])
+    distinct.insert(0, "customer_id", np.arange(len(distinct)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out = {"p_alive": _point(fitted.purchase.expected_probability_alive(data=purchase_data))}
+        out = {"p_alive": _point(fitted.purchase.expected_probability_alive(data=distinct))[inverse]}
         for d in PURCHASE_HORIZONS:
             out[f"expected_purchases_{d}"] = _point(
-                fitted.purchase.expected_purchases(data=purchase_data, future_t=d)
-            )
+                fitted.purchase.expected_purchases(data=distinct, future_t=d)
+            )[inverse]
         spend_data = data[["customer_id", "frequency", "monetary_value"]]
         out["expected_value"] = _point(fitted.spend.expected_customer_spend(data=spend_data))
-        clv = fitted.spend.expected_customer_lifetime_value(
-            transaction_model=fitted.purchase, data=data.copy(), future_t=horizon_months,
-            discount_rate=monthly_discount, time_unit="D")  # fmt: skip
-        out["clv"] = _point(clv)
+        discounted = customer_lifetime_value(fitted.purchase, distinct.assign(future_spend=1.0), future_t=horizon_months,
+                                             discount_rate=monthly_discount, time_unit="D")  # fmt: skip
+        out["clv"] = _point(discounted)[inverse] * out["expected_value"]
     return pd.DataFrame(out, index=rfm.index)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from etl.clv import holdout_actuals, rfm_summary
+from etl.clv import RFM_COLUMNS, holdout_actuals, rfm_summary
 
 START = date(2020, 1, 1)
 
@@ -43,7 +43,9 @@ def test_rfm_summary_matches_a_walk_over_each_customer(seed):
     tx = transactions(seed)
     end = START + timedelta(days=70)  # purchases after it are ignored; customers born on it have T = 0
     tx = pl.concat([tx, pl.DataFrame({"user_key": ["born_last_day"], "day": [end], "revenue": [5.0]})])
-    got = {r["user_key"]: r for r in rfm_summary(tx, end).iter_rows(named=True)}
+    summary = rfm_summary(tx, end)
+    assert summary.columns == list(RFM_COLUMNS)
+    got = {r["user_key"]: r for r in summary.iter_rows(named=True)}
     want = walk(tx, end)
     assert set(got) == set(want)
     for user, w in want.items():

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from dateutil.relativedelta import relativedelta
 
-from etl.retention import RetentionSpec, retention_table
+from etl.retention import TABLE_COLUMNS, RetentionSpec, retention_table
 
 START, END = date(2020, 1, 1), date(2020, 5, 20)
 BOUNDARY_STARTS = [date(2020, 1, 6), date(2020, 1, 5), date(2020, 2, 1), date(2020, 1, 31), date(2020, 3, 31),
@@ -143,6 +143,7 @@ def test_boundary_starts_by_hand():
                          "events": [1] * 5, "purchases": [0] * 5, "revenue": [0.0] * 5, "first_category": ["x"] * 5,
                          "first_purchase_category": [None] * 5})  # fmt: skip
     rolling = retention_table(days, RetentionSpec(), date(2020, 3, 1))
+    assert rolling.columns == list(TABLE_COLUMNS)
     cal = retention_table(days, RetentionSpec(calendar=True), date(2020, 3, 1))
     # a starts on Sunday 2020-01-05 (cohort week of Monday 2019-12-30): Monday is calendar week 1 but
     # rolling week 0; the next Sunday is rolling week 1 and calendar week 1

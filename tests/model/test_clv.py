@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.special import hyp2f1
 
-from model.clv import fit_clv, holdout_evaluation, score_customers, spend_frequency_correlation
+from model.clv import SCORE_COLUMNS, fit_clv, holdout_evaluation, score_customers, spend_frequency_correlation
 from model.clv.evaluation import naive_forecast
 
 CDNOW = Path(__file__).resolve().parents[1] / "data" / "cdnow" / "CDNOW_sample.txt"
@@ -46,6 +46,7 @@ def test_scores_match_the_closed_forms():
     assert alpha / 7 == pytest.approx(4.414, rel=0.01) and p == pytest.approx(6.25, rel=0.01)
     months, discount = 6, 0.02
     got = score_customers(fitted, rfm, months, discount)
+    assert list(got.columns) == list(SCORE_COLUMNS)
     x, tx, T = (rfm[c].to_numpy(float) for c in ("frequency", "recency", "T"))
     e365, alive = bgnbd_expected(r, alpha, a, b, x, tx, T, 365.0)
     np.testing.assert_allclose(got["p_alive"], alive, rtol=1e-6)
