@@ -76,7 +76,7 @@ def main() -> None:
     spark = get_spark(Settings(pseudonym_key=KEY, spark_master="local[2]", work_dir=CACHE / "work"), "retention-bench")
     root, the_lake = lake(args.users, args.months, spark)
     files = [str(root / "lake" / k) for k in the_lake.committed_files(EVENTS)]
-    events = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0]
+    events = duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchall()[0][0]
     cfg = RetentionConfig(breakdowns=())
     compute(spark, the_lake, cfg, None)  # warm-up: the JVM's first jobs
     t0 = time.perf_counter()
