@@ -38,6 +38,8 @@ SECTIONS: dict[str, list[st.Page]] = {
         page("experiments", "Experiments", ":material/science:"),
         page("marketing_mix", "Marketing mix", ":material/campaign:"),
         page("propensity", "Purchase propensity", ":material/shopping_cart_checkout:"),
+        page("lifetime_value", "Lifetime value", ":material/savings:"),
+        page("retention", "Retention", ":material/event_repeat:"),
     ],
     "Privacy": [
         page("privacy", "Erasure requests", ":material/shield_person:"),

@@ -36,6 +36,7 @@ from etl.lines import parse_lines
 from model.segmentation.history import history_features, score_features
 from services.core import erasure_ledger
 from services.core.catalog import (
+    CLV,
     EXPERIMENTS,
     FEATURES,
     FUNNEL,
@@ -43,6 +44,7 @@ from services.core.catalog import (
     OVERVIEW_VIEWS,
     PROPENSITY,
     PROPENSITY_MODEL,
+    RETENTION,
     RUNS,
     SEGMENT_VIEWS,
     SEGMENTATION_MODEL,
@@ -92,7 +94,7 @@ def _lake(uri: str) -> Lake:
 
 #: The versioned datasets whose pointers a page may need.
 POINTED = (SEGMENTATION_MODEL, SEGMENTS, FEATURES, OVERVIEW_VIEWS, SEGMENT_VIEWS, EXPERIMENTS, MMM_MODEL,
-           PROPENSITY_MODEL, PROPENSITY, FUNNEL)
+           PROPENSITY_MODEL, PROPENSITY, FUNNEL, CLV, RETENTION)
 
 
 @dataclass(frozen=True)

@@ -441,6 +441,30 @@ def dossier(
 
 
 @app.command()
+def retention(
+    cohort: Annotated[str, typer.Option("--cohort", help="Cohorts by calendar week (Monday) or month of the start.")] = "week",
+    cohort_event: Annotated[str, typer.Option("--cohort-event", help=(
+        "any: start = first event (first seen); purchase: start = first purchase."))] = "any",
+    period: Annotated[str, typer.Option("--period", help="day, week or month.")] = "week",
+    mode: Annotated[str, typer.Option("--mode", help="n-period (returned in period n) or unbounded (in n or later).")] = "n-period",
+    event: Annotated[str, typer.Option("--event", help="What counts as returning: any event, or a purchase.")] = "any",
+    calendar: Annotated[bool, typer.Option("--calendar", help=(
+        "Calendar periods instead of rolling ones measured from each user's start."))] = False,
+    by: Annotated[str | None, typer.Option("--by", help="Breakdown in the output: segment, category or acquisition-month.")] = None,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retention cohorts: users and revenue per cohort member in each period after their start, published
+    to retention/ with every breakdown and its report (semantics: docs/retention.md)."""
+    from etl.retention import RetentionSpec
+    from services.jobs.retention import RetentionConfig, retention_report, run_retention
+
+    spec = RetentionSpec(cohort, cohort_event, period, mode, event, calendar, by)  # type: ignore[arg-type]
+    cfg = RetentionConfig(spec=spec)  # ValueError before Spark starts
+    result = _spark_stage("retention", lake, as_json, lambda spark, the_lake, _s: run_retention(spark, the_lake, cfg))
+    _emit(result, as_json, retention_report(result))
+
+@app.command()
 def run(
     lake: LakeOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the stages that are due, and why.")] = False,
@@ -549,8 +573,8 @@ def erase(
     _emit(summary, as_json, job.erasure_report(summary))
 
 
-@app.command()
-def retention(
+@app.command("retention-policy")
+def retention_policy(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what the policy would delete.")] = False,
     lake: LakeOption = None,
     as_json: JsonOption = False,
@@ -559,7 +583,7 @@ def retention(
     than N days (keep all), processed and rejected raw files older than 30 days. The erasure ledger stays."""
     from services.core.runtime import open_lake
     from services.jobs.erasure import targets_from
-    from services.jobs.retention import Policy, apply_retention, retention_report
+    from services.jobs.retention_policy import Policy, apply_retention, retention_report
 
     settings = get_settings()
     result = apply_retention(open_lake(settings, lake), Policy.from_settings(settings),
@@ -569,7 +593,7 @@ def retention(
 
 @app.command()
 def export(
-    what: Annotated[str, typer.Argument(help="segments, features, propensity or funnel-dropoffs")],
+    what: Annotated[str, typer.Argument(help="segments, features, propensity, funnel-dropoffs or clv")],
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     out: Annotated[Path, typer.Option("--out", help="Output file.")] = Path("export.csv"),
     step: Annotated[str | None, typer.Option("--step", help=(
@@ -907,6 +931,47 @@ def mmm_optimize(
                           _channel_values(maximum, "--max"), pattern, target_roi)
     _emit(result, as_json, plan_text(result))
 
+
+
+# -- lifetime value -----------------------------------------------------------------------------------
+clv_app = typer.Typer(name="clv", no_args_is_help=True,
+                      help="Customer lifetime value: BG/NBD and Gamma-Gamma per customer, with a holdout check.")  # fmt: skip
+app.add_typer(clv_app, name="clv")
+
+
+@clv_app.command("fit")
+def clv_fit(
+    holdout_from: Annotated[str | None, typer.Option("--holdout-from", help=(
+        "YYYY-MM-DD: also fit on the days before it and report predicted vs actual repeat purchases from it on."))] = None,
+    model: Annotated[str, typer.Option("--model", help="bgnbd (BG/NBD) or pareto (Pareto/NBD).")] = "bgnbd",
+    method: Annotated[str, typer.Option("--method", help="map (fast, the default) or mcmc (full sampling).")] = "map",
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fit repeat-purchase and spend models on the lake's purchases; publish each customer's p_alive,
+    expected purchases, expected value and discounted CLV to clv/ (horizon: SHOPLENS_CLV_HORIZON_MONTHS)."""
+    from datetime import date
+
+    try:  # before the models' imports, which log
+        start = date.fromisoformat(holdout_from) if holdout_from else None
+    except ValueError:
+        raise ValueError(f"--holdout-from must be a date YYYY-MM-DD, got {holdout_from!r}") from None
+    from services.jobs.clv import clv_report, config_from_settings, run_clv
+
+    cfg = config_from_settings(holdout_from=start, model=model, method=method)
+    result = _spark_stage("clv", lake, as_json, lambda spark, the_lake, _s: run_clv(spark, the_lake, cfg))
+    _emit(result, as_json, clv_report(result))
+
+
+@clv_app.command("report")
+def clv_show(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """Print the current lifetime value fit (its report.md, or result.json with --json)."""
+    from services.core.runtime import open_lake
+    from services.jobs.clv import current_result
+    from services.reports.clv import render_markdown
+
+    doc = current_result(open_lake(get_settings(), lake))
+    _emit(doc, as_json, render_markdown(doc))
 
 def main() -> None:
     """Run the CLI; known failures exit 1 with a one-line reason instead of a traceback."""

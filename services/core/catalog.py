@@ -46,6 +46,8 @@ DOSSIER = "reports/dossier"
 TIMELINE_RUNS = "timelines/runs"
 TIMELINES = "timelines/compacted"
 ERASURE_REQUESTS = "erasure/requests"
+CLV = "clv"
+RETENTION = "retention"
 
 CURRENT_POINTER = "_current.json"
 #: Where an ingestion run stages its chunks and outputs in the store before publishing them (not a
@@ -118,6 +120,12 @@ CATALOG: tuple[Dataset, ...] = (
             user_keys=("user_key",)),
     Dataset(ERASURE_REQUESTS, "ledger", "erasure", ("erasure", "ingest", "dashboard"),
             "one document per erasure submission: digests of the keys, deadline, state and rows removed per store"),
+    Dataset(CLV, "versioned", "clv", ("export", "dashboard", "publish", "api"),
+            "lifetime value per customer: p_alive, expected purchases, spend, discounted CLV; per segment and "
+            "lifecycle stage; holdout check; report", user_keys=("user_key",)),
+    Dataset(RETENTION, "versioned", "retention", ("dashboard", "publish", "people"),
+            "retention cohorts (counts only, no user key): users and revenue per cohort and period, "
+            "overall and per segment, first category and acquisition month; report"),
 )  # fmt: skip
 DATASETS: dict[str, Dataset] = {d.path: d for d in CATALOG}
 RUN_SCOPED: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "run")
@@ -128,6 +136,7 @@ LEDGERS: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "ledger"
 __all__ = [
     "AGGREGATES",
     "CATALOG",
+    "CLV",
     "CURRENT_POINTER",
     "DATASETS",
     "DESCRIBE_REPORT",
@@ -146,6 +155,7 @@ __all__ = [
     "PROPENSITY",
     "PROPENSITY_MODEL",
     "QUARANTINE",
+    "RETENTION",
     "RUNS",
     "RUN_SCOPED",
     "SEGMENTATION_MODEL",

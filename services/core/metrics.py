@@ -35,7 +35,8 @@ log = logging.getLogger("shoplens.metrics")
 #: ``services.jobs.stages.STAGES`` (a test keeps them in step), and the long-running services.
 STAGE_LABELS = (
     "ingest", "features", "train", "score", "overview", "describe", "publish", "watch", "pipeline", "abtest",
-    "propensity_train", "propensity_score", "mmm", "funnel", "compare_models", "dossier", "erasure", "retention",
+    "propensity_train", "propensity_score", "mmm", "funnel", "clv", "retention", "compare_models", "dossier",
+    "erasure", "retention_policy",
 )
 FILE_STATUSES = ("ingested", "skipped", "failed", "quarantined")
 RUN_STATUSES = ("success", "failed")

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from etl.local_features import reference_means
 from model.propensity import LightPropensityScorer, LoadedPropensity
 from model.segmentation.history import LoadedModel, model_from_artifact
-from services.core.catalog import FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import CLV, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 
 ARTIFACT_FILE = "artifact.json"
@@ -146,6 +146,13 @@ def read_propensity(lake: Lake, version: str | None = None) -> pd.DataFrame | No
     return read_version(lake, PROPENSITY, version)
 
 
+def read_customer_values(lake: Lake, columns: list[str] | None = None) -> pd.DataFrame | None:
+    """The current lifetime values per customer (``clv/<version>/customers``); None before the first fit."""
+    version = lake.current_version(CLV)
+    dataset = parquet_dataset(lake, f"{CLV}/{version}/customers") if version else None
+    return None if dataset is None else dataset.to_table(columns=columns).to_pandas()
+
+
 __all__ = [
     "ARTIFACT_FILE",
     "REFERENCE_FILE",
@@ -154,6 +161,7 @@ __all__ = [
     "load_propensity",
     "one_row",
     "parquet_dataset",
+    "read_customer_values",
     "read_features",
     "read_parquet_dir",
     "read_propensity",

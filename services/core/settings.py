@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     retention_processed_days: int | None = Field(30, ge=0, description="Delete processed raw files older than this")
     retention_rejected_days: int | None = Field(30, ge=0, description="Delete rejected raw files older than this")
     api_workers: int = Field(1, ge=1, description="uvicorn worker processes of `shoplens api` (one core each)")
+    clv_horizon_months: int = Field(12, ge=1, description="Lifetime value horizon in months (30-day months)")
+    clv_monthly_discount: float = Field(0.01, ge=0, lt=1, description="Monthly discount rate of lifetime value")
     api_key: SecretStr | None = Field(
         None, description="Bearer token the scoring API requires (no default: `shoplens api` refuses to start "
         "without one, also in demo mode)",

@@ -72,7 +72,7 @@ from etl.pseudonymize import pseudonymize
 from model.propensity import LoadedPropensity, score_history
 from model.segmentation.history import LoadedModel, history_feature_columns, not_enough_reason
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
-from services.core.catalog import PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import CLV, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.logs import configure_logging
 from services.core.readers import load_model, load_propensity, one_row, parquet_dataset
@@ -196,6 +196,11 @@ class CustomerResponse(BaseModel):
     model_version: str | None
     as_of: str | None
     segments_version: str
+    p_alive: float | None = Field(None, description=(
+        "probability the customer is still a customer (absent before a lifetime value fit, or without a purchase)"))
+    clv: float | None = Field(None, description="discounted lifetime value over clv_horizon_months")
+    clv_horizon_months: int | None = None
+    clv_version: str | None = None
 
 
 class ErasureBody(BaseModel):
@@ -246,6 +251,8 @@ class Published:
     segments: ds.Dataset | None = None
     propensity: LoadedPropensity | None = None
     propensity_versions: tuple[str | None, str | None] = (None, None)  # (model, scores): the deciles' source
+    clv_version: str | None = None
+    clv: ds.Dataset | None = None  # the current lifetime values (customers sorted by user_key)
 
 
 class ApiState:
@@ -277,10 +284,13 @@ class ApiState:
             if prop_versions != cur.propensity_versions:
                 propensity = load_propensity(self.lake)
                 log.info("propensity model %s loaded", prop_versions[0], extra={"model_version": prop_versions[0]})
+            clv_version = self.lake.current_version(CLV)
+            clv = cur.clv if clv_version == cur.clv_version else (
+                parquet_dataset(self.lake, f"{CLV}/{clv_version}/customers") if clv_version else None)  # fmt: skip
             changed = (model is not cur.model or seg_version != cur.segments_version
-                       or prop_versions != cur.propensity_versions)  # fmt: skip
+                       or prop_versions != cur.propensity_versions or clv_version != cur.clv_version)  # fmt: skip
             if changed:
-                self.current = Published(model, seg_version, segments, propensity, prop_versions)
+                self.current = Published(model, seg_version, segments, propensity, prop_versions, clv_version, clv)
             if seg_version != cur.segments_version:  # requests in flight may still read the replaced one
                 self.lake.prune_cache(keep=frozenset({cur.segments_version} - {None}))
             return changed
@@ -386,11 +396,14 @@ def lookup_customer(state: ApiState, user_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     when = row.get("as_of")
+    value = one_row(current.clv, row["user_key"], ["p_alive", "clv", "horizon_months"]) or {}
     return {
         **{c: row.get(c) for c in CUSTOMER_COLUMNS if c != "as_of"},
         "as_of": None if when is None else pd.Timestamp(when).isoformat(),
         "segments_version": current.segments_version,
-    }
+        "p_alive": value.get("p_alive"), "clv": value.get("clv"), "clv_horizon_months": value.get("horizon_months"),
+        "clv_version": current.clv_version if value else None,
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ the app

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.core.lake import Lake
-from services.core.readers import read_features, read_propensity, read_segments
+from services.core.readers import read_customer_values, read_features, read_propensity, read_segments
 
 
 def export_table(lake: Lake, what: str, fmt: str, out: Path, step: str | None = None) -> dict[str, Any]:
@@ -24,6 +24,9 @@ def export_table(lake: Lake, what: str, fmt: str, out: Path, step: str | None = 
         df = read_segments(lake)
         if df is None:
             raise FileNotFoundError("no segments yet: run `shoplens score`")
+        values = read_customer_values(lake, ["user_key", "p_alive", "clv", "horizon_months"])
+        if values is not None:  # lifetime value beside the segment (null for users without a purchase)
+            df = df.merge(values.rename(columns={"horizon_months": "clv_horizon_months"}), on="user_key", how="left")
     elif what == "features":
         df, _ = read_features(lake)
     elif what == "propensity":
@@ -36,8 +39,14 @@ def export_table(lake: Lake, what: str, fmt: str, out: Path, step: str | None = 
         from services.jobs.funnel import read_dropoffs  # Spark-free, but its module imports pyspark
 
         df = read_dropoffs(lake, step)
+    elif what == "clv":
+        df = read_customer_values(lake)
+        if df is None:
+            raise FileNotFoundError("no lifetime values yet: run `shoplens clv fit`")
     else:
-        raise ValueError(f"export what must be 'segments', 'features', 'propensity' or 'funnel-dropoffs', got {what!r}")
+        raise ValueError(
+            f"export what must be 'segments', 'features', 'propensity', 'funnel-dropoffs' or 'clv', got {what!r}"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":

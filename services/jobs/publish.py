@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from services.core.catalog import FEATURES, OVERVIEW_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import CLV, FEATURES, OVERVIEW_VIEWS, RETENTION, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.readers import parquet_dataset
 from services.core.warehouse import Col, Staged, Warehouse, WarehouseError, WarehouseTable, masked
@@ -59,6 +59,19 @@ def read_features(lake: Lake, version: str) -> pa.RecordBatchReader:
 
 def read_kpi_daily(lake: Lake, version: str) -> pa.RecordBatchReader:
     return parquet_file(lake, f"{OVERVIEW_VIEWS}/{version}/kpi_daily.parquet")
+
+
+CUSTOMER_VALUE_COLUMNS = ["user_key", "first_purchase", "frequency", "recency", "T", "monetary_value", "revenue",
+                          "p_alive", "expected_purchases_30", "expected_purchases_90", "expected_purchases_365",
+                          "expected_value", "clv", "horizon_months", "segment", "lifecycle_stage"]  # fmt: skip
+
+
+def read_customer_value(lake: Lake, version: str) -> pa.RecordBatchReader:
+    return parquet_dir(lake, CLV, f"{version}/customers", CUSTOMER_VALUE_COLUMNS)
+
+
+def read_retention(lake: Lake, version: str) -> pa.RecordBatchReader:
+    return parquet_file(lake, f"{RETENTION}/{version}/cohorts.parquet")
 
 
 def _json_text(value: Any) -> str | None:
@@ -120,6 +133,35 @@ TABLES: tuple[WarehouseTable, ...] = (
          Col("views", BIGINT), Col("carts", BIGINT), Col("purchases", BIGINT), Col("revenue", DOUBLE),
          Col("conversion_rate", DOUBLE, True, "sessions with a purchase / sessions")),
         key=("event_date",), summary="daily KPIs of the overview",
+    ),
+    WarehouseTable(
+        "customer_value", CLV, read_customer_value,
+        (Col("user_key", TEXT, False, "pseudonymized user id (HMAC-SHA256)"),
+         Col("first_purchase", sa.Date(), False, "day of the first transaction (the customer's birth)"),
+         Col("frequency", BIGINT, False, "repeat transactions (days with a purchase after the first)"),
+         Col("recency", DOUBLE, False, "days from the first to the last transaction"),
+         Col("T", DOUBLE, False, "days from the first transaction to the lake's last event day"),
+         Col("monetary_value", DOUBLE, False, "mean value of the repeat transactions (0 without any)"),
+         Col("revenue", DOUBLE, False, "value of every transaction so far"),
+         Col("p_alive", DOUBLE, False, "probability the customer has not dropped out"),
+         Col("expected_purchases_30", DOUBLE, False), Col("expected_purchases_90", DOUBLE, False),
+         Col("expected_purchases_365", DOUBLE, False, "expected transactions in the next 365 days"),
+         Col("expected_value", DOUBLE, False, "expected value of a future transaction (Gamma-Gamma)"),
+         Col("clv", DOUBLE, False, "discounted lifetime value over horizon_months"),
+         Col("horizon_months", BIGINT, False, "the CLV horizon (30-day months)"),
+         Col("segment", TEXT, False), Col("lifecycle_stage", TEXT, False)),
+        key=("user_key",), indexes=(("segment",),), summary="lifetime value per customer",
+    ),
+    WarehouseTable(
+        "retention", RETENTION, read_retention,
+        (Col("breakdown", TEXT, False, "overall, segment, category or acquisition-month"),
+         Col("group", TEXT, False, "the breakdown's value (all for overall)"),
+         Col("cohort", sa.Date(), False, "first day of the cohort's week (Monday) or month"),
+         Col("size", BIGINT, False, "cohort members"), Col("period", BIGINT, False, "0, 1, ... since the start"),
+         Col("users", BIGINT, False, "members returning (n-period: in the period; unbounded: in it or later)"),
+         Col("rate", DOUBLE, False, "users / size"), Col("revenue", DOUBLE, False, "revenue in the period per member"),
+         Col("complete", sa.Boolean(), False, "every member's period has ended by the last day of data")),
+        key=("breakdown", "group", "cohort", "period"), summary="retention cohorts of the current view",
     ),
 )  # fmt: skip
 
@@ -214,14 +256,17 @@ def publish_report(s: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "CUSTOMER_VALUE_COLUMNS",
     "TABLES",
     "WarehouseError",
     "behind",
     "publish",
     "publish_due",
     "publish_report",
+    "read_customer_value",
     "read_features",
     "read_kpi_daily",
+    "read_retention",
     "read_segment_profiles",
     "read_segments",
     "table_named",

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from services.core.catalog import AGGREGATES, FEATURES, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.metrics import time_stage
+from services.jobs.clv import clv_due, clv_stage
 from services.jobs.erasure import erasure_due, erasure_stage, targets_from
 from services.jobs.features import run_features
 from services.jobs.funnel import funnel_due, run_funnel
@@ -28,7 +29,8 @@ from services.jobs.propensity import score_due as propensity_score_due
 from services.jobs.propensity import train_due as propensity_train_due
 from services.jobs.propensity import train_stage as propensity_train
 from services.jobs.publish import publish, publish_due
-from services.jobs.retention import Policy, apply_retention, retention_due
+from services.jobs.retention import retention_due, run_retention
+from services.jobs.retention_policy import Policy, apply_retention, retention_policy_due
 from services.jobs.segmentation import TrainConfig, score, staleness, train
 
 log = logging.getLogger("shoplens.pipeline")
@@ -106,7 +108,7 @@ def _erasure(spark: SparkSession | None, lake: Lake, cfg: PipelineConfig) -> dic
     return erasure_stage(spark, lake, settings.key_bytes, targets_from(settings, warehouse_url(cfg)))
 
 
-def _retention(lake: Lake, cfg: PipelineConfig) -> tuple[Policy, Any]:
+def _retention_policy(lake: Lake, cfg: PipelineConfig) -> tuple[Policy, Any]:
     from services.core.settings import get_settings
 
     settings = get_settings()
@@ -125,11 +127,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("propensity_score", lambda lake, _cfg: propensity_score_due(lake),
           lambda spark, lake, _cfg: propensity_score(spark, lake)),
     Stage("funnel", lambda lake, _cfg: funnel_due(lake), lambda spark, lake, _cfg: run_funnel(spark, lake)),
+    Stage("clv", lambda lake, _cfg: clv_due(lake), lambda spark, lake, _cfg: clv_stage(spark, lake)),
+    Stage("retention", lambda lake, _cfg: retention_due(lake), lambda spark, lake, _cfg: run_retention(spark, lake)),
     Stage("overview", lambda lake, _cfg: overview_due(lake), lambda spark, lake, _cfg: build_overview(spark, lake)),
     Stage("publish", lambda lake, cfg: publish_due(lake, warehouse_url(cfg)),
           lambda _spark, lake, cfg: publish(lake, warehouse_url(cfg)), spark=False),
-    Stage("retention", lambda lake, cfg: retention_due(lake, *_retention(lake, cfg)),
-          lambda _spark, lake, cfg: apply_retention(lake, *_retention(lake, cfg)), spark=False),
+    Stage("retention_policy", lambda lake, cfg: retention_policy_due(lake, *_retention_policy(lake, cfg)),
+          lambda _spark, lake, cfg: apply_retention(lake, *_retention_policy(lake, cfg)), spark=False),
 )
 
 

@@ -37,7 +37,16 @@ from model.segmentation import (
     segment_flow,
     segment_summary,
 )
-from services.core.catalog import FEATURES, OVERVIEW_VIEWS, RUNS, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import (
+    CLV,
+    FEATURES,
+    OVERVIEW_VIEWS,
+    RETENTION,
+    RUNS,
+    SEGMENT_VIEWS,
+    SEGMENTATION_MODEL,
+    SEGMENTS,
+)
 from services.core.lake import Lake, runs_table
 from services.core.storage import LocalStore
 from tests.conftest import REES46_SAMPLE
@@ -46,6 +55,8 @@ APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 MIN_EVENTS = 5
 AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
 V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
+CLV_VERSION = "20191215T050000Z-c11111"
+RETENTION_VERSION = "20191215T050000Z-r11111"
 CATEGORIES = ("electronics", "appliances", "computers", "apparel", "furniture", "kids")
 FEATURE_COLUMNS = (
     "n_events", "n_sessions", "active_days", "events_per_session", "median_session_duration_s",
@@ -77,6 +88,10 @@ class FixtureLake:
     runs: list[dict[str, Any]]
     model: SegmentationModel | None
     raw_ids: dict[str, str] = field(default_factory=dict)  # "known", "low", "unknown" -> raw user id
+    clv: pd.DataFrame | None = None  # the clv customers table
+    clv_doc: dict[str, Any] = field(default_factory=dict)  # its result.json
+    retention: pd.DataFrame | None = None  # the retention cohorts table
+    retention_doc: dict[str, Any] = field(default_factory=dict)  # its result.json
 
     @property
     def uri(self) -> str:
@@ -232,6 +247,91 @@ def run_summaries(n: int = 4) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- writing
+def clv_tables(
+    features: pd.DataFrame, segments: pd.DataFrame, seed: int = 5
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """A contract-shaped ``clv`` version for the buyers among ``features`` (values drawn, not fitted: the
+    pages only show what is published; tests/services/jobs/test_clv.py checks the fit itself)."""
+    from services.jobs.clv import customer_table, group_table
+    from services.reports.clv import semantics
+
+    rng = np.random.default_rng(seed)
+    buyers = features[features["n_purchases"] > 0].reset_index(drop=True)
+    n = len(buyers)
+    freq = (buyers["n_purchases"] - 1).clip(lower=0).astype(int)
+    t = rng.uniform(5, 60, n)
+    rfm = pd.DataFrame({"user_key": buyers["user_key"], "first_purchase": (AS_OF - pd.to_timedelta(t, "D")).date,
+                        "frequency": freq, "recency": np.where(freq > 0, t * rng.uniform(0.2, 1, n), 0.0), "T": t,
+                        "monetary_value": np.where(freq > 0, rng.gamma(3, 40, n), 0.0),
+                        "revenue": buyers["monetary"].astype(float)})  # fmt: skip
+    p_alive = rng.uniform(0.05, 1, n)
+    e30 = p_alive * (freq + 0.5) * rng.uniform(0.05, 0.3, n)
+    scores = pd.DataFrame({"p_alive": p_alive, "expected_purchases_30": e30, "expected_purchases_90": 2.6 * e30,
+                           "expected_purchases_365": 8.5 * e30, "expected_value": rng.gamma(4, 30, n)})  # fmt: skip
+    scores["clv"] = scores["expected_purchases_365"] * scores["expected_value"] * 0.94
+    labels = segments[["user_key", "segment_name", "lifecycle_stage"]].rename(columns={"segment_name": "segment"})
+    customers = customer_table(rfm, scores, labels).assign(horizon_months=12)
+    groups = group_table(customers)
+    by_frequency = [{"calibration_frequency": g, "customers": int(c), "actual_mean": a, "predicted_mean": a * 0.93,
+                     "naive_mean": a * 1.6} for g, c, a in zip([*map(str, range(7)), "7+"],
+                                                              [300, 120, 60, 30, 15, 9, 6, 10],
+                                                              [0.2, 0.7, 1.3, 1.6, 2.5, 2.9, 3.8, 6.3], strict=True)]  # fmt: skip
+    top = customers.nlargest(20, "clv")[["user_key", "segment", "clv", "p_alive", "frequency", "revenue"]]
+    doc = {
+        "version": CLV_VERSION, "computed_at": AS_OF.isoformat(), "run_ids": [], "segments_version": None,
+        "model": "bgnbd", "method": "map", "time_unit": "day", "observation_end": str(AS_OF.date()),
+        "horizon_months": 12, "monthly_discount": 0.01, "customers": n, "repeat_customers": int((freq > 0).sum()),
+        "spend_customers": int((freq > 0).sum()),
+        "parameters": {"r": 0.24, "alpha": 30.9, "a": 0.79, "b": 2.43, "p": 6.25, "q": 3.74, "v": 15.44},
+        "spend_frequency_correlation": 0.11,
+        "totals": {"clv_sum": float(customers["clv"].sum()), "clv_median": float(customers["clv"].median()),
+                   "revenue_sum": float(customers["revenue"].sum()), "p_alive_median": float(customers["p_alive"].median())},
+        "groups": json.loads(groups.to_json(orient="records")), "top_customers": json.loads(top.to_json(orient="records")),
+        "holdout": {"from": "2019-11-16", "to": str(AS_OF.date()), "days": 15, "calibration_end": "2019-11-15",
+                    "customers": 550, "repeat_customers": 250, "actual_purchases": 420.0, "predicted_purchases": 395.1,
+                    "naive_purchases": 610.4, "mae": 0.61, "mae_naive": 0.93, "correlation": 0.64,
+                    "parameters": {"r": 0.25, "alpha": 31.2, "a": 0.8, "b": 2.4, "p": 6.1, "q": 3.8, "v": 15.1},
+                    "by_frequency": by_frequency},
+        "warnings": [], "semantics": semantics(12, 0.01),
+    }  # fmt: skip
+    return customers, groups, doc
+
+
+def retention_tables(features: pd.DataFrame, segments: pd.DataFrame, seed: int = 6) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A ``retention`` version counted by the production code (etl.retention) from drawn active days of
+    the fixture's users (the fixture has no events)."""
+    import polars as pl
+
+    from etl.retention import RetentionSpec, retention_table
+    from services.jobs.retention import OVERALL, RetentionConfig, result_document
+
+    rng = np.random.default_rng(seed)
+    end = np.datetime64(AS_OF.date())
+    n = len(features)
+    extra = rng.integers(0, 6, n)  # active days besides the first (vectorized: build_lake also makes 3M users)
+    user = np.concatenate([np.arange(n), np.repeat(np.arange(n), extra)])
+    start = end - rng.integers(0, 63, n).astype("timedelta64[D]")
+    offset = np.concatenate([np.zeros(n, int), rng.integers(1, 63, int(extra.sum()))]).astype("timedelta64[D]")
+    frame = pd.DataFrame({"user_key": features["user_key"].to_numpy()[user], "day": start[user] + offset})
+    frame = frame[frame["day"] <= end].drop_duplicates(["user_key", "day"])
+    bought = rng.random(len(frame)) < 0.2
+    category = rng.choice(CATEGORIES, n)[pd.Index(features["user_key"]).get_indexer(frame["user_key"])]
+    days = pl.DataFrame({"user_key": frame["user_key"].tolist(), "day": frame["day"].dt.date.tolist(),
+                         "events": rng.integers(1, 9, len(frame)), "purchases": bought.astype(np.int64),
+                         "revenue": np.where(bought, rng.gamma(2, 40, len(frame)), 0.0), "first_category": category.tolist(),
+                         "first_purchase_category": [c if b else None for c, b in zip(category, bought, strict=True)]})  # fmt: skip
+    end = AS_OF.date()
+    labels = pl.from_pandas(segments[["user_key", "segment_name"]].rename(columns={"segment_name": "segment"}))
+    cfg = RetentionConfig()
+    parts = [retention_table(days, cfg.spec, end).with_columns(breakdown=pl.lit(OVERALL))]
+    parts += [retention_table(days, RetentionSpec(by=by), end, labels).with_columns(breakdown=pl.lit(by))  # type: ignore[arg-type]
+              for by in cfg.breakdowns]  # fmt: skip
+    table = pl.concat(parts).select("breakdown", pl.exclude("breakdown")).to_pandas(date_as_object=True)
+    doc = {"version": RETENTION_VERSION, "computed_at": AS_OF.isoformat(), "run_ids": [], "segments_version": None,
+           **result_document(cfg, table, end)}  # fmt: skip
+    return table, doc
+
+
 def _write(path: Path, df: pd.DataFrame) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
@@ -288,6 +388,21 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
     for name, df in {"segment_summary": summary, "pca_sample": pca_sample(seg), "segment_flow": flow}.items():
         _write(vdir / f"{name}.parquet", df)
     _publish(lake, vdir, SEGMENT_VIEWS, "20191215T040500Z-v11111", segments_version=seg_version, model_version=V_NEW)
+    from services.jobs.clv import distribution_table
+
+    clv, clv_groups, clv_doc = clv_tables(features, seg)
+    cdir = stage / "clv"
+    _write(cdir / "customers" / "part-00000.parquet", clv)
+    _write(cdir / "groups.parquet", clv_groups)
+    _write(cdir / "distribution.parquet", distribution_table(clv))
+    _write(cdir / "holdout.parquet", pd.DataFrame(clv_doc["holdout"]["by_frequency"]))
+    (cdir / "result.json").write_text(json.dumps(clv_doc, allow_nan=False), encoding="utf-8")
+    _publish(lake, cdir, CLV, CLV_VERSION, run_ids=[r["run_id"] for r in runs], segments_version=seg_version)
+    retention, retention_doc = retention_tables(features, seg)
+    rdir = stage / "retention"
+    _write(rdir / "cohorts.parquet", retention)
+    (rdir / "result.json").write_text(json.dumps(retention_doc, allow_nan=False), encoding="utf-8")
+    _publish(lake, rdir, RETENTION, RETENTION_VERSION, run_ids=[r["run_id"] for r in runs], segments_version=seg_version)
     shutil.rmtree(stage, ignore_errors=True)
 
     scored = seg["segment_id"].notna().to_numpy()
@@ -298,6 +413,7 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
         root=root, key=key, features=features, segments=seg, previous_segments=prev_seg, model_doc=doc,
         profiles=prof, kpi_daily=kpi, summary=summary, flow=flow, runs=runs, model=model,
         raw_ids={"known": str(first_id + known), "low": str(first_id + low), "unknown": "999999999"},
+        clv=clv, clv_doc=clv_doc, retention=retention, retention_doc=retention_doc,
     )
 
 

@@ -173,6 +173,22 @@ def test_customer_lookup_returns_the_published_segment(client, source):
     assert lookup_customer(client.app.state.shoplens, raw)["segment_id"] == body["segment_id"]
 
 
+def test_customer_lookup_carries_the_published_lifetime_value(client, source):
+    clv = source.clv.set_index("user_key")
+    segmented = source.segments["user_key"]
+    buyer = next(k for k in segmented if k in clv.index)
+    raw = str(500_000_000 + int(source.features.index[source.features["user_key"] == buyer][0]))
+    assert pseudonymize(raw, TEST_KEY.encode()) == buyer
+    body = client.get(f"/v1/customers/{raw}", headers=AUTH).json()
+    assert body["p_alive"] == pytest.approx(float(clv.loc[buyer, "p_alive"]), abs=0)
+    assert body["clv"] == pytest.approx(float(clv.loc[buyer, "clv"]), abs=0)
+    assert body["clv_horizon_months"] == 12 and body["clv_version"] == source.clv_doc["version"]
+    never_bought = next(k for k in segmented if k not in clv.index)
+    raw = str(500_000_000 + int(source.features.index[source.features["user_key"] == never_bought][0]))
+    body = client.get(f"/v1/customers/{raw}", headers=AUTH).json()
+    assert body["p_alive"] is None and body["clv"] is None and body["clv_version"] is None
+
+
 def test_raw_ids_never_reach_the_logs(client, source, history, caplog):
     caplog.set_level(logging.DEBUG)
     raw = source.raw_ids["known"]

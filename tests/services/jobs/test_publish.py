@@ -20,12 +20,12 @@ import pytest
 import sqlalchemy as sa
 from threadpoolctl import threadpool_limits
 
-from services.core.catalog import FEATURES, OVERVIEW_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import CLV, FEATURES, OVERVIEW_VIEWS, RETENTION, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.publish import new_version
 from services.core.storage import LocalStore
 from services.core.warehouse import PUBLICATIONS, WarehouseError
-from services.jobs.publish import TABLES, publish, publish_due, table_named
+from services.jobs.publish import CUSTOMER_VALUE_COLUMNS, TABLES, publish, publish_due, table_named
 from services.jobs.stages import PipelineConfig, stage_named
 from tests.conftest import TEST_KEY
 from tests.dashboard.fixtures import build_lake
@@ -128,6 +128,21 @@ def test_every_table_equals_the_lake(lake, url):
     got = sql_frame(url, "kpi_daily")
     pd.testing.assert_frame_equal(normalized(got, "event_date"), normalized(kpi, "event_date"), check_exact=True)
 
+    value = pd.read_parquet(Path(lake.store.local_path(f"{CLV}/{lake.current_version(CLV)}")) / "customers")
+    got = sql_frame(url, "customer_value")
+    assert list(got.columns) == CUSTOMER_VALUE_COLUMNS
+    value = value[CUSTOMER_VALUE_COLUMNS].assign(first_purchase=pd.to_datetime(value["first_purchase"]).dt.date)
+    got = got.assign(first_purchase=pd.to_datetime(got["first_purchase"]).dt.date)
+    pd.testing.assert_frame_equal(normalized(got, "user_key"), normalized(value, "user_key"), check_exact=True)
+
+    cohorts = lake_frame(lake, RETENTION, "cohorts")
+    got = sql_frame(url, "retention")
+    assert list(got.columns) == list(cohorts.columns)
+    pd.testing.assert_frame_equal(normalized(got.assign(cohort=got["cohort"].astype(str)), "period").sort_values(
+        ["breakdown", "group", "cohort", "period"], ignore_index=True),
+        normalized(cohorts.assign(cohort=cohorts["cohort"].astype(str)), "period").sort_values(
+        ["breakdown", "group", "cohort", "period"], ignore_index=True), check_exact=True)  # fmt: skip
+
     model_version = lake.current_version(SEGMENTATION_MODEL)
     profiles = json.loads((Path(lake.store.local_path(f"{SEGMENTATION_MODEL}/{model_version}")) / "profiles.json")
                           .read_text())  # fmt: skip
@@ -202,7 +217,8 @@ def test_only_tables_whose_lake_version_moved_are_reloaded(lake, url, source):
     summary = publish(lake, url)
     status = {t["table"]: t["status"] for t in summary["tables"]}
     assert status == {"segments": "published", "segment_profiles": "unchanged", "features": "unchanged",
-                      "kpi_daily": "unchanged"}  # fmt: skip
+                      "kpi_daily": "unchanged", "customer_value": "unchanged",
+                      "retention": "unchanged"}  # fmt: skip
     assert count(url, "segments") == 100
     pubs = sql_frame(url, PUBLICATIONS).set_index("table_name")
     assert pubs.loc["segments", "lake_version"] == version and pubs.loc["segments", "rows"] == 100

@@ -1,62 +1,152 @@
-"""The retention policy: versions kept per dataset (the current one always), events partitions past
-N days, raw files past N days by modification time; --dry-run deletes nothing; the ledger stays."""
+"""``shoplens retention`` end to end on a generated lake: the --json cohorts against pandas on the raw
+CSV files (an independent implementation of the documented semantics), the published table, the stage,
+the warehouse table and one-line errors."""
 
 from __future__ import annotations
 
+import json
 import os
-import time
-from datetime import UTC, datetime
+import subprocess
+import sys
+from datetime import date
 from pathlib import Path
 
-from services.core import erasure_ledger
-from services.core.catalog import EVENTS, FEATURES
-from services.core.lake import Lake
-from services.core.storage import LocalStore
-from services.jobs.erasure import RAW_PROCESSED, RawLocation, Targets
-from services.jobs.retention import Policy, apply_retention, retention_due
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
 
-NOW = datetime(2026, 12, 7, tzinfo=UTC)
+from services.cli import app
+from services.core.catalog import RETENTION
+from services.jobs.retention import retention_due
+from tests.conftest import TEST_KEY
 
-
-def _lake(tmp_path: Path) -> tuple[Lake, Targets, Path]:
-    lake = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
-    for v in ("v1", "v2", "v3", "v4", "v5"):
-        lake.store.write_bytes(f"{FEATURES}/{v}/part-0.parquet", b"x")
-    lake.write_json(f"{FEATURES}/_current.json", {"version": "v2"})  # rolled back: not the newest
-    for day in ("2026-10-01", "2026-11-30", "2026-12-06"):
-        lake.store.write_bytes(f"{EVENTS}/event_date={day}/run_id=r1/part-0.parquet", b"x")
-    erasure_ledger.record(lake, ["a" * 64], "key", now=NOW.replace(year=2020))
-    incoming = tmp_path / "incoming"
-    for name, age_days in (("old.csv", 40), ("new.csv", 2)):
-        path = incoming / "_processed" / "r1" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("x")
-        t = time.time() - age_days * 86400
-        os.utime(path, (t, t))
-    return lake, Targets((RawLocation(RAW_PROCESSED, LocalStore(incoming), "_processed"),)), incoming
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+runner = CliRunner()
 
 
-def test_dry_run_says_what_would_go_and_deletes_nothing(tmp_path: Path) -> None:
-    lake, targets, _ = _lake(tmp_path)
-    before = sorted(lake.store.list(""))
-    out = apply_retention(lake, Policy(versions=3, event_days=30), targets, dry_run=True, now=NOW)
-    assert out["would_delete"] == {
-        FEATURES: [f"{FEATURES}/v1"],  # v5, v4, v3 are the newest three; v2 is current
-        EVENTS: [f"{EVENTS}/event_date=2026-10-01"],
-        RAW_PROCESSED: ["_processed/r1/old.csv"],
-    }
-    assert sorted(lake.store.list("")) == before
+def _invoke(root: Path, *args: str) -> dict:
+    from services.core.settings import get_settings
+
+    env = {"SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work"),
+           "SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_SPARK_MASTER": "local[2]", "SHOPLENS_LOG_FORMAT": "json"}  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        get_settings.cache_clear()
+        result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_retention_deletes_past_the_policy_and_keeps_current_and_ledger(tmp_path: Path) -> None:
-    lake, targets, incoming = _lake(tmp_path)
-    assert retention_due(lake, Policy(versions=3), targets)[0]
-    apply_retention(lake, Policy(versions=3, event_days=30), targets, now=NOW)
-    versions = {k.split("/")[1] for k in lake.store.list(FEATURES) if not k.endswith("_current.json")}
-    assert versions == {"v2", "v3", "v4", "v5"} and lake.current_version(FEATURES) == "v2"
-    assert {k.split("/")[1] for k in lake.store.list(EVENTS)} == {"event_date=2026-11-30", "event_date=2026-12-06"}
-    assert sorted(p.name for p in incoming.rglob("*.csv")) == ["new.csv"]
-    assert len(erasure_ledger.submissions(lake)) == 1  # the audit trail is never deleted
-    assert retention_due(lake, Policy(versions=3), targets) == (False, "nothing past the retention policy")
-    apply_retention(lake, Policy(versions=1), targets, now=NOW)
-    assert {k.split("/")[1] for k in lake.store.list(FEATURES) if not k.endswith("_current.json")} == {"v2", "v5"}
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory):
+    from etl.generate import generate
+    from services.core.runtime import open_lake
+    from services.core.settings import Settings
+    from services.jobs.ingest import ingest_files
+
+    root = tmp_path_factory.mktemp("retentionjob")
+    generate(root / "raw", users=500, start=date(2019, 10, 1), months=2, seed=5)
+    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=TEST_KEY)
+    lake = open_lake(settings)
+    files = sorted((root / "raw").glob("*.csv.gz"))
+    ingest_files(spark, lake, files, settings.key_bytes)
+    raw = pd.concat(pd.read_csv(f, dtype={"user_id": str}) for f in files)
+    due_before = retention_due(lake)
+    default = _invoke(root, "retention")
+    monthly = _invoke(root, "retention", "--cohort", "month", "--cohort-event", "purchase", "--period", "week",
+                      "--calendar", "--mode", "unbounded", "--event", "purchase", "--by", "category")  # fmt: skip
+    return {"root": root, "lake": lake, "raw": raw, "default": default, "monthly": monthly, "due_before": due_before}
+
+
+def pandas_retention(raw: pd.DataFrame, cohort: str, cohort_event: str, calendar: bool, mode: str, event: str,
+                     by_category: bool = False) -> dict:  # fmt: skip
+    """Weekly periods by pandas: {(group, cohort, period): (size, users, revenue per member)}."""
+    ev = raw.assign(day=pd.to_datetime(raw["event_time"].str[:10]), t=raw["event_time"])
+    end = ev["day"].max()
+    kind = ev if cohort_event == "any" else ev[ev["event_type"] == "purchase"]
+    first = kind.sort_values(["t"], kind="stable").drop_duplicates("user_id").set_index("user_id")  # the first event
+    starts = first["day"]
+    cohorts = starts - pd.to_timedelta(starts.dt.weekday, "D") if cohort == "week" else starts.dt.to_period("M").dt.start_time
+    group = first["category_code"].str.split(".").str[0].fillna("(none)") if by_category else pd.Series("all", starts.index)
+    ev = ev[ev["user_id"].isin(starts.index)]
+    ev = ev.assign(start=ev["user_id"].map(starts))
+    ev = ev[ev["day"] >= ev["start"]]
+    monday = ev["day"] - pd.to_timedelta(ev["day"].dt.weekday, "D")
+    start_monday = ev["start"] - pd.to_timedelta(ev["start"].dt.weekday, "D")
+    ev["period"] = ((monday - start_monday).dt.days // 7) if calendar else ((ev["day"] - ev["start"]).dt.days // 7)
+    ret = ev if event == "any" else ev[ev["event_type"] == "purchase"]
+    periods = ret.groupby("user_id")["period"].unique()
+    out: dict = {}
+    size = pd.DataFrame({"cohort": cohorts, "group": group}).value_counts()
+    revenue = ev[ev["event_type"] == "purchase"].groupby(["user_id", "period"])["price"].sum()
+    for (c, g), n in size.items():
+        members = cohorts.index[(cohorts == c) & (group == g)]
+        cm = c - pd.Timedelta(days=c.weekday())
+        last = ((end - pd.Timedelta(days=end.weekday()) - cm).days // 7) if calendar else (end - c).days // 7
+        for p in range(last + 1):
+            if mode == "n-period":
+                users = sum(p in periods.get(m, []) for m in members)
+            else:
+                users = sum(len(periods.get(m, [])) > 0 and max(periods.get(m)) >= p for m in members)
+            rev = sum(revenue.get((m, p), 0.0) for m in members)
+            out[(g, str(c.date()), p)] = (int(n), users, rev / n)
+    return out
+
+
+def _flatten(cohorts: list[dict], group: str = "all") -> dict:
+    return {(group, c["cohort"], p["period"]): (c["size"], p["users"], p["revenue"]) for c in cohorts for p in c["periods"]}
+
+
+def _close(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for k, (size, users, revenue) in want.items():
+        assert got[k][:2] == (size, users), k
+        assert got[k][2] == pytest.approx(revenue, rel=1e-9, abs=1e-9), k
+
+
+def test_default_view_matches_pandas(built):
+    doc = built["default"]
+    assert (doc["period"], doc["mode"], doc["cohort"], doc["event"], doc["periods"]) == ("week", "n-period", "week", "any", "rolling")
+    _close(_flatten(doc["cohorts"]), pandas_retention(built["raw"], "week", "any", False, "n-period", "any"))
+    assert all(c["periods"][0]["rate"] == 1.0 for c in doc["cohorts"])  # everyone is seen in period 0
+
+
+def test_monthly_purchase_cohorts_calendar_unbounded_by_category_match_pandas(built):
+    doc = built["monthly"]
+    want = pandas_retention(built["raw"], "month", "purchase", True, "unbounded", "purchase", by_category=True)
+    got = {}
+    for g in doc["groups"]:
+        got.update(_flatten(g["cohorts"], g["group"]))
+    _close(got, want)
+    overall = pandas_retention(built["raw"], "month", "purchase", True, "unbounded", "purchase")
+    _close(_flatten(doc["cohorts"]), overall)
+
+
+def test_published_table_stage_and_warehouse(built, tmp_path):
+    from services.jobs.publish import publish, table_named
+
+    lake = built["lake"]
+    assert built["due_before"] == (True, "no retention yet")
+    assert retention_due(lake) == (False, "up to date")
+    table = pd.read_parquet(Path(built["root"]) / "lake" / RETENTION / lake.current_version(RETENTION) / "cohorts.parquet")
+    assert set(table["breakdown"]) == {"overall", "segment", "category", "acquisition-month"}
+    for _, part in table.groupby("breakdown"):  # every breakdown splits the same members
+        assert part[part["period"] == 0].groupby("cohort")["size"].sum().to_dict() == \
+            table[(table["breakdown"] == "overall") & (table["period"] == 0)].set_index("cohort")["size"].to_dict()  # fmt: skip
+    summary = publish(lake, f"sqlite:///{tmp_path / 'wh.db'}", (table_named("retention"),))
+    assert summary["tables"][0]["rows"] == len(table)
+
+
+def test_known_errors_are_one_line_messages(built):
+    env = {**os.environ, "SHOPLENS_LAKE": str(built["root"] / "lake"), "SHOPLENS_WORK_DIR": str(built["root"] / "work"),
+           "SHOPLENS_PSEUDONYM_KEY": TEST_KEY}  # fmt: skip
+    for args, message in [(["retention", "--period", "year"], "unknown period 'year'"),
+                          (["retention", "--by", "brand"], "unknown breakdown 'brand'"),
+                          (["clv", "fit", "--holdout-from", "soon"], "--holdout-from must be a date")]:  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "services", *args], env=env, capture_output=True, text=True,
+                              timeout=600)  # fmt: skip
+        assert done.returncode == 1, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("shoplens: error:") and message in lines[0], (args, lines)

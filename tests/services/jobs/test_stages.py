@@ -26,9 +26,9 @@ def lake(tmp_path: Path) -> Lake:
 
 def test_the_stages_and_their_order() -> None:
     assert [s.name for s in STAGES] == [
-        "erasure", "features", "train", "score", "propensity_train", "propensity_score", "funnel", "overview", "publish",
-        "retention"]
-    assert [s.name for s in STAGES if not s.spark] == ["publish", "retention"]  # no SparkSession for the warehouse
+        "erasure", "features", "train", "score", "propensity_train", "propensity_score", "funnel", "clv", "retention",
+        "overview", "publish", "retention_policy"]
+    assert [s.name for s in STAGES if not s.spark] == ["publish", "retention_policy"]  # no SparkSession for the warehouse
     assert stage_named("score") is STAGES[3]
     with pytest.raises(ValueError, match="no stage named"):
         stage_named("nope")
@@ -50,8 +50,9 @@ def test_a_new_run_makes_features_and_overview_due(lake: Lake) -> None:
     _point(lake, OVERVIEW_VIEWS, "o1", run_ids=["r1"])
     assert stages.features_due(lake, PipelineConfig()) == (False, "up to date")
     # features f1 is not in the SQL warehouse yet
-    # the funnel has not been built from r1 yet
-    assert dict(pending(lake, PipelineConfig())).keys() == {"train", "propensity_train", "funnel", "publish"}
+    # the funnel, lifetime values and retention have not been built from r1 yet
+    assert dict(pending(lake, PipelineConfig())).keys() == {"train", "propensity_train", "funnel", "clv", "retention",
+                                                            "publish"}  # fmt: skip
 
 
 def test_score_is_due_for_new_features_or_a_new_model(lake: Lake) -> None:

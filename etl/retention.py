@@ -1,0 +1,232 @@
+"""Retention cohorts: who comes back, period after period, and what they spend.
+
+Definitions (the report, docs/retention.md and the tests use them)
+-----------------------------------------------------------------
+Everything is counted in whole UTC days (an event's day is its ``event_date``).
+
+* A user's *start* is the day of their first event of the cohort kind: any event (``cohort_event=any``,
+  "first seen") or their first purchase (``purchase``). Users without such an event are in no cohort.
+* Their *cohort* is the calendar week (Monday to Sunday, named by its Monday) or calendar month (named
+  by its first day) holding the start.
+* Period n of a user, ``rolling`` (default): the days ``[start + n*L, start + (n+1)*L)`` with L = 1 day
+  or 7 days; for months, from the n-th monthly anniversary of the start to the next (an anniversary
+  past a month's end falls on its last day: Jan 31 -> Feb 29 -> Mar 31). ``calendar``: the n-th
+  calendar day, week (Monday-based) or month after the one holding the start; period 0 is the rest of
+  that calendar period.
+* A member is *returning* in period n when they have an event of the chosen kind (``event=any`` or
+  ``purchase``) in it. ``n-period`` mode counts the members returning in period n; ``unbounded`` the
+  members returning in period n or any later period (so it never increases with n).
+* ``rate`` = users / cohort size; ``revenue`` = the members' purchase revenue in period n (in both
+  modes) divided by the cohort size.
+* Period n of a cohort is listed when its first member could have reached it by the last day of data
+  (cohort day + n periods <= end); ``complete`` says whether every member's period n has ended by then.
+* Breakdowns split every cohort: ``segment`` (current segment), ``category`` (category_l1 of the
+  earliest event of the start day of the cohort kind; ``(none)`` without one) and
+  ``acquisition-month`` (the month of the start).
+
+Spark reduces the events to one row per user and active day (:func:`user_days`, the part that grows
+with the events); the cohort arithmetic is polars on that collected frame (:func:`retention_table`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Final, Literal, get_args
+
+import polars as pl
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+Cohort = Literal["week", "month"]
+CohortEvent = Literal["any", "purchase"]
+Period = Literal["day", "week", "month"]
+Mode = Literal["n-period", "unbounded"]
+Event = Literal["any", "purchase"]
+By = Literal["segment", "category", "acquisition-month"]
+
+NO_CATEGORY: Final[str] = "(none)"
+NO_SEGMENT: Final[str] = "(unsegmented)"
+#: Columns of :func:`user_days`.
+USER_DAY_COLUMNS: Final[tuple[str, ...]] = (
+    "user_key", "day", "events", "purchases", "revenue", "first_category", "first_purchase_category",
+)  # fmt: skip
+#: Columns of :func:`retention_table`.
+TABLE_COLUMNS: Final[tuple[str, ...]] = (
+    "group", "cohort", "size", "period", "users", "rate", "revenue", "complete",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RetentionSpec:
+    """What to count (the defaults are ``shoplens retention``'s)."""
+
+    cohort: Cohort = "week"
+    cohort_event: CohortEvent = "any"
+    period: Period = "week"
+    mode: Mode = "n-period"
+    event: Event = "any"
+    calendar: bool = False
+    by: By | None = None
+
+    def __post_init__(self) -> None:
+        for name, kind in (("cohort", Cohort), ("cohort_event", CohortEvent), ("period", Period), ("mode", Mode),
+                           ("event", Event)):  # fmt: skip
+            value = getattr(self, name)
+            if value not in get_args(kind):
+                raise ValueError(
+                    f"unknown {name.replace('_', '-')} {value!r}; use one of {', '.join(get_args(kind))}"
+                )
+        if self.by is not None and self.by not in get_args(By):
+            raise ValueError(f"unknown breakdown {self.by!r}; use one of {', '.join(get_args(By))}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"cohort": self.cohort, "cohort_event": self.cohort_event, "period": self.period, "mode": self.mode,
+                "event": self.event, "periods": "calendar" if self.calendar else "rolling", "by": self.by}  # fmt: skip
+
+
+def user_days(events: DataFrame) -> DataFrame:
+    """Events -> one row per user and UTC day with any event: the columns of :data:`USER_DAY_COLUMNS`.
+
+    ``first_category`` is the category_l1 of the day's earliest event, ``first_purchase_category``
+    that of its earliest purchase (null without one).
+    """
+    purchase = F.col("event_type") == "purchase"
+    return events.groupBy("user_key", F.col("event_date").alias("day")).agg(
+        F.count(F.lit(1)).alias("events"),
+        F.sum(purchase.cast("long")).alias("purchases"),
+        F.sum(F.when(purchase, F.coalesce(F.col("price"), F.lit(0.0))).otherwise(0.0)).alias("revenue"),
+        F.min_by("category_l1", F.struct("event_time", "line_number")).alias("first_category"),
+        F.min_by(F.when(purchase, F.col("category_l1")),
+                 F.when(purchase, F.struct("event_time", "line_number"))).alias("first_purchase_category"),
+    )  # fmt: skip
+
+
+def _week_start(day: pl.Expr) -> pl.Expr:
+    return day.dt.truncate("1w")  # polars weeks start on Monday
+
+
+def _month_index(day: pl.Expr) -> pl.Expr:
+    return day.dt.year().cast(pl.Int64) * 12 + day.dt.month().cast(pl.Int64) - 1
+
+
+def _rolling_months(start: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """Whole monthly anniversaries of ``start`` on or before ``day`` (anniversaries clamp to month ends)."""
+    k = _month_index(day) - _month_index(start)
+    anniversary = start.dt.offset_by(pl.format("{}mo", k))
+    return pl.when(day < anniversary).then(k - 1).otherwise(k)
+
+
+def period_index(start: pl.Expr, day: pl.Expr, period: Period, calendar: bool) -> pl.Expr:
+    """The period (0, 1, ...) of ``day`` for a user who started on ``start`` (module docstring)."""
+    days = (day - start).dt.total_days()
+    if period == "day":
+        return days
+    if period == "week":
+        if calendar:
+            return (_week_start(day) - _week_start(start)).dt.total_days() // 7
+        return days // 7
+    return _month_index(day) - _month_index(start) if calendar else _rolling_months(start, day)
+
+
+def _period_start(cohort_day: pl.Expr, n: pl.Expr, period: Period, calendar: bool) -> pl.Expr:
+    """First day of period ``n`` of the cohort's earliest possible member (whose start is the cohort day)."""
+    if period == "day":
+        return cohort_day + pl.duration(days=n)
+    if period == "week":
+        return (_week_start(cohort_day) if calendar else cohort_day) + pl.duration(weeks=n)
+    base = cohort_day.dt.month_start() if calendar else cohort_day
+    return base.dt.offset_by(pl.format("{}mo", n))
+
+
+def _period_end(start: pl.Expr, n: pl.Expr, period: Period, calendar: bool) -> pl.Expr:
+    """Last day of period ``n`` of a member who started on ``start``."""
+    return _period_start(start, n + 1, period, calendar) - pl.duration(days=1)
+
+
+def members(days: pl.DataFrame, spec: RetentionSpec, segments: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per cohort member: ``user_key, start, cohort, group``."""
+    kind = pl.col("events") > 0 if spec.cohort_event == "any" else pl.col("purchases") > 0
+    category = "first_category" if spec.cohort_event == "any" else "first_purchase_category"
+    first = (days.filter(kind).group_by("user_key")
+             .agg(pl.col("day").min().alias("start"), pl.col(category).sort_by("day").first().alias("category")))  # fmt: skip
+    cohort = _week_start(pl.col("start")) if spec.cohort == "week" else pl.col("start").dt.month_start()
+    out = first.with_columns(cohort.alias("cohort"))
+    if spec.by is None:
+        group = pl.lit("all")
+    elif spec.by == "category":
+        group = pl.col("category").fill_null(NO_CATEGORY)
+    elif spec.by == "acquisition-month":
+        group = pl.col("start").dt.month_start().cast(pl.String)
+    else:
+        if segments is None:
+            out = out.with_columns(segment=pl.lit(None, pl.String))
+        else:
+            out = out.join(segments.select("user_key", "segment"), on="user_key", how="left")
+        group = pl.col("segment").fill_null(NO_SEGMENT)
+    return out.select("user_key", "start", "cohort", group.alias("group"))
+
+
+def retention_table(days: pl.DataFrame, spec: RetentionSpec, end: date,
+                    segments: pl.DataFrame | None = None) -> pl.DataFrame:  # fmt: skip
+    """The retention of every cohort (and group): the columns of :data:`TABLE_COLUMNS`, one row per
+    (group, cohort, period) listed (module docstring), sorted."""
+    missing = [c for c in USER_DAY_COLUMNS if c not in days.columns]
+    if missing:
+        raise ValueError(f"user days lack column(s) {', '.join(missing)}")
+    who = members(days, spec, segments)
+    kind = pl.col("events") > 0 if spec.event == "any" else pl.col("purchases") > 0
+    active = (days.join(who, on="user_key", how="inner").filter(pl.col("day") >= pl.col("start"))
+              .with_columns(period_index(pl.col("start"), pl.col("day"), spec.period, spec.calendar).alias("period")))  # fmt: skip
+    returning = active.filter(kind).group_by("user_key", "period").agg()
+    if spec.mode == "unbounded":  # returning in n or later: every period up to the member's last one
+        last = returning.group_by("user_key").agg(pl.col("period").max().alias("last"))
+        returning = last.select("user_key", pl.int_ranges(0, pl.col("last") + 1).alias("period")).explode(
+            "period"
+        )
+    revenue = active.group_by("user_key", "period").agg(pl.col("revenue").sum())
+    sizes = who.group_by("group", "cohort").agg(pl.len().alias("size"))
+    users = (
+        returning.join(who, on="user_key").group_by("group", "cohort", "period").agg(pl.len().alias("users"))
+    )
+    money = (
+        revenue.join(who, on="user_key").group_by("group", "cohort", "period").agg(pl.col("revenue").sum())
+    )
+    grid = _grid(sizes, spec, end)
+    latest = who.group_by("group", "cohort").agg(pl.col("start").max().alias("latest"))
+    table = (grid.join(users, on=["group", "cohort", "period"], how="left")
+             .join(money, on=["group", "cohort", "period"], how="left")
+             .join(latest, on=["group", "cohort"], how="left")
+             .with_columns(pl.col("users").fill_null(0).cast(pl.Int64), pl.col("revenue").fill_null(0.0)))  # fmt: skip
+    complete = _period_end(pl.col("latest"), pl.col("period"), spec.period, spec.calendar) <= end
+    return table.select(
+        "group", "cohort", pl.col("size").cast(pl.Int64), pl.col("period").cast(pl.Int64), "users",
+        (pl.col("users") / pl.col("size")).alias("rate"), (pl.col("revenue") / pl.col("size")).alias("revenue"),
+        complete.alias("complete"),
+    ).sort("group", "cohort", "period")  # fmt: skip
+
+
+def _grid(sizes: pl.DataFrame, spec: RetentionSpec, end: date) -> pl.DataFrame:
+    """Every (group, cohort, period) whose period could have begun by ``end`` for the cohort's first day."""
+    if sizes.height == 0:
+        return sizes.with_columns(period=pl.lit(0, pl.Int64)).head(0)
+    cohort_day = pl.col("cohort")
+    span = period_index(cohort_day, pl.lit(end), spec.period, spec.calendar)
+    # rolling periods of a monthly or weekly cohort are measured from each member's start; the earliest
+    # possible start is the cohort's first day, so its period count bounds them all
+    return (sizes.with_columns(span.alias("last"))
+            .with_columns(pl.int_ranges(0, pl.col("last") + 1).alias("period")).explode("period")
+            .drop("last").with_columns(pl.col("period").cast(pl.Int64)))  # fmt: skip
+
+
+__all__ = [
+    "NO_CATEGORY",
+    "NO_SEGMENT",
+    "TABLE_COLUMNS",
+    "USER_DAY_COLUMNS",
+    "RetentionSpec",
+    "members",
+    "period_index",
+    "retention_table",
+    "user_days",
+]
