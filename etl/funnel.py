@@ -1,7 +1,7 @@
 """Funnels: which units (users, sessions, user-product pairs) go from step to step, when, and who drops.
 
-Definitions (the report and the README quote them)
---------------------------------------------------
+Definitions (the report and docs/funnels.md quote them)
+-------------------------------------------------------
 A funnel has 2 to 10 steps. Step i matches the events of its event type that satisfy all of its
 conditions, e.g. ``cart[category_l1=electronics,price>=100]``. A *chain* for the first k steps is k
 **distinct** events e1..ek of one unit with ei matching step i: one event fills at most one position, so

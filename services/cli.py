@@ -392,7 +392,7 @@ def funnel(
     as_json: JsonOption = False,
 ) -> None:
     """Where customers drop out: steps, breakdowns, weekly trend, time to convert, conversion drivers and
-    drop-off audiences, published to funnel/ with its report (semantics: README, Funnels)."""
+    drop-off audiences, published to funnel/ with its report (semantics: docs/funnels.md)."""
     from services.jobs.funnel import FunnelConfig, funnel_report, parse_by, run_funnel
 
     cfg = FunnelConfig(steps=steps, unit=unit, order=order, window_days=window_days, by=parse_by(by),

@@ -197,7 +197,7 @@ def test_every_page_on_the_fixture_lake(browser, fixture_lake, tmp_path):
 
 @pytest.mark.spark
 def test_every_page_on_a_lake_built_by_the_pipeline(browser, spark, tmp_path_factory):
-    """generate -> ingest -> features -> train/score (twice): the README screenshots come from here."""
+    """generate -> ingest -> features -> train/score (twice): the screenshots in README.md and docs/dashboard.md come from here."""
     from tests.dashboard.pipeline_lake import build_pipeline_lake
 
     root = tmp_path_factory.mktemp("pipeline")
