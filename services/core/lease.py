@@ -5,7 +5,9 @@ Why: every ingestion vacuums what uncommitted runs left behind, so a second writ
 commit a run whose files are gone. A writer takes the lease, a small document at
 ``catalog.WRITER_LEASE`` naming its holder and when it expires; a second writer waits for it or
 refuses with a message naming the holder. A thread renews the lease while its holder lives; a holder
-that dies stops renewing, so its lease expires after ``ttl_seconds`` and the next writer takes it over.
+that dies stops renewing, so its lease expires after ``ttl_seconds`` and the next writer takes it over;
+on the holder's own host a writer need not wait for that: a holder whose process is gone (``kill -9``, a
+crash) is taken over at once.
 The holder checks that it still holds the lease right before its commit point (:meth:`WriterLease.check`).
 
 Why a conditional write and not a lock file: the lake may be a bucket, shared by hosts. On S3 the lease is
@@ -117,6 +119,19 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
+def _holder_gone(doc: dict[str, Any]) -> bool:
+    """True when the holder ran on this host and its process no longer exists."""
+    if doc.get("host") != socket.gethostname() or not isinstance(doc.get("pid"), int):
+        return False
+    try:
+        os.kill(doc["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
+
+
 @dataclass
 class WriterLease:
     """The lake's writer lease for one ``purpose`` (a context manager: taken on enter, given back on exit)."""
@@ -138,7 +153,8 @@ class WriterLease:
 
     def _doc(self) -> bytes:
         now = time.time()
-        return json.dumps({"holder": self.holder, "token": self.token, "acquired_at": _iso(now),
+        return json.dumps({"holder": self.holder, "token": self.token, "host": socket.gethostname(),
+                           "pid": os.getpid(), "acquired_at": _iso(now),
                            "expires_at": now + self.ttl_seconds}).encode()  # fmt: skip
 
     def acquire(self) -> WriterLease:
@@ -146,9 +162,11 @@ class WriterLease:
         deadline = time.monotonic() + self.wait_seconds
         while True:
             doc, etag = _read(self.store, WRITER_LEASE)
-            if doc is None or doc["expires_at"] < time.time():
+            gone = doc is not None and _holder_gone(doc)
+            if doc is None or doc["expires_at"] < time.time() or gone:
                 if doc is not None:
-                    log.warning("taking over the expired writer lease of %s", doc["holder"], extra={"stage": "lease"})
+                    log.warning("taking over the writer lease of %s (%s)", doc["holder"],
+                                "its process is gone" if gone else "expired", extra={"stage": "lease"})  # fmt: skip
                 ok, self._etag = _cas(self.store, WRITER_LEASE, self._doc(), etag)
                 if ok:
                     self._renewer = threading.Thread(target=self._renew, name="writer-lease", daemon=True)

@@ -73,13 +73,24 @@ def test_a_second_writer_refuses_or_waits_and_a_dead_holders_lease_expires(lake_
     released = _events(first)["released"]
     assert _events(waiter)["acquired"] >= released  # it waited for the first to finish
 
-    # A holder killed outright stops renewing: its lease expires after its ttl and is taken over.
-    doomed = _writer(lake_uri, "doomed", ttl=3, wait=0, hold=600)
+    # A holder killed outright on this host is taken over at once: its process is gone.
+    doomed = _writer(lake_uri, "doomed", ttl=30, wait=0, hold=600)
     acquired = _first_event(doomed)["acquired"]
     doomed.send_signal(signal.SIGKILL)
     doomed.wait()
-    successor = _events(_writer(lake_uri, "successor", ttl=30, wait=60, hold=0))
-    assert successor["acquired"] >= acquired + 3
+    successor = _events(_writer(lake_uri, "successor", ttl=30, wait=0, hold=0))
+    assert acquired <= successor["acquired"] < acquired + 30
+
+    # On another host nobody can tell: the holder stops renewing and its lease expires after its ttl.
+    remote = _writer(lake_uri, "remote", ttl=3, wait=0, hold=600)
+    acquired = _first_event(remote)["acquired"]
+    remote.send_signal(signal.SIGSTOP)  # alive but silent, as a holder on a host that went away
+    try:
+        successor = _events(_writer(lake_uri, "successor", ttl=30, wait=60, hold=0))
+        assert successor["acquired"] >= acquired + 3
+    finally:
+        remote.kill()
+        remote.wait()
 
 
 def test_ingestion_refuses_while_another_writer_holds_the_lease(tmp_path, key, rees46_sample):
