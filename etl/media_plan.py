@@ -147,6 +147,22 @@ def contributions(spend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s * beta, beta
 
 
+def true_lift(spend: np.ndarray, channel: str, first: int, weeks: int, extra: float) -> float:
+    """Revenue that ``extra`` spend on ``channel`` spread over weeks ``first:first+weeks`` would drive.
+
+    The truth of a lift test: the channel's contribution with the extra spend minus without it, over the
+    whole window (so the carry-over after the test weeks counts), with the channel's saturation scale
+    and beta as they are for the plan (the experiment does not change the truth).
+    """
+    base, beta = contributions(spend)
+    c = CHANNELS.index(channel)
+    ch = TRUTH[c]
+    more = spend[:, c].astype(float)
+    more[first:first + weeks] += extra / weeks
+    moved = beta[c] * _logistic(_adstock(more / (spend[:, c].max() or 1.0), ch.alpha), ch.lam)
+    return float(moved.sum() - base[:, c].sum())
+
+
 def base_revenue(weeks: pd.DatetimeIndex) -> np.ndarray:
     """Trend (+8% a year), yearly seasonality and holiday lift, around :data:`BASE_LEVEL`."""
     t = np.arange(len(weeks)) / 52.0
@@ -248,6 +264,7 @@ __all__ = [
     "long_spend",
     "relative_effect",
     "spend_plan",
+    "true_lift",
     "truth_document",
     "week_starts",
     "weekly_truth",
