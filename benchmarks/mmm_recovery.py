@@ -73,14 +73,14 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
     return pd.DataFrame(rows)
 
 
-def evaluate(truth: Any, data: Any, result: Any) -> list[dict]:
+def evaluate(truth_doc: dict, data: Any, result: Any) -> list[dict]:
     from model.mmm import channel_summary
     from model.mmm.identifiability import channel_trust
 
     summary = channel_summary(result.posterior, data.spend).set_index("channel")
     trust = channel_trust(result.posterior, data.spend).set_index("channel")
     rows = []
-    for c in truth.truth["channels"]:
+    for c in truth_doc["channels"]:
         s, t = summary.loc[c["channel"]], trust.loc[c["channel"]]
         rows.append({"channel": c["channel"], "spend_share": c["spend_share"], "true_roi": c["roi"],
                      "roi": float(s["roi"]), "roi_low": float(s["roi_low"]), "roi_high": float(s["roi_high"]),
@@ -109,7 +109,7 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
         result = fit(data, config)
         plain = {**base, "lift_tests": [], "fit_s": time.perf_counter() - t0,
                  "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
-                 "divergences": result.diagnostics.divergences, "channels": evaluate(truth, data, result)}
+                 "divergences": result.diagnostics.divergences, "channels": evaluate(truth.truth, data, result)}
         out.append(plain)
     rows = plain["channels"]
     weak = [r["channel"] for r in rows if r["roi_rel_width"] > 2 * WITHIN]
@@ -121,8 +121,38 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
         result = fit(data, config, lift_tests=clean)
         out.append({**base, "lift_tests": tests.to_dict(orient="records"), "fit_s": time.perf_counter() - t0,
                     "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
-                    "divergences": result.diagnostics.divergences, "channels": evaluate(truth, data, result)})
+                    "divergences": result.diagnostics.divergences, "channels": evaluate(truth.truth, data, result)})
     return out
+
+
+def run_events(seed: int, variant: str, draws: int, tune: int, users: int) -> dict:
+    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed from the
+    purchases in the files with pandas (what the lake's series equals, tests/services/jobs/test_mmm.py),
+    fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent there)."""
+    import tempfile
+    from datetime import date
+
+    from etl.generate import generate
+    from model.mmm import FitConfig, clean_kpi, clean_spend, fit, prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(tmp, users=users, start=date(2022, 1, 3), months=24, seed=seed, marketing=True)
+        events = pd.concat(pd.read_csv(f, usecols=["event_time", "event_type", "price"])
+                           for f in sorted(Path(tmp).glob("*.csv.gz")))
+        events = events[events["event_type"] == "purchase"]
+        revenue = events.groupby(events["event_time"].str[:10])["price"].sum()
+        kpi = pd.DataFrame({"date": revenue.index, "revenue": revenue.to_numpy()})
+        spend = pd.read_csv(Path(tmp) / "spend.csv", dtype=str)
+        truth_doc = json.loads((Path(tmp) / "_truth" / "mmm.json").read_text())
+    data = prepare(clean_spend(spend)[0], clean_kpi(kpi)[0])
+    config = FitConfig(seed=seed, draws=draws, tune=tune, **({"roi_prior": None} if variant == "library" else {}))
+    t0 = time.perf_counter()
+    result = fit(data, config)
+    return {"seed": seed, "variant": variant, "draws": draws, "tune": tune, "path": f"events_{users}_users",
+            "lift_tests": [], "fit_s": time.perf_counter() - t0, "converged": result.diagnostics.converged,
+            "rhat_max": result.diagnostics.rhat_max, "divergences": result.diagnostics.divergences,
+            "weekly_revenue_cv": float(np.std(data.revenue) / np.mean(data.revenue)),
+            "channels": evaluate(truth_doc, data, result)}
 
 
 def oracle(seed: int) -> dict:
@@ -234,9 +264,11 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
     (RESULTS / "mmm_recovery.json").write_text(json.dumps({"when": when, "load_avg": os.getloadavg(),
                                                            "summary": summary}, indent=2) + "\n")
     lines = ["# Marketing-mix recovery study", "",
-             f"{when}; weekly series at the truth level (`weekly_truth`, 104 weeks, six channels, the "
-             "generator's spend patterns unchanged); channels with >= 10% of spend. Machine shared by other "
-             f"work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
+             f"{when}. `truth/...`: weekly series at the truth level (`weekly_truth`, 104 weeks, six channels, "
+             "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
+             "--marketing`, two years, N users, revenue summed from the purchases). Channels with >= 10% of "
+             "spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
+             f"other work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
              "| setting | seeds | draws/tune | converged | channels | within 20% | 90% coverage | median abs error "
              "| flagged not identifiable | within 20% (identifiable only) | coverage (identifiable only) | fit s (median) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -280,12 +312,22 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--tune", type=int, default=400)
     ap.add_argument("--lift", action="store_true", help="also refit with one lift test per weak channel")
+    ap.add_argument("--events", type=int, default=0, metavar="USERS",
+                    help="the event path instead: generate two years for USERS users per seed, then fit")
     ap.add_argument("--summarize", action="store_true", help="only rewrite the summary from the runs file")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if not args.summarize:
         stored = {key(r): r for r in read_runs()}
-        for seed in args.seeds:
+        for seed in args.seeds if args.events else []:
+            run = run_events(seed, args.variant, args.draws, args.tune, args.events)
+            if key(run) not in stored:
+                with RUNS.open("a") as fh:
+                    fh.write(json.dumps(run) + "\n")
+            print(f"seed {seed} events: " + " ".join(f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}"
+                                                     f"{'' if c['identifiable'] else '?'}" for c in run["channels"]),
+                  flush=True)
+        for seed in [] if args.events else args.seeds:
             plain = stored.get((seed, args.variant, False, "truth"))
             if plain is not None and (not args.lift or (seed, args.variant, True, "truth") in stored):
                 continue

@@ -134,8 +134,9 @@ def base_frame(data: MMMData, trend_weeks: float | None = None) -> tuple[pd.Data
 def model_config(n_controls: int) -> dict[str, Any]:
     """Priors on the scaled data (target / max(target), spend / max(spend)).
 
-    PyMC-Marketing's defaults for the media (adstock alpha ~ Beta(1, 3), logistic lam ~ Gamma(3, 1),
-    beta ~ HalfNormal(2)), the likelihood (Normal, sigma ~ HalfNormal(2)) and the Fourier terms
+    PyMC-Marketing's defaults for the media shapes (adstock alpha ~ Beta(1, 3), logistic lam ~ Gamma(3, 1));
+    the coefficient beta gets the ROI prior of :func:`add_roi_prior` (or, with ``roi_prior=None``, the
+    library's HalfNormal(2)); the likelihood (Normal, sigma ~ HalfNormal(2)) and the Fourier terms
     (Laplace(0, 1)); the intercept and controls get Normal(0, 2) / Normal(0, 1) on the scaled target.
     """
     from pymc_extras.prior import Prior
