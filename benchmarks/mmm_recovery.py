@@ -15,8 +15,8 @@ patterns unchanged) is fitted with :func:`model.mmm.fit` and every channel's ROI
 
 ``--variant library`` fits PyMC-Marketing's default priors (HalfNormal on the raw coefficient) instead
 of the ROI prior, for the comparison. ``--lift`` adds, per seed, a refit with one generated lift test
-for each *weak* channel (90% interval wider than +-20% of its median, a truth-free choice): 50% more of
-its mean weekly spend for 6 weeks from week 40, measured as the true lift (:func:`etl.media_plan.true_lift`)
+for each *weak* channel (90% interval wider than +-20% of its median, a truth-free choice): a hold-out,
+the channel dark for 6 weeks from week 40 (or the first 6 weeks after it in which it spends every week), measured as the true lift (:func:`etl.media_plan.true_lift`)
 plus Gaussian noise with a standard error of 20% of it.
 
 Runs are appended to ``benchmarks/results/mmm_recovery_runs.jsonl`` (one line per seed and setting; a
@@ -44,7 +44,7 @@ RESULTS = HERE / "results"
 RUNS = RESULTS / "mmm_recovery_runs.jsonl"
 BIG_SHARE = 0.10
 WITHIN = 0.20
-LIFT_WEEKS, LIFT_FIRST, LIFT_EXTRA, LIFT_SE = 6, 40, 0.5, 0.20
+LIFT_WEEKS, LIFT_FIRST, LIFT_CHANGE, LIFT_SE = 6, 40, -1.0, 0.20
 
 
 def seeds_arg(text: str) -> list[int]:
@@ -63,11 +63,14 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
     rng = np.random.default_rng([seed, 73])
     rows = []
     for ch in channels:
-        extra = LIFT_EXTRA * spend[:, CHANNELS.index(ch)].mean() * LIFT_WEEKS
-        lift = true_lift(spend, ch, LIFT_FIRST, LIFT_WEEKS, extra)
+        # the six weeks from week 40 on, or the next ones in which the channel spends (a test runs live)
+        col = spend[:, CHANNELS.index(ch)]
+        first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+                     if (col[f:f + LIFT_WEEKS] > 0).all())
+        extra, lift = true_lift(spend, ch, first, LIFT_WEEKS, LIFT_CHANGE)
         se = LIFT_SE * abs(lift)
-        rows.append({"channel": ch, "start": str(data.dates[LIFT_FIRST].date()),
-                     "end": str((data.dates[LIFT_FIRST + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+        rows.append({"channel": ch, "start": str(data.dates[first].date()),
+                     "end": str((data.dates[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
                      "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
                      "revenue_change_se": se, "true_lift": lift})
     return pd.DataFrame(rows)

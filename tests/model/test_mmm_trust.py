@@ -119,9 +119,12 @@ def test_true_lift_is_the_contribution_difference_at_the_plans_scale():
     spend = spend_plan(weeks, 5)
     base, beta = contributions(spend)
     c = CHANNELS.index("social")
-    more = spend[:, c].copy()
-    more[20:26] += 3000.0 / 6
-    x = more / spend[:, c].max()
-    expect = (beta[c] * _logistic(_adstock(x, TRUTH[c].alpha), TRUTH[c].lam)).sum() - base[:, c].sum()
-    assert true_lift(spend, "social", 20, 6, 3000.0) == pytest.approx(expect)
-    assert 0 < expect < 3000.0 * TRUTH[c].roi * 2
+    for change in (0.5, -1.0):
+        more = spend[:, c].copy()
+        more[20:26] *= 1 + change
+        x = more / spend[:, c].max()
+        expect = (beta[c] * _logistic(_adstock(x, TRUTH[c].alpha), TRUTH[c].lam)).sum() - base[:, c].sum()
+        d_spend, d_revenue = true_lift(spend, "social", 20, 6, change)
+        assert d_spend == pytest.approx(change * spend[20:26, c].sum())
+        assert d_revenue == pytest.approx(expect)
+        assert 0 < d_revenue / d_spend < TRUTH[c].roi * 2
