@@ -158,6 +158,7 @@ def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
     c_n = len(channels)
     history = np.asarray(history, dtype=float)
     last = history[-weeks:].sum(axis=0) * (weeks / min(weeks, len(history)))
+    lo, hi = resolve_bounds(channels, last, budget, lower, upper)  # the user's own bounds first
     held = []
     if hold:  # near the current mix scaled to the budget, inside the user's own bounds
         scaled = last * budget / last.sum() if last.sum() > 0 else np.full(c_n, budget / c_n)
@@ -170,7 +171,11 @@ def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
             if floor <= ceiling:  # else the user's bounds exclude the band: theirs win, the channel is not held
                 lower[c], upper[c] = Bound(floor), Bound(ceiling)
                 held.append(c)
-    lo, hi = resolve_bounds(channels, last, budget, lower, upper)
+        try:
+            lo, hi = resolve_bounds(channels, last, budget, lower, upper)
+        except InfeasibleBounds as err:
+            raise InfeasibleBounds([*err.conflicts, f"with {', '.join(held)} held within {HOLD_BAND:.0%} of "
+                                    "current spend (ROI not identifiable)"]) from None
     carry = history[-post.adstock.l_max:]
     tail = post.adstock.l_max
     sub = post.subset(draws, seed)

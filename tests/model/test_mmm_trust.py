@@ -21,7 +21,7 @@ from etl.media_plan import (
 from model.mmm import MMMData
 from model.mmm.data import clean_lift_tests
 from model.mmm.identifiability import LIMITS, channel_trust, prior_overlap, spend_correlations
-from model.mmm.optimizer import HOLD_BAND, Bound, optimize
+from model.mmm.optimizer import HOLD_BAND, Bound, InfeasibleBounds, optimize
 from tests.model.test_mmm_core import synthetic_posterior
 
 
@@ -128,3 +128,13 @@ def test_true_lift_is_the_contribution_difference_at_the_plans_scale():
         assert d_spend == pytest.approx(change * spend[20:26, c].sum())
         assert d_revenue == pytest.approx(expect)
         assert 0 < d_revenue / d_spend < TRUTH[c].roi * 2
+
+
+def test_bounds_that_only_clash_with_the_hold_say_so_and_the_users_own_clash_comes_first():
+    post = synthetic_posterior(100)
+    history = np.random.default_rng(2).uniform(200, 1500, (30, 3))
+    with pytest.raises(InfeasibleBounds, match=r"sum of minimums .* > budget .*; with a, b held within 10%"):
+        optimize(post, 12_000.0, 6, history, hold=["a", "b"], lower={"c": Bound(11_000.0)})
+    with pytest.raises(InfeasibleBounds) as err:
+        optimize(post, 100.0, 6, history, hold=["a", "b"], lower={"c": Bound(3000.0)})
+    assert err.value.conflicts == ["sum of minimums 3,000.00 > budget 100.00"]
