@@ -221,7 +221,21 @@ def metrics(rows: list[dict]) -> dict[str, Any]:
             "identifiable_coverage_90": float(np.mean([r["inside"] for r in ident])) if ident else None}
 
 
+def reflag(run: dict) -> dict:
+    """The run with each channel's flag recomputed by the current rule (the figures are stored)."""
+    from model.mmm.identifiability import reasons_for
+
+    def one(c: dict) -> dict:
+        if "prior_overlap" not in c:
+            return c
+        reasons = reasons_for({"most_correlated": "another channel", **c})
+        return {**c, "identifiable": not reasons, "reasons": "; ".join(reasons)}
+
+    return {**run, "channels": [one(c) for c in run["channels"]]}
+
+
 def summarize(runs: list[dict]) -> dict[str, Any]:
+    runs = [reflag(r) for r in runs]
     seeds = sorted({r["seed"] for r in runs if r["variant"] == "roi_prior" and not r["lift_tests"]})
     runs = runs + [oracle(seed) for seed in seeds]
     groups: dict[str, list[dict]] = {}

@@ -44,6 +44,7 @@ def test_spend_correlations_equal_numpy():
 def test_two_channels_that_always_spend_together_are_flagged_and_the_third_is_not():
     post = synthetic_posterior(400)
     post.roi_prior = None  # the overlap needs the prior; the spend pattern alone decides here
+    post.params["saturation_beta"] = np.random.default_rng(5).uniform(0.10, 0.11, (400, 3))  # precise ROIs
     rng = np.random.default_rng(4)
     a = rng.uniform(200, 1500, 60)
     spend = np.column_stack([a, 0.5 * a * rng.lognormal(0, 0.02, 60), rng.uniform(200, 1500, 60)])
