@@ -147,6 +147,23 @@ def contributions(spend: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s * beta, beta
 
 
+def true_lift(spend: np.ndarray, channel: str, first: int, weeks: int, change: float) -> tuple[float, float]:
+    """(spend change, revenue change) of a lift test: ``channel``'s spend in weeks ``first:first+weeks``
+    times ``1 + change`` (``-1``: the channel goes dark, a hold-out test).
+
+    The revenue change is the channel's contribution with the changed spend minus without it, over the
+    whole window (so the carry-over after the test weeks counts), with the channel's saturation scale
+    and beta as they are for the plan (the experiment does not change the truth).
+    """
+    base, beta = contributions(spend)
+    c = CHANNELS.index(channel)
+    ch = TRUTH[c]
+    moved = spend[:, c].astype(float)
+    moved[first:first + weeks] *= 1.0 + change
+    after = beta[c] * _logistic(_adstock(moved / (spend[:, c].max() or 1.0), ch.alpha), ch.lam)
+    return float(moved.sum() - spend[:, c].sum()), float(after.sum() - base[:, c].sum())
+
+
 def base_revenue(weeks: pd.DatetimeIndex) -> np.ndarray:
     """Trend (+8% a year), yearly seasonality and holiday lift, around :data:`BASE_LEVEL`."""
     t = np.arange(len(weeks)) / 52.0
@@ -248,6 +265,7 @@ __all__ = [
     "long_spend",
     "relative_effect",
     "spend_plan",
+    "true_lift",
     "truth_document",
     "week_starts",
     "weekly_truth",

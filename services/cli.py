@@ -855,6 +855,9 @@ def mmm_fit(
     chains: Annotated[int, typer.Option("--chains", min=1, help="Chains (2 fit the usual 2 cores).")] = 2,
     cv_folds: Annotated[int, typer.Option("--cv-folds", min=0, help="Rolling-origin folds (0: skip).")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
+    lift_tests: Annotated[Path | None, typer.Option("--lift-tests", help=(
+        "Lift-test CSV: channel,start,end,spend_change,revenue_change,revenue_change_se; "
+        "calibrates the fit (PyMC-Marketing's lift-test likelihood)."))] = None,
     lake: LakeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -876,7 +879,7 @@ def mmm_fit(
     cfg = FitConfig(adstock=adstock, saturation=saturation, draws=draws, tune=tune, chains=chains, seed=seed)
     with time_stage("mmm"):
         result = fit_mmm(the_lake, spend, kpi, controls, spark=spark, config=cfg, cv_folds=cv_folds,
-                         on_progress=_say(as_json))
+                         lift_tests=lift_tests, on_progress=_say(as_json))
     push_run_metrics("shoplens-mmm")
     if not result["converged"]:
         typer.echo("shoplens: WARNING: the sampler did not converge; see the warnings before acting on this model",

@@ -12,7 +12,7 @@ import streamlit as st
 
 from dashboard import data, ui
 from model.mmm import Posterior
-from model.mmm.optimizer import Bound, InfeasibleBounds, optimize
+from model.mmm.optimizer import HOLD_BAND, Bound, InfeasibleBounds, optimize
 from services.core.catalog import MMM_MODEL
 
 st.title("Marketing mix")
@@ -55,6 +55,12 @@ cols[1].metric("Out-of-sample MAPE", f"{oos['model']['mape']:.1%}" if oos.get("m
 cols[2].metric("Max R-hat", f"{doc['diagnostics']['rhat_max']:.3f}", border=True)
 cols[3].metric("Divergences", f"{doc['diagnostics']['divergences']:,}", border=True)
 
+trust = pd.DataFrame(doc.get("trust", []))
+held = trust.loc[~trust["identifiable"], "channel"].tolist() if not trust.empty else []
+for t in (trust[~trust["identifiable"]].itertuples() if held else []):
+    st.warning(f"**{t.channel}: ROI not identifiable** - {t.reasons}. The planner keeps it near its current "
+               "spend; a lift test (`shoplens mmm fit --lift-tests FILE`) would pin it down.", icon=":material/help:")
+
 st.subheader("ROI per channel (90% intervals)")
 fig = go.Figure(go.Scatter(
     x=channels["roi"], y=channels["channel"], mode="markers",
@@ -63,9 +69,15 @@ fig = go.Figure(go.Scatter(
 fig.update_layout(height=300, template="plotly_white", xaxis_title="revenue per unit of spend",
                   margin={"l": 80, "r": 20, "t": 20, "b": 40})
 st.plotly_chart(fig, width="stretch", key="mmm_roi")
-st.dataframe(channels[["channel", "spend", "contribution", "roi", "roi_low", "roi_high", "mroi"]], hide_index=True,
+shown = channels[["channel", "spend", "contribution", "roi", "roi_low", "roi_high", "mroi"]]
+if not trust.empty:
+    shown = shown.merge(trust[["channel", "identifiable", "prior_overlap", "max_spend_corr", "spend_cv"]],
+                        on="channel", how="left")
+    shown["roi"] = shown["roi"].where(shown["identifiable"])  # no number where the data cannot tell
+st.dataframe(shown, hide_index=True,
              column_config={c: st.column_config.NumberColumn(format="%.2f")
-                            for c in ("spend", "contribution", "roi", "roi_low", "roi_high", "mroi")})
+                            for c in ("spend", "contribution", "roi", "roi_low", "roi_high", "mroi",
+                                      "prior_overlap", "max_spend_corr", "spend_cv")})
 
 left, right = st.columns(2)
 with left:
@@ -95,15 +107,18 @@ bounds = st.data_editor(
 try:
     plan = optimize(post, float(budget), int(weeks), spend,
                     lower={r.channel: Bound(float(r.min_x), True) for r in bounds.itertuples()},
-                    upper={r.channel: Bound(float(r.max_x), True) for r in bounds.itertuples()})
+                    upper={r.channel: Bound(float(r.max_x), True) for r in bounds.itertuples()}, hold=held)
 except InfeasibleBounds as err:
     st.error("These bounds cannot all hold: " + "; ".join(err.conflicts), icon=":material/block:")
 else:
-    cols = st.columns(3)
+    cols = st.columns(4)
     cols[0].metric("Expected media revenue", f"{plan.expected_revenue:,.0f}",
                    delta=f"{plan.gain:+,.0f} vs current mix", border=True)
     cols[1].metric("Gain, 90% interval", f"{plan.gain_low:,.0f} to {plan.gain_high:,.0f}", border=True)
-    cols[2].metric("Plan ROI", f"{plan.roi:.2f}", border=True)
+    cols[2].metric("Beats the current mix in", f"{plan.prob_better:.0%} of draws", border=True)
+    cols[3].metric("Plan ROI", f"{plan.roi:.2f}", border=True)
+    if plan.held:
+        st.caption(f"Held within {HOLD_BAND:.0%} of current spend (ROI not identifiable): " + ", ".join(plan.held))
     st.dataframe(plan.per_channel, hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
                                 for c in ("current", "recommended", "change", "min", "max", "expected_revenue")})

@@ -23,10 +23,12 @@ import pandas as pd
 MIN_PERIODS = 26
 FREQ = "W-MON"  # weeks start on Monday; a week is labelled by its Monday
 ROW_REASONS = ("bad_date", "missing_channel", "bad_spend", "negative_spend", "repeated_date_channel",
-               "bad_revenue", "negative_revenue", "repeated_date", "bad_value", "repeated_date_name")
+               "bad_revenue", "negative_revenue", "repeated_date", "bad_value", "repeated_date_name",
+               "unknown_channel", "bad_number", "bad_standard_error", "outside_fitted_weeks")
 SPEND_COLUMNS = ("date", "channel", "spend")
 KPI_COLUMNS = ("date", "revenue")
 CONTROL_COLUMNS = ("date", "name", "value")
+LIFT_COLUMNS = ("channel", "start", "end", "spend_change", "revenue_change", "revenue_change_se")
 
 
 class InputError(ValueError):
@@ -165,6 +167,47 @@ def clean_controls(df: pd.DataFrame) -> tuple[pd.DataFrame, list[RowIssue]]:
                          "value": df.loc[keep, "_value"].astype(float)}).reset_index(drop=True), issues
 
 
+def clean_lift_tests(df: pd.DataFrame, data: MMMData) -> tuple[pd.DataFrame, list[RowIssue]]:
+    """Lift tests as PyMC-Marketing's calibration rows, in weekly units, and the rejected rows' reasons.
+
+    Input (one row per experiment): ``channel, start, end`` (the test period, dates inclusive),
+    ``spend_change`` (extra spend over the period, negative for a hold-back), ``revenue_change`` (the
+    measured incremental revenue, carry-over included) and ``revenue_change_se`` (its standard error).
+    Output: ``channel, x, delta_x, delta_y, sigma`` with ``x`` the channel's mean weekly spend over the
+    fitted weeks inside the period and the changes divided by the period's weeks: the form of
+    :meth:`MMM.add_lift_test_measurements`, which compares them with the saturation curve's difference
+    at a sustained weekly spend.
+    """
+    df = _require(df, LIFT_COLUMNS, "lift tests").astype({"start": str, "end": str}).copy()
+    issues: list[RowIssue] = []
+    start, end = _parse_dates(df["start"]), _parse_dates(df["end"])
+    nums = {c: pd.to_numeric(df[c], errors="coerce") for c in LIFT_COLUMNS[3:]}
+    df["channel"] = df["channel"].astype("string").str.strip().str.lower()
+    keep = pd.Series(True, index=df.index)
+    for reason, bad in (("bad_date", start.isna() | end.isna() | (end < start)),
+                        ("unknown_channel", ~df["channel"].isin(data.channels)),
+                        ("bad_number", pd.concat([~np.isfinite(v.fillna(np.inf)) for v in nums.values()],
+                                                 axis=1).any(axis=1) | (nums["spend_change"] == 0)),
+                        ("bad_standard_error", nums["revenue_change_se"] <= 0)):
+        bad = bad & keep
+        _flag(issues, "lift_tests", reason, bad, df[list(LIFT_COLUMNS)])
+        keep &= ~bad
+    rows, outside = [], pd.Series(False, index=df.index)
+    for i in df.index[keep]:
+        inside = (data.dates >= week_start(pd.Series([start[i]]))[0]) & (data.dates <= end[i])
+        if not inside.any():
+            outside[i] = True
+            continue
+        weeks = max((end[i] - start[i]).days + 1, 1) / 7.0
+        rows.append({"channel": df.at[i, "channel"],
+                     "x": float(data.spend[inside, data.channels.index(df.at[i, "channel"])].mean()),
+                     "delta_x": float(nums["spend_change"][i]) / weeks,
+                     "delta_y": float(nums["revenue_change"][i]) / weeks,
+                     "sigma": float(nums["revenue_change_se"][i]) / weeks})
+    _flag(issues, "lift_tests", "outside_fitted_weeks", outside, df[list(LIFT_COLUMNS)])
+    return pd.DataFrame(rows, columns=["channel", "x", "delta_x", "delta_y", "sigma"]), issues
+
+
 def week_start(dates: pd.Series) -> pd.Series:
     return (dates - pd.to_timedelta(dates.dt.weekday, unit="D")).dt.normalize()
 
@@ -283,6 +326,7 @@ __all__ = [
     "CONTROL_COLUMNS",
     "FREQ",
     "KPI_COLUMNS",
+    "LIFT_COLUMNS",
     "MIN_PERIODS",
     "ROW_REASONS",
     "SPEND_COLUMNS",
@@ -291,6 +335,7 @@ __all__ = [
     "RowIssue",
     "clean_controls",
     "clean_kpi",
+    "clean_lift_tests",
     "clean_spend",
     "holiday_features",
     "prepare",

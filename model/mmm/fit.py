@@ -47,6 +47,9 @@ log = logging.getLogger("shoplens.mmm")
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
 DIVERGENCE_MAX = 0
+#: Meridian's default ROI prior, LogNormal(0.2, 0.9) (Google, "Meridian: default prior distributions"):
+#: median 1.22, 90% of its mass between 0.28 and 5.4. A published default, not fitted to our generator.
+ROI_PRIOR = (0.2, 0.9)
 
 
 @dataclass
@@ -62,6 +65,9 @@ class FitConfig:
     sampler: str = "numpyro"
     seed: int = 0
     keep_draws: int = 500
+    #: LogNormal(mu, sigma) prior on each channel's ROI over the fitted weeks, or None for
+    #: PyMC-Marketing's HalfNormal prior on the raw saturation coefficient (see :func:`add_roi_prior`).
+    roi_prior: tuple[float, float] | None = ROI_PRIOR
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +113,7 @@ class FitResult:
     diagnostics: Diagnostics
     config: FitConfig
     warnings: list[str] = field(default_factory=list)
+    lift_tests: list[dict] = field(default_factory=list)  # calibration rows the fit used (weekly units)
 
 
 def base_frame(data: MMMData, trend_weeks: float | None = None) -> tuple[pd.DataFrame, dict, dict]:
@@ -127,8 +134,9 @@ def base_frame(data: MMMData, trend_weeks: float | None = None) -> tuple[pd.Data
 def model_config(n_controls: int) -> dict[str, Any]:
     """Priors on the scaled data (target / max(target), spend / max(spend)).
 
-    PyMC-Marketing's defaults for the media (adstock alpha ~ Beta(1, 3), logistic lam ~ Gamma(3, 1),
-    beta ~ HalfNormal(2)), the likelihood (Normal, sigma ~ HalfNormal(2)) and the Fourier terms
+    PyMC-Marketing's defaults for the media shapes (adstock alpha ~ Beta(1, 3), logistic lam ~ Gamma(3, 1));
+    the coefficient beta gets the ROI prior of :func:`add_roi_prior` (or, with ``roi_prior=None``, the
+    library's HalfNormal(2)); the likelihood (Normal, sigma ~ HalfNormal(2)) and the Fourier terms
     (Laplace(0, 1)); the intercept and controls get Normal(0, 2) / Normal(0, 1) on the scaled target.
     """
     from pymc_extras.prior import Prior
@@ -139,14 +147,43 @@ def model_config(n_controls: int) -> dict[str, Any]:
     return cfg
 
 
+def add_roi_prior(mmm: Any, spend_total: np.ndarray, target_scale: float, mu: float, sigma: float) -> None:
+    """Make the prior of each channel's ROI LogNormal(mu, sigma), whatever its adstock and saturation.
+
+    ``roi = beta * g(adstock, saturation)`` is the revenue the channel drives over the fitted weeks per
+    unit of its spend. With a flat prior on ``log beta`` (see :func:`fit`) and the term
+    ``Normal(mu | log roi, sigma)`` added here, the joint prior density is
+    ``LogNormal(roi | mu, sigma) x (the library's priors on the shape parameters)``: the flat prior on
+    ``log beta`` is the Jacobian of ``(beta, shape) -> (roi, shape)``. Why: a HalfNormal on beta on the
+    scaled target puts a prior on ROI that depends on each channel's spend level and saturation, which
+    is what Meridian's and Robyn's users ask to avoid.
+
+    The term is an observed ``pymc.dims`` Normal rather than a potential: PyMC lowers the dims graph of
+    observed variables before differentiating, not that of potentials (PyMC 5.28).
+    """
+    import pymc.dims as pmd
+
+    model = mmm.model
+    with model:
+        spend = pmd.math.as_xtensor(np.asarray(spend_total, dtype=float), dims=("channel",))
+        roi = pmd.Deterministic("roi", model["channel_contribution"].sum(dim="date") * target_scale / spend)
+        pmd.Normal("roi_prior", mu=pmd.math.log(roi), sigma=sigma,
+                   observed=pmd.math.as_xtensor(np.full(len(spend_total), mu), dims=("channel",)))
+
+
 def _ensure_host_devices(n: int) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
-def fit(data: MMMData, config: FitConfig | None = None) -> FitResult:
-    """Sample the posterior of the model for ``data`` (see the module docstring)."""
+def fit(data: MMMData, config: FitConfig | None = None, lift_tests: pd.DataFrame | None = None) -> FitResult:
+    """Sample the posterior of the model for ``data`` (see the module docstring).
+
+    ``lift_tests``: rows of :func:`model.mmm.data.clean_lift_tests`, added as likelihood terms with
+    PyMC-Marketing's lift-test calibration (a Gamma likelihood of the measured lift around the
+    saturation curve's difference).
+    """
     config = config or FitConfig()
     if config.adstock not in ADSTOCKS or config.saturation not in SATURATIONS:
         raise ValueError(f"unknown adstock/saturation {config.adstock}/{config.saturation}; "
@@ -160,6 +197,11 @@ def fit(data: MMMData, config: FitConfig | None = None) -> FitResult:
 
     adstock = ADSTOCKS[config.adstock](l_max=config.l_max)
     saturation = SATURATIONS[config.saturation]()
+    sat_priors = None
+    if config.roi_prior is not None:
+        from pymc_extras.prior import Prior
+
+        sat_priors = {"beta": Prior("Flat", dims="channel", transform="exp")}  # flat on log beta
     base, center, scale = base_frame(data)
     X = pd.DataFrame({"date": data.dates})
     for j, ch in enumerate(data.channels):
@@ -168,12 +210,18 @@ def fit(data: MMMData, config: FitConfig | None = None) -> FitResult:
         X[name] = base[name].to_numpy()
     y = pd.Series(data.revenue, name="revenue")
     mmm = MMM(date_column="date", channel_columns=list(data.channels), target_column="revenue",
-              adstock=adstock.pymc(), saturation=saturation.pymc(),
+              adstock=adstock.pymc(), saturation=saturation.pymc(sat_priors),
               control_columns=list(base.columns) or None, yearly_seasonality=config.yearly_order or None,
               model_config=model_config(len(base.columns)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("pymc").setLevel(logging.ERROR)
+        mmm.build_model(X, y)
+        target_scale = float(np.asarray(mmm.scalers["_target"]).reshape(-1)[0])
+        if config.roi_prior is not None:
+            add_roi_prior(mmm, data.spend.sum(axis=0), target_scale, *config.roi_prior)
+        if lift_tests is not None and len(lift_tests):
+            mmm.add_lift_test_measurements(lift_tests)
         idata = mmm.fit(X, y, chains=config.chains, draws=config.draws, tune=config.tune,
                         target_accept=config.target_accept, nuts_sampler=config.sampler,
                         random_seed=config.seed, progressbar=False)
@@ -206,15 +254,16 @@ def fit(data: MMMData, config: FitConfig | None = None) -> FitResult:
     params["gamma_control"] = flat("gamma_control") if len(base.columns) else np.zeros((n, 0))
     params["gamma_fourier"] = flat("gamma_fourier") if config.yearly_order else np.zeros((n, 0))
     channel_scale = np.asarray(mmm.scalers["_channel"].sel(channel=list(data.channels)).to_numpy(), dtype=float)
-    target_scale = float(np.asarray(mmm.scalers["_target"]).reshape(-1)[0])
     posterior = Posterior(list(data.channels), adstock, saturation, channel_scale, target_scale, params,
-                          list(base.columns), config.yearly_order, data.dates[0], float(len(data)), center, scale)
+                          list(base.columns), config.yearly_order, data.dates[0], float(len(data)), center, scale,
+                          config.roi_prior)
     posterior = posterior.subset(config.keep_draws, seed=config.seed)
     notes = list(data.warnings)
     if not diag.converged:
         notes.insert(0, "SAMPLER DID NOT CONVERGE: " + "; ".join(diag.problems())
                      + " - do not act on these estimates; refit with more tuning/draws or simplify the model")
-    result = FitResult(posterior, diag, config, notes)
+    result = FitResult(posterior, diag, config, notes,
+                       [] if lift_tests is None else lift_tests.to_dict(orient="records"))
     result.idata = idata  # type: ignore[attr-defined]  # kept in memory for tests, never stored
     return result
 

@@ -15,7 +15,13 @@ pays back at the target. Solved with SLSQP and the exact gradient
 exactly. Revenues reported are incremental: what the plan's spend drives in the horizon and the
 ``l_max`` weeks after it, net of the carry-over the spend already made brings anyway (that carry-over
 still shapes the optimum, since saturation acts on the sum). The gain over the current plan (last N
-weeks' mix scaled to the same budget) is reported per draw, hence with an interval.
+weeks' mix scaled to the same budget) is reported per draw, hence with an interval, together with the
+share of posterior draws in which the plan beats the current one.
+
+Channels in ``hold`` (those whose ROI the data cannot pin down, see
+:mod:`model.mmm.identifiability`) stay within :data:`HOLD_BAND` of their current spend: the optimizer
+would otherwise move budget on the strength of a prior, not of evidence. Bounds the user gives for such
+a channel that exclude that band win (the plan's ``held`` lists the channels actually held).
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from model.mmm.posterior import Posterior, quantiles
+
+HOLD_BAND = 0.10  # a held channel's total stays within +-10% of its current spend
+
 
 
 class InfeasibleBounds(ValueError):
@@ -69,6 +78,7 @@ class Plan:
     gain: float
     gain_low: float
     gain_high: float
+    prob_better: float  # share of posterior draws in which the plan earns more than the current mix
     roi: float
     bounds: dict[str, tuple[float, float]]
     budget: float
@@ -76,12 +86,14 @@ class Plan:
     success: bool
     message: str
     per_channel: pd.DataFrame = field(default_factory=pd.DataFrame)
+    held: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"budget": self.budget, "mode": self.mode, "weeks": len(self.weekly),
                 "totals": self.totals, "current": self.current,
                 "expected_revenue": self.expected_revenue, "current_revenue": self.current_revenue,
-                "gain": self.gain, "gain_low": self.gain_low, "gain_high": self.gain_high, "roi": self.roi,
+                "gain": self.gain, "gain_low": self.gain_low, "gain_high": self.gain_high,
+                "prob_better": self.prob_better, "held": self.held, "roi": self.roi,
                 "bounds": {c: list(b) for c, b in self.bounds.items()}, "success": self.success,
                 "message": self.message, "channels": self.per_channel.to_dict(orient="records"),
                 "weekly": [{"week": int(i), **{c: float(v) for c, v in row.items()}}
@@ -136,7 +148,7 @@ def project(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: float | None) 
 def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
              lower: dict[str, Bound] | None = None, upper: dict[str, Bound] | None = None,
              pattern: str = "flat", target_roi: float | None = None, draws: int = 200,
-             seed: int = 0) -> Plan:
+             seed: int = 0, hold: list[str] | None = None) -> Plan:
     """Allocate ``budget`` over ``weeks`` weeks (see the module docstring). ``history``: spend (T, C)."""
     if weeks < 1:
         raise ValueError("weeks must be at least 1")
@@ -146,7 +158,24 @@ def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
     c_n = len(channels)
     history = np.asarray(history, dtype=float)
     last = history[-weeks:].sum(axis=0) * (weeks / min(weeks, len(history)))
-    lo, hi = resolve_bounds(channels, last, budget, lower, upper)
+    lo, hi = resolve_bounds(channels, last, budget, lower, upper)  # the user's own bounds first
+    held = []
+    if hold:  # near the current mix scaled to the budget, inside the user's own bounds
+        scaled = last * budget / last.sum() if last.sum() > 0 else np.full(c_n, budget / c_n)
+        lower, upper = dict(lower or {}), dict(upper or {})
+        for i, c in enumerate(channels):
+            if c not in hold:
+                continue
+            floor = max(lower[c].resolve(last[i]) if c in lower else 0.0, (1 - HOLD_BAND) * scaled[i])
+            ceiling = min(upper[c].resolve(last[i]) if c in upper else np.inf, (1 + HOLD_BAND) * scaled[i])
+            if floor <= ceiling:  # else the user's bounds exclude the band: theirs win, the channel is not held
+                lower[c], upper[c] = Bound(floor), Bound(ceiling)
+                held.append(c)
+        try:
+            lo, hi = resolve_bounds(channels, last, budget, lower, upper)
+        except InfeasibleBounds as err:
+            raise InfeasibleBounds([*err.conflicts, f"with {', '.join(held)} held within {HOLD_BAND:.0%} of "
+                                    "current spend (ROI not identifiable)"]) from None
     carry = history[-post.adstock.l_max:]
     tail = post.adstock.l_max
     sub = post.subset(draws, seed)
@@ -217,10 +246,11 @@ def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
     spent = float(totals.sum())
     return Plan(channels, pd.DataFrame(weekly, columns=channels), dict(zip(channels, totals.tolist(), strict=True)),
                 dict(zip(channels, current_totals.tolist(), strict=True)), float(opt_rev.mean()),
-                float(cur_rev.mean()), float(g_mid), float(g_lo), float(g_hi),
+                float(cur_rev.mean()), float(g_mid), float(g_lo), float(g_hi), float(np.mean(gain > 0)),
                 float(opt_rev.mean() / spent) if spent else float("nan"),
                 {c: (float(lo[i]), float(hi[i])) for i, c in enumerate(channels)}, budget,
-                "target_roi" if target_roi is not None else "max_revenue", bool(res.success), str(res.message), pc)
+                "target_roi" if target_roi is not None else "max_revenue", bool(res.success), str(res.message), pc,
+                held)
 
 
-__all__ = ["Bound", "InfeasibleBounds", "Plan", "optimize", "project", "resolve_bounds"]
+__all__ = ["HOLD_BAND", "Bound", "InfeasibleBounds", "Plan", "optimize", "project", "resolve_bounds"]

@@ -51,6 +51,7 @@ class Posterior:
     trend_weeks: float  # trend = weeks since first_week / trend_weeks
     control_center: dict[str, float] = field(default_factory=dict)
     control_scale: dict[str, float] = field(default_factory=dict)
+    roi_prior: tuple[float, float] | None = None  # LogNormal (mu, sigma) of each channel's ROI, if used
 
     @property
     def n_draws(self) -> int:
@@ -208,7 +209,8 @@ class Posterior:
                 "target_scale": float(self.target_scale), "base_names": self.base_names,
                 "yearly_order": self.yearly_order, "first_week": str(self.first_week.date()),
                 "trend_weeks": float(self.trend_weeks), "control_center": self.control_center,
-                "control_scale": self.control_scale}
+                "control_scale": self.control_scale,
+                "roi_prior": list(self.roi_prior) if self.roi_prior else None}
 
     @staticmethod
     def from_frame(draws: pd.DataFrame, meta: dict[str, Any]) -> Posterior:
@@ -231,7 +233,8 @@ class Posterior:
                          np.asarray(meta["channel_scale"], dtype=float), float(meta["target_scale"]), params,
                          list(meta["base_names"]), order, pd.Timestamp(meta["first_week"]),
                          float(meta["trend_weeks"]), dict(meta.get("control_center", {})),
-                         dict(meta.get("control_scale", {})))
+                         dict(meta.get("control_scale", {})),
+                         tuple(meta["roi_prior"]) if meta.get("roi_prior") else None)
 
 
 def channel_summary(post: Posterior, spend: np.ndarray) -> pd.DataFrame:

@@ -164,10 +164,10 @@ class Logistic(Component):
         e = np.exp(-lam * x)
         return 2 * beta * lam * e / (1 + e) ** 2
 
-    def pymc(self) -> Any:
+    def pymc(self, priors: dict[str, Any] | None = None) -> Any:
         from pymc_marketing.mmm import LogisticSaturation
 
-        return LogisticSaturation()
+        return LogisticSaturation(priors=priors)
 
 
 @dataclass(frozen=True)
@@ -190,10 +190,10 @@ class Hill(Component):
         ks, xs = np.power(kappa, s), np.power(x, s)
         return beta * s * ks * xs / x / (ks + xs) ** 2
 
-    def pymc(self) -> Any:
+    def pymc(self, priors: dict[str, Any] | None = None) -> Any:
         from pymc_marketing.mmm import HillSaturation
 
-        return HillSaturation()
+        return HillSaturation(priors=priors)
 
 
 ADSTOCKS: dict[str, type[Component]] = {"geometric": Geometric, "weibull_pdf": WeibullPDF}

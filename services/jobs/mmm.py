@@ -32,6 +32,8 @@ from model.mmm import (
     prepare,
     quantiles,
 )
+from model.mmm.data import clean_lift_tests
+from model.mmm.identifiability import channel_trust
 from model.mmm.optimizer import Bound, optimize
 from model.mmm.validation import rolling_origin
 from services.core.catalog import EVENTS, MMM_MODEL
@@ -125,12 +127,25 @@ def default_bounds(channels: list[str]) -> tuple[dict[str, Bound], dict[str, Bou
 
 def fit_mmm(lake: Lake, spend: Path, kpi: Path | None = None, controls: Path | None = None, *,
             spark: Callable[[], Any] | None = None, config: FitConfig | None = None, cv_folds: int = 3,
-            cv_horizon: int = 8, on_progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Fit, validate, summarize and publish; returns the fit summary (also in ``model.json``)."""
+            cv_horizon: int = 8, lift_tests: Path | None = None,
+            on_progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Fit, validate, summarize and publish; returns the fit summary (also in ``model.json``).
+
+    ``lift_tests``: a CSV of measured lifts (:data:`model.mmm.data.LIFT_COLUMNS`), added to the
+    likelihood of the main fit (the validation folds refit without them: they score the data alone).
+    """
     config = config or FitConfig()
     data = load_inputs(lake, spend, kpi, controls, spark)
-    on_progress(f"fitting {len(data)} weeks x {len(data.channels)} channels with PyMC-Marketing ({config.sampler})")
-    result = fit(data, config)
+    lifts = None
+    if lift_tests is not None:
+        lifts, lift_issues = clean_lift_tests(_read_csv(lift_tests, "lift tests"), data)
+        data.issues.extend(lift_issues)
+        if lifts.empty:
+            raise ValueError(f"lift tests: no usable row in {lift_tests} (see the reasons: "
+                             + "; ".join(f"{i.reason} x{i.count}" for i in lift_issues) + ")")
+    on_progress(f"fitting {len(data)} weeks x {len(data.channels)} channels with PyMC-Marketing ({config.sampler})"
+                + (f", calibrated by {len(lifts)} lift test(s)" if lifts is not None else ""))
+    result = fit(data, config, lift_tests=lifts)
     for w in result.warnings:
         log.warning("mmm: %s", w, extra={"stage": "mmm"})
     cv_doc: dict[str, Any] = {"folds": [], "model": None, "gbm": None, "horizon": cv_horizon}
@@ -154,10 +169,13 @@ def publish_fit(lake: Lake, data: MMMData, result: FitResult, cv_doc: dict[str, 
     cv_pred = pd.DataFrame() if cv_pred is None else cv_pred
     post = result.posterior
     tables = summarize(post, data)
+    trust = channel_trust(post, data.spend)
+    tables["trust"] = trust
+    held = trust.loc[~trust["identifiable"], "channel"].tolist()
     lower, upper = default_bounds(post.channels)
     weeks = min(RECOMMEND_WEEKS, len(data))
     budget = float(data.spend[-weeks:].sum())
-    recommendation = optimize(post, budget, weeks, data.spend, lower=lower, upper=upper).to_dict()
+    recommendation = optimize(post, budget, weeks, data.spend, lower=lower, upper=upper, hold=held).to_dict()
     recommendation["note"] = (f"default plan: next {weeks} weeks, budget = last {weeks} weeks' spend, each "
                               f"channel between {RECOMMEND_BOUNDS[0]} and {RECOMMEND_BOUNDS[1]} of its last {weeks} weeks")
     fitted = tables["fit"]
@@ -169,7 +187,8 @@ def publish_fit(lake: Lake, data: MMMData, result: FitResult, cv_doc: dict[str, 
                "config": config.to_dict(), "data": data.report(), "diagnostics": result.diagnostics.to_dict(),
                "converged": result.diagnostics.converged, "warnings": result.warnings,
                "fit": {"out_of_sample": cv_doc, "in_sample": in_sample},
-               "recommendation": recommendation, "draws": post.n_draws}
+               "recommendation": recommendation, "draws": post.n_draws,
+               "trust": _records(trust), "lift_tests": result.lift_tests}
         staged.write_table("draws", post.draws_frame())
         for name, frame in tables.items():
             staged.write_table(name, frame)
@@ -184,16 +203,29 @@ def publish_fit(lake: Lake, data: MMMData, result: FitResult, cv_doc: dict[str, 
     return report | {"version": doc["version"]}
 
 
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
+
+
+def held_channels(doc: dict[str, Any]) -> list[str]:
+    """Channels whose ROI the published model flags as not identifiable (the optimizer holds them)."""
+    return [t["channel"] for t in doc.get("trust", []) if not t["identifiable"]]
+
+
 def report_document(doc: dict[str, Any], channels: pd.DataFrame) -> dict[str, Any]:
-    """What ``shoplens mmm report --json`` prints: channels with 90% intervals, fit, diagnostics, plan."""
+    """What ``shoplens mmm report --json`` prints: channels with 90% intervals and how much to believe
+    them, fit, diagnostics, plan."""
     oos = doc["fit"]["out_of_sample"]
+    trust = {t["channel"]: t for t in doc.get("trust", [])}
     return {
         "version": doc["version"], "fitted_at": doc["fitted_at"], "converged": doc["converged"],
         "warnings": doc["warnings"], "data": doc["data"], "diagnostics": doc["diagnostics"],
-        "channels": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-                     for row in channels[["channel", "spend", "contribution", "contribution_low",
-                                          "contribution_high", "roi", "roi_low", "roi_high", "mroi",
-                                          "mroi_low", "mroi_high"]].to_dict(orient="records")],
+        "channels": [{**row, **{k: v for k, v in trust.get(row["channel"], {}).items() if k != "channel"}}
+                     for row in _records(channels[["channel", "spend", "contribution", "contribution_low",
+                                                   "contribution_high", "roi", "roi_low", "roi_high", "mroi",
+                                                   "mroi_low", "mroi_high"]])],
+        "lift_tests": doc.get("lift_tests", []),
         "fit": {"mape": (oos["model"] or {}).get("mape"), "nrmse": (oos["model"] or {}).get("nrmse"),
                 "gbm_mape": (oos["gbm"] or {}).get("mape"), "gbm_nrmse": (oos["gbm"] or {}).get("nrmse"),
                 "folds": oos["folds"], "horizon_weeks": oos["horizon"], "in_sample": doc["fit"]["in_sample"]},
@@ -238,13 +270,14 @@ def run_optimize(lake: Lake, budget: float, weeks: int, lower: dict[str, str] | 
     plan = optimize(pub.posterior, budget, weeks, spend,
                     lower={c: Bound.parse(v) for c, v in (lower or {}).items()},
                     upper={c: Bound.parse(v) for c, v in (upper or {}).items()},
-                    pattern=pattern, target_roi=target_roi)
+                    pattern=pattern, target_roi=target_roi, hold=held_channels(pub.doc))
     return {"version": pub.version, "converged": pub.doc["converged"], "warnings": pub.doc["warnings"],
             **plan.to_dict()}
 
 
 __all__ = [
     "fit_mmm",
+    "held_channels",
     "load_inputs",
     "load_published",
     "publish_fit",

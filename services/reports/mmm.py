@@ -22,7 +22,8 @@ from services.reports.render import (
     page,
 )
 
-CHANNEL_HEADER = ("channel", "spend", "contribution (90%)", "ROI", "ROI 90% interval", "marginal ROI")
+CHANNEL_HEADER = ("channel", "spend", "contribution (90%)", "ROI", "ROI 90% interval", "marginal ROI",
+                  "prior overlap", "max spend corr.", "spend CV")
 PLAN_HEADER = ("channel", "current", "recommended", "change", "min", "max")
 
 
@@ -30,12 +31,25 @@ def _num(v: Any) -> float | None:
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
 
+def _roi_cell(c: dict[str, Any]) -> str:
+    """The ROI estimate, or NOT IDENTIFIABLE where the data cannot pin it down (no number to act on)."""
+    return fmt_float(_num(c["roi"]), 2) if c.get("identifiable", True) else "NOT IDENTIFIABLE"
+
+
 def channel_rows(doc: dict[str, Any]) -> list[list[str]]:
     return [[c["channel"], fmt_money(_num(c["spend"])),
              f"{fmt_money(_num(c['contribution']))} ({fmt_money(_num(c['contribution_low']))} - "
              f"{fmt_money(_num(c['contribution_high']))})",
-             fmt_float(_num(c["roi"]), 2), f"{fmt_float(_num(c['roi_low']), 2)} - {fmt_float(_num(c['roi_high']), 2)}",
-             fmt_float(_num(c["mroi"]), 2)] for c in doc["channels"]]
+             _roi_cell(c), f"{fmt_float(_num(c['roi_low']), 2)} - {fmt_float(_num(c['roi_high']), 2)}",
+             fmt_float(_num(c["mroi"]), 2), fmt_pct(_num(c.get("prior_overlap"))),
+             fmt_float(_num(c.get("max_spend_corr")), 2), fmt_pct(_num(c.get("spend_cv")))]
+            for c in doc["channels"]]
+
+
+def trust_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per channel whose ROI is not identifiable, with the reasons."""
+    return [f"{c['channel']}: ROI not identifiable - {c['reasons']}; the optimizer keeps it near its current spend"
+            for c in doc["channels"] if not c.get("identifiable", True)]
 
 
 def plan_rows(plan: dict[str, Any]) -> list[list[str]]:
@@ -67,7 +81,10 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
     return [plan.get("note", ""),
             f"expected media revenue {fmt_money(plan['expected_revenue'])} vs {fmt_money(plan['current_revenue'])} "
             f"for the current mix: gain {fmt_money(plan['gain'])} (90%: {fmt_money(plan['gain_low'])} to "
-            f"{fmt_money(plan['gain_high'])}); ROI of the plan {fmt_float(plan['roi'], 2)}"]
+            f"{fmt_money(plan['gain_high'])}), better than the current mix in {fmt_pct(plan.get('prob_better'))} "
+            f"of posterior draws; ROI of the plan {fmt_float(plan['roi'], 2)}",
+            *([f"held near current spend (ROI not identifiable): {', '.join(plan['held'])}"]
+              if plan.get("held") else [])]
 
 
 def render_markdown(doc: dict[str, Any]) -> str:
@@ -82,7 +99,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
                   [[i["source"], i["reason"], i["count"], "; ".join(i["examples"])] for i in data["row_issues"]])]
     parts += ["## Fit and diagnostics", *[f"- {x}" for x in fit_lines(doc) + diagnostics_lines(doc)],
               "## Channels: ROI = revenue the channel drives / its spend over the fitted period",
-              md_table(CHANNEL_HEADER, channel_rows(doc)),
+              md_table(CHANNEL_HEADER, channel_rows(doc)), *[f"- {x}" for x in trust_lines(doc)],
               "## Recommended allocation", *[f"- {x}" for x in plan_lines(doc["recommendation"])],
               md_table(PLAN_HEADER, plan_rows(doc["recommendation"]))]
     return "\n\n".join(parts) + "\n"
@@ -127,7 +144,8 @@ def render_html(doc: dict[str, Any], tables: dict[str, pd.DataFrame], cv: pd.Dat
                     + "".join(f"<li>{x}</li>" for x in fit_lines(doc) + diagnostics_lines(doc)) + "</ul></section>")
     sections.append("<section><h2>Channels</h2><p class=note>ROI: revenue the channel drives / its spend over "
                     "the fitted period; 90% intervals from the posterior.</p>"
-                    + html_table(CHANNEL_HEADER, channel_rows(doc)) + "</section>")
+                    + html_table(CHANNEL_HEADER, channel_rows(doc))
+                    + "".join(f"<p><b>{x}</b></p>" for x in trust_lines(doc)) + "</section>")
     sections.append("<section><h2>Recommended allocation</h2><ul>"
                     + "".join(f"<li>{x}</li>" for x in plan_lines(doc["recommendation"])) + "</ul>"
                     + html_table(PLAN_HEADER, plan_rows(doc["recommendation"])) + "</section>")
@@ -145,6 +163,7 @@ def summary_text(doc: dict[str, Any]) -> str:
     lines += [f"WARNING: {w}" for w in doc["warnings"]]
     lines += fit_lines(doc) + diagnostics_lines(doc)
     lines.append(md_table(CHANNEL_HEADER, channel_rows(doc)))
+    lines += [f"WARNING: {x}" for x in trust_lines(doc)]
     return "\n".join(lines)
 
 

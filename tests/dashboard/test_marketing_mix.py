@@ -16,21 +16,46 @@ from tests.dashboard.fixtures import open_page
 from tests.model.test_mmm_core import synthetic_posterior
 
 
-@pytest.fixture
-def lake_with_mmm(fixture_lake, tmp_path):
+def _published(fixture_lake, tmp_path, spend: np.ndarray, precise: bool = False):
     from services.jobs.mmm import publish_fit
 
     root = tmp_path / "lake"
     shutil.copytree(fixture_lake.root, root)
     lake = Lake(LocalStore(root), tmp_path / "work")
     post = synthetic_posterior()
+    if precise:  # narrow ROI intervals: only the spend pattern can make a channel unidentifiable
+        rng = np.random.default_rng(5)
+        for name, (lo, hi) in {"saturation_beta": (0.10, 0.11), "saturation_lam": (1.9, 2.0),
+                               "adstock_alpha": (0.3, 0.32)}.items():
+            post.params[name] = rng.uniform(lo, hi, post.params[name].shape)
     dates = pd.date_range("2022-01-03", periods=40, freq="W-MON")
-    spend = np.random.default_rng(3).uniform(200, 1500, (40, 3))
     revenue = post.predict(dates, spend)["mu"].mean(axis=0)
     data = MMMData(dates, post.channels, spend, revenue, pd.DataFrame(index=dates))
     diag = Diagnostics(1.003, 800.0, 700.0, 0, 500, 2, "numpyro", 12.0)
     published = publish_fit(lake, data, FitResult(post, diag, FitConfig()))
     return str(root), published, post, spend
+
+
+@pytest.fixture
+def lake_with_mmm(fixture_lake, tmp_path):
+    return _published(fixture_lake, tmp_path, np.random.default_rng(3).uniform(200, 1500, (40, 3)))
+
+
+def test_a_channel_that_spends_with_another_is_flagged_and_held(use_lake, fixture_lake, tmp_path):
+    spend = np.random.default_rng(3).uniform(200, 1500, (40, 3))
+    spend[:, 1] = 0.5 * spend[:, 0]  # b always spends with a: neither can be told apart
+    uri, published, _, _ = _published(fixture_lake, tmp_path, spend, precise=True)
+    assert {c["channel"] for c in published["channels"] if not c["identifiable"]} == {"a", "b"}
+    use_lake(uri)
+    at = open_page("marketing_mix")
+    assert not at.error
+    flagged = [w.value for w in at.warning if "ROI not identifiable" in w.value]
+    assert len(flagged) == 2 and "spend moves with" in flagged[0]
+    shown = at.dataframe[0].value.set_index("channel")
+    assert shown.loc[["a", "b"], "roi"].isna().all() and shown.loc["c", "roi"] > 0
+    assert any("Held within 10%" in c.value and "a, b" in c.value for c in at.caption)
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["Beats the current mix in"].endswith("of draws")
 
 
 def test_the_page_says_what_to_run_without_a_model(app):

@@ -66,8 +66,14 @@ def fitted_lake(spark, generated, tmp_path_factory):
     lake = open_lake(settings)
     summary = ingest_files(spark, lake, sorted(generated.glob("*.csv.gz")), TEST_KEY.encode())
     assert summary["status"] == "committed"
+    # one lift test on search (plumbing: what calibration does to accuracy is tested on truths in
+    # tests/model/test_mmm_recovery.py), plus a row for a channel the model does not have
+    lifts = root / "lifts.csv"
+    pd.DataFrame({"channel": ["search", "tv"], "start": ["2021-03-01", "2021-03-01"], "end": ["2021-03-28"] * 2,
+                  "spend_change": [8000.0, 100.0], "revenue_change": [12000.0, 1.0],
+                  "revenue_change_se": [3000.0, 1.0]}).to_csv(lifts, index=False)
     result = fit_mmm(lake, generated / "spend.csv", spark=lambda: spark,
-                     config=FitConfig(draws=200, tune=300, seed=1), cv_folds=1, cv_horizon=4)
+                     config=FitConfig(draws=200, tune=300, seed=1), cv_folds=1, cv_horizon=4, lift_tests=lifts)
     return settings, lake, result
 
 
@@ -87,9 +93,21 @@ def test_fit_publishes_a_version_with_everything_report_and_optimize_need(fitted
     assert version == result["version"]
     root = Path(settings.lake) / MMM_MODEL / version
     for name in ("draws.parquet", "channels.parquet", "contributions.parquet", "curves.parquet", "adstock.parquet",
-                 "history.parquet", "fit.parquet", "cv.parquet", "model.json", "report.md", "report.html",
-                 "report.json"):
+                 "history.parquet", "fit.parquet", "cv.parquet", "trust.parquet", "model.json", "report.md",
+                 "report.html", "report.json"):
         assert (root / name).exists(), name
+    # the lift test, in weekly units (four weeks), and the rejected row with its reason
+    assert result["lift_tests"] == [{"channel": "search", "x": pytest.approx(result["lift_tests"][0]["x"]),
+                                     "delta_x": pytest.approx(2000.0), "delta_y": pytest.approx(3000.0),
+                                     "sigma": pytest.approx(750.0)}]
+    assert {"source": "lift_tests", "reason": "unknown_channel", "count": 1}.items() <= \
+        next(i for i in result["data"]["row_issues"] if i["source"] == "lift_tests").items()
+    trust = pd.read_parquet(root / "trust.parquet").set_index("channel")
+    held = sorted(trust.index[~trust["identifiable"]])
+    assert sorted(result["recommendation"]["held"]) == held  # the default plan's 0.5x-1.5x bounds hold the band
+    for c in result["channels"]:
+        assert c["identifiable"] == bool(trust.loc[c["channel"], "identifiable"])
+    assert 0.0 <= result["recommendation"]["prob_better"] <= 1.0
     assert len(pd.read_parquet(root / "draws.parquet")) <= 500
     assert result["data"]["kpi_source"] == "lake purchases"
     assert any("partial week" in w for w in result["warnings"]) or result["data"]["weeks"] >= 26
@@ -109,8 +127,12 @@ def test_report_json_and_optimize_through_the_cli(fitted_lake, monkeypatch):
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert {c["channel"] for c in doc["channels"]} <= set(CHANNELS)
     for c in doc["channels"]:
-        assert {"channel", "spend", "contribution", "roi", "roi_low", "roi_high", "mroi"} <= set(c)
+        assert {"channel", "spend", "contribution", "roi", "roi_low", "roi_high", "mroi", "identifiable",
+                "prior_overlap", "max_spend_corr", "spend_cv", "reasons"} <= set(c)
         assert c["roi_low"] <= c["roi"] <= c["roi_high"]
+    text = runner.invoke(app, ["mmm", "report"], catch_exceptions=False).stdout
+    for c in doc["channels"]:
+        assert (f"WARNING: {c['channel']}: ROI not identifiable" in text) == (not c["identifiable"])
     assert doc["fit"]["mape"] is not None and doc["fit"]["nrmse"] is not None
 
     out = runner.invoke(app, ["mmm", "optimize", "--budget", "20000", "--weeks", "4", "--min", "search=3000",

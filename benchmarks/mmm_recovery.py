@@ -1,0 +1,364 @@
+"""Marketing-mix recovery study: does the fitted ROI hold on generated truths the model was not tuned to?
+
+For each seed, :func:`etl.media_plan.weekly_truth` (two years, six channels, the generator's spend
+patterns unchanged) is fitted with :func:`model.mmm.fit` and every channel's ROI compared with the truth:
+
+- **within 20%**: share of the channels with at least 10% of spend whose posterior median ROI lies within
+  20% of the true ROI (goal >= 80%);
+- **coverage**: share of those channels whose 90% interval holds the true ROI (goal 80-95%);
+- **median absolute error** of the relative ROI error, and the fit time (wall, this shared machine);
+- **identifiability**: :func:`model.mmm.identifiability.channel_trust` flags channels whose ROI the data
+  cannot pin down; the table counts them apart ("not identifiable", no number) and also gives the
+  figures over all channels so nothing is hidden.
+- the peer, ``oracle_ols``: least squares told the true adstock and saturation shapes (:func:`oracle`),
+  on the same seeds: how close the data let anyone get.
+
+``--variant library`` fits PyMC-Marketing's default priors (HalfNormal on the raw coefficient) instead
+of the ROI prior, for the comparison. ``--lift`` adds, per seed, a refit with one generated lift test
+for each *weak* channel (90% interval wider than +-20% of its median, a truth-free choice): a hold-out,
+the channel dark for 6 weeks from week 40 (or the first 6 weeks after it in which it spends every week), measured as the true lift (:func:`etl.media_plan.true_lift`)
+plus Gaussian noise with a standard error of 20% of it.
+
+Runs are appended to ``benchmarks/results/mmm_recovery_runs.jsonl`` (one line per seed and setting; a
+rerun skips what is there) and summarized in ``benchmarks/results/mmm_recovery.{json,md}``.
+The seeds 1000-1019 are never fitted by the tests (the suite's small study uses 900-902).
+
+    nice -n 10 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = RESULTS / "mmm_recovery_runs.jsonl"
+BIG_SHARE = 0.10
+WITHIN = 0.20
+LIFT_WEEKS, LIFT_FIRST, LIFT_CHANGE, LIFT_SE = 6, 40, -1.0, 0.20
+
+
+def seeds_arg(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) -> pd.DataFrame:
+    """One lift test per channel in ``channels`` (see the module docstring), in the documented layout."""
+    from etl.media_plan import CHANNELS, true_lift
+
+    spend = truth.spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
+    rng = np.random.default_rng([seed, 73])
+    rows = []
+    for ch in channels:
+        # the six weeks from week 40 on, or the next ones in which the channel spends (a test runs live)
+        col = spend[:, CHANNELS.index(ch)]
+        first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+                     if (col[f:f + LIFT_WEEKS] > 0).all())
+        extra, lift = true_lift(spend, ch, first, LIFT_WEEKS, LIFT_CHANGE)
+        se = LIFT_SE * abs(lift)
+        rows.append({"channel": ch, "start": str(data.dates[first].date()),
+                     "end": str((data.dates[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+                     "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
+                     "revenue_change_se": se, "true_lift": lift})
+    return pd.DataFrame(rows)
+
+
+def evaluate(truth_doc: dict, data: Any, result: Any) -> list[dict]:
+    from model.mmm import channel_summary
+    from model.mmm.identifiability import channel_trust
+
+    summary = channel_summary(result.posterior, data.spend).set_index("channel")
+    trust = channel_trust(result.posterior, data.spend).set_index("channel")
+    rows = []
+    for c in truth_doc["channels"]:
+        s, t = summary.loc[c["channel"]], trust.loc[c["channel"]]
+        rows.append({"channel": c["channel"], "spend_share": c["spend_share"], "true_roi": c["roi"],
+                     "roi": float(s["roi"]), "roi_low": float(s["roi_low"]), "roi_high": float(s["roi_high"]),
+                     "error": float(s["roi"] / c["roi"] - 1),
+                     "inside": bool(s["roi_low"] <= c["roi"] <= s["roi_high"]),
+                     "identifiable": bool(t["identifiable"]), "reasons": t["reasons"],
+                     "prior_overlap": float(t["prior_overlap"]), "max_spend_corr": float(t["max_spend_corr"]),
+                     "spend_cv": float(t["spend_cv"]), "roi_rel_width": float(t["roi_rel_width"])})
+    return rows
+
+
+def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: dict | None = None) -> list[dict]:
+    """The plain fit of ``seed`` (unless ``plain``, a stored run of it, is given) and, with ``lift``, the
+    refit with one lift test per weak channel of the plain fit."""
+    from etl.media_plan import weekly_truth
+    from model.mmm import FitConfig, clean_kpi, clean_spend, fit, prepare
+    from model.mmm.data import clean_lift_tests
+
+    truth = weekly_truth(weeks=104, seed=seed)
+    data = prepare(clean_spend(truth.spend)[0], clean_kpi(truth.revenue)[0])
+    config = FitConfig(seed=seed, draws=draws, tune=tune, **({"roi_prior": None} if variant == "library" else {}))
+    out = []
+    base = {"seed": seed, "variant": variant, "draws": draws, "tune": tune, "path": "truth"}
+    if plain is None:
+        t0 = time.perf_counter()
+        result = fit(data, config)
+        plain = {**base, "lift_tests": [], "fit_s": time.perf_counter() - t0,
+                 "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
+                 "divergences": result.diagnostics.divergences, "channels": evaluate(truth.truth, data, result)}
+        out.append(plain)
+    rows = plain["channels"]
+    weak = [r["channel"] for r in rows if r["roi_rel_width"] > 2 * WITHIN]
+    if lift and weak:
+        tests = generated_lift_tests(truth, data, weak, seed)
+        clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
+        assert not issues, issues
+        t0 = time.perf_counter()
+        result = fit(data, config, lift_tests=clean)
+        out.append({**base, "lift_tests": tests.to_dict(orient="records"), "fit_s": time.perf_counter() - t0,
+                    "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
+                    "divergences": result.diagnostics.divergences, "channels": evaluate(truth.truth, data, result)})
+    return out
+
+
+def run_events(seed: int, variant: str, draws: int, tune: int, users: int) -> dict:
+    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed from the
+    purchases in the files with pandas (what the lake's series equals, tests/services/jobs/test_mmm.py),
+    fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent there)."""
+    import tempfile
+    from datetime import date
+
+    from etl.generate import generate
+    from model.mmm import FitConfig, clean_kpi, clean_spend, fit, prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(tmp, users=users, start=date(2022, 1, 3), months=24, seed=seed, marketing=True)
+        events = pd.concat(pd.read_csv(f, usecols=["event_time", "event_type", "price"])
+                           for f in sorted(Path(tmp).glob("*.csv.gz")))
+        events = events[events["event_type"] == "purchase"]
+        revenue = events.groupby(events["event_time"].str[:10])["price"].sum()
+        kpi = pd.DataFrame({"date": revenue.index, "revenue": revenue.to_numpy()})
+        spend = pd.read_csv(Path(tmp) / "spend.csv", dtype=str)
+        truth_doc = json.loads((Path(tmp) / "_truth" / "mmm.json").read_text())
+    data = prepare(clean_spend(spend)[0], clean_kpi(kpi)[0])
+    config = FitConfig(seed=seed, draws=draws, tune=tune, **({"roi_prior": None} if variant == "library" else {}))
+    t0 = time.perf_counter()
+    result = fit(data, config)
+    return {"seed": seed, "variant": variant, "draws": draws, "tune": tune, "path": f"events_{users}_users",
+            "lift_tests": [], "fit_s": time.perf_counter() - t0, "converged": result.diagnostics.converged,
+            "rhat_max": result.diagnostics.rhat_max, "divergences": result.diagnostics.divergences,
+            "weekly_revenue_cv": float(np.std(data.revenue) / np.mean(data.revenue)),
+            "channels": evaluate(truth_doc, data, result)}
+
+
+def oracle(seed: int) -> dict:
+    """The peer: least squares that is *told* each channel's true adstock and saturation shape.
+
+    Revenue regressed on the truth's saturated adstocked spend plus the model's base terms (intercept,
+    trend, holiday weeks, two yearly Fourier orders); ROI = coefficient x sum(shape) / spend, with a
+    Normal 90% interval from the OLS standard error. What the data allow when nothing but the scale of
+    each effect is unknown: an upper bound for any model that must also learn the shapes.
+    """
+    from scipy import stats
+
+    from etl.media_plan import CHANNELS, shapes, weekly_truth
+    from model.mmm.data import holiday_features
+
+    truth = weekly_truth(weeks=104, seed=seed)
+    spend = truth.spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
+    dates = pd.DatetimeIndex(truth.revenue["date"])
+    y = truth.revenue["revenue"].to_numpy()
+    doy = dates.dayofyear.to_numpy()
+    base = [np.ones(len(y)), np.arange(len(y)) / len(y), *holiday_features(dates).to_numpy().T]
+    base += [f(2 * np.pi * m * doy / 365.25) for m in (1, 2) for f in (np.sin, np.cos)]
+    s = shapes(spend)
+    x = np.column_stack([*base, s])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    cov = resid @ resid / (len(y) - x.shape[1]) * np.linalg.inv(x.T @ x)
+    k = len(base)
+    factor = s.sum(axis=0) / spend.sum(axis=0)
+    roi, se = coef[k:] * factor, np.sqrt(np.diag(cov)[k:]) * factor
+    z = stats.norm.ppf(0.95)
+    rows = []
+    for j, c in enumerate(truth.truth["channels"]):
+        rows.append({"channel": c["channel"], "spend_share": c["spend_share"], "true_roi": c["roi"],
+                     "roi": float(roi[j]), "roi_low": float(roi[j] - z * se[j]), "roi_high": float(roi[j] + z * se[j]),
+                     "error": float(roi[j] / c["roi"] - 1),
+                     "inside": bool(abs(roi[j] - c["roi"]) <= z * se[j]), "identifiable": True})
+    return {"seed": seed, "variant": "oracle_ols", "draws": 0, "tune": 0, "path": "truth", "lift_tests": [],
+            "fit_s": 0.0, "converged": True, "channels": rows}
+
+
+def read_runs() -> list[dict]:
+    if not RUNS.is_file():
+        return []
+    return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
+
+
+def key(run: dict) -> tuple:
+    return run["seed"], run["variant"], bool(run["lift_tests"]), run["path"]
+
+
+def metrics(rows: list[dict]) -> dict[str, Any]:
+    """The study's figures over channel rows (each: error, inside, identifiable)."""
+    if not rows:
+        return {"channels": 0}
+    err = np.abs([r["error"] for r in rows])
+    ident = [r for r in rows if r["identifiable"]]
+    return {"channels": len(rows), "within_20": float(np.mean(err <= WITHIN)),
+            "coverage_90": float(np.mean([r["inside"] for r in rows])),
+            "median_abs_error": float(np.median(err)),
+            "not_identifiable": len(rows) - len(ident),
+            "identifiable_within_20": float(np.mean([abs(r["error"]) <= WITHIN for r in ident])) if ident else None,
+            "identifiable_coverage_90": float(np.mean([r["inside"] for r in ident])) if ident else None}
+
+
+def reflag(run: dict) -> dict:
+    """The run with each channel's flag recomputed by the current rule (the figures are stored)."""
+    from model.mmm.identifiability import reasons_for
+
+    def one(c: dict) -> dict:
+        if "prior_overlap" not in c:
+            return c
+        reasons = reasons_for({"most_correlated": "another channel", **c})
+        return {**c, "identifiable": not reasons, "reasons": "; ".join(reasons)}
+
+    return {**run, "channels": [one(c) for c in run["channels"]]}
+
+
+def summarize(runs: list[dict]) -> dict[str, Any]:
+    runs = [reflag(r) for r in runs]
+    seeds = sorted({r["seed"] for r in runs if r["variant"] == "roi_prior" and not r["lift_tests"]})
+    runs = runs + [oracle(seed) for seed in seeds]
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(f"{r['path']}/{r['variant']}" + ("/lift" if r["lift_tests"] else ""), []).append(r)
+    out: dict[str, Any] = {}
+    for name, rs in sorted(groups.items()):
+        big = [c for r in rs for c in r["channels"] if c["spend_share"] >= BIG_SHARE]
+        per_channel = {}
+        for ch in sorted({c["channel"] for c in big}):
+            per_channel[ch] = metrics([c for c in big if c["channel"] == ch])
+        out[name] = {"seeds": sorted(r["seed"] for r in rs), "draws": rs[0]["draws"], "tune": rs[0]["tune"],
+                     "fit_s_median": float(np.median([r["fit_s"] for r in rs])),
+                     "converged": sum(r["converged"] for r in rs), "big_channels": metrics(big),
+                     "per_channel": per_channel}
+    # the lift tests' effect on the channels they calibrated, paired with the same seed's plain fit
+    plain = {(r["seed"], r["variant"]): r for r in runs if not r["lift_tests"]}
+    pairs = []
+    for r in runs:
+        p = plain.get((r["seed"], r["variant"]))
+        if not r["lift_tests"] or p is None:
+            continue
+        before = {c["channel"]: c for c in p["channels"]}
+        for c in r["channels"]:
+            if c["channel"] in {t["channel"] for t in r["lift_tests"]}:
+                b = before[c["channel"]]
+                pairs.append({"seed": r["seed"], "variant": r["variant"], "channel": c["channel"],
+                              "abs_error_before": abs(b["error"]), "abs_error_after": abs(c["error"]),
+                              "rel_width_before": b["roi_rel_width"], "rel_width_after": c["roi_rel_width"],
+                              "inside_before": b["inside"], "inside_after": c["inside"]})
+    out["lift_effect"] = pairs
+    return out
+
+
+def fmt(v: Any, pct: bool = True) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0%}" if pct else f"{v:.2f}"
+
+
+def write(summary: dict[str, Any], runs: list[dict]) -> None:
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    (RESULTS / "mmm_recovery.json").write_text(json.dumps({"when": when, "load_avg": os.getloadavg(),
+                                                           "summary": summary}, indent=2) + "\n")
+    lines = ["# Marketing-mix recovery study", "",
+             f"{when}. `truth/...`: weekly series at the truth level (`weekly_truth`, 104 weeks, six channels, "
+             "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
+             "--marketing`, two years, N users, revenue summed from the purchases). Channels with >= 10% of "
+             "spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
+             f"other work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
+             "| setting | seeds | draws/tune | converged | channels | within 20% | 90% coverage | median abs error "
+             "| flagged not identifiable | within 20% (identifiable only) | coverage (identifiable only) | fit s (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, g in summary.items():
+        if name == "lift_effect":
+            continue
+        m = g["big_channels"]
+        lines.append(f"| {name} | {len(g['seeds'])} | {g['draws']}/{g['tune']} | {g['converged']} | {m['channels']} | "
+                     f"{fmt(m['within_20'])} | {fmt(m['coverage_90'])} | {fmt(m['median_abs_error'])} | "
+                     f"{m['not_identifiable']} | {fmt(m['identifiable_within_20'])} | "
+                     f"{fmt(m['identifiable_coverage_90'])} | {g['fit_s_median']:.0f} |")
+    lines += ["", "## Per channel", "", "| setting | channel | n | within 20% | 90% coverage | median abs error | "
+              "flagged not identifiable |", "|---|---|---|---|---|---|---|"]
+    for name, g in summary.items():
+        if name == "lift_effect":
+            continue
+        for ch, m in g["per_channel"].items():
+            lines.append(f"| {name} | {ch} | {m['channels']} | {fmt(m['within_20'])} | {fmt(m['coverage_90'])} | "
+                         f"{fmt(m['median_abs_error'])} | {m['not_identifiable']} |")
+    pairs = summary["lift_effect"]
+    if pairs:
+        p = pd.DataFrame(pairs)
+        lines += ["", "## One lift test per weak channel", "",
+                  f"{len(p)} calibrated channel fits over {p['seed'].nunique()} seeds (weak: 90% interval wider "
+                  "than +-20% of the median).", "",
+                  "| | before | after |", "|---|---|---|",
+                  f"| median abs ROI error | {p['abs_error_before'].median():.0%} | {p['abs_error_after'].median():.0%} |",
+                  f"| within 20% | {(p['abs_error_before'] <= WITHIN).mean():.0%} | "
+                  f"{(p['abs_error_after'] <= WITHIN).mean():.0%} |",
+                  f"| median 90% interval width / median | {p['rel_width_before'].median():.2f} | "
+                  f"{p['rel_width_after'].median():.2f} |",
+                  f"| truth inside the 90% interval | {p['inside_before'].mean():.0%} | {p['inside_after'].mean():.0%} |"]
+    lines += ["", "Raw runs (every seed and channel): `benchmarks/results/mmm_recovery_runs.jsonl`."]
+    (RESULTS / "mmm_recovery.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=seeds_arg, default=seeds_arg("1000-1019"))
+    ap.add_argument("--variant", choices=("roi_prior", "library"), default="roi_prior")
+    ap.add_argument("--draws", type=int, default=300)
+    ap.add_argument("--tune", type=int, default=400)
+    ap.add_argument("--lift", action="store_true", help="also refit with one lift test per weak channel")
+    ap.add_argument("--events", type=int, default=0, metavar="USERS",
+                    help="the event path instead: generate two years for USERS users per seed, then fit")
+    ap.add_argument("--summarize", action="store_true", help="only rewrite the summary from the runs file")
+    args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    if not args.summarize:
+        stored = {key(r): r for r in read_runs()}
+        for seed in args.seeds if args.events else []:
+            run = run_events(seed, args.variant, args.draws, args.tune, args.events)
+            if key(run) not in stored:
+                with RUNS.open("a") as fh:
+                    fh.write(json.dumps(run) + "\n")
+            print(f"seed {seed} events: " + " ".join(f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}"
+                                                     f"{'' if c['identifiable'] else '?'}" for c in run["channels"]),
+                  flush=True)
+        for seed in [] if args.events else args.seeds:
+            plain = stored.get((seed, args.variant, False, "truth"))
+            if plain is not None and (not args.lift or (seed, args.variant, True, "truth") in stored):
+                continue
+            for run in run_seed(seed, args.variant, args.draws, args.tune, args.lift, plain):
+                if key(run) not in stored:
+                    with RUNS.open("a") as fh:
+                        fh.write(json.dumps(run) + "\n")
+                big = [c for c in run["channels"] if c["spend_share"] >= BIG_SHARE]
+                print(f"seed {seed} {args.variant}{' +lift' if run['lift_tests'] else ''}: {run['fit_s']:.0f}s "
+                      + " ".join(f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}"
+                                 f"{'' if c['identifiable'] else '?'}" for c in big), flush=True)
+            write(summarize(read_runs()), read_runs())
+    write(summarize(read_runs()), read_runs())
+
+
+if __name__ == "__main__":
+    main()
