@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from services.core import metrics
+from tests.dockerengine import unavailable
 from tests.promserver import ALERTS_YML, PROMETHEUS_YML, free_port, missing_binaries, start_stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -318,22 +319,9 @@ def test_log_shipper_buffers_on_disk_and_retries_forever():
     assert es["http_passwd"] == "${ELASTIC_PASSWORD}"
 
 
-def _docker_available() -> str | None:
-    try:
-        import docker
-
-        docker.from_env(timeout=2).ping()
-    except Exception as err:
-        return f"no Docker engine: {type(err).__name__}: {err}"[:200]
-    return None
-
-
 @pytest.mark.docker
 @pytest.mark.slow
 def test_template_and_ilm_are_accepted_by_real_elasticsearch():
-    reason = _docker_available()
-    if reason:
-        pytest.skip(reason)
     import urllib.request
 
     from testcontainers.elasticsearch import ElasticSearchContainer
@@ -342,6 +330,9 @@ def test_template_and_ilm_are_accepted_by_real_elasticsearch():
         r"image: (docker\.elastic\.co/elasticsearch/elasticsearch:\S+)",
         (REPO / "docker-compose.yml").read_text(),
     ).group(1)
+    reason = unavailable(image)
+    if reason:
+        pytest.skip(reason)
     with ElasticSearchContainer(image, mem_limit="1g") as es:
         base = es.get_url()
 
