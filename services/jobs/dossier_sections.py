@@ -4,7 +4,7 @@ A section function takes the lake and returns a :class:`services.reports.dossier
 its result has not been published (the dossier then simply has no such section). It computes nothing
 new: it reads the published documents and tables, picks the figures a reader needs, draws them and
 says in a sentence or two what they mean (``insights``, generated from the numbers). Adding a section
-(lifetime value, retention, erasure, ...) is one more function here and one entry in :data:`SECTIONS`.
+is one more function here and one entry in :data:`SECTIONS`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,32 @@ from typing import Any
 import pandas as pd
 
 from services.core.catalog import (
+    CLV,
     EXPERIMENTS,
     FUNNEL,
     MMM_MODEL,
     MODEL_COMPARISON,
     PROPENSITY_MODEL,
+    RETENTION,
     SEGMENT_VIEWS,
     SEGMENTATION_MODEL,
 )
+from services.core.erasure_ledger import COMPLETED, PENDING, submissions
 from services.core.lake import Lake
+from services.reports.clv import GROUP_HEADER, HOLDOUT_HEADER, group_rows, holdout_rows
 from services.reports.compare_models import TITLES, table_cells
-from services.reports.dossier import Card, Section, Table, bar_chart, line_chart, radar_chart
+from services.reports.dossier import (
+    Card,
+    Section,
+    Table,
+    bar_chart,
+    heatmap_chart,
+    histogram_chart,
+    line_chart,
+    radar_chart,
+)
 from services.reports.render import fmt_count, fmt_float, fmt_money, fmt_pct
+from services.reports.retention import rate_rows, triangle
 
 SectionBuilder = Callable[[Lake], Section | None]
 
@@ -80,11 +94,29 @@ def data_section(lake: Lake) -> Section | None:
     if reasons:
         ordered = sorted(reasons.items(), key=lambda kv: -kv[1])
         s.parts.append(Table("Quarantine reasons", ["reason", "rows"], [[k, fmt_count(v)] for k, v in ordered]))
+    s.figures["erasure"] = erasure = erasure_counts(lake)
+    s.parts += [
+        "Pseudonymization and erasure: the pseudonymization key never enters the lake, so a pseudonym cannot be "
+        "turned back into an id from the lake alone. A person who asks to be forgotten is recorded in the erasure "
+        "ledger by a one-way digest of their pseudonym (never the id or the pseudonym itself); their rows are "
+        "removed from every store, later ingestion drops them, and a scan verifies that none is left.",
+        Table("Erasure requests", ["received", "completed", "pending", "verified", "rows removed"],
+              [[fmt_count(erasure[k]) for k in ("received", "completed", "pending", "verified", "rows_removed")]]),
+    ]  # fmt: skip
     s.cards = [Card("Events accepted", fmt_count(accepted),
                     f"{fmt_pct(accepted / read if read else None)} of {fmt_count(read)} rows read, {first} to {last}.")]  # fmt: skip
     s.insights = [f"{fmt_pct(accepted / read if read else None)} of the {fmt_count(read)} rows read passed the "
                   f"contract ({fmt_count(quarantined)} quarantined, {fmt_count(dupes)} duplicates removed)."]  # fmt: skip
     return s
+
+
+def erasure_counts(lake: Lake) -> dict[str, int]:
+    """Erasure requests received, completed, pending and verified, and the rows removed: counts only."""
+    requests = [r for sub in submissions(lake) for r in sub.requests]
+    return {"received": len(requests), "completed": sum(r.state == COMPLETED for r in requests),
+            "pending": sum(r.state == PENDING for r in requests),
+            "verified": sum(r.verified_at is not None for r in requests),
+            "rows_removed": sum(int(v.get("rows_removed", 0)) for r in requests for v in r.stores.values())}  # fmt: skip
 
 
 def features_section(lake: Lake) -> Section | None:
@@ -333,10 +365,110 @@ def mmm_section(lake: Lake) -> Section | None:
     return s
 
 
+def lifetime_value_section(lake: Lake) -> Section | None:
+    """What customers are worth: the fitted models, the holdout check, the distribution and value per group."""
+    doc = published(lake, CLV, "result.json")
+    if doc is None:
+        return None
+    version, r = doc
+    totals, h = r["totals"], r.get("holdout")
+    s = Section("lifetime_value", "Lifetime value", f"{CLV}/{version}/result.json")
+    s.figures = {"customers": r["customers"], "repeat_customers": r["repeat_customers"], "parameters": r["parameters"],
+                 "totals": totals, "horizon_months": r["horizon_months"],
+                 "holdout": {k: h[k] for k in ("from", "to", "actual_purchases", "predicted_purchases",
+                                               "naive_purchases", "mae", "mae_naive", "correlation")} if h else None}  # fmt: skip
+    s.parts = [
+        f"{fmt_count(r['customers'])} customers bought by {r['observation_end']}, {fmt_count(r['repeat_customers'])} "
+        f"of them more than once. Repeat purchases follow a {r['model']} model and spend per purchase a Gamma-Gamma "
+        f"model, fitted by {r['method']} on every purchase day; a customer's lifetime value is their expected "
+        f"purchases over the next {r['horizon_months']} months times their expected spend, discounted at "
+        f"{r['monthly_discount']:g} a month. `shoplens clv fit` reproduces it (docs/lifetime-value.md).",
+        Table("Fitted parameters (time in days)", list(r["parameters"]), [[f"{v:.4g}" for v in r["parameters"].values()]]),
+        Table("Totals", ["customers", "repeat customers", f"CLV sum ({r['horizon_months']} months)", "CLV median",
+                         "revenue so far", "median p(alive)"],
+              [[fmt_count(r["customers"]), fmt_count(r["repeat_customers"]), fmt_money(totals["clv_sum"]),
+                fmt_money(totals["clv_median"]), fmt_money(totals["revenue_sum"]), fmt_pct(totals["p_alive_median"])]]),
+    ]  # fmt: skip
+    if h:
+        s.parts += [
+            f"Holdout check: fitted on the days up to {h['calibration_end']}, judged on {h['from']} to {h['to']} "
+            f"({h['days']} days, {fmt_count(h['customers'])} customers). Repeat purchases: actual "
+            f"{fmt_count(h['actual_purchases'])}, predicted {fmt_money(h['predicted_purchases'])}, naive forecast "
+            f"{fmt_money(h['naive_purchases'])}. Per-customer MAE {fmt_float(h['mae'])} against "
+            f"{fmt_float(h['mae_naive'])} for the naive forecast; correlation {fmt_float(h['correlation'])}.",
+            Table("Holdout by calibration repeat purchases", HOLDOUT_HEADER, holdout_rows(h)),
+        ]  # fmt: skip
+    dist = published_table(lake, CLV, version, "distribution")
+    if dist is not None:
+        s.parts.append(histogram_chart("clv-distribution", f"Customers by {r['horizon_months']}-month lifetime value "
+                                       "(the last bar: above the 99th percentile)", dist["lower"].tolist(),
+                                       [None if pd.isna(u) else float(u) for u in dist["upper"]],
+                                       dist["customers"].tolist(), xlabel="lifetime value"))  # fmt: skip
+    by_segment = [g for g in r["groups"] if g["breakdown"] == "segment"]
+    chart = None
+    if by_segment:
+        chart = bar_chart("clv-by-segment", f"Sum of {r['horizon_months']}-month lifetime value per segment",
+                          [str(g["value"]) for g in by_segment], [g["clv_sum"] for g in by_segment], fmt="{:,.0f}")  # fmt: skip
+        s.parts += [Table("By segment", GROUP_HEADER, group_rows(r["groups"], "segment")), chart]
+    if any(g["breakdown"] == "lifecycle_stage" for g in r["groups"]):
+        s.parts.append(Table("By lifecycle stage", GROUP_HEADER, group_rows(r["groups"], "lifecycle_stage")))
+    s.parts += [f"Warning: {w}" for w in r.get("warnings", [])]
+    s.cards = [Card(f"Lifetime value, {r['horizon_months']} months", fmt_money(totals["clv_sum"]),
+                    f"{fmt_count(r['customers'])} customers, median {fmt_money(totals['clv_median'])}; "
+                    f"{fmt_pct(r['repeat_customers'] / r['customers'] if r['customers'] else None)} bought again.", chart)]  # fmt: skip
+    if by_segment and totals["clv_sum"]:
+        top = max(by_segment, key=lambda g: g["clv_sum"])
+        s.insights.append(f"{top['value']} hold {fmt_pct(top['clv_sum'] / totals['clv_sum'])} of the expected "
+                          f"{r['horizon_months']}-month customer value ({fmt_money(top['clv_sum'])} of "
+                          f"{fmt_money(totals['clv_sum'])}).")  # fmt: skip
+    if h:
+        better = "beats" if h["mae"] < h["mae_naive"] else "does not beat"
+        s.insights.append(f"On the holdout the value model predicted {fmt_money(h['predicted_purchases'])} repeat "
+                          f"purchases against {fmt_count(h['actual_purchases'])} actual; it {better} the naive "
+                          f"forecast (MAE {fmt_float(h['mae'])} vs {fmt_float(h['mae_naive'])}).")  # fmt: skip
+    return s
+
+
+def retention_section(lake: Lake) -> Section | None:
+    """Who comes back: the cohort triangle as a heatmap and the retention curve of each cohort."""
+    doc = published(lake, RETENTION, "result.json")
+    if doc is None or not doc[1]["cohorts"]:
+        return None
+    version, r = doc
+    cohorts = r["cohorts"]
+    labels, periods, rates = triangle(cohorts)
+    unit = r["period"]
+    s = Section("retention", "Retention", f"{RETENTION}/{version}/result.json")
+    s.figures = {"cohort": r["cohort"], "period": unit, "mode": r["mode"], "end": r["end"],
+                 "cohorts": {c["cohort"]: {"size": c["size"], "rates": [p["rate"] for p in c["periods"]]} for c in cohorts}}  # fmt: skip
+    started = "first purchase" if r["cohort_event"] == "purchase" else "first event"
+    heat = heatmap_chart("retention-triangle", f"Share of each {r['cohort']}ly cohort active in each {unit} since its start",
+                         labels, [str(n) for n in periods], rates, xlabel=f"{unit}s since start")  # fmt: skip
+    curves = line_chart("retention-curves", f"Retention curve of each cohort ({unit}s since start)", periods,
+                        {c["cohort"]: [p["rate"] for p in c["periods"]] for c in cohorts},
+                        xlabel=f"{unit}s since start", ylabel="share of the cohort")  # fmt: skip
+    header, rows = rate_rows(cohorts)
+    s.parts = [
+        f"Semantics: users in {r['cohort']}ly cohorts by their {started}; {r['periods']} {unit}s from each user's start; "
+        f"{r['mode']}: a member counts in {unit} n when they have {'any event' if r['event'] == 'any' else 'a purchase'} "
+        f"in it{'' if r['mode'] == 'n-period' else ' or later'}; whole UTC days, data to {r['end']} (docs/retention.md).",
+        heat, curves, Table(f"Retention rate by {unit} since start", header, rows),
+    ]  # fmt: skip
+    ripe = [c for c in cohorts if any(p["period"] == 1 and p["complete"] for p in c["periods"])]
+    if ripe:
+        big = max(ripe, key=lambda c: c["size"])
+        rate = next(p["rate"] for p in big["periods"] if p["period"] == 1)
+        sentence = (f"{fmt_pct(rate)} of the {fmt_count(big['size'])} users of the {big['cohort']} cohort came back in "
+                    f"their second {unit}.")  # fmt: skip
+        s.cards = [Card(f"Back in the second {unit}", fmt_pct(rate), sentence, curves)]
+        s.insights = [sentence]
+    return s
+
+
 #: The dossier's sections in reading order (the summary and the appendix are built around them).
 SECTIONS: tuple[SectionBuilder, ...] = (
     data_section, features_section, threshold_section, segments_section, comparison_section, funnel_section,
-    propensity_section, experiments_section, mmm_section,
+    propensity_section, experiments_section, mmm_section, lifetime_value_section, retention_section,
 )  # fmt: skip
 
-__all__ = ["SECTIONS", "SectionBuilder", "published", "published_table"]
+__all__ = ["SECTIONS", "SectionBuilder", "erasure_counts", "published", "published_table"]

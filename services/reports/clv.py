@@ -54,13 +54,13 @@ def semantics(horizon_months: int, monthly_discount: float) -> list[str]:
     ]
 
 
-def _group_rows(groups: Sequence[Mapping[str, Any]], breakdown: str) -> list[list[str]]:
+def group_rows(groups: Sequence[Mapping[str, Any]], breakdown: str) -> list[list[str]]:
     return [[str(g["value"]), fmt_count(g["customers"]), fmt_money(g["clv_sum"]), fmt_money(g["clv_median"]),
              fmt_money(g["revenue_sum"]), fmt_pct(g["p_alive_median"])]
             for g in groups if g["breakdown"] == breakdown]  # fmt: skip
 
 
-def _holdout_rows(h: Mapping[str, Any]) -> list[list[str]]:
+def holdout_rows(h: Mapping[str, Any]) -> list[list[str]]:
     return [[r["calibration_frequency"], fmt_count(r["customers"]), fmt_float(r["actual_mean"]),
              fmt_float(r["predicted_mean"]), fmt_float(r["naive_mean"])] for r in h["by_frequency"]]  # fmt: skip
 
@@ -91,7 +91,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         lines += [
             f"## By {dim.replace('_', ' ')}",
             "",
-            md_table(GROUP_HEADER, _group_rows(doc["groups"], dim)),
+            md_table(GROUP_HEADER, group_rows(doc["groups"], dim)),
             "",
         ]
     h = doc.get("holdout")
@@ -102,7 +102,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                   f"predicted {fmt_money(h['predicted_purchases'])}, naive {fmt_money(h['naive_purchases'])}. "
                   f"Per-customer MAE {fmt_float(h['mae'])} (naive {fmt_float(h['mae_naive'])}), "
                   f"correlation {fmt_float(h['correlation'])}.", "",
-                  md_table(HOLDOUT_HEADER, _holdout_rows(h)), ""]  # fmt: skip
+                  md_table(HOLDOUT_HEADER, holdout_rows(h)), ""]  # fmt: skip
     lines += ["## Top customers by lifetime value", "", md_table(TOP_HEADER, _top_rows(doc["top_customers"])), "",
               "Export them all with `shoplens export clv --out FILE` (pseudonymized keys).", ""]  # fmt: skip
     return "\n".join(lines)
@@ -144,11 +144,11 @@ def render_html(doc: Mapping[str, Any]) -> str:
     ]
     for dim in ("segment", "lifecycle_stage"):
         sections.append(f"<section><h2>By {dim.replace('_', ' ')}</h2>" + chart_html(group_figure(doc["groups"], dim))
-                        + html_table(GROUP_HEADER, _group_rows(doc["groups"], dim)) + "</section>")  # fmt: skip
+                        + html_table(GROUP_HEADER, group_rows(doc["groups"], dim)) + "</section>")  # fmt: skip
     h = doc.get("holdout")
     if h:
         sections.append("<section><h2>Holdout check</h2>" + chart_html(holdout_figure(h["by_frequency"]))
-                        + html_table(HOLDOUT_HEADER, _holdout_rows(h)) + "</section>")  # fmt: skip
+                        + html_table(HOLDOUT_HEADER, holdout_rows(h)) + "</section>")  # fmt: skip
     sections.append("<section><h2>Top customers by lifetime value</h2>"
                     + html_table(TOP_HEADER, _top_rows(doc["top_customers"])) + "</section>")  # fmt: skip
     sem = "".join(f"<li>{html.escape(s)}</li>" for s in doc["semantics"])
@@ -167,8 +167,12 @@ def write_clv_report(out_dir: Path, doc: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "GROUP_HEADER",
+    "HOLDOUT_HEADER",
     "group_figure",
+    "group_rows",
     "holdout_figure",
+    "holdout_rows",
     "render_html",
     "render_markdown",
     "semantics",

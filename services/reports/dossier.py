@@ -145,6 +145,38 @@ def line_chart(name: str, caption: str, x: Sequence[float], series: dict[str, Se
     return Chart(name, png_bytes(fig), caption)
 
 
+def heatmap_chart(name: str, caption: str, rows: Sequence[str], cols: Sequence[str],
+                  values: Sequence[Sequence[float | None]], *, xlabel: str = "", vmax: float = 1.0) -> Chart:  # fmt: skip
+    """A matrix of shares (a retention triangle): missing cells blank, each cell's value written as a percentage."""
+    z = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in r] for r in values], dtype=float))
+    fig, ax = _figure(7.0, max(2.2, 0.32 * len(rows) + 1.0))
+    ax.grid(False)
+    image = ax.imshow(z, cmap="Blues", vmin=0.0, vmax=vmax, aspect="auto")
+    ax.set_xticks(np.arange(len(cols)), cols, fontsize=8)
+    ax.set_yticks(np.arange(len(rows)), rows, fontsize=8)
+    ax.set_xlabel(xlabel)
+    if z.size <= 400:
+        for (i, j), v in np.ndenumerate(z.filled(np.nan)):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=6,
+                        color="white" if v > 0.6 * vmax else "#222")  # fmt: skip
+    fig.colorbar(image, ax=ax, fraction=0.03)
+    return Chart(name, png_bytes(fig), caption)
+
+
+def histogram_chart(name: str, caption: str, lower: Sequence[float], upper: Sequence[float | None],
+                    counts: Sequence[float], *, xlabel: str = "") -> Chart:  # fmt: skip
+    """Counts per bin; an open last bin (``upper`` None) is drawn as one more bin of the same width, marked '+'."""
+    fig, ax = _figure()
+    width = next((u - lo for lo, u in zip(lower, upper, strict=True) if u is not None and u > lo), 1.0)
+    ax.bar(lower, counts, width=width, align="edge", color="#4c78a8", edgecolor="white", linewidth=0.5)
+    if upper and upper[-1] is None:
+        ax.annotate("+", (lower[-1] + width / 2, counts[-1]), ha="center", va="bottom", fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("customers")
+    return Chart(name, png_bytes(fig), caption)
+
+
 def radar_chart(name: str, caption: str, axes: Sequence[str], series: dict[str, Sequence[float]],
                 colors: dict[str, str] | None = None) -> Chart:  # fmt: skip
     """One polygon per series over ``axes`` (values: lifts against the average user, 1 = average)."""
@@ -231,6 +263,8 @@ __all__ = [
     "Section",
     "Table",
     "bar_chart",
+    "heatmap_chart",
+    "histogram_chart",
     "line_chart",
     "png_bytes",
     "radar_chart",

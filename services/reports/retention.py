@@ -37,7 +37,7 @@ def semantics(spec: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _triangle(
+def triangle(
     cohorts: Sequence[Mapping[str, Any]], key: str = "rate"
 ) -> tuple[list[str], list[int], list[list]]:
     periods = sorted({p["period"] for c in cohorts for p in c["periods"]})
@@ -48,7 +48,7 @@ def _triangle(
 def triangle_figure(cohorts: Sequence[Mapping[str, Any]], period: str):
     import plotly.graph_objects as go
 
-    labels, periods, z = _triangle(cohorts)
+    labels, periods, z = triangle(cohorts)
     fig = go.Figure(go.Heatmap(z=z, x=[str(n) for n in periods], y=labels, colorscale="Blues", zmin=0, zmax=1,
                                texttemplate="%{z:.0%}", hovertemplate="cohort %{y}, period %{x}: %{z:.1%}<extra></extra>"))  # fmt: skip
     fig.update_yaxes(autorange="reversed", type="category")
@@ -68,7 +68,7 @@ def curves_figure(cohorts: Sequence[Mapping[str, Any]], period: str):
     return layout(fig, "Retention curves", yaxis_tickformat=".0%", xaxis_title=f"{period}s since start")
 
 
-def _rows(cohorts: Sequence[Mapping[str, Any]], max_periods: int = 12) -> tuple[list[str], list[list[str]]]:
+def rate_rows(cohorts: Sequence[Mapping[str, Any]], max_periods: int = 12) -> tuple[list[str], list[list[str]]]:
     periods = sorted({p["period"] for c in cohorts for p in c["periods"]})[:max_periods]
     header = ["cohort", "size", *[f"{n}" for n in periods]]
     rows = []
@@ -81,7 +81,7 @@ def _rows(cohorts: Sequence[Mapping[str, Any]], max_periods: int = 12) -> tuple[
 
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
-    header, rows = _rows(doc["cohorts"])
+    header, rows = rate_rows(doc["cohorts"])
     rev_rows = [[c["cohort"], fmt_count(c["size"]), *[fmt_money(p["revenue"]) for p in c["periods"][:12]]]
                 for c in doc["cohorts"]]  # fmt: skip
     lines = [f"# Retention {doc['version']}", "",
@@ -113,9 +113,11 @@ def write_retention_report(out_dir: Path, doc: Mapping[str, Any]) -> None:
 
 __all__ = [
     "curves_figure",
+    "rate_rows",
     "render_html",
     "render_markdown",
     "semantics",
+    "triangle",
     "triangle_figure",
     "write_retention_report",
 ]

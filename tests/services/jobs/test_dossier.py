@@ -5,7 +5,8 @@ generate, ingest two months, run every due stage), then one model comparison. Th
 as a reader gets it: the PDF rendered page by page with poppler's ``pdftoppm``, its text read back with
 ``pdftotext`` and compared with the published results read straight from the lake (and the accepted
 rows counted from the events' Parquet files with pyarrow); the HTML opened in a real Chromium.
-Results that were never published (experiments, marketing mix) must have no section.
+Results that were never published (experiments, marketing mix) must have no section; the pipeline's
+clv and retention stages publish lifetime value and retention, so those sections are there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from services.core.catalog import FUNNEL, MODEL_COMPARISON, PROPENSITY_MODEL, SEGMENTATION_MODEL
+from services.core.catalog import (
+    CLV,
+    FUNNEL,
+    MODEL_COMPARISON,
+    PROPENSITY_MODEL,
+    RETENTION,
+    SEGMENTATION_MODEL,
+)
 from services.core.runtime import open_lake
 from services.core.settings import Settings
 from tests.conftest import TEST_KEY
@@ -109,8 +117,11 @@ def test_pdf_holds_exactly_the_sections_whose_result_exists(built) -> None:
     text = _text(built["out"] / "dossier.pdf")
     doc = json.loads((built["out"] / "dossier.json").read_text())
     keys = [s["key"] for s in doc["sections"]]
-    assert keys == ["data", "features", "threshold", "segments", "comparison", "funnel", "propensity", "pipeline",
-                    "appendix"]  # fmt: skip
+    lake = built["lake"]
+    value = [k for k, d in (("lifetime_value", CLV), ("retention", RETENTION)) if lake.current_version(d)]
+    assert value == ["lifetime_value", "retention"]  # the pipeline's clv and retention stages published them
+    assert keys == ["data", "features", "threshold", "segments", "comparison", "funnel", "propensity", *value,
+                    "pipeline", "appendix"]  # fmt: skip
     for s in doc["sections"]:
         assert s["title"] in text, s["title"]
     assert "Experiments" not in text and "Marketing mix" not in text  # never published in this lake
@@ -145,6 +156,12 @@ def test_pdf_figures_equal_the_published_results(built) -> None:
     funnel = lake.read_json(f"{FUNNEL}/{lake.current_version(FUNNEL)}/result.json")
     for st in funnel["steps"]:
         assert f"{st['count']:,}" in text
+    clv = lake.read_json(f"{CLV}/{lake.current_version(CLV)}/result.json")
+    assert f"{clv['customers']:,} customers bought" in text and f"{clv['totals']['clv_sum']:,.2f}" in text
+    for v in clv["parameters"].values():
+        assert f"{v:.4g}" in text
+    for c in lake.read_json(f"{RETENTION}/{lake.current_version(RETENTION)}/result.json")["cohorts"]:
+        assert f"{c['cohort']} {c['size']:,}" in text
     comparison = lake.read_json(f"{MODEL_COMPARISON}/{lake.current_version(MODEL_COMPARISON)}/comparison.json")
     for t in comparison["tables"].values():
         assert f"Winner: {t['winner']}" in text
