@@ -101,7 +101,7 @@ def run_compose(env_file: Path, *args: str) -> subprocess.CompletedProcess:
 def test_env_file(tmp_path_factory) -> Path:
     """.env.example with every empty (required) value filled by a random placeholder."""
     path = tmp_path_factory.mktemp("compose") / "test.env"
-    path.write_text("".join(f"{k}={v or 'test-' + secrets.token_hex(8)}\n" for k, v in env_example().items()))
+    path.write_text("".join(f"{k}={v or 'test-' + secrets.token_hex(32)}\n" for k, v in env_example().items()))
     return path
 
 
