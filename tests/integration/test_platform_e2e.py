@@ -64,22 +64,34 @@ def _skip_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def compose_env(tmp_path_factory) -> dict[str, str]:
-    """shoplens-watcher's environment as the real Compose binary resolves it from a filled-in .env."""
+def compose_services(tmp_path_factory) -> dict[str, dict]:
+    """The services as the real Compose binary resolves them from a filled-in .env."""
     from tests.integration.test_compose import env_example
 
     env_file = tmp_path_factory.mktemp("e2e-compose") / "test.env"
-    values = {k: v or "test-" + secrets.token_hex(12) for k, v in env_example().items()}
+    values = {k: v or "test-" + secrets.token_hex(32) for k, v in env_example().items()}
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     done = run_compose(env_file, "config", "--format", "json")
     assert done.returncode == 0, done.stderr
-    service = json.loads(done.stdout)["services"]["shoplens-watcher"]
+    return json.loads(done.stdout)["services"]
+
+
+@pytest.fixture(scope="module")
+def compose_env(compose_services) -> dict[str, str]:
+    """shoplens-watcher's environment as compose gives it."""
+    service = compose_services["shoplens-watcher"]
     assert service["command"] == ["shoplens", "watch"]
     return {k: str(v) for k, v in service["environment"].items()}
 
 
+def spark_daemon_env(services: dict[str, dict]) -> dict[str, str]:
+    """The Spark master's and workers' authentication as compose starts them (spark.authenticate, the secret)."""
+    daemons = {**services["spark-master"]["environment"], **services["spark-worker"]["environment"]}
+    return {k: str(daemons[k]) for k in ("SPARK_MASTER_OPTS", "SPARK_WORKER_OPTS", "_SPARK_AUTH_SECRET")}
+
+
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, compose_env):
+def platform(tmp_path_factory, compose_services, compose_env):
     """Start every native part, the watcher with the compose environment, and drop the files."""
     reason = _skip_reason()
     if reason:
@@ -99,7 +111,7 @@ def platform(tmp_path_factory, compose_env):
         client = s3.client()
         for bucket in ("incoming", "lake", "quarantine-files"):  # what infra/minio/init.sh creates
             client.make_bucket(bucket)
-        cluster = start_cluster(cores=1, memory="1g")
+        cluster = start_cluster(cores=1, memory="1g", env=spark_daemon_env(compose_services))
         metrics_port, api_port = free_port(), free_port()
         prom = start_stack(targets={"shoplens-watcher": f"127.0.0.1:{metrics_port}",
                                     "shoplens-scoring-api": f"127.0.0.1:{api_port}",
