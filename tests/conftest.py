@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -146,3 +147,21 @@ def prom_stack():
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs the CLI in-process configures the root logger with a handler on that test's
+    captured stderr, which pytest closes afterwards; later log lines would fail on it ("I/O operation on
+    closed file"). Undo that configuration after the test."""
+    from services.core import logs
+
+    root = logging.getLogger()
+    configured, level = logs._CONFIGURED, root.level
+    yield
+    if logs._CONFIGURED and not configured:
+        for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        logs._CONFIGURED = False
+
