@@ -109,7 +109,7 @@ cmd_test() {
 
 cmd_stack() {
   # `./setup_project.sh stack [--env-only]`: .env with fresh secrets, then the whole platform in Docker
-  # (docker-compose.yml). --env-only stops after .env, e.g. to feed infra/k8s (see README).
+  # (docker-compose.yml). --env-only stops after .env, e.g. to feed infra/k8s (docs/kubernetes.md).
   say "configuration"
   # Generated in Python for O_EXCL (an existing .env, with the key the lake was written with, is never
   # overwritten, not even by a concurrent run) and for the secrets module's CSPRNG.
@@ -172,7 +172,7 @@ PY
   if [ ${#problems[@]} -gt 0 ]; then
     local p
     for p in "${problems[@]}"; do echo "shoplens: missing: $p" >&2; done
-    echo "shoplens: .env is ready; run './setup_project.sh stack' again once Docker works (or use infra/k8s, see README)" >&2
+    echo "shoplens: .env is ready; run './setup_project.sh stack' again once Docker works (or use infra/k8s, see docs/kubernetes.md)" >&2
     return 1
   fi
 
