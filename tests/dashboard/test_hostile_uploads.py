@@ -9,15 +9,10 @@ import io
 import os
 import subprocess
 import sys
-import threading
-import time
 import tomllib
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,6 +24,7 @@ from dashboard.serve import DASHBOARD_DIR, command
 from tests.conftest import REES46_SAMPLE
 from tests.dashboard.fixtures import APP
 from tests.dashboard.test_pages import _user_history
+from tests.memory import peak_rss
 
 MB = 2**20
 REPO = Path(__file__).resolve().parents[2]
@@ -41,24 +37,6 @@ def gzip_bomb(expanded_mb: int) -> bytes:
     return b"".join([*(deflate.compress(block) for _ in range(expanded_mb)), deflate.flush()])
 
 
-@contextmanager
-def peak_rss() -> Iterator[dict[str, int]]:
-    proc = psutil.Process()
-    seen = {"before": proc.memory_info().rss, "peak": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            seen["peak"] = max(seen["peak"], proc.memory_info().rss)
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join()
 
 
 # ------------------------------------------------------------------------------------ gzip

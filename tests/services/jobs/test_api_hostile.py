@@ -6,12 +6,8 @@ runs) and no raw id comes back."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
-import psutil
 import pytest
 from fastapi.testclient import TestClient
 
@@ -21,6 +17,7 @@ from services.core.storage import LocalStore
 from services.jobs.api import MAX_JSON_VALUES, create_app
 from tests.apiserver import ApiProcess, raw_post, start_api
 from tests.conftest import TEST_KEY
+from tests.memory import peak_rss
 from tests.services.jobs.test_api import TOKEN, history, settings_for, source  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.slow
@@ -42,25 +39,6 @@ def api(source, tmp_path_factory) -> Iterator[ApiProcess]:  # noqa: F811 - the f
         server.stop()
 
 
-@contextmanager
-def peak_rss(pid: int) -> Iterator[dict[str, int]]:
-    """The process's RSS before and its peak during the block (sampled every 5 ms)."""
-    proc = psutil.Process(pid)
-    seen = {"before": proc.memory_info().rss, "peak": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            seen["peak"] = max(seen["peak"], proc.memory_info().rss)
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _chunks(total: int, size: int = 256 * 1024, fill: bytes = b" ") -> Iterator[bytes]:
