@@ -263,8 +263,9 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_storage_outage_shows_a_warning(use_lake, page):
+    # a short retry budget (users keep the 30 s default): the warning must show once the budget is spent
     use_lake("s3://lake/shoplens", SHOPLENS_S3_ENDPOINT=f"127.0.0.1:{_closed_port()}",
-             SHOPLENS_S3_ACCESS_KEY="k", SHOPLENS_S3_SECRET_KEY="s")  # fmt: skip
+             SHOPLENS_S3_ACCESS_KEY="k", SHOPLENS_S3_SECRET_KEY="s", SHOPLENS_S3_RETRY_SECONDS="0.5")  # fmt: skip
     at = open_page(page)
     assert "The lake cannot be read right now" in at.warning[0].value
 
