@@ -109,6 +109,15 @@ def cli_env(settings, monkeypatch) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
+def pipeline_lake(spark, tmp_path_factory):
+    """The lake the real pipeline builds from two generated months (tests/dashboard/pipeline_lake.py),
+    built once per run (about 2 minutes): read it, or work on ``pipeline_lake.copy(tmp_path)``."""
+    from tests.dashboard.pipeline_lake import build_pipeline_lake
+
+    return build_pipeline_lake(spark, tmp_path_factory.mktemp("pipeline"), TEST_KEY)
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """A real SeaweedFS S3 server for the whole run (see tests/s3server.py); skipped without ``weed``."""
     from tests.s3server import start_server, stop_server, weed_binary

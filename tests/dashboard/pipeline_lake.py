@@ -1,8 +1,10 @@
 """A lake produced by the real pipeline (generate -> ingest -> features -> train/score, twice), for
-the browser test: the dashboard must render whatever the producers actually publish."""
+the browser test: the dashboard must render whatever the producers actually publish. Built once per run
+(the session fixture ``pipeline_lake`` in tests/conftest.py); a test that writes to it works on a copy."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,6 +19,12 @@ class PipelineLake:
     uri: str
     known_id: str  # a raw user id with many events (scored)
     low_id: str  # a raw user id with a single event (not enough activity)
+    root: Path  # raw/ (the generated files and _truth/), lake/, work/
+
+    def copy(self, dest: Path) -> PipelineLake:
+        """The same lake and generated files under ``dest``, for a test that writes to its lake."""
+        shutil.copytree(self.root, dest, dirs_exist_ok=True)
+        return PipelineLake(uri=str(dest / "lake"), known_id=self.known_id, low_id=self.low_id, root=dest)
 
 
 def build_pipeline_lake(spark, root: Path, key: str, users: int = 1_500) -> PipelineLake:
@@ -37,4 +45,4 @@ def build_pipeline_lake(spark, root: Path, key: str, users: int = 1_500) -> Pipe
         ingest_files(spark, lake, [f], settings.key_bytes)
         run_pipeline(spark, lake, cfg)  # features, train (stale after each month), score, overview
     counts = pd.concat(pd.read_csv(f, usecols=["user_id"]) for f in files)["user_id"].value_counts()
-    return PipelineLake(uri=str(root / "lake"), known_id=str(counts.index[0]), low_id=str(counts.index[-1]))
+    return PipelineLake(uri=str(root / "lake"), known_id=str(counts.index[0]), low_id=str(counts.index[-1]), root=root)

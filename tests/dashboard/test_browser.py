@@ -196,13 +196,10 @@ def test_every_page_on_the_fixture_lake(browser, fixture_lake, tmp_path):
 
 
 @pytest.mark.spark
-def test_every_page_on_a_lake_built_by_the_pipeline(browser, spark, tmp_path_factory):
+def test_every_page_on_a_lake_built_by_the_pipeline(browser, pipeline_lake, tmp_path):
     """generate -> ingest -> features -> train/score (twice): the screenshots in README.md and docs/dashboard.md come from here."""
-    from tests.dashboard.pipeline_lake import build_pipeline_lake
-
-    root = tmp_path_factory.mktemp("pipeline")
-    built = build_pipeline_lake(spark, root, TEST_KEY)
-    proc, url = start_server(built.uri, root / "server-work", root / "streamlit.log")
+    built = pipeline_lake
+    proc, url = start_server(built.uri, tmp_path / "server-work", tmp_path / "streamlit.log")
     try:
         visit_every_page(browser, url, Expect.of(built.uri, built.known_id, built.low_id), SHOTS)
     finally:

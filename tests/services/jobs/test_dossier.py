@@ -41,13 +41,12 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 
 @pytest.fixture(scope="module")
-def built(spark, tmp_path_factory):
+def built(spark, pipeline_lake, tmp_path_factory):
     from services.jobs.compare_models import CompareConfig, compare_models
     from services.jobs.dossier import run_dossier
-    from tests.dashboard.pipeline_lake import build_pipeline_lake
 
     root = tmp_path_factory.mktemp("dossier")
-    pl = build_pipeline_lake(spark, root, TEST_KEY, users=700)
+    pl = pipeline_lake.copy(root)  # the shared lake, copied: compare-models and the dossier publish into it
     lake = open_lake(Settings(lake=pl.uri, work_dir=root / "work", pseudonym_key=TEST_KEY))
     cfg = CompareConfig(cluster_sample=1_500, n_bootstrap=2, study_users=1_500, max_propensity_rows=50_000)
     comparison = compare_models(spark, lake, cfg, truth_csv=root / "raw" / "_truth" / "users.csv",
