@@ -32,8 +32,9 @@ import pyspark
 
 log = logging.getLogger("shoplens.spark")
 
-#: How long recording may take (a JVM start, a few small jobs and the dump: ~15 s on 2 cores).
-RECORD_TIMEOUT_S = 300
+#: How long recording may take (a JVM start, a few small jobs and the dump: ~15 s on 2 idle cores, but
+#: over 300 s in an image build on a 2-core machine with a load average of 30).
+RECORD_TIMEOUT_S = 900
 
 
 def java_binary() -> Path | None:
