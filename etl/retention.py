@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Final, Literal, get_args
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -100,25 +101,25 @@ def user_days(timeline: pa.Table | pl.DataFrame) -> pl.DataFrame:
 
     ``first_category`` is the category_l1 of the day's earliest event, ``first_purchase_category``
     that of its earliest purchase (null without one). A user's day is a run of consecutive rows in a
-    timeline, so the rows are grouped by run number (sorted integers) rather than hashed by user and day.
+    timeline, so each sum is a ``reduceat`` over the runs' first rows: no hashing, no sort (a polars
+    group-by of the runs took four times as long).
     """
     frame = timeline if isinstance(timeline, pl.DataFrame) else pl.DataFrame(timeline)
-    purchase, user, day = pl.col("purchase"), pl.col("user_key"), pl.col("day")
-    new_run = ((user != user.shift()) | (day != day.shift())).fill_null(True)
-    return (
-        frame.lazy()
-        .select(user, pl.col("event_time").dt.date().alias("day"), (pl.col("event_type") == "purchase").alias("purchase"),
-                pl.col("price"), pl.col("category_l1"))
-        .with_columns(new_run.cum_sum().set_sorted().alias("run"))
-        .group_by("run", maintain_order=True)
-        .agg(user.first(), day.first(), pl.len().cast(pl.Int64).alias("events"),
-             purchase.sum().cast(pl.Int64).alias("purchases"),
-             pl.when(purchase).then(pl.col("price").fill_null(0.0)).otherwise(0.0).sum().alias("revenue"),
-             pl.col("category_l1").first().cast(pl.String).alias("first_category"),
-             pl.col("category_l1").filter(purchase).first().cast(pl.String).alias("first_purchase_category"))
-        .drop("run")
-        .collect()
-    )  # fmt: skip
+    n = frame.height
+    user, day = frame["user_key"], frame["event_time"].dt.date()
+    starts = ((user != user.shift()) | (day != day.shift())).fill_null(True).arg_true().to_numpy()
+    purchase = (frame["event_type"] == "purchase").fill_null(False).to_numpy()
+    price = frame["price"].fill_null(0.0).to_numpy()
+    first_purchase = np.minimum.reduceat(np.where(purchase, np.arange(n), n), starts) if n else starts
+    category = frame["category_l1"].extend_constant(None, 1)  # row n: "no purchase that day"
+    return pl.DataFrame({
+        "user_key": user.gather(starts), "day": day.gather(starts),
+        "events": np.diff(np.append(starts, n)).astype(np.int64),
+        "purchases": np.add.reduceat(purchase.astype(np.int64), starts) if n else starts.astype(np.int64),
+        "revenue": np.add.reduceat(np.where(purchase, price, 0.0), starts) if n else starts.astype(float),
+        "first_category": category.gather(starts).cast(pl.String),
+        "first_purchase_category": category.gather(first_purchase).cast(pl.String),
+    })  # fmt: skip
 
 
 def _week_start(day: pl.Expr) -> pl.Expr:
@@ -206,9 +207,7 @@ def partial_counts(days: pl.DataFrame, spec: RetentionSpec, segments: pl.DataFra
         )
     keys = ["group", "cohort", "period"]
     users = returning.join(who, on="user_key").group_by(keys).agg(pl.len().cast(pl.Int64).alias("users"))
-    money = active.join(who.select("user_key", "group", "cohort"), on=["user_key", "group", "cohort"]).group_by(
-        keys
-    ).agg(pl.col("revenue").sum())
+    money = active.group_by(keys).agg(pl.col("revenue").sum())  # active rows carry their member's group and cohort
     counts = users.join(money, on=keys, how="full", coalesce=True)
     sizes = who.group_by("group", "cohort").agg(pl.len().cast(pl.Int64).alias("users"),
                                                 pl.col("start").max().alias("latest"))  # fmt: skip
