@@ -260,13 +260,16 @@ def predict(
     """Segment each user of an event history with the current model, without Spark; prints a JSON array.
 
     One object per user: user_id (as in the file; not stored), segment_id, segment_name, confidence,
-    trust, lifecycle_stage, lifecycle_label, lifecycle_action, model_version, n_events, status, reason.
-    Invalid rows are skipped and counted on stderr.
+    trust, lifecycle_stage, lifecycle_label, lifecycle_action, model_version, n_events, status, reason;
+    with a pseudonym key set, the published p_alive, clv, clv_horizon_months and clv_version of users
+    the lake knows as customers (null otherwise). Invalid rows are skipped and counted on stderr.
     """
     from services.core.runtime import open_lake
     from services.jobs.predict import history_report, predict_file
 
-    result = predict_file(events, open_lake(get_settings(), lake), as_of=as_of)
+    settings = get_settings()
+    key = settings.key_bytes if settings.pseudonym_key is not None else None
+    result = predict_file(events, open_lake(settings, lake), as_of=as_of, key=key)
     typer.echo(history_report(result.history), err=True)
     typer.echo(json.dumps(result.users, indent=2))
 

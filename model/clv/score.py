@@ -21,7 +21,7 @@ import pandas as pd
 import xarray
 from pymc_marketing.clv.utils import customer_lifetime_value
 
-from model.clv.fit import FittedCLV, model_data
+from model.clv.fit import FittedCLV, distinct_triples, model_data
 
 PURCHASE_HORIZONS: Final[tuple[int, ...]] = (30, 90, 365)
 SCORE_COLUMNS: Final[tuple[str, ...]] = (
@@ -58,10 +58,7 @@ def score_customers(
     if not 0 <= monthly_discount < 1:
         raise ValueError(f"the monthly discount rate must be in [0, 1), got {monthly_discount}")
     data = model_data(rfm)
-    triples, inverse = np.unique(data[["frequency", "recency", "T"]].to_numpy(), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    distinct = pd.DataFrame(triples, columns=["frequency", "recency", "T"])
-    distinct.insert(0, "customer_id", np.arange(len(distinct)))
+    distinct, inverse = distinct_triples(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = {"p_alive": _point(fitted.purchase.expected_probability_alive(data=distinct))[inverse]}

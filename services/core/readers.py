@@ -146,11 +146,16 @@ def read_propensity(lake: Lake, version: str | None = None) -> pd.DataFrame | No
     return read_version(lake, PROPENSITY, version)
 
 
-def read_customer_values(lake: Lake, columns: list[str] | None = None) -> pd.DataFrame | None:
-    """The current lifetime values per customer (``clv/<version>/customers``); None before the first fit."""
+def read_customer_values(lake: Lake, columns: list[str] | None = None,
+                         user_keys: list[str] | None = None) -> pd.DataFrame | None:  # fmt: skip
+    """The current lifetime values per customer (``clv/<version>/customers``), all of them or those of
+    ``user_keys``; None before the first fit."""
     version = lake.current_version(CLV)
     dataset = parquet_dataset(lake, f"{CLV}/{version}/customers") if version else None
-    return None if dataset is None else dataset.to_table(columns=columns).to_pandas()
+    if dataset is None:
+        return None
+    wanted = None if user_keys is None else ds.field("user_key").isin(user_keys)
+    return dataset.to_table(columns=columns, filter=wanted).to_pandas()
 
 
 __all__ = [

@@ -43,7 +43,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,7 +167,37 @@ class ScoreRequest(BaseModel):
         "Reference time of recency/tenure (ISO; naive = UTC) or 'last_event'; default: the latest event"))  # fmt: skip
 
 
-class ScoreResponse(BaseModel):
+class CustomerLookup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(..., pattern=f"^{ID_PATTERN}$", description="raw user id (hashed on the server, never logged)")
+
+
+class CustomerValue(BaseModel):
+    """A known customer's published lifetime value (all null before a lifetime value fit, for an unknown
+    user, or for a user without a purchase)."""
+
+    p_alive: float | None = Field(None, description=(
+        "probability the customer is still a customer (absent before a lifetime value fit, or without a purchase)"))
+    clv: float | None = Field(None, description="discounted lifetime value over clv_horizon_months")
+    clv_horizon_months: int | None = None
+    clv_version: str | None = None
+
+
+class CustomerResponse(CustomerValue):
+    segment_id: int | None
+    segment_name: str | None
+    confidence: float | None
+    n_events: int | None
+    model_version: str | None
+    as_of: str | None
+    segments_version: str
+
+
+class ScoreResponse(CustomerValue):
+    """One user's segment from their events; with the lifetime value of that user as last published,
+    when the user is a known customer (looked up by the pseudonym of the events' user_id)."""
+
     segment_id: int | None = Field(description="null: fewer events than the model's trust threshold")
     segment_name: str | None
     confidence: float | None = Field(description="1 - d1/d2 of the two nearest centroids, in [0, 1]")
@@ -180,27 +210,6 @@ class ScoreResponse(BaseModel):
         "chance of a purchase within the propensity model's horizon (absent before a propensity model exists)"))
     propensity_decile: int | None = Field(None, description="decile of the propensity among the latest batch scores")
     propensity_model_version: str | None = None
-
-
-class CustomerLookup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str = Field(..., pattern=f"^{ID_PATTERN}$", description="raw user id (hashed on the server, never logged)")
-
-
-class CustomerResponse(BaseModel):
-    segment_id: int | None
-    segment_name: str | None
-    confidence: float | None
-    n_events: int | None
-    model_version: str | None
-    as_of: str | None
-    segments_version: str
-    p_alive: float | None = Field(None, description=(
-        "probability the customer is still a customer (absent before a lifetime value fit, or without a purchase)"))
-    clv: float | None = Field(None, description="discounted lifetime value over clv_horizon_months")
-    clv_horizon_months: int | None = None
-    clv_version: str | None = None
 
 
 class ErasureBody(BaseModel):
@@ -335,9 +344,11 @@ def row_problems(parsed: Parsed) -> list[dict[str, Any]]:
 
 
 def score_events(events: Sequence[Mapping[str, Any]], model: LoadedModel,
-                 as_of: datetime | str | None = None, propensity: LoadedPropensity | None = None) -> dict[str, Any]:  # fmt: skip
+                 as_of: datetime | str | None = None, propensity: LoadedPropensity | None = None,
+                 value_of: Callable[[str], dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Segment one user's events as ``shoplens predict`` would segment them in a file (and, with a
-    ``propensity`` model, give their propensity as ``shoplens predict`` does).
+    ``propensity`` model, give their propensity as ``shoplens predict`` does). ``value_of`` gives the
+    published lifetime value of the events' raw user id (:func:`customer_value`, under its pseudonym).
 
     Raises :class:`InvalidEvents` when a row breaks the contract (every bad row listed) or the rows
     belong to more than one user.
@@ -355,12 +366,13 @@ def score_events(events: Sequence[Mapping[str, Any]], model: LoadedModel,
             {"row": i, "reason": "another user_id than row 0"} for i, u in enumerate(ids) if u != ids[0]
         ]
         raise InvalidEvents("the events of one user at a time: several user_id values", others)
+    value = {} if value_of is None else value_of(str(users[0].as_py()))
     # the raw id is not needed to score
     rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id", pa.array(["u"] * rows.num_rows))
     result = _score_one(history_feature_columns(rows, model, as_of), model)
     if propensity is not None:
         result |= score_history(rows.to_pandas(), propensity, as_of=as_of).get("u", {})
-    return result
+    return result | value
 
 
 def _score_one(feats: dict[str, np.ndarray], model: LoadedModel) -> dict[str, Any]:
@@ -396,14 +408,19 @@ def lookup_customer(state: ApiState, user_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     when = row.get("as_of")
-    value = one_row(current.clv, row["user_key"], ["p_alive", "clv", "horizon_months"]) or {}
     return {
         **{c: row.get(c) for c in CUSTOMER_COLUMNS if c != "as_of"},
         "as_of": None if when is None else pd.Timestamp(when).isoformat(),
-        "segments_version": current.segments_version,
-        "p_alive": value.get("p_alive"), "clv": value.get("clv"), "clv_horizon_months": value.get("horizon_months"),
-        "clv_version": current.clv_version if value else None,
+        "segments_version": current.segments_version, **customer_value(current, row["user_key"]),
     }  # fmt: skip
+
+
+def customer_value(current: Published, user_key: str) -> dict[str, Any]:
+    """The :class:`CustomerValue` of a user key in the current lifetime values (one row group read: the
+    customers are sorted by key); all None for a key without one."""
+    value = one_row(current.clv, user_key, ["p_alive", "clv", "horizon_months"]) or {}
+    return {"p_alive": value.get("p_alive"), "clv": value.get("clv"), "clv_horizon_months": value.get("horizon_months"),
+            "clv_version": current.clv_version if value else None}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -563,7 +580,12 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
                 pd.Timestamp(body.as_of)
             except ValueError:
                 raise HTTPException(422, "as_of is not a time (ISO 8601 or 'last_event')") from None
-        return score_events(body.events, state.model(), body.as_of, state.current.propensity)
+        current = state.current
+
+        def value_of(user_id: str) -> dict[str, Any]:
+            return customer_value(current, pseudonymize(user_id, state.key))
+
+        return score_events(body.events, state.model(), body.as_of, current.propensity, value_of)
 
     def customer(user_id: str) -> dict:
         found = lookup_customer(state, user_id)
@@ -682,6 +704,7 @@ __all__ = [
     "ScoreRequest",
     "TokenCheck",
     "create_app",
+    "customer_value",
     "event_columns",
     "json_values_bound",
     "lookup_customer",

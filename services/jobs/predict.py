@@ -17,10 +17,12 @@ from datetime import datetime
 from pathlib import Path
 
 from etl.lines import History, read_history
+from etl.pseudonymize import pseudonymize
 from model.propensity import LoadedPropensity, score_history
 from model.segmentation.history import LoadedModel, score_rows
+from services.core.catalog import CLV
 from services.core.lake import Lake
-from services.core.readers import load_model, load_propensity
+from services.core.readers import load_model, load_propensity, read_customer_values
 
 
 @dataclass
@@ -47,9 +49,33 @@ def predict(
     return PredictResult(users=users, history=history, model_version=model.scorer.model_version)
 
 
-def predict_file(events_file: str | Path, lake: Lake, as_of: datetime | str | None = None) -> PredictResult:
-    """``shoplens predict``: load the current models from ``lake``; segment (and propensity) per user."""
-    return predict(events_file, load_model(lake), as_of=as_of, propensity=load_propensity(lake))
+def predict_file(events_file: str | Path, lake: Lake, as_of: datetime | str | None = None,
+                 key: bytes | None = None) -> PredictResult:  # fmt: skip
+    """``shoplens predict``: load the current models from ``lake``; segment (and propensity) per user.
+
+    With the lake's pseudonym ``key``, each user the lake knows as a customer also gets the published
+    ``p_alive``, ``clv``, ``clv_horizon_months`` and ``clv_version`` (null for the others), looked up
+    by pseudonym; the raw ids stay in this process.
+    """
+    result = predict(events_file, load_model(lake), as_of=as_of, propensity=load_propensity(lake))
+    if key is not None:
+        result.users = with_customer_values(result.users, lake, key)
+    return result
+
+
+def with_customer_values(users: list[dict], lake: Lake, key: bytes) -> list[dict]:
+    """``users`` (each with its raw ``user_id``) with their published lifetime values (null where none)."""
+    pseudonyms = {str(u["user_id"]): pseudonymize(str(u["user_id"]), key) for u in users}
+    version = lake.current_version(CLV)
+    values = read_customer_values(lake, ["user_key", "p_alive", "clv", "horizon_months"], list(pseudonyms.values()))
+    found = {} if values is None else values.set_index("user_key").to_dict("index")
+    out = []
+    for u in users:
+        v = found.get(pseudonyms[str(u["user_id"])])
+        out.append({**u, "p_alive": None if v is None else float(v["p_alive"]), "clv": None if v is None else float(v["clv"]),
+                    "clv_horizon_months": None if v is None else int(v["horizon_months"]),
+                    "clv_version": None if v is None else version})  # fmt: skip
+    return out
 
 
 def history_report(history: History) -> str:
@@ -64,4 +90,4 @@ def history_report(history: History) -> str:
     return line
 
 
-__all__ = ["PredictResult", "history_report", "predict", "predict_file"]
+__all__ = ["PredictResult", "history_report", "predict", "predict_file", "with_customer_values"]

@@ -1,7 +1,7 @@
 """``shoplens retention``: who comes back, cohort by cohort, and what they spend.
 
-Reads the committed events, reduces them on Spark to one row per user and active day, counts the
-cohorts with :mod:`etl.retention` (polars on that frame) and publishes::
+Counts every user bucket of the lake's timelines in a Spark task (:mod:`etl.retention`, polars: the
+bucket's users' share of each cohort and period), adds the shares on the driver and publishes::
 
     retention/<version>/cohorts.parquet   breakdown, group, cohort, size, period, users, rate, revenue, complete
     retention/<version>/{result.json, report.md, report.html}
@@ -22,15 +22,16 @@ from typing import Any, Final
 
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 from pyspark.sql import SparkSession
 
-from etl.clv import last_event_day
-from etl.retention import RetentionSpec, retention_table, user_days
-from services.core.catalog import EVENTS, RETENTION, SEGMENTS
+from etl.retention import BUCKET_FRAME, RetentionSpec, bucket_counts, combine
+from etl.timeline import USER_KEY
+from services.core.catalog import RETENTION, SEGMENTS
 from services.core.lake import Lake, due_for_new_runs, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
-from services.core.spark import read_run_dataset
+from services.core.timelines import bucket_of, run_on_buckets, timelines_status
 from services.reports.retention import semantics, write_retention_report
 
 log = logging.getLogger("shoplens.retention")
@@ -39,6 +40,13 @@ RESULT_FILE: Final[str] = "result.json"
 COHORTS: Final[str] = "cohorts"
 OVERALL: Final[str] = "overall"
 BREAKDOWNS: Final[tuple[str, ...]] = ("segment", "category", "acquisition-month")
+#: The timeline columns the counts read.
+TIMELINE_INPUTS: Final[tuple[str, ...]] = (USER_KEY, "event_time", "event_type", "price", "category_l1")
+#: A task's answer: :data:`etl.retention.BUCKET_FRAME` in Arrow (plain strings, as Spark takes them).
+BUCKET_SCHEMA: Final[pa.Schema] = pa.schema(
+    [pa.field(f.name, pa.string() if pa.types.is_large_string(f.type) else f.type)
+     for f in BUCKET_FRAME.to_arrow().schema]
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,21 +84,41 @@ def _segments(lake: Lake) -> tuple[pl.DataFrame | None, str | None]:
 
 def compute(spark: SparkSession, lake: Lake, cfg: RetentionConfig,
             segments: pl.DataFrame | None) -> tuple[pd.DataFrame, date]:  # fmt: skip
-    """The cohorts table (the overall view and each breakdown) and the last day of data."""
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
+    """The cohorts table (the overall view and each breakdown) and the last day of data.
+
+    One pass over the lake's timelines: each Spark task counts its user buckets' shares of every view
+    (:func:`etl.retention.bucket_counts`), the driver adds them (:func:`etl.retention.combine`).
+    """
+    if not lake.committed_run_ids():
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    missing = timelines_status(lake)["missing_runs"]
+    if missing:
+        raise ValueError(f"{len(missing)} committed run(s) have no timelines (ingested before timelines existed): "
+                         "run `shoplens timelines --backfill` first")  # fmt: skip
+    specs = {OVERALL: replace(cfg.spec, by=None), **{by: replace(cfg.spec, by=by) for by in cfg.breakdowns}}
+    split = _by_bucket(segments) if segments is not None and "segment" in cfg.breakdowns else {}
+
+    def counts(timeline: pa.Table) -> pa.Table:
+        bucket = int(bucket_of(timeline[USER_KEY].slice(0, 1))[0]) if timeline.num_rows else -1
+        return bucket_counts(timeline, specs, split.get(bucket)).to_arrow()
+
     t0 = time.monotonic()
-    end = last_event_day(events)
-    days = pl.from_arrow(user_days(events).toArrow())
-    log.info("retention user days collected", extra={"stage": "retention", "rows": days.height,
+    shares = pl.DataFrame(run_on_buckets(spark, lake, counts, BUCKET_SCHEMA, columns=TIMELINE_INPUTS))
+    if shares.height == 0:
+        raise ValueError("the lake's timelines hold no events: run `shoplens ingest` first")
+    end = shares["last_day"].max()
+    log.info("retention counted per user bucket", extra={"stage": "retention", "rows": shares.height,
              "duration_seconds": round(time.monotonic() - t0, 3)})  # fmt: skip
-    parts = []
-    for by in (None, *cfg.breakdowns):
-        spec = replace(cfg.spec, by=by)
-        parts.append(retention_table(days, spec, end, segments).with_columns(breakdown=pl.lit(by or OVERALL)))
+    parts = [combine(shares.filter(pl.col("view") == name), spec, end).with_columns(breakdown=pl.lit(name))
+             for name, spec in specs.items()]  # fmt: skip
     table = pl.concat(parts).select("breakdown", pl.exclude("breakdown"))
     return table.to_pandas(date_as_object=True), end  # cohorts stay dates
+
+
+def _by_bucket(segments: pl.DataFrame) -> dict[int, pl.DataFrame]:
+    """The segments split by user bucket, so each task ships only its own users'."""
+    bucket = pl.Series("bucket", bucket_of(segments[USER_KEY].to_arrow()))
+    return {int(k[0]): part.drop("bucket") for k, part in segments.with_columns(bucket).partition_by("bucket", as_dict=True).items()}
 
 
 def cohort_records(table: pd.DataFrame) -> list[dict[str, Any]]:

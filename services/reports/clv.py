@@ -14,6 +14,7 @@ from typing import Any
 
 from services.reports.render import (
     chart_html,
+    closing_sections,
     fmt_count,
     fmt_float,
     fmt_money,
@@ -22,6 +23,7 @@ from services.reports.render import (
     layout,
     md_table,
     page,
+    write_report_files,
 )
 
 ACCENT, NAIVE = "#4c78a8", "#bbbbbb"
@@ -151,19 +153,13 @@ def render_html(doc: Mapping[str, Any]) -> str:
                         + html_table(HOLDOUT_HEADER, holdout_rows(h)) + "</section>")  # fmt: skip
     sections.append("<section><h2>Top customers by lifetime value</h2>"
                     + html_table(TOP_HEADER, _top_rows(doc["top_customers"])) + "</section>")  # fmt: skip
-    sem = "".join(f"<li>{html.escape(s)}</li>" for s in doc["semantics"])
-    sections.append(f"<section><h2>Semantics</h2><ul>{sem}</ul></section>")
-    md = render_markdown(doc)
-    sections.append(f"<section><details><summary>All figures as text</summary><pre>{html.escape(md)}</pre>"
-                    "</details></section>")  # fmt: skip
+    sections.append(closing_sections(doc["semantics"], render_markdown(doc)))
     return page(f"Lifetime value {doc['version']}", "".join(sections))
 
 
 def write_clv_report(out_dir: Path, doc: Mapping[str, Any]) -> None:
     """Write report.md and report.html into ``out_dir`` (result.json is the JSON rendering)."""
-    out_dir = Path(out_dir)
-    (out_dir / "report.md").write_text(render_markdown(doc), encoding="utf-8")
-    (out_dir / "report.html").write_text(render_html(doc), encoding="utf-8")
+    write_report_files(out_dir, render_markdown(doc), render_html(doc))
 
 
 __all__ = [

@@ -11,6 +11,7 @@ import html
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 CSS = """
@@ -108,9 +109,24 @@ def page(title: str, body: str) -> str:
     )
 
 
+def closing_sections(semantics: Sequence[str], markdown: str) -> str:
+    """A report page's last two sections: the definitions as a list, and the whole report as text."""
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in semantics)
+    return (f"<section><h2>Semantics</h2><ul>{items}</ul></section>"
+            f"<section><details><summary>All figures as text</summary><pre>{html.escape(markdown)}</pre>"
+            "</details></section>")  # fmt: skip
+
+
+def write_report_files(out_dir: Path, markdown: str, html_page: str) -> None:
+    """``report.md`` and ``report.html`` into ``out_dir`` (a version's ``result.json`` is the JSON rendering)."""
+    (Path(out_dir) / "report.md").write_text(markdown, encoding="utf-8")
+    (Path(out_dir) / "report.html").write_text(html_page, encoding="utf-8")
+
+
 __all__ = [
     "CSS",
     "chart_html",
+    "closing_sections",
     "fmt_count",
     "fmt_float",
     "fmt_money",
@@ -119,4 +135,5 @@ __all__ = [
     "layout",
     "md_table",
     "page",
+    "write_report_files",
 ]

@@ -5,12 +5,21 @@ Built from ``result.json`` of ``shoplens retention``; the semantics are stated i
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from services.reports.render import chart_html, fmt_count, fmt_money, fmt_pct, layout, md_table, page
+from services.reports.render import (
+    chart_html,
+    closing_sections,
+    fmt_count,
+    fmt_money,
+    fmt_pct,
+    layout,
+    md_table,
+    page,
+    write_report_files,
+)
 
 
 def semantics(spec: Mapping[str, Any]) -> list[str]:
@@ -94,21 +103,16 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
 
 
 def render_html(doc: Mapping[str, Any]) -> str:
-    sem = "".join(f"<li>{html.escape(s)}</li>" for s in doc["semantics"])
     body = (f"<h1>Retention {doc['version']}</h1>"
             f"<section>{chart_html(triangle_figure(doc['cohorts'], doc['period']))}</section>"
             f"<section>{chart_html(curves_figure(doc['cohorts'], doc['period']))}</section>"
-            f"<section><h2>Semantics</h2><ul>{sem}</ul></section>"
-            f"<section><details><summary>All figures as text</summary><pre>{html.escape(render_markdown(doc))}</pre>"
-            "</details></section>")  # fmt: skip
+            + closing_sections(doc["semantics"], render_markdown(doc)))  # fmt: skip
     return page(f"Retention {doc['version']}", body)
 
 
 def write_retention_report(out_dir: Path, doc: Mapping[str, Any]) -> None:
     """Write report.md and report.html into ``out_dir`` (result.json is the JSON rendering)."""
-    out_dir = Path(out_dir)
-    (out_dir / "report.md").write_text(render_markdown(doc), encoding="utf-8")
-    (out_dir / "report.html").write_text(render_html(doc), encoding="utf-8")
+    write_report_files(out_dir, render_markdown(doc), render_html(doc))
 
 
 __all__ = [

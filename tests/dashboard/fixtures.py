@@ -430,3 +430,13 @@ def open_page(page: str | None = None):
         at.switch_page(f"app_pages/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def open_page_without(dataset: str, page: str, source: Path, copy_to: Path, use_lake: Any):
+    """:func:`open_page` on a copy of the fixture lake at ``source`` in which ``dataset`` has no current
+    version (its pointer removed): the page's "nothing yet" path."""
+    root = copy_to / "lake"
+    shutil.copytree(source, root)
+    (root / dataset / "_current.json").unlink()
+    use_lake(str(root))
+    return open_page(page)

@@ -3,22 +3,16 @@ recomputed from the fixture's customers table with pandas."""
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 
 from dashboard.charts import fmt_int, fmt_money
 from services.core.catalog import CLV
-from tests.dashboard.fixtures import open_page
+from tests.dashboard.fixtures import open_page_without
 
 
 def test_without_values_the_page_says_what_to_run(use_lake, fixture_lake, tmp_path):
-    root = tmp_path / "lake"
-    shutil.copytree(fixture_lake.root, root)
-    (root / CLV / "_current.json").unlink()
-    use_lake(str(root))
-    at = open_page("lifetime_value")
+    at = open_page_without(CLV, "lifetime_value", fixture_lake.root, tmp_path, use_lake)
     assert any("No lifetime values yet" in i.value for i in at.info)
 
 

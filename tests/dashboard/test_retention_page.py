@@ -3,19 +3,13 @@ drawn active days); the figures shown are recomputed from the fixture's table wi
 
 from __future__ import annotations
 
-import shutil
-
 from dashboard.charts import fmt_int, fmt_pct
 from services.core.catalog import RETENTION
-from tests.dashboard.fixtures import open_page
+from tests.dashboard.fixtures import open_page_without
 
 
 def test_without_retention_the_page_says_what_to_run(use_lake, fixture_lake, tmp_path):
-    root = tmp_path / "lake"
-    shutil.copytree(fixture_lake.root, root)
-    (root / RETENTION / "_current.json").unlink()
-    use_lake(str(root))
-    at = open_page("retention")
+    at = open_page_without(RETENTION, "retention", fixture_lake.root, tmp_path, use_lake)
     assert any("No retention yet" in i.value for i in at.info)
 
 

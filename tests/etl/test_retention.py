@@ -9,11 +9,24 @@ from collections import defaultdict
 from datetime import date, timedelta
 
 import numpy as np
+import pandas as pd
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from dateutil.relativedelta import relativedelta
 
-from etl.retention import TABLE_COLUMNS, RetentionSpec, retention_table
+from etl.retention import (
+    BUCKET_FRAME,
+    TABLE_COLUMNS,
+    USER_DAY_COLUMNS,
+    RetentionSpec,
+    bucket_counts,
+    combine,
+    partial_counts,
+    retention_table,
+)
+from etl.retention import user_days as retention_user_days
 
 START, END = date(2020, 1, 1), date(2020, 5, 20)
 BOUNDARY_STARTS = [date(2020, 1, 6), date(2020, 1, 5), date(2020, 2, 1), date(2020, 1, 31), date(2020, 3, 31),
@@ -161,3 +174,71 @@ def test_bad_options_are_one_line_errors():
         RetentionSpec(period="year")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown breakdown"):
         RetentionSpec(by="brand")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("spec", "by"), [(RetentionSpec(), None), (RetentionSpec(mode="unbounded", event="purchase",
+                                          cohort="month", period="month"), None),
+                                          (RetentionSpec(cohort_event="purchase", calendar=True), "category")])  # fmt: skip
+def test_shares_of_disjoint_users_add_up_to_the_whole(spec, by):
+    """The job counts each user bucket's share in its own task: three shares combined give the table
+    of all users at once (sizes, users, revenue and the ``complete`` flag from the latest start)."""
+    days = user_days(seed=11)
+    spec = RetentionSpec(**{**spec.__dict__, "by": by})
+    thirds = days.with_columns(part=pl.col("user_key").str.slice(1).cast(pl.Int64) % 3)
+    shares = pl.concat([partial_counts(p.drop("part"), spec) for _, p in thirds.group_by("part")])
+    whole = retention_table(days, spec, END)
+    combined = combine(shares, spec, END)
+    assert combined.drop("revenue").equals(whole.drop("revenue"))
+    assert combined["revenue"].to_list() == pytest.approx(whole["revenue"].to_list(), rel=1e-12)
+    assert whole["users"].sum() > 0 and not whole["complete"].all()
+
+
+def test_user_days_of_a_timeline_match_pandas():
+    """user_days on a timeline (sorted by user and time, dictionary-encoded text, UTC times) against a
+    pandas reduction: per user and UTC day the events, purchases, revenue and first categories."""
+    rng = np.random.default_rng(4)
+    n = 400
+    times = pd.Timestamp("2020-01-31 20:00", tz="UTC") + pd.to_timedelta(np.sort(rng.integers(0, 5 * 86400, n)), "s")
+    frame = pd.DataFrame({
+        "user_key": rng.choice(["k1", "k2", "k3", "k4"], n), "event_time": times,
+        "event_type": rng.choice(["view", "cart", "purchase"], n, p=[0.6, 0.2, 0.2]),
+        "price": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(2, 20, n).round(2)),
+        "category_l1": rng.choice(["apparel", "electronics", None], n),
+    }).sort_values(["user_key", "event_time"], kind="stable")  # fmt: skip
+    timeline = pa.Table.from_pandas(frame, preserve_index=False)
+    timeline = timeline.set_column(2, "event_type", pc.dictionary_encode(timeline["event_type"]))
+    got = retention_user_days(timeline)
+    assert got.columns == list(USER_DAY_COLUMNS)
+    frame["day"] = frame["event_time"].dt.date
+    buy = frame[frame["event_type"] == "purchase"]
+    g = frame.groupby(["user_key", "day"], sort=False)
+    want = pd.DataFrame({
+        "events": g.size(), "purchases": g["event_type"].apply(lambda s: int((s == "purchase").sum())),
+        "revenue": buy.groupby(["user_key", "day"])["price"].apply(lambda s: s.fillna(0).sum()),
+        "first_category": g["category_l1"].agg(lambda s: s.iloc[0]),  # the earliest event's, null or not
+        "first_purchase_category": buy.groupby(["user_key", "day"])["category_l1"].agg(lambda s: s.iloc[0]),
+    }).reset_index()  # fmt: skip
+    want["revenue"] = want["revenue"].fillna(0.0)
+    assert len(got) == len(want) == frame.groupby(["user_key", "day"]).ngroups
+    mine = got.to_pandas().set_index(["user_key", "day"]).sort_index()
+    theirs = want.set_index(["user_key", "day"]).sort_index()
+    assert mine["events"].tolist() == theirs["events"].tolist()
+    assert mine["purchases"].tolist() == theirs["purchases"].tolist()
+    assert mine["revenue"].tolist() == pytest.approx(theirs["revenue"].tolist(), rel=1e-12)
+    assert mine["first_category"].fillna("-").tolist() == theirs["first_category"].fillna("-").tolist()
+    assert mine["first_purchase_category"].fillna("-").tolist() == theirs["first_purchase_category"].fillna("-").tolist()
+
+
+def test_bucket_counts_name_each_view_and_carry_the_last_day():
+    """A bucket without any purchase has no first-purchase cohort, yet its last day still reaches the driver."""
+    timeline = pa.table({"user_key": ["a", "a", "b"], "event_time": pa.array(
+        [pd.Timestamp("2020-01-06 10:00", tz="UTC"), pd.Timestamp("2020-01-20 23:59", tz="UTC"),
+         pd.Timestamp("2020-01-09", tz="UTC")]), "event_type": ["view", "cart", "view"],
+        "price": [1.0, 2.0, 3.0], "category_l1": ["x", None, "y"]})  # fmt: skip
+    out = bucket_counts(timeline, {"overall": RetentionSpec(), "buyers": RetentionSpec(cohort_event="purchase")})
+    assert out.columns == BUCKET_FRAME.columns
+    assert set(out["view"].drop_nulls()) == {"overall"}
+    assert out["last_day"].unique().to_list() == [date(2020, 1, 20)]
+    table = combine(out.filter(pl.col("view") == "overall"), RetentionSpec(), date(2020, 1, 20))
+    assert table.select("period", "users").rows() == [(0, 2), (1, 0), (2, 1)]  # a returns 14 days later: week 2
+    assert bucket_counts(timeline.slice(0, 0), {"overall": RetentionSpec()}).height == 0

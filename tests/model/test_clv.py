@@ -79,3 +79,24 @@ def test_bad_options_are_refused():
         fit_clv(rfm, "nbd")
     with pytest.raises(ValueError, match="unknown fit method"):
         fit_clv(rfm, method="advi")
+
+
+@pytest.mark.slow
+def test_the_fit_on_weighted_triples_is_the_fit_on_every_customer(model: str = "bgnbd"):
+    """The purchase model is fitted on the distinct (frequency, recency, T), each weighted by its count:
+    its estimates equal PyMC-Marketing's own fit on one row per customer (CDNOW's 2,357 customers,
+    1,016 distinct triples). BG/NBD only: Pareto/NBD's fit takes minutes, and its weighting is the same code."""
+    from pymc_marketing.clv import BetaGeoModel, ParetoNBDModel
+
+    from model.clv.fit import PURCHASE_PARAMETERS, _fit, _flat, distinct_triples, model_data
+
+    rfm = cdnow_rfm()
+    distinct, inverse = distinct_triples(model_data(rfm))
+    assert len(distinct) < len(rfm)
+    assert (distinct.iloc[inverse, 1:].to_numpy() == rfm[["frequency", "recency", "T"]].to_numpy()).all()
+    names = PURCHASE_PARAMETERS[model]
+    plain = (BetaGeoModel if model == "bgnbd" else ParetoNBDModel)(model_config=_flat(names))
+    _fit(plain, model_data(rfm)[["customer_id", "frequency", "recency", "T"]], "map")
+    weighted = fit_clv(rfm, model).parameters
+    for name in names:
+        assert weighted[name] == pytest.approx(float(plain.idata.posterior[name].mean()), rel=1e-4), name

@@ -189,6 +189,45 @@ def test_customer_lookup_carries_the_published_lifetime_value(client, source):
     assert body["p_alive"] is None and body["clv"] is None and body["clv_version"] is None
 
 
+def _buyer_raw_id(source, bought: bool = True) -> tuple[str, str]:
+    """A segmented user's raw id and key: one with a published lifetime value, or one without."""
+    clv = source.clv.set_index("user_key")
+    key = next(k for k in source.segments["user_key"] if (k in clv.index) == bought)
+    raw = str(500_000_000 + int(source.features.index[source.features["user_key"] == key][0]))
+    assert pseudonymize(raw, TEST_KEY.encode()) == key
+    return raw, key
+
+
+def test_score_and_predict_carry_a_known_customers_published_lifetime_value(client, source, history, tmp_path):
+    """POST /v1/score and ``shoplens predict`` give a known customer the p_alive and clv of the published
+    lifetime values (their pseudonym's row); an unknown user or one who never bought gets nulls."""
+    clv = source.clv.set_index("user_key")
+    raw, key = _buyer_raw_id(source)
+    events = [{**e, "user_id": raw} for e in history[0][:40]]
+    body = client.post("/v1/score", json={"events": events}, headers=AUTH).json()
+    assert body["p_alive"] == pytest.approx(float(clv.loc[key, "p_alive"]), abs=0)
+    assert body["clv"] == pytest.approx(float(clv.loc[key, "clv"]), abs=0)
+    assert body["clv_horizon_months"] == 12 and body["clv_version"] == source.clv_doc["version"]
+    assert raw not in json.dumps(body) and key not in json.dumps(body)
+    never, _ = _buyer_raw_id(source, bought=False)
+    for uid in (never, history[0][0]["user_id"]):  # a segmented user without a purchase; a stranger
+        other = client.post("/v1/score", json={"events": [{**e, "user_id": uid} for e in events]}, headers=AUTH).json()
+        assert other["p_alive"] is None and other["clv"] is None and other["clv_version"] is None
+        assert other["segment_id"] == body["segment_id"]  # the value changes nothing of the segment
+    path = tmp_path / "two.csv"
+    rows = [[e[c] if e[c] is not None else "" for c in RAW_COLUMNS] for e in events]
+    rows += [[*r[:7], never, *r[8:]] for r in rows]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([RAW_COLUMNS, *rows])
+    path.write_text(buf.getvalue())
+    lake = Lake(LocalStore(source.root), tmp_path / "work")
+    users = {u["user_id"]: u for u in predict_file(path, lake, key=TEST_KEY.encode()).users}
+    assert users[raw]["p_alive"] == body["p_alive"] and users[raw]["clv"] == body["clv"]
+    assert users[raw]["clv_horizon_months"] == 12 and users[raw]["clv_version"] == source.clv_doc["version"]
+    assert users[never]["p_alive"] is None and users[never]["clv"] is None
+    assert "p_alive" not in predict_file(path, lake).users[0]  # no key: no lookup
+
+
 def test_raw_ids_never_reach_the_logs(client, source, history, caplog):
     caplog.set_level(logging.DEBUG)
     raw = source.raw_ids["known"]

@@ -5,22 +5,20 @@ on the raw files."""
 from __future__ import annotations
 
 import csv
-import json
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from etl.contract import ORDER_COLUMNS
 from etl.pseudonymize import pseudonymize
-from services.cli import app
 from services.core.catalog import CLV, SEGMENTS
 from services.core.publish import new_version
 from services.jobs.clv import clv_due
 from tests.conftest import TEST_KEY
+from tests.jobcli import generated_lake, invoke
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -31,26 +29,6 @@ PUBLISHED = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "p": 6.25, "q":
 #: (1997-01-01 -> 2020-01-01): every interval between purchases stays the same.
 SHIFT = pd.Timestamp("2020-01-01") - pd.Timestamp("1997-01-01")
 HOLDOUT_FROM = (pd.Timestamp("1997-10-01") + SHIFT).date()
-runner = CliRunner()
-
-
-def _env(root: Path) -> dict[str, str]:
-    return {"SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work"),
-            "SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_SPARK_MASTER": "local[2]",
-            "SHOPLENS_SPARK_DRIVER_MEMORY": "2g", "SHOPLENS_LOG_FORMAT": "json"}  # fmt: skip
-
-
-def _invoke(root: Path, *args: str, as_json: bool = True) -> dict | str:
-    from services.core.settings import get_settings
-
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in _env(root).items():
-            mp.setenv(k, v)
-        get_settings.cache_clear()
-        result = runner.invoke(app, [*args, *(["--json"] if as_json else [])], catch_exceptions=False)
-        get_settings.cache_clear()
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1]) if as_json else result.stdout
 
 
 def read_cdnow() -> pd.DataFrame:
@@ -76,9 +54,9 @@ def cdnow(spark, tmp_path_factory):
     """The CDNOW sample ingested through ``ingest --format online-retail``, fitted with a holdout from week 40."""
     root = tmp_path_factory.mktemp("cdnow")
     raw = cdnow_as_orders(root / "cdnow.csv")
-    ingest = _invoke(root, "ingest", "--format", "online-retail", str(root / "cdnow.csv"))
+    ingest = invoke(root, "ingest", "--format", "online-retail", str(root / "cdnow.csv"))
     assert ingest["rows_accepted"] == len(raw), ingest
-    return {"raw": raw, "result": _invoke(root, "clv", "fit", "--holdout-from", str(HOLDOUT_FROM)), "root": root}
+    return {"raw": raw, "result": invoke(root, "clv", "fit", "--holdout-from", str(HOLDOUT_FROM)), "root": root}
 
 
 def test_cdnow_matches_the_published_parameters_within_two_percent(cdnow):
@@ -110,29 +88,19 @@ def test_cdnow_holdout_counts_match_pandas(cdnow):
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
     """Two generated months ingested, a hand-made segments version, and ``clv fit`` run by the CLI."""
-    from etl.generate import generate
-    from services.core.runtime import open_lake
-    from services.core.settings import Settings
-    from services.jobs.ingest import ingest_files
-
     root = tmp_path_factory.mktemp("clvjob")
-    generate(root / "raw", users=900, start=date(2019, 10, 1), months=2, seed=21)
-    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=TEST_KEY)
-    lake = open_lake(settings)
-    files = sorted((root / "raw").glob("*.csv.gz"))
-    ingest_files(spark, lake, files, settings.key_bytes)
-    raw = pd.concat(pd.read_csv(f, dtype={"user_id": str}) for f in files)
+    lake, raw = generated_lake(spark, root, users=900, start=date(2019, 10, 1), months=2, seed=21)
     buyers = sorted(raw.loc[raw["event_type"] == "purchase", "user_id"].unique())
-    segs = pd.DataFrame({"user_key": [pseudonymize(u, settings.key_bytes) for u in buyers]})
+    segs = pd.DataFrame({"user_key": [pseudonymize(u, TEST_KEY.encode()) for u in buyers]})
     segs["segment_name"] = np.where(np.arange(len(segs)) % 2 == 0, "Loyal", "Bargain")
     segs["lifecycle_stage"] = np.where(np.arange(len(segs)) % 3 == 0, "new", "active")
     segs = segs.iloc[: len(segs) * 4 // 5]  # a fifth of the customers stay unsegmented
     with new_version(lake, SEGMENTS, model_version="m-test") as staged:
         staged.write_table("part-00000", segs)
     due_before = clv_due(lake)
-    result = _invoke(root, "clv", "fit", "--holdout-from", "2019-11-01")
+    result = invoke(root, "clv", "fit", "--holdout-from", "2019-11-01")
     return {"root": root, "lake": lake, "raw": raw, "result": result, "due_before": due_before,
-            "key": settings.key_bytes, "segments": segs}  # fmt: skip
+            "key": TEST_KEY.encode(), "segments": segs}  # fmt: skip
 
 
 def expected_rfm(raw: pd.DataFrame, end: str, key: bytes) -> pd.DataFrame:
@@ -220,22 +188,22 @@ def test_stage_export_report_and_warehouse(built, tmp_path):
     ptr = lake.pointer(CLV)
     assert ptr["run_ids"] == sorted(lake.committed_run_ids()) and ptr["holdout_from"] == "2019-11-01"
     out = tmp_path / "clv.csv"
-    exported = _invoke(built["root"], "export", "clv", "--out", str(out))
+    exported = invoke(built["root"], "export", "clv", "--out", str(out))
     assert exported["rows"] == built["result"]["customers"]
     csv_rows = pd.read_csv(out)
     assert set(csv_rows["user_key"]) == set(_customers(built)["user_key"])
     assert not csv_rows["user_key"].isin(built["raw"]["user_id"]).any()  # pseudonymized keys only
     seg_out = tmp_path / "segments.csv"
-    _invoke(built["root"], "export", "segments", "--out", str(seg_out))
+    invoke(built["root"], "export", "segments", "--out", str(seg_out))
     segs = pd.read_csv(seg_out).set_index("user_key")
     values = _customers(built).set_index("user_key")
     both = segs.index.intersection(values.index)
     assert len(both) == len(built["segments"])  # every segmented user here is a customer
     np.testing.assert_allclose(segs.loc[both, "clv"], values.loc[both, "clv"], rtol=1e-12)
     assert (segs["clv_horizon_months"] == 12).all()
-    report = _invoke(built["root"], "clv", "report", as_json=False)
+    report = invoke(built["root"], "clv", "report", as_json=False)
     assert "## Holdout check" in report and "## By segment" in report
-    again = _invoke(built["root"], "clv", "report")
+    again = invoke(built["root"], "clv", "report")
     assert again["version"] == built["result"]["version"]
     url = f"sqlite:///{tmp_path / 'wh.db'}"
     summary = publish(lake, url, (table_named("customer_value"),))  # the hand-made segments lack the table's columns

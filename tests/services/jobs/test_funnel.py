@@ -3,7 +3,6 @@ the published tables, the drop-off export and the one-line errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,37 +13,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
 from etl.pseudonymize import pseudonymize
-from services.cli import app
 from services.core.catalog import FUNNEL, SEGMENTS
 from services.core.publish import new_version
 from services.jobs.funnel import BREAKDOWNS, DROPOFFS, TABLES, funnel_due
 from tests.conftest import TEST_KEY
+from tests.jobcli import generated_lake, invoke, lake_env
 
 WEEK = pd.Timedelta(days=7)
 SEGMENT_NAMES = ("Loyal buyers", "Browsers", "Bargain hunters")
-runner = CliRunner()
-
-
-def _env(root: Path) -> dict[str, str]:
-    return {"SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work"),
-            "SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_SPARK_MASTER": "local[2]",
-            "SHOPLENS_SPARK_DRIVER_MEMORY": "2g", "SHOPLENS_LOG_FORMAT": "json"}  # fmt: skip
-
-
-def _invoke(root: Path, *args: str) -> dict:
-    from services.core.settings import get_settings
-
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in _env(root).items():
-            mp.setenv(k, v)
-        get_settings.cache_clear()
-        result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
-        get_settings.cache_clear()
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def expected_levels(raw: pd.DataFrame, window: pd.Timedelta = WEEK) -> pd.Series:
@@ -73,29 +51,19 @@ def expected_levels(raw: pd.DataFrame, window: pd.Timedelta = WEEK) -> pd.Series
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
     """One generated month ingested, a hand-made segments version, and the default funnel published by the CLI."""
-    from etl.generate import generate
-    from services.core.runtime import open_lake
-    from services.core.settings import Settings
-    from services.jobs.ingest import ingest_files
-
     root = tmp_path_factory.mktemp("funneljob")
-    generate(root / "raw", users=700, start=date(2019, 11, 1), months=1, seed=13)
-    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=TEST_KEY)
-    lake = open_lake(settings)
-    files = sorted((root / "raw").glob("*.csv.gz"))
-    ingest_files(spark, lake, files, settings.key_bytes)
-    raw = pd.concat(pd.read_csv(f, dtype={"user_id": str}) for f in files)
+    lake, raw = generated_lake(spark, root, users=700, start=date(2019, 11, 1), months=1, seed=13)
     users = pd.Series(sorted(raw["user_id"].unique()))
-    segs = pd.DataFrame({"user_key": [pseudonymize(u, settings.key_bytes) for u in users],
+    segs = pd.DataFrame({"user_key": [pseudonymize(u, TEST_KEY.encode()) for u in users],
                          "segment_id": np.arange(len(users)) % 3})  # fmt: skip
     segs = segs.iloc[: len(segs) * 9 // 10]  # a tenth of the users stay unsegmented
     segs["segment_name"] = segs["segment_id"].map(dict(enumerate(SEGMENT_NAMES)))
     due_before = funnel_due(lake)
     with new_version(lake, SEGMENTS, model_version="m-test") as staged:
         staged.write_table("part-00000", segs)
-    result = _invoke(root, "funnel")
+    result = invoke(root, "funnel")
     return {"root": root, "lake": lake, "raw": raw, "segments": segs, "result": result, "due_before": due_before,
-            "key": settings.key_bytes, "levels": expected_levels(raw)}  # fmt: skip
+            "key": TEST_KEY.encode(), "levels": expected_levels(raw)}  # fmt: skip
 
 
 pytestmark = pytest.mark.spark
@@ -169,7 +137,7 @@ def test_published_tables_add_up(built):
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_dropoff_export_is_exactly_the_users_who_stopped_at_the_step(built, tmp_path, fmt):
     out = tmp_path / f"cart.{fmt}"
-    res = _invoke(built["root"], "export", "funnel-dropoffs", "--step", "cart", "--format", fmt, "--out", str(out))
+    res = invoke(built["root"], "export", "funnel-dropoffs", "--step", "cart", "--format", fmt, "--out", str(out))
     df = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
     level = built["levels"]
     expected = {pseudonymize(u, built["key"]) for u in level.index[level == 2]}
@@ -185,7 +153,7 @@ def test_dropoff_export_is_exactly_the_users_who_stopped_at_the_step(built, tmp_
 
 
 def test_known_errors_are_one_line_messages(built):
-    env = {**os.environ, **_env(built["root"])}
+    env = {**os.environ, **lake_env(built["root"])}
     cli = [sys.executable, "-m", "services"]
     for args, message in [
         (["funnel", "--steps", "view,checkout"], "unknown event type 'checkout'"),

@@ -4,7 +4,6 @@ the warehouse table and one-line errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,49 +12,22 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from services.cli import app
 from services.core.catalog import RETENTION
 from services.jobs.retention import retention_due
 from tests.conftest import TEST_KEY
+from tests.jobcli import generated_lake, invoke
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-runner = CliRunner()
-
-
-def _invoke(root: Path, *args: str) -> dict:
-    from services.core.settings import get_settings
-
-    env = {"SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work"),
-           "SHOPLENS_PSEUDONYM_KEY": TEST_KEY, "SHOPLENS_SPARK_MASTER": "local[2]", "SHOPLENS_LOG_FORMAT": "json"}  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        get_settings.cache_clear()
-        result = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
-        get_settings.cache_clear()
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory):
-    from etl.generate import generate
-    from services.core.runtime import open_lake
-    from services.core.settings import Settings
-    from services.jobs.ingest import ingest_files
-
     root = tmp_path_factory.mktemp("retentionjob")
-    generate(root / "raw", users=500, start=date(2019, 10, 1), months=2, seed=5)
-    settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=TEST_KEY)
-    lake = open_lake(settings)
-    files = sorted((root / "raw").glob("*.csv.gz"))
-    ingest_files(spark, lake, files, settings.key_bytes)
-    raw = pd.concat(pd.read_csv(f, dtype={"user_id": str}) for f in files)
+    lake, raw = generated_lake(spark, root, users=500, start=date(2019, 10, 1), months=2, seed=5)
     due_before = retention_due(lake)
-    default = _invoke(root, "retention")
-    monthly = _invoke(root, "retention", "--cohort", "month", "--cohort-event", "purchase", "--period", "week",
+    default = invoke(root, "retention")
+    monthly = invoke(root, "retention", "--cohort", "month", "--cohort-event", "purchase", "--period", "week",
                       "--calendar", "--mode", "unbounded", "--event", "purchase", "--by", "category")  # fmt: skip
     return {"root": root, "lake": lake, "raw": raw, "default": default, "monthly": monthly, "due_before": due_before}
 
