@@ -7,7 +7,9 @@ asking the lake's content-hash ledger is correct on every store and across resta
 
 Why a settle check: on local disk a file being copied is visible half-written, and on S3 a client may
 replace an object it just wrote. A file is taken only when two listings ``settle_seconds`` apart saw
-the same size and modification time.
+the same size and modification time, or, on first sight, when its modification time is already
+``settle_seconds`` old: a file a restarted watcher finds again (or one dropped while it was down) is not
+still being written, and waiting for a second listing made every restart pay a whole pass first.
 
 Why exactly once holds: the ledger (hashes of committed runs) decides, not the file name. A file is
 archived under ``_processed/<run_id>/`` only after its run committed; a crash in between leaves it in
@@ -102,19 +104,20 @@ class Watcher:
         *,
         train_cfg: TrainConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.lake, self.incoming, self.quarantine = lake, incoming, quarantine
         self.spark, self.key = spark, key
         self.cfg = cfg or WatchConfig()
         self.train_cfg = train_cfg
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
         self._seen: dict[str, tuple[int, float, float]] = {}  # key -> (size, modified, first seen)
         self._refresh_failed: tuple[frozenset[str], float] | None = None  # (committed runs, at)
 
     # -- which files are ready ---------------------------------------------------------------------
     def ready(self) -> list[ObjectInfo]:
         """Input files whose size and modification time held still for ``settle_seconds``."""
-        now = self.clock()
+        now, wall = self.clock(), self.wall_clock()
         listing = [i for i in self.incoming.list_info("") if is_input_key(i.key)]
         seen: dict[str, tuple[int, float, float]] = {}
         ready = []
@@ -124,6 +127,9 @@ class Watcher:
                 seen[info.key] = previous
                 if now - previous[2] >= self.cfg.settle_seconds:
                     ready.append(info)
+            elif previous is None and wall - info.modified >= self.cfg.settle_seconds:
+                seen[info.key] = (info.size, info.modified, now - self.cfg.settle_seconds)
+                ready.append(info)
             else:
                 seen[info.key] = (info.size, info.modified, now)
         self._seen = seen

@@ -114,6 +114,26 @@ def test_a_file_is_taken_only_after_it_stopped_changing(tmp_path: Path, local_la
     assert w.ready() == []
 
 
+def test_a_file_already_still_for_settle_seconds_is_taken_on_first_sight(tmp_path: Path, local_lake, key) -> None:
+    """A restarted watcher (or one started after the drop) takes a file whose modification time is
+    already old at once; a fresh one still waits for a second listing."""
+    incoming = LocalStore(tmp_path / "in")
+    (tmp_path / "in").mkdir()
+    old, fresh = tmp_path / "in" / "2019-Oct.csv", tmp_path / "in" / "2019-Nov.csv"
+    old.write_text("event_time,event_type\n")
+    fresh.write_text("event_time,event_type\n")
+    wall = fresh.stat().st_mtime + 1.0
+    os.utime(old, (wall - 2.5, wall - 2.5))
+    clock = Clock()
+    w = Watcher(local_lake, incoming, LocalStore(tmp_path / "q"), lambda: None, key,
+                WatchConfig(poll_seconds=0.1, settle_seconds=2.0), clock=clock, wall_clock=lambda: wall)  # fmt: skip
+    assert [i.key for i in w.ready()] == ["2019-Oct.csv"]
+    clock.now += 1
+    assert [i.key for i in w.ready()] == ["2019-Oct.csv"]  # still there, still ready
+    clock.now += 1.5
+    assert sorted(i.key for i in w.ready()) == ["2019-Nov.csv", "2019-Oct.csv"]
+
+
 def test_drop_files_get_segments_exactly_once(spark, tmp_path: Path, local_lake, key, month: Path) -> None:
     inbox, qdir = tmp_path / "in", tmp_path / "q"
     inbox.mkdir()
