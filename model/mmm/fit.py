@@ -233,7 +233,7 @@ def fit(data: MMMData, config: FitConfig | None = None, lift_tests: pd.DataFrame
     if config.yearly_order:
         free.append("gamma_fourier")
     post = idata.posterior
-    summary = az.summary(idata, var_names=free, kind="diagnostics")
+    summary = az.summary(idata, var_names=free, kind="diagnostics", round_to="none")  # unrounded: 1.014 is not <= 1.01
     diverging = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     per_param = [{"parameter": str(i), "r_hat": float(r.r_hat), "ess_bulk": float(r.ess_bulk),
                   "ess_tail": float(r.ess_tail)} for i, r in summary.iterrows()]
