@@ -29,6 +29,7 @@ The seeds 1000-1019 are never fitted by the tests (the suite's small study uses 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -91,7 +92,8 @@ def evaluate(truth_doc: dict, data: Any, result: Any) -> list[dict]:
                      "inside": bool(s["roi_low"] <= c["roi"] <= s["roi_high"]),
                      "identifiable": bool(t["identifiable"]), "reasons": t["reasons"],
                      "prior_overlap": float(t["prior_overlap"]), "max_spend_corr": float(t["max_spend_corr"]),
-                     "spend_cv": float(t["spend_cv"]), "roi_rel_width": float(t["roi_rel_width"])})
+                     "spend_cv": float(t["spend_cv"]), "spend_drift": float(t["spend_drift"]),
+                     "roi_rel_width": float(t["roi_rel_width"])})
     return rows
 
 
@@ -256,13 +258,30 @@ def metrics(rows: list[dict]) -> dict[str, Any]:
             "identifiable_coverage_90": float(np.mean([r["inside"] for r in ident])) if ident else None}
 
 
+@functools.cache
+def fitted_spend(path: str, seed: int) -> np.ndarray:
+    """The weekly spend a run fitted, ``(weeks, channels)`` in :data:`etl.media_plan.CHANNELS` order: the
+    truth level's 104 weeks, or the event path's plan (from 2022-01-03) less its partial last week."""
+    from etl.media_plan import CHANNELS, spend_plan, weekly_truth
+
+    if path == "truth":
+        spend = weekly_truth(weeks=104, seed=seed).spend
+        return spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
+    return spend_plan(pd.date_range("2022-01-03", periods=105, freq="W-MON"), seed)[:104]
+
+
 def reflag(run: dict) -> dict:
-    """The run with each channel's flag recomputed by the current rule (the figures are stored)."""
-    from model.mmm.identifiability import reasons_for
+    """The run with each channel's flag recomputed by the current rule (the figures are stored; the spend
+    drift, added later, is recomputed from the seed's spend)."""
+    from etl.media_plan import CHANNELS
+    from model.mmm.identifiability import reasons_for, spend_drift
+
+    drift = dict(zip(CHANNELS, spend_drift(fitted_spend(run["path"], run["seed"])), strict=True))
 
     def one(c: dict) -> dict:
         if "prior_overlap" not in c:
             return c
+        c = {"spend_drift": float(drift[c["channel"]]), **c}
         reasons = reasons_for({"most_correlated": "another channel", **c})
         return {**c, "identifiable": not reasons, "reasons": "; ".join(reasons)}
 
