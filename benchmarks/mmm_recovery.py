@@ -337,8 +337,10 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
     lines = ["# Marketing-mix recovery study", "",
              f"{when}. `truth/...`: weekly series at the truth level (`weekly_truth`, 104 weeks, six channels, "
              "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
-             "--marketing`, two years, N users, revenue summed from the purchases). Channels with >= 10% of "
-             "spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
+             "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
+             "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
+             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Channels "
+             "with >= 10% of spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
              f"other work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
              "| setting | seeds | draws/tune | converged | channels | within 20% | 90% coverage | median abs error "
              "| flagged not identifiable | within 20% (identifiable only) | coverage (identifiable only) | fit s (median) |",

@@ -22,8 +22,8 @@ an interval wider than the estimate itself (say 0.5x to 1.5x of it) cannot tell 
 twice as much as another from one that returns half as much. (That last limit was 2.0 until the event
 path of the recovery study showed channels 45-85% off with intervals 1.3-1.9x their estimate.) A drift
 share above one half means most of the spend's movement is slow. (Added when the event path, whose
-customer base shrinks by more than half over two years, put the random-walk channel at 2-7x its true
-ROI with a narrow interval: benchmarks/results/mmm_recovery.md.)
+customer base shrinks by more than half over two years, put the random-walk channel at 0.28x to 10x
+its true ROI, its interval missing the truth on 13 of 20 seeds: benchmarks/results/mmm_recovery.md.)
 """
 
 from __future__ import annotations
