@@ -21,9 +21,11 @@ plus Gaussian noise with a standard error of 20% of it.
 
 Runs are appended to ``benchmarks/results/mmm_recovery_runs.jsonl`` (one line per seed and setting; a
 rerun skips what is there) and summarized in ``benchmarks/results/mmm_recovery.{json,md}``.
-The seeds 1000-1019 are never fitted by the tests (the suite's small study uses 900-902).
+The seeds 1000-1019 and 1100-1119 are never fitted by the tests (the suite's small study uses 900-902).
 
-    nice -n 10 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1100-1119 --events 16000   # the event path
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1002 --draws 1000 --tune 1000   # longer chains
 """
 
 from __future__ import annotations
