@@ -21,14 +21,17 @@ plus Gaussian noise with a standard error of 20% of it.
 
 Runs are appended to ``benchmarks/results/mmm_recovery_runs.jsonl`` (one line per seed and setting; a
 rerun skips what is there) and summarized in ``benchmarks/results/mmm_recovery.{json,md}``.
-The seeds 1000-1019 are never fitted by the tests (the suite's small study uses 900-902).
+The seeds 1000-1019 and 1100-1119 are never fitted by the tests (the suite's small study uses 900-902).
 
-    nice -n 10 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1100-1119 --events 16000   # the event path
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1002 --draws 1000 --tune 1000   # longer chains
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -91,7 +94,8 @@ def evaluate(truth_doc: dict, data: Any, result: Any) -> list[dict]:
                      "inside": bool(s["roi_low"] <= c["roi"] <= s["roi_high"]),
                      "identifiable": bool(t["identifiable"]), "reasons": t["reasons"],
                      "prior_overlap": float(t["prior_overlap"]), "max_spend_corr": float(t["max_spend_corr"]),
-                     "spend_cv": float(t["spend_cv"]), "roi_rel_width": float(t["roi_rel_width"])})
+                     "spend_cv": float(t["spend_cv"]), "spend_drift": float(t["spend_drift"]),
+                     "roi_rel_width": float(t["roi_rel_width"])})
     return rows
 
 
@@ -128,73 +132,99 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
     return out
 
 
-def run_events(seed: int, variant: str, draws: int, tune: int, users: int) -> dict:
-    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed from the
-    purchases in the files with pandas (what the lake's series equals, tests/services/jobs/test_mmm.py),
-    fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent there)."""
+def run_events(seed: int, variant: str, draws: int, tune: int, users: int) -> list[dict]:
+    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day
+    from the purchases in the files (pyarrow; what the lake's series equals,
+    tests/services/jobs/test_mmm.py; ingest itself is skipped), made weekly by :func:`model.mmm.prepare`
+    as the job does, fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent
+    there). Also the peer told the true shapes (:func:`ols_told_shapes`) on the same weekly series."""
     import tempfile
     from datetime import date
 
+    import pyarrow.compute as pc
+    from pyarrow import csv
+
     from etl.generate import generate
+    from etl.media_plan import shapes, spend_plan
     from model.mmm import FitConfig, clean_kpi, clean_spend, fit, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
         generate(tmp, users=users, start=date(2022, 1, 3), months=24, seed=seed, marketing=True)
-        events = pd.concat(pd.read_csv(f, usecols=["event_time", "event_type", "price"])
-                           for f in sorted(Path(tmp).glob("*.csv.gz")))
-        events = events[events["event_type"] == "purchase"]
-        revenue = events.groupby(events["event_time"].str[:10])["price"].sum()
-        kpi = pd.DataFrame({"date": revenue.index, "revenue": revenue.to_numpy()})
+        daily: dict[str, float] = {}
+        for f in sorted(Path(tmp).glob("*.csv.gz")):
+            t = csv.read_csv(f, convert_options=csv.ConvertOptions(include_columns=["event_time", "event_type", "price"]))
+            t = t.filter(pc.equal(t["event_type"], "purchase"))
+            day = pc.utf8_slice_codeunits(pc.cast(t["event_time"], "string"), 0, 10)
+            for row in t.append_column("day", day).group_by("day").aggregate([("price", "sum")]).to_pylist():
+                daily[row["day"]] = daily.get(row["day"], 0.0) + row["price_sum"]
+        kpi = pd.DataFrame({"date": list(daily), "revenue": list(daily.values())})
         spend = pd.read_csv(Path(tmp) / "spend.csv", dtype=str)
         truth_doc = json.loads((Path(tmp) / "_truth" / "mmm.json").read_text())
+        generate_s = time.perf_counter() - t0
     data = prepare(clean_spend(spend)[0], clean_kpi(kpi)[0])
+    plan_weeks = pd.date_range(truth_doc["first_week"], periods=truth_doc["weeks"], freq="W-MON")
+    inside = plan_weeks.isin(data.dates)
+    plan_shapes = shapes(spend_plan(plan_weeks, seed))[inside]
+    order = [c["channel"] for c in truth_doc["channels"]]
+    wide = data.spend[:, [data.channels.index(c) for c in order]]
     config = FitConfig(seed=seed, draws=draws, tune=tune, **({"roi_prior": None} if variant == "library" else {}))
     t0 = time.perf_counter()
     result = fit(data, config)
-    return {"seed": seed, "variant": variant, "draws": draws, "tune": tune, "path": f"events_{users}_users",
-            "lift_tests": [], "fit_s": time.perf_counter() - t0, "converged": result.diagnostics.converged,
-            "rhat_max": result.diagnostics.rhat_max, "divergences": result.diagnostics.divergences,
-            "weekly_revenue_cv": float(np.std(data.revenue) / np.mean(data.revenue)),
-            "channels": evaluate(truth_doc, data, result)}
+    base = {"seed": seed, "draws": draws, "tune": tune, "path": f"events_{users}_users", "lift_tests": [],
+            "generate_read_s": generate_s, "weekly_revenue_mean": float(np.mean(data.revenue)),
+            "weekly_revenue_cv": float(np.std(data.revenue) / np.mean(data.revenue))}
+    peer = ols_told_shapes(data.revenue, data.dates, wide, plan_shapes, truth_doc["channels"])
+    return [{**base, "variant": variant, "fit_s": time.perf_counter() - t0, "converged": result.diagnostics.converged,
+             "rhat_max": result.diagnostics.rhat_max, "divergences": result.diagnostics.divergences,
+             "channels": evaluate(truth_doc, data, result)},
+            {**base, "variant": "oracle_ols", "draws": 0, "tune": 0, "fit_s": 0.0, "converged": True, **peer}]
 
 
-def oracle(seed: int) -> dict:
+def ols_told_shapes(y: np.ndarray, dates: pd.DatetimeIndex, spend: np.ndarray, shape: np.ndarray,
+                    truth_channels: list[dict]) -> dict:
     """The peer: least squares that is *told* each channel's true adstock and saturation shape.
 
     Revenue regressed on the truth's saturated adstocked spend plus the model's base terms (intercept,
     trend, holiday weeks, two yearly Fourier orders); ROI = coefficient x sum(shape) / spend, with a
     Normal 90% interval from the OLS standard error. What the data allow when nothing but the scale of
-    each effect is unknown: an upper bound for any model that must also learn the shapes.
+    each effect is unknown: an upper bound for any additive model with constant effects that must also
+    learn the shapes. ``resid_share``: residual standard deviation / mean weekly revenue.
     """
     from scipy import stats
 
-    from etl.media_plan import CHANNELS, shapes, weekly_truth
     from model.mmm.data import holiday_features
 
-    truth = weekly_truth(weeks=104, seed=seed)
-    spend = truth.spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
-    dates = pd.DatetimeIndex(truth.revenue["date"])
-    y = truth.revenue["revenue"].to_numpy()
     doy = dates.dayofyear.to_numpy()
     base = [np.ones(len(y)), np.arange(len(y)) / len(y), *holiday_features(dates).to_numpy().T]
     base += [f(2 * np.pi * m * doy / 365.25) for m in (1, 2) for f in (np.sin, np.cos)]
-    s = shapes(spend)
-    x = np.column_stack([*base, s])
+    x = np.column_stack([*base, shape])
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     resid = y - x @ coef
     cov = resid @ resid / (len(y) - x.shape[1]) * np.linalg.inv(x.T @ x)
     k = len(base)
-    factor = s.sum(axis=0) / spend.sum(axis=0)
+    factor = shape.sum(axis=0) / spend.sum(axis=0)
     roi, se = coef[k:] * factor, np.sqrt(np.diag(cov)[k:]) * factor
     z = stats.norm.ppf(0.95)
     rows = []
-    for j, c in enumerate(truth.truth["channels"]):
+    for j, c in enumerate(truth_channels):
         rows.append({"channel": c["channel"], "spend_share": c["spend_share"], "true_roi": c["roi"],
                      "roi": float(roi[j]), "roi_low": float(roi[j] - z * se[j]), "roi_high": float(roi[j] + z * se[j]),
                      "error": float(roi[j] / c["roi"] - 1),
                      "inside": bool(abs(roi[j] - c["roi"]) <= z * se[j]), "identifiable": True})
+    return {"channels": rows, "resid_share": float(resid.std() / y.mean())}
+
+
+def oracle(seed: int) -> dict:
+    """:func:`ols_told_shapes` on the truth-level series of ``seed``."""
+    from etl.media_plan import CHANNELS, shapes, weekly_truth
+
+    truth = weekly_truth(weeks=104, seed=seed)
+    spend = truth.spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
+    dates = pd.DatetimeIndex(truth.revenue["date"])
+    peer = ols_told_shapes(truth.revenue["revenue"].to_numpy(), dates, spend, shapes(spend), truth.truth["channels"])
     return {"seed": seed, "variant": "oracle_ols", "draws": 0, "tune": 0, "path": "truth", "lift_tests": [],
-            "fit_s": 0.0, "converged": True, "channels": rows}
+            "fit_s": 0.0, "converged": True, **peer}
 
 
 def read_runs() -> list[dict]:
@@ -203,8 +233,17 @@ def read_runs() -> list[dict]:
     return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
 
 
+STUDY_CHAINS = (300, 400)  # draws/tune of the study's main runs; other lengths are reported apart
+
+
 def key(run: dict) -> tuple:
-    return run["seed"], run["variant"], bool(run["lift_tests"]), run["path"]
+    return run["seed"], run["variant"], bool(run["lift_tests"]), run["path"], run["draws"], run["tune"]
+
+
+def group(run: dict) -> str:
+    chains = (run["draws"], run["tune"])
+    return (f"{run['path']}/{run['variant']}" + ("/lift" if run["lift_tests"] else "")
+            + ("" if chains in (STUDY_CHAINS, (0, 0)) else f"@{chains[0]}/{chains[1]}"))
 
 
 def metrics(rows: list[dict]) -> dict[str, Any]:
@@ -221,13 +260,30 @@ def metrics(rows: list[dict]) -> dict[str, Any]:
             "identifiable_coverage_90": float(np.mean([r["inside"] for r in ident])) if ident else None}
 
 
+@functools.cache
+def fitted_spend(path: str, seed: int) -> np.ndarray:
+    """The weekly spend a run fitted, ``(weeks, channels)`` in :data:`etl.media_plan.CHANNELS` order: the
+    truth level's 104 weeks, or the event path's plan (from 2022-01-03) less its partial last week."""
+    from etl.media_plan import CHANNELS, spend_plan, weekly_truth
+
+    if path == "truth":
+        spend = weekly_truth(weeks=104, seed=seed).spend
+        return spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
+    return spend_plan(pd.date_range("2022-01-03", periods=105, freq="W-MON"), seed)[:104]
+
+
 def reflag(run: dict) -> dict:
-    """The run with each channel's flag recomputed by the current rule (the figures are stored)."""
-    from model.mmm.identifiability import reasons_for
+    """The run with each channel's flag recomputed by the current rule (the figures are stored; the spend
+    drift, added later, is recomputed from the seed's spend)."""
+    from etl.media_plan import CHANNELS
+    from model.mmm.identifiability import reasons_for, spend_drift
+
+    drift = dict(zip(CHANNELS, spend_drift(fitted_spend(run["path"], run["seed"])), strict=True))
 
     def one(c: dict) -> dict:
         if "prior_overlap" not in c:
             return c
+        c = {"spend_drift": float(drift[c["channel"]]), **c}
         reasons = reasons_for({"most_correlated": "another channel", **c})
         return {**c, "identifiable": not reasons, "reasons": "; ".join(reasons)}
 
@@ -236,11 +292,11 @@ def reflag(run: dict) -> dict:
 
 def summarize(runs: list[dict]) -> dict[str, Any]:
     runs = [reflag(r) for r in runs]
-    seeds = sorted({r["seed"] for r in runs if r["variant"] == "roi_prior" and not r["lift_tests"]})
+    seeds = sorted({r["seed"] for r in runs if r["variant"] == "roi_prior" and r["path"] == "truth" and not r["lift_tests"]})
     runs = runs + [oracle(seed) for seed in seeds]
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        groups.setdefault(f"{r['path']}/{r['variant']}" + ("/lift" if r["lift_tests"] else ""), []).append(r)
+        groups.setdefault(group(r), []).append(r)
     out: dict[str, Any] = {}
     for name, rs in sorted(groups.items()):
         big = [c for r in rs for c in r["channels"] if c["spend_share"] >= BIG_SHARE]
@@ -252,10 +308,10 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
                      "converged": sum(r["converged"] for r in rs), "big_channels": metrics(big),
                      "per_channel": per_channel}
     # the lift tests' effect on the channels they calibrated, paired with the same seed's plain fit
-    plain = {(r["seed"], r["variant"]): r for r in runs if not r["lift_tests"]}
+    plain = {(r["seed"], r["variant"], r["path"], r["draws"], r["tune"]): r for r in runs if not r["lift_tests"]}
     pairs = []
     for r in runs:
-        p = plain.get((r["seed"], r["variant"]))
+        p = plain.get((r["seed"], r["variant"], r["path"], r["draws"], r["tune"]))
         if not r["lift_tests"] or p is None:
             continue
         before = {c["channel"]: c for c in p["channels"]}
@@ -283,8 +339,10 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
     lines = ["# Marketing-mix recovery study", "",
              f"{when}. `truth/...`: weekly series at the truth level (`weekly_truth`, 104 weeks, six channels, "
              "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
-             "--marketing`, two years, N users, revenue summed from the purchases). Channels with >= 10% of "
-             "spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
+             "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
+             "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
+             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Channels "
+             "with >= 10% of spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
              f"other work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
              "| setting | seeds | draws/tune | converged | channels | within 20% | 90% coverage | median abs error "
              "| flagged not identifiable | within 20% (identifiable only) | coverage (identifiable only) | fit s (median) |",
@@ -337,16 +395,19 @@ def main() -> None:
     if not args.summarize:
         stored = {key(r): r for r in read_runs()}
         for seed in args.seeds if args.events else []:
-            run = run_events(seed, args.variant, args.draws, args.tune, args.events)
-            if key(run) not in stored:
-                with RUNS.open("a") as fh:
-                    fh.write(json.dumps(run) + "\n")
-            print(f"seed {seed} events: " + " ".join(f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}"
-                                                     f"{'' if c['identifiable'] else '?'}" for c in run["channels"]),
-                  flush=True)
+            if (seed, args.variant, False, f"events_{args.events}_users", args.draws, args.tune) in stored:
+                continue
+            for run in run_events(seed, args.variant, args.draws, args.tune, args.events):
+                if key(run) not in stored:
+                    with RUNS.open("a") as fh:
+                        fh.write(json.dumps(run) + "\n")
+                print(f"seed {seed} events {run['variant']}: {run['fit_s']:.0f}s "
+                      + " ".join(f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}"
+                                 f"{'' if c['identifiable'] else '?'}" for c in run["channels"]), flush=True)
+            write(summarize(read_runs()), read_runs())
         for seed in [] if args.events else args.seeds:
-            plain = stored.get((seed, args.variant, False, "truth"))
-            if plain is not None and (not args.lift or (seed, args.variant, True, "truth") in stored):
+            plain = stored.get((seed, args.variant, False, "truth", args.draws, args.tune))
+            if plain is not None and (not args.lift or (seed, args.variant, True, "truth", args.draws, args.tune) in stored):
                 continue
             for run in run_seed(seed, args.variant, args.draws, args.tune, args.lift, plain):
                 if key(run) not in stored:

@@ -704,6 +704,12 @@ def abtest_analyze(
     window: WindowOption = None,
     name: Annotated[str | None, typer.Option("--name", help="Experiment name (default: the file name).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Also copy result.json, report.md, report.html here.")] = None,
+    channel: Annotated[str | None, typer.Option("--channel", help=(
+        "Media channel whose spend the variant changed (with --spend-change and --period, the result.json "
+        "is a lift test for `shoplens mmm fit --lift-tests`)."))] = None,
+    spend_change: Annotated[float | None, typer.Option("--spend-change", help=(
+        "Extra spend the variant's users got on --channel over --period (negative for a hold-out)."))] = None,
+    period: Annotated[str | None, typer.Option("--period", help="Test period START:END (ISO dates, inclusive).")] = None,
     lake: LakeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -711,18 +717,19 @@ def abtest_analyze(
 
     Raw user ids are dropped on read (no raw id is kept). Published as experiments/<version>/ in the lake.
     """
-    from services.jobs.abtest import AnalyzeOptions, analyze_report, run_analyze
+    from services.jobs.abtest import AnalyzeOptions, analyze_report, media_block, run_analyze
 
     opts = AnalyzeOptions.build(control=control, metrics=metric or (), planned_split=planned_split, alpha=alpha,
                                 alternative=alternative, margin=margin, correction=correction,
                                 sequential=sequential, cuped=not no_cuped, name=name)  # fmt: skip
+    media = media_block(channel, spend_change, period)
 
     def on_spark(spark, the_lake, settings) -> dict:
         return run_analyze(the_lake, file, opts, from_lake=True, window=window, out_dir=out, spark=spark,
-                           key=settings.key_bytes)  # fmt: skip
+                           key=settings.key_bytes, media=media)  # fmt: skip
 
     def on_file(the_lake, _settings) -> dict:  # no key: a file's users are keyed by ordinals
-        return run_analyze(the_lake, file, opts, window=window, out_dir=out)
+        return run_analyze(the_lake, file, opts, window=window, out_dir=out, media=media)
 
     # a file alone needs no JVM; metrics from the lake's events do
     result = _spark_stage("abtest", lake, as_json, on_spark) if from_lake else _lake_stage("abtest", lake, on_file)
@@ -853,14 +860,15 @@ def mmm_fit(
     controls: Annotated[Path | None, typer.Option("--controls", help="Controls CSV: date,name,value.")] = None,
     adstock: Annotated[str, typer.Option("--adstock", help="geometric or weibull_pdf.")] = "geometric",
     saturation: Annotated[str, typer.Option("--saturation", help="logistic or hill.")] = "logistic",
-    draws: Annotated[int, typer.Option("--draws", min=50, help="Posterior draws per chain.")] = 500,
-    tune: Annotated[int, typer.Option("--tune", min=50, help="Tuning steps per chain.")] = 700,
+    draws: Annotated[int, typer.Option("--draws", min=50, help="Posterior draws per chain.")] = 1000,
+    tune: Annotated[int, typer.Option("--tune", min=50, help="Tuning steps per chain.")] = 1000,
     chains: Annotated[int, typer.Option("--chains", min=1, help="Chains (2 fit the usual 2 cores).")] = 2,
     cv_folds: Annotated[int, typer.Option("--cv-folds", min=0, help="Rolling-origin folds (0: skip).")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
     lift_tests: Annotated[Path | None, typer.Option("--lift-tests", help=(
-        "Lift-test CSV: channel,start,end,spend_change,revenue_change,revenue_change_se; "
-        "calibrates the fit (PyMC-Marketing's lift-test likelihood)."))] = None,
+        "Lift-test CSV: channel,start,end,spend_change,revenue_change,revenue_change_se, or the result.json "
+        "of `abtest analyze --channel --spend-change --period`; calibrates the fit (PyMC-Marketing's "
+        "lift-test likelihood)."))] = None,
     lake: LakeOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -208,6 +208,38 @@ def clean_lift_tests(df: pd.DataFrame, data: MMMData) -> tuple[pd.DataFrame, lis
     return pd.DataFrame(rows, columns=["channel", "x", "delta_x", "delta_y", "sigma"]), issues
 
 
+def lift_test_from_experiment(doc: dict, metric: str = "revenue") -> dict:
+    """One lift-test row (:data:`LIFT_COLUMNS`) from a ``shoplens abtest analyze`` result with a media block.
+
+    The experiment randomized users between a control and one variant whose ``channel`` spend differed by
+    ``spend_change`` over ``start..end`` (recorded with ``abtest analyze --channel --spend-change
+    --period``). The measured revenue change is the variant's lift in mean ``metric`` per user times its
+    users (the revenue the extra spend bought across that arm); its standard error comes from the lift's
+    two-sided interval, ``(high - low) / (2 q)`` with ``q`` the quantile the interval was built with
+    (Student's t at the test's degrees of freedom, else the normal).
+    """
+    from scipy import stats
+
+    media = doc.get("media")
+    if not media:
+        raise InputError("lift tests: this experiment result records no channel and spend; analyze it with "
+                         "`shoplens abtest analyze --channel NAME --spend-change AMOUNT --period START:END`")
+    found = next((m for m in doc.get("metrics", []) if m["metric"] == metric), None)
+    if found is None or len(found["comparisons"]) != 1:
+        raise InputError(f"lift tests: the experiment needs exactly one comparison of a {metric!r} metric "
+                         f"(found {'none' if found is None else len(found['comparisons'])})")
+    settings = doc.get("settings", {})
+    if settings.get("alternative", "two-sided") != "two-sided":
+        raise InputError("lift tests: the experiment's interval is one-sided; analyze it with --alternative two-sided")
+    c = found["comparisons"][0]
+    users = next(v["users"] for v in found["variants"] if v["variant"] == c["variant"])
+    level = 1 - float(settings.get("alpha", 0.05)) / 2
+    q = float(stats.norm.ppf(level) if c.get("df") is None else stats.t.ppf(level, c["df"]))
+    return {"channel": media["channel"], "start": media["start"], "end": media["end"],
+            "spend_change": float(media["spend_change"]), "revenue_change": float(c["lift_abs"]) * users,
+            "revenue_change_se": (float(c["ci_high"]) - float(c["ci_low"])) / (2 * q) * users}
+
+
 def week_start(dates: pd.Series) -> pd.Series:
     return (dates - pd.to_timedelta(dates.dt.weekday, unit="D")).dt.normalize()
 
@@ -338,6 +370,7 @@ __all__ = [
     "clean_lift_tests",
     "clean_spend",
     "holiday_features",
+    "lift_test_from_experiment",
     "prepare",
     "week_start",
 ]

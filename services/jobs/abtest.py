@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
@@ -230,6 +230,30 @@ def publish_analysis(lake: Lake, doc: dict[str, Any], out_dir: Path | None = Non
                               "out_dir": str(out_dir) if out_dir else None}}  # fmt: skip
 
 
+def media_block(channel: str | None, spend_change: float | None, period: str | None) -> dict[str, Any] | None:
+    """The ``media`` block of a result: which channel's spend the variant changed, by how much, when.
+
+    With it the result is a lift test ``shoplens mmm fit --lift-tests result.json`` reads
+    (:func:`model.mmm.data.lift_test_from_experiment`). All three values or none.
+    """
+    given = [v is not None for v in (channel, spend_change, period)]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ValueError("--channel, --spend-change and --period go together (the media change the variant got)")
+    start, sep, end = str(period).partition(":")
+    try:
+        first, last = date.fromisoformat(start.strip()), date.fromisoformat(end.strip())
+    except ValueError:
+        first = last = None
+    if not sep or first is None or last is None or last < first:
+        raise ValueError(f"--period must be START:END in ISO dates with END >= START, got {period!r}")
+    if not str(channel).strip() or not math.isfinite(float(spend_change)) or float(spend_change) == 0:
+        raise ValueError("--channel must be named and --spend-change a finite non-zero amount")
+    return {"channel": str(channel).strip().lower(), "spend_change": float(spend_change),
+            "start": first.isoformat(), "end": last.isoformat()}
+
+
 def run_analyze(
     lake: Lake,
     path: Path,
@@ -240,11 +264,12 @@ def run_analyze(
     out_dir: Path | None = None,
     spark: SparkSession | None = None,
     key: bytes | None = None,
+    media: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What ``shoplens abtest analyze`` does: read, analyze, publish; returns the published document.
 
     ``spark`` and the pseudonymization ``key`` are needed by the lake path only: a file alone is
-    analyzed without a session and keys its users by ordinals.
+    analyzed without a session and keys its users by ordinals. ``media``: :func:`media_block`.
     """
     t0 = time.monotonic()
     path = Path(path)
@@ -265,6 +290,7 @@ def run_analyze(
         "analyzed_at": utc_now_iso(),
         "source": {"kind": "lake" if from_lake else "file", "file": path.name, "window": window},
         **doc,
+        **({"media": media} if media else {}),
         "duration_seconds": round(time.monotonic() - t0, 3),
     }
     return publish_analysis(lake, doc, out_dir)
@@ -578,6 +604,7 @@ __all__ = [
     "analyze_report",
     "default_metrics",
     "lake_baseline",
+    "media_block",
     "parse_window",
     "plan_report",
     "population_from_features",

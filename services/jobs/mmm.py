@@ -10,6 +10,7 @@ report. ``report`` and ``optimize`` read the current version without Spark or Py
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from model.mmm import (
     prepare,
     quantiles,
 )
-from model.mmm.data import clean_lift_tests
+from model.mmm.data import clean_lift_tests, lift_test_from_experiment
 from model.mmm.identifiability import channel_trust
 from model.mmm.optimizer import Bound, optimize
 from model.mmm.validation import rolling_origin
@@ -65,6 +66,17 @@ def lake_revenue(spark: Any, lake: Lake) -> pd.DataFrame:
     out = daily_revenue(events).toPandas()
     out["date"] = pd.to_datetime(out["date"])
     return out[["date", "revenue"]]
+
+
+def read_lift_tests(path: Path) -> pd.DataFrame:
+    """Lift tests in the documented CSV layout, or the ``result.json`` of ``shoplens abtest analyze
+    --channel --spend-change --period`` (one experiment, one row; see
+    :func:`model.mmm.data.lift_test_from_experiment`)."""
+    if Path(path).suffix.lower() != ".json":
+        return _read_csv(path, "lift tests")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such lift tests file: {path}")
+    return pd.DataFrame([lift_test_from_experiment(json.loads(Path(path).read_text(encoding="utf-8")))])
 
 
 def load_inputs(lake: Lake, spend: Path, kpi: Path | None = None, controls: Path | None = None,
@@ -138,7 +150,7 @@ def fit_mmm(lake: Lake, spend: Path, kpi: Path | None = None, controls: Path | N
     data = load_inputs(lake, spend, kpi, controls, spark)
     lifts = None
     if lift_tests is not None:
-        lifts, lift_issues = clean_lift_tests(_read_csv(lift_tests, "lift tests"), data)
+        lifts, lift_issues = clean_lift_tests(read_lift_tests(lift_tests), data)
         data.issues.extend(lift_issues)
         if lifts.empty:
             raise ValueError(f"lift tests: no usable row in {lift_tests} (see the reasons: "
@@ -281,6 +293,7 @@ __all__ = [
     "load_inputs",
     "load_published",
     "publish_fit",
+    "read_lift_tests",
     "read_report",
     "report_document",
     "run_optimize",

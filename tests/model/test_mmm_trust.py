@@ -20,7 +20,7 @@ from etl.media_plan import (
 )
 from model.mmm import MMMData
 from model.mmm.data import clean_lift_tests
-from model.mmm.identifiability import LIMITS, channel_trust, prior_overlap, spend_correlations
+from model.mmm.identifiability import LIMITS, channel_trust, prior_overlap, spend_correlations, spend_drift
 from model.mmm.optimizer import HOLD_BAND, Bound, InfeasibleBounds, optimize
 from tests.model.test_mmm_core import synthetic_posterior
 
@@ -55,6 +55,23 @@ def test_two_channels_that_always_spend_together_are_flagged_and_the_third_is_no
     assert trust.loc["c", "identifiable"], trust.loc["c", "reasons"]
     flat = np.column_stack([a, np.full(60, 700.0) * rng.lognormal(0, 0.01, 60), spend[:, 2]])
     assert "barely varies" in channel_trust(post, flat).set_index("channel").loc["b", "reasons"]
+
+
+def test_spend_drift_is_the_r2_of_a_cubic_in_time_and_flags_a_drifting_channel_only():
+    rng = np.random.default_rng(8)
+    walk = 1000 * np.exp(np.linspace(0, 1.5, 104) + rng.normal(0, 0.1, 104))  # a budget ramping up, weekly noise
+    flights = np.where(np.arange(104) % 9 < 5, 1500.0, 0.0) * rng.lognormal(0, 0.15, 104)
+    noisy = 800 * rng.lognormal(0, 0.25, 104)
+    spend = np.column_stack([walk, flights, noisy])
+    t = np.arange(104)
+    expect = [1 - np.var(y - np.polyval(np.polyfit(t, y, 3), t)) / np.var(y) for y in spend.T]
+    np.testing.assert_allclose(spend_drift(spend), expect, atol=1e-9)
+    post = synthetic_posterior(400)
+    post.roi_prior = None
+    post.params["saturation_beta"] = np.random.default_rng(5).uniform(0.10, 0.11, (400, 3))  # precise ROIs
+    trust = channel_trust(post, spend).set_index("channel")
+    assert trust.loc["a", "spend_drift"] > LIMITS["spend_drift"] and "drifts slowly" in trust.loc["a", "reasons"]
+    assert trust.loc["b", "identifiable"] and trust.loc["c", "identifiable"], trust[["reasons"]]
 
 
 def test_a_held_channel_stays_within_the_band_of_its_current_spend():
