@@ -6,10 +6,11 @@ Where a person is, store by store, and what happens there:
   every dataset that declares ``user_keys`` or ``links``, in every version still kept (not only the
   current one: a pointer rolled back must find nothing) and in runs not committed (yet). An ingest
   in flight is not disturbed (no vacuum here): its staged raw chunks go when it commits, or with the
-  next ingest's vacuum if it crashed. Which files hold the person is found by
-  reading only the key columns of each file (an equivalent of a per-file key index that cannot go
-  stale: the column is dictionary-encoded, so this reads a few hundred kilobytes per file, and each
-  distinct key is hashed once); only those files are read whole and rewritten. ``links`` rows
+  next ingest's vacuum if it crashed. Which files hold the person is found in
+  the per-file key index (:mod:`services.jobs.erasure_index`: the fingerprints of the keys each file
+  holds, checked against the file's size and time, built on the spot for a file without one); only
+  those files are opened, their key columns matched on the whole digest, and the files that hold the
+  person read whole and rewritten, two at a time, then re-indexed. ``links`` rows
   (duplicates, order lines) go with the events they point at, and are rewritten before the events,
   so that a rerun can still find them.
 - **Other lake files** (JSON, HTML, Markdown reports): any key of the person in them is replaced by
@@ -46,6 +47,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +66,7 @@ from services.core.catalog import CATALOG, CURRENT_POINTER, EVENTS, FEATURES, Da
 from services.core.lake import Lake, utc_now_iso
 from services.core.storage import Store
 from services.core.warehouse import Warehouse
+from services.jobs.erasure_index import KeyIndex, data_files, indexed_datasets, wanted
 from services.jobs.erasure_raw import RawLocation, filter_raw, local_copy, raw_keys
 
 log = logging.getLogger("shoplens.erasure")
@@ -94,6 +97,7 @@ class _Batch:
     digests: list[str]
     removed: dict[str, dict[str, int]] = field(default_factory=dict)
     files_scanned: dict[str, int] = field(default_factory=dict)
+    candidates: dict[str, int] = field(default_factory=dict)  # files opened per dataset (index hits)
     memo: dict[str, bool] = field(default_factory=dict)  # value -> holds a person (each key hashed once)
 
     def note(self, store: str, file: str, rows: int) -> None:
@@ -184,6 +188,7 @@ def _run_erasure_held(lake: Lake, key: bytes, targets: Targets | None) -> dict[s
         "rows_removed": {s: batch.rows(s) for s in sorted(batch.removed)},
         "files_rewritten": {s: sum(1 for n in f.values() if n) for s, f in sorted(batch.removed.items())},
         "files_scanned": batch.files_scanned,
+        "files_opened": batch.candidates,
         "events_files_rewritten": sum(1 for n in batch.removed.get(EVENTS, {}).values() if n),
         "events_files": batch.files_scanned.get(EVENTS, 0),
         "duration_seconds": round(time.monotonic() - t0, 3),
@@ -247,34 +252,40 @@ def _write_parquet_like(table: pa.Table, original: pq.ParquetFile) -> bytes:
     return sink.getvalue()
 
 
-def _person_rows(data: bytes, pf: pq.ParquetFile, d: Dataset, digests: Set[str],
-                 removed: pa.Table | None, memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
+def _person_rows(pf: pq.ParquetFile, d: Dataset, digests: Set[str], removed: pa.Table | None,
+                 memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
     """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns."""
     names = pf.schema_arrow.names
     cols = [c for c in d.user_keys if c in names]
     links = d.links if removed is not None and removed.num_rows and all(c in names for c, _ in d.links) else ()
     if not cols and not links:
         return None
-    probe = pq.read_table(pa.BufferReader(data), columns=cols + [c for c, _ in links], read_dictionary=cols)
+    probe = pf.read(columns=cols + [c for c, _ in links], use_threads=False)
     mask = rows_of(probe, cols, digests, memo)
     if links:
         mask |= linked_mask(probe, links, removed)
     return mask
 
 
-def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str],
-          removed_by_run: dict[str, pa.Table]) -> list[tuple[str, int, pa.Table | None]]:  # fmt: skip
+def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str], removed_by_run: dict[str, pa.Table],
+          index: KeyIndex) -> list[tuple[str, int, pa.Table | None]]:  # fmt: skip
     """(file, rows of the person, their ``source_file, line_number``) of every file of ``d`` holding them.
 
-    Reads only the key (and link) columns of each file; the removed lines only of the files that hit.
+    Opens only the candidates: the files whose key index (:mod:`services.jobs.erasure_index`) holds a
+    person's fingerprint, or for linked rows the files of runs that lost events; of those it reads only
+    the key (and link) columns, and the removed lines of the files that hit.
     """
-    files = [k for k in _dataset_files(lake, d) if k.endswith(".parquet")]
+    files = data_files(lake, d)
     batch.files_scanned[d.path] = len(files)
+    if d.user_keys:
+        keys = index.candidates(d, files, wanted(digests))
+    else:
+        keys = [i.key for i in files if (_run_of(i.key) or "") in removed_by_run]
+    batch.candidates[d.path] = len(keys)
 
     def one(k: str) -> tuple[str, int, pa.Table | None]:
-        data = lake.store.read_bytes(k)
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        pf = pq.ParquetFile(_source(lake, k))
+        mask = _person_rows(pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():
             return k, 0, None
         gone = None
@@ -283,25 +294,42 @@ def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str],
         return k, int(mask.sum()), gone
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # I/O bound on S3; pyarrow releases the GIL
-        return [hit for hit in pool.map(one, files) if hit[1]]
+        return [hit for hit in pool.map(one, keys) if hit[1]]
+
+
+def _source(lake: Lake, key: str) -> Any:
+    """What pyarrow opens: the file itself on local disk (only the columns read are read), else its bytes."""
+    local = lake.store.local_path(key)
+    return str(local) if local is not None else pa.BufferReader(lake.store.read_bytes(key))
 
 
 def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, int, pa.Table | None]],
-                   digests: Set[str], removed_by_run: dict[str, pa.Table]) -> None:  # fmt: skip
-    """Each file that holds the person, read whole, filtered and replaced in one atomic write."""
-    for k, _, _ in hits:
+                   digests: Set[str], removed_by_run: dict[str, pa.Table], index: KeyIndex) -> None:  # fmt: skip
+    """Each file that holds the person, read whole, filtered and replaced in one atomic write, then
+    re-indexed. Two files at a time (compression releases the GIL): memory holds at most two files."""
+    lock = threading.Lock()
+
+    def one(k: str) -> None:
         data = lake.store.read_bytes(k)
         pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        mask = _person_rows(pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():  # already rewritten by an interrupted run
-            continue
-        _rewrite(lake, batch, d.path, k, _write_parquet_like(pf.read().filter(pa.array(~mask)), pf), int(mask.sum()))
+            return
+        kept = pf.read().filter(pa.array(~mask))
+        _rewrite(lake, batch, d.path, k, _write_parquet_like(kept, pf), int(mask.sum()), lock)
+        if d.user_keys:
+            index.reindex(d, k, kept)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(one, [k for k, _, _ in hits]))
 
 
-def _rewrite(lake: Lake, batch: _Batch, store: str, key: str, data: bytes, rows: int) -> None:
+def _rewrite(lake: Lake, batch: _Batch, store: str, key: str, data: bytes, rows: int,
+             lock: threading.Lock | None = None) -> None:  # fmt: skip
     """Record the count, then replace the file in one atomic write (a rerun recounts the same rows)."""
-    batch.note(store, key, rows)
-    _save(lake, batch)
+    with lock or contextlib.nullcontext():
+        batch.note(store, key, rows)
+        _save(lake, batch)
     lake.store.write_bytes(key, data)
 
 
@@ -311,8 +339,9 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
     Linked rows (duplicates, order lines) are rewritten before the events, since they are found through
     the events' removed lines: a batch killed in between finds the rest on its next run.
     """
+    index = KeyIndex(lake)
     events = next(d for d in CATALOG if d.path == EVENTS)
-    event_hits = _find(lake, batch, events, digests, {})
+    event_hits = _find(lake, batch, events, digests, {}, index)
     removed_by_run: dict[str, list[pa.Table]] = {}
     for k, _, gone in event_hits:
         if gone is not None:
@@ -320,11 +349,11 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
     removed = {run: pa.concat_tables(parts) for run, parts in removed_by_run.items()}
     for d in CATALOG:
         if d.links:
-            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, removed), digests, removed)
-    _rewrite_files(lake, batch, events, event_hits, digests, {})
-    for d in CATALOG:
-        if d.user_keys and d.path != EVENTS and d.layout != "ledger":
-            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}), digests, {})
+            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, removed, index), digests, removed, index)
+    _rewrite_files(lake, batch, events, event_hits, digests, {}, index)
+    for d in indexed_datasets():
+        if d.path != EVENTS:
+            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}, index), digests, {}, index)
     _redact_documents(lake, batch, digests)
     return {s for s, f in batch.removed.items() if any(f.values())}
 
