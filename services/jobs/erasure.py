@@ -98,6 +98,7 @@ class _Batch:
     removed: dict[str, dict[str, int]] = field(default_factory=dict)
     files_scanned: dict[str, int] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)  # files opened per dataset (index hits)
+    wal: str | None = None  # what became of the warehouse's write-ahead log (PostgreSQL)
     memo: dict[str, bool] = field(default_factory=dict)  # value -> holds a person (each key hashed once)
 
     def note(self, store: str, file: str, rows: int) -> None:
@@ -189,6 +190,7 @@ def _run_erasure_held(lake: Lake, key: bytes, targets: Targets | None) -> dict[s
         "files_rewritten": {s: sum(1 for n in f.values() if n) for s, f in sorted(batch.removed.items())},
         "files_scanned": batch.files_scanned,
         "files_opened": batch.candidates,
+        "warehouse_wal": batch.wal,
         "events_files_rewritten": sum(1 for n in batch.removed.get(EVENTS, {}).values() if n),
         "events_files": batch.files_scanned.get(EVENTS, 0),
         "duration_seconds": round(time.monotonic() - t0, 3),
@@ -418,7 +420,9 @@ def _erase_warehouse(lake: Lake, batch: _Batch, url: str, digests: Set[str]) -> 
                 if n:
                     removed[name] = n
         with wh.errors("vacuuming"):
-            _vacuum(wh, list(removed))
+            batch.wal = _vacuum(wh, list(removed))
+        if batch.wal and batch.wal != "cleared":
+            log.warning("erasure: the warehouse's write-ahead log was %s", batch.wal, extra={"stage": "erasure"})
         for name, n in removed.items():
             batch.note(WAREHOUSE, name, n)
         batch.files_scanned[WAREHOUSE] = len(removed)
@@ -427,22 +431,45 @@ def _erase_warehouse(lake: Lake, batch: _Batch, url: str, digests: Set[str]) -> 
         wh.close()
 
 
-def _vacuum(wh: Warehouse, tables: list[str]) -> None:
-    """Rewrite the tables so deleted rows leave the database files (outside any transaction)."""
+def _vacuum(wh: Warehouse, tables: list[str]) -> str | None:
+    """Rewrite the tables so deleted rows leave the database files (outside any transaction); on
+    PostgreSQL, also the write-ahead log. Returns what became of the WAL (None: SQLite, none kept)."""
     if wh.dialect == "postgresql":
         with wh.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for name in tables:
                 # ANALYZE too: the planner's statistics (pg_statistic) sample column values, keys included
                 conn.execute(sa.text(f'VACUUM (FULL, ANALYZE) "{name}"'))
             superuser = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
-            if superuser:  # the old statistics rows are dead tuples there; the WAL waits for a checkpoint
-                conn.execute(sa.text("VACUUM FULL pg_catalog.pg_statistic"))
-                conn.execute(sa.text("CHECKPOINT"))
-    elif wh.sqlite_file is not None:
+            if not superuser:
+                return "not cleared: only a superuser can switch the WAL and checkpoint"
+            # the old statistics rows are dead tuples there
+            conn.execute(sa.text("VACUUM FULL pg_catalog.pg_statistic"))
+            return _clear_wal(conn)
+    if wh.sqlite_file is not None:
         # the engine's own connections always open a transaction (see make_engine); VACUUM needs none
         with contextlib.closing(sqlite3.connect(wh.sqlite_file, isolation_level=None)) as conn:
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return None
+
+
+def _clear_wal(conn: sa.Connection) -> str:
+    """Get the deleted rows out of ``pg_wal``: the segments that logged them (their inserts, the
+    deletes' full-page images) end with a WAL switch, and the checkpoint after it removes every segment
+    before it. Removed, not recycled, only with ``wal_recycle = off`` (the warehouse's documented
+    setting, docs/privacy.md): a recycled segment is renamed for reuse with its old bytes until
+    overwritten. WAL archiving and ``wal_keep_size`` or replication slots keep copies; that is said."""
+    switched = conn.execute(sa.text("SELECT pg_walfile_name(pg_switch_wal())")).scalar()
+    conn.execute(sa.text("CHECKPOINT"))
+    kept = conn.execute(sa.text("SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$' "
+                                "AND name <= :last"), {"last": switched}).scalar()  # fmt: skip
+    if kept:
+        return f"not cleared: {kept} segment(s) that logged the rows are kept (wal_keep_size or a replication slot)"
+    if conn.execute(sa.text("SHOW wal_recycle")).scalar() != "off":
+        return "not cleared: wal_recycle is on, so the old segments were renamed for reuse with their bytes"
+    if conn.execute(sa.text("SHOW archive_mode")).scalar() != "off":
+        return "cleared from pg_wal; the WAL archive keeps its copies until its own expiry"
+    return "cleared"
 
 
 # ------------------------------------------------------------------------------------ caches
