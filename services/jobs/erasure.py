@@ -254,15 +254,16 @@ def _write_parquet_like(table: pa.Table, original: pq.ParquetFile) -> bytes:
     return sink.getvalue()
 
 
-def _person_rows(pf: pq.ParquetFile, d: Dataset, digests: Set[str], removed: pa.Table | None,
+def _person_rows(source: Any, d: Dataset, digests: Set[str], removed: pa.Table | None,
                  memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
-    """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns."""
-    names = pf.schema_arrow.names
+    """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns,
+    the key columns dictionary-encoded as stored (each distinct key is matched once per row group)."""
+    names = pq.read_schema(source).names
     cols = [c for c in d.user_keys if c in names]
     links = d.links if removed is not None and removed.num_rows and all(c in names for c, _ in d.links) else ()
     if not cols and not links:
         return None
-    probe = pf.read(columns=cols + [c for c, _ in links], use_threads=False)
+    probe = pq.ParquetFile(source, read_dictionary=cols).read(columns=cols + [c for c, _ in links], use_threads=False)
     mask = rows_of(probe, cols, digests, memo)
     if links:
         mask |= linked_mask(probe, links, removed)
@@ -286,11 +287,12 @@ def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str], removed_by_r
     batch.candidates[d.path] = len(keys)
 
     def one(k: str) -> tuple[str, int, pa.Table | None]:
-        pf = pq.ParquetFile(_source(lake, k))
-        mask = _person_rows(pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        source = _source(lake, k)
+        mask = _person_rows(source, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():
             return k, 0, None
         gone = None
+        pf = pq.ParquetFile(source)
         if {"source_file", "line_number"} <= set(pf.schema_arrow.names):
             gone = pf.read(columns=["source_file", "line_number"]).filter(pa.array(mask))
         return k, int(mask.sum()), gone
@@ -313,10 +315,10 @@ def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, 
 
     def one(k: str) -> None:
         data = lake.store.read_bytes(k)
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        mask = _person_rows(pa.BufferReader(data), d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():  # already rewritten by an interrupted run
             return
+        pf = pq.ParquetFile(pa.BufferReader(data))
         kept = pf.read().filter(pa.array(~mask))
         _rewrite(lake, batch, d.path, k, _write_parquet_like(kept, pf), int(mask.sum()), lock)
         if d.user_keys:

@@ -107,9 +107,12 @@ class KeyIndex:
             fps = _decode(self.lake.store.read_bytes(ik), info)
             if fps is not None:
                 return fps
-        pf = pq.ParquetFile(self._read_source(info.key))
-        cols = [c for c in d.user_keys if c in pf.schema_arrow.names]
-        fps = table_fingerprints(pf.read(columns=cols, use_threads=False), d, self.memo) if cols else np.zeros(0, np.uint64)
+        source = self._read_source(info.key)
+        cols = [c for c in d.user_keys if c in pq.read_schema(source).names]
+        fps = np.zeros(0, np.uint64)
+        if cols:  # dictionary-encoded as stored: each distinct key of a row group is seen once
+            table = pq.ParquetFile(source, read_dictionary=cols).read(columns=cols, use_threads=False)
+            fps = table_fingerprints(table, d, self.memo)
         self.built += 1
         self.put(info, fps)
         return fps

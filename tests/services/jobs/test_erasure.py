@@ -322,6 +322,7 @@ def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -
     from services.core.runtime import open_lake
     from services.core.settings import Settings
     from services.jobs.erasure import run_erasure
+    from services.jobs.erasure_index import refresh as refresh_key_index
     from services.jobs.features import run_features
     from services.jobs.ingest import ingest_files
 
@@ -331,6 +332,7 @@ def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -
     for f in files:
         ingest_files(spark, lake, [f], KEY)
         run_features(spark, lake)
+    refresh_key_index(lake)  # as the pipeline's last stage does: the kills land in the rewrites
     user_key = pseudonymize(target, KEY)
     erasure_ledger.record(lake, [key_digest(user_key)], "user_id")
 
