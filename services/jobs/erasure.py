@@ -47,10 +47,10 @@ import re
 import shutil
 import sqlite3
 import tempfile
-import threading
 import time
+from collections import deque
 from collections.abc import Set
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ from services.core.catalog import CATALOG, CURRENT_POINTER, EVENTS, FEATURES, Da
 from services.core.lake import Lake, utc_now_iso
 from services.core.storage import Store
 from services.core.warehouse import Warehouse
-from services.jobs.erasure_index import KeyIndex, data_files, indexed_datasets, wanted
+from services.jobs.erasure_index import KeyIndex, data_files, indexed_datasets, table_fingerprints, wanted
 from services.jobs.erasure_raw import RawLocation, filter_raw, local_copy, raw_keys
 
 log = logging.getLogger("shoplens.erasure")
@@ -310,30 +310,40 @@ def _source(lake: Lake, key: str) -> Any:
 def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, int, pa.Table | None]],
                    digests: Set[str], removed_by_run: dict[str, pa.Table], index: KeyIndex) -> None:  # fmt: skip
     """Each file that holds the person, read whole, filtered and replaced in one atomic write, then
-    re-indexed. Two files at a time (compression releases the GIL): memory holds at most two files."""
-    lock = threading.Lock()
+    re-indexed. Two files are read, filtered and encoded at once (pyarrow releases the GIL), at most
+    two ahead of the writes, which stay one at a time and in order: memory holds three files at most."""
 
-    def one(k: str) -> None:
+    def prepare(k: str) -> tuple[str, bytes, int, np.ndarray | None] | None:
         data = lake.store.read_bytes(k)
         mask = _person_rows(pa.BufferReader(data), d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():  # already rewritten by an interrupted run
-            return
+            return None
         pf = pq.ParquetFile(pa.BufferReader(data))
         kept = pf.read().filter(pa.array(~mask))
-        _rewrite(lake, batch, d.path, k, _write_parquet_like(kept, pf), int(mask.sum()), lock)
-        if d.user_keys:
-            index.reindex(d, k, kept)
+        fps = table_fingerprints(kept, d, index.memo) if d.user_keys else None
+        return k, _write_parquet_like(kept, pf), int(mask.sum()), fps
+
+    def write(done: tuple[str, bytes, int, np.ndarray | None] | None) -> None:
+        if done is not None:
+            k, data, rows, fps = done
+            _rewrite(lake, batch, d.path, k, data, rows)
+            if fps is not None:
+                index.reindex(k, fps)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(one, [k for k, _, _ in hits]))
+        ahead: deque[Future] = deque()
+        for k, _, _ in hits:
+            ahead.append(pool.submit(prepare, k))
+            if len(ahead) > 2:
+                write(ahead.popleft().result())
+        while ahead:
+            write(ahead.popleft().result())
 
 
-def _rewrite(lake: Lake, batch: _Batch, store: str, key: str, data: bytes, rows: int,
-             lock: threading.Lock | None = None) -> None:  # fmt: skip
+def _rewrite(lake: Lake, batch: _Batch, store: str, key: str, data: bytes, rows: int) -> None:
     """Record the count, then replace the file in one atomic write (a rerun recounts the same rows)."""
-    with lock or contextlib.nullcontext():
-        batch.note(store, key, rows)
-        _save(lake, batch)
+    batch.note(store, key, rows)
+    _save(lake, batch)
     lake.store.write_bytes(key, data)
 
 

@@ -125,10 +125,10 @@ class KeyIndex:
         self.lake.store.write_bytes(index_key(info.key), _encode(info, fps))
         self._have.add(index_key(info.key))
 
-    def reindex(self, d: Dataset, key: str, table: pa.Table) -> None:
+    def reindex(self, key: str, fps: np.ndarray) -> None:
         """After a rewrite: the file's new fingerprints (those of the rows kept) under its new size/time."""
         (info,) = [i for i in self.lake.store.list_info(key) if i.key == key]
-        self.put(info, table_fingerprints(table, d, self.memo))
+        self.put(info, fps)
 
     def candidates(self, d: Dataset, files: list[ObjectInfo], want: np.ndarray) -> list[str]:
         """The files of ``d`` whose index holds any of the fingerprints ``want``."""
