@@ -136,7 +136,10 @@ class KeyIndex:
             return []
 
         def hit(info: ObjectInfo) -> bool:
-            return bool(np.intersect1d(self.of(d, info), want, assume_unique=True).size)
+            fps = self.of(d, info)
+            pos = np.searchsorted(fps, want)  # both sorted: a binary search per wanted fingerprint
+            inside = pos < len(fps)
+            return bool(np.any(fps[pos[inside]] == want[inside]))
 
         with ThreadPoolExecutor(max_workers=_THREADS) as pool:
             return [i.key for i, h in zip(files, pool.map(hit, files), strict=True) if h]
