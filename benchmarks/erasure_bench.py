@@ -179,19 +179,18 @@ def main() -> None:
     events = duckdb.connect().execute(f"SELECT count(*) FROM read_parquet('{base}/lake/events/**/*.parquet')").fetchone()[0]
     load_before = os.getloadavg()
     prof = (lambda name: root / f"profile-{name}.txt") if args.profile else (lambda name: None)
-    results = {
-        "one": erase(base, root / "one", one, prof("one")),
-        "batch": erase(base, root / "batch", batch, prof("batch")),
-        "batch_full_rewrite": full_rewrite(base, root / "peerN", batch),
-    }
-    load_after = os.getloadavg()
-    assert results["batch"]["rows_removed"]["events"] == results["batch_full_rewrite"]["rows_removed"]["events"]
     row = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "events": events, "users": args.users,
-           "batch_size": len(batch), "index_build": index_build, **results,
-           "load_average_before": [round(x, 1) for x in load_before],
-           "load_average_after": [round(x, 1) for x in load_after], "cpus": os.cpu_count(),
+           "batch_size": len(batch), "index_build": index_build,
+           "load_average_before": [round(x, 1) for x in load_before], "cpus": os.cpu_count(),
            "machine": platform.machine()}  # fmt: skip
-    write_results(row, args.results)
+    # written after each measurement, so a run stopped early still leaves what it measured
+    for name, measure in (("one", lambda: erase(base, root / "one", one, prof("one"))),
+                          ("batch", lambda: erase(base, root / "batch", batch, prof("batch"))),
+                          ("batch_full_rewrite", lambda: full_rewrite(base, root / "peerN", batch))):  # fmt: skip
+        row[name] = measure()
+        row["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
+        write_results(row, args.results)
+    assert row["batch"]["rows_removed"]["events"] == row["batch_full_rewrite"]["rows_removed"]["events"]
     print(json.dumps(row))
 
 
@@ -202,18 +201,20 @@ def write_results(row: dict, results: Path) -> None:
     note = (f"MEASURED UNDER CONTENTION: other jobs shared the machine ({loads}), so these wall times are "
             "pessimistic and noisy." if contended else f"Measured on a quiet machine: {loads}.")  # fmt: skip
     full_size = abs(row["events"] - TARGET_EVENTS) <= 0.02 * TARGET_EVENTS
-    met = {name: full_size and row[name]["seconds"] <= limit for name, limit in TARGETS.items()}
+    met = {name: full_size and name in row and row[name]["seconds"] <= limit for name, limit in TARGETS.items()}
     (results / "erasure.json").write_text(json.dumps({"note": note, "targets_seconds": TARGETS,
                                                       "target_events": TARGET_EVENTS, "met": met,
                                                       "rows": [row]}, indent=2) + "\n")  # fmt: skip
 
     def line(name: str, what: str) -> str:
-        r = row[name]
+        r = row.get(name)
+        if r is None:
+            return f"| {what} | not measured (run stopped) | | |"
         return (f"| {what} | {r['seconds']} | {r['events_files_rewritten']} / {r['events_files']} | "
                 f"{r['rows_removed']['events']:,} |")
 
     def per_dataset(name: str) -> list[str]:
-        r = row[name]
+        r = row.get(name, {"files_in_lake": {}})
         return [f"| {name} | `{d}` | {r['files_rewritten'].get(d, 0):,} | {r['files_opened'].get(d, 0):,} | {n:,} | "
                 f"{r['rows_removed'].get(d, 0):,} |" for d, n in sorted(r["files_in_lake"].items()) if n]  # fmt: skip
 
@@ -244,7 +245,7 @@ def write_results(row: dict, results: Path) -> None:
         "`run_erasure` also redacts the JSON/HTML/Markdown documents and re-indexes each rewritten file; the "
         "peer touches the events only. After each erasure DuckDB counts the erased keys' rows left in every "
         "dataset with a `user_key` column: "
-        f"{', '.join(f'{d} {n}' for d, n in row['batch']['checked_left'].items())} (batch).", "",
+        f"{', '.join(f'{d} {n}' for d, n in row.get('batch', row['one'])['checked_left'].items())}.", "",
         f"Measured {row['measured_at']}. Reproduce: `python benchmarks/erasure_bench.py --users N` "
         "(1,740,000 users make the 43.8M-event month).",
     ]  # fmt: skip
