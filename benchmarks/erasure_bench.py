@@ -101,8 +101,10 @@ def _left(lake_dir: Path, keys: list[str]) -> dict[str, int]:
 
 
 def _copy(base: Path, work: Path) -> None:
+    """A copy of the pristine lake made of hard links (instant, no disk): every write of the erasure
+    (and of the peer below) replaces a file by a rename, so the pristine files are never modified."""
     shutil.rmtree(work, ignore_errors=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(work)], check=True)
+    subprocess.run(["cp", "-al", str(base), str(work)], check=True)
 
 
 def erase(base: Path, work: Path, keys: list[str], profile: Path | None = None) -> dict:
@@ -150,7 +152,9 @@ def full_rewrite(base: Path, work: Path, keys: list[str]) -> dict:
         table = pq.read_table(f)
         kept = table.filter(pc.invert(pc.is_in(table["user_key"], drop)))
         removed += table.num_rows - kept.num_rows
-        pq.write_table(kept, f, compression="zstd")
+        tmp = f.with_name(f".{f.name}.tmp")
+        pq.write_table(kept, tmp, compression="zstd")
+        tmp.replace(f)  # a new file: the hard-linked pristine one stays as it was
     seconds = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)
     return {"seconds": round(seconds, 2), "events_files_rewritten": len(files), "events_files": len(files),
