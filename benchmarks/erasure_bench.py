@@ -134,7 +134,8 @@ def erase(base: Path, work: Path, keys: list[str], profile: Path | None = None) 
     return {"seconds": round(seconds, 2), "requests": out["requests"], "events_files_rewritten": out["events_files_rewritten"],
             "events_files": out["events_files"], "rows_removed": out["rows_removed"],
             "files_rewritten": out["files_rewritten"], "files_opened": out["files_opened"],
-            "files_in_lake": out["files_scanned"], "checked_left": left}  # fmt: skip
+            "files_in_lake": out["files_scanned"], "seconds_by_dataset": out["seconds_by_dataset"],
+            "checked_left": left}  # fmt: skip
 
 
 def full_rewrite(base: Path, work: Path, keys: list[str]) -> dict:
@@ -243,6 +244,11 @@ def write_results(row: dict, results: Path) -> None:
         "requested fingerprint, or for linked rows their run lost events), files in the dataset, rows removed:", "",
         "| erasure | dataset | rewritten | opened | in the lake | rows removed |", "|---|---|---:|---:|---:|---:|",
         *per_dataset("one"), *per_dataset("batch"), "",
+        "Where the time went (wall seconds per dataset: finding, reading, filtering, encoding, writing and "
+        "re-indexing its files; `reports` is the redaction of JSON/HTML/Markdown documents):", "",
+        *[f"- {name}: " + ", ".join(f"{d} {t}" for d, t in sorted(row[name]["seconds_by_dataset"].items(),
+                                                                   key=lambda x: -x[1]) if t >= 0.05)
+          for name in ("one", "batch") if name in row], "",
         f"The key index of the pristine lake (the pipeline's `erasure_index` stage, paid once per file when the "
         f"pipeline writes it, not by a request): {ib['files']:,} files indexed in {ib['seconds']} s "
         f"(1-min load average {ib['load_average'][0]} after it).", "",

@@ -49,7 +49,7 @@ import sqlite3
 import tempfile
 import time
 from collections import deque
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,10 +99,20 @@ class _Batch:
     files_scanned: dict[str, int] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)  # files opened per dataset (index hits)
     wal: str | None = None  # what became of the warehouse's write-ahead log (PostgreSQL)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per lake dataset (this process)
     memo: dict[str, bool] = field(default_factory=dict)  # value -> holds a person (each key hashed once)
 
     def note(self, store: str, file: str, rows: int) -> None:
         self.removed.setdefault(store, {})[file] = rows
+
+    @contextlib.contextmanager
+    def timed(self, store: str) -> Iterator[None]:
+        """Adds the block's wall time to the store's (the summary says where a batch's time went)."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[store] = round(self.seconds.get(store, 0.0) + time.monotonic() - t0, 3)
 
     def rows(self, store: str) -> int:
         return sum(self.removed.get(store, {}).values())
@@ -191,6 +201,7 @@ def _run_erasure_held(lake: Lake, key: bytes, targets: Targets | None) -> dict[s
         "files_scanned": batch.files_scanned,
         "files_opened": batch.candidates,
         "warehouse_wal": batch.wal,
+        "seconds_by_dataset": batch.seconds,
         "events_files_rewritten": sum(1 for n in batch.removed.get(EVENTS, {}).values() if n),
         "events_files": batch.files_scanned.get(EVENTS, 0),
         "duration_seconds": round(time.monotonic() - t0, 3),
@@ -355,7 +366,8 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
     """
     index = KeyIndex(lake)
     events = next(d for d in CATALOG if d.path == EVENTS)
-    event_hits = _find(lake, batch, events, digests, {}, index)
+    with batch.timed(EVENTS):
+        event_hits = _find(lake, batch, events, digests, {}, index)
     removed_by_run: dict[str, list[pa.Table]] = {}
     for k, _, gone in event_hits:
         if gone is not None:
@@ -363,12 +375,16 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
     removed = {run: pa.concat_tables(parts) for run, parts in removed_by_run.items()}
     for d in CATALOG:
         if d.links:
-            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, removed, index), digests, removed, index)
-    _rewrite_files(lake, batch, events, event_hits, digests, {}, index)
+            with batch.timed(d.path):
+                _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, removed, index), digests, removed, index)
+    with batch.timed(EVENTS):
+        _rewrite_files(lake, batch, events, event_hits, digests, {}, index)
     for d in indexed_datasets():
         if d.path != EVENTS:
-            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}, index), digests, {}, index)
-    _redact_documents(lake, batch, digests)
+            with batch.timed(d.path):
+                _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}, index), digests, {}, index)
+    with batch.timed(REPORTS):
+        _redact_documents(lake, batch, digests)
     return {s for s, f in batch.removed.items() if any(f.values())}
 
 
