@@ -66,7 +66,14 @@ from services.core.catalog import CATALOG, CURRENT_POINTER, EVENTS, FEATURES, Da
 from services.core.lake import Lake, utc_now_iso
 from services.core.storage import Store
 from services.core.warehouse import Warehouse
-from services.jobs.erasure_index import KeyIndex, data_files, indexed_datasets, table_fingerprints, wanted
+from services.jobs.erasure_index import (
+    KeyIndex,
+    data_files,
+    indexed_datasets,
+    parquet_source,
+    table_fingerprints,
+    wanted,
+)
 from services.jobs.erasure_raw import RawLocation, filter_raw, local_copy, raw_keys
 
 log = logging.getLogger("shoplens.erasure")
@@ -298,7 +305,7 @@ def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str], removed_by_r
     batch.candidates[d.path] = len(keys)
 
     def one(k: str) -> tuple[str, int, pa.Table | None]:
-        source = _source(lake, k)
+        source = parquet_source(lake, k)
         mask = _person_rows(source, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():
             return k, 0, None
@@ -310,12 +317,6 @@ def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str], removed_by_r
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # I/O bound on S3; pyarrow releases the GIL
         return [hit for hit in pool.map(one, keys) if hit[1]]
-
-
-def _source(lake: Lake, key: str) -> Any:
-    """What pyarrow opens: the file itself on local disk (only the columns read are read), else its bytes."""
-    local = lake.store.local_path(key)
-    return str(local) if local is not None else pa.BufferReader(lake.store.read_bytes(key))
 
 
 def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, int, pa.Table | None]],

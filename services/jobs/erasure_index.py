@@ -56,6 +56,12 @@ def data_files(lake: Lake, d: Dataset) -> list[ObjectInfo]:
     return [i for i in lake.store.list_info(d.path) if i.key.endswith(".parquet")]
 
 
+def parquet_source(lake: Lake, key: str) -> Any:
+    """What pyarrow opens: the file itself on local disk (only the columns read are read), else its bytes."""
+    local = lake.store.local_path(key)
+    return str(local) if local is not None else pa.BufferReader(lake.store.read_bytes(key))
+
+
 def index_key(data_key: str) -> str:
     return f"{INDEX_ROOT}/{data_key}{_SUFFIX}"
 
@@ -96,10 +102,6 @@ class KeyIndex:
         self._have = set(lake.store.list(INDEX_ROOT))
         self.built = 0  # files indexed from their key columns (no valid index yet)
 
-    def _read_source(self, key: str) -> Any:
-        local = self.lake.store.local_path(key)
-        return str(local) if local is not None else pa.BufferReader(self.lake.store.read_bytes(key))
-
     def of(self, d: Dataset, info: ObjectInfo) -> np.ndarray:
         """The file's fingerprints: from its index when valid, else read from its key columns and kept."""
         ik = index_key(info.key)
@@ -107,7 +109,7 @@ class KeyIndex:
             fps = _decode(self.lake.store.read_bytes(ik), info)
             if fps is not None:
                 return fps
-        source = self._read_source(info.key)
+        source = parquet_source(self.lake, info.key)
         cols = [c for c in d.user_keys if c in pq.read_schema(source).names]
         fps = np.zeros(0, np.uint64)
         if cols:  # dictionary-encoded as stored: each distinct key of a row group is seen once
@@ -179,6 +181,7 @@ __all__ = [
     "data_files",
     "index_key",
     "indexed_datasets",
+    "parquet_source",
     "refresh",
     "refresh_due",
     "table_fingerprints",
