@@ -57,6 +57,30 @@ def _holds(value: str | None, digests: Set[str], memo: dict[str, bool]) -> bool:
     return hit
 
 
+def fingerprint(digest: str) -> int:
+    """The first 64 bits of a key's digest: what a per-file key index holds (services.jobs.erasure_index).
+    Collisions among a lake's keys only make a file a candidate; the rows are then checked by digest."""
+    return int(digest[:16], 16)
+
+
+def fingerprints(column: pa.Array | pa.ChunkedArray, memo: dict[str, tuple[int, ...]]) -> np.ndarray:
+    """Sorted distinct fingerprints of every key in a column (a key, or text with keys inside), each
+    distinct value hashed once (``memo`` carries the answers from file to file)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    found: set[int] = set()
+    for chunk in chunks:
+        codes = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
+        for value in codes.dictionary.to_pylist():
+            if value is None:
+                continue
+            fps = memo.get(value)
+            if fps is None:
+                keys = [value] if len(value) == 64 and _KEY.fullmatch(value) else _KEY.findall(value)
+                fps = memo[value] = tuple(fingerprint(key_digest(k)) for k in keys)
+            found.update(fps)
+    return np.array(sorted(found), dtype=np.uint64)
+
+
 def person_mask(column: pa.Array | pa.ChunkedArray, digests: Set[str],
                 memo: dict[str, bool] | None = None) -> np.ndarray:  # fmt: skip
     """Per row: does the value hold a key whose digest is in ``digests``?
@@ -207,6 +231,8 @@ class RawMatcher:
 __all__ = [
     "ERASED",
     "RawMatcher",
+    "fingerprint",
+    "fingerprints",
     "key_digest",
     "linked_mask",
     "person_mask",

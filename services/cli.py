@@ -572,7 +572,7 @@ def erase(
         _emit(recorded, as_json, "recorded; nothing left to erase here (see shoplens erase --status)")
         return
     summary = {**recorded, **result["erasure"], "rebuilt": [
-        *result["erasure"].get("rebuilt", []), *(n for n in result["ran"] if n != "erasure")]}
+        *result["erasure"].get("rebuilt", []), *(n for n in result["ran"] if n not in ("erasure", "erasure_index"))]}
     _emit(summary, as_json, job.erasure_report(summary))
 
 

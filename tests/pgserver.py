@@ -33,6 +33,8 @@ def _pg_bin() -> Path:
 
 PG_BIN = _pg_bin()
 USER = "shoplens"
+#: The warehouse's server settings as docker-compose.yml starts it (erasure needs WAL segments removed).
+WAREHOUSE_SETTINGS = {"wal_recycle": "off"}
 
 
 def missing() -> str | None:
@@ -141,7 +143,7 @@ def pg_server():
     reason = missing()
     if reason:
         pytest.skip(reason)
-    server = start_server()
+    server = start_server(WAREHOUSE_SETTINGS)
     try:
         yield server
     finally:

@@ -6,6 +6,12 @@ the previous state of the document. A request holds the one-way digest of the pe
 (:func:`etl.erasure.key_digest`), never the key or the raw id: suppression and verification hash the
 keys they meet and compare digests. The ledger is the audit trail and is kept (retention does not
 apply to it).
+
+What every ingest needs from it is only the set of digests to drop, so :func:`record` also folds each
+new submission into one compacted document, ``erasure/_suppressed.json`` (the digests, and the ids of
+the submissions folded in): an ingest reads that document plus any submission not folded yet, never
+the whole ledger. Two submissions recorded at once may each write the document without the other's;
+the one left out is simply read as not folded, and folded by the next :func:`record`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Any
 from services.core.catalog import ERASURE_REQUESTS
 from services.core.lake import Lake, new_run_id
 
+#: The compacted digests of every submission folded so far (what ingestion suppresses).
+SUPPRESSED = "erasure/_suppressed.json"
 #: GDPR Art. 12(3): an answer is due within one month of the request.
 DEADLINE_DAYS = 30
 PENDING, COMPLETED = "pending", "completed"
@@ -66,6 +74,7 @@ def record(lake: Lake, digests: list[str], source: str, now: datetime | None = N
     sub = Submission(sub_id, [ErasureRequest(f"{sub_id}-{i:05d}", d, source, requested, deadline)
                               for i, d in enumerate(unique)])  # fmt: skip
     save(lake, sub)
+    _fold(lake)
     return sub
 
 
@@ -83,9 +92,32 @@ def submissions(lake: Lake) -> list[Submission]:
     return sorted(out, key=lambda s: s.submission_id)
 
 
+def _submission_id(key: str) -> str:
+    return key.rsplit("/", 1)[-1].removesuffix(".json")
+
+
+def _suppression(lake: Lake) -> tuple[set[str], set[str], list[str]]:
+    """(digests, submissions folded, ledger documents not folded yet): one listing, one read of the
+    compacted document, and a read of each submission not folded in it."""
+    doc = lake.read_json(SUPPRESSED) if lake.store.exists(SUPPRESSED) else {"digests": [], "submissions": []}
+    digests, folded = set(doc["digests"]), set(doc["submissions"])
+    new = [k for k in lake.store.list(ERASURE_REQUESTS) if k.endswith(".json") and _submission_id(k) not in folded]
+    for key in new:
+        digests.update(r["key_digest"] for r in lake.read_json(key)["requests"])
+    return digests, folded, new
+
+
+def _fold(lake: Lake) -> None:
+    """Fold the submissions not in the compacted document into it (one atomic write)."""
+    digests, folded, new = _suppression(lake)
+    if new:
+        lake.write_json(SUPPRESSED, {"digests": sorted(digests),
+                                     "submissions": sorted(folded | {_submission_id(k) for k in new})})  # fmt: skip
+
+
 def suppressed(lake: Lake) -> frozenset[str]:
     """The digests of every person who asked to be erased (pending or done): what ingestion drops."""
-    return frozenset(r.key_digest for s in submissions(lake) for r in s.requests)
+    return frozenset(_suppression(lake)[0])
 
 
 def oldest_pending_age(lake: Lake, now: datetime | None = None) -> timedelta | None:
@@ -126,6 +158,7 @@ __all__ = [
     "COMPLETED",
     "DEADLINE_DAYS",
     "PENDING",
+    "SUPPRESSED",
     "ErasureRequest",
     "Submission",
     "oldest_pending_age",

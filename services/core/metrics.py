@@ -36,7 +36,7 @@ log = logging.getLogger("shoplens.metrics")
 STAGE_LABELS = (
     "ingest", "features", "train", "score", "overview", "describe", "publish", "watch", "pipeline", "abtest",
     "propensity_train", "propensity_score", "mmm", "funnel", "clv", "retention", "compare_models", "dossier",
-    "erasure", "retention_policy",
+    "erasure", "retention_policy", "erasure_index",
 )
 FILE_STATUSES = ("ingested", "skipped", "failed", "quarantined")
 RUN_STATUSES = ("success", "failed")

@@ -6,10 +6,11 @@ Where a person is, store by store, and what happens there:
   every dataset that declares ``user_keys`` or ``links``, in every version still kept (not only the
   current one: a pointer rolled back must find nothing) and in runs not committed (yet). An ingest
   in flight is not disturbed (no vacuum here): its staged raw chunks go when it commits, or with the
-  next ingest's vacuum if it crashed. Which files hold the person is found by
-  reading only the key columns of each file (an equivalent of a per-file key index that cannot go
-  stale: the column is dictionary-encoded, so this reads a few hundred kilobytes per file, and each
-  distinct key is hashed once); only those files are read whole and rewritten. ``links`` rows
+  next ingest's vacuum if it crashed. Which files hold the person is found in
+  the per-file key index (:mod:`services.jobs.erasure_index`: the fingerprints of the keys each file
+  holds, checked against the file's size and time, built on the spot for a file without one); only
+  those files are opened, their key columns matched on the whole digest, and the files that hold the
+  person read whole and rewritten, two at a time, then re-indexed. ``links`` rows
   (duplicates, order lines) go with the events they point at, and are rewritten before the events,
   so that a rerun can still find them.
 - **Other lake files** (JSON, HTML, Markdown reports): any key of the person in them is replaced by
@@ -47,8 +48,9 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Set
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Set
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,14 @@ from services.core.catalog import CATALOG, CURRENT_POINTER, EVENTS, FEATURES, Da
 from services.core.lake import Lake, utc_now_iso
 from services.core.storage import Store
 from services.core.warehouse import Warehouse
+from services.jobs.erasure_index import (
+    KeyIndex,
+    data_files,
+    indexed_datasets,
+    parquet_source,
+    table_fingerprints,
+    wanted,
+)
 from services.jobs.erasure_raw import RawLocation, filter_raw, local_copy, raw_keys
 
 log = logging.getLogger("shoplens.erasure")
@@ -94,10 +104,22 @@ class _Batch:
     digests: list[str]
     removed: dict[str, dict[str, int]] = field(default_factory=dict)
     files_scanned: dict[str, int] = field(default_factory=dict)
+    candidates: dict[str, int] = field(default_factory=dict)  # files opened per dataset (index hits)
+    wal: str | None = None  # what became of the warehouse's write-ahead log (PostgreSQL)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per lake dataset (this process)
     memo: dict[str, bool] = field(default_factory=dict)  # value -> holds a person (each key hashed once)
 
     def note(self, store: str, file: str, rows: int) -> None:
         self.removed.setdefault(store, {})[file] = rows
+
+    @contextlib.contextmanager
+    def timed(self, store: str) -> Iterator[None]:
+        """Adds the block's wall time to the store's (the summary says where a batch's time went)."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[store] = round(self.seconds.get(store, 0.0) + time.monotonic() - t0, 3)
 
     def rows(self, store: str) -> int:
         return sum(self.removed.get(store, {}).values())
@@ -184,6 +206,9 @@ def _run_erasure_held(lake: Lake, key: bytes, targets: Targets | None) -> dict[s
         "rows_removed": {s: batch.rows(s) for s in sorted(batch.removed)},
         "files_rewritten": {s: sum(1 for n in f.values() if n) for s, f in sorted(batch.removed.items())},
         "files_scanned": batch.files_scanned,
+        "files_opened": batch.candidates,
+        "warehouse_wal": batch.wal,
+        "seconds_by_dataset": batch.seconds,
         "events_files_rewritten": sum(1 for n in batch.removed.get(EVENTS, {}).values() if n),
         "events_files": batch.files_scanned.get(EVENTS, 0),
         "duration_seconds": round(time.monotonic() - t0, 3),
@@ -247,55 +272,84 @@ def _write_parquet_like(table: pa.Table, original: pq.ParquetFile) -> bytes:
     return sink.getvalue()
 
 
-def _person_rows(data: bytes, pf: pq.ParquetFile, d: Dataset, digests: Set[str],
-                 removed: pa.Table | None, memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
-    """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns."""
-    names = pf.schema_arrow.names
+def _person_rows(source: Any, d: Dataset, digests: Set[str], removed: pa.Table | None,
+                 memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
+    """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns,
+    the key columns dictionary-encoded as stored (each distinct key is matched once per row group)."""
+    names = pq.read_schema(source).names
     cols = [c for c in d.user_keys if c in names]
     links = d.links if removed is not None and removed.num_rows and all(c in names for c, _ in d.links) else ()
     if not cols and not links:
         return None
-    probe = pq.read_table(pa.BufferReader(data), columns=cols + [c for c, _ in links], read_dictionary=cols)
+    probe = pq.ParquetFile(source, read_dictionary=cols).read(columns=cols + [c for c, _ in links], use_threads=False)
     mask = rows_of(probe, cols, digests, memo)
     if links:
         mask |= linked_mask(probe, links, removed)
     return mask
 
 
-def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str],
-          removed_by_run: dict[str, pa.Table]) -> list[tuple[str, int, pa.Table | None]]:  # fmt: skip
+def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str], removed_by_run: dict[str, pa.Table],
+          index: KeyIndex) -> list[tuple[str, int, pa.Table | None]]:  # fmt: skip
     """(file, rows of the person, their ``source_file, line_number``) of every file of ``d`` holding them.
 
-    Reads only the key (and link) columns of each file; the removed lines only of the files that hit.
+    Opens only the candidates: the files whose key index (:mod:`services.jobs.erasure_index`) holds a
+    person's fingerprint, or for linked rows the files of runs that lost events; of those it reads only
+    the key (and link) columns, and the removed lines of the files that hit.
     """
-    files = [k for k in _dataset_files(lake, d) if k.endswith(".parquet")]
+    files = data_files(lake, d)
     batch.files_scanned[d.path] = len(files)
+    if d.user_keys:
+        keys = index.candidates(d, files, wanted(digests))
+    else:
+        keys = [i.key for i in files if (_run_of(i.key) or "") in removed_by_run]
+    batch.candidates[d.path] = len(keys)
 
     def one(k: str) -> tuple[str, int, pa.Table | None]:
-        data = lake.store.read_bytes(k)
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        source = parquet_source(lake, k)
+        mask = _person_rows(source, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():
             return k, 0, None
         gone = None
+        pf = pq.ParquetFile(source)
         if {"source_file", "line_number"} <= set(pf.schema_arrow.names):
             gone = pf.read(columns=["source_file", "line_number"]).filter(pa.array(mask))
         return k, int(mask.sum()), gone
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # I/O bound on S3; pyarrow releases the GIL
-        return [hit for hit in pool.map(one, files) if hit[1]]
+        return [hit for hit in pool.map(one, keys) if hit[1]]
 
 
 def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, int, pa.Table | None]],
-                   digests: Set[str], removed_by_run: dict[str, pa.Table]) -> None:  # fmt: skip
-    """Each file that holds the person, read whole, filtered and replaced in one atomic write."""
-    for k, _, _ in hits:
+                   digests: Set[str], removed_by_run: dict[str, pa.Table], index: KeyIndex) -> None:  # fmt: skip
+    """Each file that holds the person, read whole, filtered and replaced in one atomic write, then
+    re-indexed. Two files are read, filtered and encoded at once (pyarrow releases the GIL), at most
+    two ahead of the writes, which stay one at a time and in order: memory holds three files at most."""
+
+    def prepare(k: str) -> tuple[str, bytes, int, np.ndarray | None] | None:
         data = lake.store.read_bytes(k)
-        pf = pq.ParquetFile(pa.BufferReader(data))
-        mask = _person_rows(data, pf, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        mask = _person_rows(pa.BufferReader(data), d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():  # already rewritten by an interrupted run
-            continue
-        _rewrite(lake, batch, d.path, k, _write_parquet_like(pf.read().filter(pa.array(~mask)), pf), int(mask.sum()))
+            return None
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        kept = pf.read().filter(pa.array(~mask))
+        fps = table_fingerprints(kept, d, index.memo) if d.user_keys else None
+        return k, _write_parquet_like(kept, pf), int(mask.sum()), fps
+
+    def write(done: tuple[str, bytes, int, np.ndarray | None] | None) -> None:
+        if done is not None:
+            k, data, rows, fps = done
+            _rewrite(lake, batch, d.path, k, data, rows)
+            if fps is not None:
+                index.reindex(k, fps)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ahead: deque[Future] = deque()
+        for k, _, _ in hits:
+            ahead.append(pool.submit(prepare, k))
+            if len(ahead) > 2:
+                write(ahead.popleft().result())
+        while ahead:
+            write(ahead.popleft().result())
 
 
 def _rewrite(lake: Lake, batch: _Batch, store: str, key: str, data: bytes, rows: int) -> None:
@@ -311,8 +365,10 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
     Linked rows (duplicates, order lines) are rewritten before the events, since they are found through
     the events' removed lines: a batch killed in between finds the rest on its next run.
     """
+    index = KeyIndex(lake)
     events = next(d for d in CATALOG if d.path == EVENTS)
-    event_hits = _find(lake, batch, events, digests, {})
+    with batch.timed(EVENTS):
+        event_hits = _find(lake, batch, events, digests, {}, index)
     removed_by_run: dict[str, list[pa.Table]] = {}
     for k, _, gone in event_hits:
         if gone is not None:
@@ -320,12 +376,16 @@ def _erase_lake(lake: Lake, batch: _Batch, digests: Set[str]) -> set[str]:
     removed = {run: pa.concat_tables(parts) for run, parts in removed_by_run.items()}
     for d in CATALOG:
         if d.links:
-            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, removed), digests, removed)
-    _rewrite_files(lake, batch, events, event_hits, digests, {})
-    for d in CATALOG:
-        if d.user_keys and d.path != EVENTS and d.layout != "ledger":
-            _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}), digests, {})
-    _redact_documents(lake, batch, digests)
+            with batch.timed(d.path):
+                _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, removed, index), digests, removed, index)
+    with batch.timed(EVENTS):
+        _rewrite_files(lake, batch, events, event_hits, digests, {}, index)
+    for d in indexed_datasets():
+        if d.path != EVENTS:
+            with batch.timed(d.path):
+                _rewrite_files(lake, batch, d, _find(lake, batch, d, digests, {}, index), digests, {}, index)
+    with batch.timed(REPORTS):
+        _redact_documents(lake, batch, digests)
     return {s for s, f in batch.removed.items() if any(f.values())}
 
 
@@ -389,7 +449,9 @@ def _erase_warehouse(lake: Lake, batch: _Batch, url: str, digests: Set[str]) -> 
                 if n:
                     removed[name] = n
         with wh.errors("vacuuming"):
-            _vacuum(wh, list(removed))
+            batch.wal = _vacuum(wh, list(removed))
+        if batch.wal and batch.wal != "cleared":
+            log.warning("erasure: the warehouse's write-ahead log was %s", batch.wal, extra={"stage": "erasure"})
         for name, n in removed.items():
             batch.note(WAREHOUSE, name, n)
         batch.files_scanned[WAREHOUSE] = len(removed)
@@ -398,22 +460,45 @@ def _erase_warehouse(lake: Lake, batch: _Batch, url: str, digests: Set[str]) -> 
         wh.close()
 
 
-def _vacuum(wh: Warehouse, tables: list[str]) -> None:
-    """Rewrite the tables so deleted rows leave the database files (outside any transaction)."""
+def _vacuum(wh: Warehouse, tables: list[str]) -> str | None:
+    """Rewrite the tables so deleted rows leave the database files (outside any transaction); on
+    PostgreSQL, also the write-ahead log. Returns what became of the WAL (None: SQLite, none kept)."""
     if wh.dialect == "postgresql":
         with wh.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for name in tables:
                 # ANALYZE too: the planner's statistics (pg_statistic) sample column values, keys included
                 conn.execute(sa.text(f'VACUUM (FULL, ANALYZE) "{name}"'))
             superuser = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar()
-            if superuser:  # the old statistics rows are dead tuples there; the WAL waits for a checkpoint
-                conn.execute(sa.text("VACUUM FULL pg_catalog.pg_statistic"))
-                conn.execute(sa.text("CHECKPOINT"))
-    elif wh.sqlite_file is not None:
+            if not superuser:
+                return "not cleared: only a superuser can switch the WAL and checkpoint"
+            # the old statistics rows are dead tuples there
+            conn.execute(sa.text("VACUUM FULL pg_catalog.pg_statistic"))
+            return _clear_wal(conn)
+    if wh.sqlite_file is not None:
         # the engine's own connections always open a transaction (see make_engine); VACUUM needs none
         with contextlib.closing(sqlite3.connect(wh.sqlite_file, isolation_level=None)) as conn:
             conn.execute("VACUUM")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return None
+
+
+def _clear_wal(conn: sa.Connection) -> str:
+    """Get the deleted rows out of ``pg_wal``: the segments that logged them (their inserts, the
+    deletes' full-page images) end with a WAL switch, and the checkpoint after it removes every segment
+    before it. Removed, not recycled, only with ``wal_recycle = off`` (the warehouse's documented
+    setting, docs/privacy.md): a recycled segment is renamed for reuse with its old bytes until
+    overwritten. WAL archiving and ``wal_keep_size`` or replication slots keep copies; that is said."""
+    switched = conn.execute(sa.text("SELECT pg_walfile_name(pg_switch_wal())")).scalar()
+    conn.execute(sa.text("CHECKPOINT"))
+    kept = conn.execute(sa.text("SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$' "
+                                "AND name <= :last"), {"last": switched}).scalar()  # fmt: skip
+    if kept:
+        return f"not cleared: {kept} segment(s) that logged the rows are kept (wal_keep_size or a replication slot)"
+    if conn.execute(sa.text("SHOW wal_recycle")).scalar() != "off":
+        return "not cleared: wal_recycle is on, so the old segments were renamed for reuse with their bytes"
+    if conn.execute(sa.text("SHOW archive_mode")).scalar() != "off":
+        return "cleared from pg_wal; the WAL archive keeps its copies until its own expiry"
+    return "cleared"
 
 
 # ------------------------------------------------------------------------------------ caches

@@ -21,6 +21,8 @@ from services.core.lake import Lake
 from services.core.metrics import time_stage
 from services.jobs.clv import clv_due, clv_stage
 from services.jobs.erasure import erasure_due, erasure_stage, targets_from
+from services.jobs.erasure_index import refresh as refresh_key_index
+from services.jobs.erasure_index import refresh_due as key_index_due
 from services.jobs.features import run_features
 from services.jobs.funnel import funnel_due, run_funnel
 from services.jobs.overview import build_overview, overview_due
@@ -134,6 +136,10 @@ STAGES: tuple[Stage, ...] = (
           lambda _spark, lake, cfg: publish(lake, warehouse_url(cfg)), spark=False),
     Stage("retention_policy", lambda lake, cfg: retention_policy_due(lake, *_retention_policy(lake, cfg)),
           lambda _spark, lake, cfg: apply_retention(lake, *_retention_policy(lake, cfg)), spark=False),
+    # last: the files every stage wrote get their key index, so an erasure request opens only the
+    # files that hold the person (services/jobs/erasure_index.py)
+    Stage("erasure_index", lambda lake, _cfg: key_index_due(lake), lambda _spark, lake, _cfg: refresh_key_index(lake),
+          spark=False),
 )
 
 

@@ -250,7 +250,7 @@ def test_verified_erasure_on_local_disk(spark, tmp_path: Path, pg_server, cli_en
     for where in (tmp_path / "lake", tmp_path / "work", incoming, failed):
         assert scan_tree(where, needles) == [], where
     assert scan_warehouse(url, needles) == []
-    for folder in _pg_files(pg_server, url):
+    for folder in [*_pg_files(pg_server, url), pg_server.data / "pg_wal"]:  # the WAL too (checkpointed)
         assert scan_tree(folder, [user_key]) == [], folder
     assert verify(lake, KEY, targets)["clean"]
     (req,) = [r for s in erasure_ledger.submissions(lake) for r in s.requests]
@@ -322,6 +322,7 @@ def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -
     from services.core.runtime import open_lake
     from services.core.settings import Settings
     from services.jobs.erasure import run_erasure
+    from services.jobs.erasure_index import refresh as refresh_key_index
     from services.jobs.features import run_features
     from services.jobs.ingest import ingest_files
 
@@ -331,6 +332,7 @@ def test_erasure_killed_at_any_point_completes_on_rerun(spark, tmp_path: Path) -
     for f in files:
         ingest_files(spark, lake, [f], KEY)
         run_features(spark, lake)
+    refresh_key_index(lake)  # as the pipeline's last stage does: the kills land in the rewrites
     user_key = pseudonymize(target, KEY)
     erasure_ledger.record(lake, [key_digest(user_key)], "user_id")
 
@@ -411,6 +413,47 @@ def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> 
     rebuilt = _features(lake)
     assert user_key not in set(rebuilt["user_key"]) and canary_key in set(rebuilt["user_key"])
     assert_segments_are_the_rebuilds(lake, rebuilt)
+
+
+def _warehouse_with(url: str, keys: list[str]) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE features (user_key text, n int)"))
+        conn.execute(sa.text("INSERT INTO features SELECT CASE WHEN i % 2 = 0 THEN :a ELSE :b END, i "
+                             "FROM generate_series(1, 2000) i"), {"a": keys[0], "b": keys[1]})  # fmt: skip
+    engine.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_the_warehouse_erasure_clears_the_write_ahead_log(tmp_path: Path, pg_server) -> None:  # noqa: F811
+    """The rows' bytes leave pg_wal too (their inserts, the deletes' full-page images): with the
+    warehouse's setting (wal_recycle off, as docker-compose.yml starts it) and with the default (on),
+    where the recycled segment keeps them and the summary says so."""
+    import yaml
+
+    from services.jobs.erasure import Targets, run_erasure
+    from tests.pgserver import WAREHOUSE_SETTINGS, start_server, stop_server
+
+    compose = yaml.safe_load((Path(__file__).parents[3] / "docker-compose.yml").read_text())
+    assert [f"{k}={v}" for k, v in WAREHOUSE_SETTINGS.items()] == compose["services"]["warehouse"]["command"][2::2]
+    default = start_server()
+    try:
+        for n, (pg, wal) in enumerate([(pg_server, "cleared"), (default, "not cleared: wal_recycle is on")]):
+            target, other = pseudonymize(f"51200090{n}", KEY), pseudonymize("512000999", KEY)
+            url = pg.new_database("wal")
+            _warehouse_with(url, [target, other])
+            assert scan_tree(pg.data / "pg_wal", [target]), "the WAL logged the rows"
+            lake = Lake(LocalStore(tmp_path / f"lake{n}"), tmp_path / f"work{n}")
+            erasure_ledger.record(lake, [key_digest(target)], "key")
+            out = run_erasure(lake, KEY, Targets((), url))
+            assert out["rows_removed"]["warehouse"] == 1000 and out["warehouse_wal"].startswith(wal)
+            assert scan_warehouse(url, [other]) and scan_warehouse(url, [target]) == []
+            assert [f for p in _pg_files(pg, url) for f in scan_tree(p, [target])] == []
+            assert bool(scan_tree(pg.data / "pg_wal", [target])) == (wal != "cleared")
+    finally:
+        stop_server(default)
 
 
 def test_verify_finds_a_person_left_behind(tmp_path: Path) -> None:

@@ -27,8 +27,8 @@ def lake(tmp_path: Path) -> Lake:
 def test_the_stages_and_their_order() -> None:
     assert [s.name for s in STAGES] == [
         "erasure", "features", "train", "score", "propensity_train", "propensity_score", "funnel", "clv", "retention",
-        "overview", "publish", "retention_policy"]
-    assert [s.name for s in STAGES if not s.spark] == ["publish", "retention_policy"]  # no SparkSession for the warehouse
+        "overview", "publish", "retention_policy", "erasure_index"]
+    assert [s.name for s in STAGES if not s.spark] == ["publish", "retention_policy", "erasure_index"]  # no SparkSession for the warehouse
     assert stage_named("score") is STAGES[3]
     with pytest.raises(ValueError, match="no stage named"):
         stage_named("nope")
