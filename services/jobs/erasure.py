@@ -324,6 +324,7 @@ def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, 
     """Each file that holds the person, read whole, filtered and replaced in one atomic write, then
     re-indexed. Two files are read, filtered and encoded at once (pyarrow releases the GIL), at most
     two ahead of the writes, which stay one at a time and in order: memory holds three files at most."""
+    want = wanted(digests)
 
     def prepare(k: str) -> tuple[str, bytes, int, np.ndarray | None] | None:
         data = lake.store.read_bytes(k)
@@ -332,7 +333,10 @@ def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, 
             return None
         pf = pq.ParquetFile(pa.BufferReader(data))
         kept = pf.read().filter(pa.array(~mask))
-        fps = table_fingerprints(kept, d, index.memo) if d.user_keys else None
+        fps = None
+        if d.user_keys:  # key columns lose exactly the people erased; text (a raw line) holds other keys too
+            fps = index.without(k, want) if set(d.user_keys) == {"user_key"} else None
+            fps = table_fingerprints(kept, d, index.memo) if fps is None else fps
         return k, _write_parquet_like(kept, pf), int(mask.sum()), fps
 
     def write(done: tuple[str, bytes, int, np.ndarray | None] | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,15 @@ from services.core.catalog import DATASETS, EVENTS, FEATURES, QUARANTINE
 from services.core.lake import Lake
 from services.core.storage import LocalStore
 from services.jobs.erasure import run_erasure
-from services.jobs.erasure_index import INDEX_ROOT, KeyIndex, data_files, refresh, refresh_due, wanted
+from services.jobs.erasure_index import (
+    INDEX_ROOT,
+    KeyIndex,
+    data_files,
+    refresh,
+    refresh_due,
+    table_fingerprints,
+    wanted,
+)
 from tests.conftest import TEST_KEY
 from tests.erasure_scan import scan_tree
 
@@ -110,6 +119,12 @@ def test_an_erasure_opens_only_the_files_that_hold_the_person_and_reindexes_them
         d = DATASETS[name]
         assert index.candidates(d, data_files(lake, d), wanted([key_digest(target)])) == []
     assert index.built == 0
+    for name in (EVENTS, FEATURES, QUARANTINE):  # each index equals one built afresh from the file
+        d = DATASETS[name]
+        for info in data_files(lake, d):
+            cols = [c for c in d.user_keys if c in pq.read_schema(lake.store.local_path(info.key)).names]
+            fresh = table_fingerprints(pq.read_table(lake.store.local_path(info.key), columns=cols), d, {})
+            assert np.array_equal(index.of(d, info), fresh)
     # a file deleted later (retention): its entry goes with the next refresh
     lake.store.delete_prefix(f"{FEATURES}/v1")
     assert refresh_due(lake) == (True, "1 index entries of deleted files")
