@@ -138,6 +138,31 @@ def test_summary_carries_the_value_and_retention_insights(built) -> None:
     assert {c["label"] for c in doc["cards"]} >= {"Lifetime value, 12 months", "Back in the second week"}
 
 
+
+def test_summary_of_a_full_lake_keeps_the_value_and_retention_insights(built) -> None:
+    """A full lake has more sections with an insight than the page's five: the value and retention ones stay.
+
+    The fixture lake's own sections (data, lifetime value, retention) are built for real; the sections
+    a full lake adds before them in reading order (the threshold study, segments, the comparison,
+    funnel, propensity) stand in with one card and one sentence each, as their builders make them.
+    """
+    from services.jobs.dossier import MAX_INSIGHTS, build_sections, summary
+    from services.jobs.dossier_sections import data_section, lifetime_value_section, retention_section
+    from services.reports.dossier import Card, Section
+
+    def earlier(key: str) -> Section:
+        return Section(key, key, f"{key}/v", cards=[Card(key, "1", f"{key} card")], insights=[f"{key} insight."])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("services.jobs.dossier.SECTIONS", (data_section, lifetime_value_section, retention_section))
+        data, value, retention = build_sections(built["lake"])
+    sections = [data, *map(earlier, ("threshold", "segments", "comparison", "funnel", "propensity")), value, retention]
+    cards, insights = summary(sections)
+    assert len(insights) == MAX_INSIGHTS
+    assert value.insights[0] in insights and retention.insights[0] in insights  # cut in reading order, both were lost
+    assert insights == sorted(insights, key=lambda i: next(n for n, s in enumerate(sections) if i in s.insights))
+    assert {"Lifetime value, 12 months", "Back in the second week"} <= {c.label for c in cards}
+
 def test_data_section_counts_the_erasure_ledger_and_shows_no_key(built) -> None:
     reqs = [q for s in erasure_ledger.submissions(built["lake"]) for q in s.requests]
     erasure = _section(built["doc"], "data")["figures"]["erasure"]
