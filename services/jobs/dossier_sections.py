@@ -239,9 +239,10 @@ def comparison_section(lake: Lake) -> Section | None:
     for name, t in c["tables"].items():
         header, rows = table_cells(t)
         s.parts += [Table(TITLES.get(name, name), header, rows), f"Winner: {t['winner']}. {t['why']} Rule: {t['rule']}."]
-        s.insights.append(f"{TITLES.get(name, name)}: {t['winner']}"
-                          + (" stays (it is the shipped one)." if t["winner"] == t["shipped"]
-                             else f" beats the shipped {t['shipped'].removesuffix(' (shipped)')}."))  # fmt: skip
+        title = TITLES.get(name, name)
+        s.insights.append(f"{title}: {t['winner']} stays (it is the shipped one)." if t["winner"] == t["shipped"]
+                          else f"{title}: {t['winner']} beats the shipped {t['shipped'].removesuffix(' (shipped)')}. "
+                               f"{t['why']}")  # fmt: skip
     if "assignment" in c["tables"]:
         t = c["tables"]["assignment"]
         ns = [m for m in t["metrics"] if m.startswith("agreement_n")]
