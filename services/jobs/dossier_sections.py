@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from model.segmentation.presentation import NOT_ENOUGH_NAME
 from services.core.catalog import (
     CLV,
     EXPERIMENTS,
@@ -417,8 +418,9 @@ def lifetime_value_section(lake: Lake) -> Section | None:
     s.cards = [Card(f"Lifetime value, {r['horizon_months']} months", fmt_money(totals["clv_sum"]),
                     f"{fmt_count(r['customers'])} customers, median {fmt_money(totals['clv_median'])}; "
                     f"{fmt_pct(r['repeat_customers'] / r['customers'] if r['customers'] else None)} bought again.", chart)]  # fmt: skip
-    if by_segment and totals["clv_sum"]:
-        top = max(by_segment, key=lambda g: g["clv_sum"])
+    segmented = [g for g in by_segment if g["value"] != NOT_ENOUGH_NAME]  # the insight names a segment
+    if segmented and totals["clv_sum"]:
+        top = max(segmented, key=lambda g: g["clv_sum"])
         s.insights.append(f"{top['value']} hold {fmt_pct(top['clv_sum'] / totals['clv_sum'])} of the expected "
                           f"{r['horizon_months']}-month customer value ({fmt_money(top['clv_sum'])} of "
                           f"{fmt_money(totals['clv_sum'])}).")  # fmt: skip
