@@ -227,6 +227,16 @@ def segments_section(lake: Lake) -> Section | None:
     return s
 
 
+def _verdict(title: str, t: dict[str, Any]) -> str:
+    """One summary sentence per question: the shipped model stays, or which family beats it and by how much
+    (the first clause of the table's why; the cost of switching, its second, is in the section)."""
+    if t["winner"] == t["shipped"]:
+        return f"{title}: {t['winner']} stays (it is the shipped one)."
+    gain = t["why"].split("; switching would cost", 1)[0].rstrip(".")
+    gain = f"it{gain.removeprefix(t['winner'])}" if gain.startswith(t["winner"]) else gain
+    return f"{title}: {t['winner']} beats the shipped {t['shipped'].removesuffix(' (shipped)')}: {gain}."
+
+
 def comparison_section(lake: Lake) -> Section | None:
     """The model comparison: one table per question, the winner and why."""
     doc = published(lake, MODEL_COMPARISON, "comparison.json")
@@ -240,10 +250,7 @@ def comparison_section(lake: Lake) -> Section | None:
     for name, t in c["tables"].items():
         header, rows = table_cells(t)
         s.parts += [Table(TITLES.get(name, name), header, rows), f"Winner: {t['winner']}. {t['why']} Rule: {t['rule']}."]
-        title = TITLES.get(name, name)
-        s.insights.append(f"{title}: {t['winner']} stays (it is the shipped one)." if t["winner"] == t["shipped"]
-                          else f"{title}: {t['winner']} beats the shipped {t['shipped'].removesuffix(' (shipped)')}. "
-                               f"{t['why']}")  # fmt: skip
+        s.insights.append(_verdict(TITLES.get(name, name), t))
     if "assignment" in c["tables"]:
         t = c["tables"]["assignment"]
         ns = [m for m in t["metrics"] if m.startswith("agreement_n")]
