@@ -21,6 +21,7 @@ Events after ``as_of`` are not dropped: filter the events first if you want a po
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -386,8 +387,18 @@ def first_n_events(events: DataFrame, n: int) -> DataFrame:
 
     For studying how many events a segment needs; one shuffle by user.
     """
+    return first_events_by_n(events, [n]).drop("n")
+
+
+def first_events_by_n(events: DataFrame, ns: Sequence[int]) -> DataFrame:
+    """:func:`first_n_events` for every n of ``ns`` at once: a row per (event, n it falls within), column ``n``.
+
+    One ranking shuffle for the whole grid (the threshold study's truncations), not one per n.
+    """
     order = Window.partitionBy("user_key").orderBy("event_time", "event_type", "product_id", "session_key")
-    return events.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= n).drop("_rank")
+    grid = F.array(*(F.lit(int(n)) for n in sorted(set(ns))))
+    ranked = events.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= max(ns))
+    return ranked.withColumn("n", F.explode(F.filter(grid, lambda n: n >= F.col("_rank")))).drop("_rank")
 
 
 def render_markdown() -> str:

@@ -133,8 +133,9 @@ def compare_assigners(
         why = (f"{winner} agrees with the full-history segment {gain:+.3f} more often on average "
                f"({best['mean_agreement']:.3f} against {shipped_row['mean_agreement']:.3f}); switching would cost "
                f"a classifier retrained with every model ({best['fit_seconds']:.1f} s here), a second artifact "
-               f"beside the centroids and {best['single_call_ms']:.3f} ms per single-user call against "
-               f"{shipped_row['single_call_ms']:.3f} ms.")  # fmt: skip
+               f"beside the centroids, {best['single_call_ms']:.3f} ms per single-user call against "
+               f"{shipped_row['single_call_ms']:.3f} ms, and the trust figure and the event threshold (both "
+               "measured on the centroid rule) measured again on the new one.")  # fmt: skip
     return Table(
         question="Which rule should assign a customer to a segment from their first n events?",
         rows=rows, metrics=[*(f"agreement_n{m}" for m in present), "mean_agreement", "fit_seconds",

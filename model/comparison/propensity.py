@@ -6,7 +6,8 @@ sees), same input columns (:data:`model.propensity.features.MODEL_FEATURES`), sa
 estimator and the comparison's seed, so their calibration is the shipped one; the challengers are
 fitted on every training cutoff and left uncalibrated (their ECE says what calibration would have to
 fix). The MLP reads the logistic model's preparation (median imputation, missing flags, signed log1p,
-standardization); the forest reads the raw matrix (scikit-learn's trees route NaN).
+standardization); the forest reads the raw matrix (scikit-learn's trees route NaN), each tree a bootstrap
+sample of at most :data:`FOREST_TREE_ROWS` rows.
 """
 
 from __future__ import annotations
@@ -33,23 +34,29 @@ CLEAR_MARGIN = 0.005
 CRITERIA = {"roc_auc": True, "pr_auc": True, "log_loss": False, "ece": False, "top_decile_lift": True}
 
 
-def _mlp(seed: int) -> Pipeline:
+#: Rows of each forest tree's bootstrap sample at most. On the demo lake's 50,348 training rows, 20,000-row
+#: bootstraps gave a validation ROC AUC of 0.8930 against 0.8934 with full-size ones, the same top-decile
+#: lift, and fitted in 32 s instead of 70 s (200 trees, one thread, shared host): the trees' sorts were the cost.
+FOREST_TREE_ROWS = 20_000
+
+
+def _mlp(seed: int, _rows: int) -> Pipeline:
     logs = tuple(j for j, c in enumerate(MODEL_FEATURES) if c in LOG_FEATURES)
     return Pipeline([("prep", LogPrep(logs)), ("scale", StandardScaler()),
                      ("mlp", MLPClassifier(hidden_layer_sizes=(32, 16), alpha=1e-3, max_iter=200, early_stopping=True,
                                            random_state=seed))])  # fmt: skip
 
 
-def _forest(seed: int) -> RandomForestClassifier:
+def _forest(seed: int, rows: int) -> RandomForestClassifier:
     return RandomForestClassifier(n_estimators=200, min_samples_leaf=20, max_features="sqrt", n_jobs=1,
-                                  random_state=seed)  # fmt: skip
+                                  max_samples=min(rows, FOREST_TREE_ROWS), random_state=seed)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class PropensityFamily:
     name: str
     kind: str | None  # a shipped PropensityModel kind, or None for a challenger
-    build: Callable[[int], Any] | None = None
+    build: Callable[[int, int], Any] | None = None  # (seed, training rows) -> an unfitted estimator
 
 
 PROPENSITY_FAMILIES: tuple[PropensityFamily, ...] = (
@@ -87,7 +94,7 @@ def compare_propensity(
             fit_seconds = time.perf_counter() - t0
             p = model.predict_proba(A_val)[:, 1]
         else:
-            est = fam.build(seed).fit(design_matrix(train, MODEL_FEATURES, rows=rows_all),
+            est = fam.build(seed, len(rows_all)).fit(design_matrix(train, MODEL_FEATURES, rows=rows_all),
                                       train[label_col].to_numpy(dtype=int)[rows_all])  # fmt: skip
             fit_seconds = time.perf_counter() - t0
             p = est.predict_proba(A_val)[:, 1]
@@ -123,4 +130,4 @@ def compare_propensity(
     )  # fmt: skip
 
 
-__all__ = ["CLEAR_MARGIN", "PROPENSITY_FAMILIES", "PropensityFamily", "compare_propensity"]
+__all__ = ["CLEAR_MARGIN", "FOREST_TREE_ROWS", "PROPENSITY_FAMILIES", "PropensityFamily", "compare_propensity"]

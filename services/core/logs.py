@@ -59,3 +59,22 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream=None) -> No
     for noisy in ("py4j", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _CONFIGURED = True
+
+
+def reaches_as_text(logger: logging.Logger, level: int, stream: TextIO) -> bool:
+    """Whether a record of ``level`` from ``logger`` is written to ``stream`` as text (not as a JSON line).
+
+    A message that must reach a person (the demo-key warning) is printed beside the log only when the
+    log does not already show it to them; Python's last-resort handler (no handler configured) counts.
+    """
+    if not logger.isEnabledFor(level):
+        return False
+    handlers: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        handlers += current.handlers
+        current = current.parent if current.propagate else None
+    if not handlers and logging.lastResort is not None:
+        handlers = [logging.lastResort]
+    return any(isinstance(h, logging.StreamHandler) and h.stream is stream and level >= h.level
+               and not isinstance(h.formatter, JsonFormatter) for h in handlers)  # fmt: skip

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.logs import reaches_as_text
+
 #: Used only in demo mode, so that a first run works without set-up; never for real data.
 DEMO_PSEUDONYM_KEY = "shoplens-demo-key-do-not-use-for-real-data"
 #: A shorter pseudonymization key is refused: HMAC-SHA256 is only as strong as a key's entropy.
@@ -125,12 +127,16 @@ _demo_warned: list[bool] = []
 
 
 def _warn_demo() -> None:
-    """Say once per process, in the log (which may go to ELK) and on the console, that keys are public."""
+    """Say once per process, in the log (which may go to ELK) and on the console, that keys are public.
+
+    The console line is printed only when the log does not already show the warning there as text.
+    """
     if _demo_warned:
         return
     _demo_warned.append(True)
     log.warning(DEMO_WARNING, extra={"demo": True})
-    print(f"shoplens: warning: {DEMO_WARNING}", file=sys.stderr)
+    if not reaches_as_text(log, logging.WARNING, sys.stderr):
+        print(f"shoplens: warning: {DEMO_WARNING}", file=sys.stderr)
 
 
 @lru_cache(maxsize=1)

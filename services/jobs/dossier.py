@@ -34,6 +34,10 @@ log = logging.getLogger("shoplens.dossier")
 #: At most this many insight sentences on the summary page (the issue asks for three to five).
 MAX_INSIGHTS = 5
 MAX_CARDS = 6
+#: Which sections' cards and insights the summary page takes first when it cannot hold them all: the
+#: customers and what they are worth, then what the models decide, then how the data was prepared.
+SUMMARY_PRIORITY = ("segments", "lifetime_value", "retention", "funnel", "comparison", "propensity", "mmm",
+                    "experiments", "data", "threshold", "features")
 FILES = ("dossier.html", "dossier.pdf", "dossier.json")
 PACKAGES = ("shoplens", "pyspark", "scikit-learn", "pandas", "numpy", "pymc-marketing", "matplotlib", "weasyprint")
 
@@ -79,11 +83,22 @@ def appendix_section(lake: Lake, versions: dict[str, str], settings: dict[str, A
 
 
 def summary(sections: list[Section]) -> tuple[list[Card], list[str]]:
-    """The summary page: the first card and the first insight of each section, in reading order."""
-    cards = [s.cards[0] for s in sections if s.cards][:MAX_CARDS]
-    insights = [s.insights[0] for s in sections if s.insights]
-    extra = [i for s in sections for i in s.insights[1:]]
-    return cards, (insights + extra)[:MAX_INSIGHTS]
+    """The summary page: the first card and the first insight of the sections that matter most, in reading order.
+
+    A full lake has more sections with an insight than the page holds; cutting in reading order dropped
+    the last ones (lifetime value, retention), so the page takes them by :data:`SUMMARY_PRIORITY`
+    (what a reader acts on first), one per section before any second sentence, and shows them in reading order.
+    """
+    rank = {key: i for i, key in enumerate(SUMMARY_PRIORITY)}
+    order = {s.key: i for i, s in enumerate(sections)}
+    by_priority = sorted(sections, key=lambda s: (rank.get(s.key, len(rank)), order[s.key]))
+    chosen_cards = [s for s in by_priority if s.cards][:MAX_CARDS]
+    cards = [s.cards[0] for s in sorted(chosen_cards, key=lambda s: order[s.key])]
+    picks = [(s.key, 0) for s in by_priority if s.insights]
+    picks += [(s.key, j) for s in by_priority for j in range(1, len(s.insights))]
+    chosen = sorted(picks[:MAX_INSIGHTS], key=lambda p: (order[p[0]], p[1]))
+    by_key = {s.key: s for s in sections}
+    return cards, [by_key[key].insights[j] for key, j in chosen]
 
 
 def build_sections(lake: Lake) -> list[Section]:

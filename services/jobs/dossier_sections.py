@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from model.segmentation.presentation import NOT_ENOUGH_NAME
 from services.core.catalog import (
     CLV,
     EXPERIMENTS,
@@ -226,6 +227,16 @@ def segments_section(lake: Lake) -> Section | None:
     return s
 
 
+def _verdict(title: str, t: dict[str, Any]) -> str:
+    """One summary sentence per question: the shipped model stays, or which family beats it and by how much
+    (the first clause of the table's why; the cost of switching, its second, is in the section)."""
+    if t["winner"] == t["shipped"]:
+        return f"{title}: {t['winner']} stays (it is the shipped one)."
+    gain = t["why"].split("; switching would cost", 1)[0].rstrip(".")
+    gain = f"it{gain.removeprefix(t['winner'])}" if gain.startswith(t["winner"]) else gain
+    return f"{title}: {t['winner']} beats the shipped {t['shipped'].removesuffix(' (shipped)')}: {gain}."
+
+
 def comparison_section(lake: Lake) -> Section | None:
     """The model comparison: one table per question, the winner and why."""
     doc = published(lake, MODEL_COMPARISON, "comparison.json")
@@ -239,9 +250,7 @@ def comparison_section(lake: Lake) -> Section | None:
     for name, t in c["tables"].items():
         header, rows = table_cells(t)
         s.parts += [Table(TITLES.get(name, name), header, rows), f"Winner: {t['winner']}. {t['why']} Rule: {t['rule']}."]
-        s.insights.append(f"{TITLES.get(name, name)}: {t['winner']}"
-                          + (" stays (it is the shipped one)." if t["winner"] == t["shipped"]
-                             else f" beats the shipped {t['shipped'].removesuffix(' (shipped)')}."))  # fmt: skip
+        s.insights.append(_verdict(TITLES.get(name, name), t))
     if "assignment" in c["tables"]:
         t = c["tables"]["assignment"]
         ns = [m for m in t["metrics"] if m.startswith("agreement_n")]
@@ -416,8 +425,9 @@ def lifetime_value_section(lake: Lake) -> Section | None:
     s.cards = [Card(f"Lifetime value, {r['horizon_months']} months", fmt_money(totals["clv_sum"]),
                     f"{fmt_count(r['customers'])} customers, median {fmt_money(totals['clv_median'])}; "
                     f"{fmt_pct(r['repeat_customers'] / r['customers'] if r['customers'] else None)} bought again.", chart)]  # fmt: skip
-    if by_segment and totals["clv_sum"]:
-        top = max(by_segment, key=lambda g: g["clv_sum"])
+    segmented = [g for g in by_segment if g["value"] != NOT_ENOUGH_NAME]  # the insight names a segment
+    if segmented and totals["clv_sum"]:
+        top = max(segmented, key=lambda g: g["clv_sum"])
         s.insights.append(f"{top['value']} hold {fmt_pct(top['clv_sum'] / totals['clv_sum'])} of the expected "
                           f"{r['horizon_months']}-month customer value ({fmt_money(top['clv_sum'])} of "
                           f"{fmt_money(totals['clv_sum'])}).")  # fmt: skip

@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
-from etl.features import compute_features, first_n_events
+from etl.features import compute_features, first_events_by_n
 from etl.pseudonymize import pseudonymize
 from model.segmentation import (
     LightScorer,
@@ -144,18 +143,16 @@ def truncated_features(
     if users.empty or not grid:
         return pd.DataFrame(columns=[*features.columns, "n"])
     keys = spark.createDataFrame(pd.DataFrame({"user_key": users["user_key"].to_numpy()}))
-    subset = events.join(F.broadcast(keys), on="user_key", how="left_semi").cache()  # read by every n
-    # One Spark job for every n: the first-n events of each n under a composite key "<user_key>#<n>",
-    # unioned, so a single compute_features call builds every truncation.
-    parts = [
-        first_n_events(subset, n).withColumn("user_key", F.concat_ws("#", "user_key", F.lit(str(n))))
-        for n in grid
-    ]
-    expanded = reduce(DataFrame.unionByName, parts)
+    subset = events.join(F.broadcast(keys), on="user_key", how="left_semi")
+    # One ranking for every n: each first-n event once per n it falls within, under a composite key
+    # "<user_key>#<n>", so a single compute_features call builds every truncation. Cached: the
+    # feature aggregates each read it (a union of one ranking per n made that plan n times larger).
+    expanded = (first_events_by_n(subset, grid)
+                .withColumn("user_key", F.concat_ws("#", "user_key", F.col("n").cast("string"))).drop("n").cache())  # fmt: skip
     try:
         feats = compute_features(expanded, as_of="last_event", category_prices=category_prices).toPandas()
     finally:
-        subset.unpersist()
+        expanded.unpersist()
     split = feats["user_key"].str.rsplit("#", n=1, expand=True)
     feats["user_key"], feats["n"] = split[0], split[1].astype(int)
     eligible = n_events.loc[feats["user_key"]].to_numpy() >= cfg.long_factor * feats["n"].to_numpy()

@@ -26,6 +26,8 @@ PRINT_CSS = """
 @media print{body{background:#fff}main{max-width:none;padding:0}
   section{box-shadow:none;padding:0;margin:0 0 10mm}
   section.major{break-before:page}section.summary{break-after:page}
+  .summary h1{margin:0}.summary h2{margin:8px 0 4px}.summary .card img{height:24mm;object-fit:contain}
+  .summary .insights{font-size:9.5pt;margin:0}
   nav.toc a::after{content:leader('.') target-counter(attr(href), page)}
   h2,h3{break-after:avoid}figure{break-inside:avoid}
   table{font-size:7.5pt}th,td{padding:2px 4px}th{white-space:normal}}

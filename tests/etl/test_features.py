@@ -20,6 +20,7 @@ from etl.features import (
     FEATURES,
     compute_features,
     finalize,
+    first_events_by_n,
     first_n_events,
     render_markdown,
 )
@@ -296,6 +297,22 @@ def test_first_n_events_with_per_user_as_of_and_lake_price_reference(spark):
     np.testing.assert_allclose(got["price_level"].dropna(), level.sort_index(), rtol=1e-9, atol=1e-12)
     assert got["price_level"].notna().sum() == len(level) > 100
 
+
+
+def test_first_events_by_n_tags_each_of_a_users_first_events_with_every_n_it_falls_within(spark):
+    """One ranking for the whole grid gives, per n, exactly each user's first n events (pandas head(n))."""
+    rows = synthetic_rows(60, seed=5)
+    events = spark.createDataFrame(rows, EVENT_SCHEMA)
+    got = first_events_by_n(events, [3, 8, 20]).toPandas()
+    e = pd.DataFrame(rows, columns=[f.name for f in EVENT_SCHEMA.fields])
+    e["ts"] = pd.to_datetime(e["event_time"], utc=True)
+    ordered = e.sort_values(["user_key", "ts", "event_type", "product_id", "session_key"])
+    cols = ["user_key", "session_key", "product_id", "event_type"]
+    for n in (3, 8, 20):
+        want = ordered.groupby("user_key").head(n)[cols].sort_values(cols, ignore_index=True)
+        part = got.loc[got["n"] == n, cols].sort_values(cols, ignore_index=True)
+        pd.testing.assert_frame_equal(part, want, obj=f"n={n}")
+    assert (got["n"] == 20).sum() > (got["n"] == 8).sum() > (got["n"] == 3).sum() > 0
 
 # -- incremental equals full ---------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ demo mode are refused, and demo mode says so in the log and on the console."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -66,6 +67,26 @@ def test_demo_mode_warns_in_the_log_and_on_the_console_once(tmp_path, monkeypatc
     assert capsys.readouterr().err == f"shoplens: warning: {DEMO_WARNING}\n"
     assert Settings(lake=str(tmp_path), demo=True, pseudonym_key=TEST_KEY).key_bytes == TEST_KEY.encode()
 
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_demo_warning_reaches_the_console_once_in_either_log_format(tmp_path, monkeypatch, capsys, fmt):
+    """Text logs on the console already show the warning: no second line; JSON logs are for machines: one printed line."""
+    from services.core import logs
+
+    root = logging.getLogger()
+    monkeypatch.setattr(settings_module, "_demo_warned", [])
+    monkeypatch.setattr(root, "handlers", [])  # configure_logging fills a fresh list; the test's handlers return after
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(logs, "_CONFIGURED", False)
+    logs.configure_logging("WARNING", fmt, sys.stderr)  # what the CLI does with SHOPLENS_LOG_FORMAT=<fmt>
+    _ = Settings(lake=str(tmp_path), demo=True).key_bytes
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if DEMO_WARNING in ln]
+    if fmt == "text":
+        assert len(lines) == 1 and lines[0].endswith(f"WARNING {DEMO_WARNING}")
+    else:
+        assert len(lines) == 2 and lines[1] == f"shoplens: warning: {DEMO_WARNING}"
+        assert json.loads(lines[0])["message"] == DEMO_WARNING
 
 @pytest.mark.slow
 def test_the_cli_refuses_another_key_in_one_line(local_lake, key, rees46_sample, tmp_path):

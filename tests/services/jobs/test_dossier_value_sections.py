@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from etl.erasure import key_digest
+from model.segmentation.presentation import NOT_ENOUGH_NAME
 from services.core import erasure_ledger
 from services.core.catalog import CLV, RETENTION
 from services.core.lake import Lake
@@ -125,7 +126,8 @@ def test_summary_carries_the_value_and_retention_insights(built) -> None:
     """The insight sentences name the published numbers: the top segment's share of value, the holdout, week 1."""
     lake, doc = built["lake"], built["doc"]
     _, r = _published(lake, CLV)
-    top = max((g for g in r["groups"] if g["breakdown"] == "segment"), key=lambda g: g["clv_sum"])
+    top = max((g for g in r["groups"] if g["breakdown"] == "segment" and g["value"] != NOT_ENOUGH_NAME),
+              key=lambda g: g["clv_sum"])  # the insight names a segment, not the users waiting for one
     share = f"{100 * top['clv_sum'] / r['totals']['clv_sum']:.1f}%"
     assert f"{top['value']} hold {share} of the expected 12-month customer value" in " ".join(doc["insights"])
     h = r["holdout"]
@@ -137,6 +139,46 @@ def test_summary_carries_the_value_and_retention_insights(built) -> None:
     assert f"{100 * week1:.1f}% of the {big['size']:,} users of the {big['cohort']} cohort" in " ".join(doc["insights"])
     assert {c["label"] for c in doc["cards"]} >= {"Lifetime value, 12 months", "Back in the second week"}
 
+
+
+
+def test_the_value_insight_names_a_segment_not_the_users_waiting_for_one(built, monkeypatch) -> None:
+    """On the demo lake the users with too little activity held the most value (29.6%) and the insight named them."""
+    from services.jobs import dossier_sections
+
+    lake = built["lake"]
+    version, r = _published(lake, CLV)
+    waiting = {**next(g for g in r["groups"] if g["breakdown"] == "segment"), "value": NOT_ENOUGH_NAME,
+               "clv_sum": 2 * r["totals"]["clv_sum"]}  # fmt: skip
+    doc = {**r, "groups": [*r["groups"], waiting]}
+    monkeypatch.setattr(dossier_sections, "published", lambda _lake, _dataset, _name: (version, doc))
+    insight = dossier_sections.lifetime_value_section(lake).insights[0]
+    top = max((g for g in r["groups"] if g["breakdown"] == "segment"), key=lambda g: g["clv_sum"])
+    assert insight.startswith(f"{top['value']} hold ") and NOT_ENOUGH_NAME not in insight
+
+def test_summary_of_a_full_lake_keeps_the_value_and_retention_insights(built) -> None:
+    """A full lake has more sections with an insight than the page's five: the value and retention ones stay.
+
+    The fixture lake's own sections (data, lifetime value, retention) are built for real; the sections
+    a full lake adds before them in reading order (the threshold study, segments, the comparison,
+    funnel, propensity) stand in with one card and one sentence each, as their builders make them.
+    """
+    from services.jobs.dossier import MAX_INSIGHTS, build_sections, summary
+    from services.jobs.dossier_sections import data_section, lifetime_value_section, retention_section
+    from services.reports.dossier import Card, Section
+
+    def earlier(key: str) -> Section:
+        return Section(key, key, f"{key}/v", cards=[Card(key, "1", f"{key} card")], insights=[f"{key} insight."])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("services.jobs.dossier.SECTIONS", (data_section, lifetime_value_section, retention_section))
+        data, value, retention = build_sections(built["lake"])
+    sections = [data, *map(earlier, ("threshold", "segments", "comparison", "funnel", "propensity")), value, retention]
+    cards, insights = summary(sections)
+    assert len(insights) == MAX_INSIGHTS
+    assert value.insights[0] in insights and retention.insights[0] in insights  # cut in reading order, both were lost
+    assert insights == sorted(insights, key=lambda i: next(n for n, s in enumerate(sections) if i in s.insights))
+    assert {"Lifetime value, 12 months", "Back in the second week"} <= {c.label for c in cards}
 
 def test_data_section_counts_the_erasure_ledger_and_shows_no_key(built) -> None:
     reqs = [q for s in erasure_ledger.submissions(built["lake"]) for q in s.requests]
