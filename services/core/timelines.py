@@ -144,7 +144,8 @@ def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expecte
     groups = sorted(pieces)
 
     def sort(i: int) -> Iterator[pa.RecordBatch]:
-        rows = pa.concat_tables([read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]])
+        parts = [read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]]
+        rows = pa.concat_tables(parts, promote_options="permissive").unify_dictionaries()
         bucket = bucket_of(rows[USER_KEY])
         for b in np.unique(bucket):
             timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
