@@ -6,6 +6,13 @@ ingested as that many runs (daily ingests), so each bucket's timeline is ``--run
 compacted. Figures go to ``benchmarks/results/timelines.json`` and ``timelines.md``.
 
     nice -n 10 python benchmarks/timelines_bench.py --events 2000000 --runs 8
+
+``--ingest-cost`` answers only what the timelines add to ingest: the same runs ingested into three
+lakes, run by run in turn (so a shared machine's load falls on all three alike): without timelines
+(the chunk tasks stage nothing, no build), with today's build (chunk tasks stage each group of
+their events, then one sort task per group), and with the build as it was before (a separate pass
+re-reading the run's event files, cutting them by group, then the same sort). Figures go to
+``benchmarks/results/timelines_ingest.json`` and ``timelines_ingest.md``.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import shutil
 import sys
@@ -25,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 HERE = Path(__file__).resolve().parent
-KEY = "benchmark-key-not-secret"
+KEY = "benchmark-key-not-secret-0123456789abcdef"  # 32 bytes at least, as every key
 
 
 def split_month(data_dir: Path, events: int, runs: int) -> list[Path]:
@@ -64,6 +72,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--features-only", action="store_true",
                         help="Re-time only the features (Spark job vs compacted timelines) on the lake a full run left.")
+    parser.add_argument("--ingest-cost", action="store_true",
+                        help="Time only ingest: without timelines, with today's build, with the re-reading build.")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "shoplens-bench")
     args = parser.parse_args()
 
@@ -81,6 +91,9 @@ def main() -> None:
         rerun_features(root)
         return
     files = split_month(args.data_dir, args.events, args.runs)
+    if args.ingest_cost:
+        ingest_cost(args, files)
+        return
     shutil.rmtree(root, ignore_errors=True)
     settings = Settings(lake=str(root / "lake"), work_dir=root / "work", pseudonym_key=KEY,
                         spark_master="local[2]", spark_driver_memory="4g")  # fmt: skip
@@ -128,6 +141,80 @@ def main() -> None:
         f"| compaction | {compact_s:.1f} |", "",
     ]  # fmt: skip
     (out / "timelines.md").write_text("\n".join(md))
+    print(json.dumps(result, indent=2))
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def ingest_cost(args: argparse.Namespace, files: list[Path]) -> None:
+    """Ingest time per run without timelines, with the build in the chunk tasks, with the re-reading build."""
+    from services.core.runtime import open_lake
+    from services.core.settings import Settings
+    from services.core.spark import get_spark
+    from services.core.timelines import build_timelines, sort_groups, timeline_groups
+    from services.jobs import ingest
+
+    def rereading(spark, store, scratch, out, expected):  # the build before: a pass over the event files
+        return build_timelines(spark, store, store.list(scratch.rsplit("/", 1)[0] + "/events"), out, scratch)
+
+    variants = {  # (timeline groups staged by the chunk tasks, the build after the copies are dropped)
+        "none": (lambda _s: 0, lambda *_a: {}),
+        "chunk_tasks": (timeline_groups, sort_groups),
+        "rereading": (lambda _s: 0, rereading),
+    }
+    ingest.compact_if_due = lambda *_a, **_k: None
+    base = args.data_dir / f"ingest-cost-{args.events}-{args.runs}"
+    shutil.rmtree(base, ignore_errors=True)
+    lakes, spark = {}, None
+    for name in variants:
+        settings = Settings(lake=str(base / name / "lake"), work_dir=base / name / "work", pseudonym_key=KEY,
+                            spark_master="local[2]", spark_driver_memory="4g")  # fmt: skip
+        lakes[name] = (open_lake(settings), settings)
+        spark = spark or get_spark(settings, "timelines-ingest-bench")
+    load_before = _load()
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for i, f in enumerate(files):
+        order = list(variants) if i % 2 == 0 else list(reversed(variants))
+        for name in order:
+            ingest.timeline_groups, ingest.sort_groups = variants[name]
+            lake, settings = lakes[name]
+            s = ingest.ingest_files(spark, lake, [f], settings.key_bytes)
+            runs[name].append({"seconds": s["duration_seconds"], "timelines": s["phase_seconds"].get("timelines", 0.0),
+                               "classify_and_write": s["phase_seconds"]["classify_and_write"],
+                               "accepted": s["rows_accepted"]})  # fmt: skip
+            print(name, i, runs[name][-1], flush=True)
+    load_after = _load()
+    spark.stop()
+    accepted = {name: sum(r["accepted"] for r in rs) for name, rs in runs.items()}
+    assert len(set(accepted.values())) == 1, accepted
+    total = {name: round(sum(r["seconds"] for r in rs), 2) for name, rs in runs.items()}
+    phase = {name: {k: round(sum(r[k] for r in rs), 2) for k in ("timelines", "classify_and_write")}
+             for name, rs in runs.items()}  # fmt: skip
+    added = {name: round(total[name] / total["none"] - 1, 3) for name in ("chunk_tasks", "rereading")}
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": f"{platform.machine()}, 2 cores (shared)",
+        "events_generated": args.events, "events_accepted": accepted["none"], "runs": args.runs,
+        "load_average_before": load_before, "load_average_after": load_after,
+        "ingest_seconds": total, "phase_seconds": phase, "added_to_ingest": added, "per_run": runs,
+    }  # fmt: skip
+    out = HERE / "results"
+    (out / "timelines_ingest.json").write_text(json.dumps(result, indent=2) + "\n")
+    labels = {"none": "no timelines", "chunk_tasks": "timelines staged by the chunk tasks (today)",
+              "rereading": "timelines re-read from the event files (before)"}  # fmt: skip
+    md = [
+        "# What the timelines add to ingest", "",
+        f"{result['when']}; {result['machine']}; {accepted['none']:,} events accepted ({args.events:,} generated,"
+        f" one month) ingested as {args.runs} runs into three lakes, run by run in turn; `nice -n 10`; load average"
+        f" (1, 5, 15 min) {load_before} before, {load_after} after: the machine was shared with other jobs.", "",
+        "| ingest | seconds | of which chunk tasks | of which the timeline step | added to ingest |", "|---|---|---|---|---|",
+        *(f"| {labels[n]} | {total[n]:.1f} | {phase[n]['classify_and_write']:.1f} | {phase[n]['timelines']:.1f} |"
+          f" {'' if n == 'none' else f'+{100 * added[n]:.0f}%'} |" for n in variants),
+        "",
+    ]  # fmt: skip
+    (out / "timelines_ingest.md").write_text("\n".join(md))
+    shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(result, indent=2))
 
 

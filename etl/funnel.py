@@ -84,6 +84,7 @@ from pyspark.sql import DataFrame, SparkSession
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
+from etl.timeline import plain
 from etl.user_buckets import per_user_bucket
 
 Unit = Literal["user", "session", "user_product"]
@@ -367,11 +368,20 @@ def mark_steps(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
     """``user_key, session_key, t`` (micros), ``mask`` (the steps each event matches, as bits) and the
     first-step attributes. Events that match no step are reduced to one row per user (mask 0) that
     keeps their earliest time, for the user's first-seen time."""
+    marked = _marked(events, spec)
+    other = marked.filter(pl.col("mask") == 0).group_by("user_key").agg(pl.col("t").min())
+    return pl.concat([marked.filter(pl.col("mask") != 0), other], how="diagonal_relaxed").with_columns(
+        pl.col("mask").fill_null(0)
+    )
+
+
+def _marked(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
+    """Every event as ``user_key, session_key, t, mask`` and the first-step attributes, in its order."""
     mask = functools.reduce(
         operator.add,
         [pl.when(step.matches()).then(pl.lit(1 << i)).otherwise(pl.lit(0)) for i, step in enumerate(spec.steps)],
     ).cast(pl.Int32)
-    marked = events.select(
+    return events.select(
         "user_key",
         (pl.col("session_key") if spec.unit == "session" else pl.lit(None, pl.String)).alias("session_key"),
         pl.col("event_time").dt.epoch("us").alias("t"),
@@ -381,10 +391,6 @@ def mark_steps(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
         "brand",
         pl.col("price").cast(pl.Float64),
     )
-    other = marked.filter(pl.col("mask") == 0).group_by("user_key").agg(pl.col("t").min())
-    return pl.concat([marked.filter(pl.col("mask") != 0), other], how="diagonal_relaxed").with_columns(
-        pl.col("mask").fill_null(0)
-    )
 
 
 def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
@@ -393,12 +399,41 @@ def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
     Sorted by unit, time and then the first-step order of the module docstring, events become time
     groups and each group's cells (a count per mask); :mod:`etl.funnel_walk` walks them.
     """
-    schema = units_schema(spec)
     seen = events.group_by("user_key").agg(first_seen=pl.col("t").min())
     df = events.filter(pl.col("mask") != 0)
     if df.height == 0:
-        return schema.empty_table()
-    order, unit_change = _unit_order(df, _unit_columns(spec.unit))
+        return units_schema(spec).empty_table()
+    return _walk(df, *_unit_order(df, _unit_columns(spec.unit)), seen, spec)
+
+
+def timeline_units(timeline: pa.Table, spec: FunnelSpec) -> pa.Table:
+    """:func:`partition_units` of one user timeline (:mod:`etl.timeline`): whole users sorted by user
+    and time, so a user funnel needs no sort and each user's first event is its first row."""
+    events = pl.from_arrow(plain(timeline, event_columns(spec)))
+    users = events["user_key"]
+    user_starts = np.flatnonzero(users.ne_missing(users.shift(1)).fill_null(True).to_numpy())
+    marked = _marked(events, spec)
+    seen = marked.select("user_key", first_seen="t")[user_starts]
+    matched = np.flatnonzero(marked["mask"].to_numpy() != 0)
+    df = marked[matched]
+    if df.height == 0:
+        return units_schema(spec).empty_table()
+    if spec.unit != "user":
+        return _walk(df, *_unit_order(df, _unit_columns(spec.unit)), seen, spec)
+    return _walk(df, np.arange(df.height), _starts_within(user_starts, matched), seen, spec)
+
+
+def _starts_within(starts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For sorted ``rows`` (a subset of a table's rows) whose groups begin at ``starts``: which rows
+    are the first kept row of their group."""
+    group = np.searchsorted(starts, rows, side="right") - 1
+    return np.r_[True, group[1:] != group[:-1]]
+
+
+def _walk(df: pl.DataFrame, order: np.ndarray, unit_change: np.ndarray, seen: pl.DataFrame,
+          spec: FunnelSpec) -> pa.Table:  # fmt: skip
+    """The per-unit rows from the matched events ``df`` (mask > 0) in ``order`` (by unit, then time;
+    ``unit_change`` marks each unit's first row in that order) and each user's ``first_seen``."""
     t = df["t"].to_numpy()[order]
     group_change = unit_change | np.r_[True, t[1:] != t[:-1]]
     heads = np.flatnonzero(group_change)  # each group's first row
@@ -406,8 +441,12 @@ def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
     group_unit = (np.cumsum(unit_change) - 1)[heads]
     unit_start = np.searchsorted(group_unit, np.arange(int(group_unit[-1]) + 2))
     mask = df["mask"].to_numpy()[order]
-    masks, mask_code = np.unique(mask, return_inverse=True)
-    cell_key, cell_n = np.unique(group_of_row * len(masks) + mask_code, return_counts=True)
+    masks = np.flatnonzero(np.bincount(mask))  # the masks present (fewer than 2^10), no sort of the events
+    mask_code = np.searchsorted(masks, mask)
+    # group_of_row never decreases: a stable sort of the cell keys only orders masks within a group
+    keys = np.sort(group_of_row * len(masks) + mask_code, kind="stable")
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    cell_key, cell_n = keys[first], np.diff(np.r_[first, len(keys)])
     cell_start = np.searchsorted(cell_key // len(masks), np.arange(len(heads) + 1))
     cell_code = cell_key % len(masks)
     window = NO_WINDOW if spec.window_us is None else spec.window_us
@@ -446,7 +485,7 @@ def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
     out = out.join(seen, on="user_key", how="left", maintain_order="left").with_columns(
         pl.col("first_seen").cast(pl.Datetime("us", "UTC"))
     )
-    return out.to_arrow().cast(schema)
+    return out.to_arrow().cast(units_schema(spec))
 
 
 _UNIT_SEED: Final[int] = 7

@@ -15,6 +15,9 @@ What needs all chunks at once goes through the store in buckets instead of throu
   of a line first seen in another chunk have their files patched (:func:`resolve_cross_chunk_duplicates`).
 - The bot flag needs each user's events per day over the whole run: each task writes its user-day
   counts bucketed by user, and one task per bucket applies :func:`suspicious_users` (:func:`flag_suspicious`).
+- The run's user timelines: each task stages its accepted events cut by timeline bucket group
+  (:func:`etl.timeline.by_group`), patched like the event files when a copy is dropped, so the
+  timeline build only sorts each group (``services.core.timelines.sort_groups``).
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ from etl.lines import (
     classify_batch,
 )
 from etl.spark_tasks import one_task_each
+from etl.timeline import bucket_of, by_group, group_part, ipc_bytes, read_ipc
 
 __all__ = [
-    "ACCEPTED", "DUPLICATE", "ERASED", "QUARANTINED", "SUSPICIOUS_SCHEMA", "Chunk", "LocalChunk", "bucket_count",
+    "ACCEPTED", "DUPLICATE", "ERASED", "QUARANTINED", "SUSPICIOUS_SCHEMA", "TIMELINE_PARTS", "Chunk", "LocalChunk", "bucket_count",
     "find_copies", "flag_suspicious", "resolve_cross_chunk_duplicates", "run_chunks", "suspicious_users",
 ]  # fmt: skip
 
@@ -70,6 +74,8 @@ _SUSPICIOUS_SPARK = T.StructType([
 #: A line first seen by more than one chunk: what the copy-finding tasks return.
 COPY_SCHEMA = T.StructType([T.StructField(c, T.LongType(), False) for c in ("h1", "h2", "chunk", "line")])
 _HASHES = pa.schema([("h1", pa.int64()), ("h2", pa.int64()), ("line", pa.int64())])
+#: Where the chunk tasks stage their events by timeline bucket group, under the run's prefix.
+TIMELINE_PARTS = "timeline_parts"
 _USER_DAYS = pa.schema([("user_key", pa.string()), ("event_date", pa.date32()), ("events", pa.int64())])
 
 
@@ -106,14 +112,15 @@ def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
 
 
 def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
-                erased: frozenset[str] = frozenset()) -> pa.Table:  # fmt: skip
+                erased: frozenset[str] = frozenset(), timeline_groups: int = 0) -> pa.Table:  # fmt: skip
     """Classify one chunk, write its files under ``prefix`` in ``store``, and return its counts.
 
     Files: ``events/event_date=D/part-C.parquet`` per event date, ``quarantine/part-C.parquet`` and
     ``duplicates/part-C.parquet`` when not empty, the row hash of each accepted line in
     ``hashes/bucket=B/part-C.parquet`` (B = first hash mod ``buckets``) for :func:`find_copies`, and
     the accepted events per user and day in ``user_days/bucket=B/part-C.parquet`` (B =
-    :func:`user_bucket`) for :func:`flag_suspicious`.
+    :func:`etl.timeline.bucket_of`) for :func:`flag_suspicious`; with ``timeline_groups``, the accepted
+    events in ``timeline_parts/group=G/part-C.arrow`` per timeline bucket group G.
     Deterministic names, so a retried task overwrites. Lines of people in ``erased`` (digests of their
     keys, :mod:`etl.erasure`) are dropped and counted as :data:`~etl.erasure.ERASED`.
     """
@@ -129,6 +136,9 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
         if table.num_rows:
             store.write_bytes(f"{prefix}/{name}/{part_name(chunk.index)}", parquet_bytes(table))
 
+    for g, rows in by_group(events, timeline_groups) if timeline_groups else ():
+        store.write_bytes(f"{prefix}/{TIMELINE_PARTS}/{group_part(g, chunk.index)}", ipc_bytes(rows))
+
     hashes = out.hashes.view(np.int64)
     bucket = out.hashes[:, 0] % np.uint64(buckets)
     lines = events["line_number"].combine_chunks()
@@ -141,7 +151,7 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
     per_day = events.group_by(["user_key", "event_date"], use_threads=False).aggregate([("user_key", "count")])
     users = per_day["user_key"].combine_chunks().cast(pa.string())
     by_user = pa.table([users, per_day["event_date"], per_day["user_key_count"]], schema=_USER_DAYS)
-    bucket = user_bucket(users, buckets)
+    bucket = bucket_of(users, buckets)
     for b in np.unique(bucket):
         store.write_bytes(f"{prefix}/user_days/bucket={b:04d}/{part_name(chunk.index)}",
                           parquet_bytes(by_user.take(np.flatnonzero(bucket == b))))
@@ -155,12 +165,6 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
         "chunk": np.full(len(counts), chunk.index, np.int32),
         "outcome": [c[0] for c in counts], "reason": [c[1] for c in counts], "n": [c[2] for c in counts],
     }, schema=_TASK_ARROW)  # fmt: skip
-
-
-def user_bucket(user_keys: pa.Array, buckets: int) -> np.ndarray:
-    """The bucket of each pseudonymized user: its HMAC's first 15 hex digits mod ``buckets`` (uniform)."""
-    prefix = pl.Series(user_keys).str.slice(0, 15).str.to_integer(base=16)
-    return (prefix.to_numpy() % buckets).astype(np.int64)
 
 
 def _read_parts(store: Any, keys: list[str]) -> list[tuple[str, pa.Table]]:
@@ -190,11 +194,13 @@ def _one_task_each(spark: SparkSession, n: int, fn: Callable[[int], pa.Table], s
     return one_task_each(spark, n, lambda i: fn(i).to_batches(max_chunksize=1 << 20), schema).collect()
 
 
-def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes,
-               buckets: int, erased: frozenset[str] = frozenset()) -> dict[tuple[int, str, str | None], int]:  # fmt: skip
+def run_chunks(spark: SparkSession, store: Any, prefix: str, chunks: list[Chunk], key: bytes, buckets: int,
+               erased: frozenset[str] = frozenset(), timeline_groups: int = 0) -> dict[tuple[int, str, str | None], int]:  # fmt: skip
     """Run one task per chunk (see :func:`write_chunk`); return ``(chunk, outcome, reason) -> lines``."""
-    rows = _one_task_each(spark, len(chunks), lambda i: write_chunk(store, prefix, chunks[i], key, buckets, erased),
-                          TASK_SCHEMA)  # fmt: skip
+    rows = _one_task_each(
+        spark, len(chunks), lambda i: write_chunk(store, prefix, chunks[i], key, buckets, erased, timeline_groups),
+        TASK_SCHEMA,
+    )  # fmt: skip
     return {(r["chunk"], r["outcome"], r["reason"]): r["n"] for r in rows}
 
 
@@ -269,14 +275,13 @@ def resolve_cross_chunk_duplicates(
 def _patch_chunk(store: Any, prefix: str, chunk: Chunk, lines: dict[int, int]) -> None:
     part = part_name(chunk.index)
     dropped = pa.array(sorted(lines), pa.int64())
+    staged = f"/{group_part(0, chunk.index).split('/', 1)[1]}"  # the chunk's timeline pieces, in every group
     for key in store.list(f"{prefix}/events"):
         if key.endswith(f"/{part}"):
-            table = pq.read_table(io.BytesIO(store.read_bytes(key)))
-            kept = table.filter(pc.invert(pc.is_in(table["line_number"], dropped)))
-            if kept.num_rows == 0:  # so the run's event dates stay exactly those of its events
-                store.delete_prefix(key)
-            elif kept.num_rows != table.num_rows:
-                store.write_bytes(key, parquet_bytes(kept))
+            _drop_lines(store, key, dropped, lambda data: pq.read_table(io.BytesIO(data)), parquet_bytes)
+    for key in store.list(f"{prefix}/{TIMELINE_PARTS}"):
+        if key.endswith(staged):
+            _drop_lines(store, key, dropped, read_ipc, ipc_bytes)
     dup_key = f"{prefix}/duplicates/{part}"
     old = (pq.read_table(io.BytesIO(store.read_bytes(dup_key))) if store.exists(dup_key)
            else DUPLICATE_FILE_SCHEMA.empty_table())  # fmt: skip
@@ -288,6 +293,16 @@ def _patch_chunk(store: Any, prefix: str, chunk: Chunk, lines: dict[int, int]) -
     }, schema=DUPLICATE_FILE_SCHEMA)  # fmt: skip
     patched = pa.concat_tables([old.set_column(2, "duplicate_of_line", pa.array(target, pa.int64())), new])
     store.write_bytes(dup_key, parquet_bytes(patched.sort_by("line_number")))
+
+
+def _drop_lines(store: Any, key: str, dropped: pa.Array, read: Callable[[bytes], pa.Table],
+                encode: Callable[[pa.Table], bytes]) -> None:  # fmt: skip
+    table = read(store.read_bytes(key))
+    kept = table.filter(pc.invert(pc.is_in(table["line_number"], dropped)))
+    if kept.num_rows == 0:  # so the run's event dates stay exactly those of its events
+        store.delete_prefix(key)
+    elif kept.num_rows != table.num_rows:
+        store.write_bytes(key, encode(kept))
 
 
 def empty_file(name: str) -> bytes:

@@ -10,18 +10,27 @@ computation reads one bucket and sees whole users in time order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Final
 
+import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl.lines import EVENT_FILE_SCHEMA
 
-__all__ = ["DICTIONARY_COLUMNS", "ORDER", "TIMELINE_SCHEMA", "USER_KEY", "merge_timelines", "sort_indices", "to_timeline"]
+__all__ = [
+    "BUCKETS", "DICTIONARY_COLUMNS", "ORDER", "TIMELINE_SCHEMA", "USER_KEY", "bucket_of", "by_group", "group_part",
+    "ipc_bytes", "merge_timelines", "plain", "read_ipc", "sort_indices", "to_timeline",
+]  # fmt: skip
 
 #: The column that names a person: buckets are cut by it, erasure finds a person by it.
 USER_KEY: Final[str] = "user_key"
+#: User buckets of the lake's timelines, fixed for the lake's life (a user must stay in one bucket).
+#: 64: a generated 43.8M-event month gives ~0.7M events per bucket, a few tens of MB in memory.
+BUCKETS: Final[int] = 64
 #: The sort order of a timeline (unique per accepted event).
 ORDER: Final[tuple[str, ...]] = (USER_KEY, "event_time", "source_file", "line_number")
 #: Text columns with few distinct values, stored as dictionaries (in memory and in Parquet).
@@ -54,6 +63,12 @@ def sort_indices(table: pa.Table) -> pa.Array:
     return pc.sort_indices(keys, [(c, "ascending") for c in ORDER])
 
 
+def plain(table: pa.Table, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of ``table`` with every dictionary decoded to its values (what per-user code that
+    compares or sorts text wants)."""
+    return pa.table({c: _plain(table[c]) for c in columns})
+
+
 def _plain(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
 
@@ -69,3 +84,44 @@ def merge_timelines(parts: Sequence[pa.Table]) -> pa.Table:
     if len(parts) == 1:
         return parts[0]
     return to_timeline(pa.concat_tables([p.select(TIMELINE_SCHEMA.names) for p in parts]).unify_dictionaries())
+
+
+def bucket_of(user_keys: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
+    """Each user's bucket: the first 15 hex digits of its HMAC pseudonym mod ``buckets`` (uniform, and
+    the same in every run and every library version); a key that is not hex (hand-made test keys)
+    falls back to its CRC-32. The one rule: ingestion's per-user files and the timelines use it."""
+    keys = pl.Series(user_keys).cast(pl.String)
+    prefix = keys.str.slice(0, 15).str.to_integer(base=16, strict=False)
+    missing = prefix.is_null().to_numpy()
+    out = prefix.fill_null(0).to_numpy().astype(np.int64)
+    if missing.any():
+        out[missing] = [zlib.crc32(v.encode()) for v in keys.filter(pl.Series(missing)).to_list()]
+    return out % buckets
+
+
+def by_group(events: pa.Table, groups: int) -> Iterator[tuple[int, pa.Table]]:
+    """Events (at least the :data:`TIMELINE_SCHEMA` columns) cut into ``groups`` groups of consecutive
+    buckets (bucket ``b`` is in group ``b * groups // BUCKETS``), the timeline's columns only, as
+    they come (a dictionary stays one: decoding the keys here cost more than the group's sort):
+    what a timeline build sorts, one task per group."""
+    rows = events.select(TIMELINE_SCHEMA.names)
+    group = bucket_of(rows[USER_KEY]) * groups // BUCKETS
+    for g in np.unique(group):
+        yield int(g), rows.take(np.flatnonzero(group == g))
+
+
+def group_part(group: int, part: int) -> str:
+    """Where a group's piece from task (or chunk) ``part`` is staged, under a build's scratch prefix."""
+    return f"group={group:04d}/part-{part:05d}.arrow"
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    """A staged piece as an Arrow IPC file (read back with :func:`read_ipc`; no encoding to undo)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_file(pa.BufferReader(data)).read_all()

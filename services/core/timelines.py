@@ -7,8 +7,10 @@ Layout (``TIMELINE_RUNS`` is run-scoped, ``TIMELINES`` versioned; see :mod:`serv
     timelines/compacted/_current.json                     version, folded_run_ids
 
 A bucket's timeline is its compacted file plus the files of the committed runs not folded into it,
-merged (:func:`etl.timeline.merge_timelines`). An ingestion run writes only its own events, so the
-build costs a pass over the run's events, never the history; compaction rewrites every bucket and is
+merged (:func:`etl.timeline.merge_timelines`). An ingestion run writes only its own events: its
+chunk tasks stage their accepted events cut by bucket group, and :func:`sort_groups` sorts each
+group into its buckets' timelines (one task per group), so the build never re-reads the run's event
+files and never touches the history; compaction rewrites every bucket and is
 worth it once reading many small runs costs more than one file per bucket (benchmarks/timelines_bench.py).
 
 Every Spark task here reads and writes the store itself (local disk or S3): the driver and the
@@ -20,12 +22,10 @@ from __future__ import annotations
 
 import io
 import math
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
@@ -33,19 +33,29 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.spark_tasks import one_task_each
-from etl.timeline import ORDER, TIMELINE_SCHEMA, USER_KEY, merge_timelines, sort_indices, to_timeline
+from etl.timeline import (
+    BUCKETS,
+    ORDER,
+    TIMELINE_SCHEMA,
+    USER_KEY,
+    bucket_of,
+    by_group,
+    group_part,
+    ipc_bytes,
+    merge_timelines,
+    read_ipc,
+    sort_indices,
+    to_timeline,
+)
 from services.core.catalog import EVENTS, STAGING, TIMELINE_RUNS, TIMELINES
 from services.core.lake import Lake, new_run_id, utc_now_iso
 
 __all__ = [
-    "BUCKETS", "COMPACT_AFTER_RUNS", "backfill_timelines", "bucket_of", "bucket_sources", "build_timelines",
-    "compact_if_due", "compact_timelines", "in_tasks",
-    "read_bucket", "run_on_buckets", "timelines_status", "write_parquet",
+    "BUCKETS", "COMPACT_AFTER_RUNS", "backfill_timelines", "bucket_sources", "build_timelines",
+    "compact_if_due", "compact_timelines", "in_tasks", "read_bucket", "run_on_buckets", "sort_groups",
+    "timeline_groups", "timelines_status", "write_parquet",
 ]  # fmt: skip
 
-#: User buckets of the lake's timelines, fixed for the lake's life (a user must stay in one bucket).
-#: 64: a generated 43.8M-event month gives ~0.7M events per bucket, a few tens of MB in memory.
-BUCKETS: Final[int] = 64
 #: Uncompacted runs after which an ingestion run compacts the timelines (see the module docstring).
 COMPACT_AFTER_RUNS: Final[int] = 8
 #: Tasks per core of a pass over buckets (each task takes consecutive buckets).
@@ -56,19 +66,6 @@ _WRITTEN: Final[T.StructType] = T.StructType(
     [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.LongType(), False)]
 )
 _WRITTEN_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("rows", pa.int64(), False)])
-
-
-def bucket_of(user_keys: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> np.ndarray:
-    """Each user's bucket: the first 15 hex digits of its HMAC pseudonym mod ``buckets`` (uniform, and
-    the same in every run and every library version); a key that is not hex (hand-made test keys)
-    falls back to its CRC-32."""
-    keys = pl.Series(user_keys).cast(pl.String)
-    prefix = keys.str.slice(0, 15).str.to_integer(base=16, strict=False)
-    missing = prefix.is_null().to_numpy()
-    out = prefix.fill_null(0).to_numpy().astype(np.int64)
-    if missing.any():
-        out[missing] = [zlib.crc32(v.encode()) for v in keys.filter(pl.Series(missing)).to_list()]
-    return out % buckets
 
 
 def write_parquet(table: pa.Table) -> bytes:
@@ -103,61 +100,68 @@ def _bucket_key(prefix: str, bucket: int) -> str:
     return f"{prefix}/bucket={bucket:04d}/part-00000.parquet"
 
 
-def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], out: str, scratch: str) -> dict[int, int]:
-    """The timeline of some event files (one run's): ``<out>/bucket=B/part-00000.parquet`` per bucket.
+def timeline_groups(spark: SparkSession) -> int:
+    """Bucket groups of a build: two per core (a task each), so the sort stage fills the cores."""
+    return min(BUCKETS, TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
 
-    Two stages of tasks through the store, no Spark shuffle (as ingestion's bot flag): file tasks cut
-    a few event files each by bucket group (two groups per core) into ``<scratch>/group=G/part-T.arrow``;
-    then one task per group splits its parts by bucket and sorts each into a timeline. Groups, not
-    buckets, in the scratch files: a file per (task, bucket) was 64 small durable writes per task.
-    Deterministic names, so a retried task overwrites. Returns bucket -> events; ``scratch`` is deleted.
+
+def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], out: str, scratch: str) -> dict[int, int]:
+    """The timeline of some committed event files (a run ingested before timelines existed).
+
+    Two stages of tasks through the store, no Spark shuffle: file tasks cut a few event files each by
+    bucket group (:func:`etl.timeline.by_group`) into ``<scratch>/group=G/part-T.arrow``, then
+    :func:`sort_groups`. (Ingestion skips the first stage: its chunk tasks stage their events by group.)
+    Returns bucket -> events; ``scratch`` is deleted.
     """
     keys = list(event_keys)
     if not keys:
         return {}
-    cores = spark.sparkContext.defaultParallelism
-    tasks = min(len(keys), max(2 * cores, math.ceil(len(keys) / _FILES_PER_TASK)))
-    groups = min(BUCKETS, TASKS_PER_CORE * cores)
-    columns = list(TIMELINE_SCHEMA.names)
+    tasks = min(len(keys), max(2 * spark.sparkContext.defaultParallelism, math.ceil(len(keys) / _FILES_PER_TASK)))
+    groups, columns = timeline_groups(spark), list(TIMELINE_SCHEMA.names)
 
     def cut(task: int) -> Iterator[pa.RecordBatch]:
         files = [pq.read_table(io.BytesIO(store.read_bytes(keys[i])), columns=columns)
                  for i in range(task * len(keys) // tasks, (task + 1) * len(keys) // tasks)]  # fmt: skip
-        rows = pa.concat_tables(files, promote_options="permissive")
-        group = bucket_of(rows[USER_KEY]) * groups // BUCKETS
-        for g in np.unique(group):
-            part = rows.take(np.flatnonzero(group == g))
-            store.write_bytes(f"{scratch}/group={g:04d}/part-{task:05d}.arrow", _ipc(part))
-            yield pa.RecordBatch.from_arrays([pa.array([g], pa.int32()), pa.array([part.num_rows], pa.int64())],
-                                             schema=_WRITTEN_ARROW)  # fmt: skip
+        for g, part in by_group(pa.concat_tables(files, promote_options="permissive"), groups):
+            store.write_bytes(f"{scratch}/{group_part(g, task)}", ipc_bytes(part))
+            yield _written(g, part.num_rows)
 
-    cut_rows = one_task_each(spark, tasks, cut, _WRITTEN).collect()
-    present = sorted({r["bucket"] for r in cut_rows})
+    expected = sum(r["rows"] for r in one_task_each(spark, tasks, cut, _WRITTEN).collect())
+    return sort_groups(spark, store, scratch, out, expected)
+
+
+def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expected: int) -> dict[int, int]:
+    """Timelines from staged group pieces: ``<scratch>/group=G/*.arrow`` -> ``<out>/bucket=B/part-00000.parquet``.
+
+    One task per group splits its pieces by bucket and sorts each into a timeline (groups, not
+    buckets, in the staged files: a file per (task, bucket) was 64 small durable writes per task).
+    Deterministic names, so a retried task overwrites. Raises unless the timelines hold ``expected``
+    events. Returns bucket -> events; ``scratch`` is deleted.
+    """
+    pieces: dict[str, list[str]] = {}
+    for key in store.list(scratch):
+        pieces.setdefault(key[len(scratch):].lstrip("/").split("/", 1)[0], []).append(key)
+    groups = sorted(pieces)
 
     def sort(i: int) -> Iterator[pa.RecordBatch]:
-        parts = [pa.ipc.open_file(pa.BufferReader(store.read_bytes(k))).read_all()
-                 for k in store.list(f"{scratch}/group={present[i]:04d}")]  # fmt: skip
-        rows = pa.concat_tables(parts)
+        parts = [read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]]
+        rows = pa.concat_tables(parts, promote_options="permissive").unify_dictionaries()
         bucket = bucket_of(rows[USER_KEY])
         for b in np.unique(bucket):
             timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
             store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
-            yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
-                                             schema=_WRITTEN_ARROW)  # fmt: skip
+            yield _written(b, timeline.num_rows)
 
-    written = {r["bucket"]: r["rows"] for r in one_task_each(spark, len(present), sort, _WRITTEN).collect()}
+    written = {r["bucket"]: r["rows"] for r in one_task_each(spark, len(groups), sort, _WRITTEN).collect()} if groups else {}
     store.delete_prefix(scratch)
-    expected = sum(r["rows"] for r in cut_rows)
     if sum(written.values()) != expected:
         raise RuntimeError(f"timelines hold {sum(written.values())} events where the files hold {expected}")
     return written
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+def _written(bucket: int, rows: int) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays([pa.array([bucket], pa.int32()), pa.array([rows], pa.int64())],
+                                      schema=_WRITTEN_ARROW)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -224,8 +228,7 @@ def run_on_buckets(
             yield from table.to_batches()
             return
         store.write_bytes(f"{out}/part-{b:04d}.parquet", write_parquet(table))
-        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([table.num_rows], pa.int64())],
-                                         schema=_WRITTEN_ARROW)  # fmt: skip
+        yield _written(b, table.num_rows)
 
     if not buckets:
         return result_schema.empty_table()
@@ -251,8 +254,7 @@ def compact_timelines(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     def task(b: int) -> Iterator[pa.RecordBatch]:
         timeline = read_bucket(store, sources[b])
         store.write_bytes(f"{TIMELINES}/{version}/bucket={b:04d}.parquet", write_parquet(timeline))
-        yield pa.RecordBatch.from_arrays([pa.array([b], pa.int32()), pa.array([timeline.num_rows], pa.int64())],
-                                         schema=_WRITTEN_ARROW)  # fmt: skip
+        yield _written(b, timeline.num_rows)
 
     rows = in_tasks(spark, buckets, task, _WRITTEN).collect() if buckets else []
     events = sum(r["rows"] for r in rows)

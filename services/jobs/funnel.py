@@ -1,7 +1,8 @@
 """``shoplens funnel``: where customers drop out, who dropped, and what goes with going on.
 
-Reads the committed events and the current segments, computes the funnel with :mod:`etl.funnel`
-(the per-unit frame once on Spark, collected into polars; every table derives from it there) and the
+Reads the committed events (their user timelines) and the current segments, computes the funnel
+with :mod:`etl.funnel` (the per-unit frame once on Spark, a pass over each timeline bucket, collected
+into polars; every table derives from it there) and the
 conversion drivers with :mod:`model.funnel`, and publishes::
 
     funnel/<version>/{steps, breakdowns, trend, time_to_convert, histogram, drivers}.parquet
@@ -16,6 +17,7 @@ docs/outputs.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -34,10 +36,13 @@ from etl.funnel import (
     FunnelSpec,
     driver_counts,
     dropoff_audience,
+    event_columns,
     funnel_steps,
     funnel_units,
     time_to_convert,
     time_to_convert_histogram,
+    timeline_units,
+    units_schema,
     with_breakdowns,
 )
 from model.funnel import conversion_drivers
@@ -45,6 +50,7 @@ from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
 from services.core.lake import Lake, due_for_new_runs, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import parquet_dataset
+from services.core.timelines import run_on_buckets, timelines_status
 from services.reports.funnel import semantics, write_funnel_report
 
 log = logging.getLogger("shoplens.funnel")
@@ -146,7 +152,7 @@ def compute_tables(
     """
     spec = cfg.spec
     t0 = time.monotonic()
-    matched = pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
+    matched = unit_frame(spark, lake, spec)
     log.info("funnel units collected", extra={"stage": "funnel", "units": matched.height,
              "duration_seconds": round(time.monotonic() - t0, 3)})  # fmt: skip
     cohorts = "cohort" in cfg.by
@@ -178,6 +184,23 @@ def compute_tables(
     drivers.insert(1, "label", drivers["step"].map(labels))
     drivers.insert(2, "next_label", drivers["step"].map(lambda k: labels.get(k + 1)))
     return FunnelTables(steps, breakdowns, trend, ttc_df, hist_df, drivers, _dropoffs(units, spec))
+
+
+def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec) -> pl.DataFrame:
+    """The per-unit frame (:func:`etl.funnel.partition_units`' rows), collected into polars.
+
+    Walked over the user timelines, a bucket per call of :func:`etl.funnel.timeline_units` in Spark
+    tasks that read the buckets themselves: the events are already cut by user and sorted, so there
+    is no shuffle and, for user units, no sort. A lake with committed runs that have no timeline
+    (ingested before timelines existed) is walked from its event files instead, with a shuffle.
+    """
+    missing = timelines_status(lake)["missing_runs"]
+    if missing:
+        log.warning("%d committed runs have no timelines (shoplens timelines --backfill): the funnel reads the "
+                    "event files", len(missing), extra={"stage": "funnel"})  # fmt: skip
+        return pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
+    walk = functools.partial(timeline_units, spec=spec)
+    return pl.from_arrow(run_on_buckets(spark, lake, walk, units_schema(spec), columns=event_columns(spec)))
 
 
 def _traits(units: pl.DataFrame, segments: pl.DataFrame | None, cohort: bool) -> pl.DataFrame:

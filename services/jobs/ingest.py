@@ -32,6 +32,7 @@ from etl.contract import ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
 from etl.ingest import (
     ACCEPTED,
     DUPLICATE,
+    TIMELINE_PARTS,
     Chunk,
     LocalChunk,
     bucket_count,
@@ -47,7 +48,7 @@ from services.core.bounded_read import IngestLimits, last_line_end, open_input, 
 from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS, TIMELINE_RUNS
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.lease import WriterLease
-from services.core.timelines import build_timelines, compact_if_due
+from services.core.timelines import compact_if_due, sort_groups, timeline_groups
 from services.core.timings import Timings
 from services.jobs.ingest_summary import FileResult, reconciled
 
@@ -276,7 +277,8 @@ def _process(
             store.put_file(local.path, chunk.key, move=True)
     buckets = bucket_count(spark)
     with timings.phase("classify_and_write"):
-        outcome = run_chunks(spark, store, prefix, chunks, key, buckets, erasure_ledger.suppressed(lake))
+        outcome = run_chunks(spark, store, prefix, chunks, key, buckets, erasure_ledger.suppressed(lake),
+                             timeline_groups(spark))  # fmt: skip
     # The bot flag reads only what the chunk tasks wrote, so its job runs beside the copy search: its
     # tasks fill the cores while the driver patches the chunks that hold copies.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -285,8 +287,9 @@ def _process(
             moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
         with timings.phase("suspicious_users"):
             flags = flagging.result()
-    with timings.phase("timelines"):  # after the copies are dropped: the run's final events
-        build_timelines(spark, store, store.list(f"{prefix}/events"), f"{prefix}/timelines", f"{prefix}/timeline_parts")
+    accepted = sum(n for (_, kind, _), n in outcome.items() if kind == ACCEPTED) - sum(moved.values())
+    with timings.phase("timelines"):  # after the copies are dropped from the staged groups: the run's final events
+        sort_groups(spark, store, f"{prefix}/{TIMELINE_PARTS}", f"{prefix}/timelines", accepted)
     counts: dict[tuple[str, str, str | None], int] = {}
     for (index, kind, reason), n in outcome.items():
         k = (chunks[index].source_file, kind, reason)

@@ -35,8 +35,12 @@ from etl.funnel import (
     step_time_column,
     time_to_convert,
     time_to_convert_histogram,
+    timeline_units,
+    units_schema,
     with_breakdowns,
 )
+from etl.lines import EVENT_FILE_SCHEMA
+from etl.timeline import bucket_of, to_timeline
 from services.core.storage import LocalStore
 
 START = dt.datetime(2019, 10, 1)
@@ -378,6 +382,23 @@ def test_units_match_the_brute_force_reference(spark, event_files, events_pd, st
     assert sorted(audience["unit_key"]) == sorted(expected.loc[expected["level"] == k, "unit_key"])
     reached = expected.set_index("unit_key").loc[audience["unit_key"], step_time_column(k)]
     assert audience["reached_at"].tolist() == reached.tolist()
+
+
+@pytest.mark.parametrize(("steps", "unit", "order", "window"), CASES)
+def test_timeline_buckets_give_the_units_of_the_reference(events_rows, events_pd, steps, unit, order, window) -> None:
+    """The Spark-free walk over user timelines (sorted by user and time, a bucket at a time) gives every
+    unit the reference gives, with the same level, step times, first-step attributes and first_seen."""
+    spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=window)
+    events = pa.Table.from_pylist([{**r, "line_number": i} for i, r in enumerate(events_rows)], EVENT_FILE_SCHEMA)
+    bucket = bucket_of(events["user_key"], 4)
+    parts = [timeline_units(to_timeline(events.filter(pa.array(bucket == b))), spec) for b in range(4)]
+    assert all(p.schema == units_schema(spec) for p in parts)
+    got = _pandas(pl.from_arrow(pa.concat_tables(parts))).sort_values("unit_key").reset_index(drop=True)
+    expected = reference_units(events_pd, steps, unit, order, window)
+    seen = events_pd.groupby("user_key")["event_time"].min()
+    assert (got["first_seen"] == got["user_key"].map(seen)).all()
+    got = got.drop(columns="first_seen")
+    pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
 
 
 def _exact_quartiles(seconds: pd.Series) -> list[float]:

@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from etl.contract import QUARANTINE_REASONS
 from etl.ingest import (
+    TIMELINE_PARTS,
     Chunk,
     find_copies,
     flag_suspicious,
@@ -21,6 +23,7 @@ from etl.ingest import (
 )
 from etl.lines import classify_batch
 from etl.pseudonymize import pseudonymize
+from etl.timeline import BUCKETS, bucket_of
 from services.core.storage import LocalStore
 
 GOOD = "2019-10-01 00:00:01 UTC,view,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,566511c2-e2e3-422b-b695-cf8e6e792ca8"
@@ -130,7 +133,7 @@ def test_duplicates_span_files_in_one_batch(spark, key, tmp_path):
     store.write_bytes("c/b", _data([other, GOOD, GOOD]))
     store.write_bytes("c/a", _data([GOOD]))
     chunks = [Chunk("c/b", "b.csv", 2, 0), Chunk("c/a", "a.csv", 10, 1)]
-    counts = run_chunks(spark, store, "out", chunks, key, buckets=3)
+    counts = run_chunks(spark, store, "out", chunks, key, buckets=3, timeline_groups=2)
     assert counts == {(0, "accepted", None): 2, (0, "duplicate", None): 1, (1, "accepted", None): 1,
                       (1, "duplicate", None): 0, (0, "erased_user", None): 0, (1, "erased_user", None): 0}  # fmt: skip
     copies = find_copies(spark, store, "out", buckets=3)
@@ -138,6 +141,13 @@ def test_duplicates_span_files_in_one_batch(spark, key, tmp_path):
     assert resolve_cross_chunk_duplicates(store, "out", chunks, copies) == {0: 1}
     events = pd.concat(pd.read_parquet(tmp_path / k) for k in store.list("out/events"))
     assert sorted(zip(events.source_file, events.line_number, strict=True)) == [("a.csv", 10), ("b.csv", 2)]
+    # the events staged for the run's timelines, by bucket group, lose the same copy
+    staged = {k: pa.ipc.open_file(str(tmp_path / k)).read_all() for k in store.list(f"out/{TIMELINE_PARTS}")}
+    rows = pa.concat_tables(staged.values())
+    assert sorted(zip(rows["source_file"].to_pylist(), rows["line_number"].to_pylist(), strict=True)) == [
+        ("a.csv", 10), ("b.csv", 2)]  # fmt: skip
+    for k, table in staged.items():
+        assert {f"group={g:04d}" for g in bucket_of(table["user_key"]) * 2 // BUCKETS} == {k.split("/")[2]}
     dups = pd.read_parquet(tmp_path / "out/duplicates/part-00000.parquet")
     assert list(zip(dups.line_number, dups.duplicate_of_line, strict=True)) == [(3, 10), (4, 10)]
 

@@ -98,6 +98,20 @@ def test_each_ingest_writes_its_sorted_run_and_reads_merge_them(two_runs: Lake) 
     assert_timelines_hold_the_events(two_runs)
 
 
+def test_copies_across_chunks_and_files_stay_out_of_the_timelines(spark, local_lake, key, rees46_sample, tmp_path) -> None:
+    """The chunk tasks stage the run's events by bucket group before copies across chunks are known;
+    the copies dropped from the event files are dropped from the staged groups too."""
+    lines = rees46_sample.read_text().splitlines(keepends=True)
+    copy = tmp_path / "2019-Oct-copy.csv"
+    copy.write_text(lines[0] + "".join(lines[2000:3500]))  # every line also in the sample
+    summary = ingest_files(spark, local_lake, [rees46_sample, copy], key, chunk_bytes=100_000)
+    assert summary["duplicates_removed"] >= 1500 and summary["rows_accepted"] > 0
+    assert timelines_status(local_lake)["uncompacted_runs"] == local_lake.committed_run_ids()
+    assert_timelines_hold_the_events(local_lake)
+    assert sum(read_bucket(local_lake.store, k).num_rows for k in bucket_sources(local_lake).values()) == (
+        summary["rows_accepted"])  # fmt: skip
+
+
 def test_an_uncommitted_run_is_invisible(two_runs: Lake) -> None:
     before = sum(read_bucket(two_runs.store, k).num_rows for k in bucket_sources(two_runs).values())
     last = two_runs.runs()[-1]
