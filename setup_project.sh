@@ -104,7 +104,7 @@ cmd_test() {
   say "duplicate code"
   pylint --rcfile=pyproject.toml --score=n etl model services dashboard
   say "pytest"
-  python -m pytest "$@"
+  python -m pytest --durations=25 "$@"   # the slowest tests in the log: CI has a 40-minute budget
 }
 
 cmd_stack() {
