@@ -73,13 +73,15 @@ def _flat(names: tuple[str, ...]) -> dict[str, Prior]:
     return {n: Prior("HalfFlat") for n in names}
 
 
-def _fit(model: Any, data: pd.DataFrame, method: Method) -> None:
+def _fit(model: Any, data: pd.DataFrame | None, method: Method) -> None:
+    """Fit by ``method``; ``data=None`` fits the model as already built (the weighted purchase model)."""
+    given = {} if data is None else {"data": data}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PyMC's notes on improper flat priors and the sampler's progress
         if method == "map":
-            model.fit(data=data, method="map", progressbar=False)
+            model.fit(**given, method="map", progressbar=False)
         else:
-            model.fit(data=data, method="mcmc", **MCMC_SETTINGS)
+            model.fit(**given, method="mcmc", **MCMC_SETTINGS)
 
 
 def distinct_triples(rfm: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -112,12 +114,7 @@ def _fit_weighted(model: Any, rfm: pd.DataFrame, method: Method) -> None:
         observed = model.model.observed_RVs
         terms = model.model.logp(vars=observed, sum=False)
         pm.Potential("repeated_customers", sum(((counts - 1.0) * t).sum() for t in terms))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # as in _fit
-        if method == "map":
-            model.fit(method="map", progressbar=False)
-        else:
-            model.fit(method="mcmc", **MCMC_SETTINGS)
+    _fit(model, None, method)
 
 
 def _estimates(model: Any, names: tuple[str, ...]) -> dict[str, float]:
