@@ -574,7 +574,7 @@ def create_app(settings: Settings, lake: Lake | None = None, check_seconds: floa
 
     @app.post("/v1/score", response_model=ScoreResponse, dependencies=v1, responses=problems,
               summary="Segment one user's recent events")  # fmt: skip
-    async def score(body: ScoreRequest) -> dict[str, Any]:  # CPU only: no thread hand-off
+    def score(body: ScoreRequest) -> dict[str, Any]:  # reads the published lifetime values: in the thread pool
         if body.as_of not in (None, "last_event"):
             try:
                 pd.Timestamp(body.as_of)
