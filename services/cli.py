@@ -558,7 +558,7 @@ def erase(
               "the pipeline's erasure stage will carry them out")  # fmt: skip
         return
     from services.core.metrics import push_run_metrics
-    from services.jobs.stages import PipelineConfig, run_pipeline
+    from services.jobs.stages import STAGES, PipelineConfig, run_pipeline
 
     def spark():
         from services.core.spark import get_spark
@@ -571,8 +571,9 @@ def erase(
     if "erasure" not in result:  # not due: another process carried the batch out meanwhile
         _emit(recorded, as_json, "recorded; nothing left to erase here (see shoplens erase --status)")
         return
+    rebuilding = {s.name for s in STAGES if s.rebuilds}
     summary = {**recorded, **result["erasure"], "rebuilt": [
-        *result["erasure"].get("rebuilt", []), *(n for n in result["ran"] if n not in ("erasure", "erasure_index"))]}
+        *result["erasure"].get("rebuilt", []), *(n for n in result["ran"] if n in rebuilding)]}
     _emit(summary, as_json, job.erasure_report(summary))
 
 

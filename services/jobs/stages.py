@@ -61,6 +61,7 @@ class Stage:
     due: Due
     run: Run
     spark: bool = True  # False: ``run`` gets None and no SparkSession is started for it
+    rebuilds: bool = True  # False: book-keeping (erasure, its key index), not a result an erasure rebuilds
 
 
 def features_due(lake: Lake, _cfg: PipelineConfig) -> tuple[bool, str]:
@@ -119,7 +120,7 @@ def _retention_policy(lake: Lake, cfg: PipelineConfig) -> tuple[Policy, Any]:
 
 STAGES: tuple[Stage, ...] = (
     # first: what the later stages publish must already be without the erased people
-    Stage("erasure", _erasure_due, _erasure),
+    Stage("erasure", _erasure_due, _erasure, rebuilds=False),
     Stage("features", features_due, lambda spark, lake, _cfg: run_features(spark, lake)),
     Stage("train", train_due, lambda spark, lake, cfg: train(spark, lake, cfg.train, do_score=False)),
     Stage("score", score_due, lambda spark, lake, _cfg: score(spark, lake, refresh_features=False)),
@@ -139,7 +140,7 @@ STAGES: tuple[Stage, ...] = (
     # last: the files every stage wrote get their key index, so an erasure request opens only the
     # files that hold the person (services/jobs/erasure_index.py)
     Stage("erasure_index", lambda lake, _cfg: key_index_due(lake), lambda _spark, lake, _cfg: refresh_key_index(lake),
-          spark=False),
+          spark=False, rebuilds=False),
 )
 
 

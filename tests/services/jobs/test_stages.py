@@ -29,6 +29,8 @@ def test_the_stages_and_their_order() -> None:
         "erasure", "features", "train", "score", "propensity_train", "propensity_score", "funnel", "clv", "retention",
         "overview", "publish", "retention_policy", "erasure_index"]
     assert [s.name for s in STAGES if not s.spark] == ["publish", "retention_policy", "erasure_index"]  # no SparkSession for the warehouse
+    # what `shoplens erase` does not report as a rebuilt result: the erasure and its key index
+    assert [s.name for s in STAGES if not s.rebuilds] == ["erasure", "erasure_index"]
     assert stage_named("score") is STAGES[3]
     with pytest.raises(ValueError, match="no stage named"):
         stage_named("nope")
