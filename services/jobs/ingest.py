@@ -287,9 +287,6 @@ def _process(
             moved = resolve_cross_chunk_duplicates(store, prefix, chunks, find_copies(spark, store, prefix, buckets))
         with timings.phase("suspicious_users"):
             flags = flagging.result()
-    accepted = sum(n for (_, kind, _), n in outcome.items() if kind == ACCEPTED) - sum(moved.values())
-    with timings.phase("timelines"):  # after the copies are dropped from the staged groups: the run's final events
-        sort_groups(spark, store, f"{prefix}/{TIMELINE_PARTS}", f"{prefix}/timelines", accepted)
     counts: dict[tuple[str, str, str | None], int] = {}
     for (index, kind, reason), n in outcome.items():
         k = (chunks[index].source_file, kind, reason)
@@ -298,6 +295,9 @@ def _process(
         source = chunks[index].source_file
         counts[(source, ACCEPTED, None)] -= n
         counts[(source, DUPLICATE, None)] = counts.get((source, DUPLICATE, None), 0) + n
+    accepted = sum(n for (_, kind, _), n in counts.items() if kind == ACCEPTED)
+    with timings.phase("timelines"):  # after the copies are dropped from the staged groups: the run's final events
+        sort_groups(spark, store, f"{prefix}/{TIMELINE_PARTS}", f"{prefix}/timelines", accepted)
 
     with timings.phase("side_tables"):
         store.write_bytes(f"{prefix}/suspicious/part-00000.parquet", parquet_bytes(flags))
