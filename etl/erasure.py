@@ -45,6 +45,11 @@ def key_digest(user_key: str) -> str:
     return hashlib.sha256(user_key.encode("ascii")).hexdigest()
 
 
+def _keys_in(value: str) -> list[str]:
+    """The user keys a value holds: itself when it is a key, else every key inside the text."""
+    return [value] if len(value) == 64 and _KEY.fullmatch(value) else _KEY.findall(value)
+
+
 def _holds(value: str | None, digests: Set[str], memo: dict[str, bool]) -> bool:
     """Does the value (a key, or text with keys in it) hold an erased person's key? Memoized per value:
     a batch meets each user key in many files, and hashes it once."""
@@ -52,8 +57,7 @@ def _holds(value: str | None, digests: Set[str], memo: dict[str, bool]) -> bool:
         return False
     hit = memo.get(value)
     if hit is None:
-        keys = [value] if len(value) == 64 and _KEY.fullmatch(value) else _KEY.findall(value)
-        hit = memo[value] = any(key_digest(k) in digests for k in keys)
+        hit = memo[value] = any(key_digest(k) in digests for k in _keys_in(value))
     return hit
 
 
@@ -75,8 +79,7 @@ def fingerprints(column: pa.Array | pa.ChunkedArray, memo: dict[str, tuple[int, 
                 continue
             fps = memo.get(value)
             if fps is None:
-                keys = [value] if len(value) == 64 and _KEY.fullmatch(value) else _KEY.findall(value)
-                fps = memo[value] = tuple(fingerprint(key_digest(k)) for k in keys)
+                fps = memo[value] = tuple(fingerprint(key_digest(k)) for k in _keys_in(value))
             found.update(fps)
     return np.array(sorted(found), dtype=np.uint64)
 
