@@ -146,11 +146,11 @@ def read_propensity(lake: Lake, version: str | None = None) -> pd.DataFrame | No
     return read_version(lake, PROPENSITY, version)
 
 
-def read_customer_values(lake: Lake, columns: list[str] | None = None,
-                         user_keys: list[str] | None = None) -> pd.DataFrame | None:  # fmt: skip
-    """The current lifetime values per customer (``clv/<version>/customers``), all of them or those of
-    ``user_keys``; None before the first fit."""
-    version = lake.current_version(CLV)
+def read_customer_values(lake: Lake, columns: list[str] | None = None, user_keys: list[str] | None = None,
+                         version: str | None = None) -> pd.DataFrame | None:  # fmt: skip
+    """The lifetime values per customer of ``version`` (default: the current one; ``clv/<version>/customers``),
+    all of them or those of ``user_keys``; None before the first fit."""
+    version = version or lake.current_version(CLV)
     dataset = parquet_dataset(lake, f"{CLV}/{version}/customers") if version else None
     if dataset is None:
         return None
@@ -158,10 +158,20 @@ def read_customer_values(lake: Lake, columns: list[str] | None = None,
     return dataset.to_table(columns=columns, filter=wanted).to_pandas()
 
 
+def customer_value_fields(row: dict[str, Any] | None, version: str | None) -> dict[str, Any]:
+    """The lifetime-value fields of an answer (score, lookup, predict) from a customer's published row
+    (``p_alive``, ``clv``, ``horizon_months``) of ``version``; all None without a row."""
+    if not row:
+        return {"p_alive": None, "clv": None, "clv_horizon_months": None, "clv_version": None}
+    return {"p_alive": float(row["p_alive"]), "clv": float(row["clv"]),
+            "clv_horizon_months": int(row["horizon_months"]), "clv_version": version}  # fmt: skip
+
+
 __all__ = [
     "ARTIFACT_FILE",
     "REFERENCE_FILE",
     "current_model",
+    "customer_value_fields",
     "load_model",
     "load_propensity",
     "one_row",

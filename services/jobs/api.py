@@ -75,7 +75,7 @@ from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
 from services.core.catalog import CLV, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.logs import configure_logging
-from services.core.readers import load_model, load_propensity, one_row, parquet_dataset
+from services.core.readers import customer_value_fields, load_model, load_propensity, one_row, parquet_dataset
 from services.core.runtime import open_lake
 from services.core.settings import ConfigError, Settings, get_settings
 
@@ -418,9 +418,7 @@ def lookup_customer(state: ApiState, user_id: str) -> dict[str, Any] | None:
 def customer_value(current: Published, user_key: str) -> dict[str, Any]:
     """The :class:`CustomerValue` of a user key in the current lifetime values (one row group read: the
     customers are sorted by key); all None for a key without one."""
-    value = one_row(current.clv, user_key, ["p_alive", "clv", "horizon_months"]) or {}
-    return {"p_alive": value.get("p_alive"), "clv": value.get("clv"), "clv_horizon_months": value.get("horizon_months"),
-            "clv_version": current.clv_version if value else None}  # fmt: skip
+    return customer_value_fields(one_row(current.clv, user_key, ["p_alive", "clv", "horizon_months"]), current.clv_version)
 
 
 # ------------------------------------------------------------------------------------ the app

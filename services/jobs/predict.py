@@ -22,7 +22,7 @@ from model.propensity import LoadedPropensity, score_history
 from model.segmentation.history import LoadedModel, score_rows
 from services.core.catalog import CLV
 from services.core.lake import Lake
-from services.core.readers import load_model, load_propensity, read_customer_values
+from services.core.readers import customer_value_fields, load_model, load_propensity, read_customer_values
 
 
 @dataclass
@@ -66,16 +66,11 @@ def predict_file(events_file: str | Path, lake: Lake, as_of: datetime | str | No
 def with_customer_values(users: list[dict], lake: Lake, key: bytes) -> list[dict]:
     """``users`` (each with its raw ``user_id``) with their published lifetime values (null where none)."""
     pseudonyms = {str(u["user_id"]): pseudonymize(str(u["user_id"]), key) for u in users}
-    version = lake.current_version(CLV)
-    values = read_customer_values(lake, ["user_key", "p_alive", "clv", "horizon_months"], list(pseudonyms.values()))
+    version = lake.current_version(CLV)  # read once: the values and their label are of the same version
+    values = read_customer_values(lake, ["user_key", "p_alive", "clv", "horizon_months"], list(pseudonyms.values()),
+                                  version)  # fmt: skip
     found = {} if values is None else values.set_index("user_key").to_dict("index")
-    out = []
-    for u in users:
-        v = found.get(pseudonyms[str(u["user_id"])])
-        out.append({**u, "p_alive": None if v is None else float(v["p_alive"]), "clv": None if v is None else float(v["clv"]),
-                    "clv_horizon_months": None if v is None else int(v["horizon_months"]),
-                    "clv_version": None if v is None else version})  # fmt: skip
-    return out
+    return [{**u, **customer_value_fields(found.get(pseudonyms[str(u["user_id"])]), version)} for u in users]
 
 
 def history_report(history: History) -> str:
