@@ -94,7 +94,7 @@ def start_cluster(cores: int = 1, memory: str = "1g", timeout: float = 60.0, wor
             )
             log.close()
             if name == "master":
-                _wait(lambda: cluster.status(), timeout, cluster, name)
+                _wait(lambda: cluster.status()["url"] == cluster.url, timeout, cluster, name)
         _wait(lambda: sum(w["state"] == "ALIVE" for w in cluster.status()["workers"]) >= workers,
               timeout, cluster, "worker")  # fmt: skip
     except BaseException:
@@ -111,7 +111,7 @@ def _wait(ready, timeout: float, cluster: SparkCluster, name: str) -> None:
         try:
             if ready():
                 return
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or an HTML page (Spark answers / before /json/)
             pass
         time.sleep(0.5)
     raise RuntimeError(f"spark {name} not ready after {timeout:.0f}s")
