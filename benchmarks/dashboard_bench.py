@@ -102,7 +102,7 @@ def _load(page: str, uri: str, facts: dict) -> None:
     if page == "lookup":
         model, _ = data.model_docs(uri, p.model)
         data.lookup(uri, p.segments, p.features, pseudonymize(facts["known_id"], KEY.encode()),
-                    tuple(model["features"]))  # fmt: skip
+                    tuple(model.features))  # fmt: skip
 
 
 def _render(page: str, facts: dict) -> float:

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from model.segmentation import NOT_ENOUGH_COLOR, NOT_ENOUGH_NAME, PALETTE, RADAR_FEATURES
+from services.core.documents.segmentation import FeatureImportance
 
 ACCENT = "#4C78A8"
 FONT = dict(family="Inter, 'Source Sans Pro', sans-serif", size=13, color="#31333F")
@@ -301,9 +302,9 @@ def threshold_curve(curve: Sequence[Mapping[str, Any]], chosen: int | None, targ
     return _layout(fig, "How many events before a segment can be trusted", height=400)
 
 
-def importance(ranked: Sequence[Any], top: int = 15) -> go.Figure:
-    """Feature importance, most important on top (accepts [{feature, importance}] or [[feature, v]])."""
-    rows = [(r["feature"], r["importance"]) if isinstance(r, Mapping) else (r[0], r[1]) for r in ranked][:top]
+def importance(ranked: Sequence[FeatureImportance], top: int = 15) -> go.Figure:
+    """Feature importance as the model document ranks it, most important on top."""
+    rows = [(r.feature, r.importance) for r in ranked][:top]
     df = pd.DataFrame(rows, columns=["feature", "importance"]).iloc[::-1]
     fig = go.Figure(go.Bar(y=[label(f) for f in df["feature"]], x=df["importance"], orientation="h",
                            marker_color=ACCENT, hovertemplate="%{y}: %{x:.3f}<extra></extra>"))  # fmt: skip

@@ -50,6 +50,8 @@ from services.core.catalog import (
     SEGMENTATION_MODEL,
     SEGMENTS,
 )
+from services.core.documents.registry import read_document
+from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.lake import Lake, runs_table
 from services.core.readers import load_model, one_row, parquet_dataset
 from services.core.runtime import open_lake
@@ -174,10 +176,11 @@ def view(uri: str, dataset: str, version: str | None, name: str) -> pd.DataFrame
 @st.cache_data(ttl=DATA_TTL, show_spinner=False)
 @_guard
 def document(uri: str, dataset: str, version: str | None, name: str) -> dict[str, Any]:
-    """One small JSON document of a published version (empty if absent or unpublished)."""
+    """One small JSON document of a published version (empty if absent or unpublished), read through its
+    type where it has one (services.core.documents)."""
     lake = _lake(uri)
-    key = f"{dataset}/{version}/{name}"
-    return lake.read_json(key) if version is not None and lake.store.exists(key) else {}
+    exists = version is not None and lake.store.exists(f"{dataset}/{version}/{name}")
+    return read_document(lake, dataset, version, name) if exists else {}
 
 
 @st.cache_data(ttl=POINTER_TTL, show_spinner=False)
@@ -203,11 +206,10 @@ def runs_from_summaries(uri: str, n_runs: int, limit: int = 50) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------ model
 @st.cache_data(ttl=DATA_TTL, show_spinner=False)
 @_guard
-def model_docs(uri: str, version: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def model_docs(uri: str, version: str) -> tuple[SegmentationModelDocument, list[dict[str, Any]]]:
     """(model.json, profiles.json) of a model version."""
     lake = _lake(uri)
-    base = f"{SEGMENTATION_MODEL}/{version}"
-    return lake.read_json(f"{base}/model.json"), lake.read_json(f"{base}/profiles.json")
+    return SegmentationModelDocument.read(lake, version), lake.read_json(f"{SEGMENTATION_MODEL}/{version}/profiles.json")
 
 
 @st.cache_resource(ttl=DATA_TTL, show_spinner=False)
@@ -224,18 +226,15 @@ def model_history(uri: str, current_version: str) -> pd.DataFrame:
     lake = _lake(uri)
     rows = []
     for key in lake.store.list(SEGMENTATION_MODEL):
-        if not key.endswith("/model.json"):
+        if not key.endswith(f"/{SegmentationModelDocument.FILE}"):
             continue
-        m = lake.read_json(key)
-        metrics, data = m.get("metrics") or {}, m.get("data") or {}
+        m = SegmentationModelDocument.from_dict(lake.read_json(key))
         rows.append({
-            "version": m.get("version"), "trained_at": m.get("trained_at"), "k": m.get("k"),
-            "silhouette": metrics.get("silhouette"), "davies_bouldin": metrics.get("davies_bouldin"),
-            "stability_ari": metrics.get("stability_ari"),
-            "min_events": (m.get("threshold") or {}).get("chosen_min_events"),
-            "users_trained": data.get("users_trained"), "users_total": data.get("users_total"),
-            "data_from": data.get("event_date_min"), "data_to": data.get("event_date_max"),
-            "ari_vs_truth": m.get("ari_vs_truth"), "current": m.get("version") == current_version,
+            "version": m.version, "trained_at": m.trained_at, "k": m.k, "silhouette": m.metrics.silhouette,
+            "davies_bouldin": m.metrics.davies_bouldin, "stability_ari": m.metrics.stability_ari,
+            "min_events": m.threshold.chosen_min_events, "users_trained": m.data.users_trained,
+            "users_total": m.data.users_total, "data_from": m.data.event_date_min, "data_to": m.data.event_date_max,
+            "ari_vs_truth": m.ari_vs_truth, "current": m.version == current_version,
         })  # fmt: skip
     df = pd.DataFrame(rows)
     return df.sort_values("version", ascending=False, ignore_index=True) if len(df) else df

@@ -18,7 +18,7 @@ ui.need_model(ctx)
 
 with ui.guarded(ctx):
     model, profiles = data.model_docs(ctx.uri, ctx.ptr.model)
-    min_events = (model.get("threshold") or {}).get("chosen_min_events")
+    min_events = model.threshold.chosen_min_events
 by_id = {p["segment_id"]: p for p in profiles}
 colors = charts.color_map([p["name"] for p in profiles], {p["name"]: p.get("color") for p in profiles if p.get("color")})
 
@@ -54,7 +54,7 @@ def show_result(segment: dict, features: dict | None, source: str) -> None:
     if not features:
         st.info("Feature values for this customer are not available, so the comparison is not shown.", icon=":material/info:")
         return
-    rows = explain.compare(features, prof, model.get("features") or list((prof.get("medians") or {}).keys()))
+    rows = explain.compare(features, prof, model.features or list((prof.get("medians") or {}).keys()))
     st.markdown(f"**Why {name}:** the customer's behaviour next to the segment's typical (median) customer, "
                 "most alike first.")
     left, right = st.columns([3, 2])
@@ -104,7 +104,7 @@ with tab_id:
         if user_key:
             with ui.guarded(ctx), st.spinner("Looking up…"):
                 hit = data.lookup(ctx.uri, ctx.ptr.segments, ctx.ptr.features, user_key,
-                                  tuple(model.get("features") or ()) or None)  # fmt: skip
+                                  tuple(model.features) or None)  # fmt: skip
             if hit is None:
                 st.info("**No customer with this id** in the lake: check the id, or the customer has no events yet.",
                         icon=":material/search_off:")  # fmt: skip

@@ -135,7 +135,7 @@ with tab_life:
         st.dataframe(cross, width="stretch")
 
 with tab_flow:
-    previous = model.get("previous_version")
+    previous = model.previous_version
     if flow.empty:
         st.info("No movement to show yet: the flow appears after the model has been retrained at least once "
                 "(users scored by both the previous and the current model).", icon=":material/info:")  # fmt: skip

@@ -235,20 +235,6 @@ class Lake:
         return removed
 
 
-def due_for_new_runs(lake: Lake, dataset: str, missing: str) -> tuple[bool, str]:
-    """(due?, why) of a dataset rebuilt whenever the committed runs differ from the ``run_ids`` its
-    pointer records; ``missing`` is the reason given before its first version."""
-    committed = lake.committed_run_ids()
-    if not committed:
-        return False, "no committed runs"
-    ptr = lake.pointer(dataset)
-    if ptr is None:
-        return True, missing
-    if sorted(ptr.get("run_ids", [])) != sorted(committed):
-        return True, "new committed runs"
-    return False, "up to date"
-
-
 #: Columns of :func:`runs_table`, what the overview shows of each run.
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "started_at", "duration_seconds", "rows_read", "rows_accepted", "rows_quarantined",

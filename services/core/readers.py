@@ -21,6 +21,7 @@ from etl.local_features import reference_means
 from model.propensity import LightPropensityScorer, LoadedPropensity
 from model.segmentation.history import LoadedModel, model_from_artifact
 from services.core.catalog import CLV, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
+from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.lake import Lake
 
 ARTIFACT_FILE = "artifact.json"
@@ -95,13 +96,13 @@ def read_segments(lake: Lake, version: str | None = None) -> pd.DataFrame | None
     return read_version(lake, SEGMENTS, version)
 
 
-def current_model(lake: Lake) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+def current_model(lake: Lake) -> tuple[str, dict[str, Any], SegmentationModelDocument] | None:
     """(version, artifact, model.json) of the current segmentation model, or None before training."""
     version = lake.current_version(SEGMENTATION_MODEL)
     if version is None:
         return None
-    base = f"{SEGMENTATION_MODEL}/{version}"
-    return version, lake.read_json(f"{base}/{ARTIFACT_FILE}"), lake.read_json(f"{base}/model.json")
+    artifact = lake.read_json(f"{SEGMENTATION_MODEL}/{version}/{ARTIFACT_FILE}")
+    return version, artifact, SegmentationModelDocument.read(lake, version)
 
 
 def load_model(lake: Lake, version: str | None = None) -> LoadedModel:

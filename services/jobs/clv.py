@@ -41,7 +41,8 @@ from model.clv import (
     thin_data_warnings,
 )
 from services.core.catalog import CLV, EVENTS, SEGMENTS
-from services.core.lake import Lake, due_for_new_runs, utc_now_iso
+from services.core.documents.clv import ClvResult
+from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
 from services.core.spark import read_run_dataset
@@ -49,7 +50,7 @@ from services.reports.clv import semantics, write_clv_report
 
 log = logging.getLogger("shoplens.clv")
 
-RESULT_FILE: Final[str] = "result.json"
+RESULT_FILE: Final[str] = ClvResult.FILE
 CUSTOMERS: Final[str] = "customers"
 NO_SEGMENT: Final[str] = "(unsegmented)"
 NO_STAGE: Final[str] = "(no stage)"
@@ -89,17 +90,6 @@ def config_from_settings(**overrides: Any) -> CLVConfig:
     settings = get_settings()
     base = {"horizon_months": settings.clv_horizon_months, "monthly_discount": settings.clv_monthly_discount}
     return CLVConfig(**{**base, **overrides})
-
-
-# ------------------------------------------------------------------------------------ staleness
-def clv_due(lake: Lake) -> tuple[bool, str]:
-    """(due?, why): no values yet, or they were computed from other committed runs or other segments."""
-    due, why = due_for_new_runs(lake, CLV, "no lifetime values yet")
-    if due or why == "no committed runs":
-        return due, why
-    if lake.pointer(CLV).get("segments_version") != lake.current_version(SEGMENTS):
-        return True, "new segments"
-    return False, "up to date"
 
 
 # ------------------------------------------------------------------------------------ compute
@@ -248,10 +238,12 @@ def run_clv(spark: SparkSession, lake: Lake, cfg: CLVConfig | None = None) -> di
         staged.write_table("distribution", distribution_table(tables.customers))
         if tables.holdout is not None:
             staged.write_table("holdout", tables.holdout)
-        doc = {"version": staged.version, "computed_at": utc_now_iso(), "run_ids": run_ids,
-               "segments_version": segments_version, **tables.document,
-               "semantics": semantics(cfg.horizon_months, cfg.monthly_discount)}  # fmt: skip
-        staged.write_json(RESULT_FILE, doc)
+        result = ClvResult.model_validate({
+            "version": staged.version, "computed_at": utc_now_iso(), "run_ids": run_ids,
+            "segments_version": segments_version, **tables.document,
+            "semantics": semantics(cfg.horizon_months, cfg.monthly_discount)})  # fmt: skip
+        doc = result.to_dict()
+        staged.write_json(result.FILE, doc)
         write_clv_report(staged.dir, doc)
         staged.meta["customers"] = doc["customers"]
     doc["duration_seconds"] = round(time.monotonic() - t0, 3)
@@ -278,7 +270,7 @@ def current_result(lake: Lake) -> dict[str, Any]:
     version = lake.current_version(CLV)
     if version is None:
         raise FileNotFoundError("no lifetime values yet: run `shoplens clv fit`")
-    return lake.read_json(f"{CLV}/{version}/{RESULT_FILE}")
+    return ClvResult.read(lake, version).to_dict()
 
 
 def clv_report(doc: dict[str, Any]) -> str:
@@ -303,7 +295,6 @@ __all__ = [
     "RESULT_FILE",
     "CLVConfig",
     "CLVTables",
-    "clv_due",
     "clv_report",
     "clv_stage",
     "compute",

@@ -36,6 +36,7 @@ from model.comparison import compare_assigners, compare_clusterings, compare_pro
 from model.comparison.assignment import nearest_centroid
 from model.segmentation import LightScorer
 from services.core.catalog import EVENTS, MODEL_COMPARISON, PROPENSITY_MODEL
+from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import current_model, read_features
@@ -87,9 +88,9 @@ def _personas(user_keys: pd.Series, truth_csv: Path, key: bytes) -> np.ndarray:
     return np.array([by_key.get(k, "") for k in user_keys])
 
 
-def _train_rows(features: pd.DataFrame, model_doc: dict[str, Any]) -> pd.DataFrame:
+def _train_rows(features: pd.DataFrame, model_doc: SegmentationModelDocument) -> pd.DataFrame:
     """The shipped model's training population: at least its floor of events, bots left out."""
-    floor = int(model_doc.get("params", {}).get("min_events_floor", 0) or 0)
+    floor = int(model_doc.params.get("min_events_floor", 0) or 0)
     keep = (features["n_events"].fillna(0) >= floor) & ~features["is_suspicious"].fillna(False).astype(bool)
     return features.loc[keep]
 

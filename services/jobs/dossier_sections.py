@@ -27,6 +27,8 @@ from services.core.catalog import (
     SEGMENT_VIEWS,
     SEGMENTATION_MODEL,
 )
+from services.core.documents.registry import read_document
+from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.erasure_ledger import COMPLETED, PENDING, submissions
 from services.core.lake import Lake
 from services.reports.clv import GROUP_HEADER, HOLDOUT_HEADER, group_rows, holdout_rows
@@ -53,7 +55,13 @@ def published(lake: Lake, dataset: str, name: str) -> tuple[str, Any] | None:
     version = lake.current_version(dataset)
     if version is None or not lake.store.exists(f"{dataset}/{version}/{name}"):
         return None
-    return version, lake.read_json(f"{dataset}/{version}/{name}")
+    return version, read_document(lake, dataset, version, name)
+
+
+def _model_document(lake: Lake) -> tuple[str, SegmentationModelDocument] | None:
+    """(version, model.json) of the current segmentation model; None before training."""
+    version = lake.current_version(SEGMENTATION_MODEL)
+    return None if version is None else (version, SegmentationModelDocument.read(lake, version))
 
 
 def published_table(lake: Lake, dataset: str, version: str, name: str) -> pd.DataFrame | None:
@@ -122,13 +130,13 @@ def erasure_counts(lake: Lake) -> dict[str, int]:
 
 def features_section(lake: Lake) -> Section | None:
     """The per-user features the segments read, their weights and why some were dropped."""
-    doc = published(lake, SEGMENTATION_MODEL, "model.json")
+    doc = _model_document(lake)
     if doc is None:
         return None
     version, m = doc
-    weights = sorted(m.get("feature_weights", []), key=lambda w: -(w["weight"] or 0))
-    s = Section("features", "Per-user features and why", f"{SEGMENTATION_MODEL}/{version}/model.json")
-    s.figures = {"features": list(m.get("features", [])), "dropped": [d["name"] for d in m.get("dropped_features", [])]}
+    weights = sorted(m.feature_weights, key=lambda w: -w.weight)
+    s = Section("features", "Per-user features and why", m.key(version))
+    s.figures = {"features": list(m.features), "dropped": [d.name for d in m.dropped_features]}
     s.parts = [
         "Each user is described by rates that converge after a few events (view-to-cart, cart-to-purchase, category "
         "and time-of-day shares, price level) rather than totals that only grow with time: a user's segment should "
@@ -136,25 +144,25 @@ def features_section(lake: Lake) -> Section | None:
         "proportion to the evidence, and each feature is weighted by how noisy it is on a short history (its "
         "truncation noise), so the features a few events estimate poorly move a segment less.",
         Table("Model features", ["feature", "weight", "truncation noise"],
-              [[w["feature"], fmt_float(w["weight"], 2), fmt_float(w["truncation_noise"], 2)] for w in weights]),
+              [[w.feature, fmt_float(w.weight, 2), fmt_float(w.truncation_noise, 2)] for w in weights]),
     ]  # fmt: skip
-    if m.get("dropped_features"):
-        s.parts.append(Table("Features left out", ["feature", "reason"], [[d["name"], d["reason"]] for d in m["dropped_features"]]))
+    if m.dropped_features:
+        s.parts.append(Table("Features left out", ["feature", "reason"], [[d.name, d.reason] for d in m.dropped_features]))
     if weights:
         s.parts.append(bar_chart("features-weights", "Weight of each feature in the segment distance",
-                                 [w["feature"] for w in weights], [w["weight"] for w in weights], fmt="{:.2f}"))  # fmt: skip
+                                 [w.feature for w in weights], [w.weight for w in weights], fmt="{:.2f}"))  # fmt: skip
     return s
 
 
 def threshold_section(lake: Lake) -> Section | None:
     """How many events a segment needs: agreement of the first-n segment with the full-history one."""
-    doc = published(lake, SEGMENTATION_MODEL, "model.json")
-    if doc is None or not doc[1].get("threshold", {}).get("curve"):
+    doc = _model_document(lake)
+    if doc is None or not doc[1].threshold.curve:
         return None
     version, m = doc
-    t, cov = m["threshold"], m.get("coverage", {})
+    t, cov = m.threshold.model_dump(), m.coverage.model_dump()
     curve = t["curve"]
-    s = Section("threshold", "Trust: how many events a segment needs", f"{SEGMENTATION_MODEL}/{version}/model.json")
+    s = Section("threshold", "Trust: how many events a segment needs", m.key(version))
     s.figures = {"chosen_min_events": t["chosen_min_events"], "target": t["target"], "curve": curve,
                  "share_segmented": cov.get("share_segmented")}  # fmt: skip
     chart = line_chart("threshold-agreement", "Agreement of the first-n segment with the full-history segment",
@@ -189,10 +197,10 @@ def segments_section(lake: Lake) -> Section | None:
     if doc is None:
         return None
     version, profiles = doc
-    model = lake.read_json(f"{SEGMENTATION_MODEL}/{version}/model.json")
+    model = SegmentationModelDocument.read(lake, version)
     profiles = sorted(profiles, key=lambda p: -p["size"])
     s = Section("segments", "Segments and lifecycle stages", f"{SEGMENTATION_MODEL}/{version}/profiles.json")
-    s.figures = {"k": model["k"], "segments": {p["name"]: {"size": p["size"], "share_users": p["share_users"],
+    s.figures = {"k": model.k, "segments": {p["name"]: {"size": p["size"], "share_users": p["share_users"],
                                                            "share_revenue": p["share_revenue"]} for p in profiles}}  # fmt: skip
     axes = [a for a in RADAR_AXES if all(a in p.get("lifts", {}) for p in profiles)]
     radar = radar_chart("segments-radar", "Each segment against the average user (1 = average)",
@@ -203,7 +211,7 @@ def segments_section(lake: Lake) -> Section | None:
                       [100 * p["share_revenue"] for p in profiles], xlabel="share of revenue (%)",
                       colors=[p["color"] for p in profiles], fmt="{:.1f}%")  # fmt: skip
     s.parts = [
-        f"K-Means in the weighted feature space found {model['k']} segments (k chosen by {model['k_rule']}); each is "
+        f"K-Means in the weighted feature space found {model.k} segments (k chosen by {model.k_rule}); each is "
         "named and described by rules on its profile, and comes with the actions a marketer would take.",
         Table("Segments", ["segment", "users", "share of users", "share of revenue", "buyers"],
               [[p["name"], fmt_count(p["size"]), fmt_pct(p["share_users"]), fmt_pct(p["share_revenue"]),
@@ -212,11 +220,11 @@ def segments_section(lake: Lake) -> Section | None:
     ]  # fmt: skip
     for p in profiles:
         s.parts.append(f"{p['name']}: {p['description']} Actions: {' '.join(p.get('actions', []))}")
-    stages = model.get("lifecycle_stages") or []
-    if stages:
-        s.parts.append(Table("Lifecycle stages", ["stage", "rule", "action"], [[st["label"], st["rule"], st["action"]] for st in stages]))
+    if model.lifecycle_stages:
+        s.parts.append(Table("Lifecycle stages", ["stage", "rule", "action"],
+                             [[st.label, st.rule, st.action] for st in model.lifecycle_stages]))
     top = max(profiles, key=lambda p: p["share_revenue"])
-    s.cards = [Card("Segments", str(model["k"]), f"{top['name']} bring {fmt_pct(top['share_revenue'])} of revenue "
+    s.cards = [Card("Segments", str(model.k), f"{top['name']} bring {fmt_pct(top['share_revenue'])} of revenue "
                     f"with {fmt_pct(top['share_users'])} of segmented users.", sizes)]  # fmt: skip
     s.insights = [f"{top['name']} are {fmt_pct(top['share_users'])} of segmented users but bring "
                   f"{fmt_pct(top['share_revenue'])} of their revenue."]  # fmt: skip

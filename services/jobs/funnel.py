@@ -47,7 +47,8 @@ from etl.funnel import (
 )
 from model.funnel import conversion_drivers
 from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
-from services.core.lake import Lake, due_for_new_runs, utc_now_iso
+from services.core.documents.funnel import FunnelResult
+from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import parquet_dataset
 from services.core.timelines import run_on_buckets, timelines_status
@@ -62,7 +63,7 @@ _DROPOFFS_SCHEMA: Final[pa.Schema] = pa.schema([
     ("step", pa.int32(), False), ("label", pa.string(), False), ("unit_key", pa.string()), ("user_key", pa.string()),
     ("segment", pa.string()), ("reached_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
-RESULT_FILE: Final[str] = "result.json"
+RESULT_FILE: Final[str] = FunnelResult.FILE
 
 
 @dataclass(frozen=True)
@@ -93,16 +94,6 @@ def parse_by(text: str | None) -> tuple[str, ...]:
     """``"week,brand"`` -> ("week", "brand"); empty or None -> no breakdown."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
-
-# ------------------------------------------------------------------------------------ staleness
-def funnel_due(lake: Lake) -> tuple[bool, str]:
-    """(due?, why): no funnel yet, or it was built from other committed runs or other segments."""
-    due, why = due_for_new_runs(lake, FUNNEL, "no funnel yet")
-    if due or why == "no committed runs":
-        return due, why
-    if lake.pointer(FUNNEL).get("segments_version") != lake.current_version(SEGMENTS):
-        return True, "new segments"
-    return False, "up to date"
 
 # ------------------------------------------------------------------------------------ compute
 def _segments_frame(lake: Lake) -> tuple[pl.DataFrame | None, str | None]:
@@ -251,7 +242,7 @@ def result_document(cfg: FunnelConfig, tables: FunnelTables, version: str, meta:
                     dropoff_counts: dict[int, int]) -> dict[str, Any]:  # fmt: skip
     spec = cfg.spec
     drivers = tables.drivers.groupby("step", sort=True).head(cfg.top_drivers)
-    return {
+    return FunnelResult.model_validate({
         "version": version, "computed_at": utc_now_iso(), **meta, **spec.to_dict(),
         "semantics": semantics(spec.to_dict()),
         "breakdowns": list(cfg.by), "top_brands": cfg.top_brands,
@@ -262,7 +253,7 @@ def result_document(cfg: FunnelConfig, tables: FunnelTables, version: str, meta:
         "time_to_convert": _records(tables.time_to_convert),
         "top_drivers": _records(drivers),
         "dropoff_audiences": [{"step": k, "label": spec.labels[k - 1], "units": n} for k, n in dropoff_counts.items()],
-    }  # fmt: skip
+    }).to_dict()  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ the job
@@ -355,7 +346,6 @@ __all__ = [
     "FunnelConfig",
     "FunnelTables",
     "compute_tables",
-    "funnel_due",
     "funnel_report",
     "parse_by",
     "read_dropoffs",

@@ -16,16 +16,13 @@ from pyspark.sql import functions as F
 
 from etl.kpis import kpi_daily
 from services.core.catalog import EVENTS, OVERVIEW_VIEWS
-from services.core.lake import Lake, due_for_new_runs, runs_table
+from services.core.documents.overview import OverviewFreshness
+from services.core.lake import Lake, runs_table
 from services.core.publish import new_version
 from services.core.spark import read_run_dataset
 
 log = logging.getLogger("shoplens.overview")
 
-
-def overview_due(lake: Lake) -> tuple[bool, str]:
-    """(due?, why): the views are missing or were built from other committed runs than today's."""
-    return due_for_new_runs(lake, OVERVIEW_VIEWS, "no overview views yet")
 
 def build_overview(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     """Compute the overview views from the lake's committed state and publish them."""
@@ -34,14 +31,14 @@ def build_overview(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     runs = lake.runs()
     committed = [r for r in runs if r.get("status") == "committed"]
     latest = events.agg(F.max("event_time")).first()[0] if events is not None else None
-    freshness = {
-        "latest_event_time": latest.isoformat() if latest is not None else None,
-        "last_run_at": max((r.get("finished_at") or r.get("started_at") for r in committed), default=None),
-    }
+    freshness = OverviewFreshness(
+        latest_event_time=latest.isoformat() if latest is not None else None,
+        last_run_at=max((r.get("finished_at") or r.get("started_at") for r in committed), default=None),
+    ).to_dict()
     with new_version(lake, OVERVIEW_VIEWS, run_ids=[r["run_id"] for r in committed]) as staged:
         staged.write_table("kpi_daily", kpi_daily(events))
         staged.write_table("runs", runs_table(runs))
-        staged.write_json("freshness.json", freshness)
+        staged.write_json(OverviewFreshness.FILE, freshness)
     summary = {"status": "published", "version": staged.version, "runs": len(committed), **freshness,
                "duration_seconds": round(time.monotonic() - t0, 3)}  # fmt: skip
     log.info("overview views %s published", staged.version, extra={"stage": "overview", **summary})
@@ -53,4 +50,4 @@ def overview_report(s: dict[str, Any]) -> str:
             f"{s['latest_event_time']} ({s['duration_seconds']:.1f}s)")  # fmt: skip
 
 
-__all__ = ["build_overview", "overview_due", "overview_report"]
+__all__ = ["build_overview", "overview_report"]

@@ -56,6 +56,7 @@ from model.propensity import (
     export_artifact,
 )
 from services.core.catalog import EVENTS, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTS, STAGING
+from services.core.documents.propensity import PropensityMetrics
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
@@ -142,7 +143,7 @@ def _views(comp: Comparison) -> dict[str, pd.DataFrame]:
 def metrics_document(comp: Comparison, cuts: Any, version: str, examples: pd.DataFrame, cfg: PropensityConfig,
                      features_version: str | None) -> dict[str, Any]:  # fmt: skip
     per_cutoff = examples.groupby(CUTOFF)[LABEL].agg(["size", "sum"]).reset_index()
-    return {
+    return PropensityMetrics.model_validate({
         "version": version, "trained_at": utc_now_iso(), "shipped": comp.shipped,
         "rule": "the shipped model has the higher ROC AUC on the validation cutoff",
         "horizon_days": cfg.horizon_days, "capacity": cfg.capacity,
@@ -158,7 +159,7 @@ def metrics_document(comp: Comparison, cuts: Any, version: str, examples: pd.Dat
         "coefficients": (comp.reports["logistic"].coefficients.to_dict("records")
                          if "logistic" in comp.reports else None),
         "features": list(comp.best.model.features_),
-    }  # fmt: skip
+    }).to_dict()  # fmt: skip
 
 
 def train(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def train(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) 
         staged.write_json("artifact.json", artifacts[comp.shipped])
         for kind, art in artifacts.items():
             staged.write_json(f"artifacts/{kind}.json", art)
-        staged.write_json("metrics.json", doc)
+        staged.write_json(PropensityMetrics.FILE, doc)
         for name, df in views.items():
             staged.write_table(f"views/{name}", df)
         if feat_ptr is not None and feat_ptr.get("aggregates_version"):
@@ -341,21 +342,6 @@ def train_stage(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = 
         return {"status": "skipped", "reason": str(err)}
 
 
-def score_due(lake: Lake) -> tuple[bool, str]:
-    """Scores missing, or from another model or other features than the current ones."""
-    model = lake.current_version(PROPENSITY_MODEL)
-    if model is None:
-        return False, "no propensity model yet"
-    ptr, feat = lake.pointer(PROPENSITY), lake.pointer(FEATURES)
-    if ptr is None:
-        return True, "no propensity scores yet"
-    if ptr.get("model_version") != model:
-        return True, "a new propensity model"
-    if feat is not None and ptr.get("features_version") != feat["version"]:
-        return True, "new features"
-    return False, "up to date"
-
-
 # ------------------------------------------------------------------------------------ summaries
 def train_report(s: dict[str, Any]) -> str:
     if s.get("status") == "skipped":
@@ -382,7 +368,6 @@ __all__ = [
     "by_segment",
     "current_artifact",
     "score",
-    "score_due",
     "score_features",
     "score_report",
     "split_examples",

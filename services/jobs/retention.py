@@ -28,7 +28,8 @@ from pyspark.sql import SparkSession
 from etl.retention import BUCKET_FRAME, RetentionSpec, bucket_counts, combine
 from etl.timeline import USER_KEY
 from services.core.catalog import RETENTION, SEGMENTS
-from services.core.lake import Lake, due_for_new_runs, utc_now_iso
+from services.core.documents.retention import RetentionResult
+from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
 from services.core.timelines import bucket_of, run_on_buckets, timelines_status
@@ -36,7 +37,7 @@ from services.reports.retention import semantics, write_retention_report
 
 log = logging.getLogger("shoplens.retention")
 
-RESULT_FILE: Final[str] = "result.json"
+RESULT_FILE: Final[str] = RetentionResult.FILE
 COHORTS: Final[str] = "cohorts"
 OVERALL: Final[str] = "overall"
 BREAKDOWNS: Final[tuple[str, ...]] = ("segment", "category", "acquisition-month")
@@ -62,16 +63,6 @@ class RetentionConfig:
             raise ValueError(
                 f"unknown breakdown(s) {', '.join(unknown)}; use some of {', '.join(BREAKDOWNS)}"
             )
-
-
-def retention_due(lake: Lake) -> tuple[bool, str]:
-    """(due?, why): no retention yet, or it was counted from other committed runs or other segments."""
-    due, why = due_for_new_runs(lake, RETENTION, "no retention yet")
-    if due or why == "no committed runs":
-        return due, why
-    if lake.pointer(RETENTION).get("segments_version") != lake.current_version(SEGMENTS):
-        return True, "new segments"
-    return False, "up to date"
 
 
 def _segments(lake: Lake) -> tuple[pl.DataFrame | None, str | None]:
@@ -154,8 +145,9 @@ def run_retention(spark: SparkSession, lake: Lake, cfg: RetentionConfig | None =
     meta = {"run_ids": run_ids, "segments_version": segments_version, **cfg.spec.to_dict()}
     with new_version(lake, RETENTION, **meta) as staged:
         staged.write_table(COHORTS, table)
-        doc = {"version": staged.version, "computed_at": utc_now_iso(), "run_ids": run_ids,
-               "segments_version": segments_version, **result_document(cfg, table, end)}  # fmt: skip
+        doc = RetentionResult.model_validate({
+            "version": staged.version, "computed_at": utc_now_iso(), "run_ids": run_ids,
+            "segments_version": segments_version, **result_document(cfg, table, end)}).to_dict()  # fmt: skip
         staged.write_json(RESULT_FILE, doc)
         write_retention_report(staged.dir, doc)
     doc["duration_seconds"] = round(time.monotonic() - t0, 3)
@@ -183,7 +175,6 @@ __all__ = [
     "cohort_records",
     "compute",
     "result_document",
-    "retention_due",
     "retention_report",
     "run_retention",
 ]

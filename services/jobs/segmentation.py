@@ -47,7 +47,6 @@ from model.segmentation import (
     calibration_table,
     export_artifact,
     fit_trust,
-    lifecycle_stages_doc,
     match_to_previous,
     pca_sample,
     profile_documents,
@@ -58,6 +57,14 @@ from model.segmentation import (
     threshold_study,
 )
 from services.core.catalog import AGGREGATES, EVENTS, FEATURES, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.documents.segmentation import (
+    Coverage,
+    DataWindow,
+    SegmentationModelDocument,
+    Threshold,
+    ThresholdPoint,
+    Trust,
+)
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.metrics import record_model, record_segments
 from services.core.publish import new_version
@@ -238,20 +245,6 @@ def truth_ari_bands(
     return out
 
 
-def coverage(features: pd.DataFrame, min_events: int) -> dict[str, Any]:
-    """Share of users who get a behavioural segment, overall and among users with >= 20 events."""
-    n = features["n_events"].fillna(0)
-    scored = n >= min_events
-    twenty = n >= 20
-    return {
-        "users": len(features),
-        "users_segmented": int(scored.sum()),
-        "share_segmented": float(scored.mean()) if len(features) else 0.0,
-        "share_segmented_20_plus": float(scored[twenty].mean()) if twenty.any() else None,
-        "users_20_plus": int(twenty.sum()),
-    }
-
-
 def train(
     spark: SparkSession,
     lake: Lake,
@@ -316,102 +309,48 @@ def train(
         "mean_log_price": ref["mean_log_price"].astype(float).tolist(),
         "n": ref["n"].astype("int64").tolist(),
     }
-    summary = model.summary()
-    chosen = summary["selection"]["scores"]
-    row_k = next(r for r in chosen if r["k"] == model.k_)
-    k_selection = [
-        {
-            "k": r["k"], "silhouette": r["silhouette"], "davies_bouldin": r["davies_bouldin"],
-            "calinski_harabasz": r["calinski_harabasz"], "stability_ari": r["stability_mean"],
-            "inertia": r["inertia"], "eligible": bool(r["eligible"]),
-        }
-        for r in chosen
-    ]  # fmt: skip
     dates = pd.to_datetime(features["first_event_time"]), pd.to_datetime(features["last_event_time"])
     as_of = pd.to_datetime(features["as_of"]).max()
-    model_doc: dict[str, Any] = {
-        "version": version,
-        "trained_at": utc_now_iso(),
-        "data": {
-            "event_date_min": str(dates[0].min().date()),
-            "event_date_max": str(dates[1].max().date()),
-            "as_of": as_of.isoformat(),
-            "features_version": feat_ptr["version"],
-            "aggregates_version": agg_version,
-            "folded_run_ids": list(feat_ptr.get("folded_run_ids", [])),
-            "users_trained": int(model.n_train_),
-            "users_total": len(features),
-        },
-        "k": model.k_,
-        "metrics": {
-            "silhouette": row_k["silhouette"], "davies_bouldin": row_k["davies_bouldin"],
-            "calinski_harabasz": row_k["calinski_harabasz"], "stability_ari": row_k["stability_mean"],
-        },
-        "k_selection": k_selection,
-        "k_rule": summary["selection"]["rule"],
-        "explained_variance_ratio": summary["explained_variance_ratio"],
-        "features": summary["features"],
-        "feature_weights": [
-            {"feature": f, "weight": w, "truncation_noise": (summary["truncation_noise"] or {}).get(f)}
-            for f, w in summary["feature_weights"].items()
-        ],
-        "log_features": summary["log_features"],
-        "dropped_features": [{"name": n, "reason": r} for n, r in summary["dropped_features"].items()],
-        "feature_importance": summary["feature_importance"]["ranked"],
-        "tree_rules": summary["feature_importance"]["tree_rules"],
-        "tree_fidelity": summary["feature_importance"]["fidelity"],
-        "threshold": {
-            "chosen_min_events": min_events,
-            "target": cfg.threshold_target,
-            "metric": cfg.threshold_metric,
-            "confidence": cfg.threshold_confidence,
-            "study_threshold": study.threshold,
-            "error": study.error,
-            "long_factor": cfg.long_factor,
-            "curve": [
-                {"n": p["n"], "agreement": p["agreement"], "ari": p["ari"], "lower": p["lower"], "users": p["n_users"]}
-                for p in study.to_dict()["curve"]
-            ],
-            "trust": {
-                **trust.to_dict(),
-                "calibration": calibration_table(
-                    trust.predict(study_rows["n"].to_numpy(), study_rows["confidence"].to_numpy()),
-                    study_rows["agree"].to_numpy(),
-                ),
-            },
-        },
-        "coverage": coverage(features, min_events),
-        "derived_features": summary["derived_features"],
-        "priors": summary["priors"],
-        "lifecycle_stages": lifecycle_stages_doc(),
-        "params": {**summary["params"], "n_threads": cfg.n_threads, "min_events_floor": cfg.min_events_floor},
-        "warnings": fit_warnings,
-        "segment_ids": ids.tolist(),
-        "segment_names": names,
-        "ari_vs_truth": None,
-        "previous_version": prev_version,
-    }
+    curve = [ThresholdPoint(n=p["n"], agreement=p["agreement"], ari=p["ari"], lower=p["lower"], users=p["n_users"])
+             for p in study.to_dict()["curve"]]  # fmt: skip
+    calibration = calibration_table(trust.predict(study_rows["n"].to_numpy(), study_rows["confidence"].to_numpy()),
+                                    study_rows["agree"].to_numpy())  # fmt: skip
+    pcs = _pca_sample(model, features.loc[model.train_index_], stable_ids, cfg.seed)  # no keys leave this function
+    ari: dict[str, Any] = {}
+    if truth_csv is not None and key is not None:
+        scored = pd.DataFrame({"user_key": train_rows["user_key"].to_numpy(), "segment_id": stable_ids,
+                               "n_events": train_rows["n_events"].to_numpy()})  # fmt: skip
+        trusted = scored.loc[scored["n_events"] >= min_events]
+        ari = {"ari_vs_truth": truth_ari(trusted, Path(truth_csv), key)["ari"],
+               "ari_vs_truth_by_events": truth_ari_bands(scored, Path(truth_csv), key, min_events)}  # fmt: skip
+    doc = SegmentationModelDocument.build(
+        model, params={"n_threads": cfg.n_threads, "min_events_floor": cfg.min_events_floor},
+        version=version, trained_at=utc_now_iso(), previous_version=prev_version,
+        data=DataWindow(event_date_min=str(dates[0].min().date()), event_date_max=str(dates[1].max().date()),
+                        as_of=as_of.isoformat(), features_version=feat_ptr["version"], aggregates_version=agg_version,
+                        folded_run_ids=list(feat_ptr.get("folded_run_ids", [])), users_trained=int(model.n_train_),
+                        users_total=len(features)),
+        threshold=Threshold(chosen_min_events=min_events, target=cfg.threshold_target, metric=cfg.threshold_metric,
+                            confidence=cfg.threshold_confidence, study_threshold=study.threshold, error=study.error,
+                            long_factor=cfg.long_factor, curve=curve,
+                            trust=Trust(**trust.to_dict(), calibration=calibration)),
+        coverage=Coverage.of(features, min_events), warnings=fit_warnings, segment_ids=ids.tolist(),
+        segment_names=names, **ari,
+    )  # fmt: skip
     profile_docs = profile_documents(profiles)
+    published = doc.to_dict()
 
-    with new_version(lake, SEGMENTATION_MODEL, version, trained_at=model_doc["trained_at"],
+    with new_version(lake, SEGMENTATION_MODEL, version, trained_at=doc.trained_at,
                      features_version=feat_ptr["version"]) as staged:  # fmt: skip
-        # PCA coordinates of a training sample, for the report's scatter (no keys leave this function).
-        pcs = _pca_sample(model, features.loc[model.train_index_], stable_ids, cfg.seed)
-        if truth_csv is not None and key is not None:
-            scored = pd.DataFrame({"user_key": train_rows["user_key"].to_numpy(), "segment_id": stable_ids,
-                                   "n_events": train_rows["n_events"].to_numpy()})  # fmt: skip
-            trusted = scored.loc[scored["n_events"] >= min_events]
-            model_doc["ari_vs_truth"] = truth_ari(trusted, Path(truth_csv), key)["ari"]
-            model_doc["ari_vs_truth_by_events"] = truth_ari_bands(scored, Path(truth_csv), key, min_events)
         staged.write_json("artifact.json", artifact)
-        staged.write_json("model.json", model_doc)
+        staged.write_json(doc.FILE, published)
         staged.write_json("profiles.json", profile_docs)
         staged.write_table("category_reference", ref)
-        write_model_report(staged.dir, model_doc, profile_docs, pcs)
+        write_model_report(staged.dir, published, profile_docs, pcs)
     duration = round(time.monotonic() - t0, 3)
     log.info("model %s published", version, extra={"stage": "train", "version": version, "k": model.k_,
              "users_trained": model.n_train_, "min_events": min_events, "duration_seconds": duration})  # fmt: skip
-    _record_model_metrics(model_doc)
+    record_model(doc.version, doc.metrics.silhouette, doc.trained_at)
     result: dict[str, Any] = {
         "status": "published",
         "version": version,
@@ -420,11 +359,11 @@ def train(
         "min_events": min_events,
         "users_trained": int(model.n_train_),
         "users_total": len(features),
-        "silhouette": row_k["silhouette"],
-        "ari_vs_truth": model_doc["ari_vs_truth"],
-        "ari_vs_truth_by_events": model_doc.get("ari_vs_truth_by_events"),
-        "coverage": model_doc["coverage"],
-        "threshold_curve": model_doc["threshold"]["curve"],
+        "silhouette": doc.metrics.silhouette,
+        "ari_vs_truth": doc.ari_vs_truth,
+        "ari_vs_truth_by_events": published["ari_vs_truth_by_events"],
+        "coverage": published["coverage"],
+        "threshold_curve": published["threshold"]["curve"],
         "segments": [
             {"segment_id": p["segment_id"], "name": p["name"], "size": p["size"], "share_users": p["share_users"],
              "share_revenue": p["share_revenue"]}
@@ -442,10 +381,6 @@ def _pca_sample(model: SegmentationModel, rows: pd.DataFrame, ids: np.ndarray, s
     take = np.sort(rng.choice(len(rows), size=min(len(rows), 5_000), replace=False))
     P = model.transform(rows.iloc[take])
     return pd.DataFrame({"pc1": P[:, 0], "pc2": P[:, 1] if P.shape[1] > 1 else 0.0, "segment_id": ids[take]})
-
-
-def _record_model_metrics(model_doc: Mapping[str, Any]) -> None:
-    record_model(model_doc["version"], model_doc["metrics"]["silhouette"], model_doc["trained_at"])
 
 
 # ------------------------------------------------------------------------------------------ score
@@ -543,13 +478,13 @@ def staleness(lake: Lake, max_new_runs: int = 1, max_age_days: float = 7.0) -> t
     if current is None:
         return True, "no model yet"
     _, _, doc = current
-    trained_runs = set(doc.get("data", {}).get("folded_run_ids", []))
+    trained_runs = set(doc.data.folded_run_ids)
     feat_ptr = lake.pointer(FEATURES)
     folded = set(feat_ptr.get("folded_run_ids", [])) if feat_ptr else set()
     new_runs = len(folded - trained_runs)
     if max_new_runs > 0 and new_runs >= max_new_runs:
         return True, f"{new_runs} new ingestion run(s) since training"
-    trained = datetime.fromisoformat(doc["trained_at"])
+    trained = datetime.fromisoformat(doc.trained_at)
     age = (datetime.now(UTC) - trained).total_seconds() / 86_400
     if max_age_days > 0 and age >= max_age_days:
         return True, f"model is {age:.1f} days old"
@@ -595,7 +530,6 @@ __all__ = [
     "SEGMENTS_SCHEMA",
     "TrainConfig",
     "category_reference",
-    "coverage",
     "publish_segment_views",
     "run_threshold_study",
     "score",

@@ -47,6 +47,17 @@ from services.core.catalog import (
     SEGMENTATION_MODEL,
     SEGMENTS,
 )
+from services.core.documents.clv import ClvResult
+from services.core.documents.overview import OverviewFreshness
+from services.core.documents.retention import RetentionResult
+from services.core.documents.segmentation import (
+    Coverage,
+    DataWindow,
+    SegmentationModelDocument,
+    Threshold,
+    ThresholdPoint,
+    Trust,
+)
 from services.core.lake import Lake, runs_table
 from services.core.storage import LocalStore
 from tests.conftest import REES46_SAMPLE
@@ -57,6 +68,7 @@ AS_OF = datetime(2019, 11, 30, 23, 0, tzinfo=UTC)
 V_OLD, V_NEW = "20191201T000000Z-aaaaaa", "20191215T000000Z-bbbbbb"
 CLV_VERSION = "20191215T050000Z-c11111"
 RETENTION_VERSION = "20191215T050000Z-r11111"
+FEATURES_VERSION = "20191130T230000Z-ffffff"
 CATEGORIES = ("electronics", "appliances", "computers", "apparel", "furniture", "kids")
 FEATURE_COLUMNS = (
     "n_events", "n_sessions", "active_days", "events_per_session", "median_session_duration_s",
@@ -80,7 +92,7 @@ class FixtureLake:
     features: pd.DataFrame
     segments: pd.DataFrame  # current segments table (contract columns)
     previous_segments: pd.DataFrame
-    model_doc: dict[str, Any]
+    model_doc: SegmentationModelDocument
     profiles: list[dict[str, Any]]
     kpi_daily: pd.DataFrame
     summary: pd.DataFrame
@@ -179,37 +191,32 @@ def fit_model(features: pd.DataFrame, seed: int, k_range: tuple[int, int] = (3, 
 
 
 def model_documents(model: SegmentationModel, features: pd.DataFrame, version: str, previous: str | None,
-                    trained_at: datetime) -> tuple[dict, dict, list[dict]]:  # fmt: skip
-    """(artifact, model.json, profiles.json) as the contract describes them."""
+                    trained_at: datetime) -> tuple[dict, SegmentationModelDocument, list[dict]]:  # fmt: skip
+    """(artifact, model.json, profiles.json), model.json built by the job's own document type.
+
+    The fixture has no events, so the threshold study, its trust model and the data window are drawn
+    here; everything the fitted model says of itself comes from ``SegmentationModelDocument.build``.
+    """
     train = features.loc[model.train_index_]
     profiles = profile_segments(train, model.labels_)
     names = [p.name for p in profiles]
     artifact = export_artifact(model, version, segment_names=names, min_events=MIN_EVENTS)
     artifact["category_price_reference"] = category_reference()
-    s = model.summary()
-    rows = s["selection"]["scores"]
-    row_k = next(r for r in rows if r["k"] == model.k_)
-    n_curve = [5, 10, 20, 40]
-    model_doc = {
-        "version": version, "trained_at": trained_at.isoformat(timespec="seconds"),
-        "data": {"event_date_min": "2019-10-01", "event_date_max": "2019-11-30", "as_of": AS_OF.isoformat(),
-                 "users_trained": int(model.n_train_), "users_total": len(features)},
-        "k": model.k_,
-        "metrics": {"silhouette": row_k["silhouette"], "davies_bouldin": row_k["davies_bouldin"],
-                    "calinski_harabasz": row_k["calinski_harabasz"], "stability_ari": row_k["stability_mean"]},
-        "k_selection": [{"k": r["k"], "silhouette": r["silhouette"], "davies_bouldin": r["davies_bouldin"],
-                         "calinski_harabasz": r["calinski_harabasz"], "stability_ari": r["stability_mean"]}
-                        for r in rows],
-        "explained_variance_ratio": s["explained_variance_ratio"], "features": s["features"],
-        "dropped_features": [{"name": k, "reason": v} for k, v in s["dropped_features"].items()],
-        "feature_importance": s["feature_importance"]["ranked"],  # the job's rows: {feature, importance}
-        "tree_rules": s["feature_importance"]["tree_rules"],
-        "threshold": {"chosen_min_events": MIN_EVENTS, "target": 0.8,
-                      "curve": [{"n": n, "agreement": a, "ari": a - 0.15, "users": 400 - 50 * i}
-                                for i, (n, a) in enumerate(zip(n_curve, (0.62, 0.81, 0.9, 0.95), strict=True))]},
-        "ari_vs_truth": None, "previous_version": previous,
-    }  # fmt: skip
-    return artifact, model_doc, profile_documents(profiles)
+    curve = [ThresholdPoint(n=n, agreement=a, ari=a - 0.15, lower=a - 0.04, users=400 - 50 * i)
+             for i, (n, a) in enumerate(zip([5, 10, 20, 40], (0.62, 0.81, 0.9, 0.95), strict=True))]  # fmt: skip
+    trust = Trust(intercept=-1.2, coef_log_n=0.6, coef_confidence=2.0,
+                  calibration=[{"trust_mean": 0.55, "agreement": 0.52, "users": 700}])  # fmt: skip
+    doc = SegmentationModelDocument.build(
+        model, params={"n_threads": 1, "min_events_floor": MIN_EVENTS}, version=version,
+        trained_at=trained_at.isoformat(timespec="seconds"), previous_version=previous,
+        data=DataWindow(event_date_min="2019-10-01", event_date_max="2019-11-30", as_of=AS_OF.isoformat(),
+                        features_version=FEATURES_VERSION, aggregates_version="20191130T230000Z-aaaaaa",
+                        folded_run_ids=[], users_trained=int(model.n_train_), users_total=len(features)),
+        threshold=Threshold(chosen_min_events=MIN_EVENTS, target=0.8, metric="agreement", confidence=0.95,
+                            study_threshold=10, error=None, long_factor=2.0, curve=curve, trust=trust),
+        coverage=Coverage.of(features, MIN_EVENTS), warnings=[], segment_ids=artifact["segment_ids"], segment_names=names,
+    )  # fmt: skip
+    return artifact, doc, profile_documents(profiles)
 
 
 # ---------------------------------------------------------------------------------------- views
@@ -294,7 +301,7 @@ def clv_tables(
                     "by_frequency": by_frequency},
         "warnings": [], "semantics": semantics(12, 0.01),
     }  # fmt: skip
-    return customers, groups, doc
+    return customers, groups, ClvResult.model_validate(doc).to_dict()  # the job's type: a drifted field fails here
 
 
 def retention_tables(features: pd.DataFrame, segments: pd.DataFrame, seed: int = 6) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -327,9 +334,9 @@ def retention_tables(features: pd.DataFrame, segments: pd.DataFrame, seed: int =
     parts += [retention_table(days, RetentionSpec(by=by), end, labels).with_columns(breakdown=pl.lit(by))  # type: ignore[arg-type]
               for by in cfg.breakdowns]  # fmt: skip
     table = pl.concat(parts).select("breakdown", pl.exclude("breakdown")).to_pandas(date_as_object=True)
-    doc = {"version": RETENTION_VERSION, "computed_at": AS_OF.isoformat(), "run_ids": [], "segments_version": None,
-           **result_document(cfg, table, end)}  # fmt: skip
-    return table, doc
+    doc = RetentionResult.model_validate({"version": RETENTION_VERSION, "computed_at": AS_OF.isoformat(), "run_ids": [],
+                                          "segments_version": None, **result_document(cfg, table, end)})  # fmt: skip
+    return table, doc.to_dict()
 
 
 def _write(path: Path, df: pd.DataFrame) -> None:
@@ -361,12 +368,12 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
     for version, a, d, p in ((V_OLD, old_art, old_doc, old_prof), (V_NEW, art, doc, prof)):
         mdir = stage / "model"
         mdir.mkdir(parents=True)
-        for name, obj in (("artifact.json", a), ("model.json", d), ("profiles.json", p)):
+        for name, obj in (("artifact.json", a), (d.FILE, d.to_dict()), ("profiles.json", p)):
             (mdir / name).write_text(json.dumps(obj, indent=1, allow_nan=False), encoding="utf-8")
         _publish(lake, mdir, SEGMENTATION_MODEL, version)
 
     _write(stage / "f" / "part-00000.parquet", features)
-    _publish(lake, stage / "f", FEATURES, "20191130T230000Z-ffffff", as_of=AS_OF.isoformat())
+    _publish(lake, stage / "f", FEATURES, FEATURES_VERSION, as_of=AS_OF.isoformat())
     _write(stage / "s0" / "part-00000.parquet", prev_seg)
     _publish(lake, stage / "s0", SEGMENTS, "20191201T040000Z-s00000", model_version=V_OLD, as_of=AS_OF.isoformat())
     seg_version = "20191215T040000Z-s11111"
@@ -381,8 +388,8 @@ def build_lake(root: Path, key: bytes, n_users: int = 700, fit_users: int | None
     odir = stage / "overview"
     _write(odir / "kpi_daily.parquet", kpi)
     _write(odir / "runs.parquet", runs_table(runs))
-    (odir / "freshness.json").write_text(json.dumps({
-        "latest_event_time": AS_OF.isoformat(), "last_run_at": runs[-1]["started_at"]}), encoding="utf-8")  # fmt: skip
+    fresh = OverviewFreshness(latest_event_time=AS_OF.isoformat(), last_run_at=runs[-1]["started_at"])
+    (odir / fresh.FILE).write_text(json.dumps(fresh.to_dict()), encoding="utf-8")
     _publish(lake, odir, OVERVIEW_VIEWS, "20191215T040500Z-o11111", run_ids=[r["run_id"] for r in runs])
     vdir = stage / "views"
     for name, df in {"segment_summary": summary, "pca_sample": pca_sample(seg), "segment_flow": flow}.items():

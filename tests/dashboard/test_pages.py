@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.charts import fmt_int, fmt_money, fmt_pct
+from dashboard.charts import fmt_int, fmt_money, fmt_pct, label
 from etl.pseudonymize import pseudonymize
 from services.core.catalog import RUNS
 from services.core.lake import Lake
@@ -35,6 +36,13 @@ def texts(at) -> str:
 
 def plotly_count(at) -> int:
     return len(at.get("plotly_chart"))
+
+
+def plotly_values(values: list | dict) -> np.ndarray:
+    """A trace's numbers from a chart's JSON (plotly writes numpy arrays as base64 ``bdata``)."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values, dtype=float)
 
 
 # ------------------------------------------------------------------------------------ overview
@@ -67,7 +75,7 @@ def test_overview_shows_freshness_and_runs(app, fixture_lake):
     assert list(runs["run_id"]) == sorted((r["run_id"] for r in fixture_lake.runs), reverse=True)
     assert (runs["status"] == "failed").sum() == 1
     assert "<small>Latest event</small><br><b>30 Nov 2019 23:00 UTC</b>" in texts(at)
-    assert f"<small>Model version</small><br><b>{fixture_lake.model_doc['version']}</b>" in texts(at)
+    assert f"<small>Model version</small><br><b>{fixture_lake.model_doc.version}</b>" in texts(at)
     assert "4 most recent runs · 3 committed · 1 not committed" in texts(at)
 
 
@@ -124,8 +132,8 @@ def test_lookup_known_user_shows_segment_confidence_and_why(app, fixture_lake):
     assert metric(at, "Events") == fmt_int(row["n_events"].iat[0])
     why = at.dataframe[0].value
     medians = fixture_lake.profiles[int(labels[0])]["medians"]
-    assert set(why["feature_label"]) and len(why) == len(fixture_lake.model_doc["features"]) - (
-        "has_purchased" in fixture_lake.model_doc["features"])
+    assert set(why["feature_label"]) and len(why) == len(fixture_lake.model_doc.features) - (
+        "has_purchased" in fixture_lake.model_doc.features)
     n_sessions = why.set_index("feature_label").loc["Sessions"]
     assert n_sessions["median"] == fmt_int(medians["n_sessions"]) or n_sessions["median"] == f"{medians['n_sessions']:,.1f}"
     assert plotly_count(at) == 1
@@ -198,13 +206,33 @@ def test_lookup_upload_of_a_wrong_file_explains(app):
 def test_model_page_metrics_curves_and_history(app, fixture_lake):
     at = app("model")
     doc = fixture_lake.model_doc
-    assert metric(at, "Segments (k)") == str(doc["k"])
-    assert metric(at, "Silhouette") == f"{doc['metrics']['silhouette']:.3f}"
+    assert metric(at, "Segments (k)") == str(doc.k)
+    assert metric(at, "Silhouette") == f"{doc.metrics.silhouette:.3f}"
     assert metric(at, "Min. events") == "5"
     hist = at.dataframe[-1].value
     assert list(hist["version"]) == ["20191215T000000Z-bbbbbb", "20191201T000000Z-aaaaaa"]
     assert list(hist["current"]) == [True, False]
     assert plotly_count(at) == 3  # k selection, threshold, importance
+    # the importance bars are the fitted model's own permutation importances (most important on top)
+    bars = json.loads(at.get("plotly_chart")[2].proto.spec)["data"][0]
+    ranked = fixture_lake.model.feature_importance_.ranked()[:15][::-1]
+    assert list(bars["y"]) == [label(f) for f, _ in ranked]
+    np.testing.assert_allclose(plotly_values(bars["x"]), [v for _, v in ranked], rtol=1e-12)
+
+
+def test_the_model_document_refuses_what_a_fixture_or_job_gets_wrong(fixture_lake):
+    """The fixture's model.json round-trips through the job's type; issue 31's drift (every importance row
+    turned into {"feature": "feature", "importance": "importance"}) or a field the type does not know fails."""
+    from pydantic import ValidationError
+
+    from services.core.documents.segmentation import SegmentationModelDocument
+
+    doc = fixture_lake.model_doc.to_dict()
+    assert SegmentationModelDocument.from_dict(doc) == fixture_lake.model_doc
+    for drifted in ({**doc, "feature_importance": [{"feature": "feature", "importance": "importance"}]},
+                    {**doc, "k_choice": doc["k"]}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            SegmentationModelDocument.from_dict(drifted)
 
 
 # ------------------------------------------------------------------------------------ export
@@ -297,7 +325,7 @@ def test_new_model_version_refreshes_without_restart(use_lake, tmp_path, fixture
     shutil.copytree(fixture_lake.root, root)
     use_lake(str(root))
     at = open_page("model")
-    assert metric(at, "Segments (k)") == str(fixture_lake.model_doc["k"])
+    assert metric(at, "Segments (k)") == str(fixture_lake.model_doc.k)
     # publish "a new model": point _current.json at the old version
     (root / "models" / "segmentation" / "_current.json").write_text(json.dumps({"version": "20191201T000000Z-aaaaaa"}))
     monkeypatch.setattr(data, "POINTER_TTL", 0)

@@ -16,7 +16,7 @@ from etl.contract import ORDER_COLUMNS
 from etl.pseudonymize import pseudonymize
 from services.core.catalog import CLV, SEGMENTS
 from services.core.publish import new_version
-from services.jobs.clv import clv_due
+from services.jobs.stages import PipelineConfig, stage_named
 from tests.conftest import TEST_KEY
 from tests.jobcli import generated_lake, invoke
 
@@ -97,7 +97,7 @@ def built(spark, tmp_path_factory):
     segs = segs.iloc[: len(segs) * 4 // 5]  # a fifth of the customers stay unsegmented
     with new_version(lake, SEGMENTS, model_version="m-test") as staged:
         staged.write_table("part-00000", segs)
-    due_before = clv_due(lake)
+    due_before = stage_named("clv").due(lake, PipelineConfig())
     result = invoke(root, "clv", "fit", "--holdout-from", "2019-11-01")
     return {"root": root, "lake": lake, "raw": raw, "result": result, "due_before": due_before,
             "key": TEST_KEY.encode(), "segments": segs}  # fmt: skip
@@ -184,7 +184,7 @@ def test_stage_export_report_and_warehouse(built, tmp_path):
 
     lake = built["lake"]
     assert built["due_before"] == (True, "no lifetime values yet")
-    assert clv_due(lake) == (False, "up to date")
+    assert stage_named("clv").due(lake, PipelineConfig()) == (False, "up to date")
     ptr = lake.pointer(CLV)
     assert ptr["run_ids"] == sorted(lake.committed_run_ids()) and ptr["holdout_from"] == "2019-11-01"
     out = tmp_path / "clv.csv"

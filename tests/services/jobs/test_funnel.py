@@ -19,7 +19,8 @@ import pytest
 from etl.pseudonymize import pseudonymize
 from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
 from services.core.publish import new_version
-from services.jobs.funnel import BREAKDOWNS, DROPOFFS, TABLES, funnel_due
+from services.jobs.funnel import BREAKDOWNS, DROPOFFS, TABLES
+from services.jobs.stages import PipelineConfig, stage_named
 from tests.conftest import TEST_KEY
 from tests.jobcli import generated_lake, invoke, lake_env
 
@@ -60,7 +61,7 @@ def built(spark, tmp_path_factory):
                          "segment_id": np.arange(len(users)) % 3})  # fmt: skip
     segs = segs.iloc[: len(segs) * 9 // 10]  # a tenth of the users stay unsegmented
     segs["segment_name"] = segs["segment_id"].map(dict(enumerate(SEGMENT_NAMES)))
-    due_before = funnel_due(lake)
+    due_before = stage_named("funnel").due(lake, PipelineConfig())
     with new_version(lake, SEGMENTS, model_version="m-test") as staged:
         staged.write_table("part-00000", segs)
     result = invoke(root, "funnel")
@@ -92,7 +93,7 @@ def test_the_stage_is_due_until_published_and_again_for_new_segments(built):
     ptr = lake.pointer(FUNNEL)
     assert ptr["run_ids"] == sorted(lake.committed_run_ids())
     assert ptr["segments_version"] == lake.current_version(SEGMENTS)
-    assert funnel_due(lake) == (False, "up to date")
+    assert stage_named("funnel").due(lake, PipelineConfig()) == (False, "up to date")
 
 
 def _table(built, name: str) -> pd.DataFrame:

@@ -19,7 +19,8 @@ from services.core.storage import LocalStore
 from services.jobs.export import export_table
 from services.jobs.features import run_features
 from services.jobs.ingest import ingest_files
-from services.jobs.propensity import PropensityConfig, score, score_due, train, train_due, train_stage
+from services.jobs.propensity import PropensityConfig, score, train, train_due, train_stage
+from services.jobs.stages import PipelineConfig, stage_named
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 KEY = b"propensity-test-key-0123456789abcdef"
@@ -73,7 +74,7 @@ def test_scores_cover_every_user_with_deciles(lake, trained):
     assert scores["propensity"].between(0, 1).all() and set(scores["decile"]) == set(range(1, 11))
     top = scores.loc[scores["decile"] == 10, "propensity"].min()
     assert top >= scores.loc[scores["decile"] == 9, "propensity"].max()
-    assert score_due(lake) == (False, "up to date")
+    assert stage_named("propensity_score").due(lake, PipelineConfig()) == (False, "up to date")
 
 
 def test_predict_agrees_with_the_batch_scores(lake, trained, feed):
@@ -118,7 +119,7 @@ def test_too_little_history_is_a_clear_error_and_a_pipeline_skip(spark, feed, tm
 
 def test_no_model_means_nothing_to_score(tmp_path):
     empty = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
-    assert score_due(empty) == (False, "no propensity model yet")
+    assert stage_named("propensity_score").due(empty, PipelineConfig()) == (False, "no propensity model yet")
 
 
 def test_the_scoring_api_gives_the_propensity_shoplens_predict_gives(spark, lake, trained, feed, tmp_path):

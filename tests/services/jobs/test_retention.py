@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from services.core.catalog import RETENTION
-from services.jobs.retention import retention_due
+from services.jobs.stages import PipelineConfig, stage_named
 from tests.conftest import TEST_KEY
 from tests.jobcli import generated_lake, invoke
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 def built(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("retentionjob")
     lake, raw = generated_lake(spark, root, users=500, start=date(2019, 10, 1), months=2, seed=5)
-    due_before = retention_due(lake)
+    due_before = stage_named("retention").due(lake, PipelineConfig())
     default = invoke(root, "retention")
     monthly = invoke(root, "retention", "--cohort", "month", "--cohort-event", "purchase", "--period", "week",
                       "--calendar", "--mode", "unbounded", "--event", "purchase", "--by", "category")  # fmt: skip
@@ -101,7 +101,7 @@ def test_published_table_stage_and_warehouse(built, tmp_path):
 
     lake = built["lake"]
     assert built["due_before"] == (True, "no retention yet")
-    assert retention_due(lake) == (False, "up to date")
+    assert stage_named("retention").due(lake, PipelineConfig()) == (False, "up to date")
     table = pd.read_parquet(Path(built["root"]) / "lake" / RETENTION / lake.current_version(RETENTION) / "cohorts.parquet")
     assert set(table["breakdown"]) == {"overall", "segment", "category", "acquisition-month"}
     for _, part in table.groupby("breakdown"):  # every breakdown splits the same members

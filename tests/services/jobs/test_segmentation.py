@@ -15,6 +15,7 @@ from model.segmentation import NOT_ENOUGH_NAME
 from model.segmentation.scorer import LightScorer
 from services.core.catalog import EVENTS, OVERVIEW_VIEWS, SEGMENT_VIEWS
 from services.core.catalog import SEGMENTATION_MODEL as MODEL_DATASET
+from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.readers import read_features as read_features_pandas
 from services.core.readers import read_segments
 from services.jobs.export import export_table
@@ -60,6 +61,7 @@ def test_retrain_on_same_data_gives_same_model_ids_and_names(built):
     assert a != b and built["second"]["previous_version"] == a
     ma, mb = _doc(lake, a, "model.json"), _doc(lake, b, "model.json")
     assert {k: v for k, v in ma.items() if k not in VOLATILE} == {k: v for k, v in mb.items() if k not in VOLATILE}
+    assert SegmentationModelDocument.read(lake, b).to_dict() == mb  # read back through its type: nothing lost or retyped
     assert _doc(lake, a, "profiles.json") == _doc(lake, b, "profiles.json")
     aa, ab = _doc(lake, a, "artifact.json"), _doc(lake, b, "artifact.json")
     assert {k: v for k, v in aa.items() if k != "model_version"} == {k: v for k, v in ab.items() if k != "model_version"}

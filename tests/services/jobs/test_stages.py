@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from services.core.catalog import AGGREGATES, FEATURES, OVERVIEW_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import (
+    AGGREGATES,
+    CATALOG,
+    FEATURES,
+    OVERVIEW_VIEWS,
+    RUNS,
+    SEGMENTATION_MODEL,
+    SEGMENTS,
+)
+from services.core.freshness import NAMES, input_versions
 from services.core.lake import Lake
 from services.core.storage import LocalStore
 from services.jobs import stages
@@ -38,7 +47,7 @@ def test_the_stages_and_their_order() -> None:
 
 def test_nothing_is_due_on_an_empty_lake(lake: Lake) -> None:
     assert pending(lake, PipelineConfig()) == [("train", "no model yet")]
-    assert stages.score_due(lake, PipelineConfig()) == (False, "no model yet")
+    assert stage_named("score").due(lake, PipelineConfig()) == (False, "no model yet")
 
 
 def test_a_new_run_makes_features_and_overview_due(lake: Lake) -> None:
@@ -60,14 +69,14 @@ def test_a_new_run_makes_features_and_overview_due(lake: Lake) -> None:
 def test_score_is_due_for_new_features_or_a_new_model(lake: Lake) -> None:
     _point(lake, FEATURES, "f1")
     _point(lake, SEGMENTATION_MODEL, "m1")
-    assert stages.score_due(lake, PipelineConfig()) == (True, "no segments yet")
+    assert stage_named("score").due(lake, PipelineConfig()) == (True, "no segments yet")
     _point(lake, SEGMENTS, "s1", model_version="m1", features_version="f1")
-    assert stages.score_due(lake, PipelineConfig()) == (False, "up to date")
+    assert stage_named("score").due(lake, PipelineConfig()) == (False, "up to date")
     _point(lake, FEATURES, "f2")
-    assert stages.score_due(lake, PipelineConfig()) == (True, "new features")
+    assert stage_named("score").due(lake, PipelineConfig()) == (True, "new features")
     _point(lake, SEGMENTS, "s2", model_version="m1", features_version="f2")
     _point(lake, SEGMENTATION_MODEL, "m2")
-    assert stages.score_due(lake, PipelineConfig()) == (True, "a new model")
+    assert stage_named("score").due(lake, PipelineConfig()) == (True, "a new model")
 
 
 def test_run_pipeline_asks_each_stage_just_before_it_runs(lake: Lake, monkeypatch) -> None:
@@ -108,3 +117,36 @@ def test_publish_is_due_when_a_lake_version_is_not_in_the_warehouse_yet(lake: La
     _point(lake, SEGMENTS, "s1", model_version="m1")
     assert stages.stage_named("publish").due(lake, cfg) == (True, "new lake versions for segments")
     assert not db.exists()  # asking is read-only
+
+
+def test_every_stage_declares_catalog_datasets() -> None:
+    known = {d.path for d in CATALOG} | {RUNS}
+    for stage in STAGES:
+        assert {r.dataset for r in stage.reads} | set(stage.writes) <= known, stage.name
+    assert stage_named("funnel").reads == stage_named("clv").reads == stage_named("retention").reads
+    with pytest.raises(ValueError, match="must declare reads and writes"):
+        stages.Stage("nothing", None, lambda *_: {})
+
+
+@pytest.mark.parametrize("name", ["score", "propensity_score", "funnel", "clv", "retention", "overview"])
+def test_one_rule_from_the_versions_each_result_records(lake: Lake, name: str) -> None:
+    """Due before the first output, not after an output recording today's inputs, and again when any
+    input moves on (the reason names it); a required input missing means nothing to build from."""
+    stage = stage_named(name)
+    due = lambda: stage.due(lake, PipelineConfig())  # noqa: E731
+    assert due()[0] is False  # no inputs yet
+    lake.write_run({"run_id": "r1", "status": "committed", "files": []})
+    for r in stage.reads:
+        if r.dataset != RUNS:
+            _point(lake, r.dataset, "v1")
+    assert due() == (True, f"no {NAMES[stage.writes[0]][0]} yet")
+    _point(lake, stage.writes[0], "o1", **input_versions(lake, stage.reads))
+    assert due() == (False, "up to date")
+    for r in stage.reads:
+        if r.dataset == RUNS:
+            lake.write_run({"run_id": "r2", "status": "committed", "files": []})
+        else:
+            _point(lake, r.dataset, "v2")
+        assert due() == (True, NAMES[r.dataset][1])
+        _point(lake, stage.writes[0], "o2", **input_versions(lake, stage.reads))
+        assert due() == (False, "up to date")
