@@ -752,15 +752,16 @@ def driver_counts(
     the units at step k that went on to k+1 and those that dropped.
 
     Attributes: the first-step event's ``category_l1``, ``brand`` and ``price_band``, plus every column of
-    ``traits`` (``user_key`` and one column per behaviour trait, e.g. a segment or a repeat-buyer flag;
-    as text, ``(none)`` when missing). Output: ``step, attribute, value, went_on, dropped, step_went_on,
-    step_dropped``, sorted by step, attribute and value.
+    ``traits`` (``unit_key``, or ``user_key`` for traits of the user, and one column per behaviour trait,
+    e.g. a segment or a repeat-buyer flag; as text, ``(none)`` when missing). Output: ``step, attribute,
+    value, went_on, dropped, step_went_on, step_dropped``, sorted by step, attribute and value.
     """
     trait_columns: list[str] = []
     if traits is not None:
-        _check_columns(traits, ["user_key"], "the traits frame")
-        trait_columns = [c for c in traits.columns if c != "user_key"]
-        units = units.join(traits, on="user_key", how="left")
+        key = "unit_key" if "unit_key" in traits.columns else "user_key"
+        _check_columns(traits, [key], "the traits frame")
+        trait_columns = [c for c in traits.columns if c != key]
+        units = units.join(traits, on=key, how="left")
     attributes = {
         "category_l1": pl.col("first_category_l1").fill_null(NO_CATEGORY),
         "brand": pl.col("first_brand").fill_null(NO_BRAND),

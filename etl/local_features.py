@@ -42,6 +42,7 @@ __all__ = [
     "raw_price_level",
     "raw_to_events",
     "reference_means",
+    "timeline_feature_columns",
     "timeline_features",
     "timeline_price_sums",
 ]
@@ -336,6 +337,23 @@ def timeline_features(
     """
     if timeline.num_rows == 0:
         return FEATURES_ARROW.empty_table()
+    cols = timeline_feature_columns(timeline, as_of, category_reference, suspicious_users)
+    last_buy = cols["last_purchase_time"]
+    arrays_out = {
+        **{c: pa.array(v, from_pandas=True) for c, v in cols.items()},
+        "recency_days": pa.array(cols["recency_days"], from_pandas=True).cast(pa.int32()),
+        **{c: pa.array(cols[c]).cast(pa.timestamp("us", tz="UTC")) for c in _TIMESTAMPS},
+        "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(arrays_out).cast(FEATURES_ARROW)
+
+
+def timeline_feature_columns(
+    timeline: pa.Table, as_of: AsOfLocal | int | np.ndarray = None, category_reference: Any = None,
+    suspicious_users: Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`timeline_features` as numpy columns (as :func:`raw_feature_columns` gives them), for a
+    caller that scores them without a table (the funnel's point-in-time traits)."""
     category = timeline["category_id"]
     arrays = _Events(
         user=timeline["user_key"].to_numpy(),
@@ -348,15 +366,7 @@ def timeline_features(
         category_id=pc.fill_null(category, 0).to_numpy(),
         has_category=category.is_valid().to_numpy(),
     )
-    cols = _feature_columns(arrays, as_of, category_reference, suspicious_users)
-    last_buy = cols["last_purchase_time"]
-    arrays_out = {
-        **{c: pa.array(v, from_pandas=True) for c, v in cols.items()},
-        "recency_days": pa.array(cols["recency_days"], from_pandas=True).cast(pa.int32()),
-        **{c: pa.array(cols[c]).cast(pa.timestamp("us", tz="UTC")) for c in _TIMESTAMPS},
-        "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
-    }
-    return pa.table(arrays_out).cast(FEATURES_ARROW)
+    return _feature_columns(arrays, as_of, category_reference, suspicious_users)
 
 
 def timeline_price_sums(timeline: pa.Table) -> pa.Table:

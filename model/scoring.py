@@ -9,6 +9,9 @@ decile (:mod:`model.propensity.scorer`, on the same features plus the recent-act
 :mod:`etl.activity`). A propensity model trained against another category reference only needs its
 own ``price_level``, computed alone (:func:`etl.local_features.raw_price_level`).
 
+The funnel's drivers score the history of each unit's user before the unit's first step the same
+way (:func:`traits_as_of`): attributes as of then, never after.
+
 Spark-free and pure: no lake, no ids beyond the ones in the rows (callers replace raw ids before
 calling when they must not reach the result). The same arithmetic as the batch path, so a user
 scored here gets the batch segment, lifecycle stage and propensity (tests/services/jobs/test_predict.py,
@@ -28,21 +31,27 @@ import polars as pl
 import pyarrow as pa
 
 from etl.activity import activity_columns, activity_frame
-from etl.local_features import features_frame, raw_feature_columns, raw_price_level
+from etl.local_features import features_frame, raw_feature_columns, raw_price_level, timeline_feature_columns
 from model.propensity.history import LoadedPropensity
 from model.segmentation.history import LoadedModel, not_enough_reason
 from model.segmentation.lifecycle import lifecycle_action, lifecycle_label, lifecycle_stage_of
+from model.segmentation.presentation import NOT_ENOUGH_NAME
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
 
 __all__ = [
+    "NEW",
     "PROPENSITY_FIELDS",
     "STATUS_NOT_ENOUGH",
     "STATUS_SCORED",
+    "TRAITS_SCHEMA",
+    "TRAIT_EVENT_COLUMNS",
     "HistoryFeatures",
     "Scorers",
     "UserScore",
     "propensity_scores",
+    "score_features",
     "score_history",
+    "traits_as_of",
 ]
 
 STATUS_SCORED = "scored"
@@ -50,6 +59,12 @@ STATUS_NOT_ENOUGH = "not_enough_activity"
 #: The fields a propensity model adds to an answer (absent without one).
 PROPENSITY_FIELDS = ("propensity", "propensity_decile", "propensity_model_version")
 _US_PER_DAY = 86_400_000_000
+#: A point-in-time trait of a unit whose user has no event before it (:func:`traits_as_of`).
+NEW = "new"
+#: The timeline columns :func:`traits_as_of` reads (the features' inputs).
+TRAIT_EVENT_COLUMNS = ("user_key", "session_key", "event_time", "event_type", "price", "category_l1", "brand",
+                       "category_id")  # fmt: skip
+TRAITS_SCHEMA = pa.schema([("unit_key", pa.string()), ("segment", pa.string()), ("lifecycle_stage", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -131,12 +146,8 @@ def score_features(feats: HistoryFeatures, scorers: Scorers) -> list[UserScore]:
     cols, model = feats.columns, scorers.segmentation
     scorer = model.scorer
     n_events = cols["n_events"].astype(np.int64)
-    matrix = np.column_stack([np.asarray(cols[c], dtype=float) for c in scorer.input_features])
-    seg, conf = scorer.predict_array(matrix, n_events.astype(float))
+    seg, conf, names, stages = _assigned(cols, model)
     trust = scorer.trust(n_events, conf)
-    names = scorer.names_of(seg)
-    inactive = np.floor((cols["as_of"] - cols["last_event_time"]) / _US_PER_DAY)
-    stages = lifecycle_stage_of(cols["frequency"], cols["n_carts"], cols["recency_days"], cols["tenure_days"], inactive)
     propensity: dict[str, dict[str, Any]] = {}
     if scorers.propensity is not None:
         propensity = propensity_scores(feats, scorers.propensity)
@@ -161,6 +172,55 @@ def score_features(feats: HistoryFeatures, scorers: Scorers) -> list[UserScore]:
         )  # fmt: skip
     order = pd.unique(feats.rows["user_id"].cast(pa.string()).to_numpy(zero_copy_only=False))
     return [by_user[u] for u in order]
+
+
+def _assigned(cols: dict[str, np.ndarray], model: LoadedModel) -> tuple[np.ndarray, np.ndarray, list, np.ndarray]:
+    """(segment id, confidence, segment name, lifecycle stage) per user of feature columns."""
+    scorer = model.scorer
+    matrix = np.column_stack([np.asarray(cols[c], dtype=float) for c in scorer.input_features])
+    seg, conf = scorer.predict_array(matrix, np.asarray(cols["n_events"], dtype=float))
+    inactive = np.floor((cols["as_of"] - cols["last_event_time"]) / _US_PER_DAY)
+    stages = lifecycle_stage_of(cols["frequency"], cols["n_carts"], cols["recency_days"], cols["tenure_days"], inactive)
+    return seg, conf, scorer.names_of(seg), stages
+
+
+def traits_as_of(timeline: pa.Table, units: pa.Table, model: LoadedModel) -> pa.Table:
+    """Each unit's segment and lifecycle stage as of a time, from its user's events strictly before it.
+
+    ``units``: ``unit_key, user_key, at`` (a UTC timestamp: the funnel's first step of the unit);
+    ``timeline``: those users' events (:mod:`etl.timeline`, at least :data:`TRAIT_EVENT_COLUMNS`).
+    A unit's user's events before ``at`` are its history, scored as this module scores any history
+    with ``as_of = at``; the segment is the segment's name (:data:`NOT_ENOUGH_NAME` below the model's
+    ``min_events``), and a unit whose user has no earlier event gets :data:`NEW` for both. Out:
+    :data:`TRAITS_SCHEMA`, in the order of ``units``. Why: an attribute taken after the first step can
+    be made of the outcome itself (whoever carted is "carted, never bought" afterwards).
+    """
+    at = units["at"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    wanted = pl.from_arrow(pa.table({"user_key": units["user_key"].cast(pa.string()), "at": at}))
+    wanted = wanted.with_row_index("unit")  # the unit's position: an integer user key for the features
+    events = pl.from_arrow(timeline.select(list(TRAIT_EVENT_COLUMNS)))  # dictionaries stay codes (categoricals)
+    events = events.with_columns(us=pl.col("event_time").dt.epoch("us"))
+    before = events.join(wanted, on="user_key", how="inner").filter(pl.col("us") < pl.col("at"))
+    segment = np.full(wanted.height, NEW, dtype=object)
+    stage = np.full(wanted.height, NEW, dtype=object)
+    if before.height:
+        history = before.with_columns(user_key=pl.col("unit").cast(pl.Int64)).select(*TRAIT_EVENT_COLUMNS)
+        history = _int32_dictionaries(history.to_arrow())
+        present = np.unique(history["user_key"].to_numpy())  # the features' user order
+        cols = timeline_feature_columns(history, at[present], model.category_means)
+        seg, _, names, stages = _assigned(cols, model)
+        segment[present] = [n if s != NOT_ENOUGH_ACTIVITY else NOT_ENOUGH_NAME for n, s in zip(names, seg.tolist(), strict=True)]
+        stage[present] = stages
+    return pa.table({"unit_key": units["unit_key"].cast(pa.string()), "segment": pa.array(segment, pa.string()),
+                     "lifecycle_stage": pa.array(stage, pa.string())}, schema=TRAITS_SCHEMA)  # fmt: skip
+
+
+def _int32_dictionaries(table: pa.Table) -> pa.Table:
+    """``table`` with polars' categoricals (uint32 codes) as the timelines' dictionaries (int32 codes)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, table[f.name].cast(pa.dictionary(pa.int32(), pa.string())))
+    return table
 
 
 def propensity_scores(feats: HistoryFeatures, model: LoadedPropensity) -> dict[str, dict[str, Any]]:
