@@ -349,6 +349,13 @@ def _unit_columns(unit: Unit) -> list[str]:
     return {"user": ["user_key"], "session": ["session_key"], "user_product": ["user_key", "product_id"]}[unit]
 
 
+def unit_key_expression(unit: Unit) -> pl.Expr:
+    """A unit's key from an event's columns: the user or session key, or ``user_key:product_id``."""
+    if unit == "user_product":
+        return pl.concat_str(pl.col("user_key"), pl.col("product_id").cast(pl.String), separator=":")
+    return pl.col(_unit_columns(unit)[0])
+
+
 def units_schema(spec: FunnelSpec) -> pa.Schema:
     """The Arrow schema of :func:`funnel_units`' rows."""
     times = [(step_time_column(i + 1), pa.timestamp("us", tz="UTC")) for i in range(spec.n_steps)]
@@ -460,11 +467,7 @@ def _walk(df: pl.DataFrame, order: np.ndarray, unit_change: np.ndarray, seen: pl
     entered = np.flatnonzero(level > 0)
     first_rows = order[_first_step_rows(df, order, mask, group_of_row)[step_1_group[entered]]]
     reached = times[entered]
-    unit_key = (
-        pl.concat_str(pl.col("user_key"), pl.col("product_id").cast(pl.String), separator=":")
-        if spec.unit == "user_product"
-        else pl.col(_unit_columns(spec.unit)[0])
-    )
+    unit_key = unit_key_expression(spec.unit)
     step_1 = pl.Series(reached[:, 0]).cast(pl.Datetime("us", "UTC"))
     out = df[first_rows].select(
         unit_key.alias("unit_key"),

@@ -187,7 +187,7 @@ def _assigned(cols: dict[str, np.ndarray], model: LoadedModel) -> tuple[np.ndarr
 def traits_as_of(timeline: pa.Table, units: pa.Table, model: LoadedModel) -> pa.Table:
     """Each unit's segment and lifecycle stage as of a time, from its user's events strictly before it.
 
-    ``units``: ``unit_key, user_key, at`` (a UTC timestamp: the funnel's first step of the unit);
+    ``units``: ``unit_key, user_key, at`` (a UTC timestamp: the unit's entry into the funnel);
     ``timeline``: those users' events (:mod:`etl.timeline`, at least :data:`TRAIT_EVENT_COLUMNS`).
     A unit's user's events before ``at`` are its history, scored as this module scores any history
     with ``as_of = at``; the segment is the segment's name (:data:`NOT_ENOUGH_NAME` below the model's

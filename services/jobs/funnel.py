@@ -39,13 +39,14 @@ from etl.funnel import (
     event_columns,
     funnel_steps,
     funnel_units,
-    step_time_column,
     time_to_convert,
     time_to_convert_histogram,
     timeline_units,
+    unit_key_expression,
     units_schema,
     with_breakdowns,
 )
+from etl.timeline import plain
 from model.funnel import conversion_drivers
 from model.scoring import TRAIT_EVENT_COLUMNS, traits_as_of
 from model.segmentation.history import LoadedModel
@@ -199,7 +200,7 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
     (ingested before timelines existed) is walked from its event files instead, with a shuffle.
 
     With a segmentation ``model`` the same tasks add each unit's segment and lifecycle stage as of its
-    first step (:data:`AT_START` columns, :func:`units_with_traits`); not on the event-file path.
+    entry (:data:`AT_START` columns, :func:`units_with_traits`); not on the event-file path.
     """
     missing = timelines_status(lake)["missing_runs"]
     if missing:
@@ -217,11 +218,20 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
 
 def units_with_traits(timeline: pa.Table, spec: FunnelSpec, model: LoadedModel) -> pa.Table:
     """:func:`etl.funnel.timeline_units` of a bucket plus each unit's segment and lifecycle stage as of its
-    first step (:func:`model.scoring.traits_as_of`: from its user's events strictly before it)."""
+    entry into the funnel (:func:`model.scoring.traits_as_of`: from its user's events strictly before it).
+
+    The entry is the unit's earliest first-step event, not the first step of the chain the walk keeps:
+    that one is a later event for a unit that went on (the start of its deepest chain) and the earliest
+    for one that dropped, so attributes taken then would still tell who went on.
+    """
     units = timeline_units(timeline, spec)
-    starts = pa.table({"unit_key": units["unit_key"], "user_key": units["user_key"],
-                       "at": units[step_time_column(1)]})  # fmt: skip
-    traits = traits_as_of(timeline, starts, model)
+    events = pl.from_arrow(plain(timeline, event_columns(spec)))
+    entries = (events.filter(spec.steps[0].matches())
+               .group_by(unit_key_expression(spec.unit).alias("unit_key"))
+               .agg(pl.col("event_time").min().alias("at")))  # fmt: skip
+    starts = pl.from_arrow(units.select(["unit_key", "user_key"])).join(
+        entries, on="unit_key", how="left", maintain_order="left")
+    traits = traits_as_of(timeline, starts.to_arrow(), model)
     for trait, column in AT_START.items():
         units = units.append_column(column, traits[trait])
     return units
@@ -236,8 +246,8 @@ def _traits_model(lake: Lake) -> LoadedModel | None:
 
 
 def _traits(units: pl.DataFrame, cohort: bool) -> pl.DataFrame | None:
-    """The drivers' user attributes per unit, each as of the unit's first step: segment and lifecycle
-    stage from the user's history before it (with a segmentation model and timelines; ``new`` without
+    """The drivers' user attributes per unit, each as of the unit's entry (its earliest first-step event,
+    never after its first step): segment and lifecycle stage from the user's history before it (with a segmentation model and timelines; ``new`` without
     any earlier event), and the cohort (the month of the user's first event, never after the step).
 
     Not the current segments: those are computed from everything the user did, the outcome included

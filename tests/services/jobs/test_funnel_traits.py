@@ -25,7 +25,7 @@ from model.segmentation.scorer import ARTIFACT_KIND
 from services.jobs.funnel import AT_START, _traits, units_with_traits
 
 T0 = pd.Timestamp("2019-11-01", tz="UTC")
-PRIORS = ("none", "cart", "purchase")  # what a user did 20 days before the funnel's view
+PRIORS = ("none", "cart", "purchase", "view")  # what a user did 20 days before the funnel's view
 
 
 def _model():
@@ -56,9 +56,11 @@ def bucket() -> tuple[pa.Table, pd.DataFrame]:
     rows, truth = [], []
     for i in range(900):
         user, t_view = f"u{i:04d}", T0 + pd.Timedelta(hours=int(rng.integers(0, 240)))
-        prior, converts = PRIORS[i % 3], bool(rng.random() < 0.5)
+        prior, converts = PRIORS[i % len(PRIORS)], bool(rng.random() < 0.5)
         before = t_view - pd.Timedelta(days=20)
-        if prior != "none":
+        if prior == "view":  # the unit's entry: a chain from it is out of the 7-day window of a later cart
+            rows.append((user, f"{user}-s0", before, "view", 10))
+        elif prior != "none":
             rows.append((user, f"{user}-s0", before, "cart", 10))
         if prior == "purchase":
             rows.append((user, f"{user}-s0", before + pd.Timedelta(minutes=5), "purchase", 10))
@@ -89,13 +91,19 @@ def test_drivers_take_the_users_attributes_as_of_the_first_step_not_from_the_out
     spec, model = FunnelSpec.parse("view,cart", "user", "ordered", 7.0), _model()
     units = pl.from_arrow(units_with_traits(timeline, spec, model))
     by_user = units.to_pandas().set_index("user_key")
-    assert (by_user[step_time_column(1)] == truth["t_view"].loc[by_user.index]).all()  # the first step: the view
-    assert (by_user["level"] == 1 + truth["converts"].loc[by_user.index]).all()
-
-    # as of the view: the stage and segment of the earlier events (by construction), never of the cart after it
-    stage = {"none": NEW, "cart": "carted_not_bought", "purchase": "first_time_buyer"}
-    segment = {"none": NEW, "cart": NOT_ENOUGH_NAME, "purchase": "Few events"}  # 1 event < min_events; (2, 1) near (1, 0)
     prior = truth["prior"].loc[by_user.index]
+    went_on = truth["converts"].loc[by_user.index]
+    assert (by_user["level"] == 1 + went_on).all()
+    # the walk's first step: the view before the cart, or for a unit that dropped its earliest view
+    entry_view = (prior == "view") & ~went_on
+    want_step_1 = truth["t_view"].loc[by_user.index].where(~entry_view, truth["t_view"] - pd.Timedelta(days=20))
+    assert (by_user[step_time_column(1)] == want_step_1).all()
+
+    # as of the entry: the stage and segment of the earlier events (by construction), never of the cart after
+    # it; a unit entering with the earlier view is "new" whether it went on or not (as of the view before the
+    # cart, the ones that went on would be "browsing", the others "new": the outcome again)
+    stage = {"none": NEW, "cart": "carted_not_bought", "purchase": "first_time_buyer", "view": NEW}
+    segment = {"none": NEW, "cart": NOT_ENOUGH_NAME, "purchase": "Few events", "view": NEW}  # 1 event < min_events; (2, 1) near (1, 0)
     assert by_user[AT_START["lifecycle_stage"]].tolist() == prior.map(stage).tolist()
     assert by_user[AT_START["segment"]].tolist() == prior.map(segment).tolist()
 
@@ -140,5 +148,7 @@ def test_each_session_unit_is_taken_as_of_its_own_first_step(bucket):
     assert stage["zz-a"] == NEW  # its view is the user's first event; its own cart comes after it
     assert stage["zz-b"] == "carted_not_bought"  # as of the second session: the first one's cart
     by_prior = units[units["user_key"] != "zz"].assign(prior=lambda d: d["user_key"].map(truth["prior"]))
-    want = by_prior["prior"].map({"none": NEW, "cart": "carted_not_bought", "purchase": "first_time_buyer"})
-    assert (by_prior[AT_START["lifecycle_stage"]] == want).all() and len(by_prior) == len(truth)
+    want = by_prior["prior"].map({"none": NEW, "cart": "carted_not_bought", "purchase": "first_time_buyer",
+                                  "view": "browsing"})  # its own session 20 days before: known for 20 days
+    sessions = by_prior[by_prior["unit_key"].str.endswith("-s1")]  # the prior views' sessions enter earlier
+    assert (sessions[AT_START["lifecycle_stage"]] == want.loc[sessions.index]).all() and len(sessions) == len(truth)
