@@ -110,7 +110,7 @@ print(json.dumps({"import_ms": (t1 - t0) * 1e3, "cold_ms": (t2 - t1) * 1e3, "pys
 
 def run(repeat: int, users: int, n_events: int, lake_arg: str | None, results: Path, seed: int) -> dict:
     from etl.lines import read_history
-    from model.segmentation.history import score_rows
+    from model.scoring import Scorers, score_history
     from services.core.lake import Lake
     from services.core.readers import load_model
     from services.core.storage import LocalStore
@@ -149,7 +149,7 @@ def run(repeat: int, users: int, n_events: int, lake_arg: str | None, results: P
             t0 = time.perf_counter()
             history = read_history(history_file)
             t1 = time.perf_counter()
-            score_rows(history.rows, model)
+            score_history(history.table, Scorers(model))
             t2 = time.perf_counter()
             parse.append(t1 - t0)
             score.append(t2 - t1)

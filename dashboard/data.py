@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -33,7 +32,7 @@ import streamlit as st
 from dashboard import uploads
 from etl.contract import ContractError, check_header
 from etl.lines import parse_lines
-from model.segmentation.history import history_features, score_features
+from model.scoring import HistoryFeatures, Scorers, score_features
 from services.core import erasure_ledger
 from services.core.catalog import (
     CLV,
@@ -400,16 +399,18 @@ def predict_upload(uri: str, model_version: str, payload: bytes) -> UploadResult
         return UploadResult([], f"No valid event in the file ({history.rows_invalid:,} invalid lines).",
                             history.summary())  # fmt: skip
     model = _loaded_model(uri, model_version)
-    rows = history.rows.assign(user_id=pd.factorize(history.rows["user_id"])[0].astype(str))  # drop raw ids
-    feats = history_features(rows, model)
-    results = score_features(feats, model)
-    order = np.argsort(-feats["n_events"].to_numpy(dtype=float), kind="stable")[:MAX_UPLOAD_USERS]
+    table = history.table
+    ordinals = pd.factorize(table["user_id"].to_numpy(zero_copy_only=False))[0].astype(str)  # drop raw ids
+    table = table.set_column(table.schema.get_field_index("user_id"), "user_id", pa.array(ordinals))
+    feats = HistoryFeatures.of(table, reference=model.category_means)
+    results = score_features(feats, Scorers(model))
+    frame = feats.frame.set_index("user_key")
+    results.sort(key=lambda r: -r.n_events)  # stable: ties stay in order of first appearance
     users = []
-    for i in order:
-        r = results[i]
+    for r in results[:MAX_UPLOAD_USERS]:
         users.append({
-            "segment": {k: r.get(k) for k in ("segment_id", "segment_name", "confidence", "trust", "lifecycle_stage",
-                                              "n_events", "model_version")},
-            "features": feats.iloc[i].drop(labels=["user_key"]).to_dict(),
+            "segment": {k: getattr(r, k) for k in ("segment_id", "segment_name", "confidence", "trust",
+                                                   "lifecycle_stage", "n_events", "model_version")},
+            "features": frame.loc[r.user_id].to_dict(),
         })  # fmt: skip
-    return UploadResult(users, None, {**history.summary(), "users": len(feats)})
+    return UploadResult(users, None, {**history.summary(), "users": len(results)})

@@ -349,6 +349,13 @@ def _unit_columns(unit: Unit) -> list[str]:
     return {"user": ["user_key"], "session": ["session_key"], "user_product": ["user_key", "product_id"]}[unit]
 
 
+def unit_key_expression(unit: Unit) -> pl.Expr:
+    """A unit's key from an event's columns: the user or session key, or ``user_key:product_id``."""
+    if unit == "user_product":
+        return pl.concat_str(pl.col("user_key"), pl.col("product_id").cast(pl.String), separator=":")
+    return pl.col(_unit_columns(unit)[0])
+
+
 def units_schema(spec: FunnelSpec) -> pa.Schema:
     """The Arrow schema of :func:`funnel_units`' rows."""
     times = [(step_time_column(i + 1), pa.timestamp("us", tz="UTC")) for i in range(spec.n_steps)]
@@ -460,11 +467,7 @@ def _walk(df: pl.DataFrame, order: np.ndarray, unit_change: np.ndarray, seen: pl
     entered = np.flatnonzero(level > 0)
     first_rows = order[_first_step_rows(df, order, mask, group_of_row)[step_1_group[entered]]]
     reached = times[entered]
-    unit_key = (
-        pl.concat_str(pl.col("user_key"), pl.col("product_id").cast(pl.String), separator=":")
-        if spec.unit == "user_product"
-        else pl.col(_unit_columns(spec.unit)[0])
-    )
+    unit_key = unit_key_expression(spec.unit)
     step_1 = pl.Series(reached[:, 0]).cast(pl.Datetime("us", "UTC"))
     out = df[first_rows].select(
         unit_key.alias("unit_key"),
@@ -752,15 +755,16 @@ def driver_counts(
     the units at step k that went on to k+1 and those that dropped.
 
     Attributes: the first-step event's ``category_l1``, ``brand`` and ``price_band``, plus every column of
-    ``traits`` (``user_key`` and one column per behaviour trait, e.g. a segment or a repeat-buyer flag;
-    as text, ``(none)`` when missing). Output: ``step, attribute, value, went_on, dropped, step_went_on,
-    step_dropped``, sorted by step, attribute and value.
+    ``traits`` (``unit_key``, or ``user_key`` for traits of the user, and one column per behaviour trait,
+    e.g. a segment or a repeat-buyer flag; as text, ``(none)`` when missing). Output: ``step, attribute,
+    value, went_on, dropped, step_went_on, step_dropped``, sorted by step, attribute and value.
     """
     trait_columns: list[str] = []
     if traits is not None:
-        _check_columns(traits, ["user_key"], "the traits frame")
-        trait_columns = [c for c in traits.columns if c != "user_key"]
-        units = units.join(traits, on="user_key", how="left")
+        key = "unit_key" if "unit_key" in traits.columns else "user_key"
+        _check_columns(traits, [key], "the traits frame")
+        trait_columns = [c for c in traits.columns if c != key]
+        units = units.join(traits, on=key, how="left")
     attributes = {
         "category_l1": pl.col("first_category_l1").fill_null(NO_CATEGORY),
         "brand": pl.col("first_brand").fill_null(NO_BRAND),

@@ -36,10 +36,13 @@ __all__ = [
     "CutoffFeatures",
     "as_of_micros",
     "compute_features_local",
+    "features_frame",
     "key_array",
     "raw_feature_columns",
+    "raw_price_level",
     "raw_to_events",
     "reference_means",
+    "timeline_feature_columns",
     "timeline_features",
     "timeline_price_sums",
 ]
@@ -277,7 +280,7 @@ def compute_features_local(
     arrays = _event_arrays(events)
     if arrays is None:
         return _empty_frame()
-    return _features_frame(_feature_columns(arrays, as_of, category_reference, suspicious_users))
+    return features_frame(_feature_columns(arrays, as_of, category_reference, suspicious_users))
 
 
 def raw_feature_columns(
@@ -293,8 +296,22 @@ def raw_feature_columns(
     """
     if raw.num_rows == 0:
         return {c: _empty_frame()[c].to_numpy() for c in FEATURE_DTYPES}
+    return _feature_columns(_raw_events(raw), as_of, category_reference, None)
+
+
+def raw_price_level(raw: pa.Table, category_reference: Any = None) -> np.ndarray:
+    """``raw_feature_columns(raw, category_reference=...)["price_level"]`` alone (users in the same
+    order): for a second model whose category price reference differs from the one the features were
+    computed with (only ``price_level`` reads the reference)."""
+    if raw.num_rows == 0:
+        return np.empty(0)
+    return _price_level(_code(_raw_events(raw)), category_reference)
+
+
+def _raw_events(raw: pa.Table) -> _Events:
+    """The event arrays of typed REES46 rows in Arrow (see :func:`raw_feature_columns`)."""
     category = raw["category_id"]
-    arrays = _Events(
+    return _Events(
         user=raw["user_id"].cast(pa.string()).to_numpy(zero_copy_only=False),
         session=raw["user_session"].cast(pa.string()).to_numpy(zero_copy_only=False),
         us=pc.cast(raw["event_time"], pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64()).to_numpy(),
@@ -305,21 +322,38 @@ def raw_feature_columns(
         category_id=pc.fill_null(category, 0).cast(pa.int64()).to_numpy(),
         has_category=category.is_valid().to_numpy(zero_copy_only=False),
     )
-    return _feature_columns(arrays, as_of, category_reference, None)
 
 
 def timeline_features(
-    timeline: pa.Table, as_of: AsOfLocal | int = None, category_reference: Any = None,
+    timeline: pa.Table, as_of: AsOfLocal | int | np.ndarray = None, category_reference: Any = None,
     suspicious_users: Iterable[str] | None = None,
 ) -> pa.Table:
     """:func:`compute_features_local` of a timeline bucket (:mod:`etl.timeline`), Arrow in and out.
 
-    ``as_of`` (None: the bucket's latest event) and ``category_reference`` must be the whole lake's
+    ``as_of`` (None: the bucket's latest event; an int64 array: epoch microseconds per user, in user
+    order, for point-in-time features) and ``category_reference`` must be the whole lake's
     for a lake's features (see services.jobs.features): a bucket sees only its own users. Rows in
     user order, :data:`FEATURES_ARROW` (nulls where the twin has NaN).
     """
     if timeline.num_rows == 0:
         return FEATURES_ARROW.empty_table()
+    cols = timeline_feature_columns(timeline, as_of, category_reference, suspicious_users)
+    last_buy = cols["last_purchase_time"]
+    arrays_out = {
+        **{c: pa.array(v, from_pandas=True) for c, v in cols.items()},
+        "recency_days": pa.array(cols["recency_days"], from_pandas=True).cast(pa.int32()),
+        **{c: pa.array(cols[c]).cast(pa.timestamp("us", tz="UTC")) for c in _TIMESTAMPS},
+        "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(arrays_out).cast(FEATURES_ARROW)
+
+
+def timeline_feature_columns(
+    timeline: pa.Table, as_of: AsOfLocal | int | np.ndarray = None, category_reference: Any = None,
+    suspicious_users: Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`timeline_features` as numpy columns (as :func:`raw_feature_columns` gives them), for a
+    caller that scores them without a table (the funnel's point-in-time traits)."""
     category = timeline["category_id"]
     arrays = _Events(
         user=timeline["user_key"].to_numpy(),
@@ -332,15 +366,7 @@ def timeline_features(
         category_id=pc.fill_null(category, 0).to_numpy(),
         has_category=category.is_valid().to_numpy(),
     )
-    cols = _feature_columns(arrays, as_of, category_reference, suspicious_users)
-    last_buy = cols["last_purchase_time"]
-    arrays_out = {
-        **{c: pa.array(v, from_pandas=True) for c, v in cols.items()},
-        "recency_days": pa.array(cols["recency_days"], from_pandas=True).cast(pa.int32()),
-        **{c: pa.array(cols[c]).cast(pa.timestamp("us", tz="UTC")) for c in _TIMESTAMPS},
-        "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
-    }
-    return pa.table(arrays_out).cast(FEATURES_ARROW)
+    return _feature_columns(arrays, as_of, category_reference, suspicious_users)
 
 
 def timeline_price_sums(timeline: pa.Table) -> pa.Table:
@@ -430,8 +456,8 @@ _NO_BUY = np.iinfo(np.int64).min
 _TIMESTAMPS = ("first_event_time", "last_event_time", "as_of")
 
 
-def _features_frame(cols: dict[str, Any]) -> pd.DataFrame:
-    """The features table of :func:`_feature_columns`: timestamps as UTC datetimes, nullable ints."""
+def features_frame(cols: dict[str, Any]) -> pd.DataFrame:
+    """The features table of :func:`_feature_columns` (or :func:`raw_feature_columns`): timestamps as UTC datetimes, nullable ints."""
     last_buy = cols["last_purchase_time"]
     return pd.DataFrame({
         **cols,
@@ -442,7 +468,7 @@ def _features_frame(cols: dict[str, Any]) -> pd.DataFrame:
 
 
 def _feature_columns(
-    e: _Events, as_of: AsOfLocal, category_reference: Any, suspicious_users: Iterable[str] | None
+    e: _Events, as_of: AsOfLocal | int | np.ndarray, category_reference: Any, suspicious_users: Iterable[str] | None
 ) -> dict[str, Any]:
     """The features of :func:`compute_features_local` as numpy columns (see :func:`raw_feature_columns`)."""
     return _coded_columns(_code(e), as_of, category_reference, suspicious_users)
@@ -466,7 +492,7 @@ class CutoffFeatures:
         coded = None if self._coded is None else self._coded.until(cut)
         if coded is None or len(coded.u) == 0:
             return _empty_frame()
-        return _features_frame(_coded_columns(coded, cut, category_reference, None))
+        return features_frame(_coded_columns(coded, cut, category_reference, None))
 
 
 @dataclass(frozen=True)
@@ -563,7 +589,7 @@ def _code(e: _Events) -> _Coded:
 
 
 def _coded_columns(
-    c: _Coded, as_of: AsOfLocal | int, category_reference: Any, suspicious_users: Iterable[str] | None
+    c: _Coded, as_of: AsOfLocal | int | np.ndarray, category_reference: Any, suspicious_users: Iterable[str] | None
 ) -> dict[str, Any]:
     """The arithmetic of :func:`_feature_columns` on coded events."""
     u, us, nu = c.u, c.us, len(c.users)
@@ -613,31 +639,13 @@ def _coded_columns(
         total = np.bincount(c.brand_user, weights=b_count.astype(float), minlength=nu)
         np.divide(square, total**2, out=brand_conc, where=total > 0)
 
-    # -- price level: per (user, category) sums, joined to the category means (an inner join)
-    price_level = np.full(nu, np.nan)
-    priced = c.pair >= 0
-    if priced.any():
-        npairs = len(c.pair_user)
-        n_priced = np.bincount(c.pair[priced], minlength=npairs).astype(float)
-        sum_log_price = np.bincount(c.pair[priced], weights=c.log_price[priced], minlength=npairs)
-        mean = np.full(len(c.cats), np.nan)
-        if category_reference is None:  # the events' own prices, like the Spark default
-            den = np.bincount(c.pair_cat, weights=n_priced, minlength=len(c.cats))
-            np.divide(np.bincount(c.pair_cat, weights=sum_log_price, minlength=len(c.cats)), den, out=mean, where=den > 0)
-        else:
-            ref = reference_means(category_reference)
-            at = ref.index.get_indexer(c.cats)  # the index's hash table is built once per reference
-            mean[at >= 0] = ref.to_numpy(dtype=float)[at[at >= 0]]
-        m = mean[c.pair_cat]
-        known = ~np.isnan(m)
-        dev = sum_log_price[known] - n_priced[known] * m[known]
-        num = np.bincount(c.pair_user[known], weights=dev, minlength=nu)
-        den = np.bincount(c.pair_user[known], weights=n_priced[known], minlength=nu)
-        np.divide(num, den, out=price_level, where=den > 0)
+    price_level = _price_level(c, category_reference)
 
     # -- as of, recency, tenure
-    fixed = _as_of_micros(as_of)
-    if fixed is not None:
+    fixed = None if isinstance(as_of, np.ndarray) else _as_of_micros(as_of)
+    if isinstance(as_of, np.ndarray):  # one time per user, in user order
+        as_of_us = as_of.astype(np.int64)
+    elif fixed is not None:
         as_of_us = np.full(nu, fixed, dtype=np.int64)
     elif as_of == "last_event":
         as_of_us = last_us
@@ -691,6 +699,33 @@ def _coded_columns(
     }
     assert tuple(cols) == tuple(FEATURE_DTYPES), "local_features: columns and FEATURE_DTYPES out of sync"
     return cols
+
+
+def _price_level(c: _Coded, category_reference: Any) -> np.ndarray:
+    """Per user, the mean of ln(price) - the category's mean ln(price) over priced events, with the
+    category means of ``category_reference`` (an inner join) or, for None, of the events themselves."""
+    nu = len(c.users)
+    price_level = np.full(nu, np.nan)
+    priced = c.pair >= 0
+    if priced.any():
+        npairs = len(c.pair_user)
+        n_priced = np.bincount(c.pair[priced], minlength=npairs).astype(float)
+        sum_log_price = np.bincount(c.pair[priced], weights=c.log_price[priced], minlength=npairs)
+        mean = np.full(len(c.cats), np.nan)
+        if category_reference is None:  # the events' own prices, like the Spark default
+            den = np.bincount(c.pair_cat, weights=n_priced, minlength=len(c.cats))
+            np.divide(np.bincount(c.pair_cat, weights=sum_log_price, minlength=len(c.cats)), den, out=mean, where=den > 0)
+        else:
+            ref = reference_means(category_reference)
+            at = ref.index.get_indexer(c.cats)  # the index's hash table is built once per reference
+            mean[at >= 0] = ref.to_numpy(dtype=float)[at[at >= 0]]
+        m = mean[c.pair_cat]
+        known = ~np.isnan(m)
+        dev = sum_log_price[known] - n_priced[known] * m[known]
+        num = np.bincount(c.pair_user[known], weights=dev, minlength=nu)
+        den = np.bincount(c.pair_user[known], weights=n_priced[known], minlength=nu)
+        np.divide(num, den, out=price_level, where=den > 0)
+    return price_level
 
 
 def _group_median(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

@@ -96,7 +96,8 @@ with right:
 st.subheader("What drives conversion")
 rule = doc.get("drivers_rule", {})
 st.caption(f"Odds of going on to the next step with a value versus without it, with a {charts.fmt_pct(rule.get('confidence'), 0)} "
-           f"interval; values with at least {rule.get('min_units', '–')} units on both sides; strongest first.")  # fmt: skip
+           f"interval; values with at least {rule.get('min_units', '–')} units on both sides; strongest first. "
+           "Segment and lifecycle stage are the user's as of entering the funnel (\"new\": no earlier event).")  # fmt: skip
 if drivers.empty:
     st.info("No attribute value has enough units on both sides yet.", icon=":material/info:")
 else:

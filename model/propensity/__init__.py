@@ -23,7 +23,7 @@ from model.propensity.evaluation import (
     threshold_grid,
 )
 from model.propensity.features import BASE_FEATURES, LOG_FEATURES, MODEL_FEATURES, design_matrix
-from model.propensity.history import LoadedPropensity, history_frame, score_history
+from model.propensity.history import LoadedPropensity
 from model.propensity.scorer import (
     ARTIFACT_KIND,
     SCHEMA_VERSION,
@@ -59,8 +59,6 @@ __all__ = [
     "evaluate",
     "expected_calibration_error",
     "export_artifact",
-    "history_frame",
     "permutation_importance_auc",
-    "score_history",
     "threshold_grid",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "lifecycle_action",
     "lifecycle_label",
     "lifecycle_stage",
+    "lifecycle_stage_of",
     "lifecycle_stages_doc",
 ]
 
@@ -102,7 +103,6 @@ def lifecycle_stage(features: pd.DataFrame, rules: LifecycleRules | None = None)
 
     Reads :data:`LIFECYCLE_COLUMNS`; nulls mean "none" (no purchase, no cart).
     """
-    rules = rules or LifecycleRules()
     missing = [c for c in LIFECYCLE_COLUMNS if c not in features.columns]
     if missing:
         raise KeyError(f"features table lacks lifecycle columns {missing}")
@@ -110,20 +110,29 @@ def lifecycle_stage(features: pd.DataFrame, rules: LifecycleRules | None = None)
     def num(col: str) -> np.ndarray:
         return pd.to_numeric(features[col], errors="coerce").to_numpy(dtype=float)
 
-    frequency = np.nan_to_num(num("frequency"), nan=0.0)
-    carts = np.nan_to_num(num("n_carts"), nan=0.0)
-    recency = num("recency_days")
-    tenure = num("tenure_days")
     inactive = _days_since(features["as_of"], features["last_event_time"])
+    return lifecycle_stage_of(num("frequency"), num("n_carts"), num("recency_days"), num("tenure_days"), inactive, rules)
+
+
+def lifecycle_stage_of(
+    frequency: np.ndarray, n_carts: np.ndarray, recency_days: np.ndarray, tenure_days: np.ndarray,
+    inactive_days: np.ndarray, rules: LifecycleRules | None = None,
+) -> np.ndarray:  # fmt: skip
+    """The rules on float arrays (NaN = null; ``inactive_days``: whole days from the last event to the
+    as-of time), for feature columns that are not a frame (one history scored by the API)."""
+    rules = rules or LifecycleRules()
+    frequency = np.nan_to_num(np.asarray(frequency, dtype=float), nan=0.0)
+    carts = np.nan_to_num(np.asarray(n_carts, dtype=float), nan=0.0)
+    recency = np.asarray(recency_days, dtype=float)
     bought = frequency >= 1
     recent_buy = bought & (np.nan_to_num(recency, nan=np.inf) < rules.at_risk_days)
     conditions = [
-        np.nan_to_num(inactive, nan=0.0) >= rules.lapsed_days,
+        np.nan_to_num(np.asarray(inactive_days, dtype=float), nan=0.0) >= rules.lapsed_days,
         recent_buy & (frequency >= 2),
         recent_buy,
         bought,
         carts >= 1,
-        np.nan_to_num(tenure, nan=0.0) < rules.new_days,
+        np.nan_to_num(np.asarray(tenure_days, dtype=float), nan=0.0) < rules.new_days,
     ]
     keys = [s.key for s in LIFECYCLE_STAGES]
     return np.select(conditions, keys[:-1], default=keys[-1]).astype(object)

@@ -1,10 +1,11 @@
 """``shoplens api``: the scoring API for CRMs and web shops (FastAPI, served by uvicorn).
 
-- ``POST /v1/score``: one user's recent events (the nine REES46 fields each) -> segment, confidence
-  and model version. The events' fields are validated by the contract's rules as the REES46 CSV lines
-  they stand for would be (:func:`etl.lines.parse_fields`), then scored by the Spark-free path
-  ``shoplens predict`` uses (:mod:`model.segmentation.history`), so the API and ``predict`` give the
-  same answer.
+- ``POST /v1/score``: one user's recent events (the nine REES46 fields each) -> segment, confidence,
+  trust, lifecycle stage, model version (and propensity, lifetime value when published). The events'
+  fields are validated by the contract's rules as the REES46 CSV lines they stand for would be
+  (:func:`etl.lines.parse_fields`), then scored by the one scoring use case
+  (:func:`model.scoring.score_history`) ``shoplens predict`` and the dashboard upload call, so they
+  give the same answer.
 - ``POST /v1/customers/lookup`` (``{"user_id": ...}``): the published segment of a raw user id, hashed
   here with the platform key; the lookup reads one row group of the current ``segments`` version
   (:func:`services.core.readers.one_row`, shared with the dashboard). ``GET /v1/customers/{user_id}``
@@ -49,7 +50,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,9 +69,9 @@ from typing_extensions import TypedDict
 from etl.contract import ID_PATTERN, RAW_COLUMNS
 from etl.lines import Parsed, history_of, parse_fields, row_reasons
 from etl.pseudonymize import pseudonymize
-from model.propensity import LoadedPropensity, score_history
-from model.segmentation.history import LoadedModel, history_feature_columns, not_enough_reason
-from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
+from model.propensity import LoadedPropensity
+from model.scoring import Scorers, score_history
+from model.segmentation.history import LoadedModel
 from services.core.catalog import CLV, PROPENSITY, PROPENSITY_MODEL, SEGMENTATION_MODEL, SEGMENTS
 from services.core.lake import Lake
 from services.core.logs import configure_logging
@@ -201,6 +201,14 @@ class ScoreResponse(CustomerValue):
     segment_id: int | None = Field(description="null: fewer events than the model's trust threshold")
     segment_name: str | None
     confidence: float | None = Field(description="1 - d1/d2 of the two nearest centroids, in [0, 1]")
+    trust: float | None = Field(None, description=(
+        "estimated chance that the segment is the one the full history would give (null without a segment, "
+        "or for a model without a trust fit)"))
+    lifecycle_stage: str = Field(description=(
+        "where the customer stands: lapsed, repeat_buyer, first_time_buyer, at_risk, carted_not_bought, "
+        "new_visitor or browsing (docs/segments.md)"))
+    lifecycle_label: str = Field(description="the stage's readable name")
+    lifecycle_action: str = Field(description="the stage's recommended action")
     model_version: str
     n_events: int = Field(description="events used (valid, duplicates removed)")
     status: str = Field(description="scored or not_enough_activity")
@@ -369,31 +377,10 @@ def score_events(events: Sequence[Mapping[str, Any]], model: LoadedModel,
     value = {} if value_of is None else value_of(str(users[0].as_py()))
     # the raw id is not needed to score
     rows = rows.set_column(rows.schema.get_field_index("user_id"), "user_id", pa.array(["u"] * rows.num_rows))
-    result = _score_one(history_feature_columns(rows, model, as_of), model)
-    if propensity is not None:
-        result |= score_history(rows.to_pandas(), propensity, as_of=as_of).get("u", {})
+    (scored,) = score_history(rows, Scorers(model, propensity), as_of)
+    result = scored.to_dict()
+    del result["user_id"]
     return result | value
-
-
-def _score_one(feats: dict[str, np.ndarray], model: LoadedModel) -> dict[str, Any]:
-    """The light scorer on one user's feature columns: the arithmetic of ``score_features``, on numpy
-    columns instead of a one-row frame (whose per-column conversions cost more than the scoring)."""
-    scorer = model.scorer
-    matrix = np.column_stack([np.asarray(feats[c], dtype=float) for c in scorer.input_features])
-    n_events = int(feats["n_events"][0])
-    seg, conf = scorer.predict_array(matrix, np.array([float(n_events)]))
-    segment_id = int(seg[0])
-    scored = segment_id != NOT_ENOUGH_ACTIVITY
-    return {
-        "segment_id": segment_id if scored else None,
-        "segment_name": scorer.names_of(seg)[0] if scored else None,
-        "confidence": float(conf[0]) if scored else None,
-        "model_version": scorer.model_version,
-        "n_events": n_events,
-        "status": "scored" if scored else "not_enough_activity",
-        "reason": None if scored else not_enough_reason(n_events, model.min_events),
-        "as_of": pd.Timestamp(int(feats["as_of"][0]), unit="us", tz="UTC").isoformat(),
-    }
 
 
 CUSTOMER_COLUMNS = ["segment_id", "segment_name", "confidence", "n_events", "model_version", "as_of"]

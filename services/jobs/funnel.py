@@ -42,15 +42,19 @@ from etl.funnel import (
     time_to_convert,
     time_to_convert_histogram,
     timeline_units,
+    unit_key_expression,
     units_schema,
     with_breakdowns,
 )
+from etl.timeline import plain
 from model.funnel import conversion_drivers
+from model.scoring import TRAIT_EVENT_COLUMNS, traits_as_of
+from model.segmentation.history import LoadedModel
 from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
 from services.core.documents.funnel import FunnelResult
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
-from services.core.readers import parquet_dataset
+from services.core.readers import load_model, parquet_dataset
 from services.core.timelines import run_on_buckets, timelines_status
 from services.reports.funnel import semantics, write_funnel_report
 
@@ -64,6 +68,8 @@ _DROPOFFS_SCHEMA: Final[pa.Schema] = pa.schema([
     ("segment", pa.string()), ("reached_at", pa.timestamp("us", tz="UTC")),
 ])  # fmt: skip
 RESULT_FILE: Final[str] = FunnelResult.FILE
+#: The per-unit columns of the drivers' point-in-time traits (trait -> column of the unit frame).
+AT_START: Final[dict[str, str]] = {"segment": "segment_at_start", "lifecycle_stage": "lifecycle_stage_at_start"}
 
 
 @dataclass(frozen=True)
@@ -97,13 +103,13 @@ def parse_by(text: str | None) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------ compute
 def _segments_frame(lake: Lake) -> tuple[pl.DataFrame | None, str | None]:
-    """(user_key, segment[, lifecycle_stage]) of the current segments, and their version."""
+    """(user_key, segment) of the current segments (the segment breakdown and the drop-off audiences),
+    and their version."""
     version = lake.current_version(SEGMENTS)
     dataset = parquet_dataset(lake, f"{SEGMENTS}/{version}") if version else None
     if dataset is None:
         return None, None
-    lifecycle = ["lifecycle_stage"] if "lifecycle_stage" in dataset.schema.names else []
-    seg = pl.from_arrow(dataset.to_table(columns=["user_key", "segment_name", *lifecycle]))
+    seg = pl.from_arrow(dataset.to_table(columns=["user_key", "segment_name"]))
     return seg.rename({"segment_name": "segment"}), version
 
 
@@ -143,13 +149,12 @@ def compute_tables(
     """
     spec = cfg.spec
     t0 = time.monotonic()
-    matched = unit_frame(spark, lake, spec)
+    matched = unit_frame(spark, lake, spec, _traits_model(lake))
     log.info("funnel units collected", extra={"stage": "funnel", "units": matched.height,
              "duration_seconds": round(time.monotonic() - t0, 3)})  # fmt: skip
     cohorts = "cohort" in cfg.by
-    segs = segments.select("user_key", "segment") if segments is not None else None
-    units = with_breakdowns(matched, cfg.top_brands, segs, cohorts)
-    if segs is None:
+    units = with_breakdowns(matched, cfg.top_brands, segments, cohorts)
+    if segments is None:
         units = units.with_columns(segment=pl.lit(NO_SEGMENT))
     steps = _pandas(funnel_steps(units, spec))
     parts = [
@@ -168,7 +173,7 @@ def compute_tables(
     ttc_df = pd.concat(ttc, ignore_index=True)
     ttc_df = ttc_df.assign(from_label=ttc_df["from_step"].map(labels), to_label=ttc_df["to_step"].map(labels))
     hist_df = pd.concat(hist, ignore_index=True)
-    traits = _traits(units, segments, cohorts)
+    traits = _traits(units, cohorts)
     per_unit = units.select("unit_key", "user_key", "level", "first_category_l1", "first_brand", "first_price")
     counts = _pandas(driver_counts(per_unit, spec, traits))
     drivers = conversion_drivers(counts, cfg.min_units, cfg.confidence)
@@ -177,13 +182,16 @@ def compute_tables(
     return FunnelTables(steps, breakdowns, trend, ttc_df, hist_df, drivers, _dropoffs(units, spec))
 
 
-def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec) -> pl.DataFrame:
+def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedModel | None = None) -> pl.DataFrame:
     """The per-unit frame (:func:`etl.funnel.partition_units`' rows), collected into polars.
 
     Walked over the user timelines, a bucket per call of :func:`etl.funnel.timeline_units` in Spark
     tasks that read the buckets themselves: the events are already cut by user and sorted, so there
     is no shuffle and, for user units, no sort. A lake with committed runs that have no timeline
     (ingested before timelines existed) is walked from its event files instead, with a shuffle.
+
+    With a segmentation ``model`` the same tasks add each unit's segment and lifecycle stage as of its
+    entry (:data:`AT_START` columns, :func:`units_with_traits`); not on the event-file path.
     """
     missing = timelines_status(lake)["missing_runs"]
     if missing:
@@ -191,15 +199,55 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec) -> pl.DataFram
                     "event files", len(missing), extra={"stage": "funnel"})  # fmt: skip
         return pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
     walk = functools.partial(timeline_units, spec=spec)
-    return pl.from_arrow(run_on_buckets(spark, lake, walk, units_schema(spec), columns=event_columns(spec)))
+    schema, columns = units_schema(spec), event_columns(spec)
+    if model is not None:
+        walk = functools.partial(units_with_traits, spec=spec, model=model)
+        schema = pa.schema([*schema, *(pa.field(c, pa.string()) for c in AT_START.values())])
+        columns = list(dict.fromkeys([*columns, *TRAIT_EVENT_COLUMNS]))
+    return pl.from_arrow(run_on_buckets(spark, lake, walk, schema, columns=columns))
 
 
-def _traits(units: pl.DataFrame, segments: pl.DataFrame | None, cohort: bool) -> pl.DataFrame:
-    """Behaviour traits per user for the drivers: segment, cohort (if asked), lifecycle stage (if scored)."""
-    base = units.select("user_key", "segment", *(["cohort"] if cohort else [])).unique("user_key", keep="any")
-    if segments is not None and "lifecycle_stage" in segments.columns:
-        return base.join(segments.select("user_key", "lifecycle_stage"), on="user_key", how="left")
-    return base
+def units_with_traits(timeline: pa.Table, spec: FunnelSpec, model: LoadedModel) -> pa.Table:
+    """:func:`etl.funnel.timeline_units` of a bucket plus each unit's segment and lifecycle stage as of its
+    entry into the funnel (:func:`model.scoring.traits_as_of`: from its user's events strictly before it).
+
+    The entry is the unit's earliest first-step event, not the first step of the chain the walk keeps:
+    that one is a later event for a unit that went on (the start of its deepest chain) and the earliest
+    for one that dropped, so attributes taken then would still tell who went on.
+    """
+    units = timeline_units(timeline, spec)
+    events = pl.from_arrow(plain(timeline, event_columns(spec)))
+    entries = (events.filter(spec.steps[0].matches())
+               .group_by(unit_key_expression(spec.unit).alias("unit_key"))
+               .agg(pl.col("event_time").min().alias("at")))  # fmt: skip
+    starts = pl.from_arrow(units.select(["unit_key", "user_key"])).join(
+        entries, on="unit_key", how="left", maintain_order="left")
+    traits = traits_as_of(timeline, starts.to_arrow(), model)
+    for trait, column in AT_START.items():
+        units = units.append_column(column, traits[trait])
+    return units
+
+
+def _traits_model(lake: Lake) -> LoadedModel | None:
+    """The current segmentation model for the drivers' point-in-time traits; None before the first training."""
+    try:
+        return load_model(lake)
+    except FileNotFoundError:
+        return None
+
+
+def _traits(units: pl.DataFrame, cohort: bool) -> pl.DataFrame | None:
+    """The drivers' user attributes per unit, each as of the unit's entry (its earliest first-step event,
+    never after its first step): segment and lifecycle stage from the user's history before it (with a segmentation model and timelines; ``new`` without
+    any earlier event), and the cohort (the month of the user's first event, never after the step).
+
+    Not the current segments: those are computed from everything the user did, the outcome included
+    (whoever carted is "carted, never bought" afterwards), so they would rank the outcome as its driver.
+    """
+    columns = [pl.col(c).alias(trait) for trait, c in AT_START.items() if c in units.columns]
+    if cohort:
+        columns.append(pl.col("cohort"))
+    return units.select("unit_key", *columns) if columns else None
 
 
 def _dropoffs(units: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:

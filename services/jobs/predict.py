@@ -1,9 +1,9 @@
 """``shoplens predict``: segment the users of a raw REES46 event history without Spark.
 
 The path is: read the file and validate every line with the contract's rules (:mod:`etl.lines`) ->
-per-user features with the Spark-free twin of the batch features, using the lake-wide category price
-reference stored with the model -> the light scorer of the current model
-(:func:`services.core.readers.load_model`, :mod:`model.segmentation.history`).
+the scoring use case (:func:`model.scoring.score_history`: features once, segment, confidence, trust,
+lifecycle stage, propensity) with the current models (:func:`services.core.readers.load_model`,
+:func:`services.core.readers.load_propensity`) -> the published lifetime values, by pseudonym.
 
 Raw user ids are only echoed back to the caller, who already holds them; nothing is written to the
 lake, the logs or metrics. No module on this path imports pyspark (tests/services/jobs/test_predict.py
@@ -18,8 +18,9 @@ from pathlib import Path
 
 from etl.lines import History, read_history
 from etl.pseudonymize import pseudonymize
-from model.propensity import LoadedPropensity, score_history
-from model.segmentation.history import LoadedModel, score_rows
+from model.propensity import LoadedPropensity
+from model.scoring import Scorers, score_history
+from model.segmentation.history import LoadedModel
 from services.core.catalog import CLV
 from services.core.lake import Lake
 from services.core.readers import customer_value_fields, load_model, load_propensity, read_customer_values
@@ -42,10 +43,7 @@ def predict(
     ``propensity``, ``propensity_decile`` and ``propensity_model_version`` beside the segment.
     """
     history = read_history(events_file)
-    users = score_rows(history.rows, model, as_of=as_of)
-    if propensity is not None:
-        scores = score_history(history.rows, propensity, as_of=as_of)
-        users = [{**u, **scores.get(str(u["user_id"]), {})} for u in users]
+    users = [u.to_dict() for u in score_history(history.table, Scorers(model, propensity), as_of=as_of)]
     return PredictResult(users=users, history=history, model_version=model.scorer.model_version)
 
 

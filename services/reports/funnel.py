@@ -56,7 +56,9 @@ def semantics(spec: Mapping[str, Any]) -> list[str]:
         "b; quartiles are exact (linear interpolation).",
         "Drivers: for each step k, among units that reached k, the odds of going on to k+1 with an attribute value "
         "versus without it (odds ratio, Woolf 95% interval, Haldane-corrected when a cell is 0); strongest first by "
-        "how far the interval lies from 1.",
+        "how far the interval lies from 1. The user's segment and lifecycle stage are those of their events before "
+        "the unit's entry (its earliest first-step event) (\"new\" without any), never after it: an attribute taken later can be made of the "
+        "outcome itself.",
         "A drop-off audience of step k: the units that reached k and not k+1 (pseudonymized user keys only).",
     ]
 

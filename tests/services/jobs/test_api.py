@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_limits
@@ -349,3 +351,141 @@ def test_several_workers_count_every_request_check_keys_and_swap_models(source, 
     started = {json.loads(line)["message"] for line in api.log.read_text().splitlines()
                if line.startswith("{") and "Started server process" in line}  # fmt: skip
     assert len(started) == 2, started  # two worker processes, each with its own pid
+
+
+# ------------------------------------------------------------------------------------ one scoring use case
+def _lifecycle_by_hand(events: list[dict]) -> str:
+    """The lifecycle rules (model.segmentation.lifecycle's table) on raw events with pandas, as of the last event."""
+    df = pd.DataFrame(events).drop_duplicates()
+    t = pd.to_datetime(df["event_time"].str.replace(" UTC", ""), utc=True)
+    as_of, day = t.max(), pd.Timedelta(days=1)
+    buys = df["event_type"] == "purchase"
+    frequency = df.loc[buys, "user_session"].nunique()
+    inactive, tenure = (as_of - t.max()) // day, (as_of - t.min()) // day
+    recency = (as_of - t[buys].max()) // day if frequency else None
+    if inactive >= 60:
+        return "lapsed"
+    if frequency and recency < 45:
+        return "repeat_buyer" if frequency >= 2 else "first_time_buyer"
+    if frequency:
+        return "at_risk"
+    if (df["event_type"] == "cart").any():
+        return "carted_not_bought"
+    return "new_visitor" if tenure < 7 else "browsing"
+
+
+def _dashboard_upload(source, payload: bytes, monkeypatch, tmp_path) -> dict:
+    """The dashboard's upload scoring (dashboard.data.predict_upload) on the source lake."""
+    import streamlit as st
+
+    from dashboard import data
+    from services.core.settings import get_settings
+
+    monkeypatch.setenv("SHOPLENS_WORK_DIR", str(tmp_path / "dash-work"))
+    monkeypatch.setenv("SHOPLENS_PSEUDONYM_KEY", TEST_KEY)
+    get_settings.cache_clear()
+    st.cache_resource.clear()
+    lake = Lake(LocalStore(source.root), tmp_path / "w")
+    try:
+        result = data.predict_upload(str(source.root), lake.current_version(SEGMENTATION_MODEL), payload)
+    finally:
+        get_settings.cache_clear()
+        st.cache_resource.clear()
+    assert result.error is None, result.error
+    (user,) = result.users
+    return user["segment"]
+
+
+def test_the_api_predict_and_the_dashboard_give_one_answer_with_lifecycle_and_trust(client, source, history,
+                                                                                     monkeypatch, tmp_path):  # fmt: skip
+    """The three entrances of one history (POST /v1/score, ``shoplens predict``, the dashboard upload) give
+    the same segment, confidence, trust and lifecycle stage; the stage is the rules' on the raw events
+    (pandas, by hand), over prefixes of the history that reach different stages."""
+    events, _ = history
+    lake = Lake(LocalStore(source.root), tmp_path / "work")
+    first_buy = next(i for i, e in enumerate(events) if e["event_type"] == "purchase")
+    assert first_buy > 0
+    stages = set()
+    for n in (first_buy, len(events)):  # the history before its first purchase, and all of it
+        part = events[:n]
+        body = client.post("/v1/score", json={"events": part}, headers=AUTH)
+        assert body.status_code == 200
+        api = body.json()
+        path = tmp_path / f"h{n}.csv"
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([RAW_COLUMNS, *[[e[c] for c in RAW_COLUMNS] for e in part]])
+        path.write_text(buf.getvalue())
+        (cli,) = predict_file(path, lake).users
+        dash = _dashboard_upload(source, path.read_bytes(), monkeypatch, tmp_path)
+        fields = ("segment_id", "segment_name", "confidence", "trust", "lifecycle_stage", "n_events", "model_version")
+        assert {k: api[k] for k in fields} == {k: cli[k] for k in fields} == {k: dash[k] for k in fields}
+        assert api["lifecycle_stage"] == _lifecycle_by_hand(part)
+        assert (api["lifecycle_label"], api["lifecycle_action"]) == (cli["lifecycle_label"], cli["lifecycle_action"])
+        stages.add(api["lifecycle_stage"])
+    assert stages == {"new_visitor", "first_time_buyer"}, stages
+    spec = client.get("/openapi.json").json()["components"]["schemas"]["ScoreResponse"]
+    assert {"trust", "lifecycle_stage", "lifecycle_label", "lifecycle_action"} <= set(spec["properties"])
+
+
+def test_one_history_is_featurized_once_for_segment_lifecycle_and_propensity(source, history, monkeypatch, tmp_path):
+    """score_events with a propensity model computes the features once (the features arithmetic of
+    etl.local_features runs once), also when the propensity model's price reference differs (then only
+    its price_level is computed again); trust and propensity equal their formulas on hand counts."""
+    import etl.local_features as lf
+    from model.propensity import MODEL_FEATURES, LightPropensityScorer
+    from model.propensity.history import LoadedPropensity
+    from model.segmentation.history import model_from_artifact
+    from services.core.readers import load_model
+
+    events, _ = history
+    base = load_model(Lake(LocalStore(source.root), tmp_path / "work"))
+    trust = {"intercept": -1.5, "coef_log_n": 0.6, "coef_confidence": 2.0}
+    model = model_from_artifact({**base.artifact, "trust": trust}, base.version)
+    coef = {"n_events": 0.01, "carts_28d": 0.25}
+    artifact = {
+        "artifact": "shoplens.propensity.light", "schema_version": 1, "model_version": "p-test", "kind": "logistic",
+        "features": list(MODEL_FEATURES), "calibrator": None, "deciles": None, "metadata": {},
+        "logistic": {"medians": [0.0] * len(MODEL_FEATURES), "missing_columns": [], "log_features": [],
+                     "mean": [0.0] * len(MODEL_FEATURES), "scale": [1.0] * len(MODEL_FEATURES),
+                     "coef": [coef.get(c, 0.0) for c in MODEL_FEATURES], "intercept": -2.0},
+    }  # fmt: skip
+    calls = {"features": 0, "price_level": 0}
+    features, price_level = lf._coded_columns, lf._price_level
+
+    def counted(name, fn):
+        def inner(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return inner
+
+    monkeypatch.setattr(lf, "_coded_columns", counted("features", features))
+    monkeypatch.setattr(lf, "_price_level", counted("price_level", price_level))
+    other_reference = model.category_means + 0.1
+    for reference, price_levels in ((model.category_means, 1), (other_reference, 2)):
+        calls.update(features=0, price_level=0)
+        propensity = LoadedPropensity("p-test", LightPropensityScorer(artifact), reference)
+        got = score_events(events, model, None, propensity)
+        assert calls == {"features": 1, "price_level": price_levels}
+        df = pd.DataFrame(events).drop_duplicates()
+        t = pd.to_datetime(df["event_time"].str.replace(" UTC", ""), utc=True)
+        n_carts_28d = int(((df["event_type"] == "cart") & (t > t.max() - pd.Timedelta(days=28))).sum())
+        want = 1 / (1 + np.exp(-(-2.0 + 0.01 * np.float32(len(df)) + 0.25 * np.float32(n_carts_28d))))
+        assert got["propensity"] == pytest.approx(want, rel=1e-12)
+        assert got["propensity_model_version"] == "p-test" and got["n_events"] == len(df)
+        assert got["trust"] == pytest.approx(
+            1 / (1 + np.exp(-(-1.5 + 0.6 * np.log(len(df)) + 2.0 * got["confidence"]))), rel=1e-12)
+    assert score_events(events, model)["lifecycle_stage"] == got["lifecycle_stage"]
+
+
+def test_raw_price_level_is_the_features_price_level_with_that_reference(history):
+    """The one feature a second reference changes, computed alone, equals the whole computation's."""
+    from etl.lines import history_of, parse_fields
+    from etl.local_features import raw_feature_columns, raw_price_level
+    from services.jobs.api import event_columns
+
+    rows = history_of(parse_fields(event_columns(history[0]))).table
+    reference = pd.DataFrame({"category_id": rows["category_id"].drop_null().unique().to_pylist()})
+    reference["mean_log_price"] = np.linspace(1.0, 5.0, len(reference))
+    want = raw_feature_columns(rows, category_reference=reference)["price_level"]
+    assert np.isfinite(want).all()
+    np.testing.assert_array_equal(raw_price_level(rows, reference), want)

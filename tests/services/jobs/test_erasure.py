@@ -179,10 +179,9 @@ WHOLE_LAKE_FEATURES = ("price_level",)
 
 def assert_segments_are_the_rebuilds(lake: Lake, rebuilt: pd.DataFrame) -> None:
     """Every published segment equals what the current model gives the rebuilt features."""
-    from model.segmentation.history import score_features
     from services.core.readers import load_model
 
-    expected = pd.DataFrame(score_features(rebuilt, load_model(lake)))
+    expected = load_model(lake).scorer.predict_frame(rebuilt)
     published = _segments(lake).loc[rebuilt["user_key"]]
     assert list(published.index) == list(rebuilt["user_key"])
     got = published["segment_id"].astype("float").to_numpy()

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from etl.generate import generate
 from etl.lines import read_history
 from etl.pseudonymize import pseudonymize
-from model.propensity import score_history
+from model.scoring import HistoryFeatures, propensity_scores
 from services.core.catalog import PROPENSITY, PROPENSITY_MODEL
 from services.core.lake import Lake
 from services.core.readers import load_propensity, read_propensity
@@ -84,8 +86,10 @@ def test_predict_agrees_with_the_batch_scores(lake, trained, feed):
     last = pd.to_datetime(rows["event_time"], utc=True).groupby(rows["user_id"].astype(str)).max()
     recent = last > pd.Timestamp(as_of) - pd.Timedelta(days=28)
     users = [*last[recent].sample(15, random_state=1).index, *last[~recent].sample(10, random_state=1).index]
-    history = rows.loc[rows["user_id"].astype(str).isin(users)]
-    got = score_history(history, load_propensity(lake), as_of=as_of)
+    table = pa.concat_tables([read_history(p).table for p in sorted(feed.glob("*.csv.gz"))])
+    history = table.filter(pc.is_in(table["user_id"].cast(pa.string()), pa.array(users, pa.string())))
+    propensity = load_propensity(lake)
+    got = propensity_scores(HistoryFeatures.of(history, as_of, propensity.category_means), propensity)
     batch = read_propensity(lake).set_index("user_key")
     for u in users:
         want = batch.loc[pseudonymize(u, KEY)]
