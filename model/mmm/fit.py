@@ -3,8 +3,9 @@
 Library: PyMC-Marketing's :class:`pymc_marketing.mmm.multidimensional.MMM` (the maintained successor
 of its ``MMM`` class): the adstock and saturation components, max-abs scaling of spend and revenue,
 yearly Fourier seasonality and control regressors are the library's, as are the priors (documented in
-:func:`model_config`). The base gets a linear trend and built-in holiday weeks as controls, plus the
-user's controls standardized.
+:func:`model_config`). The base gets the built-in holiday weeks as controls, plus the user's controls
+standardized; the whole mean is multiplied by a smooth customer-base level (:func:`customer_base_level`,
+added through the library's mu-effect hook), which also carries the trend.
 
 Why PyMC-Marketing and not a model of our own: it is the field's maintained reference, with its own
 recovery tests, and it installs and runs here (pytensor compiles with the system g++). The one thing
