@@ -104,10 +104,10 @@ ORACLE_TAG = "holidays5"
 
 
 def model_tag(level_order: int) -> str:
-    """Which model a run fitted: ``levelK`` (customer-base level of order K, K = 0 additive, with the five
-    holiday weeks of ``holiday_features``); runs stored before that change carry no tag (``v1``: additive,
-    two holiday weeks)."""
-    return f"level{level_order}"
+    """Which model a run fitted: ``levelK+trend`` (customer-base level of order K times the base with its
+    linear trend, and media), ``level0`` (additive), both with the five holiday weeks of ``holiday_features``.
+    Earlier runs: ``level2`` (the level without the trend), none (``v1``: additive, two holiday weeks)."""
+    return f"level{level_order}+trend" if level_order else "level0"
 
 
 def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: dict | None = None,
@@ -379,7 +379,13 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
              "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
              "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
              "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
-             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Channels "
+             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
+             "the additive model with a linear trend and two holiday weeks (runs before the level); `level0` the same "
+             "with five holiday weeks; `level2` the customer-base level x (base + media) with five holiday weeks "
+             "and no trend (`model.mmm.fit.customer_base_level`); `level2+trend` the same with the linear trend "
+             "in the base (the default); "
+             "`holidays5`: the peer with the five holiday weeks. Fit times are wall seconds per seed, with the load "
+             "average of each run (1 min) in `mmm_recovery_runs.jsonl`. Channels "
              "with >= 10% of spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
              f"other work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
              "| setting | seeds | draws/tune | converged | channels | within 20% | 90% coverage | median abs error "

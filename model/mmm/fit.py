@@ -4,8 +4,8 @@ Library: PyMC-Marketing's :class:`pymc_marketing.mmm.multidimensional.MMM` (the 
 of its ``MMM`` class): the adstock and saturation components, max-abs scaling of spend and revenue,
 yearly Fourier seasonality and control regressors are the library's, as are the priors (documented in
 :func:`model_config`). The base gets the built-in holiday weeks as controls, plus the user's controls
-standardized; the whole mean is multiplied by a smooth customer-base level (:func:`customer_base_level`,
-added through the library's mu-effect hook), which also carries the trend.
+standardized, and a linear trend; the whole mean is multiplied by a smooth customer-base level
+(:func:`customer_base_level`, added through the library's mu-effect hook).
 
 Why PyMC-Marketing and not a model of our own: it is the field's maintained reference, with its own
 recovery tests, and it installs and runs here (pytensor compiles with the system g++). The one thing
@@ -76,7 +76,7 @@ class FitConfig:
     #: PyMC-Marketing's HalfNormal prior on the raw saturation coefficient (see :func:`add_roi_prior`).
     roi_prior: tuple[float, float] | None = ROI_PRIOR
     #: Powers of time in the log of the customer-base level that scales media and base alike (see
-    #: :class:`CustomerBaseLevel`); 0 is the additive model with a linear trend in the base.
+    #: :func:`customer_base_level`); 0 is the additive model.
     level_order: int = 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,12 +126,16 @@ class FitResult:
     lift_tests: list[dict] = field(default_factory=list)  # calibration rows the fit used (weekly units)
 
 
-def base_frame(data: MMMData, trend: bool = True) -> tuple[pd.DataFrame, dict, dict]:
-    """Holiday weeks and standardized user controls (constant columns dropped), after a linear trend if
-    ``trend`` (the additive model's; with a customer-base level the level carries the trend)."""
-    frame = pd.DataFrame(index=data.dates)
-    if trend:
-        frame["trend"] = np.arange(len(data)) / float(len(data))
+def base_frame(data: MMMData) -> tuple[pd.DataFrame, dict, dict]:
+    """Linear trend, holiday weeks and standardized user controls (constant columns dropped).
+
+    The trend stays inside the customer-base level's bracket: a base that grows by itself (new products,
+    prices) is additive and does not scale media, which the level alone would assume. Measured on the
+    truth-level series (additive 8% a year growth, constant media effects), seeds 1000-1003 at 1000/1000:
+    without the trend 15 of 20 channels were within 20% of the true ROI, with it 17 of 20 and the level
+    stays near 1; on the event path (seeds 1100-1103) the two give the same ROIs within a few points.
+    """
+    frame = pd.DataFrame({"trend": np.arange(len(data)) / float(len(data))}, index=data.dates)
     for name, col in holiday_features(data.dates).items():
         if col.std() > 0:
             frame[name] = col.to_numpy()
@@ -293,7 +297,7 @@ def fit(data: MMMData, config: FitConfig | None = None, lift_tests: pd.DataFrame
         from pymc_extras.prior import Prior
 
         sat_priors = {"beta": Prior("Flat", dims="channel", transform="exp")}  # flat on log beta
-    base, center, scale = base_frame(data, trend=not config.level_order)
+    base, center, scale = base_frame(data)
     X = pd.DataFrame({"date": data.dates})
     for j, ch in enumerate(data.channels):
         X[ch] = data.spend[:, j]

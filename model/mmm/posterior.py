@@ -6,11 +6,11 @@ and ``y~ = revenue / max(revenue)``:
     y~_t = L_t * (intercept + sum_c sat_c(adstock_c(x~_c))_t + sum_k gamma_k z_{k,t}
                   + sum_m (g_m sin(2 pi m d_t / 365.25) + h_m cos(2 pi m d_t / 365.25))) + eps_t
 
-with ``z`` the base regressors (holiday weeks, standardized user controls; a linear trend when there is
-no level) and ``d_t`` the day of year. ``L_t = exp(sum_k kappa_k tau_t^k)`` (k = 1..level_order, ``tau``
+with ``z`` the base regressors (linear trend, holiday weeks, standardized user controls) and ``d_t``
+the day of year. ``L_t = exp(sum_k kappa_k tau_t^k)`` (k = 1..level_order, ``tau``
 = weeks since the first fitted week / fitted weeks) is the level of the customer base: it scales media
 and base alike, because a shop with fewer active customers gets fewer sales from the same ad euro as well
-as from its base (see :func:`model.mmm.fit.CustomerBaseLevel`). ``level_order = 0`` is the additive model
+as from its base (see :func:`model.mmm.fit.customer_base_level`). ``level_order = 0`` is the additive model
 (L = 1). Beyond the fitted weeks the level is held at its last fitted value (no extrapolation of a trend).
 Everything a report, the optimizer or the dashboard needs is a function of the draws:
 
