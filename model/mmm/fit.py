@@ -133,7 +133,8 @@ def base_frame(data: MMMData) -> tuple[pd.DataFrame, dict, dict]:
     prices) is additive and does not scale media, which the level alone would assume. Measured on the
     truth-level series (additive 8% a year growth, constant media effects), seeds 1000-1003 at 1000/1000:
     without the trend 15 of 20 channels were within 20% of the true ROI, with it 17 of 20 and the level
-    stays near 1; on the event path (seeds 1100-1103) the two give the same ROIs within a few points.
+    stays near 1; on the event path (seeds 1100-1103) the two give the same figures (15-20% within 20%,
+    coverage 85%), most ROIs within a few points of each other (affiliates on seed 1100: +26% and +66%).
     """
     frame = pd.DataFrame({"trend": np.arange(len(data)) / float(len(data))}, index=data.dates)
     for name, col in holiday_features(data.dates).items():
