@@ -96,8 +96,8 @@ def study(seed: int, users: int, keep: Path | None) -> dict:
     quarters = pd.Series(per_euro / per_euro.mean()).groupby(np.arange(len(per_euro)) // 13).mean()
     # the truth the peer is scored against: the expected-value ROI over the same complete weeks
     truth = [{**c, "roi": float(s["expected_media"][:, j].sum() / s["spend"][:, j].sum())} for j, c in enumerate(channels)]
-    peers = {name: ols_told_shapes(y, s["weeks"], s["spend"], s["plan_shapes"], truth)
-             for name, y in (("expected", expected), ("realized", s["realized"]))}
+    peers = {f"{name}, {form}": ols_told_shapes(y, s["weeks"], s["spend"], s["plan_shapes"], truth, level=form == "level")
+             for name, y in (("expected", expected), ("realized", s["realized"])) for form in ("additive", "level")}
     return {
         "seed": seed, "users": users, "weeks": len(s["weeks"]),
         "mean_weekly_revenue": float(s["realized"].mean()),
@@ -109,7 +109,8 @@ def study(seed: int, users: int, keep: Path | None) -> dict:
                  "expected_value": float(s["expected_media"][:, j].sum() / s["spend"][:, j].sum()),
                  "truth_doc": float(doc_contrib[c["channel"]].sum() / s["spend"][:, j].sum())}
                 for j, c in enumerate(channels)],
-        "peer": {k: {"resid_share": v["resid_share"], "errors": {c["channel"]: c["error"] for c in v["channels"]}}
+        "peer": {k: {"resid_share": v["resid_share"], "errors": {c["channel"]: c["error"] for c in v["channels"]},
+                     "inside": {c["channel"]: c["inside"] for c in v["channels"]}}
                  for k, v in peers.items()},
     }
 
@@ -127,16 +128,19 @@ def write(rows: list[dict], out: Path) -> None:
         lines.append(f"| {r['seed']} | {r['users']:,} | {r['mean_weekly_revenue']:,.0f} | {r['noise_sd']:.1%} | "
                      f"{r['media_share']:.0%} | {' '.join(f'{q:.2f}' for q in r['media_per_euro_by_quarter'])} | "
                      f"{min(ratio):.2f}-{max(ratio):.2f} |")
-    lines += ["", "Peer told the true adstock and saturation shapes (additive, constant effects; the "
-              "recovery study's `oracle_ols`), ROI error against the expected-value ROI, channels >= 10% of spend:", "",
-              "| seed | users | series | residual sd / mean | " + " | ".join(
+    lines += ["", "Peer told the true adstock and saturation shapes, ROI error against the expected-value ROI "
+              "(`!`: outside its 90% interval), channels >= 10% of spend. `additive`: constant effects plus a linear "
+              "trend (the recovery study's `oracle_ols`); `level`: everything times a customer-base level "
+              "exp(k1 t + k2 t^2), the model's form since `model.mmm.fit.customer_base_level`. Base terms: the "
+              "model's five holiday weeks and two Fourier orders.", "",
+              "| seed | users | series, form | residual sd / mean | " + " | ".join(
                   c["channel"] for c in rows[0]["roi"] if c["spend_share"] >= 0.10) + " |",
               "|---|---|---|---|" + "---|" * sum(c["spend_share"] >= 0.10 for c in rows[0]["roi"])]
     for r in rows:
         big = [c["channel"] for c in r["roi"] if c["spend_share"] >= 0.10]
         for name, p in r["peer"].items():
             lines.append(f"| {r['seed']} | {r['users']:,} | {name} | {p['resid_share']:.1%} | "
-                         + " | ".join(f"{p['errors'][c]:+.0%}" for c in big) + " |")
+                         + " | ".join(f"{p['errors'][c]:+.0%}{'' if p['inside'][c] else '!'}" for c in big) + " |")
     out.write_text("\n".join(lines) + "\n")
     (out.with_suffix(".json")).write_text(json.dumps({"when": when, "rows": rows}, indent=2) + "\n")
 

@@ -99,7 +99,19 @@ def evaluate(truth_doc: dict, data: Any, result: Any) -> list[dict]:
     return rows
 
 
-def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: dict | None = None) -> list[dict]:
+#: The peer's base terms are the model's (``holiday_features``): five holiday weeks since the level change.
+ORACLE_TAG = "holidays5"
+
+
+def model_tag(level_order: int) -> str:
+    """Which model a run fitted: ``levelK+trend`` (customer-base level of order K times the base with its
+    linear trend, and media), ``level0`` (additive), both with the five holiday weeks of ``holiday_features``.
+    Earlier runs: ``level2`` (the level without the trend), none (``v1``: additive, two holiday weeks)."""
+    return f"level{level_order}+trend" if level_order else "level0"
+
+
+def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: dict | None = None,
+             level_order: int = 2) -> list[dict]:
     """The plain fit of ``seed`` (unless ``plain``, a stored run of it, is given) and, with ``lift``, the
     refit with one lift test per weak channel of the plain fit."""
     from etl.media_plan import weekly_truth
@@ -108,9 +120,11 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
 
     truth = weekly_truth(weeks=104, seed=seed)
     data = prepare(clean_spend(truth.spend)[0], clean_kpi(truth.revenue)[0])
-    config = FitConfig(seed=seed, draws=draws, tune=tune, **({"roi_prior": None} if variant == "library" else {}))
+    config = FitConfig(seed=seed, draws=draws, tune=tune, level_order=level_order,
+                       **({"roi_prior": None} if variant == "library" else {}))
     out = []
-    base = {"seed": seed, "variant": variant, "draws": draws, "tune": tune, "path": "truth"}
+    base = {"seed": seed, "variant": variant, "draws": draws, "tune": tune, "path": "truth",
+            "model": model_tag(level_order), "load_avg": os.getloadavg()[0]}
     if plain is None:
         t0 = time.perf_counter()
         result = fit(data, config)
@@ -132,7 +146,7 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
     return out
 
 
-def run_events(seed: int, variant: str, draws: int, tune: int, users: int) -> list[dict]:
+def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level_order: int = 2) -> list[dict]:
     """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day
     from the purchases in the files (pyarrow; what the lake's series equals,
     tests/services/jobs/test_mmm.py; ingest itself is skipped), made weekly by :func:`model.mmm.prepare`
@@ -168,43 +182,64 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int) -> li
     plan_shapes = shapes(spend_plan(plan_weeks, seed))[inside]
     order = [c["channel"] for c in truth_doc["channels"]]
     wide = data.spend[:, [data.channels.index(c) for c in order]]
-    config = FitConfig(seed=seed, draws=draws, tune=tune, **({"roi_prior": None} if variant == "library" else {}))
+    config = FitConfig(seed=seed, draws=draws, tune=tune, level_order=level_order,
+                       **({"roi_prior": None} if variant == "library" else {}))
     t0 = time.perf_counter()
     result = fit(data, config)
     base = {"seed": seed, "draws": draws, "tune": tune, "path": f"events_{users}_users", "lift_tests": [],
+            "model": model_tag(level_order), "load_avg": os.getloadavg()[0],
             "generate_read_s": generate_s, "weekly_revenue_mean": float(np.mean(data.revenue)),
             "weekly_revenue_cv": float(np.std(data.revenue) / np.mean(data.revenue))}
     peer = ols_told_shapes(data.revenue, data.dates, wide, plan_shapes, truth_doc["channels"])
     return [{**base, "variant": variant, "fit_s": time.perf_counter() - t0, "converged": result.diagnostics.converged,
              "rhat_max": result.diagnostics.rhat_max, "divergences": result.diagnostics.divergences,
              "channels": evaluate(truth_doc, data, result)},
-            {**base, "variant": "oracle_ols", "draws": 0, "tune": 0, "fit_s": 0.0, "converged": True, **peer}]
+            {**base, "variant": "oracle_ols", "model": ORACLE_TAG, "draws": 0, "tune": 0, "fit_s": 0.0,
+             "converged": True, **peer}]
 
 
 def ols_told_shapes(y: np.ndarray, dates: pd.DatetimeIndex, spend: np.ndarray, shape: np.ndarray,
-                    truth_channels: list[dict]) -> dict:
+                    truth_channels: list[dict], level: bool = False) -> dict:
     """The peer: least squares that is *told* each channel's true adstock and saturation shape.
 
     Revenue regressed on the truth's saturated adstocked spend plus the model's base terms (intercept,
-    trend, holiday weeks, two yearly Fourier orders); ROI = coefficient x sum(shape) / spend, with a
-    Normal 90% interval from the OLS standard error. What the data allow when nothing but the scale of
+    holiday weeks, two yearly Fourier orders, and a linear trend); ROI = coefficient x sum(shape) / spend,
+    with a Normal 90% interval from the standard error. What the data allow when nothing but the scale of
     each effect is unknown: an upper bound for any additive model with constant effects that must also
-    learn the shapes. ``resid_share``: residual standard deviation / mean weekly revenue.
+    learn the shapes. ``level``: the model's form instead, everything times ``exp(k1 tau + k2 tau^2)``
+    (the customer-base level of ``model.mmm.fit.customer_base_level``, no separate trend), by nonlinear
+    least squares with delta-method intervals. ``resid_share``: residual sd / mean weekly revenue.
     """
     from scipy import stats
+    from scipy.optimize import least_squares
 
     from model.mmm.data import holiday_features
 
+    n = len(y)
     doy = dates.dayofyear.to_numpy()
-    base = [np.ones(len(y)), np.arange(len(y)) / len(y), *holiday_features(dates).to_numpy().T]
+    tau = np.arange(n) / n
+    base = [np.ones(n), *([] if level else [tau]), *holiday_features(dates).to_numpy().T]
     base += [f(2 * np.pi * m * doy / 365.25) for m in (1, 2) for f in (np.sin, np.cos)]
     x = np.column_stack([*base, shape])
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    resid = y - x @ coef
-    cov = resid @ resid / (len(y) - x.shape[1]) * np.linalg.inv(x.T @ x)
-    k = len(base)
-    factor = shape.sum(axis=0) / spend.sum(axis=0)
-    roi, se = coef[k:] * factor, np.sqrt(np.diag(cov)[k:]) * factor
+    k, c_n = len(base), shape.shape[1]
+
+    def mean(p: np.ndarray) -> np.ndarray:
+        return (x @ p[: k + c_n]) * (np.exp(p[k + c_n] * tau + p[k + c_n + 1] * tau**2) if level else 1.0)
+
+    def roi_of(p: np.ndarray) -> np.ndarray:
+        lvl = np.exp(p[k + c_n] * tau + p[k + c_n + 1] * tau**2) if level else np.ones(n)
+        return p[k : k + c_n] * (shape * lvl[:, None]).sum(axis=0) / spend.sum(axis=0)
+
+    p0 = np.r_[np.linalg.lstsq(x, y, rcond=None)[0], np.zeros(2 if level else 0)]
+    fitted = least_squares(lambda p: (mean(p) - y) / y.mean(), p0, method="lm") if level else None
+    p = fitted.x if level else p0
+    resid = y - mean(p)
+    jac = fitted.jac * y.mean() if level else x
+    cov = resid @ resid / (n - len(p)) * np.linalg.pinv(jac.T @ jac)
+    roi = roi_of(p)
+    step = 1e-6 * np.maximum(np.abs(p), 1e-3)
+    grad = np.column_stack([(roi_of(p + np.eye(len(p))[i] * step[i]) - roi) / step[i] for i in range(len(p))])
+    se = np.sqrt(np.einsum("ci,ij,cj->c", grad, cov, grad))
     z = stats.norm.ppf(0.95)
     rows = []
     for j, c in enumerate(truth_channels):
@@ -223,7 +258,8 @@ def oracle(seed: int) -> dict:
     spend = truth.spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
     dates = pd.DatetimeIndex(truth.revenue["date"])
     peer = ols_told_shapes(truth.revenue["revenue"].to_numpy(), dates, spend, shapes(spend), truth.truth["channels"])
-    return {"seed": seed, "variant": "oracle_ols", "draws": 0, "tune": 0, "path": "truth", "lift_tests": [],
+    return {"seed": seed, "variant": "oracle_ols", "model": ORACLE_TAG, "draws": 0, "tune": 0, "path": "truth",
+            "lift_tests": [],
             "fit_s": 0.0, "converged": True, **peer}
 
 
@@ -237,12 +273,14 @@ STUDY_CHAINS = (300, 400)  # draws/tune of the study's main runs; other lengths 
 
 
 def key(run: dict) -> tuple:
-    return run["seed"], run["variant"], bool(run["lift_tests"]), run["path"], run["draws"], run["tune"]
+    return (run["seed"], run["variant"], bool(run["lift_tests"]), run["path"], run["draws"], run["tune"],
+            run.get("model", "v1"))
 
 
 def group(run: dict) -> str:
     chains = (run["draws"], run["tune"])
-    return (f"{run['path']}/{run['variant']}" + ("/lift" if run["lift_tests"] else "")
+    model = "/" + run.get("model", "v1")
+    return (f"{run['path']}/{run['variant']}{model}" + ("/lift" if run["lift_tests"] else "")
             + ("" if chains in (STUDY_CHAINS, (0, 0)) else f"@{chains[0]}/{chains[1]}"))
 
 
@@ -308,10 +346,10 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
                      "converged": sum(r["converged"] for r in rs), "big_channels": metrics(big),
                      "per_channel": per_channel}
     # the lift tests' effect on the channels they calibrated, paired with the same seed's plain fit
-    plain = {(r["seed"], r["variant"], r["path"], r["draws"], r["tune"]): r for r in runs if not r["lift_tests"]}
+    plain = {key(r)[:2] + key(r)[3:]: r for r in runs if not r["lift_tests"]}
     pairs = []
     for r in runs:
-        p = plain.get((r["seed"], r["variant"], r["path"], r["draws"], r["tune"]))
+        p = plain.get(key(r)[:2] + key(r)[3:])
         if not r["lift_tests"] or p is None:
             continue
         before = {c["channel"]: c for c in p["channels"]}
@@ -341,7 +379,13 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
              "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
              "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
              "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
-             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Channels "
+             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
+             "the additive model with a linear trend and two holiday weeks (runs before the level); `level0` the same "
+             "with five holiday weeks; `level2` the customer-base level x (base + media) with five holiday weeks "
+             "and no trend (`model.mmm.fit.customer_base_level`); `level2+trend` the same with the linear trend "
+             "in the base (the default); "
+             "`holidays5`: the peer with the five holiday weeks. Fit times are wall seconds per seed, with the load "
+             "average of each run (1 min) in `mmm_recovery_runs.jsonl`. Channels "
              "with >= 10% of spend. `oracle_ols` is the peer told the true adstock and saturation shapes. Machine shared by "
              f"other work (load average {os.getloadavg()[0]:.1f} at writing): fit times are under contention.", "",
              "| setting | seeds | draws/tune | converged | channels | within 20% | 90% coverage | median abs error "
@@ -389,15 +433,18 @@ def main() -> None:
     ap.add_argument("--lift", action="store_true", help="also refit with one lift test per weak channel")
     ap.add_argument("--events", type=int, default=0, metavar="USERS",
                     help="the event path instead: generate two years for USERS users per seed, then fit")
+    ap.add_argument("--level-order", type=int, default=2,
+                    help="powers of time in the customer-base level (0: the additive model)")
     ap.add_argument("--summarize", action="store_true", help="only rewrite the summary from the runs file")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if not args.summarize:
         stored = {key(r): r for r in read_runs()}
         for seed in args.seeds if args.events else []:
-            if (seed, args.variant, False, f"events_{args.events}_users", args.draws, args.tune) in stored:
+            tag = model_tag(args.level_order)
+            if (seed, args.variant, False, f"events_{args.events}_users", args.draws, args.tune, tag) in stored:
                 continue
-            for run in run_events(seed, args.variant, args.draws, args.tune, args.events):
+            for run in run_events(seed, args.variant, args.draws, args.tune, args.events, args.level_order):
                 if key(run) not in stored:
                     with RUNS.open("a") as fh:
                         fh.write(json.dumps(run) + "\n")
@@ -406,10 +453,12 @@ def main() -> None:
                                  f"{'' if c['identifiable'] else '?'}" for c in run["channels"]), flush=True)
             write(summarize(read_runs()), read_runs())
         for seed in [] if args.events else args.seeds:
-            plain = stored.get((seed, args.variant, False, "truth", args.draws, args.tune))
-            if plain is not None and (not args.lift or (seed, args.variant, True, "truth", args.draws, args.tune) in stored):
+            tag = model_tag(args.level_order)
+            plain = stored.get((seed, args.variant, False, "truth", args.draws, args.tune, tag))
+            if plain is not None and (not args.lift or (seed, args.variant, True, "truth", args.draws, args.tune, tag)
+                                      in stored):
                 continue
-            for run in run_seed(seed, args.variant, args.draws, args.tune, args.lift, plain):
+            for run in run_seed(seed, args.variant, args.draws, args.tune, args.lift, plain, args.level_order):
                 if key(run) not in stored:
                     with RUNS.open("a") as fh:
                         fh.write(json.dumps(run) + "\n")

@@ -10,8 +10,8 @@ Per channel, from the posterior draws and the spend (numpy + scipy, no PyMC):
 - ``spend_cv``: coefficient of variation of its weekly spend (a near-constant channel is the baseline);
 - ``spend_drift``: share of its weekly spend's variance that a cubic in time explains (:func:`spend_drift`):
   a channel whose spend mostly drifts slowly (a random walk) moves like a change in the base does
-  (a growing or shrinking customer base), which the model's linear trend cannot follow, so its ROI
-  rests on the base being modelled right;
+  (a growing or shrinking customer base), which the model's smooth customer-base level also follows, so
+  its ROI rests on the base being modelled right;
 - ``roi_rel_width``: width of the 90% ROI interval over its median.
 
 A channel is ``identifiable`` only if none of :data:`LIMITS` is crossed; otherwise ``reasons`` says

@@ -177,17 +177,18 @@ def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
             raise InfeasibleBounds([*err.conflicts, f"with {', '.join(held)} held within {HOLD_BAND:.0%} of "
                                     "current spend (ROI not identifiable)"]) from None
     carry = history[-post.adstock.l_max:]
+    at = post.next_week  # plans meet the customer base's last fitted level
     tail = post.adstock.l_max
     sub = post.subset(draws, seed)
     idle = np.zeros((weeks + tail, c_n))
     # revenue the spend already made still drives in the horizon: not the plan's doing
-    carry_sub = float(sub.media(idle, carry).sum(axis=(1, 2)).mean())
+    carry_sub = float(sub.media(idle, carry, start=at).sum(axis=(1, 2)).mean())
 
     def expand(v: np.ndarray) -> np.ndarray:
         return np.repeat((v / weeks)[None, :], weeks, axis=0) if pattern == "flat" else v.reshape(weeks, c_n)
 
     def value_grad(v: np.ndarray) -> tuple[float, np.ndarray]:
-        total, grad = sub.media_gradient(expand(v), carry, tail)
+        total, grad = sub.media_gradient(expand(v), carry, tail, start=at)
         g = grad.mean(axis=0)
         g = g.mean(axis=0) if pattern == "flat" else g.reshape(-1)  # d/d(total_c) = mean over weeks
         return float(total.mean()), g
@@ -231,15 +232,15 @@ def optimize(post: Posterior, budget: float, weeks: int, history: np.ndarray, *,
         weekly = np.where(col > 0, w / np.where(col > 0, col, 1.0), 1.0 / weeks) * totals
 
     full = post.subset(max(draws, post.n_draws), seed)
-    carry_pc = full.media(idle, carry).sum(axis=1)  # (D, C)
-    opt_rev = full.media(np.vstack([weekly, np.zeros((tail, c_n))]), carry).sum(axis=(1, 2)) - carry_pc.sum(axis=1)
+    carry_pc = full.media(idle, carry, start=at).sum(axis=1)  # (D, C)
+    opt_rev = full.media(np.vstack([weekly, np.zeros((tail, c_n))]), carry, start=at).sum(axis=(1, 2)) - carry_pc.sum(axis=1)
     cur_weekly = expand(current_totals) if pattern == "flat" else np.repeat(
         (current_totals / weeks)[None, :], weeks, axis=0)
-    cur_rev = full.media(np.vstack([cur_weekly, np.zeros((tail, c_n))]), carry).sum(axis=(1, 2)) \
+    cur_rev = full.media(np.vstack([cur_weekly, np.zeros((tail, c_n))]), carry, start=at).sum(axis=(1, 2)) \
         - carry_pc.sum(axis=1)
     gain = opt_rev - cur_rev
     g_lo, g_mid, g_hi = quantiles(gain)
-    per_channel_opt = full.media(np.vstack([weekly, np.zeros((tail, c_n))]), carry).sum(axis=1) - carry_pc
+    per_channel_opt = full.media(np.vstack([weekly, np.zeros((tail, c_n))]), carry, start=at).sum(axis=1) - carry_pc
     pc = pd.DataFrame({"channel": channels, "current": current_totals, "recommended": totals,
                        "change": totals - current_totals, "min": lo, "max": hi,
                        "expected_revenue": per_channel_opt.mean(axis=0)})

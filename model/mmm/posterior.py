@@ -3,13 +3,18 @@
 The model (PyMC-Marketing's, see :mod:`model.mmm.fit`), on scaled data ``x~ = spend / max(spend)``
 and ``y~ = revenue / max(revenue)``:
 
-    y~_t = intercept + sum_c sat_c(adstock_c(x~_c))_t + sum_k gamma_k z_{k,t}
-           + sum_m (g_m sin(2 pi m d_t / 365.25) + h_m cos(2 pi m d_t / 365.25)) + eps_t
+    y~_t = L_t * (intercept + sum_c sat_c(adstock_c(x~_c))_t + sum_k gamma_k z_{k,t}
+                  + sum_m (g_m sin(2 pi m d_t / 365.25) + h_m cos(2 pi m d_t / 365.25))) + eps_t
 
 with ``z`` the base regressors (linear trend, holiday weeks, standardized user controls) and ``d_t``
-the day of year. Everything a report, the optimizer or the dashboard needs is a function of the draws:
+the day of year. ``L_t = exp(sum_k kappa_k tau_t^k)`` (k = 1..level_order, ``tau``
+= weeks since the first fitted week / fitted weeks) is the level of the customer base: it scales media
+and base alike, because a shop with fewer active customers gets fewer sales from the same ad euro as well
+as from its base (see :func:`model.mmm.fit.customer_base_level`). ``level_order = 0`` is the additive model
+(L = 1). Beyond the fitted weeks the level is held at its last fitted value (no extrapolation of a trend).
+Everything a report, the optimizer or the dashboard needs is a function of the draws:
 
-- contribution of channel c over a window: ``target_scale * sat_c(adstock_c(x~_c))`` summed over it;
+- contribution of channel c over a window: ``target_scale * L * sat_c(adstock_c(x~_c))`` summed over it;
 - ROI_c = contribution_c / spend_c over the fitted period (adstock from zero at the first week);
 - marginal ROI_c = d contribution_c / d spend_c at the fitted spend (1% more spend in every week);
 - predictions for new periods carry over the adstock of the spend already made.
@@ -27,6 +32,12 @@ from model.mmm.data import holiday_features
 from model.mmm.transforms import Component
 
 INTERVAL = (0.05, 0.95)  # 90% intervals everywhere
+
+
+def level_time(dates: pd.DatetimeIndex, first_week: pd.Timestamp, weeks: float) -> np.ndarray:
+    """``tau`` of the level for ``dates``: weeks since ``first_week`` / ``weeks``, held inside the fitted weeks."""
+    tau = ((pd.DatetimeIndex(dates) - pd.Timestamp(first_week)).days.to_numpy() / 7.0) / weeks
+    return np.clip(tau, 0.0, (weeks - 1.0) / weeks)
 
 
 def quantiles(draws: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,6 +63,7 @@ class Posterior:
     control_center: dict[str, float] = field(default_factory=dict)
     control_scale: dict[str, float] = field(default_factory=dict)
     roi_prior: tuple[float, float] | None = None  # LogNormal (mu, sigma) of each channel's ROI, if used
+    level_order: int = 0  # powers of tau in the log level (0: no level, the additive model)
 
     @property
     def n_draws(self) -> int:
@@ -69,26 +81,49 @@ class Posterior:
         return Posterior(**{**self.__dict__, "params": {k: v.mean(axis=0, keepdims=True)
                                                         for k, v in self.params.items()}})
 
+    # --------------------------------------------------------------------------------- level
+
+    @property
+    def next_week(self) -> pd.Timestamp:
+        """The first week after the fitted ones (where plans start; the level there is the last fitted one)."""
+        return self.first_week + pd.Timedelta(weeks=round(self.trend_weeks))
+
+    def level(self, dates: pd.DatetimeIndex) -> np.ndarray:
+        """The customer-base level per draw and date ``(D, T)`` (ones without a level)."""
+        if not self.level_order:
+            return np.ones((self.n_draws, len(dates)))
+        tau = level_time(dates, self.first_week, self.trend_weeks)
+        powers = tau[:, None] ** np.arange(1, self.level_order + 1)[None, :]  # (T, K)
+        return np.exp(self.params["level"] @ powers.T)
+
+    def _weeks(self, n: int, start: pd.Timestamp | None, before: int = 0) -> pd.DatetimeIndex:
+        first = (self.first_week if start is None else pd.Timestamp(start)) - pd.Timedelta(weeks=before)
+        return pd.date_range(first, periods=n, freq="7D")
+
     # --------------------------------------------------------------------------------- media
 
-    def media(self, spend: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
+    def media(self, spend: np.ndarray, history: np.ndarray | None = None,
+              start: pd.Timestamp | None = None) -> np.ndarray:
         """Revenue contribution per draw, period and channel ``(D, T, C)`` of ``spend (T, C)``.
 
         ``history (H, C)``: spend of the weeks just before, whose adstock carries into ``spend``.
+        ``start``: the week of ``spend``'s first row (default: the first fitted week, so the fitted
+        spend gets the fitted level; plans pass :attr:`next_week`).
         """
         spend = np.asarray(spend, dtype=float)
         h = 0 if history is None else len(history)
         x = spend if history is None else np.vstack([history, spend])
         adstocked = self.adstock.apply(x / self.channel_scale, self.params)
-        out = self.saturation.apply(adstocked, self.params) * self.target_scale
+        level = self.level(self._weeks(len(x), start, h))[:, :, None]
+        out = self.saturation.apply(adstocked, self.params) * level * self.target_scale
         return out[:, h:, :]
 
-    def media_gradient(self, spend: np.ndarray, history: np.ndarray | None = None,
-                       tail: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def media_gradient(self, spend: np.ndarray, history: np.ndarray | None = None, tail: int = 0,
+                       start: pd.Timestamp | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(total contribution per draw ``(D,)``, its gradient wrt ``spend`` ``(D, T, C)``).
 
         The total runs over ``spend``'s periods plus ``tail`` periods of zero spend after them, so
-        carry-over of late spend is credited.
+        carry-over of late spend is credited. ``start`` as in :meth:`media`.
         """
         spend = np.asarray(spend, dtype=float)
         n = len(spend)
@@ -96,8 +131,9 @@ class Posterior:
         x = np.vstack([np.zeros((0, spend.shape[1])) if history is None else history, spend,
                        np.zeros((tail, spend.shape[1]))])
         adstocked = self.adstock.apply(x / self.channel_scale, self.params)
-        value = self.saturation.apply(adstocked, self.params)
-        slope = self.saturation.derivative(adstocked, self.params)  # (D, T', C)
+        level = self.level(self._weeks(len(x), start, h))[:, :, None]
+        value = self.saturation.apply(adstocked, self.params) * level
+        slope = self.saturation.derivative(adstocked, self.params) * level  # (D, T', C)
         w = self.adstock.weights(self.params)  # (D, L, C)
         # d total / d x_s = sum_{t >= s} w_{t-s} slope_t : a correlation, done as a reversed convolution
         rev = slope[:, ::-1, :]
@@ -129,23 +165,23 @@ class Posterior:
         return np.hstack([np.sin(x), np.cos(x)])
 
     def base(self, dates: pd.DatetimeIndex, controls: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
-        """Base components per draw ``(D, T)``: intercept, each base regressor, seasonality."""
+        """Base components per draw ``(D, T)``: intercept, each base regressor, seasonality (each times the level)."""
         p = self.params
         d = self.n_draws
-        out = {"intercept": np.repeat(p["intercept"][:, None], len(dates), axis=1) * self.target_scale}
+        scale = self.level(dates) * self.target_scale
+        out = {"intercept": p["intercept"][:, None] * scale}
         z = self.base_features(dates, controls)
         for k, name in enumerate(self.base_names):
-            out[name] = p["gamma_control"][:, k : k + 1] * z[None, :, k] * self.target_scale
+            out[name] = p["gamma_control"][:, k : k + 1] * z[None, :, k] * scale
         f = self.fourier(dates)
-        out["seasonality"] = (p["gamma_fourier"] @ f.T if f.shape[1] else np.zeros((d, len(dates)))) \
-            * self.target_scale
+        out["seasonality"] = (p["gamma_fourier"] @ f.T if f.shape[1] else np.zeros((d, len(dates)))) * scale
         return out
 
     def predict(self, dates: pd.DatetimeIndex, spend: np.ndarray, controls: pd.DataFrame | None = None,
                 history: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Expected revenue ``mu (D, T)`` with its components (base parts ``(D, T)``, media ``(D, T, C)``)."""
         base = self.base(dates, controls)
-        media = self.media(spend, history)
+        media = self.media(spend, history, start=dates[0])
         mu = sum(base.values()) + media.sum(axis=2)
         return {"mu": mu, "media": media, **base}
 
@@ -178,10 +214,12 @@ class Posterior:
     def response_curve(self, grid: np.ndarray) -> np.ndarray:
         """Weekly revenue at a sustained weekly spend ``grid (G, C)``, per draw ``(D, G, C)``.
 
-        With normalized adstock a constant spend adstocks to itself, so this is the saturation curve.
+        With normalized adstock a constant spend adstocks to itself, so this is the saturation curve, at
+        the customer base's level of the last fitted week (what a plan would meet).
         """
+        level = self.level(pd.DatetimeIndex([self.next_week]))[:, :, None]  # (D, 1, 1)
         return self.saturation.apply(np.asarray(grid, dtype=float) / self.channel_scale, self.params) \
-            * self.target_scale
+            * level * self.target_scale
 
     def adstock_curve(self) -> np.ndarray:
         """Share of a week's effect that lands ``l`` weeks later, per draw ``(D, L, C)``."""
@@ -194,7 +232,8 @@ class Posterior:
         cols: dict[str, np.ndarray] = {"draw": np.arange(self.n_draws)}
         labels = {"gamma_control": self.base_names,
                   "gamma_fourier": [f"sin_{m}" for m in range(1, self.yearly_order + 1)]
-                  + [f"cos_{m}" for m in range(1, self.yearly_order + 1)]}
+                  + [f"cos_{m}" for m in range(1, self.yearly_order + 1)],
+                  "level": [f"tau^{k}" for k in range(1, self.level_order + 1)]}
         for name, v in self.params.items():
             if v.ndim == 1:
                 cols[name] = v
@@ -210,7 +249,7 @@ class Posterior:
                 "yearly_order": self.yearly_order, "first_week": str(self.first_week.date()),
                 "trend_weeks": float(self.trend_weeks), "control_center": self.control_center,
                 "control_scale": self.control_scale,
-                "roi_prior": list(self.roi_prior) if self.roi_prior else None}
+                "roi_prior": list(self.roi_prior) if self.roi_prior else None, "level_order": self.level_order}
 
     @staticmethod
     def from_frame(draws: pd.DataFrame, meta: dict[str, Any]) -> Posterior:
@@ -234,7 +273,8 @@ class Posterior:
                          list(meta["base_names"]), order, pd.Timestamp(meta["first_week"]),
                          float(meta["trend_weeks"]), dict(meta.get("control_center", {})),
                          dict(meta.get("control_scale", {})),
-                         tuple(meta["roi_prior"]) if meta.get("roi_prior") else None)
+                         tuple(meta["roi_prior"]) if meta.get("roi_prior") else None,
+                         int(meta.get("level_order", 0)))
 
 
 def channel_summary(post: Posterior, spend: np.ndarray) -> pd.DataFrame:
@@ -253,4 +293,4 @@ def channel_summary(post: Posterior, spend: np.ndarray) -> pd.DataFrame:
     })
 
 
-__all__ = ["INTERVAL", "Posterior", "channel_summary", "quantiles"]
+__all__ = ["INTERVAL", "Posterior", "channel_summary", "level_time", "quantiles"]

@@ -126,6 +126,33 @@ def test_roundtrip_through_the_draws_table(post, history):
     np.testing.assert_allclose(back.predict(dates, history)["mu"], post.predict(dates, history)["mu"])
 
 
+def test_the_customer_base_level_scales_media_and_base_and_is_held_after_the_fitted_weeks(post, history):
+    """The level ``exp(k1 tau + k2 tau^2)`` (model.mmm.fit.customer_base_level), computed by hand here."""
+    kappa = np.random.default_rng(3).normal([-1.0, 0.4], 0.1, (post.n_draws, 2))
+    leveled = Posterior(**{**post.__dict__, "params": {**post.params, "level": kappa}, "level_order": 2})
+    dates = pd.date_range("2022-01-03", periods=30, freq="W-MON")
+    tau = np.arange(30) / 104.0  # fitted on 104 weeks
+    level = np.exp(kappa[:, :1] * tau + kappa[:, 1:] * tau**2)  # (D, T)
+    last = np.exp(kappa[:, :1] * 103 / 104 + kappa[:, 1:] * (103 / 104) ** 2)  # the last fitted week's
+    np.testing.assert_allclose(leveled.level(dates), level)
+    np.testing.assert_allclose(leveled.media(history), post.media(history) * level[:, :, None])
+    base, flat = leveled.base(dates), post.base(dates)
+    np.testing.assert_allclose(base["intercept"], flat["intercept"] * level)
+    np.testing.assert_allclose(leveled.predict(dates, history)["mu"], post.predict(dates, history)["mu"] * level)
+    # plans (start = the week after the fitted ones) meet the last fitted level, not an extrapolated trend
+    later = pd.date_range(leveled.next_week, periods=8, freq="W-MON")
+    np.testing.assert_allclose(leveled.level(later), np.repeat(last, 8, axis=1))
+    future = np.full((4, 3), 800.0)
+    np.testing.assert_allclose(leveled.media(future, history[-6:], start=leveled.next_week),
+                               post.media(future, history[-6:]) * last[:, :, None])
+    total, grad = leveled.media_gradient(future, history[-6:], tail=6, start=leveled.next_week)
+    flat_total, flat_grad = post.media_gradient(future, history[-6:], tail=6)
+    np.testing.assert_allclose(total, flat_total * last[:, 0])
+    np.testing.assert_allclose(grad, flat_grad * last[:, :, None])
+    back = Posterior.from_frame(leveled.draws_frame(), leveled.meta())
+    np.testing.assert_allclose(back.media(history), leveled.media(history))
+
+
 def test_metrics():
     y, yhat = np.array([100.0, 200.0, 300.0]), np.array([110.0, 180.0, 300.0])
     assert mape(y, yhat) == pytest.approx((0.1 + 0.1 + 0) / 3)

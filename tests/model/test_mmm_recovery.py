@@ -81,17 +81,23 @@ def test_numpy_twin_equals_the_models_own_contributions_and_roi():
     full = result.idata.posterior.stack(sample=("chain", "draw"))
     post = result.posterior
     assert post.n_draws == full.sizes["sample"]
-    contrib = full["channel_contribution"].transpose("sample", "date", "channel").to_numpy()
+    # the customer-base level scales media and base alike (model.mmm.fit.customer_base_level)
+    level = full["level_multiplier"].transpose("sample", "date").to_numpy()
+    np.testing.assert_allclose(post.level(data.dates), level, rtol=1e-6)
+    assert level[:, 0].max() == 1.0 and level.std() > 0  # exp(0) at the first week, moving after it
+    contrib = full["channel_contribution"].transpose("sample", "date", "channel").to_numpy() * level[:, :, None]
     np.testing.assert_allclose(post.media(data.spend) / post.target_scale, contrib, rtol=1e-6, atol=1e-9)
     # the ROI the prior is placed on (a model deterministic) is the ROI the report prints
     np.testing.assert_allclose(post.roi(data.spend)[1], full["roi"].transpose("sample", "channel").to_numpy(),
                                rtol=1e-6)
     base = post.base(data.dates, data.controls)
-    season = full["yearly_seasonality_contribution"].transpose("sample", "date").to_numpy()
+    season = full["yearly_seasonality_contribution"].transpose("sample", "date").to_numpy() * level
     np.testing.assert_allclose(base["seasonality"] / post.target_scale, season, rtol=1e-6, atol=1e-9)
-    control = full["control_contribution"].sum("control").transpose("sample", "date").to_numpy()
+    control = full["control_contribution"].sum("control").transpose("sample", "date").to_numpy() * level
     ours = sum(base[n] for n in post.base_names) / post.target_scale
     np.testing.assert_allclose(ours, control, rtol=1e-6, atol=1e-9)
+    intercept = full["intercept_contribution"].to_numpy()[:, None] * level
+    np.testing.assert_allclose(base["intercept"] / post.target_scale, intercept, rtol=1e-6)
 
 
 def test_one_lift_test_pins_down_the_least_certain_channel():

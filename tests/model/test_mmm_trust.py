@@ -129,7 +129,8 @@ def test_lift_test_rows_become_weekly_calibration_rows_and_bad_rows_are_reported
                                                     "outside_fitted_weeks": 1}
     assert clean.to_dict(orient="records") == [{
         "channel": "display", "x": pytest.approx(data.spend[10:14, data.channels.index("display")].mean()),
-        "delta_x": pytest.approx(1000.0), "delta_y": pytest.approx(1500.0), "sigma": pytest.approx(200.0)}]
+        "delta_x": pytest.approx(1000.0), "delta_y": pytest.approx(1500.0), "sigma": pytest.approx(200.0),
+        "week": str(data.dates[12].date())}]  # the middle of the four test weeks
 
 
 def test_true_lift_is_the_contribution_difference_at_the_plans_scale():

@@ -99,7 +99,7 @@ def test_fit_publishes_a_version_with_everything_report_and_optimize_need(fitted
     # the lift test, in weekly units (four weeks), and the rejected row with its reason
     assert result["lift_tests"] == [{"channel": "search", "x": pytest.approx(result["lift_tests"][0]["x"]),
                                      "delta_x": pytest.approx(2000.0), "delta_y": pytest.approx(3000.0),
-                                     "sigma": pytest.approx(750.0)}]
+                                     "sigma": pytest.approx(750.0), "week": "2021-03-15"}]  # mid-test week
     assert {"source": "lift_tests", "reason": "unknown_channel", "count": 1}.items() <= \
         next(i for i in result["data"]["row_issues"] if i["source"] == "lift_tests").items()
     trust = pd.read_parquet(root / "trust.parquet").set_index("channel")

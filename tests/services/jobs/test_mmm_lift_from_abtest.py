@@ -52,7 +52,8 @@ def test_an_abtest_result_with_channel_and_spend_is_a_lift_test_for_mmm_fit(cli_
     in_test = (weeks >= "2024-03-04") & (weeks <= "2024-03-17")
     assert rows.to_dict(orient="records") == [{
         "channel": "search", "x": pytest.approx(spend[in_test, 0].mean()), "delta_x": pytest.approx(6000.0),
-        "delta_y": pytest.approx(lift.at[0, "revenue_change"] / 2), "sigma": pytest.approx(lift.at[0, "revenue_change_se"] / 2)}]
+        "delta_y": pytest.approx(lift.at[0, "revenue_change"] / 2), "sigma": pytest.approx(lift.at[0, "revenue_change_se"] / 2),
+        "week": "2024-03-11"}]  # the second (middle) of the two test weeks
 
 
 def test_a_result_without_media_or_with_half_the_options_is_refused(cli_env, tmp_path):
