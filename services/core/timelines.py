@@ -204,7 +204,7 @@ def read_bucket(store: Any, keys: Sequence[str], columns: Sequence[str] | None =
 def run_on_buckets(
     spark: SparkSession,
     lake: Lake,
-    fn: Callable[[pa.Table], pa.Table],
+    fn: Callable[[int, pa.Table], pa.Table],
     schema: pa.Schema,
     *,
     columns: Sequence[str] | None = None,
@@ -212,8 +212,8 @@ def run_on_buckets(
 ) -> pa.Table:
     """``fn`` on every bucket's timeline in Spark tasks: the tasks read the buckets from the store.
 
-    ``fn`` is Spark-free: one bucket's timeline (``columns`` only, if given) in, a table of ``schema``
-    out. Without ``out`` the tables come back to the driver, concatenated (for small results: a
+    ``fn`` is Spark-free: a bucket's number and its timeline (``columns`` only, if given) in, a table
+    of ``schema`` out (the number, so a function with per-bucket inputs need not hash a key to find it). Without ``out`` the tables come back to the driver, concatenated (for small results: a
     bucket's sums). With ``out`` (a prefix in the lake's store) each task writes its table to
     ``<out>/part-BBBB.parquet`` itself, and the returned table has ``bucket, rows`` per file written.
     """
@@ -223,7 +223,7 @@ def run_on_buckets(
     result_schema = _WRITTEN_ARROW if out is not None else schema
 
     def task(b: int) -> Iterator[pa.RecordBatch]:
-        table = fn(read_bucket(store, sources[b], cols)).cast(schema)
+        table = fn(b, read_bucket(store, sources[b], cols)).cast(schema)
         if out is None:
             yield from table.to_batches()
             return
@@ -284,12 +284,12 @@ def timelines_status(lake: Lake) -> dict[str, Any]:
     have no timeline (ingested before timelines existed: ``shoplens timelines --backfill``)."""
     ptr = lake.pointer(TIMELINES)
     folded = set((ptr or {}).get("folded_run_ids", []))
-    with_timelines = _runs_with_timelines(lake) | folded
+    runs = _runs_with_timelines(lake)
     with_events = {_run_of(k) for k in lake.committed_files(EVENTS)}
     return {
         "compacted_version": None if ptr is None else ptr["version"],
-        "uncompacted_runs": sorted(_runs_with_timelines(lake) - folded),
-        "missing_runs": sorted(with_events - with_timelines),
+        "uncompacted_runs": sorted(runs - folded),
+        "missing_runs": sorted(with_events - runs - folded),
     }
 
 

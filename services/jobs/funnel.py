@@ -17,7 +17,6 @@ docs/outputs.md.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -199,7 +198,9 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec) -> pl.DataFram
         log.warning("%d committed runs have no timelines (shoplens timelines --backfill): the funnel reads the "
                     "event files", len(missing), extra={"stage": "funnel"})  # fmt: skip
         return pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
-    walk = functools.partial(timeline_units, spec=spec)
+    def walk(_bucket: int, timeline: pa.Table) -> pa.Table:
+        return timeline_units(timeline, spec)
+
     return pl.from_arrow(run_on_buckets(spark, lake, walk, units_schema(spec), columns=event_columns(spec)))
 
 

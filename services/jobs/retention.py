@@ -26,12 +26,12 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from etl.retention import BUCKET_FRAME, RetentionSpec, bucket_counts, combine
-from etl.timeline import USER_KEY
+from etl.timeline import USER_KEY, bucket_of
 from services.core.catalog import RETENTION, SEGMENTS
 from services.core.lake import Lake, due_for_new_runs, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
-from services.core.timelines import bucket_of, run_on_buckets, timelines_status
+from services.core.timelines import run_on_buckets, timelines_status
 from services.reports.retention import semantics, write_retention_report
 
 log = logging.getLogger("shoplens.retention")
@@ -98,8 +98,7 @@ def compute(spark: SparkSession, lake: Lake, cfg: RetentionConfig,
     specs = {OVERALL: replace(cfg.spec, by=None), **{by: replace(cfg.spec, by=by) for by in cfg.breakdowns}}
     split = _by_bucket(segments) if segments is not None and "segment" in cfg.breakdowns else {}
 
-    def counts(timeline: pa.Table) -> pa.Table:
-        bucket = int(bucket_of(timeline[USER_KEY].slice(0, 1))[0]) if timeline.num_rows else -1
+    def counts(bucket: int, timeline: pa.Table) -> pa.Table:
         return bucket_counts(timeline, specs, split.get(bucket)).to_arrow()
 
     t0 = time.monotonic()
