@@ -34,11 +34,10 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.spark_tasks import one_task_each
 from etl.timeline import (
+    BUCKET,
     BUCKETS,
     ORDER,
     TIMELINE_SCHEMA,
-    USER_KEY,
-    bucket_of,
     by_group,
     group_part,
     ipc_bytes,
@@ -146,7 +145,7 @@ def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expecte
     def sort(i: int) -> Iterator[pa.RecordBatch]:
         parts = [read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]]
         rows = pa.concat_tables(parts, promote_options="permissive").unify_dictionaries()
-        bucket = bucket_of(rows[USER_KEY])
+        bucket = rows[BUCKET].to_numpy()  # staged by by_group: the keys are not hashed again
         for b in np.unique(bucket):
             timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
             store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
