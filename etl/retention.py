@@ -257,9 +257,10 @@ def bucket_counts(timeline: pa.Table, specs: dict[str, RetentionSpec],
     frame = pl.DataFrame(timeline)
     if frame.height == 0:
         return BUCKET_FRAME.clear()
-    numbered = frame.with_columns(pl.col("user_key").rle_id().alias("number"))
+    numbered = frame.with_columns(pl.col("user_key").rle_id().alias("number"))  # keys may be categorical
     if segments is not None:
-        first = numbered.select("user_key", "number").unique("number", keep="first", maintain_order=True)
+        first = (numbered.select(pl.col("user_key").cast(pl.String), "number")
+                 .unique("number", keep="first", maintain_order=True))  # fmt: skip
         segments = segments.join(first, on="user_key").select(pl.col("number").alias("user_key"), "segment")
     days = user_days(numbered.drop("user_key").rename({"number": "user_key"}))
     last_day = pl.lit(days["day"].max(), pl.Date).alias("last_day")

@@ -198,7 +198,7 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec) -> pl.DataFram
         log.warning("%d committed runs have no timelines (shoplens timelines --backfill): the funnel reads the "
                     "event files", len(missing), extra={"stage": "funnel"})  # fmt: skip
         return pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
-    def walk(_bucket: int, timeline: pa.Table) -> pa.Table:
+    def walk(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
         return timeline_units(timeline, spec)
 
     return pl.from_arrow(run_on_buckets(spark, lake, walk, units_schema(spec), columns=event_columns(spec)))
