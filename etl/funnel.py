@@ -84,7 +84,6 @@ from pyspark.sql import DataFrame, SparkSession
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
-from etl.timeline import plain
 from etl.user_buckets import per_user_bucket
 
 Unit = Literal["user", "session", "user_product"]
@@ -405,8 +404,10 @@ def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
 
 def timeline_units(timeline: pa.Table, spec: FunnelSpec) -> pa.Table:
     """:func:`partition_units` of one user timeline (:mod:`etl.timeline`): whole users sorted by user
-    and time, so a user funnel needs no sort and each user's first event is its first row."""
-    events = pl.from_arrow(plain(timeline, event_columns(spec)))
+    and time, so a user funnel needs no sort and each user's first event is its first row. Text kept
+    as dictionaries (polars categoricals: compared and sorted by value) is walked as integers, and
+    decoded only in the per-unit rows."""
+    events = pl.from_arrow(timeline.select(event_columns(spec)))
     users = events["user_key"]
     user_starts = np.flatnonzero(users.ne_missing(users.shift(1)).fill_null(True).to_numpy())
     marked = _marked(events, spec)
