@@ -168,8 +168,8 @@ def members(days: pl.DataFrame, spec: RetentionSpec, segments: pl.DataFrame | No
     """One row per cohort member: ``user_key, start, cohort, group``."""
     kind = pl.col("events") > 0 if spec.cohort_event == "any" else pl.col("purchases") > 0
     category = "first_category" if spec.cohort_event == "any" else "first_purchase_category"
-    first = (days.filter(kind).group_by("user_key")
-             .agg(pl.col("day").min().alias("start"), pl.col(category).sort_by("day").first().alias("category")))  # fmt: skip
+    first_category = [pl.col(category).sort_by("day").first().alias("category")] if spec.by == "category" else []
+    first = days.filter(kind).group_by("user_key").agg(pl.col("day").min().alias("start"), *first_category)
     cohort = _week_start(pl.col("start")) if spec.cohort == "week" else pl.col("start").dt.month_start()
     out = first.with_columns(cohort.alias("cohort"))
     if spec.by is None:
