@@ -62,7 +62,7 @@ def _timed(fn, *args, **kwargs) -> tuple[float, object]:
     return round(time.monotonic() - t, 2), out
 
 
-def _count(timeline: pa.Table) -> pa.Table:
+def _count(_buckets: list[int], timeline: pa.Table) -> pa.Table:
     return pa.table({"rows": pa.array([timeline.num_rows], pa.int64())})
 
 

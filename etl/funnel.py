@@ -84,7 +84,6 @@ from pyspark.sql import DataFrame, SparkSession
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
-from etl.timeline import plain
 from etl.user_buckets import per_user_bucket
 
 Unit = Literal["user", "session", "user_product"]
@@ -407,27 +406,31 @@ def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
     groups and each group's cells (a count per mask); :mod:`etl.funnel_walk` walks them.
     """
     seen = events.group_by("user_key").agg(first_seen=pl.col("t").min())
-    df = events.filter(pl.col("mask") != 0)
-    if df.height == 0:
-        return units_schema(spec).empty_table()
-    return _walk(df, *_unit_order(df, _unit_columns(spec.unit)), seen, spec)
+    return _units(events.filter(pl.col("mask") != 0), seen, spec)
 
 
 def timeline_units(timeline: pa.Table, spec: FunnelSpec) -> pa.Table:
     """:func:`partition_units` of one user timeline (:mod:`etl.timeline`): whole users sorted by user
-    and time, so a user funnel needs no sort and each user's first event is its first row."""
-    events = pl.from_arrow(plain(timeline, event_columns(spec)))
+    and time, so a user funnel needs no sort and each user's first event is its first row. Text kept
+    as dictionaries (polars categoricals: compared and sorted by value) is walked as integers, and
+    decoded only in the per-unit rows."""
+    events = pl.from_arrow(timeline.select(event_columns(spec)))
     users = events["user_key"]
     user_starts = np.flatnonzero(users.ne_missing(users.shift(1)).fill_null(True).to_numpy())
     marked = _marked(events, spec)
     seen = marked.select("user_key", first_seen="t")[user_starts]
     matched = np.flatnonzero(marked["mask"].to_numpy() != 0)
-    df = marked[matched]
+    in_order = (np.arange(len(matched)), _starts_within(user_starts, matched)) if spec.unit == "user" else None
+    return _units(marked[matched], seen, spec, in_order)
+
+
+def _units(df: pl.DataFrame, seen: pl.DataFrame, spec: FunnelSpec,
+           in_order: tuple[np.ndarray, np.ndarray] | None = None) -> pa.Table:  # fmt: skip
+    """The per-unit rows of the matched events ``df``, walked in unit order: ``in_order`` (the order
+    and each unit's first row, :func:`_walk`) when ``df`` is already in it, else sorted into it."""
     if df.height == 0:
         return units_schema(spec).empty_table()
-    if spec.unit != "user":
-        return _walk(df, *_unit_order(df, _unit_columns(spec.unit)), seen, spec)
-    return _walk(df, np.arange(df.height), _starts_within(user_starts, matched), seen, spec)
+    return _walk(df, *(in_order or _unit_order(df, _unit_columns(spec.unit))), seen, spec)
 
 
 def _starts_within(starts: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ from etl.lines import (
     classify_batch,
 )
 from etl.spark_tasks import one_task_each
-from etl.timeline import bucket_of, by_group, group_part, ipc_bytes, read_ipc
+from etl.timeline import bucket_of, by_group, group_part, ipc_bytes, piece_name, read_ipc
 
 __all__ = [
     "ACCEPTED", "DUPLICATE", "ERASED", "QUARANTINED", "SUSPICIOUS_SCHEMA", "TIMELINE_PARTS", "Chunk", "LocalChunk", "bucket_count",
@@ -118,9 +118,10 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
     Files: ``events/event_date=D/part-C.parquet`` per event date, ``quarantine/part-C.parquet`` and
     ``duplicates/part-C.parquet`` when not empty, the row hash of each accepted line in
     ``hashes/bucket=B/part-C.parquet`` (B = first hash mod ``buckets``) for :func:`find_copies`, and
-    the accepted events per user and day in ``user_days/bucket=B/part-C.parquet`` (B =
-    :func:`etl.timeline.bucket_of`) for :func:`flag_suspicious`; with ``timeline_groups``, the accepted
-    events in ``timeline_parts/group=G/part-C.arrow`` per timeline bucket group G.
+    the accepted events per user and day in ``user_days/bucket=B/part-C.parquet`` (B = the user's
+    timeline bucket, :func:`etl.timeline.bucket_of`, mod ``buckets``) for :func:`flag_suspicious`; with
+    ``timeline_groups``, the accepted events in ``timeline_parts/group=G/part-C.arrow`` per timeline
+    bucket group G. Each event's key is hashed once, for both.
     Deterministic names, so a retried task overwrites. Lines of people in ``erased`` (digests of their
     keys, :mod:`etl.erasure`) are dropped and counted as :data:`~etl.erasure.ERASED`.
     """
@@ -136,7 +137,8 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
         if table.num_rows:
             store.write_bytes(f"{prefix}/{name}/{part_name(chunk.index)}", parquet_bytes(table))
 
-    for g, rows in by_group(events, timeline_groups) if timeline_groups else ():
+    timeline_bucket = bucket_of(events["user_key"])
+    for g, rows in by_group(events, timeline_groups, timeline_bucket) if timeline_groups else ():
         store.write_bytes(f"{prefix}/{TIMELINE_PARTS}/{group_part(g, chunk.index)}", ipc_bytes(rows))
 
     hashes = out.hashes.view(np.int64)
@@ -148,10 +150,12 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
         store.write_bytes(f"{prefix}/hashes/bucket={b:04d}/{part_name(chunk.index)}",
                           parquet_bytes(table, compression="none"))  # hashes do not compress
 
-    per_day = events.group_by(["user_key", "event_date"], use_threads=False).aggregate([("user_key", "count")])
+    # the bucket is the user's, so grouping by it too splits no user-day
+    per_day = (events.select(["user_key", "event_date"]).append_column("bucket", pa.array(timeline_bucket % buckets))
+               .group_by(["user_key", "event_date", "bucket"], use_threads=False).aggregate([("user_key", "count")]))
     users = per_day["user_key"].combine_chunks().cast(pa.string())
     by_user = pa.table([users, per_day["event_date"], per_day["user_key_count"]], schema=_USER_DAYS)
-    bucket = bucket_of(users, buckets)
+    bucket = per_day["bucket"].to_numpy()
     for b in np.unique(bucket):
         store.write_bytes(f"{prefix}/user_days/bucket={b:04d}/{part_name(chunk.index)}",
                           parquet_bytes(by_user.take(np.flatnonzero(bucket == b))))
@@ -267,20 +271,25 @@ def resolve_cross_chunk_duplicates(
         _, first_line, _ = members[0]
         for _, line, chunk in members[1:]:
             moved.setdefault(chunk, {})[line] = first_line
+    # each listing once, not once per patched chunk
+    events = store.list(f"{prefix}/events") if moved else []
+    staged = store.list(f"{prefix}/{TIMELINE_PARTS}") if moved else []
     for chunk, lines in moved.items():
-        _patch_chunk(store, prefix, by_index[chunk], lines)
+        _patch_chunk(store, prefix, by_index[chunk], lines, events, staged)
     return {chunk: len(lines) for chunk, lines in moved.items()}
 
 
-def _patch_chunk(store: Any, prefix: str, chunk: Chunk, lines: dict[int, int]) -> None:
-    part = part_name(chunk.index)
+def _patch_chunk(store: Any, prefix: str, chunk: Chunk, lines: dict[int, int], events: list[str],
+                 staged: list[str]) -> None:  # fmt: skip
+    """Drop ``lines`` from the chunk's event files (of ``events``) and staged timeline pieces (of
+    ``staged``: one per group), and record them as duplicates."""
+    part, piece = part_name(chunk.index), f"/{piece_name(chunk.index)}"
     dropped = pa.array(sorted(lines), pa.int64())
-    staged = f"/{group_part(0, chunk.index).split('/', 1)[1]}"  # the chunk's timeline pieces, in every group
-    for key in store.list(f"{prefix}/events"):
+    for key in events:
         if key.endswith(f"/{part}"):
             _drop_lines(store, key, dropped, lambda data: pq.read_table(io.BytesIO(data)), parquet_bytes)
-    for key in store.list(f"{prefix}/{TIMELINE_PARTS}"):
-        if key.endswith(staged):
+    for key in staged:
+        if key.endswith(piece):
             _drop_lines(store, key, dropped, read_ipc, ipc_bytes)
     dup_key = f"{prefix}/duplicates/{part}"
     old = (pq.read_table(io.BytesIO(store.read_bytes(dup_key))) if store.exists(dup_key)

@@ -168,8 +168,8 @@ def members(days: pl.DataFrame, spec: RetentionSpec, segments: pl.DataFrame | No
     """One row per cohort member: ``user_key, start, cohort, group``."""
     kind = pl.col("events") > 0 if spec.cohort_event == "any" else pl.col("purchases") > 0
     category = "first_category" if spec.cohort_event == "any" else "first_purchase_category"
-    first = (days.filter(kind).group_by("user_key")
-             .agg(pl.col("day").min().alias("start"), pl.col(category).sort_by("day").first().alias("category")))  # fmt: skip
+    first_category = [pl.col(category).sort_by("day").first().alias("category")] if spec.by == "category" else []
+    first = days.filter(kind).group_by("user_key").agg(pl.col("day").min().alias("start"), *first_category)
     cohort = _week_start(pl.col("start")) if spec.cohort == "week" else pl.col("start").dt.month_start()
     out = first.with_columns(cohort.alias("cohort"))
     if spec.by is None:
@@ -254,18 +254,33 @@ def bucket_counts(timeline: pa.Table, specs: dict[str, RetentionSpec],
     purchase, say) still counts for the lake's last day. The users are counted by number (their run
     in the timeline) rather than by key: joins on integers, not on 64-character strings.
     """
-    frame = pl.DataFrame(timeline)
-    if frame.height == 0:
+    if timeline.num_rows == 0:
         return BUCKET_FRAME.clear()
-    numbered = frame.with_columns(pl.col("user_key").rle_id().alias("number"))
+    number = _user_numbers(timeline["user_key"])
     if segments is not None:
-        first = numbered.select("user_key", "number").unique("number", keep="first", maintain_order=True)
+        keys = pl.DataFrame({"user_key": pl.Series(timeline["user_key"]).cast(pl.String), "number": number})
+        first = keys.unique("number", keep="first", maintain_order=True)
         segments = segments.join(first, on="user_key").select(pl.col("number").alias("user_key"), "segment")
-    days = user_days(numbered.drop("user_key").rename({"number": "user_key"}))
+    days = user_days(pl.DataFrame(timeline.drop_columns(["user_key"])).with_columns(number.alias("user_key")))
     last_day = pl.lit(days["day"].max(), pl.Date).alias("last_day")
     parts = [partial_counts(days, spec, segments).select(pl.lit(name, pl.String).alias("view"), *PARTIAL_COLUMNS)
              for name, spec in specs.items()]  # fmt: skip
     return pl.concat([*parts, BUCKET_FRAME.drop("last_day").clear(n=1)]).with_columns(last_day)
+
+
+def _user_numbers(keys: pa.ChunkedArray) -> pl.Series:
+    """Each row's user as a number, its run in the timeline (a user's rows are consecutive). Keys read
+    as dictionaries (unique values per chunk, as Parquet's are) are compared by index, and by value
+    only across chunks: no 64-character strings compared row by row."""
+    if not pa.types.is_dictionary(keys.type):
+        return pl.Series(keys).rle_id()
+    starts, last = [], None
+    for chunk in (c for c in keys.chunks if len(c)):
+        codes = chunk.indices.to_numpy()
+        first = chunk.dictionary[int(codes[0])].as_py()
+        starts.append(np.r_[first != last, codes[1:] != codes[:-1]])
+        last = chunk.dictionary[int(codes[-1])].as_py()
+    return pl.Series(np.cumsum(np.concatenate(starts)) - 1, dtype=pl.UInt32)
 
 
 def _grid(sizes: pl.DataFrame, spec: RetentionSpec, end: date) -> pl.DataFrame:

@@ -34,11 +34,10 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.spark_tasks import one_task_each
 from etl.timeline import (
+    BUCKET,
     BUCKETS,
     ORDER,
     TIMELINE_SCHEMA,
-    USER_KEY,
-    bucket_of,
     by_group,
     group_part,
     ipc_bytes,
@@ -62,6 +61,11 @@ COMPACT_AFTER_RUNS: Final[int] = 8
 TASKS_PER_CORE: Final[int] = 2
 #: Staged event files read by one task of a build's first stage.
 _FILES_PER_TASK: Final[int] = 8
+#: Parquet's default dictionary page (1 MiB) holds ~15,000 user keys (64 hex characters), fewer than a
+#: bucket of the 43.8M-event month (~27,000 users): past it the writer falls back to plain strings. With
+#: every key in the dictionary a sorted bucket's key column is a few runs of indices, and a reader
+#: that asks for it as a dictionary (``run_on_buckets(dictionary=...)``) decodes no strings.
+_DICTIONARY_PAGE_BYTES: Final[int] = 64 << 20
 _WRITTEN: Final[T.StructType] = T.StructType(
     [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.LongType(), False)]
 )
@@ -70,12 +74,14 @@ _WRITTEN_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("r
 
 def write_parquet(table: pa.Table) -> bytes:
     """A timeline (or a per-bucket result) as Parquet: zstd level 1, the Arrow schema stored so the
-    dictionaries come back as dictionaries, the sort order declared."""
+    dictionaries come back as dictionaries, the sort order declared, and a dictionary page large
+    enough for every key of a bucket (:data:`_DICTIONARY_PAGE_BYTES`)."""
     sink = io.BytesIO()
     sorting = None
     if set(ORDER) <= set(table.schema.names):
         sorting = [pq.SortingColumn(table.schema.get_field_index(c)) for c in ORDER]
-    pq.write_table(table, sink, compression="zstd", compression_level=1, sorting_columns=sorting)
+    pq.write_table(table, sink, compression="zstd", compression_level=1, sorting_columns=sorting,
+                   dictionary_pagesize_limit=_DICTIONARY_PAGE_BYTES)  # fmt: skip
     return sink.getvalue()
 
 
@@ -86,14 +92,15 @@ def in_tasks(spark: SparkSession, items: Sequence[int], fn: Callable[[int], Iter
     A Spark task costs about 0.1 s of its own, and far more on a loaded machine: one task per bucket
     (64) made an ingestion run's timeline build cost more than the rest of the run.
     """
-    items = list(items)
+    return _spread(spark, list(items), lambda part: (batch for i in part for batch in fn(i)), schema)
+
+
+def _spread(spark: SparkSession, items: list[int], fn: Callable[[list[int]], Iterator[pa.RecordBatch]],
+            schema: T.StructType) -> DataFrame:  # fmt: skip
+    """``fn`` on consecutive runs of ``items``, two tasks per core (:func:`in_tasks`)."""
     tasks = min(len(items), TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
-
-    def run(task: int) -> Iterator[pa.RecordBatch]:
-        for i in range(task * len(items) // tasks, (task + 1) * len(items) // tasks):
-            yield from fn(items[i])
-
-    return one_task_each(spark, tasks, run, schema)
+    return one_task_each(spark, tasks, lambda t: fn(items[t * len(items) // tasks:(t + 1) * len(items) // tasks]),
+                         schema)  # fmt: skip
 
 
 def _bucket_key(prefix: str, bucket: int) -> str:
@@ -146,7 +153,7 @@ def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expecte
     def sort(i: int) -> Iterator[pa.RecordBatch]:
         parts = [read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]]
         rows = pa.concat_tables(parts, promote_options="permissive").unify_dictionaries()
-        bucket = bucket_of(rows[USER_KEY])
+        bucket = rows[BUCKET].to_numpy()  # staged by by_group: the keys are not hashed again
         for b in np.unique(bucket):
             timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
             store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
@@ -186,11 +193,13 @@ def bucket_sources(lake: Lake) -> dict[int, list[str]]:
     return dict(sorted(sources.items()))
 
 
-def read_bucket(store: Any, keys: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+def read_bucket(store: Any, keys: Sequence[str], columns: Sequence[str] | None = None,
+                dictionary: Sequence[str] = ()) -> pa.Table:  # fmt: skip
     """One bucket's timeline from its sources (:func:`bucket_sources`), sorted; with ``columns``, only
-    those (the sort columns are read too, to merge)."""
+    those (the sort columns are read too, to merge); the text columns of ``dictionary`` as dictionaries."""
     wanted = None if columns is None else list(dict.fromkeys([*ORDER, *columns]))
-    parts = [pq.read_table(io.BytesIO(store.read_bytes(k)), columns=wanted) for k in keys]
+    read = list(dictionary) or None
+    parts = [pq.read_table(io.BytesIO(store.read_bytes(k)), columns=wanted, read_dictionary=read) for k in keys]
     if wanted is None:
         return merge_timelines(parts)
     if len(parts) == 1:
@@ -204,35 +213,55 @@ def read_bucket(store: Any, keys: Sequence[str], columns: Sequence[str] | None =
 def run_on_buckets(
     spark: SparkSession,
     lake: Lake,
-    fn: Callable[[pa.Table], pa.Table],
+    fn: Callable[[Sequence[int], pa.Table], pa.Table],
     schema: pa.Schema,
     *,
     columns: Sequence[str] | None = None,
+    dictionary: Sequence[str] = (),
+    batch_rows: int = 0,
     out: str | None = None,
 ) -> pa.Table:
     """``fn`` on every bucket's timeline in Spark tasks: the tasks read the buckets from the store.
 
-    ``fn`` is Spark-free: one bucket's timeline (``columns`` only, if given) in, a table of ``schema``
-    out. Without ``out`` the tables come back to the driver, concatenated (for small results: a
-    bucket's sums). With ``out`` (a prefix in the lake's store) each task writes its table to
-    ``<out>/part-BBBB.parquet`` itself, and the returned table has ``bucket, rows`` per file written.
+    ``fn`` is Spark-free: bucket numbers and their timeline (``columns`` only, if given) in, a table
+    of ``schema`` out (the numbers, so a function with per-bucket inputs need not hash a key to find
+    them). A call gets one bucket, or with ``batch_rows`` a task's consecutive buckets concatenated
+    until they hold that many events (whole users, each in time order, but not sorted across buckets:
+    for a function whose result adds up over users, so that a small lake costs a few calls, not 64,
+    and memory stays bounded). The columns of ``dictionary`` come as Arrow dictionaries: a function
+    that only compares user keys reads their indices, not 64-character strings.
+
+    Without ``out`` the tables come back to the driver, concatenated (for small results: a bucket's
+    sums). With ``out`` (a prefix in the lake's store) each task writes each call's table to
+    ``<out>/part-BBBB.parquet`` (B: the call's first bucket) itself, and the returned table has
+    ``bucket, rows`` per file written.
     """
     sources = bucket_sources(lake)
-    buckets = list(sources)
-    store, cols = lake.store, None if columns is None else list(columns)
+    store, cols, as_dictionary = lake.store, None if columns is None else list(columns), list(dictionary)
     result_schema = _WRITTEN_ARROW if out is not None else schema
 
-    def task(b: int) -> Iterator[pa.RecordBatch]:
-        table = fn(read_bucket(store, sources[b], cols)).cast(schema)
-        if out is None:
-            yield from table.to_batches()
-            return
-        store.write_bytes(f"{out}/part-{b:04d}.parquet", write_parquet(table))
-        yield _written(b, table.num_rows)
+    def calls(buckets: Sequence[int]) -> Iterator[tuple[list[int], pa.Table]]:
+        group: list[int] = []
+        parts: list[pa.Table] = []
+        for b in buckets:
+            group.append(b)
+            parts.append(read_bucket(store, sources[b], cols, as_dictionary))
+            if sum(p.num_rows for p in parts) >= batch_rows or b == buckets[-1]:
+                yield group, parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+                group, parts = [], []
 
-    if not buckets:
+    def task(buckets: Sequence[int]) -> Iterator[pa.RecordBatch]:
+        for group, timeline in calls(buckets):
+            table = fn(group, timeline).cast(schema)
+            if out is None:
+                yield from table.to_batches()
+                continue
+            store.write_bytes(f"{out}/part-{group[0]:04d}.parquet", write_parquet(table))
+            yield _written(group[0], table.num_rows)
+
+    if not sources:
         return result_schema.empty_table()
-    df = in_tasks(spark, buckets, task, from_arrow_schema(result_schema))
+    df = _spread(spark, list(sources), task, from_arrow_schema(result_schema))
     return df.toArrow().cast(result_schema)
 
 
@@ -284,12 +313,12 @@ def timelines_status(lake: Lake) -> dict[str, Any]:
     have no timeline (ingested before timelines existed: ``shoplens timelines --backfill``)."""
     ptr = lake.pointer(TIMELINES)
     folded = set((ptr or {}).get("folded_run_ids", []))
-    with_timelines = _runs_with_timelines(lake) | folded
+    runs = _runs_with_timelines(lake)
     with_events = {_run_of(k) for k in lake.committed_files(EVENTS)}
     return {
         "compacted_version": None if ptr is None else ptr["version"],
-        "uncompacted_runs": sorted(_runs_with_timelines(lake) - folded),
-        "missing_runs": sorted(with_events - with_timelines),
+        "uncompacted_runs": sorted(runs - folded),
+        "missing_runs": sorted(with_events - runs - folded),
     }
 
 

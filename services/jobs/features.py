@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,8 @@ def features_from_timelines(
     from the whole lake's aggregates); the second computes every user's features. Returns the as-of
     time (epoch microseconds), the users and the files written.
     """
-    sums = run_on_buckets(spark, lake, timeline_price_sums, PRICE_SUMS, columns=["event_time", "category_id", "price"])
+    sums = run_on_buckets(spark, lake, lambda _buckets, timeline: timeline_price_sums(timeline), PRICE_SUMS,
+                          columns=["event_time", "category_id", "price"])  # fmt: skip
     if sums.num_rows == 0:
         raise ValueError("the lake has no timelines: run `shoplens ingest` (or `shoplens timelines --backfill`)")
     latest = int(sums["latest"].cast(pa.int64()).to_numpy().max())
@@ -188,7 +190,7 @@ def features_from_timelines(
     reference = reference_means(priced.select(["category_id", "n_priced", "sum_log_price"]).to_pandas())
     flagged = frozenset(_suspicious_keys(lake))
 
-    def features(timeline: pa.Table) -> pa.Table:
+    def features(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
         return timeline_features(timeline, fixed, reference, flagged)
 
     written = run_on_buckets(spark, lake, features, FEATURES_ARROW, columns=_FEATURE_INPUTS, out=out)

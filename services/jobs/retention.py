@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Final
@@ -26,13 +27,13 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from etl.retention import BUCKET_FRAME, RetentionSpec, bucket_counts, combine
-from etl.timeline import USER_KEY
+from etl.timeline import USER_KEY, bucket_of
 from services.core.catalog import RETENTION, SEGMENTS
 from services.core.documents.retention import RetentionResult
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
-from services.core.timelines import bucket_of, run_on_buckets, timelines_status
+from services.core.timelines import run_on_buckets, timelines_status
 from services.reports.retention import semantics, write_retention_report
 
 log = logging.getLogger("shoplens.retention")
@@ -41,6 +42,8 @@ RESULT_FILE: Final[str] = RetentionResult.FILE
 COHORTS: Final[str] = "cohorts"
 OVERALL: Final[str] = "overall"
 BREAKDOWNS: Final[tuple[str, ...]] = ("segment", "category", "acquisition-month")
+#: Events per call of the counts (several buckets of a small lake at once: polars pays per call).
+BATCH_ROWS: Final[int] = 1 << 21
 #: The timeline columns the counts read.
 TIMELINE_INPUTS: Final[tuple[str, ...]] = (USER_KEY, "event_time", "event_type", "price", "category_l1")
 #: A task's answer: :data:`etl.retention.BUCKET_FRAME` in Arrow (plain strings, as Spark takes them).
@@ -89,12 +92,13 @@ def compute(spark: SparkSession, lake: Lake, cfg: RetentionConfig,
     specs = {OVERALL: replace(cfg.spec, by=None), **{by: replace(cfg.spec, by=by) for by in cfg.breakdowns}}
     split = _by_bucket(segments) if segments is not None and "segment" in cfg.breakdowns else {}
 
-    def counts(timeline: pa.Table) -> pa.Table:
-        bucket = int(bucket_of(timeline[USER_KEY].slice(0, 1))[0]) if timeline.num_rows else -1
-        return bucket_counts(timeline, specs, split.get(bucket)).to_arrow()
+    def counts(buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
+        mine = [split[b] for b in buckets if b in split]
+        return bucket_counts(timeline, specs, pl.concat(mine) if mine else None).to_arrow()
 
     t0 = time.monotonic()
-    shares = pl.DataFrame(run_on_buckets(spark, lake, counts, BUCKET_SCHEMA, columns=TIMELINE_INPUTS))
+    shares = pl.DataFrame(run_on_buckets(spark, lake, counts, BUCKET_SCHEMA, columns=TIMELINE_INPUTS,
+                                         dictionary=[USER_KEY], batch_rows=BATCH_ROWS))  # fmt: skip
     if shares.height == 0:
         raise ValueError("the lake's timelines hold no events: run `shoplens ingest` first")
     end = shares["last_day"].max()

@@ -242,3 +242,11 @@ def test_bucket_counts_name_each_view_and_carry_the_last_day():
     table = combine(out.filter(pl.col("view") == "overall"), RetentionSpec(), date(2020, 1, 20))
     assert table.select("period", "users").rows() == [(0, 2), (1, 0), (2, 1)]  # a returns 14 days later: week 2
     assert bucket_counts(timeline.slice(0, 0), {"overall": RetentionSpec()}).height == 0
+    # keys read as dictionaries, in chunks with their own dictionaries (user a spans two): the same counts
+    keys = pa.chunked_array([pc.dictionary_encode(pa.array(["a"])), pc.dictionary_encode(pa.array(["a", "b"]))])
+    views = {"overall": RetentionSpec(), "by segment": RetentionSpec(by="segment")}
+    segments = pl.DataFrame({"user_key": ["a"], "segment": ["loyal"]})
+    by_dictionary, by_text = (bucket_counts(t, views, segments).sort(pl.all(), nulls_last=True)
+                              for t in (timeline.set_column(0, "user_key", keys), timeline))  # fmt: skip
+    assert by_dictionary.equals(by_text)
+    assert by_text.filter(pl.col("group") == "loyal")["users"].to_list() == [1, 1, 1]  # a: size, weeks 0 and 2

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from etl.timeline import DICTIONARY_COLUMNS, ORDER, TIMELINE_SCHEMA
+from etl.timeline import DICTIONARY_COLUMNS, ORDER, TIMELINE_SCHEMA, bucket_of
 from services.core.catalog import EVENTS, TIMELINE_RUNS, TIMELINES
 from services.core.lake import Lake
 from services.core.timelines import (
@@ -151,8 +151,10 @@ def test_backfill_builds_the_runs_ingested_before_timelines(spark, two_runs: Lak
 _COUNTS = pa.schema([("user_key", pa.string()), ("events", pa.int64()), ("last", pa.timestamp("us", tz="UTC"))])
 
 
-def _per_user(timeline: pa.Table) -> pa.Table:
-    """A Spark-free per-user function: events and last event time (the last row of each user)."""
+def _per_user(buckets: list[int], timeline: pa.Table) -> pa.Table:
+    """A Spark-free per-user function: events and last event time (the last row of each user); the
+    runner's bucket numbers are the users' own."""
+    assert set(bucket_of(timeline["user_key"]).tolist()) <= set(buckets)
     users = timeline["user_key"].to_numpy(zero_copy_only=False)
     ends = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
     counts = np.diff(np.r_[-1, ends])
