@@ -111,7 +111,7 @@ def _wait(ready, timeout: float, cluster: SparkCluster, name: str) -> None:
         try:
             if ready():
                 return
-        except (OSError, ValueError):  # not listening yet, or an HTML page (Spark answers / before /json/)
+        except (OSError, ValueError):  # not listening yet, or a Spark HTML page where the JSON belongs (seen in CI under load)
             pass
         time.sleep(0.5)
     raise RuntimeError(f"spark {name} not ready after {timeout:.0f}s")
