@@ -48,7 +48,7 @@ from etl.lines import (
     classify_batch,
 )
 from etl.spark_tasks import one_task_each
-from etl.timeline import bucket_of, by_group, group_part, ipc_bytes, piece_name, read_ipc
+from etl.timeline import BUCKETS, bucket_of, by_group, group_part, ipc_bytes, piece_name, read_ipc
 
 __all__ = [
     "ACCEPTED", "DUPLICATE", "ERASED", "QUARANTINED", "SUSPICIOUS_SCHEMA", "TIMELINE_PARTS", "Chunk", "LocalChunk", "bucket_count",
@@ -137,8 +137,9 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
         if table.num_rows:
             store.write_bytes(f"{prefix}/{name}/{part_name(chunk.index)}", parquet_bytes(table))
 
-    timeline_bucket = bucket_of(events["user_key"])
-    for g, rows in by_group(events, timeline_groups, timeline_bucket) if timeline_groups else ():
+    # each key hashed once: its prefix (below 2**60) serves the timeline buckets and the run's user-day buckets
+    key_prefix = bucket_of(events["user_key"], 1 << 60)
+    for g, rows in by_group(events, timeline_groups, key_prefix % BUCKETS) if timeline_groups else ():
         store.write_bytes(f"{prefix}/{TIMELINE_PARTS}/{group_part(g, chunk.index)}", ipc_bytes(rows))
 
     hashes = out.hashes.view(np.int64)
@@ -151,7 +152,7 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
                           parquet_bytes(table, compression="none"))  # hashes do not compress
 
     # the bucket is the user's, so grouping by it too splits no user-day
-    per_day = (events.select(["user_key", "event_date"]).append_column("bucket", pa.array(timeline_bucket % buckets))
+    per_day = (events.select(["user_key", "event_date"]).append_column("bucket", pa.array(key_prefix % buckets))
                .group_by(["user_key", "event_date", "bucket"], use_threads=False).aggregate([("user_key", "count")]))
     users = per_day["user_key"].combine_chunks().cast(pa.string())
     by_user = pa.table([users, per_day["event_date"], per_day["user_key_count"]], schema=_USER_DAYS)
