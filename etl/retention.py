@@ -258,8 +258,9 @@ def bucket_counts(timeline: pa.Table, specs: dict[str, RetentionSpec],
         return BUCKET_FRAME.clear()
     number = _user_numbers(timeline["user_key"])
     if segments is not None:
-        keys = pl.DataFrame({"user_key": pl.Series(timeline["user_key"]).cast(pl.String), "number": number})
-        first = keys.unique("number", keep="first", maintain_order=True)
+        starts = np.flatnonzero(np.r_[True, np.diff(number.to_numpy()) != 0])  # each user's first row
+        first = pl.DataFrame({"user_key": pl.Series(timeline["user_key"].take(pa.array(starts))).cast(pl.String),
+                              "number": number.gather(starts)})  # fmt: skip
         segments = segments.join(first, on="user_key").select(pl.col("number").alias("user_key"), "segment")
     days = user_days(pl.DataFrame(timeline.drop_columns(["user_key"])).with_columns(number.alias("user_key")))
     last_day = pl.lit(days["day"].max(), pl.Date).alias("last_day")

@@ -61,8 +61,7 @@ def to_timeline(events: pa.Table) -> pa.Table:
 def sort_indices(table: pa.Table) -> pa.Array:
     """The permutation putting ``table`` (with the :data:`ORDER` columns, text plain or dictionary) in
     timeline order (Arrow sorts no dictionaries: their values are compared)."""
-    keys = pa.table({c: _plain(table[c]) for c in ORDER})
-    return pc.sort_indices(keys, [(c, "ascending") for c in ORDER])
+    return pc.sort_indices(plain(table, ORDER), [(c, "ascending") for c in ORDER])
 
 
 def plain(table: pa.Table, columns: Sequence[str]) -> pa.Table:
