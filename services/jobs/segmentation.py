@@ -474,10 +474,10 @@ def publish_segment_views(
 # -------------------------------------------------------------------------------- staleness
 def staleness(lake: Lake, max_new_runs: int = 1, max_age_days: float = 7.0) -> tuple[bool, str]:
     """(stale?, why): no model, or features moved on by >= ``max_new_runs`` runs, or the model is old."""
-    current = current_model(lake)
-    if current is None:
+    version = lake.current_version(SEGMENTATION_MODEL)  # the document only: staleness needs no artifact
+    if version is None:
         return True, "no model yet"
-    _, _, doc = current
+    doc = SegmentationModelDocument.read(lake, version)
     trained_runs = set(doc.data.folded_run_ids)
     feat_ptr = lake.pointer(FEATURES)
     folded = set(feat_ptr.get("folded_run_ids", [])) if feat_ptr else set()
