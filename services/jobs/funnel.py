@@ -197,14 +197,11 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
         log.warning("%d committed runs have no timelines (shoplens timelines --backfill): the funnel reads the "
                     "event files", len(missing), extra={"stage": "funnel"})  # fmt: skip
         return pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
-    schema, columns = units_schema(spec), event_columns(spec)
-    if model is None:
-        def walk(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
-            return timeline_units(timeline, spec)
-    else:
-        def walk(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
-            return units_with_traits(timeline, spec, model)
+    def walk(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
+        return timeline_units(timeline, spec) if model is None else units_with_traits(timeline, spec, model)
 
+    schema, columns = units_schema(spec), event_columns(spec)
+    if model is not None:
         schema = pa.schema([*schema, *(pa.field(c, pa.string()) for c in AT_START.values())])
         columns = list(dict.fromkeys([*columns, *TRAIT_EVENT_COLUMNS]))
     return pl.from_arrow(run_on_buckets(spark, lake, walk, schema, columns=columns))
