@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from services.core.jvm_archive import build, default_archive, sharing_option, usable
+from services.core.spark import driver_java_options
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -44,10 +45,20 @@ def classes_from_the_archive(archive: Path, tmp: Path, start: str = "full") -> i
     return sum(f.read_text().count("source: shared objects file (top)") for f in logs.iterdir())
 
 
-def test_a_recorded_archive_is_mapped_and_a_damaged_one_only_costs_speed(tmp_path):
-    archive = build(tmp_path / "spark.jsa")
-    assert archive == tmp_path / "spark.jsa" and archive.stat().st_size > 10_000_000
-    assert [p.name for p in tmp_path.iterdir()] == ["spark.jsa"]  # no temporary file left behind
+def recorded_archive(tmp: Path) -> Path:
+    """The archive the install recorded (setup_project.sh runs the recorder), else one recorded here.
+
+    Recording takes a JVM run of its own, so the suite reuses the install's archive where there is one.
+    """
+    installed = default_archive()
+    archive = installed if installed is not None and installed.is_file() else build(tmp / "spark.jsa")
+    assert archive is not None and archive.stat().st_size > 10_000_000
+    assert not [p.name for p in archive.parent.iterdir() if p.name.endswith(".tmp")]  # no recorder's file left
+    return archive
+
+
+def test_a_recorded_archive_is_mapped_and_a_damaged_one_only_costs_speed(tmp_path, caplog):
+    archive = recorded_archive(tmp_path)
     recorded = archive.stat().st_mtime_ns
     assert build(archive) == archive and archive.stat().st_mtime_ns == recorded  # recorded once
 
@@ -57,7 +68,10 @@ def test_a_recorded_archive_is_mapped_and_a_damaged_one_only_costs_speed(tmp_pat
     damaged = tmp_path / "damaged.jsa"
     damaged.write_bytes(archive.read_bytes()[:1_000_000])  # a JVM mapping this one crashes
     assert usable(archive) and not usable(damaged)
-    assert classes_from_the_archive(damaged, tmp_path / "damaged") == 0
+    assert f"-XX:SharedArchiveFile={archive}" in driver_java_options(archive).split()
+    with caplog.at_level("WARNING", logger="shoplens.spark"):  # the session starts as without an archive
+        assert driver_java_options(damaged) == driver_java_options(None) == "-Duser.timezone=UTC"
+    assert "damaged" in caplog.text
 
 
 def test_no_option_without_an_archive(tmp_path):
