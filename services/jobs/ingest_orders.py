@@ -50,7 +50,7 @@ def process_orders(
         classified = classify_orders(lines, duplicates, key)
         if erased := erasure_ledger.suppressed(lake):
             classified = suppress_orders(classified, erased, key)
-        classified.write.mode("overwrite").partitionBy("outcome", "event_date").parquet(str(out))
+        classified.write.mode("overwrite").partitionBy("outcome").parquet(str(out))  # by day only once, below
     duplicates.unpersist()
 
     written = spark.read.parquet(str(out))
