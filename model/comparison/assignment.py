@@ -128,14 +128,17 @@ def compare_assigners(
                f"{best['family'] if best is not shipped_row else 'none'} {gain:+.3f} mean agreement, "
                f"margin {CLEAR_MARGIN}); the nearest centroid needs no training, is consistent with the "
                f"segments by construction and answers in {shipped_row['single_call_ms']:.3f} ms per user.")  # fmt: skip
+        claim: dict[str, str | None] = {"why": why}
     else:
         winner = best["family"]
-        why = (f"{winner} agrees with the full-history segment {gain:+.3f} more often on average "
-               f"({best['mean_agreement']:.3f} against {shipped_row['mean_agreement']:.3f}); switching would cost "
-               f"a classifier retrained with every model ({best['fit_seconds']:.1f} s here), a second artifact "
-               f"beside the centroids, {best['single_call_ms']:.3f} ms per single-user call against "
-               f"{shipped_row['single_call_ms']:.3f} ms, and the trust figure and the event threshold (both "
-               "measured on the centroid rule) measured again on the new one.")  # fmt: skip
+        claim = {
+            "gain": f"agrees with the full-history segment {gain:+.3f} more often on average "
+                    f"({best['mean_agreement']:.3f} against {shipped_row['mean_agreement']:.3f})",
+            "cost": f"a classifier retrained with every model ({best['fit_seconds']:.1f} s here), a second artifact "
+                    f"beside the centroids, {best['single_call_ms']:.3f} ms per single-user call against "
+                    f"{shipped_row['single_call_ms']:.3f} ms, and the trust figure and the event threshold (both "
+                    "measured on the centroid rule) measured again on the new one",
+        }  # fmt: skip
     return Table(
         question="Which rule should assign a customer to a segment from their first n events?",
         rows=rows, metrics=[*(f"agreement_n{m}" for m in present), "mean_agreement", "fit_seconds",
@@ -143,7 +146,7 @@ def compare_assigners(
         winner=winner, shipped=shipped_row["family"],
         rule=f"highest mean agreement over n = {', '.join(map(str, present))}; a challenger must beat the shipped "
              f"rule by at least {CLEAR_MARGIN}",
-        why=why,
+        **claim,
         notes=[f"{len(users)} study users, {len(test_users)} held out (seed {seed}); {int(is_test.sum())} held-out "
                f"first-n rows; n absent from the list had no user with at least twice n events."],
     )  # fmt: skip

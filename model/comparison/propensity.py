@@ -113,18 +113,21 @@ def compare_propensity(
         why = (f"{winner} has the best validation ROC AUC among the shipped models ({best_shipped['roc_auc']:.3f}) and "
                f"no challenger beats it by {CLEAR_MARGIN} or more (best other: {gain:+.3f}); the shipped models are "
                "calibrated on a held-out cutoff and export to a numpy-only artifact.")  # fmt: skip
+        claim: dict[str, str | None] = {"why": why}
     else:
         winner = best["family"]
-        why = (f"{winner} reaches a validation ROC AUC of {best['roc_auc']:.3f} against {best_shipped['roc_auc']:.3f} for "
-               f"{best_shipped['family']}; switching would cost {best['fit_seconds']:.1f} s of fit against "
-               f"{best_shipped['fit_seconds']:.1f} s, a calibration step (ECE {best['ece']:.3f}) and a new light "
-               "artifact for the scorer and the API.")  # fmt: skip
+        claim = {
+            "gain": f"reaches a validation ROC AUC of {best['roc_auc']:.3f} against {best_shipped['roc_auc']:.3f} for "
+                    f"{best_shipped['family']}",
+            "cost": f"{best['fit_seconds']:.1f} s of fit against {best_shipped['fit_seconds']:.1f} s, a calibration "
+                    f"step (ECE {best['ece']:.3f}) and a new light artifact for the scorer and the API",
+        }  # fmt: skip
     base = float(y_val.mean())
     return Table(
         question="Which model should score purchase propensity?",
         rows=rows, metrics=[*CRITERIA, "fit_seconds"], winner=winner, shipped=best_shipped["family"],
         rule=f"highest ROC AUC on the validation cutoff; a challenger must beat the best shipped model by {CLEAR_MARGIN}",
-        why=why,
+        **claim,
         notes=[f"validation cutoff {pd.Timestamp(validation[cutoff_col].iloc[0]).date()}: {len(y_val)} users, base "
                f"rate {base:.3f}; challengers fitted on {len(rows_all)} training rows, uncalibrated."],
     )  # fmt: skip

@@ -11,7 +11,11 @@ import numpy as np
 
 @dataclass
 class Table:
-    """The answer to one question. ``rows`` are JSON-ready dicts with ``family`` and ``shipped`` keys."""
+    """The answer to one question. ``rows`` are JSON-ready dicts with ``family`` and ``shipped`` keys.
+
+    When a challenger wins, ``gain`` (what it does better, said of it) and ``cost`` (what switching would
+    take) are kept apart, so a summary can quote the gain alone; ``why`` is then their sentence.
+    """
 
     question: str
     rows: list[dict[str, Any]]
@@ -19,8 +23,14 @@ class Table:
     winner: str
     shipped: str
     rule: str
-    why: str
+    why: str = ""
+    gain: str | None = None
+    cost: str | None = None
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.gain is not None:
+            self.why = f"{self.winner} {self.gain}; switching would cost {self.cost}."
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -237,12 +237,11 @@ def segments_section(lake: Lake) -> Section | None:
 
 def _verdict(title: str, t: dict[str, Any]) -> str:
     """One summary sentence per question: the shipped model stays, or which family beats it and by how much
-    (the first clause of the table's why; the cost of switching, its second, is in the section)."""
+    (the table's gain; the cost of switching is in the section)."""
     if t["winner"] == t["shipped"]:
         return f"{title}: {t['winner']} stays (it is the shipped one)."
-    gain = t["why"].split("; switching would cost", 1)[0].rstrip(".")
-    gain = f"it{gain.removeprefix(t['winner'])}" if gain.startswith(t["winner"]) else gain
-    return f"{title}: {t['winner']} beats the shipped {t['shipped'].removesuffix(' (shipped)')}: {gain}."
+    beats = f"{title}: {t['winner']} beats the shipped {t['shipped'].removesuffix(' (shipped)')}"
+    return f"{beats}: it {t['gain']}." if t.get("gain") else f"{beats}."  # a comparison from before gains were kept
 
 
 def comparison_section(lake: Lake) -> Section | None:
