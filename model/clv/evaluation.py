@@ -46,11 +46,8 @@ class HoldoutEvaluation:
     by_frequency: pd.DataFrame
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc.pop("by_frequency")
-        doc["from"], doc["to"] = doc.pop("start"), doc.pop("end")
-        doc["by_frequency"] = self.by_frequency.to_dict("records")
-        return doc
+        """The fields as plain values (the stored document names ``start``/``end`` ``from``/``to``)."""
+        return {**asdict(self), "by_frequency": self.by_frequency.to_dict("records")}
 
 
 def frequency_group(frequency: pd.Series) -> pd.Series:

@@ -69,7 +69,7 @@ def test_holdout_arithmetic_by_hand():
     assert ev.mae == pytest.approx((0.5 + 1 + 1 + 1) / 4) and ev.mae_naive == pytest.approx((1 + 0.5 + 3 + 1) / 4)
     assert ev.correlation == pytest.approx(np.corrcoef(predicted, cal["holdout_purchases"])[0, 1])
     doc = ev.to_dict()
-    assert (doc["from"], doc["to"]) == ("2020-02-01", "2020-02-10")
+    assert (doc["start"], doc["end"]) == ("2020-02-01", "2020-02-10")
     assert [g["calibration_frequency"] for g in doc["by_frequency"]] == ["0", "1", "2", "7+"]
 
 
