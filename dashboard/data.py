@@ -49,6 +49,7 @@ from services.core.catalog import (
     SEGMENTATION_MODEL,
     SEGMENTS,
 )
+from services.core.documents import OutdatedDocument
 from services.core.documents.registry import read_document
 from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.lake import Lake, runs_table
@@ -74,7 +75,7 @@ def _guard(fn: Callable[P, R]) -> Callable[P, R]:
     def inner(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (LakeUnavailable, FileNotFoundError, KeyError, LookupError):
+        except (LakeUnavailable, FileNotFoundError, KeyError, LookupError, OutdatedDocument):
             raise
         except Exception as err:  # storage SDKs raise many types; the page needs one
             raise LakeUnavailable(f"{type(err).__name__}: {err}") from err
@@ -218,6 +219,11 @@ def artifact(uri: str, version: str) -> dict[str, Any]:
     return _lake(uri).read_json(f"{SEGMENTATION_MODEL}/{version}/artifact.json")
 
 
+#: The Versions tab's columns (an earlier release's model fills only ``version`` and ``current``).
+HISTORY_COLUMNS = ["version", "trained_at", "k", "silhouette", "davies_bouldin", "stability_ari", "min_events",
+                   "users_trained", "users_total", "data_from", "data_to", "ari_vs_truth", "current"]
+
+
 @st.cache_data(ttl=DATA_TTL, show_spinner=False)
 @_guard
 def model_history(uri: str, current_version: str) -> pd.DataFrame:
@@ -227,7 +233,12 @@ def model_history(uri: str, current_version: str) -> pd.DataFrame:
     for key in lake.store.list(SEGMENTATION_MODEL):
         if not key.endswith(f"/{SegmentationModelDocument.FILE}"):
             continue
-        m = SegmentationModelDocument.from_dict(lake.read_json(key))
+        try:
+            m = SegmentationModelDocument.read_key(lake, key)
+        except OutdatedDocument:  # an earlier release's model: listed by its version only
+            version = key.removeprefix(f"{SEGMENTATION_MODEL}/").split("/", 1)[0]
+            rows.append({"version": version, "current": version == current_version})
+            continue
         rows.append({
             "version": m.version, "trained_at": m.trained_at, "k": m.k, "silhouette": m.metrics.silhouette,
             "davies_bouldin": m.metrics.davies_bouldin, "stability_ari": m.metrics.stability_ari,
@@ -235,7 +246,7 @@ def model_history(uri: str, current_version: str) -> pd.DataFrame:
             "users_total": m.data.users_total, "data_from": m.data.event_date_min, "data_to": m.data.event_date_max,
             "ari_vs_truth": m.ari_vs_truth, "current": m.version == current_version,
         })  # fmt: skip
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     return df.sort_values("version", ascending=False, ignore_index=True) if len(df) else df
 
 

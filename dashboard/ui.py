@@ -12,6 +12,7 @@ import streamlit as st
 
 from dashboard import data
 from dashboard.charts import fmt_time
+from services.core.documents import OutdatedDocument
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,14 @@ def need_views(ctx: Context, dataset: str) -> None:
 
 @contextmanager
 def guarded(ctx: Context) -> Iterator[None]:
-    """Show a storage failure during the page's reads as a warning and stop the page."""
+    """Show a storage failure, or a result another release wrote, as a warning and stop the page."""
     try:
         yield
     except (data.LakeUnavailable, OSError) as err:
         outage(err, ctx.uri)
+        st.stop()
+    except OutdatedDocument as err:
+        st.warning(f"{err}. Compute it again with this release: the command or pipeline stage that writes it.")
         st.stop()
 
 

@@ -57,6 +57,7 @@ from model.segmentation import (
     threshold_study,
 )
 from services.core.catalog import AGGREGATES, EVENTS, FEATURES, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.documents import OutdatedDocument
 from services.core.documents.segmentation import (
     Coverage,
     DataWindow,
@@ -477,7 +478,10 @@ def staleness(lake: Lake, max_new_runs: int = 1, max_age_days: float = 7.0) -> t
     version = lake.current_version(SEGMENTATION_MODEL)  # the document only: staleness needs no artifact
     if version is None:
         return True, "no model yet"
-    doc = SegmentationModelDocument.read(lake, version)
+    try:
+        doc = SegmentationModelDocument.read(lake, version)
+    except OutdatedDocument:
+        return True, "the model was written by another shoplens release"
     trained_runs = set(doc.data.folded_run_ids)
     feat_ptr = lake.pointer(FEATURES)
     folded = set(feat_ptr.get("folded_run_ids", [])) if feat_ptr else set()

@@ -334,6 +334,41 @@ def test_new_model_version_refreshes_without_restart(use_lake, tmp_path, fixture
     assert metric(at, "Segments (k)") == "3"
 
 
+def test_a_model_another_release_wrote_is_listed_and_explained(use_lake, tmp_path, fixture_lake, monkeypatch):
+    """An older release's model.json (a field since renamed): the Versions tab lists it by its version, the
+    page names the file and what to do when it is the current model, and the pipeline retrains."""
+    import shutil
+
+    from dashboard import data
+    from services.core.documents import OutdatedDocument
+    from services.core.documents.segmentation import SegmentationModelDocument
+    from services.core.lake import Lake
+    from services.core.storage import LocalStore
+    from services.jobs.segmentation import staleness
+
+    root = tmp_path / "lake"
+    shutil.copytree(fixture_lake.root, root)
+    old = root / "models" / "segmentation" / "20191201T000000Z-aaaaaa" / "model.json"
+    doc = json.loads(old.read_text())
+    doc["k_choice"] = doc.pop("k")
+    old.write_text(json.dumps(doc))
+    lake = Lake(LocalStore(root), tmp_path / "work")
+    with pytest.raises(OutdatedDocument, match=r"model\.json does not have this release's fields \(k, k_choice\)"):
+        SegmentationModelDocument.read(lake, "20191201T000000Z-aaaaaa")
+    use_lake(str(root))
+    at = open_page("model")
+    hist = at.dataframe[-1].value
+    assert list(hist["version"]) == ["20191215T000000Z-bbbbbb", "20191201T000000Z-aaaaaa"]
+    assert hist["k"].iloc[0] == fixture_lake.model_doc.k and pd.isna(hist["k"].iloc[1])
+
+    (root / "models" / "segmentation" / "_current.json").write_text(json.dumps({"version": "20191201T000000Z-aaaaaa"}))
+    monkeypatch.setattr(data, "POINTER_TTL", 0)
+    data.pointers.clear()
+    at.run()
+    assert not at.exception and "written by another shoplens release" in at.warning[0].value
+    assert staleness(lake) == (True, "the model was written by another shoplens release")
+
+
 def test_no_spark_import_in_dashboard():
     import subprocess
     import sys

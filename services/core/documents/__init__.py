@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.core.lake import Lake
+
+
+class OutdatedDocument(ValueError):
+    """A stored document this release cannot read: written by another release (the stage that writes it
+    writes a current one)."""
 
 
 class Part(BaseModel):
@@ -42,8 +47,21 @@ class Document(Part):
 
     @classmethod
     def read(cls, lake: Lake, version: str) -> Self:
-        """The document of ``version`` (FileNotFoundError if that version has none)."""
-        return cls.from_dict(lake.read_json(cls.key(version)))
+        """The document of ``version`` (FileNotFoundError if that version has none, :class:`OutdatedDocument`
+        if it does not have this release's fields)."""
+        return cls.read_key(lake, cls.key(version))
+
+    @classmethod
+    def read_key(cls, lake: Lake, key: str) -> Self:
+        """The document stored at ``key`` (see :meth:`read`). The error names the fields, never their values."""
+        try:
+            return cls.from_dict(lake.read_json(key))
+        except ValidationError as err:
+            fields = sorted({".".join(map(str, e["loc"])) for e in err.errors()})
+            raise OutdatedDocument(
+                f"{key} does not have this release's fields ({', '.join(fields[:5])}"
+                f"{', ...' if len(fields) > 5 else ''}): it was written by another shoplens release"
+            ) from None
 
 
-__all__ = ["Document", "Part"]
+__all__ = ["Document", "OutdatedDocument", "Part"]

@@ -23,9 +23,8 @@ TYPES: dict[tuple[str, str], type[Document]] = {(t.DATASET, t.FILE): t for t in 
 
 def read_document(lake: Lake, dataset: str, version: str, name: str) -> Any:
     """``<dataset>/<version>/<name>`` as JSON values; through its type when it has one."""
-    raw = lake.read_json(f"{dataset}/{version}/{name}")
-    kind = TYPES.get((dataset, name))
-    return raw if kind is None else kind.from_dict(raw).to_dict()
+    key, kind = f"{dataset}/{version}/{name}", TYPES.get((dataset, name))
+    return lake.read_json(key) if kind is None else kind.read_key(lake, key).to_dict()
 
 
 __all__ = ["TYPED", "TYPES", "read_document"]
