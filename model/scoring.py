@@ -35,7 +35,6 @@ from etl.local_features import features_frame, raw_feature_columns, raw_price_le
 from model.propensity.history import LoadedPropensity
 from model.segmentation.history import LoadedModel, not_enough_reason
 from model.segmentation.lifecycle import lifecycle_action, lifecycle_label, lifecycle_stage_of
-from model.segmentation.presentation import NOT_ENOUGH_NAME
 from model.segmentation.scorer import NOT_ENOUGH_ACTIVITY
 
 __all__ = [
@@ -58,7 +57,6 @@ STATUS_SCORED = "scored"
 STATUS_NOT_ENOUGH = "not_enough_activity"
 #: The fields a propensity model adds to an answer (absent without one).
 PROPENSITY_FIELDS = ("propensity", "propensity_decile", "propensity_model_version")
-_US_PER_DAY = 86_400_000_000
 #: A point-in-time trait of a unit whose user has no event before it (:func:`traits_as_of`).
 NEW = "new"
 #: The timeline columns :func:`traits_as_of` reads (the features' inputs).
@@ -179,8 +177,8 @@ def _assigned(cols: dict[str, np.ndarray], model: LoadedModel) -> tuple[np.ndarr
     scorer = model.scorer
     matrix = np.column_stack([np.asarray(cols[c], dtype=float) for c in scorer.input_features])
     seg, conf = scorer.predict_array(matrix, np.asarray(cols["n_events"], dtype=float))
-    inactive = np.floor((cols["as_of"] - cols["last_event_time"]) / _US_PER_DAY)
-    stages = lifecycle_stage_of(cols["frequency"], cols["n_carts"], cols["recency_days"], cols["tenure_days"], inactive)
+    stages = lifecycle_stage_of(cols["frequency"], cols["n_carts"], cols["recency_days"], cols["tenure_days"],
+                                cols["last_event_time"], cols["as_of"])  # fmt: skip
     return seg, conf, scorer.names_of(seg), stages
 
 
@@ -208,8 +206,8 @@ def traits_as_of(timeline: pa.Table, units: pa.Table, model: LoadedModel) -> pa.
         history = _int32_dictionaries(history.to_arrow())
         present = np.unique(history["user_key"].to_numpy())  # the features' user order
         cols = timeline_feature_columns(history, at[present], model.category_means)
-        seg, _, names, stages = _assigned(cols, model)
-        segment[present] = [n if s != NOT_ENOUGH_ACTIVITY else NOT_ENOUGH_NAME for n, s in zip(names, seg.tolist(), strict=True)]
+        seg, _, _, stages = _assigned(cols, model)
+        segment[present] = model.scorer.labels_of(seg)
         stage[present] = stages
     return pa.table({"unit_key": units["unit_key"].cast(pa.string()), "segment": pa.array(segment, pa.string()),
                      "lifecycle_stage": pa.array(stage, pa.string())}, schema=TRAITS_SCHEMA)  # fmt: skip

@@ -89,13 +89,13 @@ LIFECYCLE_STAGES: tuple[LifecycleStage, ...] = (
 LIFECYCLE_COLUMNS: tuple[str, ...] = ("frequency", "n_carts", "recency_days", "tenure_days", "last_event_time", "as_of")
 
 _BY_KEY = {s.key: s for s in LIFECYCLE_STAGES}
+US_PER_DAY = 86_400_000_000
 
 
-def _days_since(later: pd.Series, earlier: pd.Series) -> np.ndarray:
-    """floor((later - earlier) / 1 day) as float (NaN where either is null)."""
-    a = pd.to_datetime(later, utc=True)
-    b = pd.to_datetime(earlier, utc=True)
-    return np.floor((a - b).dt.total_seconds().to_numpy(dtype=float) / 86_400.0)
+def _micros(times: pd.Series) -> np.ndarray:
+    """Epoch microseconds as float (NaN where null)."""
+    t = pd.to_datetime(times, utc=True).dt.tz_localize(None).to_numpy("datetime64[us]")
+    return np.where(np.isnat(t), np.nan, t.astype("int64").astype(float))
 
 
 def lifecycle_stage(features: pd.DataFrame, rules: LifecycleRules | None = None) -> np.ndarray:
@@ -110,24 +110,26 @@ def lifecycle_stage(features: pd.DataFrame, rules: LifecycleRules | None = None)
     def num(col: str) -> np.ndarray:
         return pd.to_numeric(features[col], errors="coerce").to_numpy(dtype=float)
 
-    inactive = _days_since(features["as_of"], features["last_event_time"])
-    return lifecycle_stage_of(num("frequency"), num("n_carts"), num("recency_days"), num("tenure_days"), inactive, rules)
+    return lifecycle_stage_of(num("frequency"), num("n_carts"), num("recency_days"), num("tenure_days"),
+                              _micros(features["last_event_time"]), _micros(features["as_of"]), rules)  # fmt: skip
 
 
 def lifecycle_stage_of(
     frequency: np.ndarray, n_carts: np.ndarray, recency_days: np.ndarray, tenure_days: np.ndarray,
-    inactive_days: np.ndarray, rules: LifecycleRules | None = None,
+    last_event_us: np.ndarray, as_of_us: np.ndarray, rules: LifecycleRules | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """The rules on float arrays (NaN = null; ``inactive_days``: whole days from the last event to the
-    as-of time), for feature columns that are not a frame (one history scored by the API)."""
+    """The rules on float arrays (NaN = null; the times in epoch microseconds), for feature columns that
+    are not a frame (one history scored by the API). Inactive days: whole days from the last event to
+    the as-of time."""
     rules = rules or LifecycleRules()
+    as_of, last_event = np.asarray(as_of_us, dtype=float), np.asarray(last_event_us, dtype=float)
     frequency = np.nan_to_num(np.asarray(frequency, dtype=float), nan=0.0)
     carts = np.nan_to_num(np.asarray(n_carts, dtype=float), nan=0.0)
     recency = np.asarray(recency_days, dtype=float)
     bought = frequency >= 1
     recent_buy = bought & (np.nan_to_num(recency, nan=np.inf) < rules.at_risk_days)
     conditions = [
-        np.nan_to_num(np.asarray(inactive_days, dtype=float), nan=0.0) >= rules.lapsed_days,
+        np.nan_to_num(np.floor((as_of - last_event) / US_PER_DAY), nan=0.0) >= rules.lapsed_days,
         recent_buy & (frequency >= 2),
         recent_buy,
         bought,

@@ -337,6 +337,11 @@ class LightScorer:
         names = dict(zip(self.segment_ids.tolist(), self.segment_names, strict=True))
         return [names.get(int(s)) for s in segment_ids]
 
+    def labels_of(self, segment_ids: np.ndarray) -> list[str | None]:
+        """The name of each segment id, :data:`NOT_ENOUGH_NAME` for ``NOT_ENOUGH_ACTIVITY``."""
+        return [NOT_ENOUGH_NAME if s == NOT_ENOUGH_ACTIVITY else n
+                for n, s in zip(self.names_of(segment_ids), segment_ids.tolist(), strict=True)]  # fmt: skip
+
     def predict_frame(self, features_df: pd.DataFrame) -> pd.DataFrame:
         """user_key (if present), segment_id (nullable Int64), segment_name, confidence, model_version."""
         seg, conf = self.predict(features_df)
@@ -367,7 +372,7 @@ def score_frame(scorer: LightScorer, features: pd.DataFrame, as_of: datetime) ->
         {
             "user_key": features["user_key"].to_numpy(),
             "segment_id": pd.array(np.where(scored, seg, None), dtype="Int64"),
-            "segment_name": [n if ok else NOT_ENOUGH_NAME for n, ok in zip(scorer.names_of(seg), scored, strict=True)],
+            "segment_name": scorer.labels_of(seg),
             "confidence": np.where(scored, conf, np.nan),
             "trust": np.where(scored, scorer.trust(n_events, conf), np.nan),
             "lifecycle_stage": lifecycle_stage(features),
