@@ -79,6 +79,9 @@ def assert_timelines_hold_the_events(lake: Lake) -> None:
                                                        else f.type) for f in TIMELINE_SCHEMA])),
                                 [(c, "ascending") for c in ORDER])  # fmt: skip
         assert order.to_pylist() == list(range(table.num_rows))  # sorted by user, time, file, line
+        for c in DICTIONARY_COLUMNS:  # each dictionary holds its used values only, each once
+            column = table[c].combine_chunks()
+            assert column.dictionary.to_pylist() == pc.unique(column.cast(pa.string())).drop_null().to_pylist()
 
 
 @pytest.fixture
