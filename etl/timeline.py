@@ -24,7 +24,7 @@ from etl.lines import EVENT_FILE_SCHEMA
 __all__ = [
     "BUCKET", "BUCKETS", "DICTIONARY_COLUMNS", "ORDER", "TIMELINE_SCHEMA", "USER_KEY", "bucket_of", "by_group",
     "group_part", "ipc_bytes", "merge_timelines", "piece_name", "plain", "read_ipc", "sort_indices", "timelines_by_bucket",
-    "to_timeline",
+    "to_timeline", "with_dictionaries",
 ]  # fmt: skip
 
 #: The column that names a person: buckets are cut by it, erasure finds a person by it.
@@ -175,7 +175,8 @@ def bucket_of(user_keys: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> 
 def by_group(events: pa.Table, groups: int, bucket: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
     """Events (at least the :data:`TIMELINE_SCHEMA` columns) cut into ``groups`` groups of consecutive
     buckets (bucket ``b`` is in group ``b * groups // BUCKETS``), the timeline's columns only, as
-    they come (a dictionary stays one: decoding the keys here cost more than the group's sort), plus
+    they come (a dictionary stays one: decoding the keys here cost more than the group's sort; each
+    group's dictionaries hold only its own values, not the whole chunk's keys once per group), plus
     each event's bucket (column :data:`BUCKET`, so the group's sort does not hash the keys again):
     what a timeline build sorts, one task per group. ``bucket``: the events' :func:`bucket_of`, if the
     caller has it already."""
@@ -183,7 +184,18 @@ def by_group(events: pa.Table, groups: int, bucket: np.ndarray | None = None) ->
     rows = events.select(TIMELINE_SCHEMA.names).append_column(BUCKET, pa.array(bucket.astype(np.int16)))
     group = bucket * groups // BUCKETS
     for g in np.unique(group):
-        yield int(g), rows.take(np.flatnonzero(group == g))
+        part = rows.take(np.flatnonzero(group == g))
+        yield int(g), pa.table([_first_seen(_one_array(part[c])) if pa.types.is_dictionary(part[c].type)
+                                else part[c] for c in part.schema.names], names=part.schema.names)  # fmt: skip
+
+
+def with_dictionaries(events: pa.Table) -> pa.Table:
+    """``events`` with its :data:`DICTIONARY_COLUMNS` dictionary-encoded (once per ingest chunk: the
+    event files' writer and the staged timeline pieces then take indices, not strings)."""
+    for c in DICTIONARY_COLUMNS:
+        if c in events.schema.names and not pa.types.is_dictionary(events.schema.field(c).type):
+            events = events.set_column(events.schema.get_field_index(c), c, pc.dictionary_encode(events[c]))
+    return events
 
 
 def piece_name(part: int) -> str:
