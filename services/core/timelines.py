@@ -149,8 +149,9 @@ def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], 
 def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expected: int) -> dict[int, int]:
     """Timelines from staged group pieces: ``<scratch>/group=G/*.arrow`` -> ``<out>/bucket=B/part-00000.parquet``.
 
-    One task per group splits its pieces by bucket and sorts each into a timeline (groups, not
-    buckets, in the staged files: a file per (task, bucket) was 64 small durable writes per task).
+    One task per group sorts its pieces once and cuts them into its buckets' timelines
+    (:func:`etl.timeline.timelines_by_bucket`; groups, not buckets, in the staged files: a file per
+    (task, bucket) was 64 small durable writes per task).
     Deterministic names, so a retried task overwrites. Raises unless the timelines hold ``expected``
     events. Returns bucket -> events; ``scratch`` is deleted.
     """
