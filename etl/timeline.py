@@ -129,11 +129,10 @@ def _rank(column: pa.Array) -> pa.Array | np.ndarray:
             or pa.types.is_large_string(column.type)):  # fmt: skip
         return column
     encoded = _encoded(column)
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank = np.empty(len(order) + 1, np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    rank[-1] = len(order)
-    return rank[pc.fill_null(encoded.indices, len(order)).to_numpy()]
+    n = len(encoded.dictionary)
+    # dense: a value listed twice in a dictionary gets one rank, so its rows still sort by time
+    rank = np.append(pc.rank(encoded.dictionary, "ascending", tiebreaker="dense").to_numpy().astype(np.int64), n + 1)
+    return rank[pc.fill_null(encoded.indices, n).to_numpy()]
 
 
 def plain(table: pa.Table, columns: Sequence[str]) -> pa.Table:
