@@ -414,6 +414,25 @@ def timeline_units(timeline: pa.Table, spec: FunnelSpec) -> pa.Table:
     and time, so a user funnel needs no sort and each user's first event is its first row. Text kept
     as dictionaries (polars categoricals: compared and sorted by value) is walked as integers, and
     decoded only in the per-unit rows."""
+    return _timeline_walk(timeline, spec)[0]
+
+
+def timeline_units_entered(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Table, pa.Table]:
+    """:func:`timeline_units` and each unit's entry into the funnel, ``unit_key, user_key, at`` in the
+    units' order: the time of its earliest first-step event (where point-in-time attributes are taken;
+    the walk's step 1 is later for a unit whose deepest chain started later). Taken from the walk's
+    own marked events: the timeline is read once."""
+    units, matched = _timeline_walk(timeline, spec)
+    entries = (matched.filter((pl.col("mask") & 1) != 0)
+               .group_by(unit_key_expression(spec.unit).cast(pl.String).alias("unit_key"))
+               .agg(pl.col("t").min().alias("at")))  # fmt: skip
+    starts = pl.from_arrow(units.select(["unit_key", "user_key"])).join(
+        entries, on="unit_key", how="left", maintain_order="left")
+    return units, starts.with_columns(pl.col("at").cast(pl.Datetime("us", "UTC"))).to_arrow()
+
+
+def _timeline_walk(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Table, pl.DataFrame]:
+    """:func:`timeline_units` and the marked events that match a step, in timeline order."""
     events = pl.from_arrow(timeline.select(event_columns(spec)))
     users = events["user_key"]
     user_starts = np.flatnonzero(users.ne_missing(users.shift(1)).fill_null(True).to_numpy())
@@ -421,7 +440,8 @@ def timeline_units(timeline: pa.Table, spec: FunnelSpec) -> pa.Table:
     seen = marked.select("user_key", first_seen="t")[user_starts]
     matched = np.flatnonzero(marked["mask"].to_numpy() != 0)
     in_order = (np.arange(len(matched)), _starts_within(user_starts, matched)) if spec.unit == "user" else None
-    return _units(marked[matched], seen, spec, in_order)
+    kept = marked[matched]
+    return _units(kept, seen, spec, in_order), kept
 
 
 def _units(df: pl.DataFrame, seen: pl.DataFrame, spec: FunnelSpec,
@@ -753,20 +773,23 @@ def driver_counts(
     spec: FunnelSpec,
     traits: pl.DataFrame | None = None,
     price_bands: Sequence[float] = PRICE_BANDS,
+    trait_columns: Sequence[str] = (),
 ) -> pl.DataFrame:
     """The 2x2 counts of :func:`model.funnel.conversion_drivers`: per step k < n and attribute value,
     the units at step k that went on to k+1 and those that dropped.
 
     Attributes: the first-step event's ``category_l1``, ``brand`` and ``price_band``, plus every column of
     ``traits`` (``unit_key``, or ``user_key`` for traits of the user, and one column per behaviour trait,
-    e.g. a segment or a repeat-buyer flag; as text, ``(none)`` when missing). Output: ``step, attribute,
-    value, went_on, dropped, step_went_on, step_dropped``, sorted by step, attribute and value.
+    e.g. a segment or a repeat-buyer flag; as text, ``(none)`` when missing), and every column of
+    ``units`` named in ``trait_columns`` (traits already in the units frame: no join). Output: ``step,
+    attribute, value, went_on, dropped, step_went_on, step_dropped``, sorted by step, attribute and value.
     """
-    trait_columns: list[str] = []
+    _check_columns(units, list(trait_columns), "the units frame")
+    trait_columns = list(trait_columns)
     if traits is not None:
         key = "unit_key" if "unit_key" in traits.columns else "user_key"
         _check_columns(traits, [key], "the traits frame")
-        trait_columns = [c for c in traits.columns if c != key]
+        trait_columns += [c for c in traits.columns if c != key]
         units = units.join(traits, on=key, how="left")
     attributes = {
         "category_l1": pl.col("first_category_l1").fill_null(NO_CATEGORY),

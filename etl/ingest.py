@@ -48,7 +48,16 @@ from etl.lines import (
     classify_batch,
 )
 from etl.spark_tasks import one_task_each
-from etl.timeline import BUCKETS, bucket_of, by_group, group_part, ipc_bytes, piece_name, read_ipc
+from etl.timeline import (
+    BUCKETS,
+    bucket_of,
+    by_group,
+    group_part,
+    ipc_bytes,
+    piece_name,
+    read_ipc,
+    with_dictionaries,
+)
 
 __all__ = [
     "ACCEPTED", "DUPLICATE", "ERASED", "QUARANTINED", "SUSPICIOUS_SCHEMA", "TIMELINE_PARTS", "Chunk", "LocalChunk", "bucket_count",
@@ -127,7 +136,7 @@ def write_chunk(store: Any, prefix: str, chunk: Chunk, key: bytes, buckets: int,
     """
     out, n_erased = suppress(classify_batch(store.read_bytes(chunk.key), key, chunk.source_file, chunk.first_line),
                              erased)  # fmt: skip
-    events = out.events
+    events = with_dictionaries(out.events)  # the event files and the staged pieces share one encoding
     days = pc.unique(events["event_date"]).to_pylist()
     for day in days:
         rows = events.filter(pc.equal(events["event_date"], pa.scalar(day, pa.date32())))

@@ -23,7 +23,8 @@ from etl.lines import EVENT_FILE_SCHEMA
 
 __all__ = [
     "BUCKET", "BUCKETS", "DICTIONARY_COLUMNS", "ORDER", "TIMELINE_SCHEMA", "USER_KEY", "bucket_of", "by_group",
-    "group_part", "ipc_bytes", "merge_timelines", "piece_name", "plain", "read_ipc", "sort_indices", "to_timeline",
+    "group_part", "ipc_bytes", "merge_timelines", "piece_name", "plain", "read_ipc", "sort_indices", "timelines_by_bucket",
+    "to_timeline", "with_dictionaries",
 ]  # fmt: skip
 
 #: The column that names a person: buckets are cut by it, erasure finds a person by it.
@@ -48,20 +49,90 @@ TIMELINE_SCHEMA: Final[pa.Schema] = pa.schema(
 
 def to_timeline(events: pa.Table) -> pa.Table:
     """Events (at least the columns of :data:`TIMELINE_SCHEMA`, text plain or dictionary) as a timeline."""
-    plain = pa.table({
-        f.name: _plain(events[f.name]) if f.name in DICTIONARY_COLUMNS else events[f.name].cast(f.type)
-        for f in TIMELINE_SCHEMA
-    })  # fmt: skip
-    ordered = plain.take(sort_indices(plain))
-    columns = [pc.dictionary_encode(ordered[f.name].combine_chunks()).cast(_DICT) if f.name in DICTIONARY_COLUMNS
-               else ordered[f.name].combine_chunks() for f in TIMELINE_SCHEMA]  # fmt: skip
+    return _ordered(events, sort_indices(events))
+
+
+def timelines_by_bucket(events: pa.Table) -> Iterator[tuple[int, pa.Table]]:
+    """Each bucket's timeline from staged events (the :data:`BUCKET` column, :func:`by_group`): one sort
+    of them all by bucket, then the timeline order, and one take, cut at the buckets' boundaries (a
+    take per bucket before the sort copied every column twice)."""
+    bucket = _one_array(events[BUCKET]).to_numpy(zero_copy_only=False)
+    order = pc.sort_indices(pa.table({BUCKET: bucket, **_sort_keys(events)}),
+                            [(c, "ascending") for c in (BUCKET, *ORDER)])  # fmt: skip
+    ordered = _ordered(events, order, compact=False)
+    sorted_bucket = bucket[order.to_numpy()]
+    starts = np.flatnonzero(np.r_[True, sorted_bucket[1:] != sorted_bucket[:-1]]) if len(bucket) else []
+    ends = [*starts[1:], len(bucket)]
+    for start, end in zip(starts, ends, strict=True):
+        piece = ordered.slice(start, end - start)
+        columns = [_first_seen(_one_array(piece[f.name])) if f.name in DICTIONARY_COLUMNS
+                   else _one_array(piece[f.name]) for f in TIMELINE_SCHEMA]  # fmt: skip
+        yield int(sorted_bucket[start]), pa.Table.from_arrays(columns, schema=TIMELINE_SCHEMA)
+
+
+def _ordered(events: pa.Table, order: pa.Array, compact: bool = True) -> pa.Table:
+    """``events`` taken in ``order`` as :data:`TIMELINE_SCHEMA`: text is dictionary-encoded before the
+    take (indices move, not strings), the user and session keys decoded after it. With ``compact``,
+    each dictionary holds only its used values, in order of first use (what encoding the sorted
+    column would give)."""
+    columns = []
+    for f in TIMELINE_SCHEMA:
+        column = _one_array(events[f.name])
+        if f.name in DICTIONARY_COLUMNS:
+            taken = _encoded(column).take(order)
+            columns.append(_first_seen(taken) if compact else taken.cast(_DICT))
+        else:
+            columns.append(column.take(order).cast(f.type))
     return pa.Table.from_arrays(columns, schema=TIMELINE_SCHEMA)
+
+
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """A column as one array (a dictionary column's chunks unified first)."""
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    if pa.types.is_dictionary(column.type):
+        column = pa.table({"c": column}).unify_dictionaries()["c"]
+    return column.combine_chunks()
+
+
+def _encoded(column: pa.Array) -> pa.DictionaryArray:
+    return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+
+
+def _first_seen(column: pa.DictionaryArray) -> pa.DictionaryArray:
+    """``column`` with a dictionary of only its used values, in order of first use, int32 indices."""
+    indices = column.indices
+    used = pc.unique(indices).drop_null().to_numpy()  # in order of first occurrence
+    remap = np.zeros(len(column.dictionary) + 1, np.int32)  # + 1: an all-null column's empty dictionary
+    remap[used] = np.arange(len(used), dtype=np.int32)
+    codes = pc.fill_null(indices, 0).to_numpy()
+    mask = None if indices.null_count == 0 else pc.is_null(indices).to_numpy(zero_copy_only=False)
+    return pa.DictionaryArray.from_arrays(pa.array(remap[codes], pa.int32(), mask=mask),
+                                          column.dictionary.take(pa.array(used, pa.int64())).cast(pa.string()))
 
 
 def sort_indices(table: pa.Table) -> pa.Array:
     """The permutation putting ``table`` (with the :data:`ORDER` columns, text plain or dictionary) in
-    timeline order (Arrow sorts no dictionaries: their values are compared)."""
-    return pc.sort_indices(plain(table, ORDER), [(c, "ascending") for c in ORDER])
+    timeline order. Text is compared through ranks: each distinct value is ranked once and the rows
+    are sorted on integers (sorting the decoded strings was most of a timeline build)."""
+    return pc.sort_indices(pa.table(_sort_keys(table)), [(c, "ascending") for c in ORDER])
+
+
+def _sort_keys(table: pa.Table) -> dict[str, pa.Array | np.ndarray]:
+    return {c: _rank(_one_array(table[c])) for c in ORDER}
+
+
+def _rank(column: pa.Array) -> pa.Array | np.ndarray:
+    """A text column as each value's rank among its distinct values (nulls last, as Arrow sorts
+    them); any other column as it is."""
+    if not (pa.types.is_dictionary(column.type) or pa.types.is_string(column.type)
+            or pa.types.is_large_string(column.type)):  # fmt: skip
+        return column
+    encoded = _encoded(column)
+    n = len(encoded.dictionary)
+    # dense: a value listed twice in a dictionary gets one rank, so its rows still sort by time
+    rank = np.append(pc.rank(encoded.dictionary, "ascending", tiebreaker="dense").to_numpy().astype(np.int64), n + 1)
+    return rank[pc.fill_null(encoded.indices, n).to_numpy()]
 
 
 def plain(table: pa.Table, columns: Sequence[str]) -> pa.Table:
@@ -103,7 +174,8 @@ def bucket_of(user_keys: pa.Array | pa.ChunkedArray, buckets: int = BUCKETS) -> 
 def by_group(events: pa.Table, groups: int, bucket: np.ndarray | None = None) -> Iterator[tuple[int, pa.Table]]:
     """Events (at least the :data:`TIMELINE_SCHEMA` columns) cut into ``groups`` groups of consecutive
     buckets (bucket ``b`` is in group ``b * groups // BUCKETS``), the timeline's columns only, as
-    they come (a dictionary stays one: decoding the keys here cost more than the group's sort), plus
+    they come (a dictionary stays one: decoding the keys here cost more than the group's sort; each
+    group's dictionaries hold only its own values, not the whole chunk's keys once per group), plus
     each event's bucket (column :data:`BUCKET`, so the group's sort does not hash the keys again):
     what a timeline build sorts, one task per group. ``bucket``: the events' :func:`bucket_of`, if the
     caller has it already."""
@@ -111,7 +183,18 @@ def by_group(events: pa.Table, groups: int, bucket: np.ndarray | None = None) ->
     rows = events.select(TIMELINE_SCHEMA.names).append_column(BUCKET, pa.array(bucket.astype(np.int16)))
     group = bucket * groups // BUCKETS
     for g in np.unique(group):
-        yield int(g), rows.take(np.flatnonzero(group == g))
+        part = rows.take(np.flatnonzero(group == g))
+        yield int(g), pa.table([_first_seen(_one_array(part[c])) if pa.types.is_dictionary(part[c].type)
+                                else part[c] for c in part.schema.names], names=part.schema.names)  # fmt: skip
+
+
+def with_dictionaries(events: pa.Table) -> pa.Table:
+    """``events`` with its :data:`DICTIONARY_COLUMNS` dictionary-encoded (once per ingest chunk: the
+    event files' writer and the staged timeline pieces then take indices, not strings)."""
+    for c in DICTIONARY_COLUMNS:
+        if c in events.schema.names and not pa.types.is_dictionary(events.schema.field(c).type):
+            events = events.set_column(events.schema.get_field_index(c), c, pc.dictionary_encode(events[c]))
+    return events
 
 
 def piece_name(part: int) -> str:

@@ -25,7 +25,6 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
@@ -34,7 +33,6 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.spark_tasks import one_task_each
 from etl.timeline import (
-    BUCKET,
     BUCKETS,
     ORDER,
     TIMELINE_SCHEMA,
@@ -44,7 +42,7 @@ from etl.timeline import (
     merge_timelines,
     read_ipc,
     sort_indices,
-    to_timeline,
+    timelines_by_bucket,
 )
 from services.core.catalog import EVENTS, STAGING, TIMELINE_RUNS, TIMELINES
 from services.core.lake import Lake, new_run_id, utc_now_iso
@@ -66,6 +64,12 @@ _FILES_PER_TASK: Final[int] = 8
 #: every key in the dictionary a sorted bucket's key column is a few runs of indices, and a reader
 #: that asks for it as a dictionary (``run_on_buckets(dictionary=...)``) decodes no strings.
 _DICTIONARY_PAGE_BYTES: Final[int] = 64 << 20
+#: Columns of a timeline written delta-encoded (with their types): a dictionary of times was the
+#: largest and slowest part of a timeline file; deltas made the build's writes about a third faster
+#: and the files a sixth smaller (benchmarks/results/timelines_ingest.md).
+_DELTA: Final[dict[str, tuple[pa.DataType, ...]]] = {
+    "event_time": (pa.timestamp("us", tz="UTC"),), "line_number": (pa.int64(),),
+}
 _WRITTEN: Final[T.StructType] = T.StructType(
     [T.StructField("bucket", T.IntegerType(), False), T.StructField("rows", T.LongType(), False)]
 )
@@ -75,13 +79,18 @@ _WRITTEN_ARROW: Final[pa.Schema] = pa.schema([("bucket", pa.int32(), False), ("r
 def write_parquet(table: pa.Table) -> bytes:
     """A timeline (or a per-bucket result) as Parquet: zstd level 1, the Arrow schema stored so the
     dictionaries come back as dictionaries, the sort order declared, and a dictionary page large
-    enough for every key of a bucket (:data:`_DICTIONARY_PAGE_BYTES`)."""
+    enough for every key of a bucket (:data:`_DICTIONARY_PAGE_BYTES`). A timeline's times and line
+    numbers, ascending within each user, are delta-encoded (:data:`_DELTA`), and it has no statistics."""
     sink = io.BytesIO()
+    names = table.schema.names
     sorting = None
-    if set(ORDER) <= set(table.schema.names):
+    if set(ORDER) <= set(names):
         sorting = [pq.SortingColumn(table.schema.get_field_index(c)) for c in ORDER]
+    delta = {c: "DELTA_BINARY_PACKED" for c in _DELTA if c in names and table.schema.field(c).type in _DELTA[c]}
+    # no min/max statistics in a timeline: every reader takes whole buckets, and they were a fifth of the write
     pq.write_table(table, sink, compression="zstd", compression_level=1, sorting_columns=sorting,
-                   dictionary_pagesize_limit=_DICTIONARY_PAGE_BYTES)  # fmt: skip
+                   dictionary_pagesize_limit=_DICTIONARY_PAGE_BYTES, write_statistics=sorting is None,
+                   use_dictionary=[c for c in names if c not in delta], column_encoding=delta or None)  # fmt: skip
     return sink.getvalue()
 
 
@@ -140,8 +149,9 @@ def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], 
 def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expected: int) -> dict[int, int]:
     """Timelines from staged group pieces: ``<scratch>/group=G/*.arrow`` -> ``<out>/bucket=B/part-00000.parquet``.
 
-    One task per group splits its pieces by bucket and sorts each into a timeline (groups, not
-    buckets, in the staged files: a file per (task, bucket) was 64 small durable writes per task).
+    One task per group sorts its pieces once and cuts them into its buckets' timelines
+    (:func:`etl.timeline.timelines_by_bucket`; groups, not buckets, in the staged files: a file per
+    (task, bucket) was 64 small durable writes per task).
     Deterministic names, so a retried task overwrites. Raises unless the timelines hold ``expected``
     events. Returns bucket -> events; ``scratch`` is deleted.
     """
@@ -153,9 +163,7 @@ def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expecte
     def sort(i: int) -> Iterator[pa.RecordBatch]:
         parts = [read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]]
         rows = pa.concat_tables(parts, promote_options="permissive").unify_dictionaries()
-        bucket = rows[BUCKET].to_numpy()  # staged by by_group: the keys are not hashed again
-        for b in np.unique(bucket):
-            timeline = to_timeline(rows.take(np.flatnonzero(bucket == b)))
+        for b, timeline in timelines_by_bucket(rows):  # staged by by_group: the keys are not hashed again
             store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
             yield _written(b, timeline.num_rows)
 

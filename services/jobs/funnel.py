@@ -41,11 +41,10 @@ from etl.funnel import (
     time_to_convert,
     time_to_convert_histogram,
     timeline_units,
-    unit_key_expression,
+    timeline_units_entered,
     units_schema,
     with_breakdowns,
 )
-from etl.timeline import plain
 from model.funnel import conversion_drivers
 from model.scoring import TRAIT_EVENT_COLUMNS, traits_as_of
 from model.segmentation.history import LoadedModel
@@ -172,9 +171,9 @@ def compute_tables(
     ttc_df = pd.concat(ttc, ignore_index=True)
     ttc_df = ttc_df.assign(from_label=ttc_df["from_step"].map(labels), to_label=ttc_df["to_step"].map(labels))
     hist_df = pd.concat(hist, ignore_index=True)
-    traits = _traits(units, cohorts)
-    per_unit = units.select("unit_key", "user_key", "level", "first_category_l1", "first_brand", "first_price")
-    counts = _pandas(driver_counts(per_unit, spec, traits))
+    traits = _trait_columns(units, cohorts)  # columns of the units frame: no join back to it
+    per_unit = units.select("unit_key", "user_key", "level", "first_category_l1", "first_brand", "first_price", *traits)
+    counts = _pandas(driver_counts(per_unit, spec, trait_columns=[t.meta.output_name() for t in traits]))
     drivers = conversion_drivers(counts, cfg.min_units, cfg.confidence)
     drivers.insert(1, "label", drivers["step"].map(labels))
     drivers.insert(2, "next_label", drivers["step"].map(lambda k: labels.get(k + 1)))
@@ -215,14 +214,8 @@ def units_with_traits(timeline: pa.Table, spec: FunnelSpec, model: LoadedModel) 
     that one is a later event for a unit that went on (the start of its deepest chain) and the earliest
     for one that dropped, so attributes taken then would still tell who went on.
     """
-    units = timeline_units(timeline, spec)
-    events = pl.from_arrow(plain(timeline, event_columns(spec)))
-    entries = (events.filter(spec.steps[0].matches())
-               .group_by(unit_key_expression(spec.unit).alias("unit_key"))
-               .agg(pl.col("event_time").min().alias("at")))  # fmt: skip
-    starts = pl.from_arrow(units.select(["unit_key", "user_key"])).join(
-        entries, on="unit_key", how="left", maintain_order="left")
-    traits = traits_as_of(timeline, starts.to_arrow(), model)
+    units, starts = timeline_units_entered(timeline, spec)
+    traits = traits_as_of(timeline, starts, model)
     for trait, column in AT_START.items():
         units = units.append_column(column, traits[trait])
     return units
@@ -244,10 +237,14 @@ def _traits(units: pl.DataFrame, cohort: bool) -> pl.DataFrame | None:
     Not the current segments: those are computed from everything the user did, the outcome included
     (whoever carted is "carted, never bought" afterwards), so they would rank the outcome as its driver.
     """
-    columns = [pl.col(c).alias(trait) for trait, c in AT_START.items() if c in units.columns]
-    if cohort:
-        columns.append(pl.col("cohort"))
+    columns = _trait_columns(units, cohort)
     return units.select("unit_key", *columns) if columns else None
+
+
+def _trait_columns(units: pl.DataFrame, cohort: bool) -> list[pl.Expr]:
+    """:func:`_traits`' columns, named as the drivers' attributes."""
+    columns = [pl.col(c).alias(trait) for trait, c in AT_START.items() if c in units.columns]
+    return [*columns, pl.col("cohort")] if cohort else columns
 
 
 def _dropoffs(units: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:

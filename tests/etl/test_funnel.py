@@ -456,6 +456,9 @@ def test_time_to_convert_breakdowns_and_drivers_match_pandas(spark, event_files,
         segments.assign(heavy=segments["user_key"].str[-1].isin(["1", "2"]))[["user_key", "heavy"]]
     )
     drivers = driver_counts(units, spec, traits=traits).to_pandas()
+    # the same traits as columns of the units frame (how the job passes its point-in-time traits): no join
+    in_units = driver_counts(units.join(traits, on="user_key", how="left"), spec, trait_columns=["heavy"])
+    pd.testing.assert_frame_equal(in_units.to_pandas(), drivers)
     ref["category_l1"] = ref["first_category_l1"].fillna(NO_CATEGORY)
     ref["brand"] = ref["first_brand"].fillna(NO_BRAND)
     ref["price_band"] = pd.cut(

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from etl.timeline import DICTIONARY_COLUMNS, ORDER, TIMELINE_SCHEMA, bucket_of
+from etl.timeline import DICTIONARY_COLUMNS, ORDER, TIMELINE_SCHEMA, bucket_of, to_timeline
 from services.core.catalog import EVENTS, TIMELINE_RUNS, TIMELINES
 from services.core.lake import Lake
 from services.core.timelines import (
@@ -79,6 +79,32 @@ def assert_timelines_hold_the_events(lake: Lake) -> None:
                                                        else f.type) for f in TIMELINE_SCHEMA])),
                                 [(c, "ascending") for c in ORDER])  # fmt: skip
         assert order.to_pylist() == list(range(table.num_rows))  # sorted by user, time, file, line
+        for c in DICTIONARY_COLUMNS:  # each dictionary holds its used values only, each once
+            column = table[c].combine_chunks()
+            assert column.dictionary.to_pylist() == pc.unique(column.cast(pa.string())).drop_null().to_pylist()
+
+
+def test_the_sort_ranks_text_by_value_even_when_a_dictionary_lists_a_value_twice() -> None:
+    """The timeline sort compares text through ranks of dictionary values: a key listed twice in a
+    dictionary (two codes, one user) must still sort as one user, by time (Arrow's sort of the plain
+    strings is the reference)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    codes = rng.integers(0, 6, n)  # values: u1, u0, u1 (twice), u2, u0 (twice), u3
+    keys = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(["u1", "u0", "u1", "u2", "u0", "u3"]))
+    files = pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 3, n), pa.int32()), pa.array(["b.csv", "a.csv", "b.csv"]))
+    events = pa.table({
+        f.name: keys if f.name == "user_key" else files if f.name == "source_file"
+        else pa.array(rng.integers(0, 50, n) * 60_000_000, pa.timestamp("us", tz="UTC")) if f.name == "event_time"
+        else pa.array(rng.permutation(n), pa.int64()) if f.name == "line_number"
+        else pa.nulls(n, pa.string() if pa.types.is_dictionary(f.type) else f.type)
+        for f in TIMELINE_SCHEMA
+    })  # fmt: skip
+    got = to_timeline(events).select(list(ORDER)).cast(pa.schema([(c, pa.string() if c in ("user_key", "source_file")
+                                                                   else TIMELINE_SCHEMA.field(c).type) for c in ORDER]))
+    plain = events.select(list(ORDER)).cast(got.schema)
+    want = plain.take(pc.sort_indices(plain, [(c, "ascending") for c in ORDER]))
+    assert got.equals(want)
 
 
 @pytest.fixture
