@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
@@ -65,7 +64,7 @@ from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
 from services.core.spark import read_run_dataset
-from services.core.timelines import run_on_buckets, timelines_status
+from services.core.timelines import read_written, require_timelines, run_on_buckets
 from services.core.timings import Timings
 from services.jobs.segmentation import category_reference
 from services.reports.propensity import write_propensity_report
@@ -96,27 +95,6 @@ class PropensityConfig:
 _KEYS = ("user_key", "session_key")
 
 
-def _require_timelines(lake: Lake) -> None:
-    """The examples and the activity windows read the user timelines: every committed run must have one."""
-    missing = timelines_status(lake)["missing_runs"]
-    if missing:
-        raise ValueError(f"{len(missing)} committed ingestion run(s) have no user timelines (ingested before "
-                         "timelines existed): run `shoplens timelines --backfill` once")  # fmt: skip
-
-
-def _read_written(lake: Lake, out: str, written: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The tables a ``run_on_buckets(..., out=out)`` pass wrote (``bucket, rows`` per file), as one; a file
-    that does not hold the rows its task reported is an error."""
-    tables = []
-    for bucket, rows in sorted(zip(written["bucket"].to_pylist(), written["rows"].to_pylist(), strict=True)):
-        key = f"{out}/part-{bucket:04d}.parquet"
-        table = pq.read_table(pa.BufferReader(lake.store.read_bytes(key)), schema=schema)
-        if table.num_rows != rows:
-            raise RuntimeError(f"{key}: {table.num_rows} rows where its task wrote {rows}")
-        tables.append(table)
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
 def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
                    timings: Timings | None = None) -> tuple[pd.DataFrame, Any]:  # fmt: skip
     """(stacked examples of every cutoff as pandas, sorted by cutoff and user code, the Cutoffs);
@@ -130,7 +108,7 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
     events = read_run_dataset(spark, lake, EVENTS)
     if events is None:
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    _require_timelines(lake)
+    require_timelines(lake)
     with timings.phase("event_span"):
         first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
@@ -151,7 +129,7 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
             written = run_on_buckets(spark, lake, examples, schema, columns=EVENT_COLUMNS, dictionary=_KEYS,
                                      out=prefix)  # fmt: skip
         with timings.phase("read_examples"):
-            table = _read_written(lake, prefix, written, schema)
+            table = read_written(lake.store, prefix, written, schema)
     finally:
         lake.store.delete_prefix(prefix)
     with timings.phase("sort"):
@@ -325,7 +303,7 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     as_of = pd.to_datetime(features["as_of"], utc=True).max().to_pydatetime()
     if not lake.committed_files(EVENTS):
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    _require_timelines(lake)
+    require_timelines(lake)
     with timings.phase("activity_windows"):
         activity = run_on_buckets(spark, lake, lambda _buckets, timeline: timeline_activity(timeline, as_of),
                                   examples_schema(base=False, label=False), columns=ACTIVITY_EVENT_COLUMNS,
