@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from etl.activity import ABSENT, ACTIVITY_EVENT_COLUMNS, as_of_micros
 from etl.labels import (
+    CHUNK_EVENTS,
     CUTOFF,
     EVENT_COLUMNS,
     LABEL,
@@ -101,7 +102,8 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
     NotEnoughData if too little history.
 
     Every cutoff's rows of a user bucket come from one Spark task reading the bucket's timeline
-    (:func:`etl.labels.timeline_examples`). Sorted, so the fits (seeded samples of rows) do not depend
+    (:func:`etl.labels.timeline_examples`; small buckets are handed over several at once, up to
+    :data:`etl.labels.CHUNK_EVENTS` events: a call has a fixed cost of some pandas work per cutoff). Sorted, so the fits (seeded samples of rows) do not depend
     on how the users fall into buckets.
     """
     timings = Timings() if timings is None else timings
@@ -127,7 +129,7 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
     try:
         with timings.phase("examples_tasks"):
             written = run_on_buckets(spark, lake, examples, schema, columns=EVENT_COLUMNS, dictionary=_KEYS,
-                                     out=prefix)  # fmt: skip
+                                     batch_rows=CHUNK_EVENTS, out=prefix)  # fmt: skip
         with timings.phase("read_examples"):
             table = read_written(lake.store, prefix, written, schema)
     finally:
@@ -307,7 +309,7 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     with timings.phase("activity_windows"):
         activity = run_on_buckets(spark, lake, lambda _buckets, timeline: timeline_activity(timeline, as_of),
                                   examples_schema(base=False, label=False), columns=ACTIVITY_EVENT_COLUMNS,
-                                  dictionary=_KEYS).drop_columns([CUTOFF]).to_pandas()  # fmt: skip
+                                  dictionary=_KEYS, batch_rows=CHUNK_EVENTS).drop_columns([CUTOFF]).to_pandas()  # fmt: skip
     with timings.phase("score"):
         scores, cuts = score_features(features, activity, LightPropensityScorer(artifact))
     with timings.phase("by_segment"):
