@@ -9,10 +9,10 @@ One generated month is ingested into a fresh lake (not timed). Then, on the same
   Spark builds the per-unit frame; it is collected once and every table is counted from it in polars.
   The per-unit frame is walked over the lake's user timelines (:func:`etl.funnel.timeline_units`, a
   pass per bucket; the timelines are built by ingest, whose ``timelines`` phase is reported apart).
-* ``spark_job_event_files``: the same job walking the event files instead (the shuffle path, what the
-  job did before timelines and still does on a lake without them): today's job against before.
-* ``spark_counts``: only the three step counts from :func:`etl.funnel.funnel_units` (the core alone,
-  on the event files).
+* ``spark_counts``: only the three step counts from the per-unit frame of
+  :func:`services.jobs.funnel.unit_frame` (the core alone: the walk over the timelines, collected).
+  (The job's event-file path, a shuffle by user, is retired: a lake without timelines is told to run
+  ``shoplens timelines --backfill``; its last figures are in the git history of ``results/funnel.md``.)
   The job minus this is the collection, the polars tables, the report and the publish, plus what the
   job pays as the session's first Arrow work: starting the Python workers and loading the walk.
 * ``duckdb``: the same user-level ordered funnel in SQL on the lake's Parquet files (2 threads):
@@ -81,15 +81,12 @@ def duckdb_counts(lake, threads: int = 2) -> tuple[list[int], float]:
 
 
 def spark_counts(spark, lake) -> tuple[list[int], float]:
-    from pyspark.sql import functions as F
-
-    from etl.funnel import FunnelSpec, funnel_units
-    from services.core.catalog import EVENTS
+    from etl.funnel import FunnelSpec
+    from services.jobs.funnel import unit_frame
 
     t0 = time.perf_counter()
-    units = funnel_units(spark, lake.store, lake.committed_files(EVENTS), FunnelSpec.parse())
-    row = units.agg(*[F.sum((F.col("level") >= k).cast("long")).alias(f"n{k}") for k in (1, 2, 3)]).first()
-    return [int(row[f"n{k}"]) for k in (1, 2, 3)], time.perf_counter() - t0
+    level = unit_frame(spark, lake, FunnelSpec.parse())["level"]
+    return [int((level >= k).sum()) for k in (1, 2, 3)], time.perf_counter() - t0
 
 
 def build_lake(spark, root: Path, users: int, seed: int):
@@ -136,32 +133,22 @@ def main() -> None:
         duck, duck_s = duckdb_counts(lake)
         duck_runs.append(duck_s)
     job_s, duck_s = statistics.median(job_runs), statistics.median(duck_runs)
-    from services.jobs import funnel as funnel_job
-
-    old_job, old_s, core, core_s = job, float("nan"), duck, float("nan")
-    if not args.job_only:
-        with_timelines = funnel_job.timelines_status
-        funnel_job.timelines_status = lambda _lake: {"missing_runs": ["forced: walk the event files"]}
-        old_t0 = time.perf_counter()
-        old_job = run_funnel(spark, lake)
-        old_s = time.perf_counter() - old_t0
-        funnel_job.timelines_status = with_timelines
-        core, core_s = spark_counts(spark, lake)
+    core, core_s = (duck, float("nan")) if args.job_only else spark_counts(spark, lake)
     load_after = os.getloadavg()
     job_counts = [s["count"] for s in job["steps"]]
-    assert job_counts == [s["count"] for s in old_job["steps"]] == core == duck, (job_counts, core, duck)
+    assert job_counts == core == duck, (job_counts, core, duck)
     build_s = sum(r.get("phase_seconds", {}).get("timelines", 0.0) for r in lake.runs() if r["status"] == "committed")
     ingest_s = sum(r.get("duration_seconds", 0.0) for r in lake.runs() if r["status"] == "committed")
     row = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "events": events, "users": args.users,
         "units": job_counts[0], "steps": job_counts, "spark_job_seconds": round(job_s, 1),
-        "spark_job_event_files_seconds": round(old_s, 1), "timeline_build_seconds_at_ingest": round(build_s, 1),
+        "timeline_build_seconds_at_ingest": round(build_s, 1),
         "ingest_seconds": round(ingest_s, 1),
         "spark_counts_seconds": round(core_s, 1), "duckdb_seconds": round(duck_s, 1),
         "spark_job_runs": [round(x, 1) for x in job_runs], "duckdb_runs": [round(x, 1) for x in duck_runs],
         "job_minus_counts_seconds": round(job_s - core_s, 1),
         "job_vs_duckdb": round(job_s / duck_s, 2),
-        "event_files_job_vs_duckdb": round(old_s / duck_s, 2), "counts_vs_duckdb": round(core_s / duck_s, 2),
+        "counts_vs_duckdb": round(core_s / duck_s, 2),
         "load_average_before": [round(x, 1) for x in load_before], "load_average_after": [round(x, 1) for x in load_after],
         "cpus": os.cpu_count(), "machine": platform.machine(), "spark_master": "local[2]", "duckdb_threads": 2,
         "segmentation_model": lake.current_version(SEGMENTATION_MODEL),  # None: no point-in-time traits ran
@@ -204,15 +191,13 @@ def write_results(row: dict, results: Path) -> None:
         size, "",
         "| what | seconds |", "|---|---:|",
         f"| `shoplens funnel` job: default user funnel + 5 breakdowns, trend, time to convert, drivers, audiences, report, publish; walked over the user timelines | {row['spark_job_seconds']} |",
-        f"| the same job walking the event files (a shuffle by user: the job before timelines) | {row['spark_job_event_files_seconds']} |",
         f"| (apart) the timeline build inside ingest, of the ingest's {row['ingest_seconds']} s | {row['timeline_build_seconds_at_ingest']} |",
-        f"| Spark core only: the three step counts from `funnel_units` | {row['spark_counts_seconds']} |",
+        f"| Spark core only: the three step counts from the per-unit frame (`unit_frame`) | {row['spark_counts_seconds']} |",
         f"| DuckDB: the same user-level ordered 7-day funnel (two ASOF joins), 2 threads | {row['duckdb_seconds']} |",
-        "", f"Ratios: job / DuckDB = **{row['job_vs_duckdb']}x** (job on the event files / DuckDB ="
-        f" {row['event_files_job_vs_duckdb']}x), Spark counts / DuckDB = **{row['counts_vs_duckdb']}x**. "
-        f"Step counts (identical in all four): {', '.join(f'{c:,}' for c in row['steps'])}.", "",
-        f"{scale}The Spark counts are the core alone on the event files (read, shuffle by user, walk); the job"
-        " on the timelines reads each bucket already cut by user and sorted, walks it, collects the per-unit frame"
+        "", f"Ratios: job / DuckDB = **{row['job_vs_duckdb']}x**, Spark counts / DuckDB = "
+        f"**{row['counts_vs_duckdb']}x**. Step counts (identical in all three): {', '.join(f'{c:,}' for c in row['steps'])}.", "",
+        f"{scale}The Spark counts are the core alone (the walk over the timelines, the per-unit frame collected); the job"
+        " reads each bucket already cut by user and sorted, walks it, collects the per-unit frame"
         " (one row per unit) into polars and counts every table there (breakdowns, trend, quartiles, histograms,"
         " drivers, audiences), writes the report and publishes.", "",
         f"Spark `{row['spark_master']}` (warm session: JVM start and one warm-up run of the job not counted; "

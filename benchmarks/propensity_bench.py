@@ -182,37 +182,52 @@ def label_building(lake_users: int, data_dir: Path) -> dict:
     }  # fmt: skip
 
 
-def jobs(users: int, data_dir: Path) -> dict:
-    """``propensity train`` then ``propensity score`` on the cached lake of ``users`` users, timed."""
+def jobs(users: int, data_dir: Path, lake_dir: Path | None = None) -> dict:
+    """``propensity train`` then ``propensity score`` on the cached lake of ``users`` users, timed.
+
+    With ``lake_dir`` (``<lake_dir>/lake`` and ``/work``: a copy of an ingested lake, e.g. the generated
+    43.8M-event month; its users are counted, ``users`` is ignored) only ``propensity train`` is timed
+    when the lake has no features (scoring needs them; the features job is not run there).
+    """
     from services.core.catalog import EVENTS, FEATURES
+    from services.core.lake import Lake
     from services.core.settings import Settings
-    from services.core.spark import get_spark
+    from services.core.spark import get_spark, read_run_dataset
+    from services.core.storage import LocalStore
     from services.jobs.features import run_features
     from services.jobs.propensity import PropensityConfig, score, train
 
     spark = get_spark(Settings(spark_master="local[2]", spark_driver_memory="4g"), "propensity-bench")
-    lake = _lake(spark, data_dir / f"users-{users}", users)
-    if lake.pointer(FEATURES) is None:
-        run_features(spark, lake)
+    if lake_dir is None:
+        lake = _lake(spark, data_dir / f"users-{users}", users)
+        if lake.pointer(FEATURES) is None:
+            run_features(spark, lake)
+    else:
+        lake = Lake(LocalStore(lake_dir / "lake"), lake_dir / "work")
+        users = read_run_dataset(spark, lake, EVENTS).select("user_key").distinct().count()
     load_before = os.getloadavg()
     t = time.monotonic()
     trained = train(spark, lake, PropensityConfig())
     train_s = time.monotonic() - t
-    t = time.monotonic()
-    scored = score(spark, lake)
-    score_s = time.monotonic() - t
+    scored, score_s = None, None
+    if lake.pointer(FEATURES) is not None:
+        t = time.monotonic()
+        scored = score(spark, lake)
+        score_s = round(time.monotonic() - t, 1)
+    load_after = os.getloadavg()
     spark.stop()
     import pyarrow.parquet as pq
 
     events = sum(pq.read_metadata(lake.store.local_path(k)).num_rows for k in lake.committed_files(EVENTS))
     return {
-        "lake_users": users, "events": events, "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "lake_users": users, "events": events, "load_average_before": load_before, "load_average_after": load_after,
         "train_seconds": round(train_s, 1), "examples_seconds": trained["examples_seconds"],
         "fit_seconds": trained["fit_seconds"], "examples": trained["examples"], "shipped": trained["shipped"],
         "examples_phases": trained["examples_phase_seconds"],
-        "models": {k: {"roc_auc": round(m["roc_auc"], 4), "ece": round(m["ece"], 4), "calibration": m["calibration"]}
+        "models": {k: {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"], "ece": m["ece"], "calibration": m["calibration"]}
                    for k, m in trained["models"].items()},
-        "score_seconds": round(score_s, 1), "scored_users": scored["users"], "score_phases": scored["phase_seconds"],
+        "score_seconds": score_s, "scored_users": None if scored is None else scored["users"],
+        "score_phases": None if scored is None else scored["phase_seconds"],
     }  # fmt: skip
 
 
@@ -231,31 +246,8 @@ def _pandas_prices(events, cuts: list[int]) -> dict[int, pd.Series]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=3_000_000)
-    ap.add_argument("--cutoffs", type=int, default=4)
-    ap.add_argument("--max-train-rows", type=int, default=1_000_000)
-    ap.add_argument("--lake-users", type=int, nargs="+", default=[20_000])
-    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/shoplens-bench/propensity"))
-    ap.add_argument("--skip-spark", action="store_true")
-    ap.add_argument("--job-users", type=int, nargs="*", default=[],
-                    help="lake sizes on which to time `propensity train` and `propensity score` end to end")
-    a = ap.parse_args()
-    load0 = os.getloadavg()
-    res = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
-           "load_average_start": load0, "model_side": model_side(a.users, a.cutoffs, a.max_train_rows)}  # fmt: skip
-    if not a.skip_spark:
-        res["label_building"] = [label_building(n, a.data_dir) for n in a.lake_users]
-        res["jobs"] = [jobs(n, a.data_dir) for n in a.job_users]
-    res["load_average_end"] = os.getloadavg()
-    OUT.mkdir(exist_ok=True)
-    (OUT / "propensity.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
-    m = res["model_side"]
-    lines = [
-        "# Propensity benchmark", "",
-        f"Run {res['started_at']} on {res['cores']} cores; load average {load0[0]:.1f} at start, "
-        f"{res['load_average_end'][0]:.1f} at end (shared machine: figures are under contention when > 2).", "",
+def _model_lines(m: dict) -> list[str]:
+    return [
         f"- Training: {m['users']:,} users x {m['cutoffs_train']} training cutoffs + 1 validation cutoff "
         f"({m['rows_total']:,} rows, base fitted on {m['max_train_rows']:,}): **{m['train_compare_seconds']} s** for both "
         f"models with calibration, evaluation and permutation importance on the {m['users']:,}-user validation cutoff "
@@ -271,6 +263,40 @@ def main() -> None:
         f"frames, {m['peak_rss_gib']['after_training']} GiB after training, "
         f"{m['peak_rss_gib']['after_scoring']} GiB after scoring.",
     ]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=3_000_000)
+    ap.add_argument("--cutoffs", type=int, default=4)
+    ap.add_argument("--max-train-rows", type=int, default=1_000_000)
+    ap.add_argument("--lake-users", type=int, nargs="+", default=[20_000])
+    ap.add_argument("--data-dir", type=Path, default=Path("/tmp/shoplens-bench/propensity"))
+    ap.add_argument("--skip-spark", action="store_true")
+    ap.add_argument("--job-users", type=int, nargs="*", default=[],
+                    help="lake sizes on which to time `propensity train` and `propensity score` end to end")
+    ap.add_argument("--only-jobs", action="store_true", help="time only the commands (--job-users), nothing else")
+    ap.add_argument("--lake-dir", type=Path, help="time the commands on this ingested lake instead (see jobs)")
+    ap.add_argument("--name", default="propensity", help="results file name (benchmarks/results/<name>.{json,md})")
+    a = ap.parse_args()
+    load0 = os.getloadavg()
+    res = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
+           "load_average_start": load0}  # fmt: skip
+    if not a.only_jobs:
+        res["model_side"] = model_side(a.users, a.cutoffs, a.max_train_rows)
+    if not a.skip_spark:
+        res["label_building"] = [] if a.only_jobs else [label_building(n, a.data_dir) for n in a.lake_users]
+        res["jobs"] = [jobs(n, a.data_dir) for n in a.job_users] + ([jobs(0, a.data_dir, a.lake_dir)] if a.lake_dir else [])
+    res["load_average_end"] = os.getloadavg()
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{a.name}.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    lines = [
+        "# Propensity benchmark", "",
+        f"Run {res['started_at']} on {res['cores']} cores; load average {load0[0]:.1f} at start, "
+        f"{res['load_average_end'][0]:.1f} at end (shared machine: figures are under contention when > 2).", "",
+    ]  # fmt: skip
+    if "model_side" in res:
+        lines += _model_lines(res["model_side"])
     for lb in res.get("label_building", []):
         peer = (f"peer, the same computation in one pandas process on the same files: {lb['pandas_examples_seconds']} s"
                 if lb["pandas_examples_seconds"] is not None else
@@ -286,24 +312,25 @@ def main() -> None:
                                  for k, v in q.items())
                      + f" on {next(iter(q.values()))['validation_users']:,} validation users; shipped {lb['generator_shipped']}.")  # fmt: skip
     for j in res.get("jobs", []):
-        lines.append(f"- **`propensity train` on {j['lake_users']:,} users / {j['events']:,} events: {j['train_seconds']} s** "
-                     f"(goal <= 300 s): examples {j['examples_seconds']:.1f} s for {j['examples']:,} rows ("
+        scored = ("" if j["score_seconds"] is None else f" **`propensity score`: {j['score_seconds']} s** for "
+                  f"{j['scored_users']:,} users (goal <= 60 s; phases "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in j["score_phases"].items()) + ").")  # fmt: skip
+        lines.append(f"- **`propensity train` on {j['lake_users']:,} users / {j['events']:,} events: {j['train_seconds']} s**: "
+                     f"examples {j['examples_seconds']:.1f} s for {j['examples']:,} rows ("
                      + ", ".join(f"{k} {v:.1f} s" for k, v in j["examples_phases"].items()) + "), both models "
-                     f"{j['fit_seconds']:.1f} s; " + "; ".join(f"{k} ROC AUC {v['roc_auc']:.3f}, ECE {v['ece']:.4f}"
-                                                           for k, v in j["models"].items())
-                     + f"; shipped {j['shipped']}. **`propensity score`: {j['score_seconds']} s** for "
-                     f"{j['scored_users']:,} users (goal <= 60 s; phases "
-                     + ", ".join(f"{k} {v:.1f} s" for k, v in j["score_phases"].items())
-                     + f"). Load average {j['load_average_before'][0]:.1f} "
+                     f"{j['fit_seconds']:.1f} s; " + "; ".join(f"{k} ROC AUC {v['roc_auc']:.6f}, PR AUC {v['pr_auc']:.6f}, "
+                                                           f"ECE {v['ece']:.4f}" for k, v in j["models"].items())
+                     + f"; shipped {j['shipped']}.{scored} Load average {j['load_average_before'][0]:.1f} "
                      f"before, {j['load_average_after'][0]:.1f} after.")  # fmt: skip
-    if res.get("label_building") and not res.get("jobs"):
+    if res.get("label_building") and not res.get("jobs") and "model_side" in res:
         big = max(res["label_building"], key=lambda lb: lb["events"])
         per_user = big["spark_examples_seconds"] / big["lake_users"]
+        m = res["model_side"]
         total = per_user * m["users"] + m["train_compare_seconds"]
         lines.append(f"- Extrapolated, not measured: examples for {m['users']:,} users at the largest lake's rate "
                      f"({per_user * 1e6:.1f} s per million users) take {per_user * m['users']:.0f} s; with the model "
                      f"side above, training takes about {total:.0f} s (goal <= 300 s).")  # fmt: skip
-    (OUT / "propensity.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (OUT / f"{a.name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
 

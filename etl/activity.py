@@ -5,10 +5,8 @@ The purchase-propensity model (``shoplens propensity``) adds these to the per-us
 ``as_of``, and how long ago their last event, cart and purchase were. :data:`ACTIVITY` declares each
 column once as data (what it counts, over which window), and :func:`_aggregation` turns each into
 polars expressions. :func:`activity_frame` computes them on whole users: in the Spark tasks that
-build the training examples (:mod:`etl.labels`, per user bucket), in ``shoplens predict`` and in the
-dashboard (:func:`compute_activity_local`). The batch scores compute the same columns in two steps,
-:func:`activity_parts` per (user, session) in each event file's task, which merge across files in
-:func:`activity_from_parts` per user, so their shuffle carries session rows, not events. Why polars: a group-by with a filtered
+build the training examples and the batch scores' windows (:mod:`etl.labels`, a user timeline
+bucket each), in ``shoplens predict`` and in the dashboard (:func:`compute_activity_local`). Why polars: a group-by with a filtered
 aggregation per column reads the events once, multi-threaded, where the numpy version masked every
 column separately and took 13 s for 10.7M events against polars' 2.7 s.
 
@@ -16,8 +14,8 @@ Conventions: a window of ``w`` days is ``(as_of - w days, as_of]`` (an event exa
 counts, one exactly ``w`` days before does not); only events at or before ``as_of`` are ever read;
 ``days_since_*`` are fractional days ``(as_of - time of the last such event) / 1 day``, null when
 there is none in the last :data:`LOOKBACK_DAYS` (28) days. So every column reads only the last 28
-days: a user with nothing there has :data:`ABSENT` values, and the batch scores read only the event
-files of those days (the per-user features cover longer: ``recency_days``, ``tenure_days``, ...). All arithmetic is on epoch microseconds (UTC), like :mod:`etl.aggregates`. This module
+days: a user with nothing there has :data:`ABSENT` values, and the batch scores read only the
+events of those days (the per-user features cover longer: ``recency_days``, ``tenure_days``, ...). All arithmetic is on epoch microseconds (UTC), like :mod:`etl.aggregates`. This module
 imports no pyspark.
 """
 
@@ -101,66 +99,28 @@ def compute_activity_local(events: pd.DataFrame | pl.DataFrame, as_of: datetime 
 
 def activity_frame(columns: pl.DataFrame, as_of: datetime | str | int | None = None) -> pl.DataFrame:
     """The activity columns of :func:`activity_columns`-shaped events (``user, session, us, etype,
-    price``), keyed by ``user`` (sorted): one polars group-by with a filtered aggregation per column
-    (twice as fast on whole users as :func:`activity_parts` then :func:`activity_from_parts`, which give
-    the same columns: tests/etl/test_labels.py)."""
+    price``), keyed by ``user`` (sorted): one polars group-by with a filtered aggregation per column."""
     if columns.height == 0:
         return pl.DataFrame(schema={"user": columns.schema["user"], **_POLARS_DTYPES})
     cut = int(columns["us"].max()) if as_of is None else as_of_micros(as_of)
-    aggs = [_aggregation(a, cut, part=False) for a in ACTIVITY]
+    aggs = [_aggregation(a, cut) for a in ACTIVITY]
     return columns.filter(pl.col("us") <= cut).group_by("user").agg(aggs).sort("user")
 
 
-def _aggregation(a: Activity, cut: int, part: bool) -> pl.Expr:
-    """Column ``a`` over a group of events at or before ``cut``: its value for a user, or its
-    mergeable part (``part``: :func:`activity_parts`). The events it reads are of its type and in its
-    window (the lookback for ``days_since``)."""
+def _aggregation(a: Activity, cut: int) -> pl.Expr:
+    """Column ``a`` over a user's events at or before ``cut``: the events it reads are of its type and
+    in its window (the lookback for ``days_since``)."""
     of_type = pl.lit(True) if a.event_type is None else pl.col("etype") == a.event_type
     inside = of_type & (pl.col("us") > cut - (LOOKBACK_DAYS if a.days is None else a.days) * US_PER_DAY)
     if a.kind == "count":
         expr = inside.sum().cast(pl.Int64)
     elif a.kind == "spend":
         expr = pl.col("price").filter(inside).sum().cast(pl.Float64)
-    elif part:  # days_since, sessions: the last time inside
-        expr = pl.col("us").filter(inside).max()
     elif a.kind == "sessions":  # distinct sessions of the user with an event in the window
         expr = pl.col("session").filter(inside).n_unique().cast(pl.Int64)
     else:
         expr = (cut - pl.col("us").filter(inside).max()) / US_PER_DAY
     return expr.alias(a.name)
-
-
-def activity_parts(columns: pl.DataFrame, cut: int) -> pl.DataFrame:
-    """Per (user, session) of events at or before ``cut``: one column per :data:`ACTIVITY` entry that
-    parts of the same pair from several event files merge into (counts and spend add up, times take
-    their maximum): the batch scores aggregate each file first and shuffle these, about 8 events to
-    a row, instead of the events.
-
-    A count or spend is the pair's filtered sum; ``days_since`` the pair's last such event in the
-    lookback; ``sessions`` the pair's last event in the window (null when it has none there), so the
-    user's count is the pairs with one.
-    """
-    aggs = [_aggregation(a, cut, part=True) for a in ACTIVITY]
-    return columns.filter(pl.col("us") <= cut).group_by("user", "session").agg(aggs)
-
-
-def activity_from_parts(parts: pl.DataFrame, cut: int) -> pl.DataFrame:
-    """The activity columns per ``user`` (sorted) from :func:`activity_parts` at the same ``cut``, a
-    (user, session)'s parts possibly from several files."""
-    if parts.height == 0:
-        return pl.DataFrame(schema={"user": parts.schema["user"], **_POLARS_DTYPES})
-    merge = [pl.col(a.name).sum() if a.kind in ("count", "spend") else pl.col(a.name).max() for a in ACTIVITY]
-    parts = parts.group_by("user", "session").agg(merge)
-    aggs: list[pl.Expr] = []
-    for a in ACTIVITY:
-        col = pl.col(a.name)
-        if a.kind in ("count", "spend"):
-            aggs.append(col.sum().cast(_POLARS_DTYPES[a.name]).alias(a.name))
-        elif a.kind == "sessions":
-            aggs.append(col.is_not_null().sum().cast(pl.Int64).alias(a.name))
-        else:
-            aggs.append(((cut - col.max()) / US_PER_DAY).alias(a.name))
-    return parts.group_by("user").agg(aggs).sort("user")
 
 
 def activity_columns(events: pd.DataFrame | pl.DataFrame) -> pl.DataFrame:
@@ -191,8 +151,6 @@ __all__ = [
     "Activity",
     "activity_columns",
     "activity_frame",
-    "activity_from_parts",
-    "activity_parts",
     "as_of_micros",
     "compute_activity_local",
 ]

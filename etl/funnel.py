@@ -37,8 +37,9 @@ A unit's matching events become its distinct event times ("groups"), sorted, eac
 of its events per *mask* (the set of steps an event matches, as bits) and its *covers*: for each entry
 step a, how many steps a, a+1, ... the group's distinct events can fill (bit arithmetic when every
 event matches one step, a small matching otherwise; computed once per group). A compiled walk
-(:mod:`etl.funnel_walk`) then goes over the groups, inside Spark tasks that each hold whole users
-(:func:`funnel_units` says how they get there):
+(:mod:`etl.funnel_walk`) then goes over the groups of a user timeline bucket (:func:`timeline_units`;
+``services.jobs.funnel`` runs it in Spark tasks, one bucket each, through
+``services.core.timelines.run_on_buckets``):
 
 * ordered: one pass over the groups keeps, for every step s, the latest first-step time of a chain
   reaching s that ended before the current group (the latest start dominates: every later event is
@@ -57,8 +58,8 @@ refused (a view of x and one of y would compete for step 1), ``view,view[brand=x
 
 What the report shows: polars on the collected units
 ----------------------------------------------------
-Spark does the part that grows with the events: reading the lake and walking every unit
-(:func:`funnel_units`). Everything after it (:func:`funnel_steps` per breakdown, the trend,
+Spark does the part that grows with the events: reading the lake's timelines and walking every unit
+(:func:`timeline_units` in its tasks). Everything after it (:func:`funnel_steps` per breakdown, the trend,
 :func:`time_to_convert` and its histogram, :func:`driver_counts`, the drop-off audiences) takes the
 per-unit frame collected once into polars. It has one row per unit (1.74 million for a generated
 43.8-million-event month, a few hundred MB), which fits in the driver's memory with room to spare,
@@ -74,17 +75,15 @@ import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, get_args
+from typing import Final, Literal, get_args
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
 
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
-from etl.user_buckets import per_user_bucket
 
 Unit = Literal["user", "session", "user_product"]
 Order = Literal["ordered", "any"]
@@ -331,9 +330,9 @@ def _check_step(spec: FunnelSpec, step: int, last: int, what: str) -> None:
         )
 
 
-# -- the matching core: Arrow tasks on Spark, the walk compiled (etl.funnel_walk)
+# -- the matching core: one timeline bucket at a time, the walk compiled (etl.funnel_walk)
 
-#: The per-unit frame's columns besides the step times (see :func:`funnel_units`).
+#: The per-unit frame's columns besides the step times (see :func:`timeline_units`).
 _UNIT_ARROW: Final[list[tuple[str, pa.DataType]]] = [
     ("unit_key", pa.string()), ("user_key", pa.string()), ("level", pa.int32()),
 ]  # fmt: skip
@@ -356,7 +355,7 @@ def unit_key_expression(unit: Unit) -> pl.Expr:
 
 
 def units_schema(spec: FunnelSpec) -> pa.Schema:
-    """The Arrow schema of :func:`funnel_units`' rows."""
+    """The Arrow schema of :func:`timeline_units`' rows."""
     times = [(step_time_column(i + 1), pa.timestamp("us", tz="UTC")) for i in range(spec.n_steps)]
     return pa.schema([*_UNIT_ARROW, *times, *_FIRST_ARROW])
 
@@ -368,17 +367,6 @@ def event_columns(spec: FunnelSpec) -> list[str]:
     if spec.unit == "session":
         base.append("session_key")
     return base + sorted(narrowed - set(base))
-
-
-def mark_steps(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
-    """``user_key, session_key, t`` (micros), ``mask`` (the steps each event matches, as bits) and the
-    first-step attributes. Events that match no step are reduced to one row per user (mask 0) that
-    keeps their earliest time, for the user's first-seen time."""
-    marked = _marked(events, spec)
-    other = marked.filter(pl.col("mask") == 0).group_by("user_key").agg(pl.col("t").min())
-    return pl.concat([marked.filter(pl.col("mask") != 0), other], how="diagonal_relaxed").with_columns(
-        pl.col("mask").fill_null(0)
-    )
 
 
 def _marked(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
@@ -399,19 +387,11 @@ def _marked(events: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
     )
 
 
-def partition_units(events: pl.DataFrame, spec: FunnelSpec) -> pa.Table:
-    """The per-unit rows of a set of users, from all their marked events (:func:`mark_steps`).
-
-    Sorted by unit, time and then the first-step order of the module docstring, events become time
-    groups and each group's cells (a count per mask); :mod:`etl.funnel_walk` walks them.
-    """
-    seen = events.group_by("user_key").agg(first_seen=pl.col("t").min())
-    return _units(events.filter(pl.col("mask") != 0), seen, spec)
-
-
 def timeline_units(timeline: pa.Table, spec: FunnelSpec) -> pa.Table:
-    """:func:`partition_units` of one user timeline (:mod:`etl.timeline`): whole users sorted by user
-    and time, so a user funnel needs no sort and each user's first event is its first row. Text kept
+    """The per-unit rows of one user timeline (:mod:`etl.timeline`): whole users sorted by user and
+    time, so a user funnel needs no sort and each user's first event is its first row. Sorted by unit,
+    time and then the first-step order of the module docstring, the matched events become time groups
+    and each group's cells (a count per mask); :mod:`etl.funnel_walk` walks them. Text kept
     as dictionaries (polars categoricals: compared and sorted by value) is walked as integers, and
     decoded only in the per-unit rows."""
     return _timeline_walk(timeline, spec)[0]
@@ -555,24 +535,6 @@ def _first_step_rows(df: pl.DataFrame, order: np.ndarray, mask: np.ndarray, grou
         )
         rows[ranked["group"].to_numpy()] = ranked["position"].to_numpy()
     return rows
-
-
-def funnel_units(spark: SparkSession, store: Any, keys: Sequence[str], spec: FunnelSpec) -> DataFrame:
-    """Per unit that entered the funnel: its level, step times and first-step attributes.
-
-    ``keys``: the lake's event files in ``store`` (Parquet with the lake's event columns). Output:
-    ``unit_key, user_key, level, step_1_time .. step_<n>_time`` (null past the level), ``first_week``
-    (Monday of step 1's week), ``first_category_l1, first_brand, first_product_id, first_price``, and
-    ``first_seen`` (the user's earliest event in ``keys``, for cohorts). Every breakdown, time to
-    convert, audience and driver derives from this frame, collected once into polars:
-    ``pl.from_arrow(funnel_units(...).toArrow())``.
-
-    :func:`etl.user_buckets.per_user_bucket`'s two stages of Arrow tasks: each task of the first reads
-    a few files from the store, marks each event's steps and cuts the events by user bucket; one task per bucket
-    (every unit lies within one user) runs :func:`partition_units`.
-    """
-    return per_user_bucket(spark, store, keys, event_columns(spec), lambda units: partition_units(units, spec),
-                           units_schema(spec), prepare=lambda table: mark_steps(pl.from_arrow(table), spec))  # fmt: skip
 
 
 # -- what the report shows, all from the per-unit frame (collected: polars, see the module docstring)

@@ -10,17 +10,20 @@ For a cutoff time ``c`` and a horizon ``h`` (default 7 days):
   exactly ``compute_features(events.where(event_time <= c), as_of=c)`` joined with the windows (tested);
 * **label**: 1 if the user has a purchase event in ``(c, c + h]``, else 0.
 
-How: every cutoff needs all of a user's events, so the lake's event files go through
-:func:`etl.user_buckets.per_user_bucket` (file tasks cut the events by user bucket, one task per bucket);
-each bucket task computes every cutoff's rows of its users with the Spark-free twins
-(:class:`etl.local_features.CutoffFeatures`, which codes a bucket's events once for all its cutoffs,
-and :func:`etl.activity.activity_frame`: numpy and polars on whole users, the same definitions the
-scoring paths use). Why not Spark SQL: its version replicated every event once per cutoff under a
-string key ``"<cutoff>:<user>"`` and aggregated those, which took 31 s for 20,000 users (hours for
-millions); the bucket tasks read each event once and keep the per-cutoff work vectorized. The category price means per cutoff are lake-wide, so they come
-from one small Spark aggregation before (:func:`cutoff_prices`). Cutoffs are chosen by
-:func:`weekly_cutoffs` (pure Python): the validation cutoff is the most recent one whose label window
-is complete, training cutoffs are the weeks before it. Pure transforms: no settings or logging here.
+How: every cutoff needs all of a user's events, and the lake's user timelines (:mod:`etl.timeline`)
+hold them already cut by user bucket and sorted: :func:`timeline_examples` is what a Spark task runs
+on one bucket (``services.jobs.propensity`` hands it the buckets through
+``services.core.timelines.run_on_buckets``), every cutoff's rows of its users with the Spark-free
+twins (:class:`etl.local_features.CutoffFeatures`, which codes a bucket's events once for all its
+cutoffs, and :func:`etl.activity.activity_frame`: numpy and polars on whole users, the same
+definitions the scoring paths use); :func:`timeline_activity` gives the batch scores' windows the
+same way. Why not Spark SQL: its version replicated every event once per cutoff under a string key
+``"<cutoff>:<user>"`` and aggregated those, which took 31 s for 20,000 users (hours for millions);
+the bucket tasks read each event once and keep the per-cutoff work vectorized. The category price
+means per cutoff are lake-wide, so they come from one small Spark aggregation before
+(:func:`cutoff_prices`). Cutoffs are chosen by :func:`weekly_cutoffs` (pure Python): the validation
+cutoff is the most recent one whose label window is complete, training cutoffs are the weeks before
+it. Tables in, tables out: no store, settings or logging here.
 """
 
 from __future__ import annotations
@@ -30,29 +33,25 @@ import operator
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from etl.activity import (
     ACTIVITY_DTYPES,
-    ACTIVITY_EVENT_COLUMNS,
     ACTIVITY_NAMES,
+    LOOKBACK_DAYS,
     US_PER_DAY,
     activity_columns,
     activity_frame,
-    activity_from_parts,
-    activity_parts,
     as_of_micros,
 )
 from etl.local_features import FEATURE_DTYPES, CutoffFeatures, reference_means
-from etl.user_buckets import per_user_bucket
 
 DEFAULT_HORIZON_DAYS = 7
 LABEL = "label"
@@ -216,74 +215,68 @@ def examples_of_users(
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-#: String columns read as Parquet dictionaries: each distinct value decoded once per file (the keys
-#: are then coded once per distinct key; the rest stay dictionary-coded through the shuffle).
-_DICTIONARY_COLUMNS = frozenset({"user_key", "session_key", "event_type", "category_l1", "brand"})
+#: Events per call of :func:`examples_of_users` within a bucket: whole users, a few hundred thousand
+#: events, so a bucket of the 3M-user lake (about 1.9M events) never holds every cutoff's frames at once.
+CHUNK_EVENTS: int = 400_000
 
 
-def _coded(table: pa.Table, last: int) -> pl.DataFrame:
-    """An event file's rows up to ``last`` (epoch microseconds) with the user and session keys as
-    :func:`key_codes` (text columns stay dictionary-coded)."""
-    table = table.filter(pc.less_equal(table["event_time"], pa.scalar(last, pa.timestamp("us", tz="UTC"))))
+def _coded(timeline: pa.Table, last: int, after: int | None = None) -> pl.DataFrame:
+    """A timeline's rows in ``(after, last]`` (epoch microseconds; no lower bound without ``after``) as
+    polars, the user and session keys as :func:`key_codes` (a dictionary column is coded once per
+    distinct key; text stays dictionary-coded)."""
+    when, stamp = timeline["event_time"], pa.timestamp("us", tz="UTC")
+    keep = pc.less_equal(when, pa.scalar(last, stamp))
+    if after is not None:
+        keep = pc.and_(keep, pc.greater(when, pa.scalar(after, stamp)))
+    table = timeline.filter(keep)
     rest = pl.from_arrow(table.drop_columns(["user_key", "session_key"]))
     return rest.with_columns(user_key=pl.Series(key_codes(table["user_key"])),
                              session_key=pl.Series(key_codes(table["session_key"])))  # fmt: skip
 
 
-def training_examples(
-    spark: SparkSession,
-    store: Any,
-    keys: Sequence[str],
-    cutoffs: Sequence[datetime],
+def _whole_users(events: pl.DataFrame, rows: int) -> list[pl.DataFrame]:
+    """``events`` (each user's rows together, as in a timeline) cut into slices of about ``rows`` rows,
+    each starting at a user's first row."""
+    if events.height == 0:
+        return []
+    user = events["user_key"].to_numpy()
+    firsts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])  # each user's first row
+    at = np.searchsorted(firsts, np.arange(0, len(user), rows))
+    starts = np.unique(firsts[at[at < len(firsts)]])
+    return [events.slice(a, b - a) for a, b in zip(starts, [*starts[1:], len(user)], strict=True)]
+
+
+def timeline_examples(
+    timeline: pa.Table,
+    cutoffs_us: Sequence[int],
+    horizon_days: int,
     prices: Mapping[int, pd.Series],
-    horizon_days: int = DEFAULT_HORIZON_DAYS,
     narrow: Collection[str] = (),
-    to_store: str | None = None,
-) -> DataFrame:
-    """The stacked examples of every cutoff: ``cutoff``, ``user_code`` (:func:`key_codes`), every other
-    etl.features column, the activity columns and ``label`` (0/1), one row per (cutoff, user with an
-    event at or before it).
-
-    ``keys``: the lake's event files in ``store``; ``prices``: :func:`cutoff_prices` of the same events;
-    ``narrow``: columns rounded to float32 in the tasks (what a model reads anyway: half the memory
-    when the examples are collected, e.g. with ``toArrow``); ``to_store``: a prefix in ``store`` where the
-    tasks write the examples instead (see :func:`etl.user_buckets.read_stored`).
-    """
-    cuts = _micros(cutoffs)
-    columns = list(EVENT_COLUMNS)
-    last = cuts[-1] + horizon_days * US_PER_DAY  # events after the last label window are never needed
-    return per_user_bucket(
-        spark, store, keys, columns, lambda ev: examples_of_users(ev, cuts, horizon_days, prices, narrow),
-        examples_schema(narrow=narrow), prepare=lambda table: _coded(table, last),
-        read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS], to_store=to_store,
-    )  # fmt: skip
+) -> pa.Table:
+    """:func:`examples_of_users` of a timeline bucket (:mod:`etl.timeline`: at least the columns of
+    :data:`EVENT_COLUMNS`, whole users, each user's rows together), a few hundred thousand events at a
+    time; events after the last label window are never read."""
+    cuts = sorted(cutoffs_us)
+    events = _coded(timeline, cuts[-1] + horizon_days * US_PER_DAY)
+    schema = examples_schema(narrow=narrow)
+    parts = [examples_of_users(p, cuts, horizon_days, prices, narrow) for p in _whole_users(events, CHUNK_EVENTS)]
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-def activity_features(spark: SparkSession, store: Any, keys: Sequence[str], as_of: datetime) -> DataFrame:
-    """``cutoff, user_code`` + the activity columns at ``as_of``, for every user with an event by then in
-    the files ``keys``. The columns read only the last :data:`etl.activity.LOOKBACK_DAYS` days, so the
-    files of those days are enough: a user with no event in them has :data:`etl.activity.ABSENT`.
-
-    Each file's task reduces its events to :func:`etl.activity.activity_parts` (one row per user and
-    session, about 8 events each), and the bucket tasks merge those: the shuffle carries the parts.
-    """
+def timeline_activity(timeline: pa.Table, as_of: datetime | int) -> pa.Table:
+    """``cutoff, user_code`` + the activity columns at ``as_of`` of a timeline bucket's users with an
+    event in the last :data:`etl.activity.LOOKBACK_DAYS` days before it (:func:`examples_schema`
+    without the base features and the label): the columns read only those days, so a user with no
+    event there has :data:`etl.activity.ABSENT` and no row."""
     cut = as_of_micros(as_of)
+    frame = activity_frame(activity_columns(_coded(timeline, cut, after=cut - LOOKBACK_DAYS * US_PER_DAY)), cut)
+    stamp = pl.lit(cut).cast(pl.Datetime("us", "UTC")).alias(CUTOFF)
     schema = examples_schema(base=False, label=False)
-
-    def parts(table: pa.Table) -> pl.DataFrame:
-        return activity_parts(activity_columns(_coded(table, cut)), cut).rename({"user": "user_key"})
-
-    def windows(rows: pl.DataFrame) -> pa.Table:
-        frame = activity_from_parts(rows.rename({"user_key": "user"}), cut)
-        stamp = pl.lit(cut).cast(pl.Datetime("us", "UTC")).alias(CUTOFF)
-        return frame.select(stamp, pl.col("user").alias(USER_CODE), *ACTIVITY_NAMES).to_arrow().cast(schema)
-
-    columns = list(ACTIVITY_EVENT_COLUMNS)
-    return per_user_bucket(spark, store, keys, columns, windows, schema, prepare=parts,
-                           read_dictionary=[c for c in columns if c in _DICTIONARY_COLUMNS])  # fmt: skip
+    return frame.select(stamp, pl.col("user").alias(USER_CODE), *ACTIVITY_NAMES).to_arrow().cast(schema)
 
 
 __all__ = [
+    "CHUNK_EVENTS",
     "CUTOFF",
     "DEFAULT_HORIZON_DAYS",
     "EVENT_COLUMNS",
@@ -291,11 +284,11 @@ __all__ = [
     "USER_CODE",
     "Cutoffs",
     "NotEnoughData",
-    "activity_features",
     "cutoff_prices",
     "examples_of_users",
     "examples_schema",
     "key_codes",
-    "training_examples",
+    "timeline_activity",
+    "timeline_examples",
     "weekly_cutoffs",
 ]

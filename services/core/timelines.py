@@ -49,7 +49,8 @@ from services.core.lake import Lake, new_run_id, utc_now_iso
 
 __all__ = [
     "BUCKETS", "COMPACT_AFTER_RUNS", "backfill_timelines", "bucket_sources", "build_timelines",
-    "compact_if_due", "compact_timelines", "in_tasks", "read_bucket", "run_on_buckets", "sort_groups",
+    "compact_if_due", "compact_timelines", "in_tasks", "read_bucket", "read_written", "require_timelines", "run_on_buckets",
+    "sort_groups",
     "timeline_groups", "timelines_status", "write_parquet",
 ]  # fmt: skip
 
@@ -273,6 +274,20 @@ def run_on_buckets(
     return df.toArrow().cast(result_schema)
 
 
+def read_written(store: Any, out: str, written: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The tables a :func:`run_on_buckets` pass with ``out`` wrote (``written``: its ``bucket, rows``
+    per file), as one table of ``schema`` in bucket order; a file that does not hold the rows its task
+    reported is an error."""
+    tables = []
+    for bucket, rows in sorted(zip(written["bucket"].to_pylist(), written["rows"].to_pylist(), strict=True)):
+        key = f"{out}/part-{bucket:04d}.parquet"
+        table = pq.read_table(io.BytesIO(store.read_bytes(key)), schema=schema)
+        if table.num_rows != rows:
+            raise RuntimeError(f"{key}: {table.num_rows} rows where its task wrote {rows}")
+        tables.append(table)
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 # ----------------------------------------------------------------------------- compaction, status
 def compact_timelines(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     """Fold every committed run's timelines into one file per bucket; return what was folded.
@@ -328,6 +343,20 @@ def timelines_status(lake: Lake) -> dict[str, Any]:
         "uncompacted_runs": sorted(runs - folded),
         "missing_runs": sorted(with_events - runs - folded),
     }
+
+
+def require_timelines(lake: Lake) -> None:
+    """Raise a one-line ValueError naming ``shoplens timelines --backfill`` when a committed run has no
+    timelines (ingested before timelines existed): the per-user jobs read only the timelines.
+
+    Why not backfill on the spot: it writes a timeline for every such run (a whole ingestion's sort),
+    which a report job should not start unannounced; the command is run once, and ingestion keeps the
+    timelines current afterwards.
+    """
+    missing = timelines_status(lake)["missing_runs"]
+    if missing:
+        raise ValueError(f"{len(missing)} committed ingestion run(s) have no user timelines (ingested before "
+                         "timelines existed): run `shoplens timelines --backfill` once")  # fmt: skip
 
 
 def compact_if_due(spark: SparkSession, lake: Lake, after_runs: int = COMPACT_AFTER_RUNS) -> dict[str, Any] | None:

@@ -37,7 +37,6 @@ from etl.funnel import (
     dropoff_audience,
     event_columns,
     funnel_steps,
-    funnel_units,
     time_to_convert,
     time_to_convert_histogram,
     timeline_units,
@@ -53,7 +52,7 @@ from services.core.documents.funnel import FunnelResult
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import load_model, parquet_dataset
-from services.core.timelines import run_on_buckets, timelines_status
+from services.core.timelines import require_timelines, run_on_buckets
 from services.reports.funnel import semantics, write_funnel_report
 
 log = logging.getLogger("shoplens.funnel")
@@ -186,16 +185,13 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
     Walked over the user timelines, a bucket per call of :func:`etl.funnel.timeline_units` in Spark
     tasks that read the buckets themselves: the events are already cut by user and sorted, so there
     is no shuffle and, for user units, no sort. A lake with committed runs that have no timeline
-    (ingested before timelines existed) is walked from its event files instead, with a shuffle.
+    (ingested before timelines existed) is refused with a pointer to ``shoplens timelines --backfill``
+    (:func:`services.core.timelines.require_timelines`).
 
     With a segmentation ``model`` the same tasks add each unit's segment and lifecycle stage as of its
-    entry (:data:`AT_START` columns, :func:`units_with_traits`); not on the event-file path.
+    entry (:data:`AT_START` columns, :func:`units_with_traits`).
     """
-    missing = timelines_status(lake)["missing_runs"]
-    if missing:
-        log.warning("%d committed runs have no timelines (shoplens timelines --backfill): the funnel reads the "
-                    "event files", len(missing), extra={"stage": "funnel"})  # fmt: skip
-        return pl.from_arrow(funnel_units(spark, lake.store, lake.committed_files(EVENTS), spec).toArrow())
+    require_timelines(lake)
     def walk(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
         return timeline_units(timeline, spec) if model is None else units_with_traits(timeline, spec, model)
 

@@ -1,6 +1,8 @@
 """``shoplens propensity train|score``: purchase propensity wired to the lake.
 
-Train builds the stacked examples of every weekly cutoff, all cutoffs of a user in one task (:mod:`etl.labels`),
+Train builds the stacked examples of every weekly cutoff, all cutoffs of a user bucket in one Spark task
+reading the bucket's user timeline (:func:`etl.labels.timeline_examples` through
+:func:`services.core.timelines.run_on_buckets`),
 fits the logistic baseline and the boosted model on the training cutoffs, evaluates both on the
 validation cutoff (the most recent one whose label window is complete), ships the one with the best
 validation ROC AUC and publishes::
@@ -11,7 +13,7 @@ validation ROC AUC and publishes::
 
 Score applies the shipped light artifact (numpy, no refit) to every user of the current features
 (as of the lake's latest event) joined with the recent-activity windows computed at that time (from
-the event files of the last 28 days only: nothing older enters a window, :mod:`etl.activity`), and
+the timelines' events of the last 28 days only: nothing older enters a window, :mod:`etl.activity`), and
 publishes ``propensity/<version>/`` (user_key, propensity, decile, model_version, as_of); the pointer
 carries the decile cut points and the mean propensity per segment (small, for the dashboard).
 Layout and columns: docs/outputs.md.
@@ -22,8 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -33,19 +36,20 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
-from etl.activity import ABSENT, LOOKBACK_DAYS
+from etl.activity import ABSENT, ACTIVITY_EVENT_COLUMNS, as_of_micros
 from etl.labels import (
+    CHUNK_EVENTS,
     CUTOFF,
+    EVENT_COLUMNS,
     LABEL,
     USER_CODE,
-    activity_features,
     cutoff_prices,
     examples_schema,
     key_codes,
-    training_examples,
+    timeline_activity,
+    timeline_examples,
     weekly_cutoffs,
 )
-from etl.user_buckets import read_stored
 from model.propensity import (
     DEFAULT_CAPACITY,
     MODEL_FEATURES,
@@ -61,6 +65,7 @@ from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
 from services.core.spark import read_run_dataset
+from services.core.timelines import read_written, require_timelines, run_on_buckets
 from services.core.timings import Timings
 from services.jobs.segmentation import category_reference
 from services.reports.propensity import write_propensity_report
@@ -87,13 +92,25 @@ class PropensityConfig:
 
 
 # ------------------------------------------------------------------------------------ examples
+#: The key columns the tasks read as Arrow dictionaries: each distinct key is coded once per bucket.
+_KEYS = ("user_key", "session_key")
+
+
 def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
                    timings: Timings | None = None) -> tuple[pd.DataFrame, Any]:  # fmt: skip
-    """(stacked examples of every cutoff as pandas, the Cutoffs); NotEnoughData if too little history."""
+    """(stacked examples of every cutoff as pandas, sorted by cutoff and user code, the Cutoffs);
+    NotEnoughData if too little history.
+
+    Every cutoff's rows of a user bucket come from one Spark task reading the bucket's timeline
+    (:func:`etl.labels.timeline_examples`; small buckets are handed over several at once, up to
+    :data:`etl.labels.CHUNK_EVENTS` events: a call has a fixed cost of some pandas work per cutoff). Sorted, so the fits (seeded samples of rows) do not depend
+    on how the users fall into buckets.
+    """
     timings = Timings() if timings is None else timings
     events = read_run_dataset(spark, lake, EVENTS)
     if events is None:
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    require_timelines(lake)
     with timings.phase("event_span"):
         first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
     cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
@@ -102,15 +119,23 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
     # the model features come back as float32, what the models read (MATRIX_DTYPE; the tasks round to
     # nearest as numpy does): 3M users x 5 cutoffs take about 3.5 GB instead of 7 GB. The tasks write them
     # to the store and this process reads them there: past the driver's result limit and heap otherwise
+    cut_us, horizon = sorted(as_of_micros(c) for c in cuts.all), cfg.horizon_days
+    schema = examples_schema(base=True, label=True, narrow=MODEL_FEATURES)
     prefix = f"{STAGING}/{new_run_id()}/propensity-examples"
+
+    def examples(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
+        return timeline_examples(timeline, cut_us, horizon, prices, narrow=MODEL_FEATURES)
+
     try:
         with timings.phase("examples_tasks"):
-            rows = training_examples(spark, lake.store, lake.committed_files(EVENTS), cuts.all, prices,
-                                     cfg.horizon_days, narrow=MODEL_FEATURES, to_store=prefix).collect()  # fmt: skip
+            written = run_on_buckets(spark, lake, examples, schema, columns=EVENT_COLUMNS, dictionary=_KEYS,
+                                     batch_rows=CHUNK_EVENTS, out=prefix)  # fmt: skip
         with timings.phase("read_examples"):
-            table = read_stored(lake.store, rows, examples_schema(base=True, label=True, narrow=MODEL_FEATURES))
+            table = read_written(lake.store, prefix, written, schema)
     finally:
         lake.store.delete_prefix(prefix)
+    with timings.phase("sort"):
+        table = table.sort_by([(CUTOFF, "ascending"), (USER_CODE, "ascending")])
     with timings.phase("to_pandas"):
         return table.to_pandas(), cuts
 
@@ -278,11 +303,13 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     if features.empty:
         raise ValueError("the features table is empty: ingest events and run `shoplens features`")
     as_of = pd.to_datetime(features["as_of"], utc=True).max().to_pydatetime()
-    keys = lake.committed_files(EVENTS, since=(as_of - timedelta(days=LOOKBACK_DAYS)).date())
-    if not keys:
+    if not lake.committed_files(EVENTS):
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
+    require_timelines(lake)
     with timings.phase("activity_windows"):
-        activity = activity_features(spark, lake.store, keys, as_of).drop(CUTOFF).toArrow().to_pandas()
+        activity = run_on_buckets(spark, lake, lambda _buckets, timeline: timeline_activity(timeline, as_of),
+                                  examples_schema(base=False, label=False), columns=ACTIVITY_EVENT_COLUMNS,
+                                  dictionary=_KEYS, batch_rows=CHUNK_EVENTS).drop_columns([CUTOFF]).to_pandas()  # fmt: skip
     with timings.phase("score"):
         scores, cuts = score_features(features, activity, LightPropensityScorer(artifact))
     with timings.phase("by_segment"):
@@ -297,7 +324,7 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
         "status": "published", "version": staged.version, "model_version": model_version,
         "features_version": feat_ptr["version"], "as_of": as_of.isoformat(), "users": len(scores),
         "mean_propensity": float(scores["propensity"].mean()), "by_segment": seg_means,
-        "event_files": len(keys), "phase_seconds": dict(timings), "duration_seconds": round(time.monotonic() - t0, 3),
+        "phase_seconds": dict(timings), "duration_seconds": round(time.monotonic() - t0, 3),
     }  # fmt: skip
     log.info("propensity scores %s published", staged.version, extra={"stage": "propensity_score",
              "version": staged.version, "users": len(scores)})  # fmt: skip

@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from pyspark.sql.pandas.types import to_arrow_schema
 
-from etl.contract import EVENT_SCHEMA
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel import (
     OTHER_BRANDS,
@@ -31,7 +26,6 @@ from etl.funnel import (
     driver_counts,
     dropoff_audience,
     funnel_steps,
-    funnel_units,
     step_time_column,
     time_to_convert,
     time_to_convert_histogram,
@@ -41,7 +35,6 @@ from etl.funnel import (
 )
 from etl.lines import EVENT_FILE_SCHEMA
 from etl.timeline import bucket_of, to_timeline
-from services.core.storage import LocalStore
 
 START = dt.datetime(2019, 10, 1)
 US = 1_000_000
@@ -309,22 +302,17 @@ def events_pd(events_rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(events_rows)
 
 
-def _write_events(directory: Path, records: list[dict], files: int = 3) -> tuple[LocalStore, list[str]]:
-    """``records`` as lake event files in a store; rows dealt round-robin, so users span files."""
-    schema = to_arrow_schema(EVENT_SCHEMA, timezone="UTC")
-    keys = []
-    for i in range(files):
-        key = f"events/part-{i}.parquet"
-        pq.write_table(pa.Table.from_pylist(records[i::files], schema=schema), directory / f"part-{i}.parquet")
-        keys.append(key)
-    return LocalStore(directory.parent), keys
+def _timelines(records: list[dict], buckets: int = 4) -> list[pa.Table]:
+    """``records`` as the user timelines of ``buckets`` buckets (:mod:`etl.timeline`), what the job's
+    tasks walk (a user's events in one bucket, sorted by user and time)."""
+    events = pa.Table.from_pylist([{**r, "line_number": i} for i, r in enumerate(records)], EVENT_FILE_SCHEMA)
+    bucket = bucket_of(events["user_key"], buckets)
+    return [to_timeline(events.filter(pa.array(bucket == b))) for b in range(buckets)]
 
 
 @pytest.fixture(scope="module")
-def event_files(tmp_path_factory, events_rows: list[dict]) -> tuple[LocalStore, list[str]]:
-    directory = tmp_path_factory.mktemp("funnel") / "events"
-    directory.mkdir()
-    return _write_events(directory, events_rows)
+def timelines(events_rows: list[dict]) -> list[pa.Table]:
+    return _timelines(events_rows)
 
 
 def _pandas(df: pl.DataFrame) -> pd.DataFrame:
@@ -333,9 +321,9 @@ def _pandas(df: pl.DataFrame) -> pd.DataFrame:
     return df.with_columns(times).to_pandas(date_as_object=True)
 
 
-def _collected_units(spark, event_files, spec: FunnelSpec) -> tuple[pl.DataFrame, pd.DataFrame]:
-    """The per-unit frame collected into polars, as the job does, and as pandas sorted by unit."""
-    units = pl.from_arrow(funnel_units(spark, *event_files, spec).toArrow())
+def _collected_units(timelines: list[pa.Table], spec: FunnelSpec) -> tuple[pl.DataFrame, pd.DataFrame]:
+    """The per-unit frame of every bucket collected into polars, as the job does, and as pandas sorted by unit."""
+    units = pl.from_arrow(pa.concat_tables([timeline_units(t, spec) for t in timelines]))
     return units, _pandas(units).sort_values("unit_key").reset_index(drop=True)
 
 
@@ -357,11 +345,10 @@ CASES = [
 ]
 
 
-@pytest.mark.spark
 @pytest.mark.parametrize(("steps", "unit", "order", "window"), CASES)
-def test_units_match_the_brute_force_reference(spark, event_files, events_pd, steps, unit, order, window) -> None:
+def test_units_match_the_brute_force_reference(timelines, events_pd, steps, unit, order, window) -> None:
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=window)
-    units, got = _collected_units(spark, event_files, spec)
+    units, got = _collected_units(timelines, spec)
     expected = reference_units(events_pd, steps, unit, order, window)
     seen = events_pd.groupby("user_key")["event_time"].min()  # over all events, matched or not
     assert (got["first_seen"] == got["user_key"].map(seen)).all()
@@ -385,13 +372,11 @@ def test_units_match_the_brute_force_reference(spark, event_files, events_pd, st
 
 
 @pytest.mark.parametrize(("steps", "unit", "order", "window"), CASES)
-def test_timeline_buckets_give_the_units_of_the_reference(events_rows, events_pd, steps, unit, order, window) -> None:
+def test_timeline_buckets_give_the_units_of_the_reference(timelines, events_pd, steps, unit, order, window) -> None:
     """The Spark-free walk over user timelines (sorted by user and time, a bucket at a time) gives every
     unit the reference gives, with the same level, step times, first-step attributes and first_seen."""
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=window)
-    events = pa.Table.from_pylist([{**r, "line_number": i} for i, r in enumerate(events_rows)], EVENT_FILE_SCHEMA)
-    bucket = bucket_of(events["user_key"], 4)
-    parts = [timeline_units(to_timeline(events.filter(pa.array(bucket == b))), spec) for b in range(4)]
+    parts = [timeline_units(t, spec) for t in timelines]
     assert all(p.schema == units_schema(spec) for p in parts)
     got = _pandas(pl.from_arrow(pa.concat_tables(parts))).sort_values("unit_key").reset_index(drop=True)
     expected = reference_units(events_pd, steps, unit, order, window)
@@ -405,12 +390,11 @@ def _exact_quartiles(seconds: pd.Series) -> list[float]:
     return [float(np.percentile(seconds, q, method="linear")) for q in (25, 50, 75)]
 
 
-@pytest.mark.spark
 @pytest.mark.parametrize(("unit", "order"), [("user", "ordered"), ("user_product", "any")])
-def test_time_to_convert_breakdowns_and_drivers_match_pandas(spark, event_files, events_pd, unit, order) -> None:
+def test_time_to_convert_breakdowns_and_drivers_match_pandas(timelines, events_pd, unit, order) -> None:
     steps = "view,cart,purchase"
     spec = FunnelSpec.parse(steps, unit=unit, order=order, window_days=3)
-    units, _ = _collected_units(spark, event_files, spec)
+    units, _ = _collected_units(timelines, spec)
     expected = reference_units(events_pd, steps, unit, order, 3)
     for a, b in [(1, 2), (2, 3), (1, 3)]:
         reached = expected[expected["level"] >= b]
@@ -482,7 +466,7 @@ def test_time_to_convert_breakdowns_and_drivers_match_pandas(spark, event_files,
 # -- hand-worked cases
 
 
-def _events(rows: list[tuple]) -> tuple[LocalStore, list[str]]:
+def _events(rows: list[tuple]) -> pa.Table:
     """rows: (user, minutes after START, event_type, session, product, brand)."""
     records = []
     for user, minutes, event_type, session, product, brand in rows:
@@ -506,21 +490,19 @@ def _events(rows: list[tuple]) -> tuple[LocalStore, list[str]]:
                 "event_date": when.date(),
             }
         )
-    directory = Path(tempfile.mkdtemp(prefix="shoplens-funnel-")) / "events"
-    directory.mkdir()
-    return _write_events(directory, records, files=2)
+    (timeline,) = _timelines(records, buckets=1)
+    return timeline
 
 
-def _levels(spark, rows: list[tuple], **spec: object) -> dict[str, int]:
-    units = funnel_units(spark, *_events(rows), FunnelSpec.parse(**spec)).toPandas()
+def _levels(rows: list[tuple], **spec: object) -> dict[str, int]:
+    units = timeline_units(_events(rows), FunnelSpec.parse(**spec)).to_pandas()
     return dict(zip(units["unit_key"], units["level"], strict=True))
 
 
 WEEK = 7 * 24 * 60
 
 
-@pytest.mark.spark
-def test_hand_worked_funnels(spark) -> None:
+def test_hand_worked_funnels() -> None:
     rows = [
         # a: view and cart in the same second count as in order; purchase later
         ("a", 0, "view", "a1", 1, "x"),
@@ -541,51 +523,47 @@ def test_hand_worked_funnels(spark) -> None:
         # f: no step-1 event at all: not in the funnel
         ("f", 0, "cart", "f1", 1, "x"),
     ]
-    assert _levels(spark, rows) == {"a": 3, "b": 1, "c": 2, "d": 1, "e": 2}
-    assert _levels(spark, rows, order="any") == {"a": 3, "b": 2, "c": 2, "d": 1, "e": 2}
+    assert _levels(rows) == {"a": 3, "b": 1, "c": 2, "d": 1, "e": 2}
+    assert _levels(rows, order="any") == {"a": 3, "b": 2, "c": 2, "d": 1, "e": 2}
     # Sessions: e's cart is in another session; no window inside a session (c's week-long session counts).
-    assert _levels(spark, rows, unit="session") == {"a1": 3, "b1": 1, "c1": 2, "d1": 2, "e1": 1}
+    assert _levels(rows, unit="session") == {"a1": 3, "b1": 1, "c1": 2, "d1": 2, "e1": 1}
 
 
-@pytest.mark.spark
-def test_second_step_time_comes_from_the_latest_start(spark) -> None:
+def test_second_step_time_comes_from_the_latest_start() -> None:
     rows = [
         ("e", 0, "view", "e1", 1, "x"),
         ("e", 6 * 1440, "view", "e1", 1, "x"),
         ("e", 8 * 1440, "cart", "e1", 1, "x"),
     ]
-    units = funnel_units(spark, *_events(rows), FunnelSpec.parse()).toPandas()
+    units = _pandas(pl.from_arrow(timeline_units(_events(rows), FunnelSpec.parse())))
     assert units["step_1_time"].iloc[0] == pd.Timestamp(START + dt.timedelta(days=6))
     assert units["step_2_time"].iloc[0] == pd.Timestamp(START + dt.timedelta(days=8))
 
 
-@pytest.mark.spark
-def test_one_event_fills_one_step(spark) -> None:
+def test_one_event_fills_one_step() -> None:
     one_view = [("a", 0, "view", "s", 1, "x")]
-    assert _levels(spark, one_view, steps="view,view") == {"a": 1}
-    assert _levels(spark, one_view, steps="view,view[brand=x]") == {"a": 1}
+    assert _levels(one_view, steps="view,view") == {"a": 1}
+    assert _levels(one_view, steps="view,view[brand=x]") == {"a": 1}
     two_views = [("a", 0, "view", "s", 1, "x"), ("a", 0, "view", "s", 2, "y")]
-    assert _levels(spark, two_views, steps="view,view") == {"a": 2}
+    assert _levels(two_views, steps="view,view") == {"a": 2}
     # The y view must serve step 1 so that the x view can serve step 2, although both are at the same time.
-    assert _levels(spark, [*two_views, ("a", 1, "cart", "s", 1, "x")], steps="view,view[brand=x],cart") == {
+    assert _levels([*two_views, ("a", 1, "cart", "s", 1, "x")], steps="view,view[brand=x],cart") == {
         "a": 3
     }
-    assert _levels(spark, [*two_views, ("a", 0, "view", "s", 3, "x")], steps="view,view,view[brand=x]") == {
+    assert _levels([*two_views, ("a", 0, "view", "s", 3, "x")], steps="view,view,view[brand=x]") == {
         "a": 3
     }
 
 
-@pytest.mark.spark
-def test_user_product_units_need_the_same_product(spark) -> None:
+def test_user_product_units_need_the_same_product() -> None:
     rows = [("a", 0, "view", "s", 1, "x"), ("a", 1, "cart", "s", 2, "x"), ("a", 2, "cart", "s", 1, "x")]
-    assert _levels(spark, rows, unit="user_product") == {"a:1": 2}
-    assert _levels(spark, rows[:2], unit="user_product") == {"a:1": 1}
+    assert _levels(rows, unit="user_product") == {"a:1": 2}
+    assert _levels(rows[:2], unit="user_product") == {"a:1": 1}
 
 
-@pytest.mark.spark
-def test_step_arguments_are_checked(spark) -> None:
+def test_step_arguments_are_checked() -> None:
     spec = FunnelSpec.parse()
-    units = pl.from_arrow(funnel_units(spark, *_events([("a", 0, "view", "s", 1, "x")]), spec).toArrow())
+    units = pl.from_arrow(timeline_units(_events([("a", 0, "view", "s", 1, "x")]), spec))
     with pytest.raises(ValueError, match="the drop-off step must be a step from 1 to 2"):
         dropoff_audience(units, spec, 3)
     with pytest.raises(ValueError, match="must come after"):

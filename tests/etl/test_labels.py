@@ -1,4 +1,5 @@
-"""Point-in-time examples: no leakage past the cutoff, labels and windows vs independent pandas."""
+"""Point-in-time examples from timeline buckets: no leakage past the cutoff, labels and windows vs
+independent pandas and Spark computations."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
+import etl.labels
 from etl.activity import ABSENT, ACTIVITY_NAMES, as_of_micros, compute_activity_local
 from etl.features import FEATURE_NAMES
 from etl.generate import generate
@@ -19,16 +20,16 @@ from etl.labels import (
     EVENT_COLUMNS,
     LABEL,
     NotEnoughData,
-    activity_features,
     cutoff_prices,
     examples_of_users,
     key_codes,
-    training_examples,
+    timeline_activity,
+    timeline_examples,
     weekly_cutoffs,
 )
 from etl.lines import read_history
 from etl.local_features import raw_to_events
-from services.core.storage import LocalStore
+from etl.timeline import DICTIONARY_COLUMNS, bucket_of
 
 pytestmark = pytest.mark.spark
 FEATURES_BUT_KEY = [c for c in FEATURE_NAMES if c != "user_key"]
@@ -51,20 +52,17 @@ def _coded(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(user_code=codes).sort_values("user_code", ignore_index=True)
 
 
-def _lake_files(ev: pd.DataFrame, root: Path) -> tuple[LocalStore, list[str]]:
-    """``ev`` as event files of the lake's layout, cut by row (a user's events span several files)."""
-    store, keys = LocalStore(root), []
-    shuffled = ev.sample(frac=1.0, random_state=1)
-    for i, rows in enumerate(np.array_split(np.arange(len(shuffled)), 5)):
-        part = shuffled.iloc[rows]
-        key = f"events/run_id=t/part-{i}.parquet"
-        table = pa.Table.from_pandas(part, preserve_index=False)
-        buf = pa.BufferOutputStream()
-        pq.write_table(table.cast(table.schema.set(table.schema.get_field_index("event_time"),
-                                                   pa.field("event_time", pa.timestamp("us", tz="UTC")))), buf)  # fmt: skip
-        store.write_bytes(key, buf.getvalue().to_pybytes())
-        keys.append(key)
-    return store, keys
+def _buckets(ev: pd.DataFrame, buckets: int = 4) -> list[pa.Table]:
+    """``ev`` as timeline buckets as the job's tasks get them (:func:`services.core.timelines.read_bucket`):
+    the :data:`EVENT_COLUMNS`, whole users sorted by key and time, text and keys as dictionaries."""
+    rows = ev[list(EVENT_COLUMNS)].sort_values(["user_key", "event_time"], kind="stable", ignore_index=True)
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    table = table.set_column(table.schema.get_field_index("event_time"), "event_time",
+                             table["event_time"].cast(pa.timestamp("us", tz="UTC")))  # fmt: skip
+    for name in ["user_key", "session_key", *(c for c in EVENT_COLUMNS if c in DICTIONARY_COLUMNS)]:
+        table = table.set_column(table.schema.get_field_index(name), name, table[name].dictionary_encode())
+    bucket = bucket_of(table["user_key"], buckets)
+    return [table.take(np.flatnonzero(bucket == b)) for b in range(buckets)]
 
 
 def _spark_events(spark, ev: pd.DataFrame):
@@ -73,24 +71,26 @@ def _spark_events(spark, ev: pd.DataFrame):
     return spark.createDataFrame(frame)
 
 
-def _examples(spark, ev: pd.DataFrame, root: Path, cuts: list[datetime], horizon_days: int = 7) -> pd.DataFrame:
-    """training_examples of ``ev`` as the job runs it: prices from Spark, rows from the event files."""
-    store, keys = _lake_files(ev, root)
+def _examples(spark, ev: pd.DataFrame, cuts: list[datetime], horizon_days: int = 7) -> pd.DataFrame:
+    """The examples of ``ev`` as the job builds them: prices from Spark, rows from each timeline bucket."""
     prices = cutoff_prices(_spark_events(spark, ev), cuts)
-    got = training_examples(spark, store, keys, cuts, prices, horizon_days).toPandas()
+    cut_us = [as_of_micros(c) for c in cuts]
+    got = pa.concat_tables([timeline_examples(b, cut_us, horizon_days, prices) for b in _buckets(ev)]).to_pandas()
+    for name in got.columns[[isinstance(t, pd.DatetimeTZDtype) for t in got.dtypes]]:
+        got[name] = got[name].dt.tz_convert(None).astype("datetime64[ns]")  # as Spark's toPandas gives them
     return got.sort_values(["cutoff", "user_code"], ignore_index=True)
 
 
 @pytest.fixture(scope="module")
-def examples(spark, events_pd, tmp_path_factory) -> pd.DataFrame:
-    return _examples(spark, events_pd, tmp_path_factory.mktemp("lake"), CUTS)
+def examples(spark, events_pd) -> pd.DataFrame:
+    return _examples(spark, events_pd, CUTS)
 
 
-def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(spark, events_pd, examples, tmp_path):
+def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(spark, events_pd, examples):
     columns = ["cutoff", "user_code", *FEATURES_BUT_KEY, *ACTIVITY_NAMES]
-    for i, cut in enumerate(CUTS):
+    for cut in CUTS:
         truncated = events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut)]
-        alone = _examples(spark, truncated, tmp_path / str(i), [cut])[columns]
+        alone = _examples(spark, truncated, [cut])[columns]
         stacked = examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None), columns]
         assert len(alone) > 50
         pd.testing.assert_frame_equal(stacked.reset_index(drop=True), alone, check_exact=False, rtol=1e-12, atol=1e-12)
@@ -128,13 +128,35 @@ def test_labels_match_an_independent_pandas_computation(events_pd, examples):
         assert sum(want.values()) > 0
 
 
-def test_activity_for_scoring_is_the_pandas_twin_on_every_event(spark, events_pd, tmp_path):
-    store, keys = _lake_files(events_pd, tmp_path)
+def test_activity_for_scoring_is_the_pandas_twin_on_every_event(events_pd):
+    buckets = _buckets(events_pd)
     for cut in CUTS[1:]:
-        got = activity_features(spark, store, keys, cut).toPandas().sort_values("user_code", ignore_index=True)
+        got = pa.concat_tables([timeline_activity(b, cut) for b in buckets]).to_pandas()
+        got = got.sort_values("user_code", ignore_index=True)
         want = _coded(compute_activity_local(events_pd, as_of=cut))
+        # a user with no event in the lookback has no row: the scores give it ABSENT
+        want = want.loc[want["events_28d"] > 0].reset_index(drop=True)
+        assert len(want) > 50 and (got["cutoff"] == pd.Timestamp(cut)).all()
         columns = ["user_code", *ACTIVITY_NAMES]
         pd.testing.assert_frame_equal(got[columns], want[columns], check_exact=False, rtol=1e-9, check_dtype=False)
+
+
+def test_examples_of_a_bucket_in_slices_of_whole_users_are_those_of_all_its_events_at_once(events_pd, monkeypatch):
+    """The tasks cut a bucket into slices of about CHUNK_EVENTS events (never through a user); the rows
+    are those of every event of every user in one call."""
+    cut_us = [as_of_micros(c) for c in CUTS]
+    prices = {c: pd.Series(dtype=float) for c in cut_us}
+    whole = pl.from_pandas(events_pd[list(EVENT_COLUMNS)]).with_columns(
+        user_key=pl.Series(key_codes(pa.array(events_pd["user_key"].to_numpy(dtype=object), pa.string()))),
+        session_key=pl.Series(key_codes(pa.array(events_pd["session_key"].to_numpy(dtype=object), pa.string()))),
+    )
+    want = examples_of_users(whole, cut_us, 7, prices).to_pandas().sort_values(["cutoff", "user_code"], ignore_index=True)
+    (bucket,) = _buckets(events_pd, buckets=1)
+    monkeypatch.setattr(etl.labels, "CHUNK_EVENTS", 300)
+    got = timeline_examples(bucket, cut_us, 7, prices).to_pandas()
+    assert bucket.num_rows > 20 * 300
+    pd.testing.assert_frame_equal(got.sort_values(["cutoff", "user_code"], ignore_index=True), want)
+    assert timeline_examples(bucket.slice(0, 0), cut_us, 7, prices).num_rows == 0
 
 
 def test_narrowed_columns_are_the_float64_values_rounded_to_float32(events_pd):

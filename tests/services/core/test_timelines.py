@@ -22,6 +22,7 @@ from services.core.timelines import (
     bucket_sources,
     compact_timelines,
     read_bucket,
+    read_written,
     run_on_buckets,
     timelines_status,
 )
@@ -213,3 +214,15 @@ def test_timelines_on_a_real_s3_lake_are_read_and_written_by_the_tasks(spark, s3
     again = run_on_buckets(spark, s3_lake, _per_user, _COUNTS, columns=["user_key", "event_time"])
     assert again.sort_by("user_key").to_pylist() == got.sort_by("user_key").to_pylist()
     assert datetime(2019, 10, 1, tzinfo=UTC) <= max(got["last"].to_pylist())
+
+
+def test_what_the_tasks_wrote_is_read_back_and_checked(spark, two_runs: Lake) -> None:
+    written = run_on_buckets(spark, two_runs, _per_user, _COUNTS, columns=["user_key", "event_time"], out="scratch/r")
+    collected = run_on_buckets(spark, two_runs, _per_user, _COUNTS, columns=["user_key", "event_time"])
+    got = read_written(two_runs.store, "scratch/r", written, _COUNTS)
+    assert got.num_rows == sum(written["rows"].to_pylist()) == collected.num_rows
+    assert got.sort_by("user_key").to_pylist() == collected.sort_by("user_key").to_pylist()
+    short = written.set_column(1, "rows", pc.add(written["rows"], pa.array([1] + [0] * (written.num_rows - 1))))
+    with pytest.raises(RuntimeError, match="rows where its task wrote"):
+        read_written(two_runs.store, "scratch/r", short, _COUNTS)
+    assert read_written(two_runs.store, "scratch/r", written.slice(0, 0), _COUNTS).num_rows == 0

@@ -4,6 +4,7 @@ the published tables, the drop-off export and the one-line errors."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -17,8 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.pseudonymize import pseudonymize
-from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
+from services.core.catalog import EVENTS, FUNNEL, SEGMENTS, TIMELINE_RUNS, TIMELINES
+from services.core.lake import Lake
 from services.core.publish import new_version
+from services.core.storage import LocalStore
+from services.core.timelines import backfill_timelines
 from services.jobs.funnel import BREAKDOWNS, DROPOFFS, TABLES
 from services.jobs.stages import PipelineConfig, stage_named
 from tests.conftest import TEST_KEY
@@ -141,20 +145,27 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(list(df.columns), kind="stable", ignore_index=True)
 
 
-def test_the_timelines_give_the_tables_of_the_event_files_and_duckdbs_counts(spark, built, monkeypatch):
-    """The published tables come from the walk over the user timelines; walked from the event files
-    (the shuffle path, still used for a lake without timelines) every table is the same, and the
-    step counts are DuckDB's on the event files (two ASOF joins, no shoplens code)."""
+def test_the_timelines_give_the_tables_of_backfilled_timelines_and_duckdbs_counts(spark, built, tmp_path):
+    """The published tables come from the walk over the user timelines ingest wrote; a lake without
+    timelines is refused with the command that builds them, and once they are built from its event
+    files (the backfill) every table is the same; the step counts are DuckDB's on the event files (two
+    ASOF joins, no shoplens code)."""
     from services.jobs import funnel as job
 
     lake, cfg = built["lake"], job.FunnelConfig()
     segments = pl.from_pandas(built["segments"][["user_key", "segment_name"]]).rename({"segment_name": "segment"})
     walked = job.compute_tables(spark, lake, cfg, segments)
-    monkeypatch.setattr(job, "timelines_status", lambda _lake: {"missing_runs": ["a run without timelines"]})
-    shuffled = job.compute_tables(spark, lake, cfg, segments)
+    shutil.copytree(Path(built["root"]) / "lake", tmp_path / "lake")
+    old = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    old.store.delete_prefix(TIMELINE_RUNS)  # as a lake ingested before timelines existed
+    old.store.delete_prefix(TIMELINES)
+    with pytest.raises(ValueError, match=r"have no user timelines .*run `shoplens timelines --backfill` once"):
+        job.compute_tables(spark, old, cfg, segments)
+    backfill_timelines(spark, old)
+    backfilled = job.compute_tables(spark, old, cfg, segments)
     for name in TABLES:
-        pd.testing.assert_frame_equal(_sorted(getattr(walked, name)), _sorted(getattr(shuffled, name)))
-    assert _sorted(walked.dropoffs.to_pandas()).equals(_sorted(shuffled.dropoffs.to_pandas()))
+        pd.testing.assert_frame_equal(_sorted(getattr(walked, name)), _sorted(getattr(backfilled, name)))
+    assert _sorted(walked.dropoffs.to_pandas()).equals(_sorted(backfilled.dropoffs.to_pandas()))
     assert walked.steps["count"].tolist() == [s["count"] for s in built["result"]["steps"]]
 
     files = [str(Path(built["root"]) / "lake" / k) for k in lake.committed_files(EVENTS)]

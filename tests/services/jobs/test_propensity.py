@@ -3,25 +3,31 @@ batch scores, the pipeline stages, export, and the clear errors."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from etl.activity import as_of_micros
 from etl.generate import generate
+from etl.labels import EVENT_COLUMNS, cutoff_prices, examples_of_users, key_codes
 from etl.lines import read_history
 from etl.pseudonymize import pseudonymize
+from model.propensity import MODEL_FEATURES
 from model.scoring import HistoryFeatures, propensity_scores
-from services.core.catalog import PROPENSITY, PROPENSITY_MODEL
+from services.core.catalog import EVENTS, PROPENSITY, PROPENSITY_MODEL, TIMELINE_RUNS
 from services.core.lake import Lake
 from services.core.readers import load_propensity, read_propensity
+from services.core.spark import read_run_dataset
 from services.core.storage import LocalStore
 from services.jobs.export import export_table
 from services.jobs.features import run_features
 from services.jobs.ingest import ingest_files
-from services.jobs.propensity import PropensityConfig, score, train, train_due, train_stage
+from services.jobs.propensity import PropensityConfig, build_examples, score, train, train_due, train_stage
 from services.jobs.stages import PipelineConfig, stage_named
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -67,6 +73,32 @@ def test_train_publishes_both_models_and_ships_the_better_one(lake, trained):
     assert not [k for k in lake.store.list("_staging") if "propensity-examples" in k], "the examples' files stay"
     report = lake.store.read_bytes(f"{PROPENSITY_MODEL}/{version}/report.md").decode()
     assert "ROC AUC" in report and "Confusion matrix" in report and "predicted buyer" in report
+
+
+def test_the_examples_from_timeline_buckets_are_those_of_every_event_in_one_process(spark, lake, trained):
+    """The job's tasks each get a timeline bucket; the rows are those of every user's events at once,
+    read from the event files (what the per-user function gives on any partition of whole users, the
+    event-file shuffle of before included), sorted by cutoff and user."""
+    got, cuts = build_examples(spark, lake, CFG)
+    raw = pl.concat(pl.read_parquet(lake.store.read_bytes(k), columns=list(EVENT_COLUMNS))
+                    for k in lake.committed_files(EVENTS))  # fmt: skip
+    events = raw.with_columns(user_key=pl.Series(key_codes(raw["user_key"].to_arrow())),
+                              session_key=pl.Series(key_codes(raw["session_key"].to_arrow())))  # fmt: skip
+    prices = cutoff_prices(read_run_dataset(spark, lake, EVENTS), cuts.all)
+    cut_us = [as_of_micros(c) for c in cuts.all]
+    want = examples_of_users(events, cut_us, CFG.horizon_days, prices, narrow=MODEL_FEATURES).to_pandas()
+    pd.testing.assert_frame_equal(got, want.sort_values(["cutoff", "user_code"], ignore_index=True))
+    assert trained["train"]["examples"] == len(want) > 1000 and want["label"].sum() > 50
+
+
+def test_a_lake_without_timelines_is_told_to_backfill_them(spark, lake, trained, tmp_path):
+    shutil.copytree(lake.store.root, tmp_path / "lake")
+    old = Lake(LocalStore(tmp_path / "lake"), tmp_path / "work")
+    old.store.delete_prefix(TIMELINE_RUNS)  # as if ingested before timelines existed
+    with pytest.raises(ValueError, match=r"have no user timelines .*run `shoplens timelines --backfill` once"):
+        build_examples(spark, old, CFG)
+    with pytest.raises(ValueError, match=r"run `shoplens timelines --backfill` once"):
+        score(spark, old)
 
 
 def test_scores_cover_every_user_with_deciles(lake, trained):
