@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of the job and of DuckDB, alternating")
     parser.add_argument("--job-only", action="store_true",
-                        help="only the job against DuckDB: skip the event-file job and the Spark counts")
+                        help="only the job against DuckDB: skip the Spark counts")
     args = parser.parse_args()
 
     from services.core.catalog import EVENTS, SEGMENTATION_MODEL

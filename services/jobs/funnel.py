@@ -180,7 +180,7 @@ def compute_tables(
 
 
 def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedModel | None = None) -> pl.DataFrame:
-    """The per-unit frame (:func:`etl.funnel.partition_units`' rows), collected into polars.
+    """The per-unit frame (:func:`etl.funnel.timeline_units`' rows), collected into polars.
 
     Walked over the user timelines, a bucket per call of :func:`etl.funnel.timeline_units` in Spark
     tasks that read the buckets themselves: the events are already cut by user and sorted, so there
@@ -192,6 +192,7 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
     entry (:data:`AT_START` columns, :func:`units_with_traits`).
     """
     require_timelines(lake)
+
     def walk(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
         return timeline_units(timeline, spec) if model is None else units_with_traits(timeline, spec, model)
 
