@@ -33,7 +33,7 @@ from services.core.documents.retention import RetentionResult
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
-from services.core.timelines import run_on_buckets, timelines_status
+from services.core.timelines import require_timelines, run_on_buckets
 from services.reports.retention import semantics, write_retention_report
 
 log = logging.getLogger("shoplens.retention")
@@ -85,10 +85,7 @@ def compute(spark: SparkSession, lake: Lake, cfg: RetentionConfig,
     """
     if not lake.committed_run_ids():
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    missing = timelines_status(lake)["missing_runs"]
-    if missing:
-        raise ValueError(f"{len(missing)} committed run(s) have no timelines (ingested before timelines existed): "
-                         "run `shoplens timelines --backfill` first")  # fmt: skip
+    require_timelines(lake)
     specs = {OVERALL: replace(cfg.spec, by=None), **{by: replace(cfg.spec, by=by) for by in cfg.breakdowns}}
     split = _by_bucket(segments) if segments is not None and "segment" in cfg.breakdowns else {}
 
