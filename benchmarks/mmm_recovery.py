@@ -328,8 +328,32 @@ def reflag(run: dict) -> dict:
     return {**run, "channels": [one(c) for c in run["channels"]]}
 
 
+COUNTERFACTUAL = RESULTS / "mmm_counterfactual.json"
+
+
+def rescored(runs: list[dict]) -> list[dict]:
+    """The event-path runs scored against the counterfactual ROI (``mmm_counterfactual.py``'s expected
+    revenue with the channel minus without it, complete weeks) instead of the doc's session-share
+    attribution, as ``<path>.cf`` groups; seeds without a counterfactual row are left out."""
+    if not COUNTERFACTUAL.is_file():
+        return []
+    cf = {(r["seed"], r["users"]): dict(zip(r["channels"], r["expected_roi"], strict=True))
+          for r in json.loads(COUNTERFACTUAL.read_text())["rows"]}
+    out = []
+    for r in runs:
+        users = int(r["path"].split("_")[1]) if r["path"].startswith("events_") else None
+        truth = cf.get((r["seed"], users))
+        if truth is None:
+            continue
+        out.append({**r, "path": r["path"] + ".cf", "channels": [
+            {**c, "true_roi": truth[c["channel"]], "error": c["roi"] / truth[c["channel"]] - 1,
+             "inside": bool(c["roi_low"] <= truth[c["channel"]] <= c["roi_high"])} for c in r["channels"]]})
+    return out
+
+
 def summarize(runs: list[dict]) -> dict[str, Any]:
     runs = [reflag(r) for r in runs]
+    runs = runs + rescored(runs)
     seeds = sorted({r["seed"] for r in runs if r["variant"] == "roi_prior" and r["path"] == "truth" and not r["lift_tests"]})
     runs = runs + [oracle(seed) for seed in seeds]
     groups: dict[str, list[dict]] = {}
@@ -356,7 +380,7 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
         for c in r["channels"]:
             if c["channel"] in {t["channel"] for t in r["lift_tests"]}:
                 b = before[c["channel"]]
-                pairs.append({"seed": r["seed"], "variant": r["variant"], "channel": c["channel"],
+                pairs.append({"group": group(r), "seed": r["seed"], "variant": r["variant"], "channel": c["channel"],
                               "abs_error_before": abs(b["error"]), "abs_error_after": abs(c["error"]),
                               "rel_width_before": b["roi_rel_width"], "rel_width_after": c["roi_rel_width"],
                               "inside_before": b["inside"], "inside_after": c["inside"]})
@@ -408,9 +432,8 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
             lines.append(f"| {name} | {ch} | {m['channels']} | {fmt(m['within_20'])} | {fmt(m['coverage_90'])} | "
                          f"{fmt(m['median_abs_error'])} | {m['not_identifiable']} |")
     pairs = summary["lift_effect"]
-    if pairs:
-        p = pd.DataFrame(pairs)
-        lines += ["", "## One lift test per weak channel", "",
+    for name, p in pd.DataFrame(pairs).groupby("group") if pairs else []:
+        lines += ["", f"## One lift test per weak channel: {name}", "",
                   f"{len(p)} calibrated channel fits over {p['seed'].nunique()} seeds (weak: 90% interval wider "
                   "than +-20% of the median).", "",
                   "| | before | after |", "|---|---|---|",
