@@ -111,7 +111,9 @@ class World:
         if not rules:
             return m
         # E[clip(N, 1, 400)] = P(N = 0) + sum_{n=0}^{399} P(N > n)
-        expect = stats.poisson.pmf(0, m) + stats.poisson.sf(np.arange(400)[None, :], m[:, None]).sum(axis=1)
+        expect = stats.poisson.pmf(0, m)
+        for lo in range(0, len(m), 20_000):  # bounded memory: 20,000 users x 400 counts at a time
+            expect[lo:lo + 20_000] += stats.poisson.sf(np.arange(400)[None, :], m[lo:lo + 20_000, None]).sum(axis=1)
         expect[p == PERSONA_NAMES.index("one_time_buyer")] = 1.35
         return expect
 
@@ -175,6 +177,38 @@ def monte_carlo(world: World, log: list) -> dict:
     return {"contribution": coef[1:], "se": np.sqrt(np.diag(cov))[1:], "sigma_total": sigma, "own": own}
 
 
+def oracle_by_size(seed: int, users: int) -> dict:
+    """The peer told the true shapes (``mmm_recovery.ols_told_shapes``, additive and with the level) on
+    the generator's own weekly revenue at ``users`` users, scored against the expected counterfactual:
+    how the best possible estimate's error shrinks as the shop (and so the signal against purchase
+    noise) grows. No files: the revenue of the generator's run is taken from the simulation directly."""
+    import pandas as pd
+    from mmm_recovery import ols_told_shapes
+
+    from etl import media_plan as mp
+
+    world = World(seed, users)
+    own = world.simulate((), draw=0)
+    whole = np.bincount(world.week_of_day, minlength=len(world.weeks)) == 7
+    weekly = np.zeros(len(world.weeks))
+    np.add.at(weekly, world.week_of_day, own["revenue"])
+    per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
+    share_whole = own["revenue"][world.whole_day].sum() / own["revenue"].sum()
+    roi = expected_roi(world, per_session) * share_whole / world.spend_whole
+    spend = world.spend[whole]
+    truth = [{"channel": c, "spend_share": float(spend[:, j].sum() / spend.sum()), "roi": float(roi[j])}
+             for j, c in enumerate(mp.CHANNELS)]
+    dates = pd.DatetimeIndex(world.weeks[whole])
+    out = {"seed": seed, "users": users, "weekly_revenue_mean": float(weekly[whole].mean())}
+    for form in ("additive", "level"):
+        peer = ols_told_shapes(weekly[whole], dates, spend, mp.shapes(world.spend)[whole], truth,
+                               level=form == "level")
+        out[form] = {"resid_share": peer["resid_share"],
+                     "channels": [{k: c[k] for k in ("channel", "spend_share", "true_roi", "roi", "roi_low",
+                                                     "roi_high", "error", "inside")} for c in peer["channels"]]}
+    return out
+
+
 def write(stored: dict) -> None:
     """``mmm_counterfactual.md`` from the stored rows (channels with >= 10% of spend flagged ``*``)."""
     rows = sorted(stored["rows"], key=lambda r: (r["users"], r["seed"]))
@@ -197,6 +231,12 @@ def write(stored: dict) -> None:
                              f"{r['mc_roi'][j]:.3f} +- {r['mc_se'][j]:.3f} | {r['expected_roi'][j]:.3f} | "
                              f"{r['expected_linear_roi'][j]:.3f} | {r['mc_roi'][j] / r['doc_roi'][j]:.2f} | "
                              f"{r['expected_roi'][j] / r['mc_roi'][j]:.2f} |")
+        for r in mc:
+            z = {k: ((np.array(r[k]) - np.array(r["mc_roi"])) / np.array(r["mc_se"])) ** 2
+                 for k in ("doc_roi", "expected_roi", "expected_linear_roi")}
+            lines += ["", f"Seed {r['seed']}: chi-square of the six channels against the Monte Carlo (6 degrees of "
+                      "freedom): " + ", ".join(f"{k.removesuffix('_roi')} {v.sum():.1f} (p {stats.chi2.sf(v.sum(), 6):.3f})"
+                                               for k, v in z.items()) + "."]
         cells = [c for c in stored["cells"] if c["seed"] in {r["seed"] for r in mc}]
         lines += ["", f"{len(cells)} generator runs, {np.median([c['s'] for c in cells]):.1f} s each (median), "
                   f"load average {min(c['load'] for c in cells):.1f}-{max(c['load'] for c in cells):.1f}; "
@@ -213,6 +253,23 @@ def write(stored: dict) -> None:
     allr = np.concatenate([np.array(r["expected_roi"]) / np.array(r["doc_roi"]) for r in rows])
     lines += ["", f"Over {len(rows)} seeds x 6 channels: expected / doc median {np.median(allr):.3f}, "
               f"range {allr.min():.3f}-{allr.max():.3f}.", ""]
+    sizes = stored.get("sizes", [])
+    if sizes:
+        lines += ["## The peer told the true shapes, by shop size", "",
+                  "Least squares told each channel's true adstock and saturation (`ols_told_shapes`) on the "
+                  "generator's weekly revenue, scored against the expected counterfactual; channels with >= 10% "
+                  "of spend. `level`: the model's form (everything times exp(k1 t + k2 t^2)).", "",
+                  "| users | seeds | form | residual sd / mean revenue | within 20% | 90% coverage | median abs error |",
+                  "|---|---|---|---|---|---|---|"]
+        for users in sorted({r["users"] for r in sizes}):
+            rs = [r for r in sizes if r["users"] == users]
+            for form in ("additive", "level"):
+                big = [c for r in rs for c in r[form]["channels"] if c["spend_share"] >= 0.10]
+                err = np.abs([c["error"] for c in big])
+                lines.append(f"| {users:,} | {len(rs)} | {form} | "
+                             f"{np.median([r[form]['resid_share'] for r in rs]):.1%} | {np.mean(err <= 0.2):.0%} | "
+                             f"{np.mean([c['inside'] for c in big]):.0%} | {np.median(err):.0%} |")
+        lines.append("")
     (RESULT.with_suffix(".md")).write_text("\n".join(lines) + "\n")
 
 
@@ -225,7 +282,21 @@ def main() -> None:
     ap.add_argument("--seeds", type=seeds_arg, default=seeds_arg("1100"))
     ap.add_argument("--users", type=int, default=16_000)
     ap.add_argument("--expected-only", action="store_true", help="skip the Monte Carlo factorial")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[], metavar="USERS",
+                    help="instead: the peer told the true shapes at these shop sizes (see oracle_by_size)")
     args = ap.parse_args()
+    if args.sizes:
+        for users in args.sizes:
+            for seed in args.seeds:
+                stored = json.loads(RESULT.read_text()) if RESULT.is_file() else {"rows": [], "cells": []}
+                row = oracle_by_size(seed, users)
+                stored["sizes"] = [r for r in stored.get("sizes", []) if (r["seed"], r["users"]) != (seed, users)]
+                stored["sizes"].append(row)
+                RESULT.write_text(json.dumps(stored, indent=1) + "\n")
+                write(stored)
+                print(seed, users, {f: [round(c["error"], 2) for c in row[f]["channels"]] for f in ("additive", "level")},
+                      flush=True)
+        return
     stored = json.loads(RESULT.read_text()) if RESULT.is_file() else {"rows": [], "cells": []}
     stored["cells"] = [c for c in stored["cells"] if (c["seed"], c.get("users")) not in
                        {(s, args.users) for s in args.seeds} or args.expected_only]
