@@ -65,10 +65,15 @@ class World:
         self.whole_day = days_in_week[self.week_of_day] == 7  # days of complete weeks
         self.spend_whole = self.spend[days_in_week == 7].sum(axis=0)
 
-    def media(self, dark: tuple[int, ...]) -> np.ndarray:
-        on = np.ones(self.effect.shape[1])
-        on[list(dark)] = 0.0
-        return self.effect @ on
+    def media(self, dark: tuple[int, ...], held: tuple[int, int, int] | None = None) -> np.ndarray:
+        """Daily media intensity with the ``dark`` channels off for the whole window and, with ``held``
+        ``(channel, first week, weeks)``, that channel off in those plan weeks only (a hold-out test)."""
+        on = np.ones(self.effect.shape)
+        on[:, list(dark)] = 0.0
+        if held is not None:
+            c, first, weeks = held
+            on[(self.week_of_day >= first) & (self.week_of_day < first + weeks), c] = 0.0
+        return (self.effect * on).sum(axis=1)
 
     def simulate(self, dark: tuple[int, ...], draw: int) -> dict:
         """Day revenue and per-persona revenue and sessions of one run; ``draw`` 0 with nothing dark
@@ -97,13 +102,14 @@ class World:
         n_sess = np.bincount(self.people.persona[sessions.user], minlength=len(PERSONAS))
         return {"revenue": revenue, "by_persona": by_persona, "sessions": n_sess}
 
-    def expected_sessions(self, dark: tuple[int, ...], rules: bool = True) -> np.ndarray:
+    def expected_sessions(self, dark: tuple[int, ...], rules: bool = True,
+                          held: tuple[int, int, int] | None = None) -> np.ndarray:
         """Expected sessions per user under the plan with ``dark`` channels off (the simulation's rules;
         ``rules=False``: the doc's assumption, ``m`` sessions for everyone, no clipping)."""
         from etl import generate as g
         from etl.personas import PERSONA_NAMES, PERSONAS
 
-        inten = g._intensity(replace(self.cal, media=self.media(dark)))
+        inten = g._intensity(replace(self.cal, media=self.media(dark, held)))
         cum = np.concatenate([np.zeros((len(PERSONAS), 1)), np.cumsum(inten, axis=1)], axis=1)
         p, u = self.people.persona, self.people
         rate = np.array([q.sessions_per_month for q in PERSONAS])[p] / 30.0
@@ -137,6 +143,15 @@ def truth_roi(world: World, own: dict) -> tuple[np.ndarray, dict]:
     contrib = pd.DataFrame(doc["weekly_contributions"]).set_index("week")
     contrib = contrib.loc[doc["complete_weeks"], [c["channel"] for c in doc["channels"]]]
     return contrib.sum().to_numpy() / world.spend_whole, doc
+
+
+def expected_lift(world: World, per_session: np.ndarray, channel: int, first: int, weeks: int) -> tuple[float, float]:
+    """(spend change, expected revenue change) of a hold-out: ``channel`` dark in plan weeks
+    ``first:first+weeks``, the revenue change over the whole window (carry-over included)."""
+    p = world.people.persona
+    gone = world.expected_sessions(()) - world.expected_sessions((), held=(channel, first, weeks))
+    days = np.bincount(world.week_of_day, minlength=len(world.weeks))[first:first + weeks] / 7.0
+    return -float((world.spend[first:first + weeks, channel] * days).sum()), -float((per_session[p] * gone).sum())
 
 
 def expected_roi(world: World, per_session: np.ndarray, rules: bool = True) -> np.ndarray:

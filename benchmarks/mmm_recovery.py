@@ -25,6 +25,7 @@ The seeds 1000-1019 and 1100-1119 are never fitted by the tests (the suite's sma
 
     nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
     nice -n 19 python benchmarks/mmm_recovery.py --seeds 1100-1119 --events 16000   # the event path
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1100-1103 --events 16000 --lift   # + hold-outs
     nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1002 --draws 1000 --tune 1000   # longer chains
 """
 
@@ -146,12 +147,10 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
     return out
 
 
-def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level_order: int = 2) -> list[dict]:
-    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day
-    from the purchases in the files (pyarrow; what the lake's series equals,
-    tests/services/jobs/test_mmm.py; ingest itself is skipped), made weekly by :func:`model.mmm.prepare`
-    as the job does, fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent
-    there). Also the peer told the true shapes (:func:`ols_told_shapes`) on the same weekly series."""
+def event_series(seed: int, users: int) -> tuple[Any, dict, float]:
+    """``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day from the purchases
+    in the files (pyarrow; what the lake's series equals, tests/services/jobs/test_mmm.py; ingest itself
+    is skipped), made weekly by :func:`model.mmm.prepare` as the job does: (data, truth doc, seconds)."""
     import tempfile
     from datetime import date
 
@@ -159,8 +158,7 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
     from pyarrow import csv
 
     from etl.generate import generate
-    from etl.media_plan import shapes, spend_plan
-    from model.mmm import FitConfig, clean_kpi, clean_spend, fit, prepare
+    from model.mmm import clean_kpi, clean_spend, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -176,7 +174,19 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
         spend = pd.read_csv(Path(tmp) / "spend.csv", dtype=str)
         truth_doc = json.loads((Path(tmp) / "_truth" / "mmm.json").read_text())
         generate_s = time.perf_counter() - t0
-    data = prepare(clean_spend(spend)[0], clean_kpi(kpi)[0])
+    return prepare(clean_spend(spend)[0], clean_kpi(kpi)[0]), truth_doc, generate_s
+
+
+def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level_order: int = 2) -> list[dict]:
+    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day
+    from the purchases in the files (pyarrow; what the lake's series equals,
+    tests/services/jobs/test_mmm.py; ingest itself is skipped), made weekly by :func:`model.mmm.prepare`
+    as the job does, fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent
+    there). Also the peer told the true shapes (:func:`ols_told_shapes`) on the same weekly series."""
+    from etl.media_plan import shapes, spend_plan
+    from model.mmm import FitConfig, fit
+
+    data, truth_doc, generate_s = event_series(seed, users)
     plan_weeks = pd.date_range(truth_doc["first_week"], periods=truth_doc["weeks"], freq="W-MON")
     inside = plan_weeks.isin(data.dates)
     plan_shapes = shapes(spend_plan(plan_weeks, seed))[inside]
@@ -196,6 +206,46 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
              "channels": evaluate(truth_doc, data, result)},
             {**base, "variant": "oracle_ols", "model": ORACLE_TAG, "draws": 0, "tune": 0, "fit_s": 0.0,
              "converged": True, **peer}]
+
+
+def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) -> dict:
+    """The event path refitted with one hold-out per weak channel of its stored plain fit ``plain``: the
+    channel dark for six weeks (from week 40, or the next weeks in which it spends), its true lift the
+    expected counterfactual of the generator's simulation (``mmm_counterfactual.expected_lift``) plus
+    Gaussian noise with a standard error of 20% of it, as on the truth level."""
+    from mmm_counterfactual import World, expected_lift
+
+    from etl.media_plan import CHANNELS
+    from model.mmm import FitConfig, fit
+    from model.mmm.data import clean_lift_tests
+
+    data, truth_doc, _ = event_series(seed, users)
+    world = World(seed, users)
+    own = world.simulate((), draw=0)
+    per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
+    rng = np.random.default_rng([seed, 73])
+    rows = []
+    for ch in [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]:
+        c = CHANNELS.index(ch)
+        col = world.spend[:, c]
+        first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+                     if (col[f:f + LIFT_WEEKS] > 0).all())
+        extra, lift = expected_lift(world, per_session, c, first, LIFT_WEEKS)
+        se = LIFT_SE * abs(lift)
+        rows.append({"channel": ch, "start": str(world.weeks[first].date()),
+                     "end": str((world.weeks[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+                     "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
+                     "revenue_change_se": se, "true_lift": lift})
+    tests = pd.DataFrame(rows)
+    clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
+    assert not issues, issues
+    config = FitConfig(seed=seed, draws=plain["draws"], tune=plain["tune"], level_order=level_order)
+    t0 = time.perf_counter()
+    result = fit(data, config, lift_tests=clean)
+    return {**{k: plain[k] for k in ("seed", "variant", "draws", "tune", "path", "model")},
+            "load_avg": os.getloadavg()[0], "lift_tests": rows, "fit_s": time.perf_counter() - t0,
+            "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
+            "divergences": result.diagnostics.divergences, "channels": evaluate(truth_doc, data, result)}
 
 
 def ols_told_shapes(y: np.ndarray, dates: pd.DatetimeIndex, spend: np.ndarray, shape: np.ndarray,
@@ -403,7 +453,10 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
              "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
              "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
              "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
-             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
+             "`mmm_event_path.md`, `mmm_counterfactual.md`); `.cf`: the same event-path runs scored against the "
+             "counterfactual ROI of the generator's simulation (`mmm_counterfactual.py`) instead of "
+             "`_truth/mmm.json`'s session-share attribution; an event-path `/lift` run's hold-outs have that "
+             "counterfactual as their true lift. `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
              "the additive model with a linear trend and two holiday weeks (runs before the level); `level0` the same "
              "with five holiday weeks; `level2` the customer-base level x (base + media) with five holiday weeks "
              "and no trend (`model.mmm.fit.customer_base_level`); `level2+trend` the same with the linear trend "
@@ -463,7 +516,17 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if not args.summarize:
         stored = {key(r): r for r in read_runs()}
-        for seed in args.seeds if args.events else []:
+        for seed in args.seeds if args.events and args.lift else []:
+            tag, path = model_tag(args.level_order), f"events_{args.events}_users"
+            plain = stored.get((seed, args.variant, False, path, args.draws, args.tune, tag))
+            if plain is None or (seed, args.variant, True, path, args.draws, args.tune, tag) in stored:
+                continue
+            run = run_events_lift(seed, args.events, plain, args.level_order)
+            with RUNS.open("a") as fh:
+                fh.write(json.dumps(run) + "\n")
+            print(f"seed {seed} events +lift: {run['fit_s']:.0f}s " + " ".join(
+                f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}" for c in run["channels"]), flush=True)
+        for seed in args.seeds if args.events and not args.lift else []:
             tag = model_tag(args.level_order)
             if (seed, args.variant, False, f"events_{args.events}_users", args.draws, args.tune, tag) in stored:
                 continue
