@@ -2,8 +2,8 @@
 
 Data: :func:`etl.media_plan.weekly_truth` (two years, six channels, known ROIs). Timed in one run:
 
-- ``mmm``: :func:`model.mmm.fit` (PyMC-Marketing, numpyro NUTS, 2 chains x 500 draws after 700 tuning
-  steps), in a fresh interpreter so JAX/pytensor compilation and imports are included (``imports``
+- ``mmm``: :func:`model.mmm.fit` (PyMC-Marketing, numpyro NUTS, ``FitConfig``'s default chains, draws
+  and tuning steps), in a fresh interpreter so JAX/pytensor compilation and imports are included (``imports``
   reported separately); the ROI error against the truth is recorded alongside;
 - peers on the same features (geometric adstock with one fixed retention, trend, Fourier terms,
   holiday weeks): ``gbm`` = sklearn HistGradientBoostingRegressor and ``ridge`` = RidgeCV, each fit

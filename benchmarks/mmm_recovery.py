@@ -25,6 +25,7 @@ The seeds 1000-1019 and 1100-1119 are never fitted by the tests (the suite's sma
 
     nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1019 --lift
     nice -n 19 python benchmarks/mmm_recovery.py --seeds 1100-1119 --events 16000   # the event path
+    nice -n 19 python benchmarks/mmm_recovery.py --seeds 1100-1103 --events 16000 --lift   # + hold-outs
     nice -n 19 python benchmarks/mmm_recovery.py --seeds 1000-1002 --draws 1000 --tune 1000   # longer chains
 """
 
@@ -146,12 +147,10 @@ def run_seed(seed: int, variant: str, draws: int, tune: int, lift: bool, plain: 
     return out
 
 
-def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level_order: int = 2) -> list[dict]:
-    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day
-    from the purchases in the files (pyarrow; what the lake's series equals,
-    tests/services/jobs/test_mmm.py; ingest itself is skipped), made weekly by :func:`model.mmm.prepare`
-    as the job does, fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent
-    there). Also the peer told the true shapes (:func:`ols_told_shapes`) on the same weekly series."""
+def event_series(seed: int, users: int) -> tuple[Any, dict, float]:
+    """``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day from the purchases
+    in the files (pyarrow; what the lake's series equals, tests/services/jobs/test_mmm.py; ingest itself
+    is skipped), made weekly by :func:`model.mmm.prepare` as the job does: (data, truth doc, seconds)."""
     import tempfile
     from datetime import date
 
@@ -159,8 +158,7 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
     from pyarrow import csv
 
     from etl.generate import generate
-    from etl.media_plan import shapes, spend_plan
-    from model.mmm import FitConfig, clean_kpi, clean_spend, fit, prepare
+    from model.mmm import clean_kpi, clean_spend, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -176,7 +174,19 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
         spend = pd.read_csv(Path(tmp) / "spend.csv", dtype=str)
         truth_doc = json.loads((Path(tmp) / "_truth" / "mmm.json").read_text())
         generate_s = time.perf_counter() - t0
-    data = prepare(clean_spend(spend)[0], clean_kpi(kpi)[0])
+    return prepare(clean_spend(spend)[0], clean_kpi(kpi)[0]), truth_doc, generate_s
+
+
+def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level_order: int = 2) -> list[dict]:
+    """The event path: ``generate --marketing`` (two years, ``users`` users), revenue summed per UTC day
+    from the purchases in the files (pyarrow; what the lake's series equals,
+    tests/services/jobs/test_mmm.py; ingest itself is skipped), made weekly by :func:`model.mmm.prepare`
+    as the job does, fitted and compared with ``_truth/mmm.json`` (ROIs approximate by a few percent
+    there). Also the peer told the true shapes (:func:`ols_told_shapes`) on the same weekly series."""
+    from etl.media_plan import shapes, spend_plan
+    from model.mmm import FitConfig, fit
+
+    data, truth_doc, generate_s = event_series(seed, users)
     plan_weeks = pd.date_range(truth_doc["first_week"], periods=truth_doc["weeks"], freq="W-MON")
     inside = plan_weeks.isin(data.dates)
     plan_shapes = shapes(spend_plan(plan_weeks, seed))[inside]
@@ -196,6 +206,46 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
              "channels": evaluate(truth_doc, data, result)},
             {**base, "variant": "oracle_ols", "model": ORACLE_TAG, "draws": 0, "tune": 0, "fit_s": 0.0,
              "converged": True, **peer}]
+
+
+def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) -> dict:
+    """The event path refitted with one hold-out per weak channel of its stored plain fit ``plain``: the
+    channel dark for six weeks (from week 40, or the next weeks in which it spends), its true lift the
+    expected counterfactual of the generator's simulation (``mmm_counterfactual.expected_lift``) plus
+    Gaussian noise with a standard error of 20% of it, as on the truth level."""
+    from mmm_counterfactual import World, expected_lift
+
+    from etl.media_plan import CHANNELS
+    from model.mmm import FitConfig, fit
+    from model.mmm.data import clean_lift_tests
+
+    data, truth_doc, _ = event_series(seed, users)
+    world = World(seed, users)
+    own = world.simulate((), draw=0)
+    per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
+    rng = np.random.default_rng([seed, 73])
+    rows = []
+    for ch in [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]:
+        c = CHANNELS.index(ch)
+        col = world.spend[:, c]
+        first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+                     if (col[f:f + LIFT_WEEKS] > 0).all())
+        extra, lift = expected_lift(world, per_session, c, first, LIFT_WEEKS)
+        se = LIFT_SE * abs(lift)
+        rows.append({"channel": ch, "start": str(world.weeks[first].date()),
+                     "end": str((world.weeks[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+                     "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
+                     "revenue_change_se": se, "true_lift": lift})
+    tests = pd.DataFrame(rows)
+    clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
+    assert not issues, issues
+    config = FitConfig(seed=seed, draws=plain["draws"], tune=plain["tune"], level_order=level_order)
+    t0 = time.perf_counter()
+    result = fit(data, config, lift_tests=clean)
+    return {**{k: plain[k] for k in ("seed", "variant", "draws", "tune", "path", "model")},
+            "load_avg": os.getloadavg()[0], "lift_tests": rows, "fit_s": time.perf_counter() - t0,
+            "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
+            "divergences": result.diagnostics.divergences, "channels": evaluate(truth_doc, data, result)}
 
 
 def ols_told_shapes(y: np.ndarray, dates: pd.DatetimeIndex, spend: np.ndarray, shape: np.ndarray,
@@ -328,8 +378,32 @@ def reflag(run: dict) -> dict:
     return {**run, "channels": [one(c) for c in run["channels"]]}
 
 
+COUNTERFACTUAL = RESULTS / "mmm_counterfactual.json"
+
+
+def rescored(runs: list[dict]) -> list[dict]:
+    """The event-path runs scored against the counterfactual ROI (``mmm_counterfactual.py``'s expected
+    revenue with the channel minus without it, complete weeks) instead of the doc's session-share
+    attribution, as ``<path>.cf`` groups; seeds without a counterfactual row are left out."""
+    if not COUNTERFACTUAL.is_file():
+        return []
+    cf = {(r["seed"], r["users"]): dict(zip(r["channels"], r["expected_roi"], strict=True))
+          for r in json.loads(COUNTERFACTUAL.read_text())["rows"]}
+    out = []
+    for r in runs:
+        users = int(r["path"].split("_")[1]) if r["path"].startswith("events_") else None
+        truth = cf.get((r["seed"], users))
+        if truth is None:
+            continue
+        out.append({**r, "path": r["path"] + ".cf", "channels": [
+            {**c, "true_roi": truth[c["channel"]], "error": c["roi"] / truth[c["channel"]] - 1,
+             "inside": bool(c["roi_low"] <= truth[c["channel"]] <= c["roi_high"])} for c in r["channels"]]})
+    return out
+
+
 def summarize(runs: list[dict]) -> dict[str, Any]:
     runs = [reflag(r) for r in runs]
+    runs = runs + rescored(runs)
     seeds = sorted({r["seed"] for r in runs if r["variant"] == "roi_prior" and r["path"] == "truth" and not r["lift_tests"]})
     runs = runs + [oracle(seed) for seed in seeds]
     groups: dict[str, list[dict]] = {}
@@ -356,7 +430,7 @@ def summarize(runs: list[dict]) -> dict[str, Any]:
         for c in r["channels"]:
             if c["channel"] in {t["channel"] for t in r["lift_tests"]}:
                 b = before[c["channel"]]
-                pairs.append({"seed": r["seed"], "variant": r["variant"], "channel": c["channel"],
+                pairs.append({"group": group(r), "seed": r["seed"], "variant": r["variant"], "channel": c["channel"],
                               "abs_error_before": abs(b["error"]), "abs_error_after": abs(c["error"]),
                               "rel_width_before": b["roi_rel_width"], "rel_width_after": c["roi_rel_width"],
                               "inside_before": b["inside"], "inside_after": c["inside"]})
@@ -379,7 +453,10 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
              "the generator's spend patterns unchanged); `events_N_users/...`: the event path (`generate "
              "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
              "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
-             "`mmm_event_path.md`). `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
+             "`mmm_event_path.md`, `mmm_counterfactual.md`); `.cf`: the same event-path runs scored against the "
+             "counterfactual ROI of the generator's simulation (`mmm_counterfactual.py`) instead of "
+             "`_truth/mmm.json`'s session-share attribution; an event-path `/lift` run's hold-outs have that "
+             "counterfactual as their true lift. `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
              "the additive model with a linear trend and two holiday weeks (runs before the level); `level0` the same "
              "with five holiday weeks; `level2` the customer-base level x (base + media) with five holiday weeks "
              "and no trend (`model.mmm.fit.customer_base_level`); `level2+trend` the same with the linear trend "
@@ -408,9 +485,8 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
             lines.append(f"| {name} | {ch} | {m['channels']} | {fmt(m['within_20'])} | {fmt(m['coverage_90'])} | "
                          f"{fmt(m['median_abs_error'])} | {m['not_identifiable']} |")
     pairs = summary["lift_effect"]
-    if pairs:
-        p = pd.DataFrame(pairs)
-        lines += ["", "## One lift test per weak channel", "",
+    for name, p in pd.DataFrame(pairs).groupby("group") if pairs else []:
+        lines += ["", f"## One lift test per weak channel: {name}", "",
                   f"{len(p)} calibrated channel fits over {p['seed'].nunique()} seeds (weak: 90% interval wider "
                   "than +-20% of the median).", "",
                   "| | before | after |", "|---|---|---|",
@@ -440,7 +516,17 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     if not args.summarize:
         stored = {key(r): r for r in read_runs()}
-        for seed in args.seeds if args.events else []:
+        for seed in args.seeds if args.events and args.lift else []:
+            tag, path = model_tag(args.level_order), f"events_{args.events}_users"
+            plain = stored.get((seed, args.variant, False, path, args.draws, args.tune, tag))
+            if plain is None or (seed, args.variant, True, path, args.draws, args.tune, tag) in stored:
+                continue
+            run = run_events_lift(seed, args.events, plain, args.level_order)
+            with RUNS.open("a") as fh:
+                fh.write(json.dumps(run) + "\n")
+            print(f"seed {seed} events +lift: {run['fit_s']:.0f}s " + " ".join(
+                f"{c['channel']} {c['error']:+.0%}{'' if c['inside'] else '!'}" for c in run["channels"]), flush=True)
+        for seed in args.seeds if args.events and not args.lift else []:
             tag = model_tag(args.level_order)
             if (seed, args.variant, False, f"events_{args.events}_users", args.draws, args.tune, tag) in stored:
                 continue
