@@ -15,7 +15,7 @@ tests/model/test_local_features.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,17 +26,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
+from etl.timeline import plain
 
 __all__ = [
     "CATEGORY_BUCKETS",
     "FEATURES_ARROW",
     "FEATURE_DTYPES",
+    "FIRST_N_ARROW",
+    "FIRST_N_INPUTS",
     "HOUR_BANDS",
     "PRICE_SUMS",
     "CutoffFeatures",
     "as_of_micros",
     "compute_features_local",
     "features_frame",
+    "first_n_features",
     "key_array",
     "raw_feature_columns",
     "raw_price_level",
@@ -346,6 +350,44 @@ def timeline_features(
         "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
     }
     return pa.table(arrays_out).cast(FEATURES_ARROW)
+
+
+#: A user's first events are taken in this order (``first_n_features``): time, then fixed tie-breaks.
+FIRST_N_ORDER: tuple[str, ...] = ("event_time", "event_type", "product_id", "session_key")
+#: The timeline columns :func:`first_n_features` reads.
+FIRST_N_INPUTS: tuple[str, ...] = ("user_key", "session_key", "event_time", "event_type", "product_id", "price",
+                                   "category_l1", "brand", "category_id")  # fmt: skip
+#: :data:`FEATURES_ARROW` of each (user, n) of a first-n study, plus its ``n``.
+FIRST_N_ARROW: pa.Schema = FEATURES_ARROW.append(pa.field("n", pa.int64()))
+
+
+def first_n_features(
+    timeline: pa.Table, ns: Sequence[int], users: Iterable[str] | None = None, category_reference: Any = None
+) -> pa.Table:
+    """The features of each user's first ``n`` events, for every ``n`` of ``ns`` (:data:`FIRST_N_ARROW`).
+
+    For the segmentation's event-threshold study: how a segment from a short history compares with
+    the whole history's. A user's events are taken in :data:`FIRST_N_ORDER`; recency and tenure are
+    measured at the user's last included event (``as_of="last_event"``) and ``price_level`` against
+    ``category_reference`` (the whole lake's, as the full features are). ``users``: only these keys
+    (None: all). A user with fewer than ``n`` events gets all of them; the caller decides eligibility.
+    Rows by ``n``, then user.
+    """
+    if users is not None:
+        timeline = timeline.filter(pc.is_in(plain(timeline, ["user_key"])["user_key"],
+                                            value_set=pa.array(sorted(set(users)), pa.string())))  # fmt: skip
+    if timeline.num_rows == 0 or not ns:
+        return FIRST_N_ARROW.empty_table()
+    keys = ["user_key", *FIRST_N_ORDER]
+    ordered = timeline.take(pc.sort_indices(plain(timeline, keys), [(c, "ascending") for c in keys]))
+    u, _ = pd.factorize(plain(ordered, ["user_key"])["user_key"].to_numpy(zero_copy_only=False))
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    rank = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))  # 0-based, per user
+    parts = []
+    for n in sorted({int(n) for n in ns}):
+        part = timeline_features(ordered.filter(pa.array(rank < n)), "last_event", category_reference)
+        parts.append(part.append_column("n", pa.array(np.full(part.num_rows, n), pa.int64())))
+    return pa.concat_tables(parts).cast(FIRST_N_ARROW)
 
 
 def timeline_feature_columns(

@@ -1,6 +1,7 @@
-"""Features from timelines (the numpy twin on each user bucket, in Spark tasks) equal the features job's
-Spark columns on the same lakes, every user and column, to 1e-12: a synthetic lake of two runs with a
-flagged user, and the real REES46 rows ingested with a later file of returning users."""
+"""The features job (the numpy implementation on each timeline bucket, in Spark tasks) equals the retired
+Spark columns (etl/aggregates.py + etl/features.py) on the same lakes, every user and column, to 1e-12
+(integers exact): a synthetic lake of two runs with a flagged user, and the real REES46 rows ingested
+with a later file of returning users, before and after compaction."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from etl.local_features import FEATURES_ARROW
-from services.core.catalog import FEATURES
+from services.core.catalog import EVENTS, FEATURES, SUSPICIOUS_USERS
 from services.core.lake import Lake
 from services.core.timelines import backfill_timelines, compact_timelines
-from services.jobs.features import features_from_timelines, run_features
+from services.jobs.features import run_features
 from services.jobs.ingest import ingest_files
 from tests.etl.test_features import synthetic_rows
 from tests.services.core.test_timelines import later_file
@@ -55,12 +56,22 @@ def assert_same(got: pd.DataFrame, want: pd.DataFrame) -> float:
     return worst
 
 
+def spark_features(spark, lake: Lake, as_of: datetime | None, out: str) -> None:
+    """The retired Spark job's features of the lake's committed events (``finalize(aggregate_events(...))``,
+    what ``run_features(full=True)`` published before), written under ``out`` in the lake."""
+    from etl.features import compute_features
+    from services.core.spark import read_run_dataset
+
+    events, flagged = read_run_dataset(spark, lake, EVENTS), read_run_dataset(spark, lake, SUSPICIOUS_USERS)
+    compute_features(events, as_of=as_of, suspicious_users=flagged).write.parquet(str(lake.store.local_path(out)))
+
+
 def _compare(spark, lake: Lake, as_of: datetime | None = None) -> tuple[float, int]:
-    spark_job = run_features(spark, lake, full=True, as_of=as_of)
-    want = _read(lake, f"{FEATURES}/{spark_job['version']}")
-    done = features_from_timelines(spark, lake, "scratch/features", as_of=as_of)
-    got = _read(lake, "scratch/features")
-    assert done["n_users"] == len(want) == spark_job["n_users"]
+    job = run_features(spark, lake, full=True, as_of=as_of)
+    got = _read(lake, f"{FEATURES}/{job['version']}")
+    spark_features(spark, lake, as_of, "scratch/spark")
+    want = _read(lake, "scratch/spark")
+    assert job["n_users"] == len(want) == len(got)
     lake.store.delete_prefix("scratch")
     return assert_same(got, want), len(want)
 
