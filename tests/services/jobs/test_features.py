@@ -17,13 +17,18 @@ import pytest
 from pyspark.sql import functions as F
 
 from etl.contract import EVENT_SCHEMA
-from etl.features import compute_features
 from etl.pseudonymize import pseudonymize
 from services.core.catalog import CATEGORY_PRICES, EVENTS, FEATURES, SUSPICIOUS_USERS
 from services.jobs import features as features_job
 from services.jobs.features import LEGACY_AGGREGATES, features_behind, read_features, run_features
 from services.jobs.ingest import ingest_files
-from tests.etl.test_features import assert_frames_equal, synthetic_rows, to_pandas
+from tests.etl.test_features import (
+    assert_frames_equal,
+    features_of,
+    pandas_features,
+    synthetic_rows,
+    to_pandas,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -61,9 +66,12 @@ def test_new_runs_are_published_from_the_timelines_without_rereading_old_events(
     assert s2["new_run_ids"] == ["r2"] and s2["folded_run_ids"] == ["r1", "r2"]
     assert s2["n_events"] == len(rows) and s2["n_suspicious"] == 1
 
-    flagged = spark.createDataFrame([("user0007",)], "user_key string")
-    want = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA), suspicious_users=flagged))
-    assert_frames_equal(to_pandas(read_features(spark, local_lake)), want)
+    want = features_of(rows, suspicious={"user0007"})  # every user's events in one bucket, one run
+    got = to_pandas(read_features(spark, local_lake))
+    assert_frames_equal(got, want)
+    independent = pandas_features(rows)
+    for col in ("n_events", "frequency", "monetary", "tenure_days", "price_level", "brand_concentration"):
+        np.testing.assert_allclose(got[col].astype(float), independent[col].astype(float), rtol=1e-9, atol=1e-12, err_msg=col)
     ptr = local_lake.pointer(FEATURES)
     assert ptr["folded_run_ids"] == ["r1", "r2"] and ptr["n_users"] == 150
     assert ptr["category_prices_version"] == s2["version"] == local_lake.current_version(CATEGORY_PRICES)
@@ -89,8 +97,7 @@ def test_features_on_a_real_s3_lake(spark, s3_lake):
     assert s2["new_run_ids"] == ["r2"] and s2["n_events"] == len(rows)
     keys = s3_lake.store.list(f"{FEATURES}/{s2['version']}")
     assert any(k.endswith(".parquet") for k in keys)
-    want = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA)))
-    assert_frames_equal(to_pandas(read_features(spark, s3_lake)), want)
+    assert_frames_equal(to_pandas(read_features(spark, s3_lake)), features_of(rows))
 
 
 def test_a_crash_mid_run_leaves_the_previous_version_current(spark, local_lake, monkeypatch):
