@@ -47,7 +47,8 @@ def child(lake_dir: Path, work: Path) -> None:
     seconds = time.monotonic() - t
     spark.stop()
     print(json.dumps({"seconds": round(seconds, 2), "spark_start_seconds": round(started, 2),
-                      "version": summary["version"], "n_users": summary["n_users"], "n_events": summary["n_events"]}))  # fmt: skip
+                      "version": summary["version"], "n_users": summary["n_users"], "n_events": summary["n_events"],
+                      "phase_seconds": summary.get("phase_seconds")}))  # fmt: skip
 
 
 def _run(src: Path, lake: Path, work: Path, timeout: float) -> dict:

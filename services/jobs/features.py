@@ -50,6 +50,7 @@ from services.core.catalog import CATEGORY_PRICES, FEATURES, SUSPICIOUS_USERS, T
 from services.core.lake import Lake, new_run_id
 from services.core.publish import new_version
 from services.core.timelines import backfill_timelines, run_on_buckets, timelines_status
+from services.core.timings import Timings
 
 log = logging.getLogger("shoplens.features")
 
@@ -108,22 +109,27 @@ def run_features(
                 "folded_run_ids": ptr.get("folded_run_ids", []), "n_users": ptr.get("n_users"),
                 "as_of": ptr.get("as_of"), "duration_seconds": round(time.monotonic() - t0, 3)}  # fmt: skip
 
-    backfilled = ensure_timelines(spark, lake)
+    timings = Timings()
+    with timings.phase("backfill"):
+        backfilled = ensure_timelines(spark, lake)
     timelines = lake.pointer(TIMELINES)
     version = new_run_id()
     out = f"{FEATURES}/{version}"
     try:
-        prices, latest = category_sums(spark, lake)
+        with timings.phase("category_sums"):
+            prices, latest = category_sums(spark, lake)
         fixed = latest if as_of is None else as_of_micros(as_of)
-        done = write_features(spark, lake, out, fixed, prices)
-        stats = _stats(lake, out)
-        as_of_iso = datetime.fromtimestamp(fixed / 1e6, UTC).isoformat()
-        with new_version(lake, CATEGORY_PRICES, version, features_version=version) as staged:
-            staged.write_table("part-00000", prices, CATEGORY_PRICES_SCHEMA)
-        with new_version(lake, FEATURES, version, folded_run_ids=committed, category_prices_version=version,
-                         timelines_version=None if timelines is None else timelines["version"],
-                         as_of=as_of_iso, n_users=done["n_users"]):  # fmt: skip
-            pass  # the tasks wrote the files in place; this moves the pointer
+        with timings.phase("features_tasks"):
+            done = write_features(spark, lake, out, fixed, prices)
+        with timings.phase("publish"):
+            stats = _stats(lake, out)
+            as_of_iso = datetime.fromtimestamp(fixed / 1e6, UTC).isoformat()
+            with new_version(lake, CATEGORY_PRICES, version, features_version=version) as staged:
+                staged.write_table("part-00000", prices, CATEGORY_PRICES_SCHEMA)
+            with new_version(lake, FEATURES, version, folded_run_ids=committed, category_prices_version=version,
+                             timelines_version=None if timelines is None else timelines["version"],
+                             as_of=as_of_iso, n_users=done["n_users"]):  # fmt: skip
+                pass  # the tasks wrote the files in place; this moves the pointer
     except BaseException:
         lake.store.delete_prefix(out)  # nothing points at it: leave no orphan files behind
         raise
@@ -140,6 +146,7 @@ def run_features(
         "n_users": done["n_users"],
         "n_suspicious": stats["n_suspicious"],
         "as_of": as_of_iso,
+        "phase_seconds": dict(timings),
         "duration_seconds": round(time.monotonic() - t0, 3),
     }
     log.info("features published", extra={"stage": "features", "new_runs": len(new_runs), **{
