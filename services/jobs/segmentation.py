@@ -17,7 +17,8 @@ Why pandas (via pyarrow) and not Spark for the model: the features table has one
 million users x ~50 columns is ~1 GB of float64, which Arrow reads from Parquet column-wise and
 multi-threaded straight into numpy, without a JVM-to-Python row transfer. scikit-learn fits PCA and
 K-Means on a 50k sample and assigns everyone in one vectorised pass (see model/segmentation/segmentation.py).
-Spark stays where the work is per event: features, the first-n-events study and the daily KPIs.
+Spark only distributes the per-event work: the features and the first-n-events study run Spark-free
+code on each timeline bucket in Spark tasks (services.core.timelines.run_on_buckets).
 """
 
 from __future__ import annotations
