@@ -1,38 +1,21 @@
-"""Per-user behavioural features: the registry (name, type, definition, why) and their computation.
+"""Per-user behavioural features: the registry (name, type, definition, why).
 
-``finalize(aggregates, as_of)`` turns the mergeable aggregates of :mod:`etl.aggregates` into one row
-per ``user_key``; ``compute_features(events, as_of)`` is the full computation on any events frame
-(``finalize(aggregate_events(events), as_of)``), so the incremental and the full path share every
-formula. :data:`FEATURES` is the single source of the documentation (``docs/features.md`` is generated
-from it: ``python -m etl.features > docs/features.md``; a test keeps them in sync).
-
-``as_of`` may be:
-
-* ``None``: the latest ``event_time`` among the events (the lake's latest event);
-* a ``datetime`` (naive = UTC) or an ISO string: one time for everybody;
-* ``"last_event"``: each user's own last event (use it on truncated histories, e.g. the first n events
-  of a user, so recency and tenure are measured at the user's last included event);
-* a Spark ``Column`` over the per-user frame (it may refer to ``first_event_time``,
-  ``last_event_time`` or ``last_purchase_time``).
-
-Events after ``as_of`` are not dropped: filter the events first if you want a point-in-time view.
+The computation is :mod:`etl.local_features` (one implementation: ``timeline_features`` on each timeline
+bucket for ``shoplens features``, ``compute_features_local`` for one history in ``shoplens predict``, the
+API and the dashboard); this module says what each column means. :data:`FEATURES` is the single source
+of the documentation (``docs/features.md`` is generated from it: ``python -m etl.features >
+docs/features.md``; a test keeps them in sync) and tests/etl/test_local_features.py checks the
+computation's columns against it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
+from etl.contract import CATEGORY_BUCKETS, HOUR_BANDS
 
-from etl.aggregates import CATEGORY_BUCKETS, HOUR_BANDS, US_PER_DAY, Aggregates, aggregate_events
-from etl.contract import CATEGORY_L1
-
-AsOf = datetime | str | Column | None
 DType = Literal["string", "long", "int", "double", "timestamp", "boolean"]
 
 
@@ -218,189 +201,6 @@ FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 
 
-def _ratio(num: Column, den: Column) -> Column:
-    """num / den as double, null when den is 0 (ANSI mode would raise on division by zero)."""
-    return F.when(den > 0, num.cast("double") / den.cast("double"))
-
-
-def _as_of_column(as_of: AsOf) -> Column | None:
-    """A per-user Column for ``as_of``; None means "latest event time of the input"."""
-    if as_of is None:
-        return None
-    if isinstance(as_of, Column):
-        return as_of
-    if as_of == "last_event":
-        return F.col("last_event_time")
-    when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    micros = round(when.timestamp() * 1_000_000)
-    return F.timestamp_micros(F.lit(micros))
-
-
-def _whole_days(later: Column, earlier: Column) -> Column:
-    return F.floor((F.unix_micros(later) - F.unix_micros(earlier)) / F.lit(US_PER_DAY)).cast("int")
-
-
-def finalize(
-    aggregates: Aggregates,
-    as_of: AsOf = None,
-    suspicious_users: DataFrame | None = None,
-    category_prices: DataFrame | None = None,
-) -> DataFrame:
-    """One row per user with every column of :data:`FEATURES`, in that order.
-
-    ``suspicious_users`` (a frame with ``user_key``) sets ``is_suspicious``. ``category_prices``
-    (``category_id, n_priced, sum_log_price`` at any grain, e.g. the ``prices`` table of the whole
-    lake's aggregates) is the reference for ``price_level``'s category means; by default the
-    aggregates' own ``prices`` table.
-    """
-    users = aggregates.users
-    sessions = aggregates.sessions.groupBy("user_key").agg(
-        F.count(F.lit(1)).alias("n_sessions"),
-        F.sum(F.when(F.col("n_purchases") > 0, 1).otherwise(0)).alias("frequency"),
-        F.median(
-            (F.unix_micros(F.col("last_time")) - F.unix_micros(F.col("first_time"))) / F.lit(1_000_000.0)
-        ).alias("median_session_duration_s"),
-        F.sum(F.when(F.col("n_carts") > 0, 1).otherwise(0)).alias("cart_sessions"),
-        F.sum(F.when((F.col("n_carts") > 0) & (F.col("n_purchases") == 0), 1).otherwise(0)).alias(
-            "abandoned_sessions"
-        ),
-    )
-    days = aggregates.days.groupBy("user_key").agg(
-        F.count(F.lit(1)).alias("active_days"),
-        F.min("day").alias("first_day"),
-        F.max("day").alias("last_day"),
-    )
-    brands = aggregates.brands.groupBy("user_key").agg(
-        (
-            F.sum(F.col("n_events") * F.col("n_events")).cast("double")
-            / F.sum("n_events").cast("double") ** 2
-        ).alias("brand_concentration")
-    )
-    reference = aggregates.prices if category_prices is None else category_prices
-    category_mean = reference.groupBy("category_id").agg(
-        (F.sum("sum_log_price") / F.sum("n_priced")).alias("_category_mean_log")
-    )
-    prices = (
-        aggregates.prices.join(F.broadcast(category_mean), on="category_id", how="inner")
-        .groupBy("user_key")
-        .agg(
-            (
-                F.sum(F.col("sum_log_price") - F.col("n_priced") * F.col("_category_mean_log"))
-                / F.sum("n_priced")
-            ).alias("price_level")
-        )
-    )
-    joined = (
-        users.join(sessions, on="user_key", how="left")
-        .join(days, on="user_key", how="left")
-        .join(brands, on="user_key", how="left")
-        .join(prices, on="user_key", how="left")
-    )
-    as_of_col = _as_of_column(as_of)
-    if as_of_col is None:
-        latest = users.agg(F.max("last_event_time").alias("_latest"))
-        joined = joined.crossJoin(F.broadcast(latest))
-        as_of_col = F.col("_latest")
-    joined = joined.withColumn("as_of", as_of_col)
-
-    if suspicious_users is not None:
-        flagged = suspicious_users.select("user_key").distinct().withColumn("_flagged", F.lit(True))
-        joined = joined.join(F.broadcast(flagged), on="user_key", how="left")
-    else:
-        joined = joined.withColumn("_flagged", F.lit(None).cast("boolean"))
-
-    n = F.col("n_events")
-    shares = {f"share_{b}": _ratio(F.col(f"n_cat_{b}"), n) for b in CATEGORY_BUCKETS}
-    entropy_terms = [
-        F.when(F.col(f"n_cat_{b}") > 0, -shares[f"share_{b}"] * F.log(shares[f"share_{b}"])).otherwise(0.0)
-        for b in CATEGORY_BUCKETS
-    ]
-    diversity_terms = [F.when(F.col(f"n_cat_{b}") > 0, 1).otherwise(0) for b in CATEGORY_L1]
-    exprs: dict[str, Column] = {
-        "user_key": F.col("user_key"),
-        "n_events": n,
-        "n_sessions": F.col("n_sessions"),
-        "active_days": F.col("active_days"),
-        "events_per_session": _ratio(n, F.col("n_sessions")),
-        "median_session_duration_s": F.col("median_session_duration_s"),
-        "mean_days_between_visits": _ratio(
-            F.col("last_day") - F.col("first_day"), F.col("active_days") - F.lit(1)
-        ),
-        "frequency": F.col("frequency"),
-        "monetary": F.col("monetary"),
-        "recency_days": _whole_days(F.col("as_of"), F.col("last_purchase_time")),
-        "tenure_days": _whole_days(F.col("as_of"), F.col("first_event_time")),
-        "n_views": F.col("n_views"),
-        "n_carts": F.col("n_carts"),
-        "n_removals": F.col("n_removals"),
-        "n_purchases": F.col("n_purchases"),
-        "view_to_cart_rate": _ratio(F.col("n_carts"), F.col("n_views")),
-        "cart_to_purchase_rate": _ratio(F.col("n_purchases"), F.col("n_carts")),
-        "cart_abandonment_rate": _ratio(F.col("abandoned_sessions"), F.col("cart_sessions")),
-        "removal_rate": _ratio(F.col("n_removals"), F.col("n_carts")),
-        **shares,
-        "category_diversity": sum(diversity_terms[1:], diversity_terms[0]).cast("int"),
-        "category_entropy": sum(entropy_terms[1:], entropy_terms[0]),
-        "brand_concentration": F.col("brand_concentration"),
-        "price_level": F.col("price_level"),
-        "weekend_share": _ratio(F.col("n_weekend"), n),
-        **{f"{band}_share": _ratio(F.col(f"n_{band}"), n) for band in HOUR_BANDS},
-        "holiday_share": _ratio(F.col("n_holiday"), n),
-        "first_event_time": F.col("first_event_time"),
-        "last_event_time": F.col("last_event_time"),
-        "last_purchase_time": F.col("last_purchase_time"),
-        "as_of": F.col("as_of"),
-        "is_suspicious": F.coalesce(F.col("_flagged"), F.lit(False)),
-    }
-    assert tuple(exprs) == FEATURE_NAMES, "etl.features: expressions and FEATURES registry out of sync"
-    return joined.select(*[exprs[f.name].cast(f.dtype).alias(f.name) for f in FEATURES])
-
-
-def compute_features(
-    events: DataFrame,
-    as_of: AsOf = None,
-    suspicious_users: DataFrame | None = None,
-    category_prices: DataFrame | None = None,
-) -> DataFrame:
-    """Per-user features of any events frame (columns of ``etl.contract.EVENT_SCHEMA``).
-
-    Pure Spark built-ins, no Python UDF. ``price_level``'s category means come from ``events`` itself
-    unless ``category_prices`` is given (see :func:`finalize`). For truncated histories pass
-    ``as_of="last_event"`` and the whole lake's prices, e.g.::
-
-        first_n = compute_features(
-            first_n_events(events, 20), as_of="last_event", category_prices=aggregate_events(events).prices
-        )
-    """
-    return finalize(
-        aggregate_events(events),
-        as_of=as_of,
-        suspicious_users=suspicious_users,
-        category_prices=category_prices,
-    )
-
-
-def first_n_events(events: DataFrame, n: int) -> DataFrame:
-    """Each user's first ``n`` events (by event_time; ties broken by event_type, product_id, session).
-
-    For studying how many events a segment needs; one shuffle by user.
-    """
-    return first_events_by_n(events, [n]).drop("n")
-
-
-def first_events_by_n(events: DataFrame, ns: Sequence[int]) -> DataFrame:
-    """:func:`first_n_events` for every n of ``ns`` at once: a row per (event, n it falls within), column ``n``.
-
-    One ranking shuffle for the whole grid (the threshold study's truncations), not one per n.
-    """
-    order = Window.partitionBy("user_key").orderBy("event_time", "event_type", "product_id", "session_key")
-    grid = F.array(*(F.lit(int(n)) for n in sorted(set(ns))))
-    ranked = events.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= max(ns))
-    return ranked.withColumn("n", F.explode(F.filter(grid, lambda n: n >= F.col("_rank")))).drop("_rank")
-
-
 def render_markdown() -> str:
     """docs/features.md, generated from :data:`FEATURES`."""
     lines = [
@@ -408,14 +208,14 @@ def render_markdown() -> str:
         "",
         "<!-- Generated by `python -m etl.features > docs/features.md`; do not edit by hand. -->",
         "",
-        "One row per pseudonymized user, computed by `shoplens features` (code: `etl/features.py`,",
-        "aggregates: `etl/aggregates.py`) and published as `features/<version>/` in the lake.",
+        "One row per pseudonymized user, computed by `shoplens features` from the user timelines (code:",
+        "`etl/local_features.py`, the same for one uploaded history in `shoplens predict`, the API and the",
+        "dashboard) and published as `features/<version>/` in the lake.",
         "",
         "Conventions: times are UTC; `as_of` defaults to the latest event time in the lake; rates with a",
         "zero denominator are **null** (the model imputes); shares are over all the user's events.",
-        "Updates are incremental: per-user aggregates (sums, counts, minima, maxima per user, per",
-        "session, per day, per brand and per category) are folded with each new committed ingestion",
-        "run and give exactly the result of a full recomputation (`shoplens features --full`).",
+        "Each run recomputes every user from the timelines (`services/jobs/features.py`): Spark tasks run",
+        "`etl.local_features.timeline_features` on each user bucket, no shuffle.",
         "",
         "| name | type | definition | why it matters |",
         "|---|---|---|---|",
@@ -426,18 +226,17 @@ def render_markdown() -> str:
         "",
         "## Computing features yourself",
         "",
-        "- `etl.features.compute_features(events, as_of=None, suspicious_users=None, category_prices=None)`",
-        "  works on any events DataFrame with the columns of `etl.contract.EVENT_SCHEMA`.",
-        "- `as_of`: `None` (latest event of the input), a datetime or ISO string (naive = UTC),",
-        '  `"last_event"` (each user\'s own last event) or a Spark Column over the per-user frame.',
+        "- `etl.local_features.timeline_features(timeline, as_of=None, category_reference=None,",
+        "  suspicious_users=None)` on a timeline (Arrow, `etl.timeline.TIMELINE_SCHEMA`), or",
+        "  `compute_features_local(events, ...)` on a pandas frame of the lake's event columns.",
+        '- `as_of`: `None` (latest event of the input), a datetime or ISO string (naive = UTC),',
+        '  `"last_event"` (each user\'s own last event) or epoch microseconds per user.',
         "  Events after `as_of` are not dropped; filter first for a point-in-time view.",
-        "- Short histories (how many events a segment needs): `first_n_events(events, n)`, then",
-        '  `compute_features(..., as_of="last_event", category_prices=aggregate_events(events).prices)`',
-        "  so `price_level` keeps the whole lake's category means.",
-        "- Incremental: `etl.aggregates.update_aggregates(previous, new_events)` then",
-        "  `etl.features.finalize(aggregates, as_of)`; the aggregate tables are `users`, `sessions`,",
-        "  `days`, `brands`, `prices` (see `etl/aggregates.py`). `shoplens features` records the folded",
-        "  ingestion runs as `folded_run_ids` in `aggregates/_current.json`.",
+        "- `category_reference`: the lake-wide mean ln(price) per category behind `price_level` (the",
+        "  lake's `category_prices` dataset); None uses the input's own prices.",
+        "- Short histories (how many events a segment needs): `first_n_features(timeline, ns, users,",
+        '  category_reference)` gives each user\'s first n events\' features for every n, as of the last',
+        "  included event.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -1,21 +1,20 @@
-"""Per-user features of a small event history without Spark: the numpy/pandas twin of etl.features.
+"""Per-user features without Spark: the one implementation of every column of etl.features.FEATURES.
 
-``shoplens predict`` and the dashboard score a user from an uploaded history of a few hundred events;
-starting a JVM for that would cost seconds. :func:`compute_features_local` returns exactly the columns
-of ``etl.features.FEATURES`` with the same definitions and arithmetic (a test compares it with the
-Spark computation column by column on a few hundred users), so :class:`model.segmentation.scorer.LightScorer`
-gives the same segment as the batch path.
+``shoplens features`` runs :func:`timeline_features` on each user bucket of the lake's timelines in
+Spark tasks (services/jobs/features.py); ``shoplens predict``, the API and the dashboard score one
+uploaded history of a few hundred events with :func:`compute_features_local` (starting a JVM for that
+would cost seconds); the segmentation's first-n study runs :func:`first_n_features`; the propensity
+examples take several cutoffs of the same users with :class:`CutoffFeatures`. All share the arithmetic
+below, so a history scored alone gets the lake's features (tests/etl/test_local_features.py).
 
-It mirrors the structure of ``etl.aggregates`` + ``etl.features.finalize``: per-session, per-day,
-per-brand and per-(user, category) partial sums first, then the ratios. All calendar quantities come
-from epoch microseconds in UTC, like the Spark code. This module imports neither pyspark nor
-``etl.features`` (which imports pyspark); the column list below is checked against the registry in
-tests/model/test_local_features.py.
+The structure: per-session, per-day, per-brand and per-(user, category) partial sums first, then the
+ratios. All calendar quantities come from epoch microseconds in UTC. This module imports no pyspark;
+the column list below is checked against the registry (etl.features) in tests/etl/test_local_features.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,17 +25,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
+from etl.timeline import plain
 
 __all__ = [
     "CATEGORY_BUCKETS",
     "FEATURES_ARROW",
     "FEATURE_DTYPES",
+    "FIRST_N_ARROW",
+    "FIRST_N_INPUTS",
     "HOUR_BANDS",
     "PRICE_SUMS",
     "CutoffFeatures",
     "as_of_micros",
     "compute_features_local",
     "features_frame",
+    "first_n_features",
     "key_array",
     "raw_feature_columns",
     "raw_price_level",
@@ -90,7 +93,7 @@ FEATURE_DTYPES: dict[str, str] = {
 AsOfLocal = datetime | str | None
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "int": pa.int32(), "double": pa.float64(),
                 "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_()}  # fmt: skip
-#: The features table in Arrow, as the features job writes it (the types Spark writes).
+#: The features table in Arrow, as the features job writes it (the types Spark reads back).
 FEATURES_ARROW: pa.Schema = pa.schema([(c, _ARROW_TYPES[t]) for c, t in FEATURE_DTYPES.items()])
 #: One timeline bucket's sums behind ``price_level``'s category means, and its latest event time.
 PRICE_SUMS: pa.Schema = pa.schema([("category_id", pa.int64()), ("n_priced", pa.int64()),
@@ -183,7 +186,7 @@ def reference_means(obj: Any) -> pd.Series:
     """Mean ln(price) per category_id (a float Series indexed by int category_id).
 
     Accepts what the lake and the model artifact may hold: a frame of ``category_id, mean_log_price``
-    or of ``category_id, n_priced, sum_log_price`` at any grain (the Spark ``prices`` aggregate), a
+    or of ``category_id, n_priced, sum_log_price`` at any grain (the lake's ``category_prices``), a
     list of such records, a dict of column lists, or a plain ``{category_id: mean}`` mapping.
     """
     if isinstance(obj, pd.Series):
@@ -212,8 +215,7 @@ def reference_means(obj: Any) -> pd.Series:
 
 # ----------------------------------------------------------------------------- the features
 def as_of_micros(as_of: datetime | str | int) -> int:
-    """Epoch microseconds of a reference time (naive = UTC; an int is already them), as
-    etl.features._as_of_column does."""
+    """Epoch microseconds of a reference time (naive = UTC; an int is already them)."""
     if isinstance(as_of, int):
         return as_of
     when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
@@ -228,7 +230,13 @@ def _as_of_micros(as_of: AsOfLocal | int) -> int | None:
 
 
 def _holiday_start(day: np.ndarray) -> np.ndarray:
-    """First day (days since epoch) of the holiday peak in the year of ``day`` (etl.aggregates)."""
+    """First day (days since epoch) of the holiday peak in the year of ``day``.
+
+    The peak starts on the Monday of Black Friday week. Black Friday is the day after the 4th Thursday
+    of November, so the Monday is 3 days before that Thursday: with ``w`` the weekday of 1 November
+    (Monday = 0), the first Thursday is 1 Nov + (3 - w) mod 7, and the Monday is 18 days after it.
+    1970-01-01 was a Thursday, hence weekday(d) = (d + 3) mod 7.
+    """
     years = day.astype("datetime64[D]").astype("datetime64[Y]")
     nov1 = (years.astype("datetime64[M]") + 10).astype("datetime64[D]").astype(np.int64)
     return nov1 + 18 + np.mod(3 - np.mod(nov1 + 3, 7), 7)
@@ -273,7 +281,7 @@ def compute_features_local(
     them from REES46 rows. ``as_of``: None (latest event of ``events``), a datetime or ISO string, or
     ``"last_event"`` (each user's own last event). ``category_reference`` is the lake-wide mean
     ln(price) per category (any form :func:`reference_means` accepts); None uses ``events``' own
-    prices, like the Spark default. As in Spark, priced events of a category missing from the
+    prices. Priced events of a category missing from the
     reference are left out of ``price_level`` (inner join); a user with none gets null.
     ``suspicious_users`` are keys flagged ``is_suspicious``. Rows are sorted by user_key.
     """
@@ -333,7 +341,7 @@ def timeline_features(
     ``as_of`` (None: the bucket's latest event; an int64 array: epoch microseconds per user, in user
     order, for point-in-time features) and ``category_reference`` must be the whole lake's
     for a lake's features (see services.jobs.features): a bucket sees only its own users. Rows in
-    user order, :data:`FEATURES_ARROW` (nulls where the twin has NaN).
+    user order, :data:`FEATURES_ARROW` (nulls where :func:`compute_features_local` has NaN).
     """
     if timeline.num_rows == 0:
         return FEATURES_ARROW.empty_table()
@@ -346,6 +354,44 @@ def timeline_features(
         "last_purchase_time": pa.array(last_buy, mask=last_buy == _NO_BUY).cast(pa.timestamp("us", tz="UTC")),
     }
     return pa.table(arrays_out).cast(FEATURES_ARROW)
+
+
+#: A user's first events are taken in this order (``first_n_features``): time, then fixed tie-breaks.
+FIRST_N_ORDER: tuple[str, ...] = ("event_time", "event_type", "product_id", "session_key")
+#: The timeline columns :func:`first_n_features` reads.
+FIRST_N_INPUTS: tuple[str, ...] = ("user_key", "session_key", "event_time", "event_type", "product_id", "price",
+                                   "category_l1", "brand", "category_id")  # fmt: skip
+#: :data:`FEATURES_ARROW` of each (user, n) of a first-n study, plus its ``n``.
+FIRST_N_ARROW: pa.Schema = FEATURES_ARROW.append(pa.field("n", pa.int64()))
+
+
+def first_n_features(
+    timeline: pa.Table, ns: Sequence[int], users: Iterable[str] | None = None, category_reference: Any = None
+) -> pa.Table:
+    """The features of each user's first ``n`` events, for every ``n`` of ``ns`` (:data:`FIRST_N_ARROW`).
+
+    For the segmentation's event-threshold study: how a segment from a short history compares with
+    the whole history's. A user's events are taken in :data:`FIRST_N_ORDER`; recency and tenure are
+    measured at the user's last included event (``as_of="last_event"``) and ``price_level`` against
+    ``category_reference`` (the whole lake's, as the full features are). ``users``: only these keys
+    (None: all). A user with fewer than ``n`` events gets all of them; the caller decides eligibility.
+    Rows by ``n``, then user.
+    """
+    if users is not None:
+        timeline = timeline.filter(pc.is_in(plain(timeline, ["user_key"])["user_key"],
+                                            value_set=pa.array(sorted(set(users)), pa.string())))  # fmt: skip
+    if timeline.num_rows == 0 or not ns:
+        return FIRST_N_ARROW.empty_table()
+    keys = ["user_key", *FIRST_N_ORDER]
+    ordered = timeline.take(pc.sort_indices(plain(timeline, keys), [(c, "ascending") for c in keys]))
+    u, _ = pd.factorize(plain(ordered, ["user_key"])["user_key"].to_numpy(zero_copy_only=False))
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    rank = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))  # 0-based, per user
+    parts = []
+    for n in sorted({int(n) for n in ns}):
+        part = timeline_features(ordered.filter(pa.array(rank < n)), "last_event", category_reference)
+        parts.append(part.append_column("n", pa.array(np.full(part.num_rows, n), pa.int64())))
+    return pa.concat_tables(parts).cast(FIRST_N_ARROW)
 
 
 def timeline_feature_columns(
@@ -712,7 +758,7 @@ def _price_level(c: _Coded, category_reference: Any) -> np.ndarray:
         n_priced = np.bincount(c.pair[priced], minlength=npairs).astype(float)
         sum_log_price = np.bincount(c.pair[priced], weights=c.log_price[priced], minlength=npairs)
         mean = np.full(len(c.cats), np.nan)
-        if category_reference is None:  # the events' own prices, like the Spark default
+        if category_reference is None:  # the events' own prices
             den = np.bincount(c.pair_cat, weights=n_priced, minlength=len(c.cats))
             np.divide(np.bincount(c.pair_cat, weights=sum_log_price, minlength=len(c.cats)), den, out=mean, where=den > 0)
         else:
@@ -729,7 +775,7 @@ def _price_level(c: _Coded, category_reference: Any) -> np.ndarray:
 
 
 def _group_median(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Median of ``values`` per code 0..n-1 (NaN for an empty group), interpolated like Spark's median."""
+    """Median of ``values`` per code 0..n-1 (NaN for an empty group; an even count averages the two middle values)."""
     order = np.lexsort((values, codes))
     v, c = values[order], codes[order]
     size = np.bincount(c, minlength=n)
@@ -743,7 +789,7 @@ def _group_median(codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def _nullable_int(values: np.ndarray) -> pd.arrays.IntegerArray:
-    """Float array with NaN -> nullable Int32 (Spark's int with nulls)."""
+    """Float array with NaN -> nullable Int32 (the features table's int with nulls)."""
     mask = np.isnan(values)
     return pd.arrays.IntegerArray(np.where(mask, 0, values).astype(np.int32), mask)
 

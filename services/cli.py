@@ -150,11 +150,11 @@ def _ingest_report(s: dict) -> str:
 def features(
     lake: LakeOption = None,
     full: Annotated[
-        bool, typer.Option("--full", help="Recompute from scratch instead of folding new runs.")
+        bool, typer.Option("--full", help="Recompute even when the features already hold every committed run.")
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Update per-user features: fold newly committed ingestion runs into the aggregates and publish.
+    """Publish per-user features computed from the user timelines when runs were committed since the last.
 
     Definitions of every feature: docs/features.md.
     """

@@ -29,7 +29,7 @@ QUARANTINE = "quarantine"
 DUPLICATES = "duplicates"
 SUSPICIOUS_USERS = "flags/suspicious_users"
 ORDER_LINES = "orders/lines"
-AGGREGATES = "aggregates"
+CATEGORY_PRICES = "category_prices"
 FEATURES = "features"
 SEGMENTATION_MODEL = "models/segmentation"
 SEGMENTS = "segments"
@@ -74,7 +74,7 @@ class Dataset:
 
 
 CATALOG: tuple[Dataset, ...] = (
-    Dataset(EVENTS, "run", "ingest", ("features", "describe", "overview", "segmentation"),
+    Dataset(EVENTS, "run", "ingest", ("features", "describe", "overview"),
             "accepted events, pseudonymized, partitioned by event_date then run_id", user_keys=("user_key",)),
     Dataset(QUARANTINE, "run", "ingest", ("describe",), "rejected rows with reason, file and line",
             user_keys=("raw_line",)),
@@ -85,8 +85,9 @@ CATALOG: tuple[Dataset, ...] = (
             links=(("source_file", "source_file"), ("line_number", "line_number"))),
     Dataset(SUSPICIOUS_USERS, "run", "ingest", ("features", "describe"), "bot-like users, flagged not dropped",
             user_keys=("user_key",)),
-    Dataset(AGGREGATES, "versioned", "features", ("features", "segmentation"),
-            "mergeable per-user aggregates; the pointer lists the folded runs", user_keys=("user_key",)),
+    Dataset(CATEGORY_PRICES, "versioned", "features", ("segmentation", "propensity_train", "compare_models"),
+            "priced events and sum of ln(price) per category: price_level's lake-wide reference, one version "
+            "per features version"),
     Dataset(FEATURES, "versioned", "features", ("segmentation", "export", "dashboard", "publish"), "per-user features",
             user_keys=("user_key",)),
     Dataset(SEGMENTATION_MODEL, "versioned", "segmentation", ("segmentation", "predict", "dashboard", "publish", "api"),
@@ -134,8 +135,8 @@ LEDGERS: tuple[str, ...] = tuple(d.path for d in CATALOG if d.layout == "ledger"
 
 
 __all__ = [
-    "AGGREGATES",
     "CATALOG",
+    "CATEGORY_PRICES",
     "CLV",
     "CURRENT_POINTER",
     "DATASETS",

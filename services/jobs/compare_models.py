@@ -35,13 +35,12 @@ from etl.pseudonymize import pseudonymize
 from model.comparison import compare_assigners, compare_clusterings, compare_propensity
 from model.comparison.assignment import nearest_centroid
 from model.segmentation import LightScorer
-from services.core.catalog import EVENTS, MODEL_COMPARISON, PROPENSITY_MODEL
+from services.core.catalog import MODEL_COMPARISON, PROPENSITY_MODEL
 from services.core.documents.segmentation import SegmentationModelDocument
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import current_model, read_features
-from services.core.spark import read_run_dataset
-from services.jobs.features import read_aggregates
+from services.jobs.features import category_reference
 from services.jobs.propensity import PropensityConfig, build_examples, split_examples
 from services.jobs.segmentation import TrainConfig, truncated_features
 from services.reports.compare_models import write_comparison_report
@@ -103,12 +102,9 @@ def _segmentation(scorer: LightScorer, rows: pd.DataFrame, cfg: CompareConfig, t
 
 def _assignment(spark: SparkSession, lake: Lake, scorer: LightScorer, features: pd.DataFrame,
                 feat_ptr: dict[str, Any], cfg: CompareConfig) -> dict:  # fmt: skip
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
-        raise ValueError("no committed events")
-    prices = read_aggregates(spark, lake, feat_ptr["aggregates_version"]).prices
+    reference = category_reference(lake, feat_ptr["category_prices_version"])
     study = TrainConfig(seed=cfg.seed, threshold_grid=cfg.ns, study_users=cfg.study_users)
-    truncated = truncated_features(spark, events, prices, features, study)
+    truncated = truncated_features(spark, lake, reference, features, study)
     if truncated.empty:
         raise ValueError(f"no user has at least {2 * min(cfg.ns)} events")
     shipped = nearest_centroid(scorer.centroids, scorer.segment_ids)

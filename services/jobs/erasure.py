@@ -528,7 +528,7 @@ def rebuild(spark: Any, lake: Lake) -> list[str]:
     if lake.current_version(FEATURES) is None:
         return []
     run_features(spark, lake, full=True)
-    return ["aggregates", "features"]
+    return ["features"]
 
 
 def erasure_stage(spark: Any, lake: Lake, key: bytes, targets: Targets) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from services.core.readers import read_features, read_segments
 from services.core.spark import read_run_dataset
 from services.core.timelines import read_written, require_timelines, run_on_buckets
 from services.core.timings import Timings
-from services.jobs.segmentation import category_reference
+from services.jobs.features import category_reference
 from services.reports.propensity import write_propensity_report
 
 log = logging.getLogger("shoplens.propensity")
@@ -213,8 +213,8 @@ def train(spark: SparkSession, lake: Lake, cfg: PropensityConfig | None = None) 
         staged.write_json(PropensityMetrics.FILE, doc)
         for name, df in views.items():
             staged.write_table(f"views/{name}", df)
-        if feat_ptr is not None and feat_ptr.get("aggregates_version"):
-            staged.write_table("category_reference", category_reference(lake, feat_ptr["aggregates_version"]))
+        if feat_ptr is not None and feat_ptr.get("category_prices_version"):
+            staged.write_table("category_reference", category_reference(lake, feat_ptr["category_prices_version"]))
         write_propensity_report(staged.dir, doc, views)
     duration = round(time.monotonic() - t0, 3)
     summary = {

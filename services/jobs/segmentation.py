@@ -17,7 +17,8 @@ Why pandas (via pyarrow) and not Spark for the model: the features table has one
 million users x ~50 columns is ~1 GB of float64, which Arrow reads from Parquet column-wise and
 multi-threaded straight into numpy, without a JVM-to-Python row transfer. scikit-learn fits PCA and
 K-Means on a 50k sample and assigns everyone in one vectorised pass (see model/segmentation/segmentation.py).
-Spark stays where the work is per event: features, the first-n-events study and the daily KPIs.
+Spark only distributes the per-event work: the features and the first-n-events study run Spark-free
+code on each timeline bucket in Spark tasks (services.core.timelines.run_on_buckets).
 """
 
 from __future__ import annotations
@@ -34,11 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from sklearn.metrics import adjusted_rand_score
 
-from etl.features import compute_features, first_events_by_n
+from etl.local_features import FIRST_N_ARROW, FIRST_N_INPUTS, first_n_features, reference_means
 from etl.pseudonymize import pseudonymize
 from model.segmentation import (
     LightScorer,
@@ -56,7 +56,7 @@ from model.segmentation import (
     segment_summary,
     threshold_study,
 )
-from services.core.catalog import AGGREGATES, EVENTS, FEATURES, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
+from services.core.catalog import FEATURES, SEGMENT_VIEWS, SEGMENTATION_MODEL, SEGMENTS
 from services.core.documents import OutdatedDocument
 from services.core.documents.segmentation import (
     Coverage,
@@ -69,9 +69,9 @@ from services.core.documents.segmentation import (
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.metrics import record_model, record_segments
 from services.core.publish import new_version
-from services.core.readers import current_model, read_features, read_parquet_dir, read_segments
-from services.core.spark import read_run_dataset
-from services.jobs.features import read_aggregates, run_features
+from services.core.readers import current_model, read_features, read_segments
+from services.core.timelines import run_on_buckets
+from services.jobs.features import category_reference, run_features
 from services.reports.segmentation import write_model_report
 
 log = logging.getLogger("shoplens.segmentation")
@@ -108,22 +108,6 @@ class TrainConfig:
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------------------- reading
-def category_reference(lake: Lake, aggregates_version: str) -> pd.DataFrame:
-    """category_id, mean_log_price, n: the lake-wide category price reference behind ``price_level``.
-
-    Read with pyarrow from the aggregates' ``prices`` table (user x category sums; small).
-    """
-    path = lake.spark_path(f"{AGGREGATES}/{aggregates_version}/prices")
-    if path is None:
-        return pd.DataFrame({"category_id": pd.Series(dtype="int64"), "mean_log_price": pd.Series(dtype=float),
-                             "n": pd.Series(dtype="int64")})  # fmt: skip
-    prices = read_parquet_dir(Path(path))[["category_id", "n_priced", "sum_log_price"]]
-    g = prices.groupby("category_id", sort=True).sum()
-    return pd.DataFrame({"category_id": g.index.astype("int64"), "mean_log_price": g["sum_log_price"] / g["n_priced"],
-                         "n": g["n_priced"].astype("int64").to_numpy()}).reset_index(drop=True)  # fmt: skip
-
-
 # -------------------------------------------------------------------------------- threshold study
 def _study_users(features: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
     """Users long enough for the smallest n, hash-ordered (deterministic) and capped."""
@@ -134,15 +118,17 @@ def _study_users(features: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
 
 
 def truncated_features(
-    spark: SparkSession, events: DataFrame, category_prices: DataFrame, features: pd.DataFrame, cfg: TrainConfig
+    spark: SparkSession, lake: Lake, reference: pd.DataFrame, features: pd.DataFrame, cfg: TrainConfig
 ) -> pd.DataFrame:
     """Features of each study user from their first n events, for every n of the grid they qualify for.
 
     A user enters n when they have at least ``long_factor * n`` events (so "all events" is a real
     extension of the first n); an n with fewer than ``min_study_users`` such users is left out.
-    First-n features use ``as_of="last_event"`` and the whole lake's category prices. Columns: the
-    features table's, plus ``n``. These rows weigh the model's features (``SegmentationModel.fit``)
-    and measure its threshold (:func:`run_threshold_study`).
+    First-n features use ``as_of="last_event"`` and the whole lake's category prices (``reference``,
+    :func:`services.jobs.features.category_reference`), computed in Spark tasks on the study users'
+    timeline buckets by :func:`etl.local_features.first_n_features`. Columns: the features table's,
+    plus ``n``. These rows weigh the model's features (``SegmentationModel.fit``) and measure its
+    threshold (:func:`run_threshold_study`).
     """
     users = _study_users(features, cfg)
     n_events = users.set_index("user_key")["n_events"]
@@ -150,19 +136,12 @@ def truncated_features(
             if (n_events >= cfg.long_factor * n).sum() >= cfg.min_study_users]  # fmt: skip
     if users.empty or not grid:
         return pd.DataFrame(columns=[*features.columns, "n"])
-    keys = spark.createDataFrame(pd.DataFrame({"user_key": users["user_key"].to_numpy()}))
-    subset = events.join(F.broadcast(keys), on="user_key", how="left_semi")
-    # One ranking for every n: each first-n event once per n it falls within, under a composite key
-    # "<user_key>#<n>", so a single compute_features call builds every truncation. Cached: the
-    # feature aggregates each read it (a union of one ranking per n made that plan n times larger).
-    expanded = (first_events_by_n(subset, grid)
-                .withColumn("user_key", F.concat_ws("#", "user_key", F.col("n").cast("string"))).drop("n").cache())  # fmt: skip
-    try:
-        feats = compute_features(expanded, as_of="last_event", category_prices=category_prices).toPandas()
-    finally:
-        expanded.unpersist()
-    split = feats["user_key"].str.rsplit("#", n=1, expand=True)
-    feats["user_key"], feats["n"] = split[0], split[1].astype(int)
+    keys, means = frozenset(users["user_key"]), reference_means(reference)
+
+    def study(_buckets: object, timeline: pa.Table) -> pa.Table:
+        return first_n_features(timeline, grid, keys, means)
+
+    feats = run_on_buckets(spark, lake, study, FIRST_N_ARROW, columns=FIRST_N_INPUTS).to_pandas()
     eligible = n_events.loc[feats["user_key"]].to_numpy() >= cfg.long_factor * feats["n"].to_numpy()
     return feats.loc[eligible].sort_values(["n", "user_key"], ignore_index=True)
 
@@ -265,16 +244,11 @@ def train(
     features, feat_ptr = read_features(lake)
     if features.empty:
         raise ValueError("the features table is empty: ingest events and run `shoplens features`")
-    agg_version = feat_ptr["aggregates_version"]
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
-        raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    cat_prices = read_aggregates(spark, lake, agg_version).prices
-    ref = category_reference(lake, agg_version)
+    ref = category_reference(lake, feat_ptr["category_prices_version"])
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        truncated = truncated_features(spark, events, cat_prices, features, cfg)
+        truncated = truncated_features(spark, lake, ref, features, cfg)
         model = _model(cfg, cfg.min_events_floor).fit(features, truncated=truncated if len(truncated) else None)
         study, study_rows = run_threshold_study(model, features, truncated, cfg)
         min_events = _chosen_threshold(study, cfg)
@@ -328,7 +302,7 @@ def train(
         model, params={"n_threads": cfg.n_threads, "min_events_floor": cfg.min_events_floor},
         version=version, trained_at=utc_now_iso(), previous_version=prev_version,
         data=DataWindow(event_date_min=str(dates[0].min().date()), event_date_max=str(dates[1].max().date()),
-                        as_of=as_of.isoformat(), features_version=feat_ptr["version"], aggregates_version=agg_version,
+                        as_of=as_of.isoformat(), features_version=feat_ptr["version"],
                         folded_run_ids=list(feat_ptr.get("folded_run_ids", [])), users_trained=int(model.n_train_),
                         users_total=len(features)),
         threshold=Threshold(chosen_min_events=min_events, target=cfg.threshold_target, metric=cfg.threshold_metric,
@@ -533,7 +507,6 @@ def score_report(s: Mapping[str, Any]) -> str:
 __all__ = [
     "SEGMENTS_SCHEMA",
     "TrainConfig",
-    "category_reference",
     "publish_segment_views",
     "run_threshold_study",
     "score",

@@ -5,7 +5,7 @@ The CLI (``shoplens run``) and the watcher read this list; a new capability is o
 (its job module supplies ``run``), and neither of them changes. A stage that rebuilds a result from
 versioned inputs declares them (``reads``, ``writes``) and is due by the one rule of
 :mod:`services.core.freshness` (an input's current version differs from the one its output recorded,
-or no output yet); only the stages whose rule is not about versions (erasure, incremental features,
+or no output yet); only the stages whose rule is not about versions (erasure, features,
 retraining by age, the warehouse, the retention policy, the key index) give their own ``due``.
 Stages run in order and each is asked whether it is due just before it would run, because the stages
 before it change the lake (new features make the model stale, a new model makes the segments stale,
@@ -22,8 +22,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from services.core.catalog import (
-    AGGREGATES,
     CATALOG,
+    CATEGORY_PRICES,
     CLV,
     ERASURE_REQUESTS,
     EVENTS,
@@ -45,7 +45,7 @@ from services.jobs.clv import clv_stage
 from services.jobs.erasure import erasure_due, erasure_stage, targets_from
 from services.jobs.erasure_index import refresh as refresh_key_index
 from services.jobs.erasure_index import refresh_due as key_index_due
-from services.jobs.features import run_features
+from services.jobs.features import features_behind, run_features
 from services.jobs.funnel import run_funnel
 from services.jobs.overview import build_overview
 from services.jobs.propensity import score as propensity_score
@@ -101,17 +101,8 @@ class Stage:
 
 
 def features_due(lake: Lake, _cfg: PipelineConfig) -> tuple[bool, str]:
-    """Committed runs not folded into the features yet (or features behind their aggregates)."""
-    committed = set(lake.committed_run_ids())
-    if not committed:
-        return False, "no committed runs"
-    feat, agg = lake.pointer(FEATURES), lake.pointer(AGGREGATES)
-    behind = committed - set(feat.get("folded_run_ids", []) if feat else [])
-    if behind:
-        return True, f"{len(behind)} committed run(s) not folded"
-    if agg is not None and feat is not None and feat.get("aggregates_version") != agg["version"]:
-        return True, "features behind their aggregates"
-    return False, "up to date"
+    """Committed runs not in the features yet (services.jobs.features.features_behind)."""
+    return features_behind(lake)
 
 
 def train_due(lake: Lake, cfg: PipelineConfig) -> tuple[bool, str]:
@@ -147,14 +138,14 @@ STAGES: tuple[Stage, ...] = (
     Stage("erasure", _erasure_due, _erasure, rebuilds=False, reads=(Read(ERASURE_REQUESTS),),
           writes=tuple(d.path for d in CATALOG if d.user_keys or d.links)),
     Stage("features", features_due, lambda spark, lake, _cfg: run_features(spark, lake),
-          reads=(_RUNS, Read(EVENTS)), writes=(FEATURES, AGGREGATES)),
+          reads=(_RUNS,), writes=(FEATURES, CATEGORY_PRICES)),
     Stage("train", train_due, lambda spark, lake, cfg: train(spark, lake, cfg.train, do_score=False),
-          reads=(_FEATURES, Read(AGGREGATES), Read(EVENTS)), writes=(SEGMENTATION_MODEL,)),
+          reads=(_FEATURES, Read(CATEGORY_PRICES)), writes=(SEGMENTATION_MODEL,)),
     Stage("score", None, lambda spark, lake, _cfg: score(spark, lake, refresh_features=False),
           reads=(Read(SEGMENTATION_MODEL), _FEATURES), writes=(SEGMENTS, SEGMENT_VIEWS)),
     # propensity: trained when missing or older than retrain_age_days (not per run: it reads every cutoff)
     Stage("propensity_train", lambda lake, cfg: propensity_train_due(lake, cfg.retrain_age_days),
-          lambda spark, lake, _cfg: propensity_train(spark, lake), reads=(_FEATURES, Read(AGGREGATES), Read(EVENTS)),
+          lambda spark, lake, _cfg: propensity_train(spark, lake), reads=(_FEATURES, Read(CATEGORY_PRICES), Read(EVENTS)),
           writes=(PROPENSITY_MODEL,)),
     Stage("propensity_score", None, lambda spark, lake, _cfg: propensity_score(spark, lake),
           reads=(Read(PROPENSITY_MODEL), _FEATURES), writes=(PROPENSITY,)),

@@ -1,5 +1,6 @@
-"""Per-user features: exact values on tiny frames, an independent pandas recomputation on a few hundred
-synthetic users, and incremental folding equal to the full recomputation."""
+"""Per-user features, computed as the features job computes them (etl.local_features.timeline_features on
+a timeline bucket): exact values on tiny histories, an independent pandas recomputation on a few hundred
+synthetic users, the first-n study's truncations, and a bucket merged from two runs equal to one run."""
 
 from __future__ import annotations
 
@@ -10,22 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
-from pyspark.sql import functions as F
 
-from etl.aggregates import aggregate_events, update_aggregates
-from etl.contract import CATEGORY_L1, EVENT_SCHEMA
-from etl.features import (
-    FEATURE_NAMES,
-    FEATURES,
-    compute_features,
-    finalize,
-    first_events_by_n,
-    first_n_events,
-    render_markdown,
-)
-
-pytestmark = pytest.mark.spark
+from etl.contract import CATEGORY_L1, EVENT_COLUMNS
+from etl.features import FEATURE_NAMES, FEATURES, render_markdown
+from etl.lines import EVENT_FILE_SCHEMA
+from etl.local_features import first_n_features, reference_means, timeline_features
+from etl.timeline import merge_timelines, to_timeline
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "features.md"
 TIME_COLS = [f.name for f in FEATURES if f.dtype == "timestamp"]
@@ -55,16 +48,34 @@ def ev(user, session, when, etype="view", price=10.0, l1=None, brand=None, categ
 
 
 def to_pandas(df) -> pd.DataFrame:
-    """Collect features with timestamps as epoch microseconds (no time-zone conversion on the way)."""
+    """Collect features with timestamps as epoch microseconds (no time-zone conversion on the way): a
+    Spark frame (the published features read by Spark) or an Arrow table."""
+    if isinstance(df, pa.Table):
+        cols = {c: df[c].cast(pa.int64()) if c in TIME_COLS else df[c] for c in df.column_names}
+        return pa.table(cols).to_pandas().set_index("user_key").sort_index()
+    from pyspark.sql import functions as F
+
     cols = [F.unix_micros(c).alias(c) if c in TIME_COLS else F.col(c) for c in df.columns]
     return df.select(*cols).toPandas().set_index("user_key").sort_index()
+
+
+def timeline(rows: list[tuple]) -> pa.Table:
+    """Rows of :func:`ev` as one timeline bucket, as ingest writes it (line numbers in row order)."""
+    frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS)).drop(columns=["event_date"])
+    frame["line_number"] = np.arange(len(frame))
+    return to_timeline(pa.Table.from_pandas(frame, schema=EVENT_FILE_SCHEMA, preserve_index=False))
+
+
+def features_of(rows: list[tuple], as_of=None, suspicious=(), reference=None) -> pd.DataFrame:
+    """The features job's computation on ``rows`` (one bucket holding every user), as :func:`to_pandas`."""
+    return to_pandas(timeline_features(timeline(rows), as_of, reference, suspicious))
 
 
 # -- exact values on a tiny frame --------------------------------------------------------------------------
 
 
 @pytest.fixture
-def tiny(spark):
+def tiny():
     t = datetime(2019, 11, 22, 23, 0, 0)  # a Friday, 23:00 UTC
     rows = [
         # user a: session s1 on Friday night (view, cart, purchase), session s2 Monday 25 Nov (holiday)
@@ -77,12 +88,11 @@ def tiny(spark):
         ev("b", "s3", datetime(2019, 11, 23, 14, 0, 20), "cart", 400.0, "electronics", None, category_id=1),
         ev("b", "s3", datetime(2019, 11, 23, 14, 1), "remove_from_cart", 400.0, None, None, category_id=None),
     ]
-    return spark.createDataFrame(rows, EVENT_SCHEMA)
+    return rows
 
 
-def test_tiny_frame_gives_hand_computed_values(spark, tiny):
-    flagged = spark.createDataFrame([("b",)], "user_key string")
-    got = to_pandas(compute_features(tiny, suspicious_users=flagged))
+def test_tiny_frame_gives_hand_computed_values(tiny):
+    got = features_of(tiny, suspicious={"b"})
     assert list(got.reset_index().columns) == list(FEATURE_NAMES)
     a, b = got.loc["a"], got.loc["b"]
     as_of = datetime(2019, 11, 25, 8, 0, tzinfo=UTC)  # latest event in the frame
@@ -120,25 +130,24 @@ def test_tiny_frame_gives_hand_computed_values(spark, tiny):
     assert b.is_suspicious
 
 
-def test_zero_denominators_are_null(spark):
-    df = spark.createDataFrame([ev("u", "s", datetime(2019, 10, 1), "purchase", 0.0)], EVENT_SCHEMA)
-    got = to_pandas(compute_features(df)).loc["u"]
+def test_zero_denominators_are_null():
+    got = features_of([ev("u", "s", datetime(2019, 10, 1), "purchase", 0.0)]).loc["u"]
     assert pd.isna(got.view_to_cart_rate) and pd.isna(got.cart_to_purchase_rate)
     assert pd.isna(got.cart_abandonment_rate) and pd.isna(got.removal_rate)
     assert pd.isna(got.brand_concentration) and pd.isna(got.price_level)  # no brand, price 0
     assert got.recency_days == 0 and got.frequency == 1
 
 
-def test_as_of_options(spark, tiny):
-    fixed = to_pandas(compute_features(tiny, as_of="2019-12-01T00:00:00"))
+def test_as_of_options(tiny):
+    fixed = features_of(tiny, as_of="2019-12-01T00:00:00")
     assert fixed.loc["a", "recency_days"] == 8  # 22 Nov 23:30 -> 1 Dec 00:00 = 8 days 30 min
     assert fixed.loc["b", "tenure_days"] == 7
-    per_user = to_pandas(compute_features(tiny, as_of="last_event"))
+    per_user = features_of(tiny, as_of="last_event")
     assert (per_user["as_of"] == per_user["last_event_time"]).all()
     assert per_user.loc["a", "recency_days"] == 2 and per_user.loc["b", "tenure_days"] == 0
 
 
-def test_holiday_window_follows_black_friday(spark):
+def test_holiday_window_follows_black_friday():
     """Thanksgiving is the 4th Thursday of November; the peak starts the Monday before Black Friday."""
     rows = []
     for year in range(2015, 2031):
@@ -148,7 +157,7 @@ def test_holiday_window_follows_black_friday(spark):
         for d, inside in ((start - timedelta(days=1), 0), (start, 1), (date(year, 12, 31), 1)):
             when = datetime(d.year, d.month, d.day, 12, tzinfo=UTC)
             rows.append(ev(f"{d}-{inside}", "s", when))
-    got = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA)))
+    got = features_of(rows)
     expected = pd.Series({r[11]: float(r[11].endswith("-1")) for r in rows}).sort_index()
     pd.testing.assert_series_equal(got["holiday_share"], expected, check_names=False)
 
@@ -186,8 +195,8 @@ def synthetic_rows(n_users: int = 300, seed: int = 7) -> list[tuple]:
 
 
 def pandas_features(rows: list[tuple]) -> pd.DataFrame:
-    """Straightforward event-level pandas, sharing no code with etl.features."""
-    cols = [f.name for f in EVENT_SCHEMA.fields]
+    """Straightforward event-level pandas, sharing no code with etl.local_features."""
+    cols = list(EVENT_COLUMNS)
     e = pd.DataFrame(rows, columns=cols)
     e["ts"] = pd.to_datetime(e["event_time"], utc=True)
     as_of = e["ts"].max()
@@ -242,9 +251,9 @@ def pandas_features(rows: list[tuple]) -> pd.DataFrame:
     return out
 
 
-def test_features_match_an_independent_pandas_recomputation(spark):
+def test_features_match_an_independent_pandas_recomputation():
     rows = synthetic_rows()
-    got = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA)))
+    got = features_of(rows)
     want = pandas_features(rows)
     assert list(got.index) == list(want.index) and len(got) == 300
     for col in want.columns:
@@ -269,20 +278,17 @@ def test_features_match_an_independent_pandas_recomputation(spark):
     assert got["recency_days"].isna().sum() == want["recency_days"].isna().sum() > 0
 
 
-def test_first_n_events_with_per_user_as_of_and_lake_price_reference(spark):
+def test_first_n_events_with_per_user_as_of_and_lake_price_reference():
     """The threshold-study recipe: first n events, as-of the last included event, lake-wide prices."""
     rows = synthetic_rows(120, seed=21)
-    events = spark.createDataFrame(rows, EVENT_SCHEMA)
-    got = to_pandas(
-        compute_features(
-            first_n_events(events, 5), as_of="last_event", category_prices=aggregate_events(events).prices
-        )
-    )
-    e = pd.DataFrame(rows, columns=[f.name for f in EVENT_SCHEMA.fields])
+    e = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     e["ts"] = pd.to_datetime(e["event_time"], utc=True)
     priced = e[(e.price > 0) & e.category_id.notna()].copy()
     priced["lp"] = np.log(priced["price"])
     lake_mean = priced.groupby("category_id")["lp"].mean()
+    study = first_n_features(timeline(rows), [5], category_reference=reference_means(lake_mean))
+    assert set(study["n"].to_pylist()) == {5}
+    got = to_pandas(study.drop_columns(["n"]))
     head = (
         e.sort_values(["user_key", "ts", "event_type", "product_id", "session_key"])
         .groupby("user_key")
@@ -298,21 +304,28 @@ def test_first_n_events_with_per_user_as_of_and_lake_price_reference(spark):
     assert got["price_level"].notna().sum() == len(level) > 100
 
 
-
-def test_first_events_by_n_tags_each_of_a_users_first_events_with_every_n_it_falls_within(spark):
-    """One ranking for the whole grid gives, per n, exactly each user's first n events (pandas head(n))."""
+def test_first_n_features_take_each_of_a_users_first_events_for_every_n():
+    """One call for the whole grid gives, per n, exactly the features of each user's first n events
+    (pandas head(n) in time order with the study's tie-breaks); users may be restricted."""
     rows = synthetic_rows(60, seed=5)
-    events = spark.createDataFrame(rows, EVENT_SCHEMA)
-    got = first_events_by_n(events, [3, 8, 20]).toPandas()
-    e = pd.DataFrame(rows, columns=[f.name for f in EVENT_SCHEMA.fields])
+    e = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
     e["ts"] = pd.to_datetime(e["event_time"], utc=True)
     ordered = e.sort_values(["user_key", "ts", "event_type", "product_id", "session_key"])
-    cols = ["user_key", "session_key", "product_id", "event_type"]
+    keep = sorted(e["user_key"].unique())[::2]
+    got = first_n_features(timeline(rows), [20, 3, 8], users=keep).to_pandas()
+    assert got["n"].tolist() == sorted(got["n"].tolist()) and set(got["user_key"]) == set(keep)
     for n in (3, 8, 20):
-        want = ordered.groupby("user_key").head(n)[cols].sort_values(cols, ignore_index=True)
-        part = got.loc[got["n"] == n, cols].sort_values(cols, ignore_index=True)
-        pd.testing.assert_frame_equal(part, want, obj=f"n={n}")
-    assert (got["n"] == 20).sum() > (got["n"] == 8).sum() > (got["n"] == 3).sum() > 0
+        head = ordered[ordered["user_key"].isin(keep)].groupby("user_key").head(n).groupby("user_key")
+        part = got.loc[got["n"] == n].set_index("user_key").sort_index()
+        assert part["n_events"].tolist() == head.size().sort_index().tolist()
+        assert (part["first_event_time"] == head["ts"].min().sort_index()).all()
+        assert (part["last_event_time"] == head["ts"].max().sort_index()).all()
+        assert (part["as_of"] == part["last_event_time"]).all()
+        buys = head.apply(lambda g: g.loc[g["event_type"] == "purchase", "price"].sum(), include_groups=False)
+        np.testing.assert_allclose(part["monetary"], buys.sort_index(), rtol=1e-12)
+    assert (got["n"] == 20).sum() == (got["n"] == 3).sum() == len(keep)  # every user at every n
+    assert got.loc[got["n"] == 20, "n_events"].sum() > got.loc[got["n"] == 3, "n_events"].sum()
+
 
 # -- incremental equals full ---------------------------------------------------------------------------------
 
@@ -327,20 +340,21 @@ def assert_frames_equal(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("split", ["by_time", "random_rows"])
-def test_folding_two_batches_equals_full_recomputation(spark, split):
-    """Sessions and days straddle the batches in both splits; every column of every user must match."""
-    events = spark.createDataFrame(synthetic_rows(200, seed=11), EVENT_SCHEMA)
+def test_a_bucket_merged_from_two_runs_equals_one_run(split):
+    """Sessions and days straddle the runs in both splits (a lake's bucket is its runs' timelines merged
+    on read); every column of every user must match the features of all events in one timeline."""
+    rows = synthetic_rows(200, seed=11)
     if split == "by_time":
-        cut = F.lit(datetime(2019, 11, 15, tzinfo=UTC))
-        first, second = events.where(F.col("event_time") < cut), events.where(F.col("event_time") >= cut)
+        cut = datetime(2019, 11, 15, tzinfo=UTC)
+        first, second = [r for r in rows if r[0] < cut], [r for r in rows if r[0] >= cut]
     else:
-        first, second = events.randomSplit([0.5, 0.5], seed=3)
-    assert first.count() > 0 and second.count() > 0
-    flagged = spark.createDataFrame([("user0003",), ("user0042",)], "user_key string")
-
-    folded = update_aggregates(update_aggregates(None, first), second)
-    incremental = to_pandas(finalize(folded, suspicious_users=flagged))
-    full = to_pandas(compute_features(events, suspicious_users=flagged))
+        pick = np.random.default_rng(3).random(len(rows)) < 0.5
+        first, second = [r for r, p in zip(rows, pick, strict=True) if p], [r for r, p in zip(rows, pick, strict=True) if not p]
+    assert first and second
+    flagged = {"user0003", "user0042"}
+    merged = merge_timelines([timeline(first), timeline(second)])
+    incremental = to_pandas(timeline_features(merged, suspicious_users=flagged))
+    full = features_of(rows, suspicious=flagged)
     assert len(full) == 200 and full["is_suspicious"].sum() == 2
     assert_frames_equal(incremental, full)
 

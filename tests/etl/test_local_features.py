@@ -1,8 +1,10 @@
-"""The pandas twin of the feature computation equals the Spark computation, column by column.
+"""Scoring one uploaded history gives the lake's features, column by column: the history path
+(services.jobs.predict's validation + etl.local_features.raw_to_events + compute_features_local) against
+the lake path (the ingest's events as a timeline, etl.local_features.timeline_features, what the
+features job runs on each bucket).
 
-Events come from the real ingest transformation (etl.ingest.classify on raw lines) for Spark and from
-services.jobs.predict's validation + etl.local_features.raw_to_events for the twin, so the comparison
-also covers the row rules and the normalization. Data: a generated two-month feed (Nov-Dec, so the
+Events come from the real ingest transformation (etl.lines.classify_batch on raw lines) for the lake
+path, so the comparison also covers the row rules and the normalization. Data: a generated two-month feed (Nov-Dec, so the
 holiday window matters) with dirty rows, and the real REES46 sample (nulls in brand and category).
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from etl.local_features import (
@@ -24,7 +27,9 @@ from etl.local_features import (
     compute_features_local,
     raw_to_events,
     reference_means,
+    timeline_features,
 )
+from etl.timeline import to_timeline
 from model.segmentation.estimator import SegmentationModel
 from model.segmentation.scorer import LightScorer, export_artifact
 from services.jobs.predict import read_history
@@ -36,14 +41,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::model.segmentation.selection.Se
 # -- registry ---------------------------------------------------------------------------------------------
 
 
-def test_columns_and_constants_match_the_spark_registry():
-    from etl.aggregates import CATEGORY_BUCKETS as SPARK_BUCKETS
-    from etl.aggregates import HOUR_BANDS as SPARK_BANDS
+def test_columns_and_constants_match_the_registry():
+    from etl.contract import CATEGORY_BUCKETS as CONTRACT_BUCKETS
+    from etl.contract import HOUR_BANDS as CONTRACT_BANDS
     from etl.features import FEATURES
 
     assert {f.name: f.dtype for f in FEATURES} == FEATURE_DTYPES
     assert list(FEATURE_DTYPES) == [f.name for f in FEATURES]
-    assert HOUR_BANDS == SPARK_BANDS and CATEGORY_BUCKETS == SPARK_BUCKETS
+    assert HOUR_BANDS == CONTRACT_BANDS and CATEGORY_BUCKETS == CONTRACT_BUCKETS
 
 
 def test_reference_forms_agree():
@@ -88,8 +93,9 @@ def generated_file(tmp_path_factory) -> Path:
 
 
 def spark_events(spark, path: Path):
-    """(outcome per line, accepted events) of ``path`` as the ingest computes them: the Arrow code each
-    Spark task runs (etl.lines.classify_batch), its events read back by Spark from Parquet."""
+    """(outcome per line, accepted events, the same events in Arrow) of ``path`` as the ingest computes
+    them: the Arrow code each Spark task runs (etl.lines.classify_batch), its events read back by Spark
+    from Parquet."""
     import tempfile
 
     from etl.ingest import parquet_bytes
@@ -102,25 +108,23 @@ def spark_events(spark, path: Path):
     outcomes = ([("accepted", None)] * out.events.num_rows + [("duplicate", None)] * out.duplicates.num_rows
                 + [("quarantined", r) for r in out.quarantine["reason"].to_pylist()])  # fmt: skip
     classified = spark.createDataFrame(outcomes, "outcome string, reason string")
-    return classified, spark.read.parquet(str(where)).drop("line_number")
+    return classified, spark.read.parquet(str(where)).drop("line_number"), out.events
 
 
 @pytest.fixture(scope="module", params=["generated", "rees46"])
 def both(request, spark, generated_file):
-    """(Spark events, Spark classified lines, local events, local history) of one data set."""
+    """(Spark events, Spark classified lines, local events, local history, the ingest's events in Arrow)
+    of one data set."""
     path = generated_file if request.param == "generated" else request.getfixturevalue("rees46_sample")
-    classified, events = spark_events(spark, path)
+    classified, events, arrow = spark_events(spark, path)
     history = read_history(path)
     local = raw_to_events(history.rows, key=KEY)
-    return events.cache(), classified, local, history
+    return events.cache(), classified, local, history, arrow
 
 
-def spark_to_pandas(df) -> pd.DataFrame:
-    from pyspark.sql import functions as F
-
-    times = [c for c, t in FEATURE_DTYPES.items() if t == "timestamp"]
-    cols = [F.unix_micros(c).alias(c) if c in times else F.col(c) for c in df.columns]
-    return df.select(*cols).toPandas().set_index("user_key").sort_index()
+def lake_features(events: pa.Table, as_of=None, reference=None) -> pd.DataFrame:
+    """The lake path: the ingest's events as one timeline bucket, the features job's function on it."""
+    return local_to_comparable(timeline_features(to_timeline(events), as_of, reference).to_pandas())
 
 
 def local_to_comparable(df: pd.DataFrame) -> pd.DataFrame:
@@ -156,7 +160,7 @@ def assert_same_features(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 def test_rows_are_validated_and_normalized_like_the_ingest(both):
-    events, classified, local, history = both
+    events, classified, local, history, _ = both
     by_outcome = {r["outcome"]: r["count"] for r in classified.groupBy("outcome").count().collect()}
     assert history.rows_read == sum(by_outcome.values())
     assert len(history.rows) == by_outcome.get("accepted", 0) > 0
@@ -185,11 +189,9 @@ def test_rows_are_validated_and_normalized_like_the_ingest(both):
 
 
 @pytest.mark.parametrize("as_of", [None, "last_event", datetime(2019, 12, 10, 12, 30, tzinfo=UTC)])
-def test_twin_equals_spark_for_every_user_and_column(both, as_of):
-    from etl.features import compute_features
-
-    events, _, local, _ = both
-    want = spark_to_pandas(compute_features(events, as_of=as_of))
+def test_history_path_equals_the_lake_path_for_every_user_and_column(both, as_of):
+    _, _, local, _, events = both
+    want = lake_features(events, as_of)
     got = local_to_comparable(compute_features_local(local, as_of=as_of))
     assert len(got) > 250
     assert_same_features(got, want)
@@ -199,31 +201,26 @@ def test_twin_equals_spark_for_every_user_and_column(both, as_of):
 
 
 def test_lake_wide_reference_with_categories_unknown_to_it(both):
-    """A reference built from part of the data: unknown categories drop out of price_level, as in Spark."""
-    from pyspark.sql import functions as F
-
-    from etl.aggregates import aggregate_events
-    from etl.features import compute_features
-
-    events, _, local, _ = both
-    part = events.where(F.col("category_id") % 3 != 0)
-    prices = aggregate_events(part).prices
-    want = spark_to_pandas(compute_features(events, category_prices=prices))
-    ref = prices.toPandas()
+    """A reference built from part of the data: unknown categories drop out of price_level."""
+    _, _, local, _, events = both
+    priced = local.loc[(local["price"] > 0) & local["category_id"].notna() & (local["category_id"] % 3 != 0)]
+    ref = pd.DataFrame({"category_id": priced["category_id"].astype("int64"), "n_priced": 1,
+                        "sum_log_price": np.log(priced["price"])})  # fmt: skip
+    want = lake_features(events, reference=reference_means(ref))
     got = local_to_comparable(compute_features_local(local, category_reference=ref))
     assert_same_features(got, want)
     # compact forms of the same reference give the same result
     compact = reference_means(ref).rename("mean_log_price").rename_axis("category_id").reset_index()
     again = local_to_comparable(compute_features_local(local, category_reference=compact))
     assert_same_features(again, want)
-    # some users have priced events only in categories the reference lacks -> null, as in Spark
-    own = spark_to_pandas(compute_features(events))
+    # some users have priced events only in categories the reference lacks -> null
+    own = lake_features(events)
     assert (want["price_level"].isna() & own["price_level"].notna()).any()
 
 
 def test_cutoff_features_equal_the_twin_on_the_events_up_to_each_cutoff(both):
     """One coding for several cutoffs (the training examples) = coding each cutoff's events anew."""
-    _, _, local, _ = both
+    _, _, local, _, _ = both
     ref = reference_means(local.assign(n_priced=1, sum_log_price=np.log(local["price"].where(local["price"] > 0)))
                           .dropna(subset=["sum_log_price", "category_id"]).iloc[::2])  # fmt: skip
     micros = local["event_time"].astype("datetime64[us, UTC]").astype("int64")
@@ -244,23 +241,21 @@ def test_cutoff_features_equal_the_twin_on_the_events_up_to_each_cutoff(both):
 # -- the scorer on both ----------------------------------------------------------------------------------
 
 
-def test_light_scorer_same_segments_on_twin_and_spark_features(both):
-    from etl.features import compute_features
-
-    events, _, local, _ = both
-    spark_f = spark_to_pandas(compute_features(events)).reset_index()
+def test_light_scorer_same_segments_on_the_history_and_the_lake_features(both):
+    _, _, local, _, events = both
+    lake_f = timeline_features(to_timeline(events)).to_pandas()  # the lake's features
     local_f = compute_features_local(local)
-    assert spark_f["user_key"].tolist() == local_f["user_key"].tolist()
+    assert lake_f["user_key"].tolist() == local_f["user_key"].tolist()
     model = SegmentationModel(k_range=(3, 5), n_bootstrap=2, n_init=4, seed=1).fit(local_f)
     ids = [10 + i for i in range(model.k_)]
     art = export_artifact(model, "test-v1", segment_ids=ids, segment_names=[f"s{i}" for i in ids])
     scorer = LightScorer.from_dict(art)
     seg_local, conf_local = scorer.predict(local_f)
-    seg_spark, conf_spark = scorer.predict(spark_f)
-    labels = model.predict(spark_f)
-    np.testing.assert_array_equal(seg_local, seg_spark)
-    np.testing.assert_array_equal(seg_spark, np.asarray(ids)[labels])
-    np.testing.assert_allclose(conf_local, conf_spark, rtol=1e-9, atol=1e-12)
+    seg_lake, conf_lake = scorer.predict(lake_f)
+    labels = model.predict(lake_f)
+    np.testing.assert_array_equal(seg_local, seg_lake)
+    np.testing.assert_array_equal(seg_lake, np.asarray(ids)[labels])
+    np.testing.assert_allclose(conf_local, conf_lake, rtol=1e-9, atol=1e-12)
     assert len(set(seg_local)) == model.k_ >= 3
 
 

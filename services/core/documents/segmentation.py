@@ -23,7 +23,8 @@ class DataWindow(Part):
     event_date_max: str
     as_of: str
     features_version: str
-    aggregates_version: str
+    #: Models trained before features came from timelines name the Spark aggregates they were built on.
+    aggregates_version: str | None = None
     folded_run_ids: list[str]
     users_trained: int
     users_total: int

@@ -241,7 +241,7 @@ def test_verified_erasure_on_local_disk(spark, tmp_path: Path, pg_server, cli_en
     out = run_pipeline(spark, lake, cfg)
     assert out["ran"][0] == "erasure" and {"score", "publish"} <= set(out["ran"])
     summary = out["erasure"]
-    assert summary["rebuilt"] == ["aggregates", "features"]
+    assert summary["rebuilt"] == ["features"]
     assert 0 < summary["events_files_rewritten"] < summary["events_files"]
     assert summary["rows_removed"][RAW_PROCESSED] > 0 and summary["rows_removed"][RAW_REJECTED] == 1
 

@@ -1,5 +1,6 @@
-"""The features job on a real local lake: incremental folds of committed runs, pointers, and an
-end-to-end check of RFM against pandas computed straight from raw CSV files."""
+"""The features job on a real local lake: new committed runs published from the timelines, pointers,
+a crash mid-run, an older release's lake, and an end-to-end check of RFM against pandas computed
+straight from raw CSV files."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ import pytest
 from pyspark.sql import functions as F
 
 from etl.contract import EVENT_SCHEMA
-from etl.features import compute_features
 from etl.pseudonymize import pseudonymize
-from services.core.catalog import AGGREGATES, EVENTS, FEATURES, SUSPICIOUS_USERS
-from services.jobs.features import read_features, run_features
+from services.core.catalog import CATEGORY_PRICES, EVENTS, FEATURES, SUSPICIOUS_USERS
+from services.jobs import features as features_job
+from services.jobs.features import LEGACY_AGGREGATES, features_behind, read_features, run_features
 from services.jobs.ingest import ingest_files
-from tests.etl.test_features import assert_frames_equal, synthetic_rows, to_pandas
+from tests.etl.test_features import (
+    assert_frames_equal,
+    features_of,
+    pandas_features,
+    synthetic_rows,
+    to_pandas,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -41,45 +48,46 @@ def commit_run(spark, lake, run_id, rows, status="committed", suspicious=()):
     lake.write_run({"run_id": run_id, "status": status})
 
 
-def test_new_runs_are_folded_without_rereading_old_events(spark, local_lake):
+def test_new_runs_are_published_from_the_timelines_without_rereading_old_events(spark, local_lake):
     rows = synthetic_rows(150, seed=5)
     cut = datetime(2019, 11, 10, tzinfo=UTC)
     first = [r for r in rows if r[0] < cut]
     second = [r for r in rows if r[0] >= cut]
     commit_run(spark, local_lake, "r1", first, suspicious=["user0007"])
-    s1 = run_features(spark, local_lake)
-    assert s1["status"] == "published" and s1["new_run_ids"] == ["r1"] and s1["new_events"] == len(first)
+    s1 = run_features(spark, local_lake)  # r1 was laid out without timelines: built once, then read
+    assert s1["status"] == "published" and s1["new_run_ids"] == ["r1"] and s1["n_events"] == len(first)
+    assert s1["backfilled_runs"] == ["r1"]
 
-    # Remove r1's events from the lake: a correct incremental fold no longer needs them.
+    # Remove r1's events from the lake: its timelines hold them, the features no longer read events.
     assert local_lake.store.delete_prefix(EVENTS) > 0
     commit_run(spark, local_lake, "r2", second)
     commit_run(spark, local_lake, "r3", rows[:50], status="failed")  # never committed: ignored
     s2 = run_features(spark, local_lake)
     assert s2["new_run_ids"] == ["r2"] and s2["folded_run_ids"] == ["r1", "r2"]
-    assert s2["new_events"] == len(second) and s2["n_events"] == len(rows) and s2["n_suspicious"] == 1
+    assert s2["n_events"] == len(rows) and s2["n_suspicious"] == 1
 
-    flagged = spark.createDataFrame([("user0007",)], "user_key string")
-    want = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA), suspicious_users=flagged))
-    assert_frames_equal(to_pandas(read_features(spark, local_lake)), want)
-    assert local_lake.pointer(AGGREGATES)["folded_run_ids"] == ["r1", "r2"]
-    assert local_lake.pointer(FEATURES)["aggregates_version"] == s2["aggregates_version"] == s2["version"]
-    assert local_lake.pointer(FEATURES)["n_users"] == 150
+    want = features_of(rows, suspicious={"user0007"})  # every user's events in one bucket, one run
+    got = to_pandas(read_features(spark, local_lake))
+    assert_frames_equal(got, want)
+    independent = pandas_features(rows)
+    for col in ("n_events", "frequency", "monetary", "tenure_days", "price_level", "brand_concentration"):
+        np.testing.assert_allclose(got[col].astype(float), independent[col].astype(float), rtol=1e-9, atol=1e-12, err_msg=col)
+    ptr = local_lake.pointer(FEATURES)
+    assert ptr["folded_run_ids"] == ["r1", "r2"] and ptr["n_users"] == 150
+    assert ptr["category_prices_version"] == s2["version"] == local_lake.current_version(CATEGORY_PRICES)
 
     s3 = run_features(spark, local_lake)
     assert s3["status"] == "up_to_date" and s3["version"] == s2["version"]
 
-    # --full re-reads every committed run from the lake; r1's files are gone, so only r2 counts.
+    # --full recomputes from the timelines (r1's event files are gone, its timelines are not)
     s4 = run_features(spark, local_lake, full=True)
-    assert s4["status"] == "published" and s4["n_events"] == len(second)
+    assert s4["status"] == "published" and s4["n_events"] == len(rows)
     assert s4["folded_run_ids"] == ["r1", "r2"]
-    want_r2 = to_pandas(
-        compute_features(spark.createDataFrame(second, EVENT_SCHEMA), suspicious_users=flagged)
-    )
-    assert_frames_equal(to_pandas(read_features(spark, local_lake)), want_r2)
+    assert_frames_equal(to_pandas(read_features(spark, local_lake)), want)
 
 
 @pytest.mark.s3
-def test_incremental_folds_on_a_real_s3_lake(spark, s3_lake):
+def test_features_on_a_real_s3_lake(spark, s3_lake):
     rows = synthetic_rows(60, seed=9)
     cut = datetime(2019, 11, 1, tzinfo=UTC)
     commit_run(spark, s3_lake, "r1", [r for r in rows if r[0] < cut])
@@ -89,21 +97,40 @@ def test_incremental_folds_on_a_real_s3_lake(spark, s3_lake):
     assert s2["new_run_ids"] == ["r2"] and s2["n_events"] == len(rows)
     keys = s3_lake.store.list(f"{FEATURES}/{s2['version']}")
     assert any(k.endswith(".parquet") for k in keys)
-    want = to_pandas(compute_features(spark.createDataFrame(rows, EVENT_SCHEMA)))
-    assert_frames_equal(to_pandas(read_features(spark, s3_lake)), want)
+    assert_frames_equal(to_pandas(read_features(spark, s3_lake)), features_of(rows))
 
 
-def test_features_after_a_crash_between_pointers_are_refinalized(spark, local_lake):
+def test_a_crash_mid_run_leaves_the_previous_version_current(spark, local_lake, monkeypatch):
     commit_run(spark, local_lake, "r1", synthetic_rows(20, seed=1))
     s1 = run_features(spark, local_lake)
-    # Simulate a crash after the aggregates pointer moved but before the features pointer did.
-    ptr = local_lake.pointer(FEATURES)
-    local_lake.write_json(f"{FEATURES}/_current.json", {**ptr, "aggregates_version": "older"})
+    commit_run(spark, local_lake, "r2", synthetic_rows(30, seed=2))
+
+    def crash(*_args):
+        raise RuntimeError("killed after the tasks wrote their files")
+
+    monkeypatch.setattr(features_job, "_stats", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_features(spark, local_lake)
+    assert local_lake.current_version(FEATURES) == local_lake.current_version(CATEGORY_PRICES) == s1["version"]
+    assert {k.split("/")[1] for k in local_lake.store.list(FEATURES)} == {s1["version"], "_current.json"}
+    monkeypatch.undo()
     s2 = run_features(spark, local_lake)
-    assert (
-        s2["status"] == "published" and s2["new_run_ids"] == [] and s2["aggregates_version"] == s1["version"]
-    )
-    assert local_lake.pointer(FEATURES)["aggregates_version"] == s1["version"]
+    assert s2["status"] == "published" and s2["new_run_ids"] == ["r2"] and s2["n_users"] == 30  # the same user names
+
+
+def test_an_older_release_s_aggregates_are_removed(spark, local_lake):
+    """A lake written before features came from timelines holds aggregates/ (user keys inside) and no
+    timelines: the features stage is due, builds the timelines, and deletes aggregates/ whole."""
+    commit_run(spark, local_lake, "r1", synthetic_rows(20, seed=1))
+    run_features(spark, local_lake)
+    legacy = local_lake.store.local_path(LEGACY_AGGREGATES) / "v1" / "users"
+    legacy.mkdir(parents=True)
+    pd.DataFrame({"user_key": ["user0001"], "n_events": [3]}).to_parquet(legacy / "part-0.parquet")
+    local_lake.write_json(f"{LEGACY_AGGREGATES}/_current.json", {"version": "v1", "folded_run_ids": ["r1"]})
+    assert features_behind(local_lake) == (True, "features of an older release (aggregates/ to remove)")
+    s = run_features(spark, local_lake)
+    assert s["status"] == "published" and s["legacy_aggregates_files_removed"] == 2
+    assert local_lake.store.list(LEGACY_AGGREGATES) == [] and features_behind(local_lake) == (False, "up to date")
 
 
 def test_an_empty_lake_is_a_clear_error(spark, local_lake):

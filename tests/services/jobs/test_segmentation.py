@@ -188,20 +188,32 @@ def test_score_after_new_ingest_includes_new_users_without_retraining(built, spa
 def test_truncations_weigh_the_model_features(built, spark):
     """The study's first-n features: n events each, only users with >= long_factor x n events; their
     noise sets the weights published in model.json (RMS 1, noisier features lighter)."""
-    from services.core.spark import read_run_dataset
-    from services.jobs.features import read_aggregates
+    from services.jobs.features import category_reference
     from services.jobs.segmentation import truncated_features
 
     lake = built["lake"]
     features, ptr = read_features_pandas(lake)
-    events = read_run_dataset(spark, lake, EVENTS)
-    prices = read_aggregates(spark, lake, ptr["aggregates_version"]).prices
-    cut = truncated_features(spark, events, prices, features, FAST)
+    cut = truncated_features(spark, lake, category_reference(lake, ptr["category_prices_version"]), features, FAST)
     assert set(cut["n"]) <= set(FAST.threshold_grid) and len(cut)
     assert (cut["n_events"] == cut["n"]).all()
     full_n = features.set_index("user_key").loc[cut["user_key"], "n_events"].to_numpy()
     assert (full_n >= FAST.long_factor * cut["n"].to_numpy()).all()
     assert not cut.duplicated(["user_key", "n"]).any()
+    # each row is its user's first n events (pandas on the event files, in time order with the
+    # study's tie-breaks): first and last event time and spend of the first n
+    root = lake.store.local_path("")
+    e = pd.concat([pq.read_table(root / k, columns=["user_key", "event_time", "event_type", "product_id",
+                                                     "session_key", "price"]).to_pandas() for k in lake.committed_files(EVENTS)])  # fmt: skip
+    e = e[e["user_key"].isin(set(cut["user_key"]))].sort_values(["user_key", "event_time", "event_type", "product_id",
+                                                                   "session_key"])  # fmt: skip
+    for n, part in cut.groupby("n"):
+        head = e.groupby("user_key").head(n)
+        head = head[head["user_key"].isin(set(part["user_key"]))].groupby("user_key")
+        got = part.set_index("user_key").sort_index()
+        assert (got["first_event_time"] == head["event_time"].min()).all()
+        assert (got["last_event_time"] == got["as_of"]).all() and (got["last_event_time"] == head["event_time"].max()).all()
+        spend = head.apply(lambda g: g.loc[g["event_type"] == "purchase", "price"].sum(), include_groups=False)
+        np.testing.assert_allclose(got["monetary"], spend.sort_index(), rtol=1e-12)
 
     doc = _doc(lake, built["second"]["version"], "model.json")
     weights = {w["feature"]: w for w in doc["feature_weights"]}

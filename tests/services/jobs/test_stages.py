@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from services.core.catalog import (
-    AGGREGATES,
     CATALOG,
     FEATURES,
     OVERVIEW_VIEWS,
@@ -56,8 +55,7 @@ def test_a_new_run_makes_features_and_overview_due(lake: Lake) -> None:
     due = dict(pending(lake, PipelineConfig()))
     assert due["features"] == "1 committed run(s) not folded"
     assert due["overview"] == "no overview views yet"
-    _point(lake, AGGREGATES, "a1", folded_run_ids=["r1"])
-    _point(lake, FEATURES, "f1", aggregates_version="a1", folded_run_ids=["r1"])
+    _point(lake, FEATURES, "f1", category_prices_version="f1", folded_run_ids=["r1"])
     _point(lake, OVERVIEW_VIEWS, "o1", run_ids=["r1"])
     assert stages.features_due(lake, PipelineConfig()) == (False, "up to date")
     # features f1 is not in the SQL warehouse yet

@@ -1,0 +1,93 @@
+"""The demo's time, stage by stage: what ``DEMO_DASHBOARD=0 ./setup_project.sh demo`` runs after install
+(generate 2 months for 20,000 users, ingest, describe, features, train, ``shoplens run``), each command
+in its own process as the script runs it, ``shoplens run``'s stages timed one by one in one process (one
+Spark session, as the CLI does). Against the issue's goal of 90 s on 2 cores.
+
+    flock /work/bench.lock nice -n 10 python benchmarks/demo_bench.py [--src DIR] [--label NAME]
+
+``--src`` is the tree whose code runs (default: this one; a checkout of main for today's figure).
+Figures are appended to ``benchmarks/results/demo.jsonl`` (one object per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_stages() -> None:
+    """``shoplens run``'s loop with each due stage timed (the child process)."""
+    from services.core.runtime import open_lake
+    from services.core.settings import get_settings
+    from services.core.spark import get_spark
+    from services.jobs.stages import STAGES, PipelineConfig
+
+    settings = get_settings()
+    lake = open_lake(settings)
+    cfg = PipelineConfig(settings.retrain_new_runs, settings.retrain_age_days)
+    t = time.monotonic()
+    spark = get_spark(settings, "shoplens-run")
+    times = {"spark_start": round(time.monotonic() - t, 2)}
+    for stage in STAGES:
+        due, _why = stage.due(lake, cfg)
+        if due:
+            t = time.monotonic()
+            stage.run(spark if stage.spark else None, lake, cfg)
+            times[stage.name] = round(time.monotonic() - t, 2)
+    print(json.dumps(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, default=HERE.parent)
+    parser.add_argument("--label", default="this branch")
+    parser.add_argument("--stages", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stages:
+        run_stages()
+        return
+    root = Path(tempfile.mkdtemp(prefix="demo-bench-"))
+    env = {**os.environ, "PYTHONPATH": str(args.src), "SHOPLENS_DEMO": "1", "SHOPLENS_LOG_LEVEL": "WARNING",
+           "SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work")}  # fmt: skip
+    incoming = root / "incoming"
+    steps = [
+        ("generate", ["generate", "--users", "20000", "--start", "2019-10-01", "--months", "2", "--seed", "42",
+                      "--dirty-rate", "0.002", "--out", str(incoming)]),
+        ("ingest", ["ingest", "GLOB"]),
+        ("describe", ["describe", "--out", str(root / "reports")]),
+        ("features", ["features"]),
+        ("train", ["train", "--truth", str(incoming / "_truth" / "users.csv")]),
+    ]
+    result: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "label": args.label,
+                    "load_before": os.getloadavg(), "commands": {}}  # fmt: skip
+    for name, cmd in steps:
+        if cmd[-1] == "GLOB":
+            cmd = [*cmd[:-1], *map(str, sorted(incoming.glob("*.csv.gz")))]
+        t = time.monotonic()
+        subprocess.run([sys.executable, "-m", "services", *cmd], env=env, check=True, capture_output=True, cwd=root)
+        result["commands"][name] = round(time.monotonic() - t, 1)
+    t = time.monotonic()
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--stages"], env=env, check=True,
+                          capture_output=True, text=True, cwd=root)  # fmt: skip
+    result["commands"]["run"] = round(time.monotonic() - t, 1)
+    result["run_stages"] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["total_seconds"] = round(sum(result["commands"].values()), 1)
+    result["load_after"] = os.getloadavg()
+    with (HERE / "results" / "demo.jsonl").open("a") as fh:
+        fh.write(json.dumps(result) + "\n")
+    print(json.dumps(result, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
