@@ -15,7 +15,7 @@ counts, one exactly ``w`` days before does not); only events at or before ``as_o
 ``days_since_*`` are fractional days ``(as_of - time of the last such event) / 1 day``, null when
 there is none in the last :data:`LOOKBACK_DAYS` (28) days. So every column reads only the last 28
 days: a user with nothing there has :data:`ABSENT` values, and the batch scores read only the
-events of those days (the per-user features cover longer: ``recency_days``, ``tenure_days``, ...). All arithmetic is on epoch microseconds (UTC), like :mod:`etl.aggregates`. This module
+events of those days (the per-user features cover longer: ``recency_days``, ``tenure_days``, ...). All arithmetic is on epoch microseconds (UTC), like :mod:`etl.local_features`. This module
 imports no pyspark.
 """
 

@@ -7,7 +7,7 @@ For a cutoff time ``c`` and a horizon ``h`` (default 7 days):
 * **features**: computed ONLY from events at or before ``c``: the per-user features of
   :mod:`etl.features` with ``as_of = c`` (``price_level``'s category means too come from the events at
   or before ``c``, :func:`cutoff_prices`), plus the recent-activity windows of :mod:`etl.activity`;
-  exactly ``compute_features(events.where(event_time <= c), as_of=c)`` joined with the windows (tested);
+  exactly ``compute_features_local(events[event_time <= c], as_of=c)`` joined with the windows (tested);
 * **label**: 1 if the user has a purchase event in ``(c, c + h]``, else 0.
 
 How: every cutoff needs all of a user's events, and the lake's user timelines (:mod:`etl.timeline`)
@@ -162,7 +162,7 @@ def cutoff_prices(events: DataFrame, cutoffs: Sequence[datetime]) -> dict[int, p
     """Cutoff (epoch microseconds) -> mean ln(price) per category_id over ALL events at or before it.
 
     The reference of ``price_level`` at that cutoff (events with price > 0 and a category_id, as in
-    :mod:`etl.aggregates`). One Spark aggregation for every cutoff: each event is counted in the period
+    the lake's ``category_prices``). One Spark aggregation for every cutoff: each event is counted in the period
     between consecutive cutoffs it falls in, and a cutoff's sums are those of its period and the ones
     before it.
     """
