@@ -65,19 +65,26 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
 
     spend = truth.spend.pivot(index="date", columns="channel", values="spend")[list(CHANNELS)].to_numpy()
     rng = np.random.default_rng([seed, 73])
-    rows = []
-    for ch in channels:
-        # the six weeks from week 40 on, or the next ones in which the channel spends (a test runs live)
-        col = spend[:, CHANNELS.index(ch)]
-        first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
-                     if (col[f:f + LIFT_WEEKS] > 0).all())
-        extra, lift = true_lift(spend, ch, first, LIFT_WEEKS, LIFT_CHANGE)
-        se = LIFT_SE * abs(lift)
-        rows.append({"channel": ch, "start": str(data.dates[first].date()),
-                     "end": str((data.dates[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
-                     "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
-                     "revenue_change_se": se, "true_lift": lift})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([
+        lift_test_row(ch, spend[:, CHANNELS.index(ch)], data.dates, rng,
+                      lambda first, ch=ch: true_lift(spend, ch, first, LIFT_WEEKS, LIFT_CHANGE))
+        for ch in channels
+    ])  # fmt: skip
+
+
+def lift_test_row(channel: str, col: np.ndarray, weeks: pd.DatetimeIndex, rng: np.random.Generator,
+                  lift_of: Any) -> dict:
+    """One hold-out of ``channel`` (spend ``col`` per week): the six weeks from week 40 on, or the next ones
+    in which it spends (a test runs live); ``lift_of(first week)`` gives (spend change, true lift), and the
+    measured lift is the true one plus noise of :data:`LIFT_SE` of it."""
+    first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+                 if (col[f:f + LIFT_WEEKS] > 0).all())
+    extra, lift = lift_of(first)
+    se = LIFT_SE * abs(lift)
+    return {"channel": channel, "start": str(weeks[first].date()),
+            "end": str((weeks[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+            "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
+            "revenue_change_se": se, "true_lift": lift}  # fmt: skip
 
 
 def evaluate(truth_doc: dict, data: Any, result: Any) -> list[dict]:
@@ -224,26 +231,19 @@ def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) ->
     own = world.simulate((), draw=0)
     per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
     rng = np.random.default_rng([seed, 73])
-    rows = []
-    for ch in [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]:
-        c = CHANNELS.index(ch)
-        col = world.spend[:, c]
-        first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
-                     if (col[f:f + LIFT_WEEKS] > 0).all())
-        extra, lift = expected_lift(world, per_session, c, first, LIFT_WEEKS)
-        se = LIFT_SE * abs(lift)
-        rows.append({"channel": ch, "start": str(world.weeks[first].date()),
-                     "end": str((world.weeks[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
-                     "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
-                     "revenue_change_se": se, "true_lift": lift})
-    tests = pd.DataFrame(rows)
+    weak = [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]
+    tests = pd.DataFrame([
+        lift_test_row(ch, world.spend[:, CHANNELS.index(ch)], world.weeks, rng,
+                      lambda first, c=CHANNELS.index(ch): expected_lift(world, per_session, c, first, LIFT_WEEKS))
+        for ch in weak
+    ])  # fmt: skip
     clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
     assert not issues, issues
     config = FitConfig(seed=seed, draws=plain["draws"], tune=plain["tune"], level_order=level_order)
     t0 = time.perf_counter()
     result = fit(data, config, lift_tests=clean)
     return {**{k: plain[k] for k in ("seed", "variant", "draws", "tune", "path", "model")},
-            "load_avg": os.getloadavg()[0], "lift_tests": rows, "fit_s": time.perf_counter() - t0,
+            "load_avg": os.getloadavg()[0], "lift_tests": tests.to_dict("records"), "fit_s": time.perf_counter() - t0,
             "converged": result.diagnostics.converged, "rhat_max": result.diagnostics.rhat_max,
             "divergences": result.diagnostics.divergences, "channels": evaluate(truth_doc, data, result)}
 
