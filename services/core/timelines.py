@@ -117,6 +117,11 @@ def _bucket_key(prefix: str, bucket: int) -> str:
     return f"{prefix}/bucket={bucket:04d}/part-00000.parquet"
 
 
+def _written_key(out: str, bucket: int) -> str:
+    """The file a :func:`run_on_buckets` task writes under ``out`` for the group starting at ``bucket``."""
+    return f"{out}/part-{bucket:04d}.parquet"
+
+
 def timeline_groups(spark: SparkSession) -> int:
     """Bucket groups of a build: two per core (a task each), so the sort stage fills the cores."""
     return min(BUCKETS, TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
@@ -265,7 +270,7 @@ def run_on_buckets(
             if out is None:
                 yield from table.to_batches()
                 continue
-            store.write_bytes(f"{out}/part-{group[0]:04d}.parquet", write_parquet(table))
+            store.write_bytes(_written_key(out, group[0]), write_parquet(table))
             yield _written(group[0], table.num_rows)
 
     if not sources:
@@ -280,7 +285,7 @@ def read_written(store: Any, out: str, written: pa.Table, schema: pa.Schema) -> 
     reported is an error."""
     tables = []
     for bucket, rows in sorted(zip(written["bucket"].to_pylist(), written["rows"].to_pylist(), strict=True)):
-        key = f"{out}/part-{bucket:04d}.parquet"
+        key = _written_key(out, bucket)
         table = pq.read_table(io.BytesIO(store.read_bytes(key)), schema=schema)
         if table.num_rows != rows:
             raise RuntimeError(f"{key}: {table.num_rows} rows where its task wrote {rows}")
