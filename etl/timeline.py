@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from etl.lines import EVENT_FILE_SCHEMA
 
 __all__ = [
-    "BUCKET", "BUCKETS", "DICTIONARY_COLUMNS", "ORDER", "TIMELINE_SCHEMA", "USER_KEY", "bucket_of", "by_group",
+    "BUCKET", "BUCKETS", "DICTIONARY_COLUMNS", "KEY_COLUMNS", "ORDER", "TIMELINE_SCHEMA", "USER_KEY", "bucket_of", "by_group",
     "group_part", "ipc_bytes", "merge_timelines", "piece_name", "plain", "read_ipc", "sort_indices", "timelines_by_bucket",
     "to_timeline", "with_dictionaries",
 ]  # fmt: skip
@@ -33,6 +33,9 @@ USER_KEY: Final[str] = "user_key"
 #: 64: a generated 43.8M-event month gives ~0.7M events per bucket, a few tens of MB in memory.
 BUCKETS: Final[int] = 64
 #: The sort order of a timeline (unique per accepted event).
+#: The 64-character pseudonymous keys. A timeline file stores them as Parquet dictionaries, so a per-user
+#: job reading them as dictionaries (``run_on_buckets(dictionary=KEY_COLUMNS)``) decodes each key once.
+KEY_COLUMNS: Final[tuple[str, ...]] = (USER_KEY, "session_key")
 ORDER: Final[tuple[str, ...]] = (USER_KEY, "event_time", "source_file", "line_number")
 #: The bucket of each staged event (:func:`by_group`); not a timeline column.
 BUCKET: Final[str] = "bucket"

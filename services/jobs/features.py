@@ -46,6 +46,7 @@ from etl.local_features import (
     timeline_features,
     timeline_price_sums,
 )
+from etl.timeline import KEY_COLUMNS
 from services.core.catalog import CATEGORY_PRICES, FEATURES, SUSPICIOUS_USERS, TIMELINES
 from services.core.lake import Lake, new_run_id
 from services.core.publish import new_version
@@ -59,9 +60,6 @@ log = logging.getLogger("shoplens.features")
 LEGACY_AGGREGATES = "aggregates"
 #: The timeline columns the features read.
 _FEATURE_INPUTS = ("user_key", "session_key", "event_time", "event_type", "price", "category_l1", "brand", "category_id")
-#: The 64-character keys, read as the Parquet dictionaries they are stored as: a bucket's features then
-#: decode each distinct key once instead of every event's (half a bucket's time on the 43.8M month).
-_KEYS = ("user_key", "session_key")
 #: The category reference's columns (a sum over buckets of :data:`etl.local_features.PRICE_SUMS`).
 CATEGORY_PRICES_SCHEMA = pa.schema([("category_id", pa.int64()), ("n_priced", pa.int64()), ("sum_log_price", pa.float64())])
 
@@ -171,7 +169,7 @@ def category_sums(spark: SparkSession, lake: Lake) -> tuple[pa.Table, int]:
     """The lake's priced events and sum of ln(price) per category (:data:`CATEGORY_PRICES_SCHEMA`, by
     category_id) and its latest event time (epoch microseconds): one pass over the timeline buckets."""
     sums = run_on_buckets(spark, lake, lambda _buckets, timeline: timeline_price_sums(timeline), PRICE_SUMS,
-                          columns=["event_time", "category_id", "price"], dictionary=_KEYS[:1])  # fmt: skip
+                          columns=["event_time", "category_id", "price"], dictionary=KEY_COLUMNS[:1])  # fmt: skip
     if sums.num_rows == 0:
         raise ValueError("the lake has no timelines: run `shoplens ingest` (or `shoplens timelines --backfill`)")
     latest = int(sums["latest"].cast(pa.int64()).to_numpy().max())
@@ -190,7 +188,7 @@ def write_features(spark: SparkSession, lake: Lake, out: str, as_of_us: int, pri
     def features(_buckets: Sequence[int], timeline: pa.Table) -> pa.Table:
         return timeline_features(timeline, as_of_us, reference, flagged)
 
-    written = run_on_buckets(spark, lake, features, FEATURES_ARROW, columns=_FEATURE_INPUTS, dictionary=_KEYS, out=out)
+    written = run_on_buckets(spark, lake, features, FEATURES_ARROW, columns=_FEATURE_INPUTS, dictionary=KEY_COLUMNS, out=out)
     return {"n_users": int(sum(written["rows"].to_pylist())), "files": written.num_rows}
 
 

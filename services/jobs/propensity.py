@@ -50,6 +50,7 @@ from etl.labels import (
     timeline_examples,
     weekly_cutoffs,
 )
+from etl.timeline import KEY_COLUMNS
 from model.propensity import (
     DEFAULT_CAPACITY,
     MODEL_FEATURES,
@@ -92,8 +93,6 @@ class PropensityConfig:
 
 
 # ------------------------------------------------------------------------------------ examples
-#: The key columns the tasks read as Arrow dictionaries: each distinct key is coded once per bucket.
-_KEYS = ("user_key", "session_key")
 
 
 def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
@@ -128,7 +127,7 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
 
     try:
         with timings.phase("examples_tasks"):
-            written = run_on_buckets(spark, lake, examples, schema, columns=EVENT_COLUMNS, dictionary=_KEYS,
+            written = run_on_buckets(spark, lake, examples, schema, columns=EVENT_COLUMNS, dictionary=KEY_COLUMNS,
                                      batch_rows=CHUNK_EVENTS, out=prefix)  # fmt: skip
         with timings.phase("read_examples"):
             table = read_written(lake.store, prefix, written, schema)
@@ -309,7 +308,7 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     with timings.phase("activity_windows"):
         activity = run_on_buckets(spark, lake, lambda _buckets, timeline: timeline_activity(timeline, as_of),
                                   examples_schema(base=False, label=False), columns=ACTIVITY_EVENT_COLUMNS,
-                                  dictionary=_KEYS, batch_rows=CHUNK_EVENTS).drop_columns([CUTOFF]).to_pandas()  # fmt: skip
+                                  dictionary=KEY_COLUMNS, batch_rows=CHUNK_EVENTS).drop_columns([CUTOFF]).to_pandas()  # fmt: skip
     with timings.phase("score"):
         scores, cuts = score_features(features, activity, LightPropensityScorer(artifact))
     with timings.phase("by_segment"):
