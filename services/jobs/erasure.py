@@ -272,16 +272,19 @@ def _write_parquet_like(table: pa.Table, original: pq.ParquetFile) -> bytes:
     return sink.getvalue()
 
 
-def _person_rows(source: Any, d: Dataset, digests: Set[str], removed: pa.Table | None,
+def _person_rows(source: Any, meta: pq.FileMetaData, d: Dataset, digests: Set[str], removed: pa.Table | None,
                  memo: dict[str, bool]) -> np.ndarray | None:  # fmt: skip
     """Per row of the file: the person's (or pointing at a removed event)? Reads only those columns,
-    the key columns dictionary-encoded as stored (each distinct key is matched once per row group)."""
-    names = pq.read_schema(source).names
+    the key columns dictionary-encoded as stored (each distinct key is matched once per row group);
+    ``meta`` is the file's footer, read once by the caller."""
+    names = meta.schema.to_arrow_schema().names
     cols = [c for c in d.user_keys if c in names]
     links = d.links if removed is not None and removed.num_rows and all(c in names for c, _ in d.links) else ()
     if not cols and not links:
         return None
-    probe = pq.ParquetFile(source, read_dictionary=cols).read(columns=cols + [c for c, _ in links], use_threads=False)
+    probe = pq.ParquetFile(source, metadata=meta, read_dictionary=cols).read(
+        columns=cols + [c for c, _ in links], use_threads=False
+    )
     mask = rows_of(probe, cols, digests, memo)
     if links:
         mask |= linked_mask(probe, links, removed)
@@ -306,11 +309,12 @@ def _find(lake: Lake, batch: _Batch, d: Dataset, digests: Set[str], removed_by_r
 
     def one(k: str) -> tuple[str, int, pa.Table | None]:
         source = parquet_source(lake, k)
-        mask = _person_rows(source, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        meta = pq.read_metadata(source)
+        mask = _person_rows(source, meta, d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
         if mask is None or not mask.any():
             return k, 0, None
         gone = None
-        pf = pq.ParquetFile(source)
+        pf = pq.ParquetFile(source, metadata=meta)
         if {"source_file", "line_number"} <= set(pf.schema_arrow.names):
             gone = pf.read(columns=["source_file", "line_number"]).filter(pa.array(mask))
         return k, int(mask.sum()), gone
@@ -328,10 +332,11 @@ def _rewrite_files(lake: Lake, batch: _Batch, d: Dataset, hits: list[tuple[str, 
 
     def prepare(k: str) -> tuple[str, bytes, int, np.ndarray | None] | None:
         data = lake.store.read_bytes(k)
-        mask = _person_rows(pa.BufferReader(data), d, digests, removed_by_run.get(_run_of(k) or ""), batch.memo)
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        mask = _person_rows(pa.BufferReader(data), pf.metadata, d, digests, removed_by_run.get(_run_of(k) or ""),
+                            batch.memo)  # fmt: skip
         if mask is None or not mask.any():  # already rewritten by an interrupted run
             return None
-        pf = pq.ParquetFile(pa.BufferReader(data))
         kept = pf.read().filter(pa.array(~mask))
         fps = None
         if d.user_keys:  # key columns lose exactly the people erased; text (a raw line) holds other keys too
