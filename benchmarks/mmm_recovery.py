@@ -218,7 +218,8 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
 def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) -> dict:
     """The event path refitted with one hold-out per weak channel of its stored plain fit ``plain``: the
     channel dark for six weeks (from week 40, or the next weeks in which it spends), its true lift the
-    expected counterfactual of the generator's simulation (``mmm_counterfactual.expected_lift``) plus
+    expected counterfactual of the generator's simulation (``mmm_counterfactual.expected_lift``, by
+    ``etl.media_plan.SessionResponse.hold_out``) plus
     Gaussian noise with a standard error of 20% of it, as on the truth level."""
     from mmm_counterfactual import World, expected_lift
 
@@ -228,13 +229,12 @@ def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) ->
 
     data, truth_doc, _ = event_series(seed, users)
     world = World(seed, users)
-    own = world.simulate((), draw=0)
-    per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
+    response = world.response(world.simulate((), draw=0))
     rng = np.random.default_rng([seed, 73])
     weak = [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]
     tests = pd.DataFrame([
         lift_test_row(ch, world.spend[:, CHANNELS.index(ch)], world.weeks, rng,
-                      lambda first, c=CHANNELS.index(ch): expected_lift(world, per_session, c, first, LIFT_WEEKS))
+                      lambda first, c=CHANNELS.index(ch): expected_lift(world, response, c, first, LIFT_WEEKS))
         for ch in weak
     ])  # fmt: skip
     clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
@@ -382,12 +382,13 @@ COUNTERFACTUAL = RESULTS / "mmm_counterfactual.json"
 
 
 def rescored(runs: list[dict]) -> list[dict]:
-    """The event-path runs scored against the counterfactual ROI (``mmm_counterfactual.py``'s expected
-    revenue with the channel minus without it, complete weeks) instead of the doc's session-share
-    attribution, as ``<path>.cf`` groups; seeds without a counterfactual row are left out."""
+    """The event-path runs scored against the counterfactual ROI over the complete weeks (the doc as
+    ``generate --marketing`` writes it now, stored by ``mmm_counterfactual.py``) instead of the doc they
+    were fitted with (runs before that change: the session-share attribution, whole window), as
+    ``<path>.cf`` groups; seeds without a counterfactual row are left out."""
     if not COUNTERFACTUAL.is_file():
         return []
-    cf = {(r["seed"], r["users"]): dict(zip(r["channels"], r["expected_roi"], strict=True))
+    cf = {(r["seed"], r["users"]): dict(zip(r["channels"], r["doc_roi"], strict=True))
           for r in json.loads(COUNTERFACTUAL.read_text())["rows"]}
     out = []
     for r in runs:
