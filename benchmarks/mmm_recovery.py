@@ -67,7 +67,7 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
     rng = np.random.default_rng([seed, 73])
     return pd.DataFrame([
         lift_test_row(ch, spend[:, CHANNELS.index(ch)], data.dates, rng,
-                      lambda first, ch=ch: true_lift(spend, ch, first, LIFT_WEEKS, LIFT_CHANGE))
+                      lambda first, weeks, ch=ch: true_lift(spend, ch, first, weeks, LIFT_CHANGE))
         for ch in channels
     ])  # fmt: skip
 
@@ -75,14 +75,16 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
 def lift_test_row(channel: str, col: np.ndarray, weeks: pd.DatetimeIndex, rng: np.random.Generator,
                   lift_of: Any) -> dict:
     """One hold-out of ``channel`` (spend ``col`` per week): the six weeks from week 40 on, or the next ones
-    in which it spends (a test runs live); ``lift_of(first week)`` gives (spend change, true lift), and the
-    measured lift is the true one plus noise of :data:`LIFT_SE` of it."""
-    first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
-                 if (col[f:f + LIFT_WEEKS] > 0).all())
-    extra, lift = lift_of(first)
+    in which it spends (a test runs live); a channel that never spends six weeks running (campaigns of 3-5
+    weeks) is held out for its longest run of spending weeks, the first from week 40 on. ``lift_of(first
+    week, weeks)`` gives (spend change, true lift), and the measured lift is the true one plus noise of
+    :data:`LIFT_SE` of it."""
+    order = [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+    n_weeks, first = next((n, f) for n in range(LIFT_WEEKS, 0, -1) for f in order if (col[f:f + n] > 0).all())
+    extra, lift = lift_of(first, n_weeks)
     se = LIFT_SE * abs(lift)
     return {"channel": channel, "start": str(weeks[first].date()),
-            "end": str((weeks[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+            "end": str((weeks[first + n_weeks - 1] + pd.Timedelta(days=6)).date()),
             "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
             "revenue_change_se": se, "true_lift": lift}  # fmt: skip
 
@@ -234,7 +236,7 @@ def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) ->
     weak = [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]
     tests = pd.DataFrame([
         lift_test_row(ch, world.spend[:, CHANNELS.index(ch)], world.weeks, rng,
-                      lambda first, c=CHANNELS.index(ch): expected_lift(world, response, c, first, LIFT_WEEKS))
+                      lambda first, weeks, c=CHANNELS.index(ch): expected_lift(world, response, c, first, weeks))
         for ch in weak
     ])  # fmt: skip
     clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
