@@ -1,11 +1,12 @@
 """Is the event path's reference ROI the ROI its data contains? Counterfactual runs of the generator.
 
-``_truth/mmm.json`` of ``generate --marketing`` gives each channel's ROI as the realized revenue split
-by *expected session shares* (:func:`etl.media_plan.event_truth`): an attribution, not a measurement.
-The ROI the event files actually carry is a counterfactual: the revenue of the simulation with the
-channel's spend minus the revenue without it, over its spend. This study measures that directly with
-the generator's own simulation code (``etl.generate``'s users, sessions, events and prices; the files
-are not written, the simulation is unchanged):
+``_truth/mmm.json`` of ``generate --marketing`` gives each channel's contribution as the expected revenue
+of the simulation with the channel's spend minus without it, given the users
+(:class:`etl.media_plan.SessionResponse`, built by ``etl.generate.marketing_response``). Until this
+change it was the realized revenue split by *expected session shares*, an attribution about 6% high
+(kept in the stored rows as ``share_roi``). This study checks the doc against a measurement with the
+generator's own simulation code (``etl.generate``'s users, sessions, events and prices; the files are
+not written, the simulation is unchanged):
 
 - **Monte Carlo** (the measurement): a full 2^6 factorial over the six channels (each on, or dark
   for the whole window), one simulation per cell with its own session and event random streams and
@@ -14,14 +15,7 @@ are not written, the simulation is unchanged):
   with its standard error from the residuals (the runs are independent; a shared-randomness pairing is
   not possible because the Poisson session draws consume the stream differently once the plan changes).
   Cell "all on" with draw 0 is the generator's own run: its revenue must equal the one in the doc.
-- **expected** (cheap, for every seed): the same counterfactual in expectation given the users,
-  following the simulation's rules: ``E[clip(Poisson(m), 1, 400)]`` sessions per user (``m`` = rate x
-  activity x the persona's intensity over the user's days, media included), one-time buyers 1-2
-  sessions whatever the intensity, revenue per session per persona from the all-on run; and
-  ``expected_linear``, the same with the doc's assumption (``m`` sessions for every user, one-time
-  buyers included, no clipping), to tell which rule makes the difference.
-
-Both are compared with the doc's ROI over the same weeks and spend.
+- **doc** (cheap, every seed): the doc's ROI over the complete weeks, as the generator writes it.
 
     flock /work/bench.lock nice -n 10 python benchmarks/mmm_counterfactual.py --seeds 1100 --users 16000
     python benchmarks/mmm_counterfactual.py --seeds 1100-1119 --expected-only   # seconds per seed
@@ -57,7 +51,8 @@ class World:
 
         self.seed, self.users = seed, users
         self.cal = g._calendar(START, MONTHS)
-        self.weeks, self.spend, _beta, self.week_of_day, self.effect = mp.event_plan(self.cal.days, seed)
+        self.plan = mp.event_plan(self.cal.days, seed)
+        self.weeks, self.spend, _beta, self.week_of_day, self.effect = self.plan
         self.cat = g.build_catalogue(np.random.default_rng([seed, 0]))
         self.rng_after_users = np.random.default_rng([seed, 1])
         self.people = g._draw_users(self.rng_after_users, users, self.cal, self.cat)
@@ -65,14 +60,10 @@ class World:
         self.whole_day = days_in_week[self.week_of_day] == 7  # days of complete weeks
         self.spend_whole = self.spend[days_in_week == 7].sum(axis=0)
 
-    def media(self, dark: tuple[int, ...], held: tuple[int, int, int] | None = None) -> np.ndarray:
-        """Daily media intensity with the ``dark`` channels off for the whole window and, with ``held``
-        ``(channel, first week, weeks)``, that channel off in those plan weeks only (a hold-out test)."""
+    def media(self, dark: tuple[int, ...]) -> np.ndarray:
+        """Daily media intensity with the ``dark`` channels off for the whole window."""
         on = np.ones(self.effect.shape)
         on[:, list(dark)] = 0.0
-        if held is not None:
-            c, first, weeks = held
-            on[(self.week_of_day >= first) & (self.week_of_day < first + weeks), c] = 0.0
         return (self.effect * on).sum(axis=1)
 
     def simulate(self, dark: tuple[int, ...], draw: int) -> dict:
@@ -102,26 +93,12 @@ class World:
         n_sess = np.bincount(self.people.persona[sessions.user], minlength=len(PERSONAS))
         return {"revenue": revenue, "by_persona": by_persona, "sessions": n_sess}
 
-    def expected_sessions(self, dark: tuple[int, ...], rules: bool = True,
-                          held: tuple[int, int, int] | None = None) -> np.ndarray:
-        """Expected sessions per user under the plan with ``dark`` channels off (the simulation's rules;
-        ``rules=False``: the doc's assumption, ``m`` sessions for everyone, no clipping)."""
+    def response(self, own: dict):  # -> etl.media_plan.SessionResponse
+        """The generator's expected response to the plan, with revenue per session from its own run ``own``."""
         from etl import generate as g
-        from etl.personas import PERSONA_NAMES, PERSONAS
 
-        inten = g._intensity(replace(self.cal, media=self.media(dark, held)))
-        cum = np.concatenate([np.zeros((len(PERSONAS), 1)), np.cumsum(inten, axis=1)], axis=1)
-        p, u = self.people.persona, self.people
-        rate = np.array([q.sessions_per_month for q in PERSONAS])[p] / 30.0
-        m = rate * (cum[p, u.last_day + 1] - cum[p, u.first_day]) * u.activity
-        if not rules:
-            return m
-        # E[clip(N, 1, 400)] = P(N = 0) + sum_{n=0}^{399} P(N > n)
-        expect = stats.poisson.pmf(0, m)
-        for lo in range(0, len(m), 20_000):  # bounded memory: 20,000 users x 400 counts at a time
-            expect[lo:lo + 20_000] += stats.poisson.sf(np.arange(400)[None, :], m[lo:lo + 20_000, None]).sum(axis=1)
-        expect[p == PERSONA_NAMES.index("one_time_buyer")] = 1.35
-        return expect
+        per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
+        return g.marketing_response(self.cal, self.people, self.plan, per_session)
 
 
 def truth_roi(world: World, own: dict) -> tuple[np.ndarray, dict]:
@@ -132,38 +109,24 @@ def truth_roi(world: World, own: dict) -> tuple[np.ndarray, dict]:
     import pandas as pd
 
     from etl import generate as g
-    from etl import media_plan as mp
 
-    plan = mp.event_plan(world.cal.days, world.seed)
-    cal = replace(world.cal, media=plan[4].sum(axis=1))
+    cal = replace(world.cal, media=world.effect.sum(axis=1))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "_truth").mkdir()
-        g._write_marketing(Path(tmp), cal, world.people, plan, own["revenue"])
+        g._write_marketing(Path(tmp), cal, world.plan, own["revenue"], world.response(own))
         doc = json.loads((Path(tmp) / "_truth" / "mmm.json").read_text())
     contrib = pd.DataFrame(doc["weekly_contributions"]).set_index("week")
     contrib = contrib.loc[doc["complete_weeks"], [c["channel"] for c in doc["channels"]]]
     return contrib.sum().to_numpy() / world.spend_whole, doc
 
 
-def expected_lift(world: World, per_session: np.ndarray, channel: int, first: int, weeks: int) -> tuple[float, float]:
+def expected_lift(world: World, response, channel: int, first: int, weeks: int) -> tuple[float, float]:
     """(spend change, expected revenue change) of a hold-out: ``channel`` dark in plan weeks
-    ``first:first+weeks``, the revenue change over the whole window (carry-over included)."""
-    p = world.people.persona
-    gone = world.expected_sessions(()) - world.expected_sessions((), held=(channel, first, weeks))
+    ``first:first+weeks``, the revenue change over the whole window (carry-over included), by the
+    generator's ``response`` (:meth:`etl.media_plan.SessionResponse.hold_out`)."""
     days = np.bincount(world.week_of_day, minlength=len(world.weeks))[first:first + weeks] / 7.0
-    return -float((world.spend[first:first + weeks, channel] * days).sum()), -float((per_session[p] * gone).sum())
-
-
-def expected_roi(world: World, per_session: np.ndarray, rules: bool = True) -> np.ndarray:
-    """Counterfactual contribution in expectation (whole window): per channel, revenue with everything on
-    minus with it dark."""
-    p = world.people.persona
-    full = world.expected_sessions((), rules)
-    rois = []
-    for c in range(world.spend.shape[1]):
-        gone = full - world.expected_sessions((c,), rules)
-        rois.append(float((per_session[p] * gone).sum()))
-    return np.array(rois)
+    held = (world.week_of_day >= first) & (world.week_of_day < first + weeks)
+    return -float((world.spend[first:first + weeks, channel] * days).sum()), response.hold_out(channel, held)
 
 
 def monte_carlo(world: World, log: list) -> dict:
@@ -207,9 +170,7 @@ def oracle_by_size(seed: int, users: int) -> dict:
     whole = np.bincount(world.week_of_day, minlength=len(world.weeks)) == 7
     weekly = np.zeros(len(world.weeks))
     np.add.at(weekly, world.week_of_day, own["revenue"])
-    per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
-    share_whole = own["revenue"][world.whole_day].sum() / own["revenue"].sum()
-    roi = expected_roi(world, per_session) * share_whole / world.spend_whole
+    roi, _doc = truth_roi(world, own)
     spend = world.spend[whole]
     truth = [{"channel": c, "spend_share": float(spend[:, j].sum() / spend.sum()), "roi": float(roi[j])}
              for j, c in enumerate(mp.CHANNELS)]
@@ -226,29 +187,27 @@ def oracle_by_size(seed: int, users: int) -> dict:
 
 def write(stored: dict) -> None:
     """``mmm_counterfactual.md`` from the stored rows (channels with >= 10% of spend flagged ``*``)."""
-    rows = sorted(stored["rows"], key=lambda r: (r["users"], r["seed"]))
+    rows = sorted((r for r in stored["rows"] if "doc_roi" in r), key=lambda r: (r["users"], r["seed"]))
     lines = ["# Marketing mix: the event path's reference ROI against the counterfactual", "",
              "`benchmarks/mmm_counterfactual.py` (see its docstring). ROI over the complete weeks of the window. "
-             "`doc`: `_truth/mmm.json`'s session-share attribution (what the study scored against until now); "
-             "`MC`: the 2^6 factorial of generator runs (revenue with the channel on minus dark, +- one standard "
-             "error); `expected`: the same counterfactual in expectation given the users, by the simulation's "
-             "rules; `linear`: in expectation with the doc's assumption (every user's sessions ~ rate x intensity, "
-             "no clipping, one-time buyers respond). `*`: >= 10% of spend.", ""]
+             "`doc`: `_truth/mmm.json` as `generate --marketing` writes it now, the expected counterfactual given "
+             "the users (`etl.media_plan.SessionResponse`); `share`: the session-share attribution the doc held "
+             "before (stored from the earlier runs); `MC`: the 2^6 factorial of generator runs (revenue with the "
+             "channel on minus dark, +- one standard error). `*`: >= 10% of spend.", ""]
     mc = [r for r in rows if "mc_roi" in r]
     if mc:
         lines += ["## Measured: the factorial of generator runs", "",
-                  "| seed | users | channel | doc | MC (+- se) | expected | linear | MC / doc | expected / MC |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| seed | users | channel | doc | MC (+- se) | share | doc / MC | share / MC |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in mc:
             for j, ch in enumerate(r["channels"]):
                 star = "*" if r["spend_share"][j] >= 0.10 else ""
                 lines.append(f"| {r['seed']} | {r['users']:,} | {ch}{star} | {r['doc_roi'][j]:.3f} | "
-                             f"{r['mc_roi'][j]:.3f} +- {r['mc_se'][j]:.3f} | {r['expected_roi'][j]:.3f} | "
-                             f"{r['expected_linear_roi'][j]:.3f} | {r['mc_roi'][j] / r['doc_roi'][j]:.2f} | "
-                             f"{r['expected_roi'][j] / r['mc_roi'][j]:.2f} |")
+                             f"{r['mc_roi'][j]:.3f} +- {r['mc_se'][j]:.3f} | {r['share_roi'][j]:.3f} | "
+                             f"{r['doc_roi'][j] / r['mc_roi'][j]:.2f} | {r['share_roi'][j] / r['mc_roi'][j]:.2f} |")
         for r in mc:
             z = {k: ((np.array(r[k]) - np.array(r["mc_roi"])) / np.array(r["mc_se"])) ** 2
-                 for k in ("doc_roi", "expected_roi", "expected_linear_roi")}
+                 for k in ("doc_roi", "share_roi")}
             lines += ["", f"Seed {r['seed']}: chi-square of the six channels against the Monte Carlo (6 degrees of "
                       "freedom): " + ", ".join(f"{k.removesuffix('_roi')} {v.sum():.1f} (p {stats.chi2.sf(v.sum(), 6):.3f})"
                                                for k, v in z.items()) + "."]
@@ -257,22 +216,21 @@ def write(stored: dict) -> None:
                   f"load average {min(c['load'] for c in cells):.1f}-{max(c['load'] for c in cells):.1f}; "
                   "residual sd of a run's total revenue: "
                   + ", ".join(f"{r['sigma_total']:,.0f} (seed {r['seed']})" for r in mc) + ".", ""]
-    lines += ["## Expected counterfactual against the doc, every seed", "",
-              "| seed | users | " + " | ".join(f"{c} expected/doc" for c in rows[0]["channels"])
-              + " | linear/doc (range) |", "|---|---|" + "---|" * (len(rows[0]["channels"]) + 1)]
+    lines += ["## The doc against the session-share attribution it replaced, every seed", "",
+              "| seed | users | " + " | ".join(f"{c} doc/share" for c in rows[0]["channels"]) + " |",
+              "|---|---|" + "---|" * len(rows[0]["channels"])]
     for r in rows:
-        ratio = np.array(r["expected_roi"]) / np.array(r["doc_roi"])
-        lin = np.array(r["expected_linear_roi"]) / np.array(r["doc_roi"])
-        lines.append(f"| {r['seed']} | {r['users']:,} | " + " | ".join(f"{x:.2f}" for x in ratio)
-                     + f" | {lin.min():.2f}-{lin.max():.2f} |")
-    allr = np.concatenate([np.array(r["expected_roi"]) / np.array(r["doc_roi"]) for r in rows])
-    lines += ["", f"Over {len(rows)} seeds x 6 channels: expected / doc median {np.median(allr):.3f}, "
+        ratio = np.array(r["doc_roi"]) / np.array(r["share_roi"])
+        lines.append(f"| {r['seed']} | {r['users']:,} | " + " | ".join(f"{x:.2f}" for x in ratio) + " |")
+    allr = np.concatenate([np.array(r["doc_roi"]) / np.array(r["share_roi"]) for r in rows])
+    lines += ["", f"Over {len(rows)} seeds x 6 channels: doc / share median {np.median(allr):.3f}, "
               f"range {allr.min():.3f}-{allr.max():.3f}.", ""]
     sizes = stored.get("sizes", [])
     if sizes:
         lines += ["## The peer told the true shapes, by shop size", "",
                   "Least squares told each channel's true adstock and saturation (`ols_told_shapes`) on the "
-                  "generator's weekly revenue, scored against the expected counterfactual; channels with >= 10% "
+                  "generator's weekly revenue, scored against the counterfactual (the runs before this change: "
+                  "its estimate then, within 1% of the doc); channels with >= 10% "
                   "of spend. `level`: the model's form (everything times exp(k1 t + k2 t^2)).", "",
                   "| users | seeds | form | residual sd / mean revenue | within 20% | 90% coverage | median abs error |",
                   "|---|---|---|---|---|---|---|"]
@@ -317,8 +275,12 @@ def main() -> None:
                        {(s, args.users) for s in args.seeds} or args.expected_only]
     for seed in args.seeds:
         world = World(seed, args.users)
-        row = {"seed": seed, "users": args.users, "when": datetime.now(UTC).isoformat(timespec="seconds"),
-               "load_before": os.getloadavg()[0], "channels": list(CHANNELS)}
+        before = [r for r in stored["rows"] if (r["seed"], r["users"]) == (seed, args.users)]
+        row = {**(before[0] if before and args.expected_only else {}), "seed": seed, "users": args.users,
+               "when": datetime.now(UTC).isoformat(timespec="seconds"), "load_before": os.getloadavg()[0],
+               "channels": list(CHANNELS)}
+        if before and "share_roi" in before[0]:
+            row["share_roi"] = before[0]["share_roi"]
         if args.expected_only:
             own = world.simulate((), draw=0)
         else:
@@ -328,15 +290,8 @@ def main() -> None:
                        mc_se=(mc["se"] / world.spend_whole).tolist(), sigma_total=mc["sigma_total"])
         doc_roi, doc = truth_roi(world, own)
         row.update(doc_revenue=doc["revenue"], spend_share=[c["spend_share"] for c in doc["channels"]],
-                   doc_roi=doc_roi.tolist())
-        per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
-        share_whole = own["revenue"][world.whole_day].sum() / own["revenue"].sum()
-        row["expected_roi"] = (expected_roi(world, per_session) * share_whole / world.spend_whole).tolist()
-        row["expected_linear_roi"] = (expected_roi(world, per_session, rules=False) * share_whole
-                                      / world.spend_whole).tolist()
-        row["load_after"] = os.getloadavg()[0]
-        stored["rows"] = [r for r in stored["rows"] if (r["seed"], r["users"]) != (seed, args.users)
-                          or ("mc_roi" in r and "mc_roi" not in row)] + [row]
+                   doc_roi=doc_roi.tolist(), load_after=os.getloadavg()[0])
+        stored["rows"] = [r for r in stored["rows"] if (r["seed"], r["users"]) != (seed, args.users)] + [row]
         RESULT.write_text(json.dumps(stored, indent=1) + "\n")
         write(stored)
         print(json.dumps({k: v for k, v in row.items() if k != "channels"}), flush=True)

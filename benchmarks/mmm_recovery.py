@@ -67,7 +67,7 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
     rng = np.random.default_rng([seed, 73])
     return pd.DataFrame([
         lift_test_row(ch, spend[:, CHANNELS.index(ch)], data.dates, rng,
-                      lambda first, ch=ch: true_lift(spend, ch, first, LIFT_WEEKS, LIFT_CHANGE))
+                      lambda first, weeks, ch=ch: true_lift(spend, ch, first, weeks, LIFT_CHANGE))
         for ch in channels
     ])  # fmt: skip
 
@@ -75,14 +75,16 @@ def generated_lift_tests(truth: Any, data: Any, channels: list[str], seed: int) 
 def lift_test_row(channel: str, col: np.ndarray, weeks: pd.DatetimeIndex, rng: np.random.Generator,
                   lift_of: Any) -> dict:
     """One hold-out of ``channel`` (spend ``col`` per week): the six weeks from week 40 on, or the next ones
-    in which it spends (a test runs live); ``lift_of(first week)`` gives (spend change, true lift), and the
-    measured lift is the true one plus noise of :data:`LIFT_SE` of it."""
-    first = next(f for f in [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
-                 if (col[f:f + LIFT_WEEKS] > 0).all())
-    extra, lift = lift_of(first)
+    in which it spends (a test runs live); a channel that never spends six weeks running (campaigns of 3-5
+    weeks) is held out for its longest run of spending weeks, the first from week 40 on. ``lift_of(first
+    week, weeks)`` gives (spend change, true lift), and the measured lift is the true one plus noise of
+    :data:`LIFT_SE` of it."""
+    order = [*range(LIFT_FIRST, len(col) - 2 * LIFT_WEEKS), *range(LIFT_FIRST)]
+    n_weeks, first = next((n, f) for n in range(LIFT_WEEKS, 0, -1) for f in order if (col[f:f + n] > 0).all())
+    extra, lift = lift_of(first, n_weeks)
     se = LIFT_SE * abs(lift)
     return {"channel": channel, "start": str(weeks[first].date()),
-            "end": str((weeks[first + LIFT_WEEKS - 1] + pd.Timedelta(days=6)).date()),
+            "end": str((weeks[first + n_weeks - 1] + pd.Timedelta(days=6)).date()),
             "spend_change": extra, "revenue_change": lift + rng.normal(0.0, se),
             "revenue_change_se": se, "true_lift": lift}  # fmt: skip
 
@@ -218,7 +220,8 @@ def run_events(seed: int, variant: str, draws: int, tune: int, users: int, level
 def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) -> dict:
     """The event path refitted with one hold-out per weak channel of its stored plain fit ``plain``: the
     channel dark for six weeks (from week 40, or the next weeks in which it spends), its true lift the
-    expected counterfactual of the generator's simulation (``mmm_counterfactual.expected_lift``) plus
+    expected counterfactual of the generator's simulation (``mmm_counterfactual.expected_lift``, by
+    ``etl.media_plan.SessionResponse.hold_out``) plus
     Gaussian noise with a standard error of 20% of it, as on the truth level."""
     from mmm_counterfactual import World, expected_lift
 
@@ -228,13 +231,12 @@ def run_events_lift(seed: int, users: int, plain: dict, level_order: int = 2) ->
 
     data, truth_doc, _ = event_series(seed, users)
     world = World(seed, users)
-    own = world.simulate((), draw=0)
-    per_session = own["by_persona"] / np.maximum(own["sessions"], 1)
+    response = world.response(world.simulate((), draw=0))
     rng = np.random.default_rng([seed, 73])
     weak = [r["channel"] for r in plain["channels"] if r["roi_rel_width"] > 2 * WITHIN]
     tests = pd.DataFrame([
         lift_test_row(ch, world.spend[:, CHANNELS.index(ch)], world.weeks, rng,
-                      lambda first, c=CHANNELS.index(ch): expected_lift(world, per_session, c, first, LIFT_WEEKS))
+                      lambda first, weeks, c=CHANNELS.index(ch): expected_lift(world, response, c, first, weeks))
         for ch in weak
     ])  # fmt: skip
     clean, issues = clean_lift_tests(tests.drop(columns="true_lift"), data)
@@ -382,12 +384,13 @@ COUNTERFACTUAL = RESULTS / "mmm_counterfactual.json"
 
 
 def rescored(runs: list[dict]) -> list[dict]:
-    """The event-path runs scored against the counterfactual ROI (``mmm_counterfactual.py``'s expected
-    revenue with the channel minus without it, complete weeks) instead of the doc's session-share
-    attribution, as ``<path>.cf`` groups; seeds without a counterfactual row are left out."""
+    """The event-path runs scored against the counterfactual ROI over the complete weeks (the doc as
+    ``generate --marketing`` writes it now, stored by ``mmm_counterfactual.py``) instead of the doc they
+    were fitted with (runs before that change: the session-share attribution, whole window), as
+    ``<path>.cf`` groups; seeds without a counterfactual row are left out."""
     if not COUNTERFACTUAL.is_file():
         return []
-    cf = {(r["seed"], r["users"]): dict(zip(r["channels"], r["expected_roi"], strict=True))
+    cf = {(r["seed"], r["users"]): dict(zip(r["channels"], r["doc_roi"], strict=True))
           for r in json.loads(COUNTERFACTUAL.read_text())["rows"]}
     out = []
     for r in runs:
@@ -454,9 +457,10 @@ def write(summary: dict[str, Any], runs: list[dict]) -> None:
              "--marketing`, two years, N users, revenue summed per UTC day from the purchases in the generated "
              "files and made weekly by `model.mmm.prepare`; ingest itself skipped; why it misses: "
              "`mmm_event_path.md`, `mmm_counterfactual.md`); `.cf`: the same event-path runs scored against the "
-             "counterfactual ROI of the generator's simulation (`mmm_counterfactual.py`) instead of "
-             "`_truth/mmm.json`'s session-share attribution; an event-path `/lift` run's hold-outs have that "
-             "counterfactual as their true lift. `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
+             "expected counterfactual ROI over the complete weeks, as `generate --marketing` writes it in "
+             "`_truth/mmm.json` now (stored by `mmm_counterfactual.py`); without `.cf`: against the doc each run "
+             "was fitted with (every run so far: the session-share attribution it held before, whole window); "
+             "an event-path `/lift` run's hold-outs have that counterfactual as their true lift. `@D/T`: the same seeds refitted with D draws after T tuning steps. Model: `v1` "
              "the additive model with a linear trend and two holiday weeks (runs before the level); `level0` the same "
              "with five holiday weeks; `level2` the customer-base level x (base + media) with five holiday weeks "
              "and no trend (`model.mmm.fit.customer_base_level`); `level2+trend` the same with the linear trend "

@@ -67,6 +67,9 @@ FAULTS: Final[tuple[tuple[str, str, float], ...]] = (
 _UNKNOWN_TYPES: Final[tuple[str, ...]] = ("click", "wishlist", "refund")
 _MAX_ROWS_PER_WRITE: Final[int] = 2_000_000
 _DAY: Final[int] = 86_400
+#: Sessions per user are at most this many; a one-time buyer has a second session with this probability.
+_MAX_SESSIONS: Final[int] = 400
+_ONE_TIME_SECOND_SESSION: Final[float] = 0.35
 
 ProgressFn = Callable[[int, int, int], None]
 
@@ -247,8 +250,8 @@ def _draw_sessions(rng: np.random.Generator, users: _Users, cal: _Calendar) -> _
     span = cum[p, users.last_day + 1] - cum[p, users.first_day]
     n_sess = rng.poisson(rate * span * users.activity)
     one_time = p == PERSONA_NAMES.index("one_time_buyer")
-    n_sess[one_time] = 1 + (rng.random(int(one_time.sum())) < 0.35)
-    n_sess = np.clip(n_sess, 1, 400)
+    n_sess[one_time] = 1 + (rng.random(int(one_time.sum())) < _ONE_TIME_SECOND_SESSION)
+    n_sess = np.clip(n_sess, 1, _MAX_SESSIONS)
 
     user = np.repeat(np.arange(len(p), dtype=np.int32), n_sess)
     sp = p[user]
@@ -656,6 +659,7 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
     n_events = np.zeros(users, dtype=np.int64)
     n_purchases = np.zeros(users, dtype=np.int64)
     day_revenue = np.zeros(len(cal.days))
+    persona_revenue = np.zeros(len(PERSONAS))  # --marketing: revenue per session by persona, for the truth
     last_time = np.zeros(users, dtype=np.int64)
     files: list[str] = []
     per_file: dict[str, int] = {}
@@ -680,7 +684,10 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
             if plan is not None:
                 bought = ev.etype == 3
                 variant = 2 * fmt.month_of_day[d] + fmt.bf_of_day[d]
-                day_revenue[d] = fmt.price_cents[variant][ev.product[bought]].sum() / 100.0
+                cents = fmt.price_cents[variant][ev.product[bought]]
+                day_revenue[d] = cents.sum() / 100.0
+                persona_revenue += np.bincount(people.persona[u[bought]], weights=cents / 100.0,
+                                               minlength=len(PERSONAS))
             fault_rng = np.random.default_rng([seed, 3, d])
             for lo in range(0, len(ev), _MAX_ROWS_PER_WRITE):
                 lines = fmt.lines(ev.take(slice(lo, lo + _MAX_ROWS_PER_WRITE)), d)
@@ -698,7 +705,9 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
 
     _write_users(truth / "users.csv", people, sessions, n_events, n_purchases, last_time)
     if plan is not None:
-        _write_marketing(out, cal, people, plan, day_revenue)
+        per_session = persona_revenue / np.maximum(np.bincount(people.persona[sessions.user],
+                                                               minlength=len(PERSONAS)), 1)
+        _write_marketing(out, cal, plan, day_revenue, marketing_response(cal, people, plan, per_session))
     with open(truth / "dirty.csv", "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["file", "line_number", "fault", "expected"])
@@ -714,20 +723,23 @@ def generate(out_dir: str | Path, *, users: int, start: date = date(2019, 10, 1)
     return summary
 
 
-def _write_marketing(out: Path, cal: _Calendar, users: _Users, plan: tuple, day_revenue: np.ndarray) -> None:
+def marketing_response(cal: _Calendar, users: _Users, plan: tuple, per_session: np.ndarray) -> media_plan.SessionResponse:
+    """The session draw's rules for ``users`` under ``plan`` (:class:`etl.media_plan.SessionResponse`),
+    with ``per_session`` the revenue per session by persona of a run."""
+    one_time = users.persona == PERSONA_NAMES.index("one_time_buyer")
+    return media_plan.SessionResponse(
+        base=_intensity(replace(cal, media=None)), effect=plan[4], persona=users.persona,
+        first_day=users.first_day, last_day=users.last_day,
+        rate=np.array([q.sessions_per_month for q in PERSONAS])[users.persona] / 30.0 * users.activity,
+        fixed=np.where(one_time, 1.0 + _ONE_TIME_SECOND_SESSION, np.nan), per_session=per_session,
+        max_sessions=_MAX_SESSIONS)
+
+
+def _write_marketing(out: Path, cal: _Calendar, plan: tuple, day_revenue: np.ndarray,
+                     response: media_plan.SessionResponse) -> None:
     """``spend.csv`` beside the event files and ``_truth/mmm.json`` (see etl.media_plan.event_truth)."""
-    weeks, spend, beta, week_of_day, effect = plan
-    base = _intensity(replace(cal, media=None))  # (personas, days)
-    # expected sessions per day = sum over active users of rate x activity x persona intensity
-    active = np.zeros((len(PERSONAS), len(cal.days) + 1))
-    rate = np.array([q.sessions_per_month for q in PERSONAS])[users.persona] / 30.0 * users.activity
-    np.add.at(active, (users.persona, users.first_day), rate)
-    np.add.at(active, (users.persona, users.last_day + 1), -rate)
-    active = np.cumsum(active, axis=1)[:, :-1]
-    base_sessions = (active * base).sum(axis=0)
-    media_sessions = (active * base.mean(axis=1, keepdims=True)).sum(axis=0)[:, None] * effect
-    doc, daily = media_plan.event_truth(cal.days, weeks, spend, beta, week_of_day, day_revenue, base_sessions,
-                                        media_sessions)
+    weeks, spend, beta, week_of_day, _effect = plan
+    doc, daily = media_plan.event_truth(cal.days, weeks, spend, beta, week_of_day, day_revenue, response)
     daily.to_csv(out / "spend.csv", index=False)
     (out / "_truth" / "mmm.json").write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -8,7 +8,8 @@ Used two ways (both seeded, byte-identical for the same arguments):
   This is the series the recovery test fits (two years, six channels): exact truth, no event noise.
 - ``shoplens generate --marketing`` (:mod:`etl.generate`) turns the same contributions into extra
   daily session intensity, so purchases in the event files respond to the plan; see
-  :func:`relative_effect`.
+  :func:`relative_effect`. Its ``_truth/mmm.json`` gives each channel's expected counterfactual
+  contribution (:class:`SessionResponse`), the ROI the files contain, not the target ROI above.
 
 The transforms here are written independently of ``model/mmm`` (an explicit loop over lags rather
 than a convolution) so that the model is checked against a separate implementation:
@@ -255,6 +256,7 @@ __all__ = [
     "L_MAX",
     "TRUTH",
     "ChannelTruth",
+    "SessionResponse",
     "WeeklyTruth",
     "base_revenue",
     "channel_table",
@@ -285,26 +287,78 @@ def event_plan(days: list[date], seed: int) -> tuple[pd.DatetimeIndex, np.ndarra
     return weeks, spend, beta, week_of_day, effect[week_of_day]
 
 
-def event_truth(days: list[date], weeks: pd.DatetimeIndex, spend: np.ndarray, beta: np.ndarray,
-                week_of_day: np.ndarray, day_revenue: np.ndarray, base_sessions: np.ndarray,
-                media_sessions: np.ndarray) -> tuple[dict, pd.DataFrame]:
-    """Truth of an event-level generation: realized revenue split by the expected session shares.
+@dataclass(frozen=True)
+class SessionResponse:
+    """How the event generator's revenue responds to the plan, in expectation given its users.
 
-    ``base_sessions (D,)`` and ``media_sessions (D, C)`` are the expected sessions per day without
-    media and driven by each channel. A channel's contribution on a day is the day's revenue times its
-    share of expected sessions (an attribution in expectation: personas differ a little in spend per
-    session, so this is approximate by a few percent). Spend is the plan's spend on the generated days.
+    The rules of ``etl.generate``'s session draw: a user's sessions are ``clip(Poisson(m), 1, max_sessions)``
+    with ``m = rate x`` the persona's intensity summed over the user's active days (media effect added to
+    it, see :func:`relative_effect`), or a fixed count whatever the intensity (``fixed``, NaN otherwise);
+    the sessions fall on the active days in proportion to that intensity. Revenue per session is the
+    persona's in the generator's own run. What a channel's spend puts into the event files is then the
+    counterfactual: expected revenue with the channel minus without it (:meth:`contributions`).
     """
-    share = media_sessions / np.maximum(base_sessions + media_sessions.sum(axis=1), 1e-12)[:, None]
-    contrib_day = day_revenue[:, None] * share
+
+    base: np.ndarray  # (personas, days) session intensity without media
+    effect: np.ndarray  # (days, channels) relative media effect
+    persona: np.ndarray  # (users,) persona index
+    first_day: np.ndarray  # (users,) first active day
+    last_day: np.ndarray  # (users,) last active day (inclusive)
+    rate: np.ndarray  # (users,) expected sessions per unit of intensity
+    fixed: np.ndarray  # (users,) expected sessions of users whose count ignores intensity, NaN otherwise
+    per_session: np.ndarray  # (personas,) revenue per session
+    max_sessions: int
+
+    def day_revenue(self, on: np.ndarray) -> np.ndarray:
+        """Expected revenue per day with the media effect times ``on`` (channels, or days x channels; 1 on, 0 dark)."""
+        from scipy import stats
+
+        media = (self.effect * on).sum(axis=1)
+        inten = self.base + self.base.mean(axis=1, keepdims=True) * media[None, :]
+        cum = np.concatenate([np.zeros((len(inten), 1)), np.cumsum(inten, axis=1)], axis=1)
+        p = self.persona
+        span = cum[p, self.last_day + 1] - cum[p, self.first_day]
+        m, k = self.rate * span, self.max_sessions
+        # E[clip(N, 1, k)] = E[N] + P(N = 0) - E[(N - k)+], and E[(N - k)+] = m P(N >= k) - k P(N > k)
+        sessions = m + stats.poisson.pmf(0, m) - (m * stats.poisson.sf(k - 1, m) - k * stats.poisson.sf(k, m))
+        sessions = np.where(np.isnan(self.fixed), sessions, self.fixed)
+        weight = np.zeros((len(inten), inten.shape[1] + 1))  # revenue per unit of intensity, by persona and day
+        w = self.per_session[p] * sessions / np.maximum(span, 1e-12)
+        np.add.at(weight, (p, self.first_day), w)
+        np.add.at(weight, (p, self.last_day + 1), -w)
+        return (np.cumsum(weight, axis=1)[:, :-1] * inten).sum(axis=0)
+
+    def contributions(self) -> np.ndarray:
+        """(days x channels): expected revenue with every channel on minus with the channel dark all window."""
+        n_c = self.effect.shape[1]
+        full = self.day_revenue(np.ones(n_c))
+        return np.column_stack([full - self.day_revenue(1.0 - np.eye(n_c)[c]) for c in range(n_c)])
+
+    def hold_out(self, channel: int, days: np.ndarray) -> float:
+        """Expected revenue change over the whole window (carry-over included) of ``channel`` dark on ``days``."""
+        on = np.ones(self.effect.shape)
+        on[days, channel] = 0.0
+        return float(self.day_revenue(on).sum() - self.day_revenue(np.ones(self.effect.shape[1])).sum())
+
+
+def event_truth(days: list[date], weeks: pd.DatetimeIndex, spend: np.ndarray, beta: np.ndarray,
+                week_of_day: np.ndarray, day_revenue: np.ndarray,
+                response: SessionResponse) -> tuple[dict, pd.DataFrame]:
+    """Truth of an event-level generation: each channel's expected counterfactual contribution.
+
+    A channel's contribution on a day is the expected revenue of the generator's simulation with its
+    spend minus without it (:meth:`SessionResponse.contributions`), given the users: what its spend puts
+    into the files, up to the purchase noise. Spend is the plan's spend on the generated days.
+    """
+    contrib_day = response.contributions()
     n_w = len(weeks)
     contrib = np.zeros((n_w, spend.shape[1]))
     np.add.at(contrib, week_of_day, contrib_day)
     days_in_week = np.bincount(week_of_day, minlength=n_w)
     spend_window = spend * (days_in_week / 7.0)[:, None]
     doc = truth_document(weeks, spend_window, contrib, beta, float(day_revenue.sum()),
-                         "event files: extra session intensity per persona; contributions are the realized "
-                         "revenue split by expected session shares (approximate by a few percent)")
+                         "event files: extra session intensity per persona; contributions are the expected "
+                         "revenue with the channel minus without it, given the users (the simulation's rules)")
     doc["complete_weeks"] = [str(w.date()) for w, n in zip(weeks, days_in_week, strict=True) if n == 7]
     rows = [{"date": str(d), "channel": ch.name, "spend": round(float(spend[w, c]) / 7.0, 2),
              "impressions": round(float(spend[w, c]) / 7.0 / ch.cpm * 1000)}

@@ -12,6 +12,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -53,6 +54,56 @@ def test_generate_marketing_writes_spend_and_truth(generated):
     frames = [pd.read_csv(f, usecols=["event_type", "price"]) for f in sorted(generated.glob("*.csv.gz"))]
     events = pd.concat(frames)
     assert truth["revenue"] == pytest.approx(events.loc[events.event_type == "purchase", "price"].sum(), rel=1e-6)
+
+
+def test_marketing_truth_is_the_expected_counterfactual(generated):
+    """Each channel's contribution in ``_truth/mmm.json`` is the expected revenue with its spend minus
+    without it, given the users. Checked independently of ``etl.media_plan.SessionResponse``: the users
+    redrawn from the seed, the generator's own ``_intensity`` with the channel dark, the expected clipped
+    session count summed over the Poisson probabilities (not the closed form), whole-window totals per
+    user (not per day), and revenue per session by persona read from the files and ``_truth/users.csv``."""
+    from dataclasses import replace
+
+    from scipy import stats
+
+    from etl import generate as g
+    from etl import media_plan
+    from etl.personas import PERSONA_NAMES, PERSONAS
+    from etl.taxonomy import build_catalogue
+
+    seed, users = 3, 1500
+    cal = g._calendar(date(2021, 1, 4), 8)
+    effect = media_plan.event_plan(cal.days, seed)[4]
+    people = g._draw_users(np.random.default_rng([seed, 1]), users, cal, build_catalogue(np.random.default_rng([seed, 0])))
+
+    truth_users = pd.read_csv(generated / "_truth" / "users.csv")
+    assert len(truth_users) == users  # every user has a session, so revenue per session covers them all
+    events = pd.concat(pd.read_csv(f, usecols=["event_type", "price", "user_id"]) for f in sorted(generated.glob("*.csv.gz")))
+    bought = events[events.event_type == "purchase"].groupby("user_id")["price"].sum()
+    by_persona = truth_users.assign(revenue=truth_users.user_id.map(bought).fillna(0.0)).groupby("persona")[
+        ["revenue", "n_sessions"]].sum()
+    per_session = (by_persona.revenue / by_persona.n_sessions).reindex(PERSONA_NAMES).to_numpy()
+
+    p = people.persona
+    rate = np.array([q.sessions_per_month for q in PERSONAS])[p] / 30.0 * people.activity
+    counts = np.arange(1000)
+    clipped = np.clip(counts, 1, 400)
+
+    def expected_revenue(on: np.ndarray) -> float:
+        inten = g._intensity(replace(cal, media=(effect * on).sum(axis=1)))
+        span = np.array([inten[p[u], people.first_day[u]:people.last_day[u] + 1].sum() for u in range(users)])
+        sessions = (stats.poisson.pmf(counts[None, :], (rate * span)[:, None]) * clipped).sum(axis=1)
+        sessions[p == PERSONA_NAMES.index("one_time_buyer")] = 1.35
+        return float((per_session[p] * sessions).sum())
+
+    doc = json.loads((generated / "_truth" / "mmm.json").read_text())
+    weekly = pd.DataFrame(doc["weekly_contributions"])
+    full = expected_revenue(np.ones(len(CHANNELS)))
+    for c, ch in enumerate(doc["channels"]):
+        dark = expected_revenue(1.0 - np.eye(len(CHANNELS))[c])
+        assert ch["contribution"] > 0
+        assert ch["contribution"] == pytest.approx(full - dark, rel=1e-6), ch["channel"]
+        assert weekly[ch["channel"]].sum() == pytest.approx(ch["contribution"], rel=1e-6)
 
 
 @pytest.fixture(scope="module")
