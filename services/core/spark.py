@@ -161,12 +161,14 @@ def store_parquet(spark: SparkSession, store: Any, base: str, keys: Sequence[str
     task fetching its files from the store itself, as ingestion's and the timeline runner's tasks do.
 
     The ``name=value`` directories between ``base`` and a file are columns, typed as Spark's partition
-    discovery types them here (a day as a date, digits as an integer, else text). The columns' types
-    are those of the first file (dictionaries decoded); a file without a column gives nulls.
+    discovery types them here (a day as a date, digits as an integer, else text; null in a file without
+    that directory). The columns' types are those of the first file (dictionaries decoded); a file
+    without a column gives nulls.
     """
     keys = list(keys)
     parts = [_partition_values(base, k) for k in keys]
-    partition = pa.schema([pa.field(n, _partition_type([p[n] for p in parts])) for n in parts[0]])
+    names = list(dict.fromkeys(n for p in parts for n in p))
+    partition = pa.schema([pa.field(n, _partition_type([p[n] for p in parts if n in p])) for n in names])
     first = _value_types(_read_schema(store, keys[0]))
     wanted = [f for f in first if f.name not in partition.names and (columns is None or f.name in columns)]
     schema = pa.schema([*wanted, *partition])
@@ -177,7 +179,7 @@ def store_parquet(spark: SparkSession, store: Any, base: str, keys: Sequence[str
         table = file.read(columns=present)
         n = table.num_rows
         arrays = [table.column(f.name).cast(f.type) if f.name in present else pa.nulls(n, f.type) for f in wanted]
-        arrays += [pa.array([parts[i][f.name]] * n, pa.string()).cast(f.type) for f in partition]
+        arrays += [pa.array([parts[i].get(f.name)] * n, pa.string()).cast(f.type) for f in partition]
         yield from pa.Table.from_arrays(arrays, schema=schema).to_batches()
 
     return in_tasks(spark, range(len(keys)), read, from_arrow_schema(schema))
@@ -220,8 +222,8 @@ def write_to_store(df: DataFrame, store: Any, prefix: str, partition_by: str | N
 
     Each task writes its rows to ``<prefix>/[<partition_by>=<value>/]part-PPPPP.parquet`` (P: its
     partition, so a retried task overwrites its own file), without the partition column, as Spark's
-    writer lays them out; an unpartitioned task writes its file even when it has no rows, so a
-    ``coalesce(1)`` output always has one file that carries the schema.
+    writer lays them out. Unpartitioned, a task writes its file even when it has no rows, and a plan
+    that runs no task gets one empty file, so an output always has a file that carries the schema.
     """
     schema = to_arrow_schema(df.schema, timezone="UTC")  # the session time zone (get_spark)
     kept = pa.schema([f for f in schema if f.name != partition_by])
@@ -240,7 +242,10 @@ def write_to_store(df: DataFrame, store: Any, prefix: str, partition_by: str | N
                                   _parquet(rows.select(kept.names)))  # fmt: skip
         yield pa.RecordBatch.from_pydict({"rows": [table.num_rows]}, pa.schema([("rows", pa.int64())]))
 
-    return sum(r["rows"] for r in df.mapInArrow(task, "rows long").collect())
+    written = [r["rows"] for r in df.mapInArrow(task, "rows long").collect()]
+    if partition_by is None and not written:  # a plan of no partitions (an empty relation) ran no task
+        store.write_bytes(f"{prefix}/part-00000.parquet", _parquet(schema.empty_table()))
+    return sum(written)
 
 
 def _parquet(table: pa.Table) -> bytes:

@@ -16,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.erasure import ERASED, suppress_orders
 from etl.ingest import ACCEPTED, DUPLICATE, Chunk, LocalChunk, parquet_bytes, suspicious_users
@@ -95,8 +95,6 @@ def process_orders(
     return reconciled(counts, results, suspicious, dates)
 
 
-_LINES = T.StructType([T.StructField("source_file", T.StringType()), T.StructField("line_number", T.LongType()),
-                       T.StructField("value", T.StringType())])  # fmt: skip
 _LINES_ARROW = pa.schema([("source_file", pa.string()), ("line_number", pa.int64()), ("value", pa.string())])
 
 
@@ -115,7 +113,7 @@ def read_lines(spark: SparkSession, store: Any, chunks: list[Chunk]) -> DataFram
                              pa.array(range(chunk.first_line, chunk.first_line + len(values)), pa.int64()),
                              pa.array(values, pa.string())], schema=_LINES_ARROW).to_batches()  # fmt: skip
 
-    return one_task_each(spark, len(chunks), read, _LINES)
+    return one_task_each(spark, len(chunks), read, from_arrow_schema(_LINES_ARROW))
 
 
 def _rewrite(df: DataFrame, store: Any, prefix: str) -> None:

@@ -229,3 +229,27 @@ def test_read_run_dataset_returns_only_committed_rows(spark, lake: Lake) -> None
     ids = sorted(r.product_id for r in df.select("product_id").collect())
     assert ids == list(range(0, 14)) + list(range(24, 30))
     assert {f.name for f in df.schema.fields} >= {*(f.name for f in EVENT_SCHEMA.fields), "run_id"}
+
+
+@pytest.mark.spark
+def test_spark_tasks_write_and_read_the_store_on_both_backends(spark, lake: Lake) -> None:
+    """What tasks write under a prefix (write_to_store: by day, and one file even when unpartitioned and
+    empty) reads back (read_parquet: in tasks on S3) as the rows written, the day typed as a date."""
+    from services.core.spark import read_parquet, write_to_store
+
+    rows = pd.DataFrame({"event_date": [dt.date(2020, 1, 1), dt.date(2020, 1, 1), dt.date(2020, 1, 2)],
+                         "n": [1, 2, 3], "who": ["a", None, "c"]})  # fmt: skip
+    df = spark.createDataFrame(rows).repartition(2)
+    assert write_to_store(df, lake.store, "_staging/t/out", "event_date") == 3
+    assert {k.split("/")[3] for k in lake.store.list("_staging/t/out")} == {"event_date=2020-01-01",
+                                                                           "event_date=2020-01-02"}
+    back = read_parquet(spark, lake, "_staging/t/out")
+    assert dict(back.dtypes)["event_date"] == "date"
+    got = back.toPandas()[["event_date", "n", "who"]].sort_values("n").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, rows, check_dtype=False)
+
+    assert write_to_store(df.where("n > 5").coalesce(1), lake.store, "_staging/t/empty") == 0
+    assert len(lake.store.list("_staging/t/empty")) == 1
+    empty = read_parquet(spark, lake, "_staging/t/empty")
+    assert empty.count() == 0 and sorted(empty.columns) == ["event_date", "n", "who"]
+    assert read_parquet(spark, lake, "_staging/none") is None
