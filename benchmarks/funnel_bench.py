@@ -68,7 +68,7 @@ def duckdb_counts(lake, threads: int = 2) -> tuple[list[int], float]:
 
     from services.core.catalog import EVENTS
 
-    root = Path(lake.spark_path(EVENTS))
+    root = Path(lake.local_mirror(EVENTS))
     files = sorted(str(p) for p in root.rglob("*.parquet") if not p.name.startswith((".", "_")))
     runs = ", ".join(f"'{r}'" for r in lake.committed_run_ids())
     con = duckdb.connect()

@@ -36,56 +36,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pyarrow as pa
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from etl.contract import MAX_PRICE, MAX_YEAR, MIN_YEAR, NUMBER_PATTERN, ORDER_COLUMNS, QUARANTINE_COLUMNS
-from etl.ingest import LocalChunk
 from etl.lines import ACCEPTED, DUPLICATE, MALFORMED, QUARANTINED, line_digest
 from etl.pseudonymize import pseudonymize_array
-
-_LINE_MASK = (1 << 33) - 1  # monotonically_increasing_id keeps the row index in its low 33 bits
 
 _DDL = ", ".join(f"`{c}` STRING" for c in ORDER_COLUMNS) + ", `_corrupt_record` STRING"
 _NUMBER = f"^{NUMBER_PATTERN}$"
 _DATE_FORMATS = ("M/d/yyyy H:mm", "M/d/yyyy H:mm:ss", "yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm", "M/d/yy H:mm")
 _CUSTOMER = r"^[0-9]{1,18}(\.0+)?$"
 HASHED_PRODUCT_BASE = 10**12
-
-
-def read_lines(spark: SparkSession, chunks: list[LocalChunk], chunk_bytes: int) -> DataFrame:
-    """Raw lines of the chunks as ``(source_file, line_number, value)``.
-
-    Each chunk is read as exactly one partition (the open cost is set so high that Spark neither
-    packs two chunks together nor splits one), so the row index inside a partition is the line offset.
-    """
-    spark.conf.set("spark.sql.files.maxPartitionBytes", str(2 * chunk_bytes))
-    spark.conf.set("spark.sql.files.openCostInBytes", str(1 << 40))
-    meta = spark.createDataFrame(
-        [(c.path.name, c.source_file, c.first_line) for c in chunks],
-        T.StructType(
-            [
-                T.StructField("_chunk", T.StringType()),
-                T.StructField("source_file", T.StringType()),
-                T.StructField("_first_line", T.LongType()),
-            ]
-        ),
-    )
-    raw = (
-        spark.read.option("lineSep", "\n")
-        .text([str(c.path) for c in chunks])
-        .select(
-            F.when(F.col("value").endswith("\r"), F.expr("substring(value, 1, length(value) - 1)"))
-            .otherwise(F.col("value"))
-            .alias("value"),
-            F.col("_metadata.file_name").alias("_chunk"),
-            (F.monotonically_increasing_id().bitwiseAND(F.lit(_LINE_MASK))).alias("_offset"),
-        )
-    )
-    return raw.join(F.broadcast(meta), on="_chunk", how="inner").select(
-        "source_file", (F.col("_first_line") + F.col("_offset")).alias("line_number"), "value"
-    )
 
 
 def find_duplicates(lines: DataFrame) -> DataFrame:
@@ -244,4 +206,4 @@ def order_lines(lines: DataFrame) -> DataFrame:
     )
 
 
-__all__ = ["HASHED_PRODUCT_BASE", "classify_orders", "find_duplicates", "key_columns", "order_lines", "order_quarantine_view", "product_id", "read_lines"]
+__all__ = ["HASHED_PRODUCT_BASE", "classify_orders", "find_duplicates", "key_columns", "order_lines", "order_quarantine_view", "product_id"]

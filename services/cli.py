@@ -915,9 +915,8 @@ def mmm_report(
     doc = read_report(the_lake)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        root = Path(the_lake.spark_path(f"{MMM_MODEL}/{doc['version']}") or ".")
         for name in ("report.md", "report.html"):
-            (out / name).write_bytes((root / name).read_bytes())
+            (out / name).write_bytes(the_lake.store.read_bytes(f"{MMM_MODEL}/{doc['version']}/{name}"))
     if not doc["converged"]:
         typer.echo("shoplens: WARNING: the current model did not converge", err=True)
     _emit(doc, as_json, summary_text(doc))

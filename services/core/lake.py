@@ -53,7 +53,7 @@ def utc_now_iso() -> str:
 
 @dataclass
 class Lake:
-    """A lake on a :class:`~services.core.storage.Store`, with a local work directory for Spark."""
+    """A lake on a :class:`~services.core.storage.Store`, with a local work directory for the driver."""
 
     store: Store
     work_dir: Path
@@ -199,12 +199,15 @@ class Lake:
             f"{dataset}/{CURRENT_POINTER}", {"version": version, "published_at": utc_now_iso(), **meta}
         )
 
-    # -- handing data to Spark ---------------------------------------------------------------------
-    def spark_path(self, dataset: str) -> str | None:
-        """A local directory holding ``dataset`` for Spark to read, or None if it has no files.
+    # -- a local copy for the driver's own readers ----------------------------------------------------
+    def local_mirror(self, dataset: str) -> str | None:
+        """A local directory holding ``dataset`` for pyarrow on this host, or None if it has no files.
 
         On local disk this is the lake directory itself. On S3 the files are mirrored into
-        ``work_dir/cache`` (run-scoped and versioned files never change, so the mirror only grows).
+        ``work_dir/cache`` (run-scoped and versioned files never change, so the mirror only grows): the
+        API's and the dashboard's one-row lookups read row groups of local files. Spark never gets
+        this path: its tasks read the store themselves (services.core.spark.read_parquet), so the
+        executors need no directory shared with the driver.
         """
         local = self.store.local_path(dataset)
         if local is not None:

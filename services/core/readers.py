@@ -36,9 +36,14 @@ def read_parquet_dir(path: Path) -> pd.DataFrame:
     return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default").to_pandas()
 
 
+def read_frame(lake: Lake, key: str) -> pd.DataFrame:
+    """One Parquet object of the lake, read from the store (no local copy)."""
+    return pd.read_parquet(io.BytesIO(lake.store.read_bytes(key)))
+
+
 def parquet_dataset(lake: Lake, prefix: str) -> ds.Dataset | None:
     """The Parquet files below ``prefix`` as a pyarrow dataset (a one-time local mirror on S3); None if none."""
-    path = lake.spark_path(prefix)
+    path = lake.local_mirror(prefix)
     if not path:
         return None
     files = sorted(str(p) for p in Path(path).rglob("*.parquet") if not p.name.startswith((".", "_")))
@@ -76,7 +81,7 @@ def read_version(lake: Lake, dataset: str, version: str | None = None) -> pd.Dat
     version = version or lake.current_version(dataset)
     if version is None:
         return None
-    path = lake.spark_path(f"{dataset}/{version}")
+    path = lake.local_mirror(f"{dataset}/{version}")
     return read_parquet_dir(Path(path)) if path else None
 
 
@@ -119,7 +124,7 @@ def load_model(lake: Lake, version: str | None = None) -> LoadedModel:
         key = f"{base}/{REFERENCE_FILE}"
         if not lake.store.exists(key):
             return None
-        return pd.read_parquet(io.BytesIO(lake.store.read_bytes(key)))
+        return read_frame(lake, key)
 
     return model_from_artifact(artifact, version, reference)
 
@@ -138,7 +143,7 @@ def load_propensity(lake: Lake) -> LoadedPropensity | None:
     if scores is not None and scores.get("model_version") == version and scores.get("decile_cuts"):
         scorer = scorer.with_deciles(scores["decile_cuts"])
     key = f"{base}/{REFERENCE_FILE}"
-    means = reference_means(pd.read_parquet(io.BytesIO(lake.store.read_bytes(key)))) if lake.store.exists(key) else None
+    means = reference_means(read_frame(lake, key)) if lake.store.exists(key) else None
     return LoadedPropensity(version=version, scorer=scorer, category_means=means)
 
 
@@ -179,6 +184,7 @@ __all__ = [
     "parquet_dataset",
     "read_customer_values",
     "read_features",
+    "read_frame",
     "read_parquet_dir",
     "read_propensity",
     "read_segments",

@@ -2,9 +2,10 @@
 
 Keys are ``/``-separated paths relative to the store's root. Writes of a single object are atomic on
 both backends (rename on disk, one PUT on S3); that is what the lake's commit protocol relies on.
-Spark's own readers and writers take local directories (:meth:`Store.put_dir` / :meth:`Store.get_dir`
-move whole trees between those and the store); ingestion's Arrow tasks use a store directly, and an
-:class:`S3Store` pickles to its endpoint and credentials so that a task on another host can.
+Spark's tasks use a store directly (ingestion, the timeline runner, services.core.spark.read_parquet and
+write_to_store): an :class:`S3Store` pickles to its endpoint and credentials so that a task on another
+host can. :meth:`Store.put_dir` / :meth:`Store.get_dir` move whole trees between the driver's disk and
+the store (publishing a version, the driver-side readers' mirror).
 """
 
 from __future__ import annotations

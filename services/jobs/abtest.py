@@ -66,7 +66,7 @@ from services.core.catalog import EVENTS, EXPERIMENTS, SEGMENTS
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
-from services.core.spark import read_run_dataset
+from services.core.spark import read_parquet, read_run_dataset
 from services.reports.abtest import render_html, render_json, render_markdown
 
 log = logging.getLogger("shoplens.abtest")
@@ -382,10 +382,9 @@ def lake_baseline(spark: SparkSession, lake: Lake, segment: str | None, window_s
     active = recent.where(F.col("event_time") > F.lit(start)).select("user_key").distinct()
     if segment is not None:
         version = lake.current_version(SEGMENTS)
-        seg_path = lake.spark_path(f"{SEGMENTS}/{version}") if version else None
-        if seg_path is None:
+        segments = read_parquet(spark, lake, f"{SEGMENTS}/{version}") if version else None
+        if segments is None:
             raise FileNotFoundError("no published segments: run `shoplens train` (or `shoplens score`) first")
-        segments = spark.read.parquet(seg_path)
         names = sorted(r[0] for r in segments.select("segment_name").distinct().collect())
         if segment not in names:
             raise ValueError(f"no segment {segment!r}; published segments: {names}")

@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 
 from etl.local_features import (
     FEATURES_ARROW,
@@ -62,15 +62,6 @@ LEGACY_AGGREGATES = "aggregates"
 _FEATURE_INPUTS = ("user_key", "session_key", "event_time", "event_type", "price", "category_l1", "brand", "category_id")
 #: The category reference's columns (a sum over buckets of :data:`etl.local_features.PRICE_SUMS`).
 CATEGORY_PRICES_SCHEMA = pa.schema([("category_id", pa.int64()), ("n_priced", pa.int64()), ("sum_log_price", pa.float64())])
-
-
-def read_features(spark: SparkSession, lake: Lake, version: str | None = None) -> DataFrame:
-    """The published features (the current version unless ``version`` is given)."""
-    version = version or lake.current_version(FEATURES)
-    path = lake.spark_path(f"{FEATURES}/{version}") if version else None
-    if path is None:
-        raise FileNotFoundError("no features published yet: run `shoplens features`")
-    return spark.read.parquet(path)
 
 
 def features_behind(lake: Lake) -> tuple[bool, str]:

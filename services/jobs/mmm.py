@@ -40,6 +40,7 @@ from model.mmm.validation import rolling_origin
 from services.core.catalog import EVENTS, MMM_MODEL
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
+from services.core.readers import read_frame
 from services.reports.mmm import render_html, render_json, render_markdown
 
 log = logging.getLogger("shoplens.mmm")
@@ -259,14 +260,11 @@ def load_published(lake: Lake, version: str | None = None) -> Published:
     version = version or lake.current_version(MMM_MODEL)
     if version is None:
         raise FileNotFoundError("no marketing-mix model published yet: run `shoplens mmm fit --spend FILE`")
-    root = lake.spark_path(f"{MMM_MODEL}/{version}")
-    if root is None:
-        raise FileNotFoundError(f"mmm version {version} has no files")
-    base = Path(root)
-    doc = lake.read_json(f"{MMM_MODEL}/{version}/model.json")
-    post = Posterior.from_frame(pd.read_parquet(base / "draws.parquet"), doc["posterior"])
-    return Published(version, doc, post, pd.read_parquet(base / "history.parquet"),
-                     pd.read_parquet(base / "channels.parquet"))
+    base = f"{MMM_MODEL}/{version}"
+    doc = lake.read_json(f"{base}/model.json")
+    post = Posterior.from_frame(read_frame(lake, f"{base}/draws.parquet"), doc["posterior"])
+    return Published(version, doc, post, read_frame(lake, f"{base}/history.parquet"),
+                     read_frame(lake, f"{base}/channels.parquet"))
 
 
 def read_report(lake: Lake) -> dict[str, Any]:

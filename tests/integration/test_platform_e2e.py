@@ -5,7 +5,7 @@ MinIO server (buckets as minio-init creates them), Prometheus (the stack's prome
 rules) and the Pushgateway. The watcher runs through its own entrypoint, ``shoplens watch``, with the
 environment docker-compose.yml gives it (resolved by the real Compose binary); only host names, ports,
 the work directory and ``SHOPLENS_SPARK_S3A`` differ: the s3a jars cannot be fetched here, and the
-watcher does not need them (Spark reads and writes local paths, the minio SDK moves the files).
+watcher does not need them (its Spark tasks read and write the bucket through the minio SDK).
 
 One generated month and one bad file are uploaded to ``s3://incoming/``; the test then checks the
 bucket (segments published, files archived or moved aside), that the counts reconcile with the

@@ -145,10 +145,10 @@ def test_publish_version_and_current_version(lake: Lake, tmp_path: Path) -> None
     assert (tmp_path / "v1" / "a.parquet").exists(), "publish_version copies; the caller owns local_dir"
 
 
-def test_spark_path_is_a_local_directory_on_both_backends(lake: Lake, tmp_path: Path) -> None:
-    assert lake.spark_path(EVENTS) is None
+def test_local_mirror_is_a_local_directory_on_both_backends(lake: Lake, tmp_path: Path) -> None:
+    assert lake.local_mirror(EVENTS) is None
     lake.publish_run_dataset(_files(tmp_path / "s", ["event_date=2019-10-01/part-0.parquet"]), EVENTS, "r1")
-    path = Path(lake.spark_path(EVENTS))
+    path = Path(lake.local_mirror(EVENTS))
     assert path.is_dir()
     assert (path / "event_date=2019-10-01/run_id=r1/part-0.parquet").read_bytes() == (
         b"event_date=2019-10-01/part-0.parquet"
@@ -160,9 +160,9 @@ def test_spark_path_is_a_local_directory_on_both_backends(lake: Lake, tmp_path: 
 def test_prune_cache_keeps_only_current_versions_of_the_mirror(lake: Lake, tmp_path: Path) -> None:
     for version in ("v1", "v2"):
         lake.publish_version(_files(tmp_path / version, ["part-0.parquet"]), "features", version)
-        assert lake.spark_path(f"features/{version}")
+        assert lake.local_mirror(f"features/{version}")
     lake.publish_run_dataset(_files(tmp_path / "s", ["event_date=2019-10-01/part-0.parquet"]), EVENTS, "r1")
-    events = lake.spark_path(EVENTS)
+    events = lake.local_mirror(EVENTS)
     removed = lake.prune_cache()
     if lake.store.local_path(EVENTS) is not None:
         assert removed == 0  # a local lake is read in place: nothing is mirrored
@@ -170,7 +170,7 @@ def test_prune_cache_keeps_only_current_versions_of_the_mirror(lake: Lake, tmp_p
     cache = lake.work_dir / "cache"
     assert removed == 1 and sorted(p.name for p in (cache / "features").iterdir()) == ["v2"]
     assert Path(events, "event_date=2019-10-01/run_id=r1/part-0.parquet").exists()  # run data stays
-    assert lake.spark_path("features/v1")  # an old version read again is mirrored again
+    assert lake.local_mirror("features/v1")  # an old version read again is mirrored again
 
 
 def _events_pdf(n: int, day: dt.date, offset: int) -> pd.DataFrame:
@@ -229,3 +229,27 @@ def test_read_run_dataset_returns_only_committed_rows(spark, lake: Lake) -> None
     ids = sorted(r.product_id for r in df.select("product_id").collect())
     assert ids == list(range(0, 14)) + list(range(24, 30))
     assert {f.name for f in df.schema.fields} >= {*(f.name for f in EVENT_SCHEMA.fields), "run_id"}
+
+
+@pytest.mark.spark
+def test_spark_tasks_write_and_read_the_store_on_both_backends(spark, lake: Lake) -> None:
+    """What tasks write under a prefix (write_to_store: by day, and one file even when unpartitioned and
+    empty) reads back (read_parquet: in tasks on S3) as the rows written, the day typed as a date."""
+    from services.core.spark import read_parquet, write_to_store
+
+    rows = pd.DataFrame({"event_date": [dt.date(2020, 1, 1), dt.date(2020, 1, 1), dt.date(2020, 1, 2)],
+                         "n": [1, 2, 3], "who": ["a", None, "c"]})  # fmt: skip
+    df = spark.createDataFrame(rows).repartition(2)
+    assert write_to_store(df, lake.store, "_staging/t/out", "event_date") == 3
+    assert {k.split("/")[3] for k in lake.store.list("_staging/t/out")} == {"event_date=2020-01-01",
+                                                                           "event_date=2020-01-02"}
+    back = read_parquet(spark, lake, "_staging/t/out")
+    assert dict(back.dtypes)["event_date"] == "date"
+    got = back.toPandas()[["event_date", "n", "who"]].sort_values("n").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, rows, check_dtype=False)
+
+    assert write_to_store(df.where("n > 5").coalesce(1), lake.store, "_staging/t/empty") == 0
+    assert len(lake.store.list("_staging/t/empty")) == 1
+    empty = read_parquet(spark, lake, "_staging/t/empty")
+    assert empty.count() == 0 and sorted(empty.columns) == ["event_date", "n", "who"]
+    assert read_parquet(spark, lake, "_staging/none") is None

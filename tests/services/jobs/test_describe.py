@@ -181,6 +181,7 @@ def test_describe_on_an_s3_lake(spark, s3_lake, tmp_path) -> None:
     assert result["report"]["lake"].startswith("s3://")
     stored = json.loads(s3_lake.store.read_bytes(f"{DESCRIBE}/{version}/report.json"))
     assert stored["quarantine"]["rows"] == len(BAD)
+    assert not (s3_lake.work_dir / "cache").exists(), "Spark's tasks read the bucket: nothing mirrored to the driver"
 
 
 def test_cli_describe_json_counts_match_pandas(cli_env, rees46_sample, tmp_path) -> None:

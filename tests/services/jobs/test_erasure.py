@@ -392,7 +392,7 @@ def test_verified_erasure_on_the_s3_server(spark, tmp_path: Path, s3_server) -> 
         incoming.put_file(f, f"_processed/run{i}/{f.name}")
     user_key, canary_key = pseudonymize(target, KEY), pseudonymize(CANARY, KEY)
     needles = [target, user_key]
-    lake.spark_path(FEATURES)  # the local mirror the API and dashboard read on S3
+    lake.local_mirror(FEATURES)  # the local mirror the API and dashboard read on S3
     assert scan_bucket(client, bucket, needles) and scan_tree(tmp_path / "s3work", needles)
     before = _features(lake).set_index("user_key").loc[canary_key]
 
