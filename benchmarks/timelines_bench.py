@@ -159,12 +159,13 @@ def ingest_cost(args: argparse.Namespace, files: list[Path]) -> None:
     from services.jobs import ingest
 
     def rereading(spark, store, scratch, out, expected):  # the build before: a pass over the event files
-        return build_timelines(spark, store, store.list(scratch.rsplit("/", 1)[0] + "/events"), out, scratch)
+        events = store.list(scratch.rsplit("/", 1)[0] + "/events")
+        return build_timelines(spark, store, events, out, scratch, expected)
 
     variants = {  # (timeline groups staged by the chunk tasks, the build after the copies are dropped)
-        "none": (lambda _s: 0, lambda *_a: {}),
+        "none": (lambda *_a: 0, lambda *_a: {}),
         "chunk_tasks": (timeline_groups, sort_groups),
-        "rereading": (lambda _s: 0, rereading),
+        "rereading": (lambda *_a: 0, rereading),
     }
     if args.no_rereading:
         del variants["rereading"]

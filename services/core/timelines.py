@@ -58,6 +58,9 @@ __all__ = [
 COMPACT_AFTER_RUNS: Final[int] = 8
 #: Tasks per core of a pass over buckets (each task takes consecutive buckets).
 TASKS_PER_CORE: Final[int] = 2
+#: The most events one timeline sort task holds (its pieces, concatenated, sorted and cut: a few
+#: hundred bytes an event at its peak; a 39M-event month in four groups peaked at 9.2 GB).
+EVENTS_PER_GROUP: Final[int] = 4_000_000
 #: Staged event files read by one task of a build's first stage.
 _FILES_PER_TASK: Final[int] = 8
 #: Parquet's default dictionary page (1 MiB) holds ~15,000 user keys (64 hex characters), fewer than a
@@ -122,24 +125,29 @@ def _written_key(out: str, bucket: int) -> str:
     return f"{out}/part-{bucket:04d}.parquet"
 
 
-def timeline_groups(spark: SparkSession) -> int:
-    """Bucket groups of a build: two per core (a task each), so the sort stage fills the cores."""
-    return min(BUCKETS, TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
+def timeline_groups(spark: SparkSession, events: int) -> int:
+    """Bucket groups of a build of ``events`` events: two per core (a task each), so the sort stage fills
+    the cores, and more where that would give a sort task over :data:`EVENTS_PER_GROUP` events, so its
+    memory does not grow with the run (up to one group per bucket)."""
+    cores = TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+    return min(BUCKETS, max(cores, math.ceil(events / EVENTS_PER_GROUP)))
 
 
-def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], out: str, scratch: str) -> dict[int, int]:
+def build_timelines(spark: SparkSession, store: Any, event_keys: Sequence[str], out: str, scratch: str,
+                    events: int) -> dict[int, int]:  # fmt: skip
     """The timeline of some committed event files (a run ingested before timelines existed).
 
     Two stages of tasks through the store, no Spark shuffle: file tasks cut a few event files each by
     bucket group (:func:`etl.timeline.by_group`) into ``<scratch>/group=G/part-T.arrow``, then
     :func:`sort_groups`. (Ingestion skips the first stage: its chunk tasks stage their events by group.)
-    Returns bucket -> events; ``scratch`` is deleted.
+    ``events``: about how many the files hold (it sets the groups). Returns bucket -> events; ``scratch``
+    is deleted.
     """
     keys = list(event_keys)
     if not keys:
         return {}
     tasks = min(len(keys), max(2 * spark.sparkContext.defaultParallelism, math.ceil(len(keys) / _FILES_PER_TASK)))
-    groups, columns = timeline_groups(spark), list(TIMELINE_SCHEMA.names)
+    groups, columns = timeline_groups(spark, events), list(TIMELINE_SCHEMA.names)
 
     def cut(task: int) -> Iterator[pa.RecordBatch]:
         files = [pq.read_table(io.BytesIO(store.read_bytes(keys[i])), columns=columns)
@@ -380,10 +388,12 @@ def backfill_timelines(spark: SparkSession, lake: Lake) -> dict[str, int]:
     """
     built: dict[str, int] = {}
     events = lake.committed_files(EVENTS)
+    accepted = {r.get("run_id"): int(r.get("rows_accepted") or 0) for r in lake.runs()}
     for run in timelines_status(lake)["missing_runs"]:
         prefix = f"{STAGING}/timelines-{run}"
         keys = [k for k in events if _run_of(k) == run]
-        built[run] = sum(build_timelines(spark, lake.store, keys, f"{prefix}/out", f"{prefix}/parts").values())
+        built[run] = sum(build_timelines(spark, lake.store, keys, f"{prefix}/out", f"{prefix}/parts",
+                                         accepted.get(run, 0)).values())  # fmt: skip
         lake.publish_run_dataset(f"{prefix}/out", TIMELINE_RUNS, run)
         lake.store.delete_prefix(prefix)
     return built

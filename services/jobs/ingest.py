@@ -278,7 +278,7 @@ def _process(
     buckets = bucket_count(spark)
     with timings.phase("classify_and_write"):
         outcome = run_chunks(spark, store, prefix, chunks, key, buckets, erasure_ledger.suppressed(lake),
-                             timeline_groups(spark))  # fmt: skip
+                             timeline_groups(spark, sum(r.rows_read for r in results)))  # fmt: skip
     # The bot flag reads only what the chunk tasks wrote, so its job runs beside the copy search: its
     # tasks fill the cores while the driver patches the chunks that hold copies.
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -24,8 +24,10 @@ from services.core.timelines import (
     read_bucket,
     read_written,
     run_on_buckets,
+    timeline_groups,
     timelines_status,
 )
+from services.jobs import ingest
 from services.jobs.ingest import ingest_files
 
 pytestmark = pytest.mark.spark
@@ -123,6 +125,27 @@ def test_each_ingest_writes_its_sorted_run_and_reads_merge_them(two_runs: Lake) 
     assert all(len(keys) <= 2 for keys in bucket_sources(two_runs).values())
     assert any(len(keys) == 2 for keys in bucket_sources(two_runs).values())  # returning users
     assert_timelines_hold_the_events(two_runs)
+
+
+def test_a_run_with_many_events_is_sorted_in_more_groups(spark, local_lake, key, rees46_sample, monkeypatch) -> None:
+    """A sort task holds at most EVENTS_PER_GROUP events whatever the run's size: the run is staged in
+    as many more groups as that takes (up to one per bucket), and the timelines still hold every event."""
+    cores = 2 * spark.sparkContext.defaultParallelism
+    monkeypatch.setattr("services.core.timelines.EVENTS_PER_GROUP", 100)
+    assert timeline_groups(spark, 0) == cores
+    assert timeline_groups(spark, 100 * (cores + 3) - 1) == cores + 3
+    assert timeline_groups(spark, 10**12) == BUCKETS
+    staged: list[int] = []
+    sort_groups = ingest.sort_groups
+
+    def counting(spark, store, scratch, out, expected):
+        staged.append(len({k[len(scratch):].lstrip("/").split("/", 1)[0] for k in store.list(scratch)}))
+        return sort_groups(spark, store, scratch, out, expected)
+
+    monkeypatch.setattr(ingest, "sort_groups", counting)
+    summary = ingest_files(spark, local_lake, [rees46_sample], key)
+    assert staged == [timeline_groups(spark, summary["rows_read"])] and staged[0] > cores
+    assert_timelines_hold_the_events(local_lake)
 
 
 def test_copies_across_chunks_and_files_stay_out_of_the_timelines(spark, local_lake, key, rees46_sample, tmp_path) -> None:
