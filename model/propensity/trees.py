@@ -184,7 +184,8 @@ class TreeEnsemble:
         column ``j``: each tree's leaf values of ``A`` are computed once and kept for the others, and
         the sum runs from the baseline in tree order, as :meth:`decision` adds them. A tree of 31
         leaves reads a few of the columns, so most trees are not applied again. Trees of more than
-        64 leaves (no bit-vector form) are applied whole."""
+        64 leaves (no bit-vector form) are applied whole. Keeps a float64 per tree and row of ``A``
+        (for a sample: 20,000 rows and 223 trees take 36 MB)."""
         if self.bit_trees is None:
             return lambda B, _j: self.decision(B)
         trees = self.bit_trees
