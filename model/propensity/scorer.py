@@ -22,7 +22,7 @@ JSON floats round-trip exactly, so :meth:`LightPropensityScorer.predict_proba` e
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -111,7 +111,19 @@ class LightPropensityScorer:
 
     def proba_matrix(self, A: np.ndarray) -> np.ndarray:
         """P(buy) of each row of a design matrix."""
-        f = self.decision(A)
+        return self._calibrated(self.decision(A))
+
+    def column_change(self, A: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray]:
+        """``(B, j) -> proba_matrix(B)`` for matrices that differ from ``A`` in column ``j`` only, bit for
+        bit; the boosted model applies again only the trees that read that column
+        (:meth:`TreeEnsemble.column_change`): what a permutation importance's re-scorings need."""
+        if self.kind == "logistic":
+            return lambda B, _j: self.proba_matrix(B)
+        decision = self._ensemble.column_change(A)
+        return lambda B, j: self._calibrated(decision(B, j))
+
+    def _calibrated(self, f: np.ndarray) -> np.ndarray:
+        """P(buy) from the raw scores."""
         cal = self.calibrator
         if cal is None:
             return expit(f)

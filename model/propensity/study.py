@@ -91,7 +91,8 @@ def report_for(
     light = LightPropensityScorer(export_artifact(model, "validation"))
     p = light.proba_matrix(A)  # what the shipped artifact scores
     c = curves(y, p)
-    importance = permutation_importance_auc(light.proba_matrix, A, y, model.features_, seed=seed)
+    importance = permutation_importance_auc(light.proba_matrix, A, y, model.features_, seed=seed,
+                                            column_change=light.column_change)
     metrics = {**evaluate(y, p, capacity), "calibration": model.calibration_, "holdout": model.holdout_,
                "n_train": model.n_train_}  # fmt: skip
     return ModelReport(

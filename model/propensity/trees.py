@@ -21,7 +21,7 @@ walked level by level.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -126,6 +126,17 @@ class _BitTree:
         out += self.values[np.bitwise_count(low - self.word(1))]
 
 
+def _blocks(A: np.ndarray, trees: Sequence[_BitTree]) -> Iterator[tuple[slice, np.ndarray, dict | None]]:
+    """(rows, the block's columns (p, b), its NaN flags per bit-vector dtype of ``trees`` or None
+    without NaN) per :data:`BLOCK` rows of ``A``: column-major, so one feature's block is contiguous."""
+    if A.dtype not in (np.float32, np.float64):
+        A = A.astype(np.float64)
+    for i in range(0, len(A), BLOCK):
+        cols = np.ascontiguousarray(A[i : i + BLOCK].T)
+        nan = np.isnan(cols)
+        yield slice(i, i + BLOCK), cols, {w: nan.astype(w) for w in {t.word for t in trees}} if nan.any() else None
+
+
 class TreeEnsemble:
     """Trees (in the form of :func:`hgb_trees`) and a baseline: the raw score of a design matrix."""
 
@@ -160,17 +171,43 @@ class TreeEnsemble:
 
     def _decision_bits(self, A: np.ndarray) -> np.ndarray:
         raw = np.full(len(A), self.baseline)
-        if A.dtype not in (np.float32, np.float64):
-            A = A.astype(np.float64)
         assert self.bit_trees is not None
-        for i in range(0, len(A), BLOCK):
-            cols = np.ascontiguousarray(A[i : i + BLOCK].T)  # (p, b): one feature's block is contiguous
-            nan = np.isnan(cols)
-            nans = {w: nan.astype(w) for w in {t.word for t in self.bit_trees}} if nan.any() else None
-            out = raw[i : i + BLOCK]
+        for rows, cols, nans in _blocks(A, self.bit_trees):
+            out = raw[rows]
             for tree in self.bit_trees:
                 tree.add_raw(cols, None if nans is None else nans[tree.word], out)
         return raw
+
+    def column_change(self, A: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray]:
+        """For matrices that differ from ``A`` in column ``j`` only (a permutation importance's shuffles):
+        ``(B, j) -> decision(B)``, equal to it bit for bit, applying again only the trees that read
+        column ``j``: each tree's leaf values of ``A`` are computed once and kept for the others, and
+        the sum runs from the baseline in tree order, as :meth:`decision` adds them. A tree of 31
+        leaves reads a few of the columns, so most trees are not applied again. Trees of more than
+        64 leaves (no bit-vector form) are applied whole. Keeps a float64 per tree and row of ``A``
+        (for a sample: 20,000 rows and 223 trees take 36 MB)."""
+        if self.bit_trees is None:
+            return lambda B, _j: self.decision(B)
+        trees = self.bit_trees
+        kept = self._leaf_values(A, trees)
+        readers = [[k for k, t in enumerate(trees) if j in t.feature] for j in range(A.shape[1])]
+
+        def decision(B: np.ndarray, j: int) -> np.ndarray:
+            again = dict(zip(readers[j], self._leaf_values(B, [trees[k] for k in readers[j]]), strict=True))
+            raw = np.full(len(B), self.baseline)
+            for k in range(len(trees)):
+                raw += again[k] if k in again else kept[k]
+            return raw
+
+        return decision
+
+    def _leaf_values(self, A: np.ndarray, trees: Sequence[_BitTree]) -> np.ndarray:
+        """(len(trees), n): the leaf value each of ``trees`` gives each row of ``A``."""
+        out = np.zeros((len(trees), len(A)))
+        for rows, cols, nans in _blocks(A, trees):
+            for k, tree in enumerate(trees):
+                tree.add_raw(cols, None if nans is None else nans[tree.word], out[k, rows])
+        return out
 
     def _decision_walk(self, A: np.ndarray) -> np.ndarray:
         raw = np.full(len(A), self.baseline)

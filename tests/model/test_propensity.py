@@ -62,6 +62,11 @@ def test_light_scorer_from_json_equals_the_estimator(frame, kind, calibration):
     art = json.loads(json.dumps(export_artifact(m, "v1"), allow_nan=False))  # strict JSON round trip
     scorer = LightPropensityScorer(art)
     np.testing.assert_allclose(scorer.predict_proba(val), m.predict_proba(val)[:, 1], rtol=1e-12, atol=1e-12)
+    # the importance's re-scoring of a changed column: the calibrated bits of scoring the whole
+    A = design_matrix(val)
+    B = A.copy()
+    B[:, 0] = A[::-1, 0]
+    np.testing.assert_array_equal(scorer.column_change(A)(B, 0), scorer.proba_matrix(B))
 
 
 def test_fit_never_sees_the_last_training_cutoff_for_the_base_model(frame):
@@ -166,6 +171,14 @@ def test_light_scorer_tree_paths_equal_sklearn_with_missing_values_in_chunks(fra
     assert len(val) > 3 * 100
     np.testing.assert_array_equal(trees_module.TreeEnsemble.of(m.base_).decision(design_matrix(val), threads=3), want)
     np.testing.assert_allclose(scorer.predict_proba(val), m.predict_proba(val)[:, 1], rtol=1e-12, atol=1e-12)
+    # a permutation importance's re-scorings (only the trees that read the shuffled column applied again):
+    # the bits of scoring the shuffled copy whole, NaNs moved into and out of rows, across blocks
+    A = design_matrix(val)
+    change = scorer.column_change(A)
+    for j in range(A.shape[1]):
+        B = A.copy()
+        B[:, j] = A[::-1, j]
+        np.testing.assert_array_equal(change(B, j), scorer.proba_matrix(B))
 
 
 def test_design_matrix_rounds_to_float32_whatever_the_container_and_row_selection(frame):
