@@ -148,9 +148,10 @@ def main() -> None:
                   f"{r['shoplens_median'] / r['duckdb_median']:.2f} | {r['results_equal']} | {r['load_before']} | "
                   f"{r['load_after']} |")  # fmt: skip
     md += ["", "shoplens: one pass over the lake's timelines (64 user buckets, consecutive ones in two Spark tasks "
-           "per core; a task reads its buckets' user keys as dictionaries, reduces batches of up to 2M events to "
-           "user-days and counts their users' share of every cohort and period, users and revenue, in polars; the "
-           "driver adds the shares), warm session, after one warm-up run. DuckDB: one query over the "
+           "per core; a task reads only the columns it counts, its buckets' user keys as dictionaries, reduces "
+           "batches of up to 2M events to user-days in array arithmetic over the sorted rows and counts their users' "
+           "share of every cohort and period, users and revenue, in one polars group-by; the driver adds the "
+           "shares), warm session, after one warm-up run. DuckDB: one query over the "
            "same Parquet event files, 2 threads, users only. The results (users per cohort and period of the default "
            "view) are compared for equality.",
            "", f"Goal (issue 32): at most DuckDB's time over the 43.8M-event month and a two-month lake, {args.repeat} "

@@ -39,6 +39,7 @@ from typing import Final, Literal, get_args
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 Cohort = Literal["week", "month"]
 CohortEvent = Literal["any", "purchase"]
@@ -53,6 +54,9 @@ NO_SEGMENT: Final[str] = "(unsegmented)"
 USER_DAY_COLUMNS: Final[tuple[str, ...]] = (
     "user_key", "day", "events", "purchases", "revenue", "first_category", "first_purchase_category",
 )  # fmt: skip
+#: The user-day columns only the category breakdown reads (:func:`user_days` ``categories``).
+_CATEGORIES: Final[tuple[str, ...]] = ("first_category", "first_purchase_category")
+_COUNTED: Final[tuple[str, ...]] = tuple(c for c in USER_DAY_COLUMNS if c not in _CATEGORIES)
 #: Columns of :func:`partial_counts` (a share of the counts; see there).
 PARTIAL_SCHEMA: Final[dict[str, pl.DataType]] = {
     "group": pl.String(), "cohort": pl.Date(), "period": pl.Int64(), "users": pl.Int64(), "revenue": pl.Float64(),
@@ -95,31 +99,75 @@ class RetentionSpec:
                 "event": self.event, "periods": "calendar" if self.calendar else "rolling", "by": self.by}  # fmt: skip
 
 
-def user_days(timeline: pa.Table | pl.DataFrame) -> pl.DataFrame:
-    """A user bucket's timeline (:mod:`etl.timeline`: sorted by user and time) -> one row per user and
-    UTC day with any event, in that order: the columns of :data:`USER_DAY_COLUMNS`.
+def user_days(timeline: pa.Table | pl.DataFrame, categories: bool = True) -> pl.DataFrame:
+    """A user bucket's timeline (:mod:`etl.timeline`: sorted by user and time, UTC times) -> one row
+    per user and UTC day with any event, in that order: the columns of :data:`USER_DAY_COLUMNS`
+    (without the two category columns unless ``categories``: only the category breakdown reads them).
 
     ``first_category`` is the category_l1 of the day's earliest event, ``first_purchase_category``
     that of its earliest purchase (null without one). A user's day is a run of consecutive rows in a
-    timeline, so each sum is a ``reduceat`` over the runs' first rows: no hashing, no sort (a polars
-    group-by of the runs took four times as long).
+    timeline, so everything is array arithmetic over the runs' first rows: no hashing, no sort, and no
+    polars frame of the timeline (converting its dictionaries cost more than the counting). Purchases
+    are a few percent of the events, so their sums are taken over the purchase rows alone.
     """
-    frame = timeline if isinstance(timeline, pl.DataFrame) else pl.DataFrame(timeline)
-    n = frame.height
-    user, day = frame["user_key"], frame["event_time"].dt.date()
-    starts = ((user != user.shift()) | (day != day.shift())).fill_null(True).arg_true().to_numpy()
-    purchase = (frame["event_type"] == "purchase").fill_null(False).to_numpy()
-    price = frame["price"].fill_null(0.0).to_numpy()
-    first_purchase = np.minimum.reduceat(np.where(purchase, np.arange(n), n), starts) if n else starts
-    category = frame["category_l1"].extend_constant(None, 1)  # row n: "no purchase that day"
-    return pl.DataFrame({
-        "user_key": user.gather(starts), "day": day.gather(starts),
+    table = timeline.to_arrow() if isinstance(timeline, pl.DataFrame) else timeline
+    names = USER_DAY_COLUMNS if categories else _COUNTED
+    n = table.num_rows
+    user = pl.Series(table["user_key"])
+    if n == 0:
+        return pl.DataFrame({"user_key": user, "day": pl.Series([], dtype=pl.Date)}).with_columns(
+            pl.lit(0, pl.Int64).alias("events"), pl.lit(0, pl.Int64).alias("purchases"),
+            pl.lit(0.0).alias("revenue"), pl.lit(None, pl.String).alias("first_category"),
+            pl.lit(None, pl.String).alias("first_purchase_category")).select(names)  # fmt: skip
+    day = _utc_days(table["event_time"])
+    starts = np.flatnonzero((user != user.shift()).fill_null(True).to_numpy() | np.r_[True, day[1:] != day[:-1]])
+    bought = np.flatnonzero(_equals(table["event_type"], "purchase"))
+    run = np.searchsorted(starts, bought, side="right") - 1  # the user-day of each purchase
+    price = pc.fill_null(table["price"], 0.0).to_numpy()
+    out = {
+        "user_key": user.gather(starts), "day": pl.Series(day[starts]).cast(pl.Date),
         "events": np.diff(np.append(starts, n)).astype(np.int64),
-        "purchases": np.add.reduceat(purchase.astype(np.int64), starts) if n else starts.astype(np.int64),
-        "revenue": np.add.reduceat(np.where(purchase, price, 0.0), starts) if n else starts.astype(float),
-        "first_category": category.gather(starts).cast(pl.String),
-        "first_purchase_category": category.gather(first_purchase).cast(pl.String),
-    })  # fmt: skip
+        "purchases": np.bincount(run, minlength=len(starts)).astype(np.int64),
+        "revenue": np.bincount(run, weights=price[bought], minlength=len(starts)),
+    }  # fmt: skip
+    if categories:
+        first_bought = np.full(len(starts), n)  # n: no purchase that day
+        lead = np.r_[True, run[1:] != run[:-1]] if len(run) else np.zeros(0, bool)
+        first_bought[run[lead]] = bought[lead]
+        category = table["category_l1"]
+        out["first_category"] = _text(category.take(starts))
+        out["first_purchase_category"] = _text(category.take(pa.array(np.minimum(first_bought, n - 1),
+                                                                        mask=first_bought == n)))  # fmt: skip
+    return pl.DataFrame(out)
+
+
+#: Clock units per day of an Arrow timestamp.
+_PER_DAY: Final[dict[str, int]] = {"s": 86_400, "ms": 86_400_000, "us": 86_400_000_000, "ns": 86_400_000_000_000}
+
+
+def _utc_days(times: pa.ChunkedArray) -> np.ndarray:
+    """Each time's UTC day as days since 1970-01-01 (Arrow stores UTC instants: a floor division)."""
+    if times.null_count:
+        raise ValueError("a timeline holds events without a time")
+    ticks = times.combine_chunks()
+    return np.floor_divide(ticks.view(pa.int64()).to_numpy(), _PER_DAY[ticks.type.unit]).astype(np.int32)
+
+
+def _equals(column: pa.ChunkedArray, value: str) -> np.ndarray:
+    """The rows holding ``value`` (null: no); a dictionary column compares its indices, not its text."""
+    parts = [np.zeros(0, bool)]
+    for chunk in column.chunks:
+        if pa.types.is_dictionary(chunk.type):
+            codes = np.flatnonzero(pc.fill_null(pc.equal(chunk.dictionary, value), False).to_numpy(zero_copy_only=False))
+            parts.append(np.isin(pc.fill_null(chunk.indices, -1).to_numpy(), codes))
+        else:
+            parts.append(pc.fill_null(pc.equal(chunk, value), False).to_numpy(zero_copy_only=False))
+    return np.concatenate(parts)
+
+
+def _text(values: pa.ChunkedArray | pa.Array) -> pl.Series:
+    """Text (plain or a dictionary) as a polars string column."""
+    return pl.Series(values).cast(pl.String)
 
 
 def _week_start(day: pl.Expr) -> pl.Expr:
@@ -192,23 +240,25 @@ def partial_counts(days: pl.DataFrame, spec: RetentionSpec, segments: pl.DataFra
     a size row (``period`` null, ``users`` = members, ``latest`` = their latest start); per (group,
     cohort, period) the members returning and their revenue. Every count is a sum over users, so the
     shares of disjoint sets of users (the lake's user buckets) add up: :func:`combine`."""
-    missing = [c for c in USER_DAY_COLUMNS if c not in days.columns]
+    needed = USER_DAY_COLUMNS if spec.by == "category" else _COUNTED
+    missing = [c for c in needed if c not in days.columns]
     if missing:
         raise ValueError(f"user days lack column(s) {', '.join(missing)}")
+    if days["user_key"].is_sorted():  # a timeline's user days: polars groups and joins them by merging
+        days = days.with_columns(pl.col("user_key").set_sorted())
     who = members(days, spec, segments)
     kind = pl.col("events") > 0 if spec.event == "any" else pl.col("purchases") > 0
     active = (days.join(who, on="user_key", how="inner").filter(pl.col("day") >= pl.col("start"))
               .with_columns(period_index(pl.col("start"), pl.col("day"), spec.period, spec.calendar).alias("period")))  # fmt: skip
-    returning = active.filter(kind).group_by("user_key", "period").agg()
-    if spec.mode == "unbounded":  # returning in n or later: every period up to the member's last one
-        last = returning.group_by("user_key").agg(pl.col("period").max().alias("last"))
-        returning = last.select("user_key", pl.int_ranges(0, pl.col("last") + 1).alias("period")).explode(
-            "period"
-        )
-    keys = ["group", "cohort", "period"]
-    users = returning.join(who, on="user_key").group_by(keys).agg(pl.len().cast(pl.Int64).alias("users"))
-    money = active.group_by(keys).agg(pl.col("revenue").sum())  # active rows carry their member's group and cohort
-    counts = users.join(money, on=keys, how="full", coalesce=True)
+    keys = ["group", "cohort", "period"]  # active rows carry their member's group and cohort
+    if spec.mode == "n-period":  # the distinct members returning in each period, and everyone's revenue
+        counts = active.group_by(keys).agg(pl.col("user_key").filter(kind).n_unique().cast(pl.Int64).alias("users"),
+                                           pl.col("revenue").sum())  # fmt: skip
+    else:  # returning in n or later: every period up to the member's last one
+        last = active.filter(kind).group_by("user_key", "group", "cohort").agg(pl.col("period").max().alias("last"))
+        users = (last.select("group", "cohort", pl.int_ranges(0, pl.col("last") + 1).alias("period")).explode("period")
+                 .group_by(keys).agg(pl.len().cast(pl.Int64).alias("users")))  # fmt: skip
+        counts = users.join(active.group_by(keys).agg(pl.col("revenue").sum()), on=keys, how="full", coalesce=True)
     sizes = who.group_by("group", "cohort").agg(pl.len().cast(pl.Int64).alias("users"),
                                                 pl.col("start").max().alias("latest"))  # fmt: skip
     return pl.concat([
@@ -262,7 +312,8 @@ def bucket_counts(timeline: pa.Table, specs: dict[str, RetentionSpec],
         first = pl.DataFrame({"user_key": pl.Series(timeline["user_key"].take(pa.array(starts))).cast(pl.String),
                               "number": number.gather(starts)})  # fmt: skip
         segments = segments.join(first, on="user_key").select(pl.col("number").alias("user_key"), "segment")
-    days = user_days(pl.DataFrame(timeline.drop_columns(["user_key"])).with_columns(number.alias("user_key")))
+    numbered = timeline.set_column(timeline.schema.get_field_index("user_key"), "user_key", number.to_arrow())
+    days = user_days(numbered, categories=any(spec.by == "category" for spec in specs.values()))
     last_day = pl.lit(days["day"].max(), pl.Date).alias("last_day")
     parts = [partial_counts(days, spec, segments).select(pl.lit(name, pl.String).alias("view"), *PARTIAL_COLUMNS)
              for name, spec in specs.items()]  # fmt: skip

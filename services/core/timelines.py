@@ -218,8 +218,10 @@ def bucket_sources(lake: Lake) -> dict[int, list[str]]:
 def read_bucket(store: Any, keys: Sequence[str], columns: Sequence[str] | None = None,
                 dictionary: Sequence[str] = ()) -> pa.Table:  # fmt: skip
     """One bucket's timeline from its sources (:func:`bucket_sources`), sorted; with ``columns``, only
-    those (the sort columns are read too, to merge); the text columns of ``dictionary`` as dictionaries."""
-    wanted = None if columns is None else list(dict.fromkeys([*ORDER, *columns]))
+    those (from several sources the sort columns are read too, to merge; one source is sorted already,
+    and its line numbers and file names were a third of a retention task's read); the text columns of
+    ``dictionary`` as dictionaries."""
+    wanted = None if columns is None else list(dict.fromkeys([*ORDER, *columns]) if len(keys) > 1 else columns)
     read = list(dictionary) or None
     parts = [pq.read_table(io.BytesIO(store.read_bytes(k)), columns=wanted, read_dictionary=read) for k in keys]
     if wanted is None:

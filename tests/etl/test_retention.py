@@ -209,6 +209,8 @@ def test_user_days_of_a_timeline_match_pandas():
     timeline = timeline.set_column(2, "event_type", pc.dictionary_encode(timeline["event_type"]))
     got = retention_user_days(timeline)
     assert got.columns == list(USER_DAY_COLUMNS)
+    assert retention_user_days(timeline, categories=False).equals(
+        got.drop("first_category", "first_purchase_category"))  # what the views without the category breakdown read
     frame["day"] = frame["event_time"].dt.date
     buy = frame[frame["event_type"] == "purchase"]
     g = frame.groupby(["user_key", "day"], sort=False)
