@@ -84,6 +84,7 @@ import pyarrow as pa
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
+from etl.timeline import KEY_COLUMNS
 
 Unit = Literal["user", "session", "user_product"]
 Order = Literal["ordered", "any"]
@@ -360,6 +361,15 @@ def units_schema(spec: FunnelSpec) -> pa.Schema:
     return pa.schema([*_UNIT_ARROW, *times, *_FIRST_ARROW])
 
 
+def dictionary_columns(spec: FunnelSpec) -> list[str]:
+    """The timeline's key columns (:data:`etl.timeline.KEY_COLUMNS`) a walk of ``spec`` reads as
+    dictionaries, which decode each 64-character key once per bucket instead of once per event: all
+    but the ones a session or user-product walk hashes to order its units (a categorical hashes
+    otherwise than its text, and the units would come in another order)."""
+    hashed = set() if spec.unit == "user" else set(_unit_columns(spec.unit))
+    return [c for c in KEY_COLUMNS if c not in hashed]
+
+
 def event_columns(spec: FunnelSpec) -> list[str]:
     """The lake's event columns the funnel reads."""
     narrowed = {c.column for step in spec.steps for c in step.conditions}
@@ -404,8 +414,9 @@ def timeline_units_entered(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Tab
     own marked events: the timeline is read once."""
     units, matched = _timeline_walk(timeline, spec)
     entries = (matched.filter((pl.col("mask") & 1) != 0)
-               .group_by(unit_key_expression(spec.unit).cast(pl.String).alias("unit_key"))
-               .agg(pl.col("t").min().alias("at")))  # fmt: skip
+               .group_by(unit_key_expression(spec.unit).alias("unit_key"))  # a key read as a dictionary: its codes
+               .agg(pl.col("t").min().alias("at"))
+               .with_columns(pl.col("unit_key").cast(pl.String)))  # fmt: skip
     starts = pl.from_arrow(units.select(["unit_key", "user_key"])).join(
         entries, on="unit_key", how="left", maintain_order="left")
     return units, starts.with_columns(pl.col("at").cast(pl.Datetime("us", "UTC"))).to_arrow()
