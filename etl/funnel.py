@@ -720,14 +720,15 @@ def time_to_convert_histogram(
     return _long(counts, by, bins, "bin")
 
 
-def dropoff_audience(units: pl.DataFrame, spec: FunnelSpec, step: int) -> pl.DataFrame:
-    """Units that reached ``step`` but not the next: ``unit_key, user_key, reached_at``.
+def dropoff_audience(units: pl.DataFrame, spec: FunnelSpec, step: int, extra: Sequence[str] = ()) -> pl.DataFrame:
+    """Units that reached ``step`` but not the next: ``unit_key, user_key, reached_at``, then the
+    units' ``extra`` columns (taken along: no join back on the unit key).
 
     For user-product units a user appears once per product they stalled on.
     """
     _check_step(spec, step, spec.n_steps - 1, "the drop-off step")
     return units.filter(pl.col("level") == step).select(
-        "unit_key", "user_key", pl.col(step_time_column(step)).alias("reached_at")
+        "unit_key", "user_key", pl.col(step_time_column(step)).alias("reached_at"), *extra
     )
 
 

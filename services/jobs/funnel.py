@@ -250,14 +250,11 @@ def _trait_columns(units: pl.DataFrame, cohort: bool) -> list[pl.Expr]:
 def _dropoffs(units: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
     """Every drop-off audience in one frame: ``step, label, unit_key, user_key, segment, reached_at``."""
     audiences = pl.concat([
-        dropoff_audience(units, spec, k).select(pl.lit(k, pl.Int32).alias("step"),
-                                                pl.lit(spec.labels[k - 1]).alias("label"), pl.all())
+        dropoff_audience(units, spec, k, extra=["segment"]).select(
+            pl.lit(k, pl.Int32).alias("step"), pl.lit(spec.labels[k - 1]).alias("label"), pl.all())
         for k in range(1, spec.n_steps)
     ])  # fmt: skip
-    segment = units.select("unit_key", "segment")
-    return audiences.join(segment, on="unit_key", how="left", maintain_order="left").select(
-        "step", "label", "unit_key", "user_key", "segment", "reached_at"
-    )
+    return audiences.select("step", "label", "unit_key", "user_key", "segment", "reached_at")
 
 
 def _dropoff_counts(dropoffs: pl.DataFrame, n_steps: int) -> dict[int, int]:
