@@ -84,6 +84,7 @@ import pyarrow as pa
 from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
+from etl.timeline import KEY_COLUMNS
 
 Unit = Literal["user", "session", "user_product"]
 Order = Literal["ordered", "any"]
@@ -360,6 +361,15 @@ def units_schema(spec: FunnelSpec) -> pa.Schema:
     return pa.schema([*_UNIT_ARROW, *times, *_FIRST_ARROW])
 
 
+def dictionary_columns(spec: FunnelSpec) -> list[str]:
+    """The timeline's key columns (:data:`etl.timeline.KEY_COLUMNS`) a walk of ``spec`` reads as
+    dictionaries, which decode each 64-character key once per bucket instead of once per event: all
+    but the ones a session or user-product walk hashes to order its units (a categorical hashes
+    otherwise than its text, and the units would come in another order)."""
+    hashed = set() if spec.unit == "user" else set(_unit_columns(spec.unit))
+    return [c for c in KEY_COLUMNS if c not in hashed]
+
+
 def event_columns(spec: FunnelSpec) -> list[str]:
     """The lake's event columns the funnel reads."""
     narrowed = {c.column for step in spec.steps for c in step.conditions}
@@ -404,8 +414,9 @@ def timeline_units_entered(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Tab
     own marked events: the timeline is read once."""
     units, matched = _timeline_walk(timeline, spec)
     entries = (matched.filter((pl.col("mask") & 1) != 0)
-               .group_by(unit_key_expression(spec.unit).cast(pl.String).alias("unit_key"))
-               .agg(pl.col("t").min().alias("at")))  # fmt: skip
+               .group_by(unit_key_expression(spec.unit).alias("unit_key"))  # a key read as a dictionary: its codes
+               .agg(pl.col("t").min().alias("at"))
+               .with_columns(pl.col("unit_key").cast(pl.String)))  # fmt: skip
     starts = pl.from_arrow(units.select(["unit_key", "user_key"])).join(
         entries, on="unit_key", how="left", maintain_order="left")
     return units, starts.with_columns(pl.col("at").cast(pl.Datetime("us", "UTC"))).to_arrow()
@@ -415,11 +426,11 @@ def _timeline_walk(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Table, pl.D
     """:func:`timeline_units` and the marked events that match a step, in timeline order."""
     events = pl.from_arrow(timeline.select(event_columns(spec)))
     users = events["user_key"]
-    user_starts = np.flatnonzero(users.ne_missing(users.shift(1)).fill_null(True).to_numpy())
+    new_user = users.ne_missing(users.shift(1)).fill_null(True).to_numpy()
     marked = _marked(events, spec)
-    seen = marked.select("user_key", first_seen="t")[user_starts]
+    seen = marked.select("user_key", first_seen="t")[np.flatnonzero(new_user)]
     matched = np.flatnonzero(marked["mask"].to_numpy() != 0)
-    in_order = (np.arange(len(matched)), _starts_within(user_starts, matched)) if spec.unit == "user" else None
+    in_order = (np.arange(len(matched)), _starts_within(new_user, matched)) if spec.unit == "user" else None
     kept = marked[matched]
     return _units(kept, seen, spec, in_order), kept
 
@@ -433,10 +444,10 @@ def _units(df: pl.DataFrame, seen: pl.DataFrame, spec: FunnelSpec,
     return _walk(df, *(in_order or _unit_order(df, _unit_columns(spec.unit))), seen, spec)
 
 
-def _starts_within(starts: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For sorted ``rows`` (a subset of a table's rows) whose groups begin at ``starts``: which rows
-    are the first kept row of their group."""
-    group = np.searchsorted(starts, rows, side="right") - 1
+def _starts_within(new_group: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For sorted ``rows`` (a subset of a table's rows) whose groups begin where ``new_group`` is
+    true: which rows are the first kept row of their group."""
+    group = np.cumsum(new_group)[rows]
     return np.r_[True, group[1:] != group[:-1]]
 
 
@@ -448,16 +459,18 @@ def _walk(df: pl.DataFrame, order: np.ndarray, unit_change: np.ndarray, seen: pl
     group_change = unit_change | np.r_[True, t[1:] != t[:-1]]
     heads = np.flatnonzero(group_change)  # each group's first row
     group_of_row = np.cumsum(group_change) - 1
-    group_unit = (np.cumsum(unit_change) - 1)[heads]
-    unit_start = np.searchsorted(group_unit, np.arange(int(group_unit[-1]) + 2))
+    unit_start = np.r_[np.flatnonzero(unit_change[heads]), len(heads)]  # each unit's first group, and the end
     mask = df["mask"].to_numpy()[order]
     masks = np.flatnonzero(np.bincount(mask))  # the masks present (fewer than 2^10), no sort of the events
-    mask_code = np.searchsorted(masks, mask)
+    code_of = np.zeros(int(masks[-1]) + 1, np.int64)
+    code_of[masks] = np.arange(len(masks))
+    mask_code = code_of[mask]  # a lookup, not a search per event
     # group_of_row never decreases: a stable sort of the cell keys only orders masks within a group
     keys = np.sort(group_of_row * len(masks) + mask_code, kind="stable")
     first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     cell_key, cell_n = keys[first], np.diff(np.r_[first, len(keys)])
-    cell_start = np.searchsorted(cell_key // len(masks), np.arange(len(heads) + 1))
+    cell_group = cell_key // len(masks)  # every group has a cell: each group's first cell, and the end
+    cell_start = np.r_[np.flatnonzero(np.r_[True, cell_group[1:] != cell_group[:-1]]), len(cell_group)]
     cell_code = cell_key % len(masks)
     window = NO_WINDOW if spec.window_us is None else spec.window_us
     if spec.order == "ordered":
@@ -524,9 +537,9 @@ def _first_step_rows(df: pl.DataFrame, order: np.ndarray, mask: np.ndarray, grou
     step_1 = np.flatnonzero(mask & 1)
     groups = group_of_row[step_1]
     rows[groups[::-1]] = step_1[::-1]  # the first step-1 row of each group
-    tied = np.flatnonzero(np.bincount(groups, minlength=len(rows)) > 1)
-    if len(tied):
-        candidates = step_1[np.isin(groups, tied)]
+    tied = np.bincount(groups, minlength=len(rows)) > 1
+    if tied.any():
+        candidates = step_1[tied[groups]]
         ranked = (
             df[order[candidates]]
             .with_columns(position=pl.Series(candidates), group=pl.Series(group_of_row[candidates]))
@@ -707,14 +720,15 @@ def time_to_convert_histogram(
     return _long(counts, by, bins, "bin")
 
 
-def dropoff_audience(units: pl.DataFrame, spec: FunnelSpec, step: int) -> pl.DataFrame:
-    """Units that reached ``step`` but not the next: ``unit_key, user_key, reached_at``.
+def dropoff_audience(units: pl.DataFrame, spec: FunnelSpec, step: int, extra: Sequence[str] = ()) -> pl.DataFrame:
+    """Units that reached ``step`` but not the next: ``unit_key, user_key, reached_at``, then the
+    units' ``extra`` columns (taken along: no join back on the unit key).
 
     For user-product units a user appears once per product they stalled on.
     """
     _check_step(spec, step, spec.n_steps - 1, "the drop-off step")
     return units.filter(pl.col("level") == step).select(
-        "unit_key", "user_key", pl.col(step_time_column(step)).alias("reached_at")
+        "unit_key", "user_key", pl.col(step_time_column(step)).alias("reached_at"), *extra
     )
 
 

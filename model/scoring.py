@@ -186,26 +186,21 @@ def traits_as_of(timeline: pa.Table, units: pa.Table, model: LoadedModel) -> pa.
     """Each unit's segment and lifecycle stage as of a time, from its user's events strictly before it.
 
     ``units``: ``unit_key, user_key, at`` (a UTC timestamp: the unit's entry into the funnel);
-    ``timeline``: those users' events (:mod:`etl.timeline`, at least :data:`TRAIT_EVENT_COLUMNS`).
-    A unit's user's events before ``at`` are its history, scored as this module scores any history
+    ``timeline``: those users' events, each user's together (a timeline bucket, :mod:`etl.timeline`;
+    at least :data:`TRAIT_EVENT_COLUMNS`, the keys as text or dictionaries). A unit's user's events
+    before ``at`` are its history (:func:`_histories`), scored as this module scores any history
     with ``as_of = at``; the segment is the segment's name (:data:`NOT_ENOUGH_NAME` below the model's
     ``min_events``), and a unit whose user has no earlier event gets :data:`NEW` for both. Out:
     :data:`TRAITS_SCHEMA`, in the order of ``units``. Why: an attribute taken after the first step can
     be made of the outcome itself (whoever carted is "carted, never bought" afterwards).
     """
-    at = units["at"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-    wanted = pl.from_arrow(pa.table({"user_key": units["user_key"].cast(pa.string()), "at": at}))
-    wanted = wanted.with_row_index("unit")  # the unit's position: an integer user key for the features
-    events = pl.from_arrow(timeline.select(list(TRAIT_EVENT_COLUMNS)))  # dictionaries stay codes (categoricals)
-    events = events.with_columns(us=pl.col("event_time").dt.epoch("us"))
-    before = events.join(wanted, on="user_key", how="inner").filter(pl.col("us") < pl.col("at"))
-    segment = np.full(wanted.height, NEW, dtype=object)
-    stage = np.full(wanted.height, NEW, dtype=object)
-    if before.height:
-        history = before.with_columns(user_key=pl.col("unit").cast(pl.Int64)).select(*TRAIT_EVENT_COLUMNS)
-        history = _int32_dictionaries(history.to_arrow())
+    at = units["at"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    segment = np.full(units.num_rows, NEW, dtype=object)
+    stage = np.full(units.num_rows, NEW, dtype=object)
+    history = _histories(timeline, units["user_key"], at)
+    if history.num_rows:
         present = np.unique(history["user_key"].to_numpy())  # the features' user order
-        cols = timeline_feature_columns(history, at[present], model.category_means)
+        cols = timeline_feature_columns(history, at.to_numpy(zero_copy_only=False)[present], model.category_means)
         seg, _, _, stages = _assigned(cols, model)
         segment[present] = model.scorer.labels_of(seg)
         stage[present] = stages
@@ -213,12 +208,33 @@ def traits_as_of(timeline: pa.Table, units: pa.Table, model: LoadedModel) -> pa.
                      "lifecycle_stage": pa.array(stage, pa.string())}, schema=TRAITS_SCHEMA)  # fmt: skip
 
 
-def _int32_dictionaries(table: pa.Table) -> pa.Table:
-    """``table`` with polars' categoricals (uint32 codes) as the timelines' dictionaries (int32 codes)."""
-    for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, table[f.name].cast(pa.dictionary(pa.int32(), pa.string())))
-    return table
+def _histories(timeline: pa.Table, unit_users: pa.ChunkedArray, at: pa.ChunkedArray) -> pa.Table:
+    """The events of each unit's history (its user's events before its ``at``, epoch microseconds),
+    :data:`TRAIT_EVENT_COLUMNS` with ``user_key`` replaced by the unit's position (an integer key for the
+    features), by unit and then in timeline order.
+
+    Only the events before their user's latest ``at`` are matched with units, and a unit finds its
+    user by the users' keys (one per user), not the events': joining every event with the units on
+    the 64-character key cost more than the walk of the bucket itself.
+    """
+    users = pl.from_arrow(timeline.select(["user_key"]))["user_key"]  # a categorical if read as a dictionary
+    new_user = users.ne_missing(users.shift(1)).fill_null(True).to_numpy()
+    user_of_event = np.cumsum(new_user) - 1
+    first = np.flatnonzero(new_user)
+    wanted = pl.DataFrame({"user_key": pl.from_arrow(unit_users).cast(pl.String), "at": pl.from_arrow(at)})
+    wanted = wanted.with_row_index("unit").drop_nulls("at").join(
+        pl.DataFrame({"user_key": users.gather(first).cast(pl.String), "user": np.arange(len(first))}),
+        on="user_key", how="inner")  # fmt: skip
+    latest = np.full(len(first), np.iinfo(np.int64).min)
+    np.maximum.at(latest, wanted["user"].to_numpy(), wanted["at"].to_numpy())
+    us = timeline["event_time"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
+    rows = np.flatnonzero(us < latest[user_of_event])
+    earlier = pl.DataFrame({"row": rows, "user": user_of_event[rows], "us": us[rows]})
+    pairs = (earlier.join(wanted.select("unit", "user", "at"), on="user").filter(pl.col("us") < pl.col("at"))
+             .sort("unit", "row"))  # fmt: skip
+    history = timeline.select(list(TRAIT_EVENT_COLUMNS)).take(pairs["row"].to_numpy())
+    unit = pa.array(pairs["unit"].to_numpy().astype(np.int64))
+    return history.set_column(history.schema.get_field_index("user_key"), "user_key", unit)
 
 
 def propensity_scores(feats: HistoryFeatures, model: LoadedPropensity) -> dict[str, dict[str, Any]]:

@@ -33,6 +33,7 @@ from etl.funnel import (
     DEFAULT_STEPS,
     NO_SEGMENT,
     FunnelSpec,
+    dictionary_columns,
     driver_counts,
     dropoff_audience,
     event_columns,
@@ -184,7 +185,8 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
 
     Walked over the user timelines, a bucket per call of :func:`etl.funnel.timeline_units` in Spark
     tasks that read the buckets themselves: the events are already cut by user and sorted, so there
-    is no shuffle and, for user units, no sort. A lake with committed runs that have no timeline
+    is no shuffle and, for user units, no sort; the keys the walk does not hash come as dictionaries
+    (:func:`etl.funnel.dictionary_columns`). A lake with committed runs that have no timeline
     (ingested before timelines existed) is refused with a pointer to ``shoplens timelines --backfill``
     (:func:`services.core.timelines.require_timelines`).
 
@@ -200,7 +202,8 @@ def unit_frame(spark: SparkSession, lake: Lake, spec: FunnelSpec, model: LoadedM
     if model is not None:
         schema = pa.schema([*schema, *(pa.field(c, pa.string()) for c in AT_START.values())])
         columns = list(dict.fromkeys([*columns, *TRAIT_EVENT_COLUMNS]))
-    return pl.from_arrow(run_on_buckets(spark, lake, walk, schema, columns=columns))
+    return pl.from_arrow(run_on_buckets(spark, lake, walk, schema, columns=columns,
+                                        dictionary=dictionary_columns(spec)))
 
 
 def units_with_traits(timeline: pa.Table, spec: FunnelSpec, model: LoadedModel) -> pa.Table:
@@ -247,14 +250,11 @@ def _trait_columns(units: pl.DataFrame, cohort: bool) -> list[pl.Expr]:
 def _dropoffs(units: pl.DataFrame, spec: FunnelSpec) -> pl.DataFrame:
     """Every drop-off audience in one frame: ``step, label, unit_key, user_key, segment, reached_at``."""
     audiences = pl.concat([
-        dropoff_audience(units, spec, k).select(pl.lit(k, pl.Int32).alias("step"),
-                                                pl.lit(spec.labels[k - 1]).alias("label"), pl.all())
+        dropoff_audience(units, spec, k, extra=["segment"]).select(
+            pl.lit(k, pl.Int32).alias("step"), pl.lit(spec.labels[k - 1]).alias("label"), pl.all())
         for k in range(1, spec.n_steps)
     ])  # fmt: skip
-    segment = units.select("unit_key", "segment")
-    return audiences.join(segment, on="unit_key", how="left", maintain_order="left").select(
-        "step", "label", "unit_key", "user_key", "segment", "reached_at"
-    )
+    return audiences.select("step", "label", "unit_key", "user_key", "segment", "reached_at")
 
 
 def _dropoff_counts(dropoffs: pl.DataFrame, n_steps: int) -> dict[int, int]:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from etl.describe import NO_BRAND, NO_CATEGORY
@@ -23,6 +24,7 @@ from etl.funnel import (
     PRICE_BANDS,
     TTC_BIN_EDGES,
     FunnelSpec,
+    dictionary_columns,
     driver_counts,
     dropoff_audience,
     funnel_steps,
@@ -384,6 +386,17 @@ def test_timeline_buckets_give_the_units_of_the_reference(timelines, events_pd, 
     assert (got["first_seen"] == got["user_key"].map(seen)).all()
     got = got.drop(columns="first_seen")
     pd.testing.assert_frame_equal(got, expected[got.columns], check_dtype=False)
+    # the job reads the keys it does not hash as dictionaries: the same rows, in the same order
+    coded = [timeline_units(_as_dictionaries(t, dictionary_columns(spec)), spec) for t in timelines]
+    assert pa.concat_tables(coded).cast(units_schema(spec)).equals(pa.concat_tables(parts))
+
+
+def _as_dictionaries(timeline: pa.Table, columns: list[str]) -> pa.Table:
+    """``timeline`` with ``columns`` as Arrow dictionaries, as a Parquet reader's ``read_dictionary`` gives them."""
+    for name in columns:
+        encoded = pc.dictionary_encode(timeline[name]).cast(pa.dictionary(pa.int32(), pa.string()))
+        timeline = timeline.set_column(timeline.schema.get_field_index(name), name, encoded)
+    return timeline
 
 
 def _exact_quartiles(seconds: pd.Series) -> list[float]:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from etl.funnel import FunnelSpec, driver_counts, step_time_column
+from etl.funnel import FunnelSpec, dictionary_columns, driver_counts, step_time_column
 from model.funnel import conversion_drivers
 from model.scoring import NEW, traits_as_of
 from model.segmentation.history import model_from_artifact
@@ -40,9 +40,10 @@ def _model():
     })  # fmt: skip
 
 
-def _as_timeline(table: pa.Table) -> pa.Table:
-    """Low-cardinality text as the timelines store it: dictionaries (etl.timeline.DICTIONARY_COLUMNS)."""
-    for name in ("event_type", "category_l1", "brand"):
+def _as_timeline(table: pa.Table, keys: tuple[str, ...] = ()) -> pa.Table:
+    """Low-cardinality text as the timelines store it: dictionaries (etl.timeline.DICTIONARY_COLUMNS);
+    ``keys`` too, as the job reads them (:func:`etl.funnel.dictionary_columns`)."""
+    for name in ("event_type", "category_l1", "brand", *keys):
         encoded = pc.dictionary_encode(table[name].combine_chunks()).cast(pa.dictionary(pa.int32(), pa.string()))
         table = table.set_column(table.schema.get_field_index(name), name, encoded)
     return table
@@ -90,6 +91,8 @@ def test_drivers_take_the_users_attributes_as_of_the_first_step_not_from_the_out
     timeline, truth = bucket
     spec, model = FunnelSpec.parse("view,cart", "user", "ordered", 7.0), _model()
     units = pl.from_arrow(units_with_traits(timeline, spec, model))
+    coded = units_with_traits(_as_timeline(timeline, dictionary_columns(spec)), spec, model)
+    assert pl.from_arrow(coded.cast(units.to_arrow().schema)).equals(units)  # the keys as the job reads them
     by_user = units.to_pandas().set_index("user_key")
     prior = truth["prior"].loc[by_user.index]
     went_on = truth["converts"].loc[by_user.index]
@@ -143,7 +146,10 @@ def test_each_session_unit_is_taken_as_of_its_own_first_step(bucket):
     }))  # fmt: skip
     spec = FunnelSpec.parse("view,cart", "session", "ordered", 7.0)
     both = pa.concat_tables([timeline, extra]).unify_dictionaries()
-    units = pl.from_arrow(units_with_traits(both, spec, _model())).to_pandas()
+    plain = units_with_traits(both, spec, _model())
+    coded = units_with_traits(_as_timeline(both, dictionary_columns(spec)), spec, _model())
+    assert coded.cast(plain.schema).equals(plain)  # the user keys as dictionaries (the session keys are hashed)
+    units = pl.from_arrow(plain).to_pandas()
     stage = units.set_index("unit_key")[AT_START["lifecycle_stage"]]
     assert stage["zz-a"] == NEW  # its view is the user's first event; its own cart comes after it
     assert stage["zz-b"] == "carted_not_bought"  # as of the second session: the first one's cart
