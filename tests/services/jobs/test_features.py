@@ -4,6 +4,7 @@ straight from raw CSV files."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
@@ -20,7 +23,7 @@ from etl.contract import EVENT_SCHEMA
 from etl.pseudonymize import pseudonymize
 from services.core.catalog import CATEGORY_PRICES, EVENTS, FEATURES, SUSPICIOUS_USERS
 from services.jobs import features as features_job
-from services.jobs.features import LEGACY_AGGREGATES, features_behind, read_features, run_features
+from services.jobs.features import LEGACY_AGGREGATES, features_behind, run_features
 from services.jobs.ingest import ingest_files
 from tests.etl.test_features import (
     assert_frames_equal,
@@ -33,6 +36,13 @@ from tests.etl.test_features import (
 pytestmark = pytest.mark.spark
 
 HEADER = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session\n"
+
+
+def read_features(lake) -> pa.Table:
+    """The current features version as published, read from the lake's store (local disk or S3)."""
+    version = lake.current_version(FEATURES)
+    keys = [k for k in lake.store.list(f"{FEATURES}/{version}") if k.endswith(".parquet")]
+    return pa.concat_tables([pq.read_table(io.BytesIO(lake.store.read_bytes(k))) for k in keys])
 
 
 def commit_run(spark, lake, run_id, rows, status="committed", suspicious=()):
@@ -67,7 +77,7 @@ def test_new_runs_are_published_from_the_timelines_without_rereading_old_events(
     assert s2["n_events"] == len(rows) and s2["n_suspicious"] == 1
 
     want = features_of(rows, suspicious={"user0007"})  # every user's events in one bucket, one run
-    got = to_pandas(read_features(spark, local_lake))
+    got = to_pandas(read_features(local_lake))
     assert_frames_equal(got, want)
     independent = pandas_features(rows)
     for col in ("n_events", "frequency", "monetary", "tenure_days", "price_level", "brand_concentration"):
@@ -83,7 +93,7 @@ def test_new_runs_are_published_from_the_timelines_without_rereading_old_events(
     s4 = run_features(spark, local_lake, full=True)
     assert s4["status"] == "published" and s4["n_events"] == len(rows)
     assert s4["folded_run_ids"] == ["r1", "r2"]
-    assert_frames_equal(to_pandas(read_features(spark, local_lake)), want)
+    assert_frames_equal(to_pandas(read_features(local_lake)), want)
 
 
 @pytest.mark.s3
@@ -97,7 +107,7 @@ def test_features_on_a_real_s3_lake(spark, s3_lake):
     assert s2["new_run_ids"] == ["r2"] and s2["n_events"] == len(rows)
     keys = s3_lake.store.list(f"{FEATURES}/{s2['version']}")
     assert any(k.endswith(".parquet") for k in keys)
-    assert_frames_equal(to_pandas(read_features(spark, s3_lake)), features_of(rows))
+    assert_frames_equal(to_pandas(read_features(s3_lake)), features_of(rows))
 
 
 def test_a_crash_mid_run_leaves_the_previous_version_current(spark, local_lake, monkeypatch):
@@ -201,7 +211,7 @@ def test_end_to_end_rfm_matches_pandas_on_the_raw_files(
     second = run_features(spark, local_lake)
     assert second["new_run_ids"] != first["new_run_ids"] and len(second["folded_run_ids"]) == 2
 
-    got = to_pandas(read_features(spark, local_lake))
+    got = to_pandas(read_features(local_lake))
     want = pandas_rfm([rees46_sample, later], key)
     assert list(got.index) == list(want.index)
     assert (want["frequency"] > 0).sum() > 40  # real purchases and synthetic ones
