@@ -17,9 +17,9 @@ Definitions (the report, docs/lifetime-value.md and the tests use them)
 * A holdout period ``[start, end]`` counts, for customers born before ``start``, their transactions
   (and value) inside it.
 
-Spark does the part that grows with the events (purchases -> daily transactions, one row per user
-and purchase day, a few percent of the events); the per-user summary is a polars group-by on the
-collected transactions.
+The part that grows with the events runs on each user bucket's timeline (:func:`purchase_days`, in
+Spark tasks: purchases -> daily transactions, one row per user and purchase day, a few percent of the
+events); the per-user summary is a polars group-by on the collected transactions.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from datetime import date
 from typing import Final
 
 import polars as pl
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+import pyarrow as pa
 
 #: Columns of :func:`rfm_summary`, in order.
 RFM_COLUMNS: Final[tuple[str, ...]] = (
@@ -37,17 +36,34 @@ RFM_COLUMNS: Final[tuple[str, ...]] = (
 )  # fmt: skip
 
 
-def daily_transactions(events: DataFrame) -> DataFrame:
-    """Events -> ``user_key, day, revenue``: one row per user and UTC day with a purchase."""
-    purchases = events.where(F.col("event_type") == "purchase")
-    return purchases.groupBy("user_key", F.col("event_date").alias("day")).agg(
-        F.sum(F.coalesce(F.col("price"), F.lit(0.0))).alias("revenue")
+#: The timeline columns :func:`purchase_days` reads.
+TIMELINE_INPUTS: Final[tuple[str, ...]] = ("user_key", "event_time", "event_type", "price")
+#: What :func:`purchase_days` returns.
+PURCHASE_DAYS: Final[pa.Schema] = pa.schema(
+    [("user_key", pa.string()), ("day", pa.date32()), ("revenue", pa.float64())]
+)
+
+
+def purchase_days(timeline: pa.Table) -> pa.Table:
+    """Events (a timeline's :data:`TIMELINE_INPUTS`) -> ``user_key, day, revenue``: one row per user and
+    UTC day with a purchase (a missing price counts 0), and one row without a user whose ``day`` is
+    the day of the latest event of any kind, so that the caller learns where the observation period
+    ends from the same pass (:func:`split_purchase_days`)."""
+    events = pl.from_arrow(timeline.select(list(TIMELINE_INPUTS)))
+    assert isinstance(events, pl.DataFrame)
+    day = pl.col("event_time").dt.convert_time_zone("UTC").dt.date().alias("day")
+    days = (
+        events.filter(pl.col("event_type").cast(pl.String) == "purchase")
+        .group_by(pl.col("user_key").cast(pl.String), day)
+        .agg(revenue=pl.col("price").fill_null(0.0).sum())
     )
+    last = events.select(pl.lit(None, pl.String).alias("user_key"), day.max(), revenue=pl.lit(0.0))
+    return pl.concat([days, last]).to_arrow().cast(PURCHASE_DAYS)
 
 
-def last_event_day(events: DataFrame) -> date | None:
-    """The day of the lake's latest event (of any kind): where the observation period ends."""
-    return events.agg(F.max("event_date").alias("end")).first()["end"]
+def split_purchase_days(rows: pl.DataFrame) -> tuple[pl.DataFrame, date | None]:
+    """:func:`purchase_days`' rows of every bucket -> (the transactions, the lake's last event day)."""
+    return rows.filter(pl.col("user_key").is_not_null()), rows.filter(pl.col("user_key").is_null())["day"].max()
 
 
 def _check(tx: pl.DataFrame) -> None:
@@ -61,7 +77,7 @@ def _check(tx: pl.DataFrame) -> None:
 def rfm_summary(tx: pl.DataFrame, end: date) -> pl.DataFrame:
     """Per customer born by ``end``: the columns of :data:`RFM_COLUMNS` (definitions: module docstring).
 
-    ``tx``: ``user_key, day, revenue`` with at most one row per user and day (:func:`daily_transactions`);
+    ``tx``: ``user_key, day, revenue`` with at most one row per user and day (:func:`purchase_days`);
     days after ``end`` are ignored.
     """
     _check(tx)
@@ -109,4 +125,7 @@ def holdout_actuals(tx: pl.DataFrame, start: date, end: date) -> pl.DataFrame:
     )
 
 
-__all__ = ["RFM_COLUMNS", "daily_transactions", "holdout_actuals", "last_event_day", "rfm_summary"]
+__all__ = [
+    "PURCHASE_DAYS", "RFM_COLUMNS", "TIMELINE_INPUTS", "holdout_actuals", "purchase_days", "rfm_summary",
+    "split_purchase_days",
+]  # fmt: skip

@@ -30,7 +30,15 @@ import pandas as pd
 import polars as pl
 from pyspark.sql import SparkSession
 
-from etl.clv import daily_transactions, holdout_actuals, last_event_day, rfm_summary
+from etl.clv import (
+    PURCHASE_DAYS,
+    TIMELINE_INPUTS,
+    holdout_actuals,
+    purchase_days,
+    rfm_summary,
+    split_purchase_days,
+)
+from etl.timeline import USER_KEY
 from model.clv import (
     NotEnoughData,
     expected_purchases,
@@ -40,12 +48,12 @@ from model.clv import (
     spend_frequency_correlation,
     thin_data_warnings,
 )
-from services.core.catalog import CLV, EVENTS, SEGMENTS
+from services.core.catalog import CLV, SEGMENTS
 from services.core.documents.clv import ClvResult
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
-from services.core.spark import read_run_dataset
+from services.core.timelines import require_timelines, run_on_buckets
 from services.reports.clv import semantics, write_clv_report
 
 log = logging.getLogger("shoplens.clv")
@@ -93,13 +101,20 @@ def config_from_settings(**overrides: Any) -> CLVConfig:
 
 
 # ------------------------------------------------------------------------------------ compute
+#: Events per call of :func:`etl.clv.purchase_days` (consecutive buckets together: a small lake costs a
+#: few calls, not 64; the output is a few percent of the events).
+BATCH_ROWS: Final[int] = 2_000_000
+
+
 def read_transactions(spark: SparkSession, lake: Lake) -> tuple[pl.DataFrame, date]:
-    """(one row per user and purchase day, the lake's last event day) from the committed events."""
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
+    """(one row per user and purchase day, the lake's last event day) from the committed events, one
+    pass over the user buckets' timelines."""
+    if not lake.committed_run_ids():
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
-    end = last_event_day(events)
-    tx = pl.from_arrow(daily_transactions(events).toArrow())
+    require_timelines(lake)
+    rows = run_on_buckets(spark, lake, lambda _buckets, timeline: purchase_days(timeline), PURCHASE_DAYS,
+                          columns=TIMELINE_INPUTS, dictionary=[USER_KEY], batch_rows=BATCH_ROWS)  # fmt: skip
+    tx, end = split_purchase_days(pl.DataFrame(rows))
     if tx.height == 0 or end is None:
         raise NotEnoughData("the lake holds no purchase: lifetime value needs buyers")
     return tx, end

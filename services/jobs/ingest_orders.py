@@ -19,13 +19,22 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.erasure import ERASED, suppress_orders
-from etl.ingest import ACCEPTED, DUPLICATE, Chunk, LocalChunk, parquet_bytes, suspicious_users
+from etl.ingest import ACCEPTED, DUPLICATE, TIMELINE_PARTS, Chunk, LocalChunk, parquet_bytes, suspicious_users
 from etl.online_retail import classify_orders, find_duplicates, order_lines, order_quarantine_view
 from etl.spark_tasks import one_task_each
 from services.core import erasure_ledger
-from services.core.catalog import DUPLICATES, EVENTS, ORDER_LINES, QUARANTINE, STAGING, SUSPICIOUS_USERS
+from services.core.catalog import (
+    DUPLICATES,
+    EVENTS,
+    ORDER_LINES,
+    QUARANTINE,
+    STAGING,
+    SUSPICIOUS_USERS,
+    TIMELINE_RUNS,
+)
 from services.core.lake import Lake
 from services.core.spark import read_parquet, write_to_store
+from services.core.timelines import build_timelines
 from services.core.timings import Timings
 from services.jobs.ingest_summary import FileResult, reconciled
 
@@ -87,9 +96,14 @@ def process_orders(
                                                                           "duplicate_of_line"),
                      store, f"{prefix}/duplicates")  # fmt: skip
 
+    with timings.phase("timelines"):  # the run's sorted timeline, as a REES46 run gets from its chunk tasks
+        events_written = [k for k in store.list(f"{prefix}/events") if k.endswith(".parquet")]
+        build_timelines(spark, store, events_written, f"{prefix}/timelines", f"{prefix}/{TIMELINE_PARTS}",
+                        sum(n for (_, outcome, _), n in counts.items() if outcome == ACCEPTED))  # fmt: skip
     with timings.phase("publish"):
         for name, dataset in (("events", EVENTS), ("quarantine", QUARANTINE), ("duplicates", DUPLICATES),
-                              ("suspicious", SUSPICIOUS_USERS), ("side_table", ORDER_LINES)):  # fmt: skip
+                              ("suspicious", SUSPICIOUS_USERS), ("side_table", ORDER_LINES),
+                              ("timelines", TIMELINE_RUNS)):  # fmt: skip
             lake.publish_run_dataset(f"{prefix}/{name}", dataset, run_id)
         store.delete_prefix(prefix)
     return reconciled(counts, results, suspicious, dates)

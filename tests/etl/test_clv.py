@@ -73,3 +73,33 @@ def test_holdout_counts_only_customers_born_before_it():
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match=r"lack column.*revenue"):
         rfm_summary(pl.DataFrame({"user_key": ["a"], "day": [START]}), START)
+
+
+def test_purchase_days_of_a_timeline_match_pandas() -> None:
+    """One row per user and UTC day with a purchase (two purchases a second apart across midnight are
+    two days; a missing price counts 0), and the last event of any kind names the period's end."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from etl.clv import purchase_days, split_purchase_days
+
+    times = ["2019-10-01 10:00:00", "2019-10-01 23:59:59", "2019-10-02 00:00:00", "2019-10-02 08:00:00",
+             "2019-10-01 12:00:00", "2019-10-01 12:00:05", "2019-10-05 09:00:00", "2019-10-07 18:30:00"]  # fmt: skip
+    events = pd.DataFrame({
+        "user_key": ["a", "a", "a", "a", "b", "b", "b", "c"],
+        "event_time": pd.to_datetime(times, utc=True),
+        "event_type": ["purchase", "purchase", "purchase", "view", "purchase", "purchase", "cart", "view"],
+        "price": [10.0, 2.5, None, 99.0, 1.0, 4.0, 7.0, 3.0],
+    })  # fmt: skip
+    timeline = pa.Table.from_pandas(events, preserve_index=False)
+    timeline = timeline.set_column(0, "user_key", timeline["user_key"].dictionary_encode())
+    timeline = timeline.set_column(2, "event_type", timeline["event_type"].dictionary_encode())
+    tx, end = split_purchase_days(pl.from_arrow(purchase_days(timeline)))
+    p = events[events["event_type"] == "purchase"].assign(day=lambda d: d["event_time"].dt.date,
+                                                           price=lambda d: d["price"].fillna(0.0))  # fmt: skip
+    want = p.groupby(["user_key", "day"], as_index=False)["price"].sum().rename(columns={"price": "revenue"})
+    got = tx.sort(["user_key", "day"])
+    assert got["user_key"].to_list() == want["user_key"].tolist() == ["a", "a", "b"]
+    assert got["day"].to_list() == want["day"].tolist()
+    assert got["revenue"].to_list() == want["revenue"].tolist() == [12.5, 0.0, 5.0]
+    assert end == date(2019, 10, 7)
