@@ -33,7 +33,6 @@ from etl.ingest import (
     ACCEPTED,
     DUPLICATE,
     TIMELINE_PARTS,
-    Chunk,
     LocalChunk,
     bucket_count,
     empty_file,
@@ -50,7 +49,7 @@ from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.lease import WriterLease
 from services.core.timelines import compact_if_due, sort_groups, timeline_groups
 from services.core.timings import Timings
-from services.jobs.ingest_summary import FileResult, reconciled
+from services.jobs.ingest_summary import FileResult, reconciled, stage_chunks
 
 log = logging.getLogger("shoplens.ingest")
 
@@ -270,11 +269,7 @@ def _process(
 ) -> dict[str, Any]:
     """REES46 chunks through the Arrow tasks; returns the counts and dates of the run summary."""
     store, prefix = lake.store, f"{STAGING}/{run_id}"
-    chunks = [Chunk(f"{prefix}/chunks/{c.path.name}", c.source_file, c.first_line, i)
-              for i, c in enumerate(local_chunks)]  # fmt: skip
-    with timings.phase("stage_chunks"):
-        for local, chunk in zip(local_chunks, chunks, strict=True):
-            store.put_file(local.path, chunk.key, move=True)
+    chunks = stage_chunks(store, prefix, local_chunks, timings)
     buckets = bucket_count(spark)
     with timings.phase("classify_and_write"):
         outcome = run_chunks(spark, store, prefix, chunks, key, buckets, erasure_ledger.suppressed(lake),

@@ -36,7 +36,7 @@ from services.core.lake import Lake
 from services.core.spark import read_parquet, write_to_store
 from services.core.timelines import build_timelines
 from services.core.timings import Timings
-from services.jobs.ingest_summary import FileResult, reconciled
+from services.jobs.ingest_summary import FileResult, reconciled, stage_chunks
 
 
 def process_orders(
@@ -50,11 +50,7 @@ def process_orders(
     timings: Timings,
 ) -> dict[str, Any]:
     store, prefix = lake.store, f"{STAGING}/{run_id}"
-    chunks = [Chunk(f"{prefix}/chunks/{c.path.name}", c.source_file, c.first_line, i)
-              for i, c in enumerate(local_chunks)]  # fmt: skip
-    with timings.phase("stage_chunks"):
-        for local, chunk in zip(local_chunks, chunks, strict=True):
-            store.put_file(local.path, chunk.key, move=True)
+    chunks = stage_chunks(store, prefix, local_chunks, timings)
     lines = read_lines(spark, store, chunks)
     with timings.phase("find_duplicates"):
         duplicates = find_duplicates(lines).cache()  # small: only the repeated lines

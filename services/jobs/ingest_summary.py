@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.contract import ALL_QUARANTINE_REASONS
-from etl.ingest import ACCEPTED, DUPLICATE, ERASED, QUARANTINED
+from etl.ingest import ACCEPTED, DUPLICATE, ERASED, QUARANTINED, Chunk, LocalChunk
+from services.core.timings import Timings
+
+
+def stage_chunks(store: Any, prefix: str, local_chunks: list[LocalChunk], timings: Timings) -> list[Chunk]:
+    """The run's chunks moved from the driver's disk into the store under ``prefix``, where the tasks read them."""
+    chunks = [Chunk(f"{prefix}/chunks/{c.path.name}", c.source_file, c.first_line, i)
+              for i, c in enumerate(local_chunks)]  # fmt: skip
+    with timings.phase("stage_chunks"):
+        for local, chunk in zip(local_chunks, chunks, strict=True):
+            store.put_file(local.path, chunk.key, move=True)
+    return chunks
 
 
 class ReconciliationError(RuntimeError):
