@@ -39,6 +39,13 @@ def _record(run: str, label: str, step: str, figures: dict[str, Any]) -> None:
     print(json.dumps(row), flush=True)
 
 
+def _run_phases(lake: Path) -> dict[str, Any]:
+    """The newest ingest run's events and seconds per phase, from its run record (where the timeline
+    build's share of an ingest is read)."""
+    summary = json.loads(max((lake / "runs").glob("*.json")).read_text())
+    return {"rows_accepted": summary["rows_accepted"], "phase_s": summary["phase_seconds"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,7 +71,7 @@ def main() -> None:
         for month in sorted(args.raw.resolve().glob("*.csv.gz"), key=lambda p: p.stat().st_mtime):
             figures = metered_command([*shoplens, "ingest", str(month)], env=env, cwd=root,
                                       stdout=subprocess.DEVNULL)  # fmt: skip
-            _record(run, args.label, f"ingest {month.name}", figures)
+            _record(run, args.label, f"ingest {month.name}", {**figures, **_run_phases(root / "lake")})
     figures = metered_command([*shoplens, "describe", "--out", str(root / "reports")], env=env, cwd=root,
                               stdout=subprocess.DEVNULL)  # fmt: skip
     _record(run, args.label, "describe", figures)
