@@ -90,12 +90,11 @@ def _ordered(events: pa.Table, order: pa.Array, compact: bool = True) -> pa.Tabl
 
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:
-    """A column as one array (a dictionary column's chunks unified first)."""
-    if column.num_chunks == 1:
-        return column.chunk(0)
-    if pa.types.is_dictionary(column.type):
-        column = pa.table({"c": column}).unify_dictionaries()["c"]
-    return column.combine_chunks()
+    """A column as one array. Arrow's concatenation unifies differing dictionaries itself and keeps a
+    shared one as it is; unifying first (as this did) hashed every value again on each call, even
+    where the chunks already shared one dictionary: on a sort group of the month (1.4M events, its
+    pieces unified once) two thirds of the sort step, the session keys alone 1.9 of 3.3 CPU seconds."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _encoded(column: pa.Array) -> pa.DictionaryArray:
