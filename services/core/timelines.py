@@ -176,7 +176,8 @@ def sort_groups(spark: SparkSession, store: Any, scratch: str, out: str, expecte
 
     def sort(i: int) -> Iterator[pa.RecordBatch]:
         parts = [read_ipc(store.read_bytes(k)) for k in pieces[groups[i]]]
-        rows = pa.concat_tables(parts, promote_options="permissive")  # each column combined (and its dictionaries unified) once by the sort
+        # not unified here: the sort combines each column once, and Arrow unifies its dictionaries then
+        rows = pa.concat_tables(parts, promote_options="permissive")
         for b, timeline in timelines_by_bucket(rows):  # staged by by_group: the keys are not hashed again
             store.write_bytes(_bucket_key(out, b), write_parquet(timeline))
             yield _written(b, timeline.num_rows)
