@@ -31,7 +31,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from etl.spark_tasks import one_task_each
 from etl.timeline import (
     BUCKETS,
     ORDER,
@@ -46,6 +45,7 @@ from etl.timeline import (
 )
 from services.core.catalog import EVENTS, STAGING, TIMELINE_RUNS, TIMELINES
 from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.spark_tasks import one_task_each
 
 __all__ = [
     "BUCKETS", "COMPACT_AFTER_RUNS", "backfill_timelines", "bucket_sources", "build_timelines",

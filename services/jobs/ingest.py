@@ -5,8 +5,8 @@ read, parse and hash a whole month in one task on one core. One streaming pass i
 through ``isal``: the gzip format, decompressed 2.5x faster than zlib) checks the header and writes
 ~64 MB plain chunks whose first line numbers are known. The chunks
 go to the run's staging prefix in the lake's store; Spark then runs one Arrow task per chunk
-(:mod:`etl.ingest`), which reads its chunk from the store and writes its files back to it, so no
-directory is shared between the driver and the executors.
+(:mod:`services.jobs.ingest_tasks`, around the rules of :mod:`etl.ingest`), which reads its chunk from
+the store and writes its files back to it, so no directory is shared between the driver and the executors.
 
 Commit protocol (see services/core/lake.py): everything is written under the store's staging prefix of
 the run, moved under run-scoped lake paths, and made visible by the run summary with status "committed".
@@ -29,9 +29,16 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from etl.contract import ORDER_COLUMNS, RAW_COLUMNS, ContractError, check_header
-from etl.ingest import (
-    ACCEPTED,
-    DUPLICATE,
+from etl.ingest import ACCEPTED, DUPLICATE
+from services.core import erasure_ledger
+from services.core.bounded_read import IngestLimits, last_line_end, open_input, read_blocks, read_header
+from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS, TIMELINE_RUNS
+from services.core.lake import Lake, new_run_id, utc_now_iso
+from services.core.lease import WriterLease
+from services.core.timelines import compact_if_due, sort_groups, timeline_groups
+from services.core.timings import Timings
+from services.jobs.ingest_summary import FileResult, reconciled, stage_chunks
+from services.jobs.ingest_tasks import (
     TIMELINE_PARTS,
     LocalChunk,
     bucket_count,
@@ -42,14 +49,6 @@ from etl.ingest import (
     resolve_cross_chunk_duplicates,
     run_chunks,
 )
-from services.core import erasure_ledger
-from services.core.bounded_read import IngestLimits, last_line_end, open_input, read_blocks, read_header
-from services.core.catalog import DUPLICATES, EVENTS, QUARANTINE, STAGING, SUSPICIOUS_USERS, TIMELINE_RUNS
-from services.core.lake import Lake, new_run_id, utc_now_iso
-from services.core.lease import WriterLease
-from services.core.timelines import compact_if_due, sort_groups, timeline_groups
-from services.core.timings import Timings
-from services.jobs.ingest_summary import FileResult, reconciled, stage_chunks
 
 log = logging.getLogger("shoplens.ingest")
 

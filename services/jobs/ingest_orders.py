@@ -19,9 +19,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from etl.erasure import ERASED, suppress_orders
-from etl.ingest import ACCEPTED, DUPLICATE, TIMELINE_PARTS, Chunk, LocalChunk, parquet_bytes, suspicious_users
+from etl.ingest import ACCEPTED, DUPLICATE, suspicious_users
 from etl.online_retail import classify_orders, find_duplicates, order_lines, order_quarantine_view
-from etl.spark_tasks import one_task_each
 from services.core import erasure_ledger
 from services.core.catalog import (
     DUPLICATES,
@@ -34,9 +33,11 @@ from services.core.catalog import (
 )
 from services.core.lake import Lake
 from services.core.spark import read_parquet, write_to_store
+from services.core.spark_tasks import one_task_each
 from services.core.timelines import build_timelines
 from services.core.timings import Timings
 from services.jobs.ingest_summary import FileResult, reconciled, stage_chunks
+from services.jobs.ingest_tasks import TIMELINE_PARTS, Chunk, LocalChunk, parquet_bytes
 
 
 def process_orders(

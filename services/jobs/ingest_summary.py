@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl.contract import ALL_QUARANTINE_REASONS
-from etl.ingest import ACCEPTED, DUPLICATE, ERASED, QUARANTINED, Chunk, LocalChunk
+from etl.ingest import ACCEPTED, DUPLICATE, ERASED, QUARANTINED
 from services.core.timings import Timings
+from services.jobs.ingest_tasks import Chunk, LocalChunk
 
 
 def stage_chunks(store: Any, prefix: str, local_chunks: list[LocalChunk], timings: Timings) -> list[Chunk]:

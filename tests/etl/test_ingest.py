@@ -1,5 +1,6 @@
 """Ingestion rules: every validation rule, dedupe, normalization, pseudonymization (etl.lines, the Arrow
-code every Spark task runs), and the Spark side of a run (etl.ingest) on real Spark."""
+code every Spark task runs), and the Spark side of a run (services.jobs.ingest_tasks, around the pure
+etl.ingest) on real Spark."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ import pyarrow as pa
 import pytest
 
 from etl.contract import QUARANTINE_REASONS
-from etl.ingest import (
+from etl.ingest import suspicious_users
+from etl.lines import classify_batch
+from etl.pseudonymize import pseudonymize
+from etl.timeline import BUCKETS, bucket_of
+from services.core.storage import LocalStore
+from services.jobs.ingest_tasks import (
     TIMELINE_PARTS,
     Chunk,
     find_copies,
     flag_suspicious,
     resolve_cross_chunk_duplicates,
     run_chunks,
-    suspicious_users,
 )
-from etl.lines import classify_batch
-from etl.pseudonymize import pseudonymize
-from etl.timeline import BUCKETS, bucket_of
-from services.core.storage import LocalStore
 
 GOOD = "2019-10-01 00:00:01 UTC,view,17200506,2053013559792632471,furniture.living_room.sofa,,543.10,519107250,566511c2-e2e3-422b-b695-cf8e6e792ca8"
 
@@ -186,3 +187,52 @@ def test_the_bot_flag_counts_a_users_day_across_chunks(spark, key, tmp_path):
     flags = flag_suspicious(spark, store, "out", buckets=3, max_events_per_day=5).to_pylist()
     assert [(f["user_key"], f["max_events_per_day"], f["days_over_limit"]) for f in flags] == [
         (pseudonymize("519107250", key), 6, 1)]
+
+
+def test_no_etl_function_takes_a_store_or_a_lake():
+    """etl is tables in, tables out (the import contracts check its imports; a store handed in as an
+    argument needs no import, so this checks the parameters): storage is services' business."""
+    import ast
+    from pathlib import Path
+
+    import etl
+
+    taking = [f"{path.name}:{node.name}({arg.arg})"
+              for path in sorted(Path(etl.__file__).parent.glob("*.py"))
+              for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+              for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+              if arg.arg in {"store", "lake"}]  # fmt: skip
+    assert taking == []
+
+
+def test_the_rules_run_on_tables_alone(key):
+    """Without Spark or a store: two chunks' bytes in, their cuts and the cross-chunk copies out, against
+    pandas on the same lines (first copy = smallest file, then line)."""
+    from etl.ingest import classify_chunk, copies_in_bucket, drop_lines, later_copies, repointed_duplicates
+
+    later = GOOD.replace("00:00:01", "00:00:02").replace("2019-10-01", "2019-10-02")
+    a = classify_chunk(_data([GOOD, later, GOOD]), key, "b.csv", 2, 0)  # line 4 copies line 2 inside the chunk
+    b = classify_chunk(_data([later, BAD_LINES["bad_price"], GOOD]), key, "a.csv", 7, 1)
+    assert [tuple(t.num_rows for _, t in c.events_by_day()) for c in (a, b)] == [(1, 1), (1, 1)]
+    assert a.counts().to_pylist()[:2] == [{"chunk": 0, "outcome": "accepted", "reason": None, "n": 2},
+                                          {"chunk": 0, "outcome": "duplicate", "reason": None, "n": 1}]  # fmt: skip
+    per_bucket = {}
+    for c in (a, b):
+        for bucket, table in c.hash_buckets(3):
+            per_bucket.setdefault(bucket, []).append((c.index, table))
+    copies = [tuple(r.values()) for parts in per_bucket.values() for r in copies_in_bucket(parts).to_pylist()]
+    moved = later_copies(copies, {0: "b.csv", 1: "a.csv"})
+    lines = pd.DataFrame({"file": ["b.csv", "b.csv", "a.csv", "a.csv"], "line": [2, 3, 7, 9], "chunk": [0, 0, 1, 1],
+                          "text": [GOOD, later, later, GOOD]}).sort_values(["file", "line"])  # fmt: skip
+    first = lines.groupby("text").line.transform("first")
+    expect = {}
+    for r, f in zip(lines.itertuples(), first, strict=True):
+        if r.line != f:
+            expect.setdefault(r.chunk, {})[r.line] = f
+    assert moved == expect == {0: {2: 9, 3: 7}}
+    assert drop_lines(a.out.events, moved[0]).num_rows == 0
+    dups = repointed_duplicates(a.out.duplicates, "b.csv", moved[0]).to_pylist()
+    assert [(d["line_number"], d["duplicate_of_line"]) for d in dups] == [(2, 9), (3, 7), (4, 9)]
+    days = pd.concat(t.to_pandas() for c in (a, b) for _, t in c.user_day_buckets(3))
+    assert days.groupby("event_date").events.sum().tolist() == [2, 2]

@@ -98,8 +98,8 @@ def spark_events(spark, path: Path):
     from Parquet."""
     import tempfile
 
-    from etl.ingest import parquet_bytes
     from etl.lines import classify_batch
+    from services.jobs.ingest_tasks import parquet_bytes
 
     body = path.read_bytes().split(b"\n", 1)[1]
     out = classify_batch(body, KEY, path.name, 2)
