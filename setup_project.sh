@@ -65,9 +65,7 @@ cmd_demo() {
   shoplens ingest data/incoming/*.csv.gz
   say "describing the lake"
   shoplens describe --out data/reports
-  say "computing per-user features"
-  shoplens features
-  say "training the segmentation model and scoring every user"
+  say "computing per-user features, training the segmentation model and scoring every user"
   shoplens train --truth data/incoming/_truth/users.csv
   say "building the dashboard's overview and anything else due"
   shoplens run

@@ -20,16 +20,15 @@ definitions the scoring paths use); :func:`timeline_activity` gives the batch sc
 same way. Why not Spark SQL: its version replicated every event once per cutoff under a string key
 ``"<cutoff>:<user>"`` and aggregated those, which took 31 s for 20,000 users (hours for millions);
 the bucket tasks read each event once and keep the per-cutoff work vectorized. The category price
-means per cutoff are lake-wide, so they come from one small Spark aggregation before
-(:func:`cutoff_prices`). Cutoffs are chosen by :func:`weekly_cutoffs` (pure Python): the validation
+means per cutoff are lake-wide: each bucket's priced events are summed per day and category
+(:func:`price_sums_by_period`, in the same pass that finds the event span) and :func:`cutoff_prices`
+adds up the days before each cutoff. Cutoffs are chosen by :func:`weekly_cutoffs` (pure Python): the validation
 cutoff is the most recent one whose label window is complete, training cutoffs are the weeks before
 it. Tables in, tables out: no store, settings or logging here.
 """
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,8 +38,6 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from etl.activity import (
     ACTIVITY_DTYPES,
@@ -51,7 +48,7 @@ from etl.activity import (
     activity_frame,
     as_of_micros,
 )
-from etl.local_features import FEATURE_DTYPES, CutoffFeatures, reference_means
+from etl.local_features import FEATURE_DTYPES, CutoffFeatures, priced_log_prices, reference_means
 
 DEFAULT_HORIZON_DAYS = 7
 LABEL = "label"
@@ -158,24 +155,61 @@ def _micros(cutoffs: Sequence[datetime]) -> list[int]:
     return sorted({as_of_micros(c) for c in cutoffs})
 
 
-def cutoff_prices(events: DataFrame, cutoffs: Sequence[datetime]) -> dict[int, pd.Series]:
+#: Per (period, category_id): the priced events (price > 0, with a category) and their sum of ln(price);
+#: ``until`` ends the event's period (epoch microseconds: the first multiple of the grain at or after
+#: the event; with a day's grain, the first UTC midnight). Every row carries the span of the input's
+#: events, and one row without a period or category carries it when nothing is priced.
+PRICE_SUMS_BY_PERIOD = pa.schema([("until", pa.int64()), ("category_id", pa.int64()), ("n_priced", pa.int64()),
+                                  ("sum_log_price", pa.float64()), ("first_us", pa.int64()), ("last_us", pa.int64())])  # fmt: skip
+
+
+def price_sums_by_period(timeline: pa.Table, grain_us: int = US_PER_DAY) -> pa.Table:
+    """:data:`PRICE_SUMS_BY_PERIOD` of some events (``event_time``, ``category_id``, ``price``; a timeline bucket).
+
+    Summed over buckets, the rows give the event span that :func:`weekly_cutoffs` needs and, by
+    :func:`cutoff_prices`, the category reference at every cutoff on the grain (weekly cutoffs are
+    midnights): one pass over the timelines for both.
+    """
+    us = timeline["event_time"].cast(pa.int64()).to_numpy()
+    span = (int(us.min()), int(us.max())) if len(us) else (None, None)
+    priced, category, log_price = priced_log_prices(timeline)
+    until = -(-us[priced] // grain_us) * grain_us  # an event at a cutoff counts at that cutoff
+    sums = (pd.DataFrame({"until": until, "category_id": category, "log_price": log_price})
+            .groupby(["until", "category_id"])["log_price"].agg(["size", "sum"]))  # fmt: skip
+    n = len(sums) + 1
+    return pa.table({
+        "until": pa.array([*sums.index.get_level_values("until").tolist(), None], pa.int64()),
+        "category_id": pa.array([*sums.index.get_level_values("category_id").tolist(), None], pa.int64()),
+        "n_priced": pa.array([*sums["size"].tolist(), 0], pa.int64()),
+        "sum_log_price": pa.array([*sums["sum"].tolist(), 0.0], pa.float64()),
+        "first_us": pa.array([span[0]] * n, pa.int64()),
+        "last_us": pa.array([span[1]] * n, pa.int64()),
+    }, schema=PRICE_SUMS_BY_PERIOD)  # fmt: skip
+
+
+def event_span(sums: pa.Table) -> tuple[datetime, datetime]:
+    """First and last event time of :func:`day_price_sums` rows (of any number of buckets)."""
+    first, last = pc.min(sums["first_us"]).as_py(), pc.max(sums["last_us"]).as_py()
+    if first is None:
+        raise ValueError("no events")
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + timedelta(microseconds=first), epoch + timedelta(microseconds=last)
+
+
+def cutoff_prices(sums: pa.Table, cutoffs: Sequence[datetime], grain_us: int = US_PER_DAY) -> dict[int, pd.Series]:
     """Cutoff (epoch microseconds) -> mean ln(price) per category_id over ALL events at or before it.
 
     The reference of ``price_level`` at that cutoff (events with price > 0 and a category_id, as in
-    the lake's ``category_prices``). One Spark aggregation for every cutoff: each event is counted in the period
-    between consecutive cutoffs it falls in, and a cutoff's sums are those of its period and the ones
-    before it.
+    the lake's ``category_prices``), from :func:`price_sums_by_period` rows (same ``grain_us``) of every
+    bucket: a cutoff's sums are those of the periods ending at or before it, so a cutoff off the grain
+    is an error.
     """
     cuts = _micros(cutoffs)
-    us = F.unix_micros(F.col("event_time"))
-    period = functools.reduce(operator.add, [F.when(us > F.lit(c), 1).otherwise(0) for c in cuts])
-    priced = events.where((us <= F.lit(cuts[-1])) & (F.col("price") > 0) & F.col("category_id").isNotNull())
-    sums = (
-        priced.groupBy(period.alias("period"), "category_id")
-        .agg(F.count(F.lit(1)).alias("n_priced"), F.sum(F.log(F.col("price"))).alias("sum_log_price"))
-        .toPandas()
-    )
-    return {c: reference_means(sums.loc[sums["period"] <= i]) for i, c in enumerate(cuts)}
+    if off := [c for c in cuts if c % grain_us]:
+        raise ValueError(f"cutoffs {off} are not on the {grain_us} us grain of the price sums")
+    rows = sums.filter(pc.is_valid(sums["until"])).select(["until", "category_id", "n_priced", "sum_log_price"])
+    rows = rows.to_pandas()
+    return {c: reference_means(rows.loc[rows["until"] <= c, ["category_id", "n_priced", "sum_log_price"]]) for c in cuts}
 
 
 def examples_of_users(
@@ -281,13 +315,16 @@ __all__ = [
     "DEFAULT_HORIZON_DAYS",
     "EVENT_COLUMNS",
     "LABEL",
+    "PRICE_SUMS_BY_PERIOD",
     "USER_CODE",
     "Cutoffs",
     "NotEnoughData",
     "cutoff_prices",
+    "event_span",
     "examples_of_users",
     "examples_schema",
     "key_codes",
+    "price_sums_by_period",
     "timeline_activity",
     "timeline_examples",
     "weekly_cutoffs",

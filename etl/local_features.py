@@ -41,6 +41,7 @@ __all__ = [
     "features_frame",
     "first_n_features",
     "key_array",
+    "priced_log_prices",
     "raw_feature_columns",
     "raw_price_level",
     "raw_to_events",
@@ -415,14 +416,20 @@ def timeline_feature_columns(
     return _feature_columns(arrays, as_of, category_reference, suspicious_users)
 
 
+def priced_log_prices(timeline: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The category price reference's rule: the events with a category_id and price > 0 (a mask), and
+    their category ids and ln(price)."""
+    category, price = timeline["category_id"], timeline["price"].to_numpy()
+    priced = category.is_valid().to_numpy() & (price > 0)
+    return priced, pc.fill_null(category, 0).to_numpy()[priced], np.log(price[priced])
+
+
 def timeline_price_sums(timeline: pa.Table) -> pa.Table:
     """Per category_id, the priced events (price > 0) and their sum of ln(price), plus one row without
     a category; every row carries the bucket's latest event time (:data:`PRICE_SUMS`). Summed over
     buckets they are the lake's category reference and as-of time."""
-    category, price = timeline["category_id"], timeline["price"].to_numpy()
-    priced = category.is_valid().to_numpy() & (price > 0)
-    sums = pd.DataFrame({"category_id": pc.fill_null(category, 0).to_numpy()[priced],
-                         "log_price": np.log(price[priced])}).groupby("category_id")["log_price"].agg(["size", "sum"])  # fmt: skip
+    _, category, log_price = priced_log_prices(timeline)
+    sums = pd.DataFrame({"category_id": category, "log_price": log_price}).groupby("category_id")["log_price"].agg(["size", "sum"])  # fmt: skip
     latest = pc.max(timeline["event_time"]).as_py() if timeline.num_rows else None
     return pa.table({
         "category_id": pa.array([*sums.index.tolist(), None], pa.int64()),

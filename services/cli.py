@@ -282,7 +282,7 @@ def train(
         "(evaluation only, after fitting)."))] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Fit the segmentation model on the current features, publish it with its report, then score.
+    """Bring the features up to date, fit the segmentation model on them, publish it with its report, then score.
 
     In the stack, `shoplens watch` retrains by itself when the model is missing or stale.
     """
@@ -290,7 +290,8 @@ def train(
     from services.jobs.segmentation import train_report
 
     def work(spark, the_lake, settings) -> dict:
-        return run_train(spark, the_lake, truth_csv=truth, key=settings.key_bytes if truth else None)
+        return run_train(spark, the_lake, truth_csv=truth, key=settings.key_bytes if truth else None,
+                         refresh_features=True)
 
     result = _spark_stage("train", lake, as_json, work)
     _emit(result, as_json, train_report(result))

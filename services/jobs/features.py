@@ -66,11 +66,14 @@ CATEGORY_PRICES_SCHEMA = pa.schema([("category_id", pa.int64()), ("n_priced", pa
 
 def features_behind(lake: Lake) -> tuple[bool, str]:
     """(due?, why): committed runs not in the features yet, or an older release's features."""
-    committed = set(lake.committed_run_ids())
+    return _behind(lake, lake.committed_run_ids(), lake.pointer(FEATURES))
+
+
+def _behind(lake: Lake, committed: Sequence[str], ptr: dict[str, Any] | None) -> tuple[bool, str]:
+    """:func:`features_behind` on the runs and features pointer the caller has already read."""
     if not committed:
         return False, "no committed runs"
-    ptr = lake.pointer(FEATURES)
-    behind = committed - set(ptr.get("folded_run_ids", []) if ptr else [])
+    behind = set(committed) - set(ptr.get("folded_run_ids", []) if ptr else [])
     if behind:
         return True, f"{len(behind)} committed run(s) not folded"
     if lake.pointer(LEGACY_AGGREGATES) is not None:
@@ -94,7 +97,7 @@ def run_features(
     ptr = lake.pointer(FEATURES)
     previous = set(ptr.get("folded_run_ids", [])) if ptr else set()
     new_runs = [r for r in committed if r not in previous]
-    due, _why = features_behind(lake)
+    due, _why = _behind(lake, committed, ptr)
     if ptr is not None and not (due or full or as_of is not None):
         log.info("features up to date", extra={"stage": "features"})
         return {"status": "up_to_date", "version": ptr["version"], "new_run_ids": [],

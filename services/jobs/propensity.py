@@ -33,7 +33,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 from threadpoolctl import threadpool_limits
 
 from etl.activity import ABSENT, ACTIVITY_EVENT_COLUMNS, as_of_micros
@@ -42,10 +41,13 @@ from etl.labels import (
     CUTOFF,
     EVENT_COLUMNS,
     LABEL,
+    PRICE_SUMS_BY_PERIOD,
     USER_CODE,
     cutoff_prices,
+    event_span,
     examples_schema,
     key_codes,
+    price_sums_by_period,
     timeline_activity,
     timeline_examples,
     weekly_cutoffs,
@@ -65,7 +67,6 @@ from services.core.documents.propensity import PropensityMetrics
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
-from services.core.spark import read_run_dataset
 from services.core.timelines import read_written, require_timelines, run_on_buckets
 from services.core.timings import Timings
 from services.jobs.features import category_reference
@@ -100,21 +101,23 @@ def build_examples(spark: SparkSession, lake: Lake, cfg: PropensityConfig,
     """(stacked examples of every cutoff as pandas, sorted by cutoff and user code, the Cutoffs);
     NotEnoughData if too little history.
 
+    The event span (hence the cutoffs) and every cutoff's category prices come from one pass over the
+    timeline buckets (:func:`etl.labels.price_sums_by_period`), not from the event files.
     Every cutoff's rows of a user bucket come from one Spark task reading the bucket's timeline
     (:func:`etl.labels.timeline_examples`; small buckets are handed over several at once, up to
     :data:`etl.labels.CHUNK_EVENTS` events: a call has a fixed cost of some pandas work per cutoff). Sorted, so the fits (seeded samples of rows) do not depend
     on how the users fall into buckets.
     """
     timings = Timings() if timings is None else timings
-    events = read_run_dataset(spark, lake, EVENTS)
-    if events is None:
+    if not lake.committed_files(EVENTS):
         raise ValueError("no committed events in the lake: run `shoplens ingest` first")
     require_timelines(lake)
-    with timings.phase("event_span"):
-        first, last = events.agg(F.min("event_time"), F.max("event_time")).first()
-    cuts = weekly_cutoffs(first, last, cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
-    with timings.phase("category_prices"):
-        prices = cutoff_prices(events, cuts.all)
+    with timings.phase("price_sums"):  # the event span and every cutoff's category prices: one pass
+        sums = run_on_buckets(spark, lake, lambda _buckets, timeline: price_sums_by_period(timeline),
+                              PRICE_SUMS_BY_PERIOD, columns=["event_time", "category_id", "price"],
+                              batch_rows=CHUNK_EVENTS)  # fmt: skip
+    cuts = weekly_cutoffs(*event_span(sums), cfg.horizon_days, cfg.n_train_cutoffs, cfg.step_days, cfg.min_history_days)
+    prices = cutoff_prices(sums, cuts.all)
     # the model features come back as float32, what the models read (MATRIX_DTYPE; the tasks round to
     # nearest as numpy does): 3M users x 5 cutoffs take about 3.5 GB instead of 7 GB. The tasks write them
     # to the store and this process reads them there: past the driver's result limit and heap otherwise

@@ -233,14 +233,19 @@ def train(
     truth_csv: Path | None = None,
     key: bytes | None = None,
     do_score: bool = True,
+    refresh_features: bool = False,
 ) -> dict[str, Any]:
     """Fit, explain and publish a new segmentation model, then score (unless ``do_score`` is False).
 
-    ``truth_csv`` (a generator's ``_truth/users.csv``, with ``key``) only adds ``ari_vs_truth`` to
+    ``refresh_features`` first folds committed runs not in the features yet (``shoplens train`` does,
+    so the demo needs no separate ``shoplens features`` process; the pipeline's features stage already
+    ran). ``truth_csv`` (a generator's ``_truth/users.csv``, with ``key``) only adds ``ari_vs_truth`` to
     model.json after everything is fitted. Returns a summary dict (what ``--json`` prints).
     """
     cfg = cfg or TrainConfig()
     t0 = time.monotonic()
+    if refresh_features:
+        run_features(spark, lake)
     features, feat_ptr = read_features(lake)
     if features.empty:
         raise ValueError("the features table is empty: ingest events and run `shoplens features`")

@@ -21,8 +21,10 @@ from etl.labels import (
     LABEL,
     NotEnoughData,
     cutoff_prices,
+    event_span,
     examples_of_users,
     key_codes,
+    price_sums_by_period,
     timeline_activity,
     timeline_examples,
     weekly_cutoffs,
@@ -31,8 +33,8 @@ from etl.lines import read_history
 from etl.local_features import raw_to_events
 from etl.timeline import DICTIONARY_COLUMNS, bucket_of
 
-pytestmark = pytest.mark.spark
 FEATURES_BUT_KEY = [c for c in FEATURE_NAMES if c != "user_key"]
+HALF_DAY = 43_200_000_000  # the price sums' grain here: one cutoff is at noon
 CUTS = [datetime(2019, 10, 20, tzinfo=UTC), datetime(2019, 10, 27, tzinfo=UTC), datetime(2019, 11, 3, 12, tzinfo=UTC)]
 
 
@@ -65,15 +67,9 @@ def _buckets(ev: pd.DataFrame, buckets: int = 4) -> list[pa.Table]:
     return [table.take(np.flatnonzero(bucket == b)) for b in range(buckets)]
 
 
-def _spark_events(spark, ev: pd.DataFrame):
-    frame = ev.assign(event_time=ev["event_time"].dt.tz_convert(None))
-    frame["category_id"] = frame["category_id"].astype(object).where(frame["category_id"].notna(), None)
-    return spark.createDataFrame(frame)
-
-
-def _examples(spark, ev: pd.DataFrame, cuts: list[datetime], horizon_days: int = 7) -> pd.DataFrame:
-    """The examples of ``ev`` as the job builds them: prices from Spark, rows from each timeline bucket."""
-    prices = cutoff_prices(_spark_events(spark, ev), cuts)
+def _examples(ev: pd.DataFrame, cuts: list[datetime], horizon_days: int = 7) -> pd.DataFrame:
+    """The examples of ``ev`` as the job builds them: prices and rows from each timeline bucket."""
+    prices = cutoff_prices(pa.concat_tables(price_sums_by_period(b, HALF_DAY) for b in _buckets(ev)), cuts, HALF_DAY)
     cut_us = [as_of_micros(c) for c in cuts]
     got = pa.concat_tables([timeline_examples(b, cut_us, horizon_days, prices) for b in _buckets(ev)]).to_pandas()
     for name in got.columns[[isinstance(t, pd.DatetimeTZDtype) for t in got.dtypes]]:
@@ -82,15 +78,15 @@ def _examples(spark, ev: pd.DataFrame, cuts: list[datetime], horizon_days: int =
 
 
 @pytest.fixture(scope="module")
-def examples(spark, events_pd) -> pd.DataFrame:
-    return _examples(spark, events_pd, CUTS)
+def examples(events_pd) -> pd.DataFrame:
+    return _examples(events_pd, CUTS)
 
 
-def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(spark, events_pd, examples):
+def test_deleting_every_event_after_a_cutoff_leaves_its_features_unchanged(events_pd, examples):
     columns = ["cutoff", "user_code", *FEATURES_BUT_KEY, *ACTIVITY_NAMES]
     for cut in CUTS:
         truncated = events_pd.loc[events_pd["event_time"] <= pd.Timestamp(cut)]
-        alone = _examples(spark, truncated, [cut])[columns]
+        alone = _examples(truncated, [cut])[columns]
         stacked = examples.loc[examples["cutoff"] == pd.Timestamp(cut).tz_convert(None), columns]
         assert len(alone) > 50
         pd.testing.assert_frame_equal(stacked.reset_index(drop=True), alone, check_exact=False, rtol=1e-12, atol=1e-12)
@@ -125,6 +121,28 @@ def test_labels_match_an_independent_pandas_computation(events_pd, examples):
         part = examples.loc[examples["cutoff"] == c.tz_convert(None)]
         assert dict(zip(part["user_code"], part[LABEL], strict=True)) == want
         assert sum(want.values()) > 0
+
+
+def test_price_sums_give_the_event_span_and_each_cutoffs_category_means_as_pandas_does(events_pd):
+    """One pass over the buckets, summed per day: the span of every event, and at each midnight cutoff
+    (an event exactly at a midnight counts for that cutoff) the mean ln(price) of the priced events
+    at or before it, per category, computed here directly from the events."""
+    ev = events_pd.copy()
+    midnight = pd.Timestamp("2019-10-27", tz="UTC")
+    ev.loc[ev.index[ev["price"] > 0][0], ["event_time", "category_id"]] = [midnight, 4242]  # on the cutoff
+    sums = pa.concat_tables(price_sums_by_period(b) for b in _buckets(ev))
+    assert event_span(sums) == (ev["event_time"].min().to_pydatetime(), ev["event_time"].max().to_pydatetime())
+    cuts = [datetime(2019, 10, 20, tzinfo=UTC), midnight.to_pydatetime()]
+    got = cutoff_prices(sums, cuts)
+    priced = ev.loc[(ev["price"] > 0) & ev["category_id"].notna()]
+    for cut in cuts:
+        before = priced.loc[priced["event_time"] <= pd.Timestamp(cut)]
+        want = np.log(before["price"]).groupby(before["category_id"].astype("int64")).mean()
+        pd.testing.assert_series_equal(got[as_of_micros(cut)].sort_index(), want.sort_index(), check_names=False,
+                                       check_index_type=False, rtol=1e-12)  # fmt: skip
+    assert 4242 in got[as_of_micros(midnight)].index and 4242 not in got[as_of_micros(cuts[0])].index
+    with pytest.raises(ValueError, match="not on the"):
+        cutoff_prices(sums, [datetime(2019, 11, 3, 12, tzinfo=UTC)])
 
 
 def test_activity_for_scoring_is_the_pandas_twin_on_every_event(events_pd):

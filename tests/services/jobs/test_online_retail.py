@@ -186,13 +186,15 @@ def test_features_and_rfm_work_on_an_order_lake(spark, ingested):
 
 
 def test_segments_train_and_score_on_an_order_lake(spark, ingested):
+    from services.core.catalog import FEATURES
     from services.core.readers import read_features, read_segments
-    from services.jobs.features import run_features
     from services.jobs.segmentation import TrainConfig, train
 
     lake = ingested["lake"]
-    run_features(spark, lake)  # a no-op when the previous test already folded the run
-    summary = train(spark, lake, TrainConfig(k_range=(3, 5), n_bootstrap=2, threshold_grid=(2, 4, 8), sample_size=5_000))
+    # as `shoplens train`: the features first (a no-op when the previous test already folded the run)
+    summary = train(spark, lake, TrainConfig(k_range=(3, 5), n_bootstrap=2, threshold_grid=(2, 4, 8), sample_size=5_000),
+                    refresh_features=True)  # fmt: skip
+    assert lake.pointer(FEATURES)["folded_run_ids"] == lake.committed_run_ids()
     features, _ = read_features(lake)
     segments = read_segments(lake)
     assert set(segments.user_key) == set(features.user_key)

@@ -14,7 +14,14 @@ import pytest
 
 from etl.activity import as_of_micros
 from etl.generate import generate
-from etl.labels import EVENT_COLUMNS, cutoff_prices, examples_of_users, key_codes
+from etl.labels import (
+    EVENT_COLUMNS,
+    cutoff_prices,
+    examples_of_users,
+    key_codes,
+    price_sums_by_period,
+    weekly_cutoffs,
+)
 from etl.lines import read_history
 from etl.pseudonymize import pseudonymize
 from model.propensity import MODEL_FEATURES
@@ -22,7 +29,6 @@ from model.scoring import HistoryFeatures, propensity_scores
 from services.core.catalog import EVENTS, PROPENSITY, PROPENSITY_MODEL, TIMELINE_RUNS
 from services.core.lake import Lake
 from services.core.readers import load_propensity, read_propensity
-from services.core.spark import read_run_dataset
 from services.core.storage import LocalStore
 from services.jobs.export import export_table
 from services.jobs.features import run_features
@@ -84,7 +90,10 @@ def test_the_examples_from_timeline_buckets_are_those_of_every_event_in_one_proc
                     for k in lake.committed_files(EVENTS))  # fmt: skip
     events = raw.with_columns(user_key=pl.Series(key_codes(raw["user_key"].to_arrow())),
                               session_key=pl.Series(key_codes(raw["session_key"].to_arrow())))  # fmt: skip
-    prices = cutoff_prices(read_run_dataset(spark, lake, EVENTS), cuts.all)
+    events_time = raw["event_time"]
+    assert cuts == weekly_cutoffs(events_time.min(), events_time.max(), CFG.horizon_days, CFG.n_train_cutoffs,
+                                  CFG.step_days, CFG.min_history_days)  # the span of the event files  # fmt: skip
+    prices = cutoff_prices(price_sums_by_period(raw.to_arrow()), cuts.all)
     cut_us = [as_of_micros(c) for c in cuts.all]
     want = examples_of_users(events, cut_us, CFG.horizon_days, prices, narrow=MODEL_FEATURES).to_pandas()
     pd.testing.assert_frame_equal(got, want.sort_values(["cutoff", "user_code"], ignore_index=True))
