@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stage_meter import run_stages  # noqa: E402
+from stage_meter import bench_env, run_stages  # noqa: E402
 
 
 def main() -> None:
@@ -38,8 +38,7 @@ def main() -> None:
         run_stages()
         return
     root = Path(tempfile.mkdtemp(prefix="demo-bench-"))
-    env = {**os.environ, "PYTHONPATH": str(args.src), "SHOPLENS_DEMO": "1", "SHOPLENS_LOG_LEVEL": "WARNING",
-           "SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work")}  # fmt: skip
+    env = bench_env(args.src, root, SHOPLENS_DEMO="1")
     incoming = root / "incoming"
     steps = [
         ("generate", ["generate", "--users", "20000", "--start", "2019-10-01", "--months", "2", "--seed", "42",

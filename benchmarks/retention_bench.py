@@ -14,6 +14,9 @@ alternating with DuckDB's. DuckDB: one SQL query over the same Parquet files, 2 
 Goal (issue 32): weekly retention over the 43.8M-event month and a two-month lake in at most DuckDB's
 time for the same computation.
 
+Each lake's row is appended to ``benchmarks/results/retention.json`` (earlier runs' rows are kept) and
+``retention.md`` is written from all of them.
+
     flock /work/bench.lock nice -n 10 python benchmarks/retention_bench.py --size 100000:2 \\
         --lake /tmp/shoplens-bench/funnel/users-1740000/lake --key KEY
 """
@@ -130,16 +133,33 @@ def main() -> None:
     lakes += [existing_lake(path, args.key) for path in args.lake]
     rows = []
     for the_lake in lakes:
-        row = {"run_at": datetime.now(UTC).isoformat(timespec="seconds"), **measure(spark, the_lake, args.repeat)}
+        row = {"run_at": datetime.now(UTC).isoformat(timespec="seconds"), "repeat": args.repeat,
+               **measure(spark, the_lake, args.repeat)}  # fmt: skip
         print(json.dumps(row), flush=True)
         rows.append(row)
     spark.stop()
-    doc = {"machine": platform.platform(), "cpus": os.cpu_count(), "repeat": args.repeat, "rows": rows}
-    (HERE / "results" / "retention.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(write_results(HERE / "results", rows)))
+
+
+def previous_rows(path: Path) -> list[dict]:
+    """The rows an earlier run wrote to ``path`` (none if there is no file), each with its ``repeat``
+    (files written before rows carried it had it once, for all of them)."""
+    if not path.exists():
+        return []
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return [{"repeat": doc.get("repeat"), **r} for r in doc["rows"]]
+
+
+def write_results(results: Path, rows: list[dict]) -> list[str]:
+    """Append ``rows`` to ``retention.json`` (earlier runs' rows are kept: each row is one lake in one
+    run, dated by ``run_at``) and write ``retention.md`` from all of them; returns the Markdown lines."""
+    rows = previous_rows(results / "retention.json") + rows
+    doc = {"machine": platform.platform(), "cpus": os.cpu_count(), "rows": rows}
+    (results / "retention.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     md = ["# Weekly retention: shoplens vs DuckDB", "",
           f"`benchmarks/retention_bench.py` on {doc['machine']} ({doc['cpus']} CPUs), `nice -n 10`, under the shared "
           "benchmark lock; the load averages (1, 5, 15 min) before and after each lake's timed runs say how shared "
-          "the machine was (the runs themselves keep both cores busy).", "",
+          "the machine was (the runs themselves keep both cores busy). One row per lake and run, oldest first.", "",
           "| run at | users | months | events | shoplens s (median) | DuckDB s (median) | shoplens / DuckDB | "
           "equal results | load before | load after |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
@@ -154,10 +174,10 @@ def main() -> None:
            "shares), warm session, after one warm-up run. DuckDB: one query over the "
            "same Parquet event files, 2 threads, users only. The results (users per cohort and period of the default "
            "view) are compared for equality.",
-           "", f"Goal (issue 32): at most DuckDB's time over the 43.8M-event month and a two-month lake, {args.repeat} "
-           "alternating runs each."]  # fmt: skip
-    (HERE / "results" / "retention.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    print("\n".join(md))
+           "", "Goal (issue 32): at most DuckDB's time over the 43.8M-event month and a two-month lake; each row's "
+           "timed runs (`--repeat` alternating runs of each tool) are listed in brackets."]  # fmt: skip
+    (results / "retention.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    return md
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from stage_meter import metered_command, run_stages  # noqa: E402
+from stage_meter import bench_env, metered_command, run_stages  # noqa: E402
 
 KEY = "scale-bench-key-0123456789abcdef0123456789abcdef"
 
@@ -62,9 +62,7 @@ def main() -> None:
     if args.root is None or (args.raw is None and not args.skip_ingest):
         parser.error("--root is required, and --raw unless --skip-ingest")
     root = args.root.resolve()
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "SHOPLENS_PSEUDONYM_KEY": KEY,
-           "SHOPLENS_LOG_LEVEL": "WARNING", "SHOPLENS_LAKE": str(root / "lake"),
-           "SHOPLENS_WORK_DIR": str(root / "work")}  # fmt: skip
+    env = bench_env(HERE.parent, root, SHOPLENS_PSEUDONYM_KEY=KEY)
     run = uuid.uuid4().hex[:8]
     shoplens = [sys.executable, "-m", "services"]
     if not args.skip_ingest:

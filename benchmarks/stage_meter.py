@@ -1,97 +1,34 @@
-"""Wall time, CPU time and peak memory of a process tree (the Python driver, its JVM and Spark's Python
-workers), for benchmarks that time the CLI's commands and ``shoplens run``'s stages one by one.
-
-CPU seconds are reported beside wall seconds because they say where the work goes even when the
-machine is shared; peak RSS is the largest sum over the tree seen by a sampler every half second.
+"""Wall time, CPU time and peak memory of a process tree (services.core.process_meter), for benchmarks
+that time the CLI's commands and ``shoplens run``'s stages one by one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import threading
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import psutil
-
-SAMPLE_SECONDS = 0.5
+from services.core.process_meter import metered
 
 
-def _tree(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _cpu(procs: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
-
-
-def _rss(procs: Sequence[psutil.Process]) -> int:
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-@contextmanager
-def metered(pid: int | None = None) -> Iterator[dict[str, float]]:
-    """Measure the tree under ``pid`` (default: this process) while the block runs; the dict is filled on exit.
-
-    CPU time of processes that exit inside the block counts only where their parent reaps them (Spark's
-    Python workers are reaped by its daemon, which stays), so it is a floor for short-lived children.
-    """
-    root = psutil.Process(pid)
-    out: dict[str, float] = {}
-    peak = [_rss(_tree(root))]
-    cpu_seen: dict[int, float] = {}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(SAMPLE_SECONDS):
-            procs = _tree(root)
-            peak[0] = max(peak[0], _rss(procs))
-            for proc in procs:
-                cpu_seen[proc.pid] = _cpu([proc])
-
-    start_procs = _tree(root)
-    cpu_start = {proc.pid: _cpu([proc]) for proc in start_procs}
-    t0 = time.monotonic()
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield out
-    finally:
-        stop.set()
-        sampler.join()
-        for proc in _tree(root):
-            cpu_seen[proc.pid] = _cpu([proc])
-        out["wall_s"] = round(time.monotonic() - t0, 1)
-        out["cpu_s"] = round(sum(v - cpu_start.get(pid_, 0.0) for pid_, v in cpu_seen.items()), 1)
-        out["peak_rss_mb"] = round(peak[0] / 2**20)
+def bench_env(src: Path, root: Path, **settings: str) -> dict[str, str]:
+    """The environment a benchmark runs the CLI in: ``src``'s code, a lake (``root/lake``) and work
+    directory (``root/work``) of its own, warnings only in the logs, and the benchmark's ``settings``
+    (``SHOPLENS_*`` variables: the pseudonymization key or demo mode)."""
+    return {**os.environ, "PYTHONPATH": str(src), "SHOPLENS_LOG_LEVEL": "WARNING",
+            "SHOPLENS_LAKE": str(root / "lake"), "SHOPLENS_WORK_DIR": str(root / "work"), **settings}  # fmt: skip
 
 
 def metered_command(cmd: Sequence[str], **kwargs: Any) -> dict[str, float]:
     """Run one command to completion (raising on failure) and measure its whole tree."""
-    with subprocess.Popen(cmd, **kwargs) as proc, metered(proc.pid) as figures:
+    with subprocess.Popen(cmd, **kwargs) as proc, metered(proc.pid) as meter:
         proc.wait()
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
-    return figures
+    return meter.figures()
 
 
 def run_stages() -> None:
@@ -104,12 +41,12 @@ def run_stages() -> None:
     settings = get_settings()
     lake = open_lake(settings)
     cfg = PipelineConfig(settings.retrain_new_runs, settings.retrain_age_days)
-    with metered() as figures:
+    with metered() as meter:
         spark = get_spark(settings, "shoplens-run")
-    print(json.dumps({"stage": "spark_start", **figures}), flush=True)
+    print(json.dumps({"stage": "spark_start", **meter.figures()}), flush=True)
     for stage in STAGES:
         due, _why = stage.due(lake, cfg)
         if due:
-            with metered() as figures:
+            with metered() as meter:
                 stage.run(spark if stage.spark else None, lake, cfg)
-            print(json.dumps({"stage": stage.name, **figures}), flush=True)
+            print(json.dumps({"stage": stage.name, **meter.figures()}), flush=True)

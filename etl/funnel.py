@@ -85,6 +85,7 @@ from etl.contract import EVENT_TYPES
 from etl.describe import NO_BRAND, NO_CATEGORY
 from etl.funnel_walk import NO_WINDOW, NULL, any_walk, group_covers, ordered_walk
 from etl.timeline import KEY_COLUMNS
+from etl.user_runs import user_runs
 
 Unit = Literal["user", "session", "user_product"]
 Order = Literal["ordered", "any"]
@@ -425,8 +426,7 @@ def timeline_units_entered(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Tab
 def _timeline_walk(timeline: pa.Table, spec: FunnelSpec) -> tuple[pa.Table, pl.DataFrame]:
     """:func:`timeline_units` and the marked events that match a step, in timeline order."""
     events = pl.from_arrow(timeline.select(event_columns(spec)))
-    users = events["user_key"]
-    new_user = users.ne_missing(users.shift(1)).fill_null(True).to_numpy()
+    _, new_user = user_runs(timeline["user_key"])
     marked = _marked(events, spec)
     seen = marked.select("user_key", first_seen="t")[np.flatnonzero(new_user)]
     matched = np.flatnonzero(marked["mask"].to_numpy() != 0)

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from etl.contract import CATEGORY_BUCKETS, CATEGORY_L1, HOUR_BANDS
 from etl.timeline import plain
+from etl.user_runs import user_runs
 
 __all__ = [
     "CATEGORY_BUCKETS",
@@ -385,8 +386,8 @@ def first_n_features(
         return FIRST_N_ARROW.empty_table()
     keys = ["user_key", *FIRST_N_ORDER]
     ordered = timeline.take(pc.sort_indices(plain(timeline, keys), [(c, "ascending") for c in keys]))
-    u, _ = pd.factorize(plain(ordered, ["user_key"])["user_key"].to_numpy(zero_copy_only=False))
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+    u, first_rows = user_runs(ordered["user_key"])
+    starts = np.flatnonzero(first_rows)
     rank = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))  # 0-based, per user
     parts = []
     for n in sorted({int(n) for n in ns}):

@@ -41,6 +41,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl.user_runs import user_runs
+
 Cohort = Literal["week", "month"]
 CohortEvent = Literal["any", "purchase"]
 Period = Literal["day", "week", "month"]
@@ -306,9 +308,10 @@ def bucket_counts(timeline: pa.Table, specs: dict[str, RetentionSpec],
     """
     if timeline.num_rows == 0:
         return BUCKET_FRAME.clear()
-    number = _user_numbers(timeline["user_key"])
+    numbers, first_rows = user_runs(timeline["user_key"])
+    number = pl.Series(numbers, dtype=pl.UInt32)
     if segments is not None:
-        starts = np.flatnonzero(np.r_[True, np.diff(number.to_numpy()) != 0])  # each user's first row
+        starts = np.flatnonzero(first_rows)  # each user's first row
         first = pl.DataFrame({"user_key": pl.Series(timeline["user_key"].take(pa.array(starts))).cast(pl.String),
                               "number": number.gather(starts)})  # fmt: skip
         segments = segments.join(first, on="user_key").select(pl.col("number").alias("user_key"), "segment")
@@ -318,21 +321,6 @@ def bucket_counts(timeline: pa.Table, specs: dict[str, RetentionSpec],
     parts = [partial_counts(days, spec, segments).select(pl.lit(name, pl.String).alias("view"), *PARTIAL_COLUMNS)
              for name, spec in specs.items()]  # fmt: skip
     return pl.concat([*parts, BUCKET_FRAME.drop("last_day").clear(n=1)]).with_columns(last_day)
-
-
-def _user_numbers(keys: pa.ChunkedArray) -> pl.Series:
-    """Each row's user as a number, its run in the timeline (a user's rows are consecutive). Keys read
-    as dictionaries (unique values per chunk, as Parquet's are) are compared by index, and by value
-    only across chunks: no 64-character strings compared row by row."""
-    if not pa.types.is_dictionary(keys.type):
-        return pl.Series(keys).rle_id()
-    starts, last = [], None
-    for chunk in (c for c in keys.chunks if len(c)):
-        codes = chunk.indices.to_numpy()
-        first = chunk.dictionary[int(codes[0])].as_py()
-        starts.append(np.r_[first != last, codes[1:] != codes[:-1]])
-        last = chunk.dictionary[int(codes[-1])].as_py()
-    return pl.Series(np.cumsum(np.concatenate(starts)) - 1, dtype=pl.UInt32)
 
 
 def _grid(sizes: pl.DataFrame, spec: RetentionSpec, end: date) -> pl.DataFrame:

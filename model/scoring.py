@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from etl.activity import activity_columns, activity_frame
 from etl.local_features import features_frame, raw_feature_columns, raw_price_level, timeline_feature_columns
+from etl.user_runs import user_runs
 from model.propensity.history import LoadedPropensity
 from model.segmentation.history import LoadedModel, not_enough_reason
 from model.segmentation.lifecycle import lifecycle_action, lifecycle_label, lifecycle_stage_of
@@ -218,8 +219,7 @@ def _histories(timeline: pa.Table, unit_users: pa.ChunkedArray, at: pa.ChunkedAr
     the 64-character key cost more than the walk of the bucket itself.
     """
     users = pl.from_arrow(timeline.select(["user_key"]))["user_key"]  # a categorical if read as a dictionary
-    new_user = users.ne_missing(users.shift(1)).fill_null(True).to_numpy()
-    user_of_event = np.cumsum(new_user) - 1
+    user_of_event, new_user = user_runs(timeline["user_key"])
     first = np.flatnonzero(new_user)
     wanted = pl.DataFrame({"user_key": pl.from_arrow(unit_users).cast(pl.String), "at": pl.from_arrow(at)})
     wanted = wanted.with_row_index("unit").drop_nulls("at").join(

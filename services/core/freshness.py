@@ -15,6 +15,7 @@ The committed runs count as one input whose version is the sorted list of commit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +78,15 @@ def recorded(pointer: dict[str, Any], dataset: str) -> Any:
     return sorted(value) if dataset == RUNS and value is not None else value
 
 
+def recording(versions: Mapping[str, Any]) -> dict[str, Any]:
+    """The pointer fields that record ``versions`` (dataset -> the version of it an output was built
+    from), each under the field :data:`RECORDED_AS` names: what a job passes to its output's pointer."""
+    return {RECORDED_AS[dataset]: version for dataset, version in versions.items()}
+
+
 def input_versions(lake: Lake, reads: tuple[Read, ...]) -> dict[str, Any]:
     """The pointer fields recording the current version of each input (what a job built now records)."""
-    return {RECORDED_AS[r.dataset]: current(lake, r.dataset) for r in reads}
+    return recording({r.dataset: current(lake, r.dataset) for r in reads})
 
 
 def versions_due(lake: Lake, writes: str, reads: tuple[Read, ...]) -> tuple[bool, str]:
@@ -97,4 +104,4 @@ def versions_due(lake: Lake, writes: str, reads: tuple[Read, ...]) -> tuple[bool
     return False, "up to date"
 
 
-__all__ = ["NAMES", "RECORDED_AS", "Read", "current", "input_versions", "recorded", "versions_due"]
+__all__ = ["NAMES", "RECORDED_AS", "Read", "current", "input_versions", "recorded", "recording", "versions_due"]

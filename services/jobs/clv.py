@@ -48,8 +48,9 @@ from model.clv import (
     spend_frequency_correlation,
     thin_data_warnings,
 )
-from services.core.catalog import CLV, SEGMENTS
+from services.core.catalog import CLV, RUNS, SEGMENTS
 from services.core.documents.clv import ClvResult
+from services.core.freshness import recording
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
@@ -245,7 +246,7 @@ def run_clv(spark: SparkSession, lake: Lake, cfg: CLVConfig | None = None) -> di
     run_ids = sorted(lake.committed_run_ids())
     segments, segments_version = _segment_labels(lake)
     tables = compute(spark, lake, cfg, segments)
-    meta = {"run_ids": run_ids, "segments_version": segments_version, "model": cfg.model, "method": cfg.method,
+    meta = {**recording({RUNS: run_ids, SEGMENTS: segments_version}), "model": cfg.model, "method": cfg.method,
             "horizon_months": cfg.horizon_months, "holdout_from": str(cfg.holdout_from) if cfg.holdout_from else None}  # fmt: skip
     with new_version(lake, CLV, **meta) as staged:
         staged.write_table(f"{CUSTOMERS}/part-00000", tables.customers)

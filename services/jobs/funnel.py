@@ -48,8 +48,9 @@ from etl.funnel import (
 from model.funnel import conversion_drivers
 from model.scoring import TRAIT_EVENT_COLUMNS, traits_as_of
 from model.segmentation.history import LoadedModel
-from services.core.catalog import EVENTS, FUNNEL, SEGMENTS
+from services.core.catalog import EVENTS, FUNNEL, RUNS, SEGMENTS
 from services.core.documents.funnel import FunnelResult
+from services.core.freshness import recording
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import load_model, parquet_dataset
@@ -308,7 +309,7 @@ def run_funnel(spark: SparkSession, lake: Lake, cfg: FunnelConfig | None = None)
     run_ids = sorted(lake.committed_run_ids())
     segments, segments_version = _segments_frame(lake)
     tables = compute_tables(spark, lake, cfg, segments)
-    meta = {"run_ids": run_ids, "segments_version": segments_version, **cfg.spec.to_dict(),
+    meta = {**recording({RUNS: run_ids, SEGMENTS: segments_version}), **cfg.spec.to_dict(),
             "breakdowns": list(cfg.by)}  # fmt: skip
     with new_version(lake, FUNNEL, **meta) as staged:
         for name, df in tables.tables().items():

@@ -15,8 +15,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from etl.kpis import kpi_daily
-from services.core.catalog import EVENTS, OVERVIEW_VIEWS
+from services.core.catalog import EVENTS, OVERVIEW_VIEWS, RUNS
 from services.core.documents.overview import OverviewFreshness
+from services.core.freshness import recording
 from services.core.lake import Lake, runs_table
 from services.core.publish import new_version
 from services.core.spark import read_run_dataset
@@ -35,7 +36,7 @@ def build_overview(spark: SparkSession, lake: Lake) -> dict[str, Any]:
         latest_event_time=latest.isoformat() if latest is not None else None,
         last_run_at=max((r.get("finished_at") or r.get("started_at") for r in committed), default=None),
     ).to_dict()
-    with new_version(lake, OVERVIEW_VIEWS, run_ids=[r["run_id"] for r in committed]) as staged:
+    with new_version(lake, OVERVIEW_VIEWS, **recording({RUNS: [r["run_id"] for r in committed]})) as staged:
         staged.write_table("kpi_daily", kpi_daily(events))
         staged.write_table("runs", runs_table(runs))
         staged.write_json(OverviewFreshness.FILE, freshness)

@@ -64,6 +64,7 @@ from model.propensity import (
 )
 from services.core.catalog import EVENTS, FEATURES, PROPENSITY, PROPENSITY_MODEL, SEGMENTS, STAGING
 from services.core.documents.propensity import PropensityMetrics
+from services.core.freshness import recording
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_features, read_segments
@@ -317,7 +318,7 @@ def score(spark: SparkSession, lake: Lake) -> dict[str, Any]:
     with timings.phase("by_segment"):
         seg_means = by_segment(scores, read_segments(lake))
     with timings.phase("publish"), new_version(
-        lake, PROPENSITY, model_version=model_version, features_version=feat_ptr["version"],
+        lake, PROPENSITY, **recording({PROPENSITY_MODEL: model_version, FEATURES: feat_ptr["version"]}),
         as_of=as_of.astimezone(UTC).isoformat(), n_users=len(scores), decile_cuts=[float(c) for c in cuts],
         segments_version=lake.current_version(SEGMENTS), by_segment=seg_means,
     ) as staged:  # fmt: skip

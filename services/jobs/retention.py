@@ -28,8 +28,9 @@ from pyspark.sql import SparkSession
 
 from etl.retention import BUCKET_FRAME, RetentionSpec, bucket_counts, combine
 from etl.timeline import USER_KEY, bucket_of
-from services.core.catalog import RETENTION, SEGMENTS
+from services.core.catalog import RETENTION, RUNS, SEGMENTS
 from services.core.documents.retention import RetentionResult
+from services.core.freshness import recording
 from services.core.lake import Lake, utc_now_iso
 from services.core.publish import new_version
 from services.core.readers import read_segments
@@ -143,7 +144,7 @@ def run_retention(spark: SparkSession, lake: Lake, cfg: RetentionConfig | None =
     run_ids = sorted(lake.committed_run_ids())
     segments, segments_version = _segments(lake)
     table, end = compute(spark, lake, cfg, segments)
-    meta = {"run_ids": run_ids, "segments_version": segments_version, **cfg.spec.to_dict()}
+    meta = {**recording({RUNS: run_ids, SEGMENTS: segments_version}), **cfg.spec.to_dict()}
     with new_version(lake, RETENTION, **meta) as staged:
         staged.write_table(COHORTS, table)
         doc = RetentionResult.model_validate({

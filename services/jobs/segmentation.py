@@ -66,6 +66,7 @@ from services.core.documents.segmentation import (
     ThresholdPoint,
     Trust,
 )
+from services.core.freshness import recording
 from services.core.lake import Lake, new_run_id, utc_now_iso
 from services.core.metrics import record_model, record_segments
 from services.core.publish import new_version
@@ -408,9 +409,8 @@ def score(
         flow_from = prev_ptr["version"]
     else:
         flow_from = prev_ptr.get("flow_from_version")
-    with new_version(lake, SEGMENTS, model_version=model_version, as_of=as_of.isoformat(),
-                     features_version=feat_ptr["version"], flow_from_version=flow_from,
-                     n_users=len(seg)) as staged:  # fmt: skip
+    with new_version(lake, SEGMENTS, **recording({SEGMENTATION_MODEL: model_version, FEATURES: feat_ptr["version"]}),
+                     as_of=as_of.isoformat(), flow_from_version=flow_from, n_users=len(seg)) as staged:  # fmt: skip
         staged.write_table("part-00000", seg, SEGMENTS_SCHEMA)
     version = staged.version
     sizes = seg["segment_name"].value_counts().to_dict()

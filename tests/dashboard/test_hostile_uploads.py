@@ -21,10 +21,10 @@ from dashboard import experiments as ex
 from dashboard import uploads
 from dashboard.access import LOOKUPS, RateLimit
 from dashboard.serve import DASHBOARD_DIR, command
+from services.core.process_meter import metered
 from tests.conftest import REES46_SAMPLE
 from tests.dashboard.fixtures import APP
 from tests.dashboard.test_pages import _user_history
-from tests.memory import peak_rss
 
 MB = 2**20
 REPO = Path(__file__).resolve().parents[2]
@@ -85,12 +85,12 @@ def test_a_decompression_bomb_upload_on_the_lookup_page_is_refused_in_bounded_me
     bomb = gzip_bomb(1024)  # 1 GB of zeros in about 1 MB
     assert len(bomb) < uploads.LOOKUP_MAX_MB * MB
     at = app("lookup")
-    with peak_rss() as rss:
+    with metered(tree=False, interval=0.005) as rss:
         at.file_uploader(key="lookup_upload").set_value(("history.csv.gz", bomb, "application/gzip")).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "decompression bomb" in at.warning[0].value
     # the bound: MAX_EXPANDED_BYTES of output at most, plus the page's own work
-    assert rss["peak"] - rss["before"] < uploads.MAX_EXPANDED_BYTES + 100 * MB, rss
+    assert rss.grown < uploads.MAX_EXPANDED_BYTES + 100 * MB, rss
 
 
 def test_a_gzipped_history_upload_is_still_scored(app):

@@ -12,12 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.core.lake import Lake
+from services.core.process_meter import metered
 from services.core.settings import ConfigError
 from services.core.storage import LocalStore
 from services.jobs.api import MAX_JSON_VALUES, create_app
 from tests.apiserver import ApiProcess, raw_post, start_api
 from tests.conftest import TEST_KEY
-from tests.memory import peak_rss
 from tests.services.jobs.test_api import TOKEN, history, settings_for, source  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.slow
@@ -60,21 +60,21 @@ AUTHED = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"
 
 
 def test_a_declared_oversized_body_gets_413_before_it_is_read(api):
-    with peak_rss(api.processes[0].pid) as rss:
+    with metered(api.processes[0].pid, tree=False, interval=0.005) as rss:
         status, body, sent = raw_post(api.port, "/v1/score", _chunks(1_000 * MB),
                                       {**AUTHED, "Content-Length": str(1_000 * MB)})  # fmt: skip
     assert status == 413, body
     assert sent < 64 * MB  # the server answered long before the client could send the gigabyte
-    assert rss["peak"] - rss["before"] < RSS_BOUND, rss
+    assert rss.grown < RSS_BOUND, rss
     assert api.request("GET", "/healthz")[0] == 200
 
 
 def test_a_streamed_oversized_body_gets_413_as_it_passes_the_limit(api):
-    with peak_rss(api.processes[0].pid) as rss:
+    with metered(api.processes[0].pid, tree=False, interval=0.005) as rss:
         status, body, sent = raw_post(api.port, "/v1/score", _chunked(_chunks(64 * MB)),
                                       {**AUTHED, "Transfer-Encoding": "chunked"})  # fmt: skip
     assert status == 413, body
-    assert rss["peak"] - rss["before"] < RSS_BOUND, rss
+    assert rss.grown < RSS_BOUND, rss
     assert sent < 64 * MB
     metrics = api.request("GET", "/metrics")[1]  # refused before routing, still counted by route template
     assert 'method="POST",route="/v1/score",status="413"' in metrics
@@ -95,10 +95,10 @@ def test_an_unauthenticated_body_is_refused_before_it_is_read(api):
     ("wide", b'{"events": [' + b"[]," * 1_500_000 + b"[]]}"),
 ])  # fmt: skip
 def test_bodies_that_decode_into_too_many_values_get_413(api, name, payload):
-    with peak_rss(api.processes[0].pid) as rss:
+    with metered(api.processes[0].pid, tree=False, interval=0.005) as rss:
         status, body, _ = raw_post(api.port, "/v1/score", iter([payload]), {**AUTHED, "Content-Length": str(len(payload))})
     assert status == 413 and "JSON values" in json.loads(body)["detail"], (name, body)
-    assert rss["peak"] - rss["before"] < RSS_BOUND, (name, rss)
+    assert rss.grown < RSS_BOUND, (name, rss)
 
 
 def test_nesting_under_the_values_bound_is_a_400_not_a_crash(api):
@@ -114,11 +114,11 @@ def test_long_strings_are_refused_without_echo(api, history):  # noqa: F811
     marker = "9" * 40 + "x" * 4 * MB  # bigger than any field's bound, under the body limit
     for field in ("brand", "category_code", "user_session", "event_time", "user_id", "price"):
         event = {**events[0], field: marker}
-        with peak_rss(api.processes[0].pid) as rss:
+        with metered(api.processes[0].pid, tree=False, interval=0.005) as rss:
             status, body = api.request("POST", "/v1/score", {"events": [event]}, token=TOKEN)
         assert status == 422, (field, body)
         assert field in json.dumps(body) and "9" * 40 not in json.dumps(body) and "xxxx" not in json.dumps(body)
-        assert rss["peak"] - rss["before"] < RSS_BOUND, (field, rss)
+        assert rss.grown < RSS_BOUND, (field, rss)
     long_id = "7" * 40
     status, body = api.request("POST", "/v1/customers/lookup", {"user_id": long_id}, token=TOKEN)
     assert status == 422 and long_id not in json.dumps(body)
