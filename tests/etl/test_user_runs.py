@@ -38,7 +38,7 @@ def test_dictionaries_differing_per_chunk_are_compared_by_value_across_chunks():
     keys = pa.chunked_array([first, second])
     assert keys.to_pylist() == KEYS[:5] + KEYS[5:]
     _check(keys)
-    numbers, starts = user_runs(keys)
+    numbers, _starts = user_runs(keys)
     assert numbers.tolist() == [0, 0, 1, 2, 2, 2, 3, 4, 4]  # the independent count, by hand
     # a chunk boundary between two users starts a new run even where the codes happen to match
     _check(pa.chunked_array([pa.array(["a", "a"]).dictionary_encode(), pa.array(["b"]).dictionary_encode()]))
