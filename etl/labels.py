@@ -188,7 +188,7 @@ def price_sums_by_period(timeline: pa.Table, grain_us: int = US_PER_DAY) -> pa.T
 
 
 def event_span(sums: pa.Table) -> tuple[datetime, datetime]:
-    """First and last event time of :func:`day_price_sums` rows (of any number of buckets)."""
+    """First and last event time of :func:`price_sums_by_period` rows (of any number of buckets)."""
     first, last = pc.min(sums["first_us"]).as_py(), pc.max(sums["last_us"]).as_py()
     if first is None:
         raise ValueError("no events")

@@ -91,9 +91,8 @@ def _ordered(events: pa.Table, order: pa.Array, compact: bool = True) -> pa.Tabl
 
 def _one_array(column: pa.ChunkedArray) -> pa.Array:
     """A column as one array. Arrow's concatenation unifies differing dictionaries itself and keeps a
-    shared one as it is; unifying first (as this did) hashed every value again on each call, even
-    where the chunks already shared one dictionary: on a sort group of the month (1.4M events, its
-    pieces unified once) two thirds of the sort step, the session keys alone 1.9 of 3.3 CPU seconds."""
+    shared one as it is; unifying first would hash every value again on each call (the sort step's
+    largest cost: benchmarks/results/timeline_sort.md)."""
     return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
